@@ -1,0 +1,117 @@
+"""Settings and the one place a DSN is resolved: argument, seed keys, EVENTSTORE_DSN, embedded."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg.conninfo
+
+from .errors import ConfigError
+from .serialization import JsonSerializer, Serializer
+
+__all__ = ["SEED_KEYS", "Settings", "redact", "resolve_dsn", "validate_schema"]
+
+#: The Elixir seed's connection keys and their libpq names.
+SEED_KEYS = {
+    "username": "user",
+    "password": "password",
+    "database": "dbname",
+    "hostname": "host",
+    "port": "port",
+}
+
+_SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+def validate_schema(schema: str) -> str:
+    """A schema name we can quote safely and use in channel and lock names."""
+    if not isinstance(schema, str) or not _SCHEMA_RE.match(schema):
+        raise ConfigError(
+            f"invalid schema name {schema!r}: use lowercase letters, digits and underscores "
+            "(at most 63, not starting with a digit)"
+        )
+    return schema
+
+
+def redact(dsn: str) -> str:
+    """The DSN with any password replaced by ``***``, safe to print or log."""
+    try:
+        params = psycopg.conninfo.conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return "<unparseable DSN>"
+    if "password" in params:
+        params["password"] = "***"
+    return psycopg.conninfo.make_conninfo("", **params)
+
+
+def resolve_dsn(dsn: str | None = None, **seed_keys: Any) -> str:
+    """The DSN to use: `dsn`, else EVENTSTORE_DSN, else the embedded server.
+
+    Seed keys (`username`, `password`, `database`, `hostname`, `port`) are merged over it.
+    """
+    unknown = set(seed_keys) - set(SEED_KEYS)
+    if unknown:
+        raise ConfigError(f"unknown connection option(s): {', '.join(sorted(unknown))}")
+    given = {SEED_KEYS[k]: str(v) for k, v in seed_keys.items() if v is not None}
+    if dsn is None and given.keys() & {"host", "dbname"}:
+        dsn = ""
+    if dsn is None:
+        dsn = os.environ.get("EVENTSTORE_DSN") or None
+    if dsn is None:
+        from .embedded import embedded_dsn
+
+        dsn = embedded_dsn()
+    if not isinstance(dsn, str):
+        raise ConfigError(f"dsn must be a string, got {type(dsn).__qualname__}")
+    try:
+        return psycopg.conninfo.make_conninfo(dsn, **given)
+    except psycopg.ProgrammingError as exc:
+        raise ConfigError(f"invalid DSN: {exc}") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a running store needs; built once by EventStore.start."""
+
+    dsn: str
+    schema: str = "public"
+    pool_size: int = 10
+    pool_overflow: int = 0
+    serializer: Serializer = field(default_factory=JsonSerializer)
+    subscription_max_size: int = 1000
+    #: Most events one group-commit transaction takes from the writer's queue.
+    max_batch_events: int = 10_000
+    #: Seconds a caller waits for an actor before StoreUnavailableError.
+    call_timeout: float = 30.0
+    #: Restart intensity: more than `max_restarts` within `restart_window` seconds stops the store.
+    max_restarts: int = 3
+    restart_window: float = 5.0
+    #: Seconds between health checks of subscribers and lock connections.
+    tick_interval: float = 0.2
+
+    def __post_init__(self) -> None:
+        validate_schema(self.schema)
+        for name in ("pool_size", "subscription_max_size", "max_batch_events", "max_restarts"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{name} must be a positive int, got {value!r}")
+        if not isinstance(self.pool_overflow, int) or self.pool_overflow < 0:
+            raise ConfigError(f"pool_overflow must be an int >= 0, got {self.pool_overflow!r}")
+        if not isinstance(self.serializer, Serializer):
+            raise ConfigError("serializer must have serialize(term) and deserialize(data, type)")
+
+    @property
+    def channel(self) -> str:
+        """The LISTEN/NOTIFY channel of this schema's store."""
+        return f"eventstore_actors.{self.schema}.events"
+
+    def connect_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for every connection: autocommit, search_path on the schema."""
+        return {
+            "autocommit": True,
+            "options": f"-c search_path={self.schema}",
+            "application_name": "eventstore-actors",
+        }

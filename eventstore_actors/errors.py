@@ -1,0 +1,87 @@
+"""The exception hierarchy of the public contract: every failure a caller sees is one of these."""
+
+from __future__ import annotations
+
+__all__ = [
+    "CannotAppendToAllStreamError",
+    "ConfigError",
+    "EventStoreError",
+    "InvalidStartFromError",
+    "SerializationError",
+    "SnapshotNotFoundError",
+    "StoreUnavailableError",
+    "StreamNotFoundError",
+    "SubscriptionAlreadyExistsError",
+    "WrongExpectedVersionError",
+]
+
+
+class EventStoreError(Exception):
+    """Base class of every error raised by eventstore_actors."""
+
+
+class ConfigError(EventStoreError):
+    """The store cannot start: bad settings, unreachable database or uninitialised schema."""
+
+
+class WrongExpectedVersionError(EventStoreError):
+    """The stream's version is not the one the caller expected; nothing was written."""
+
+    def __init__(self, stream_uuid: str, expected_version: int, actual_version: int | None) -> None:
+        self.stream_uuid = stream_uuid
+        self.expected_version = expected_version
+        self.actual_version = actual_version
+        actual = "does not exist" if actual_version is None else f"is at version {actual_version}"
+        super().__init__(
+            f"wrong expected version for stream {stream_uuid!r}: expected {expected_version}, "
+            f"stream {actual}"
+        )
+
+
+class StreamNotFoundError(EventStoreError):
+    """The stream has no events."""
+
+    def __init__(self, stream_uuid: str) -> None:
+        self.stream_uuid = stream_uuid
+        super().__init__(f"stream {stream_uuid!r} not found")
+
+
+class CannotAppendToAllStreamError(EventStoreError):
+    """`$all` is the read-only log of every stream."""
+
+    def __init__(self) -> None:
+        super().__init__("cannot append to the all-streams stream '$all'")
+
+
+class SubscriptionAlreadyExistsError(EventStoreError):
+    """A subscription of that name has a live subscriber (in this or another process)."""
+
+
+class InvalidStartFromError(EventStoreError):
+    """`start_from` is neither "origin", "current" nor a non-negative int."""
+
+
+class SnapshotNotFoundError(EventStoreError):
+    """No snapshot is stored for that source."""
+
+    def __init__(self, source_uuid: str) -> None:
+        self.source_uuid = source_uuid
+        super().__init__(f"no snapshot for source {source_uuid!r}")
+
+
+class SerializationError(EventStoreError):
+    """A value cannot be serialized (nothing was written) or stored bytes cannot be read."""
+
+
+class StoreUnavailableError(EventStoreError):
+    """The database cannot be reached now.
+
+    `outcome_unknown` is True when a commit was sent but its result never came back: the
+    events may or may not be stored. Otherwise the operation did not happen.
+    """
+
+    def __init__(self, message: str, *, outcome_unknown: bool = False) -> None:
+        self.outcome_unknown = outcome_unknown
+        if outcome_unknown:
+            message += " (the commit outcome is unknown: the events may or may not be stored)"
+        super().__init__(message)

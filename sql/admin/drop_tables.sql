@@ -1,0 +1,3 @@
+-- Drops every object admin.init creates, for a store living in a shared schema ("public").
+DROP TABLE IF EXISTS events, streams, event_counter, subscriptions, snapshots, schema_version CASCADE;
+DROP FUNCTION IF EXISTS refuse_event_change() CASCADE;

@@ -1,0 +1,2 @@
+DELETE FROM subscriptions
+WHERE stream_uuid = %(stream_uuid)s AND subscription_name = %(subscription_name)s;
