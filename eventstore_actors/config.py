@@ -112,6 +112,6 @@ class Settings:
         """Keyword arguments for every connection: autocommit, search_path on the schema."""
         return {
             "autocommit": True,
-            "options": f"-c search_path={self.schema}",
+            "options": f"-c search_path={self.schema} -c TimeZone=UTC",
             "application_name": "eventstore-actors",
         }

@@ -1,0 +1,1 @@
+"""Supervision on top of pykka: supervised actors, a one-for-one supervisor, a ticker."""

@@ -1,0 +1,73 @@
+"""Where the facade and the actors find the current actor of each child id.
+
+A restarted child gets a new ActorRef; callers ask the registry for the current one and wait
+(bounded) while a restart is under way. Kept per store: pykka's global registry is never used.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pykka
+
+from ..errors import StoreUnavailableError
+
+__all__ = ["Registry"]
+
+
+class Registry:
+    """Thread-safe map of child id -> live ActorRef, plus the store's failure state."""
+
+    def __init__(self) -> None:
+        self._refs: dict[str, pykka.ActorRef[Any]] = {}
+        self._cond = threading.Condition()
+        self._closed_reason: str | None = None
+
+    def put(self, child_id: str, ref: pykka.ActorRef[Any]) -> None:
+        with self._cond:
+            self._refs[child_id] = ref
+            self._cond.notify_all()
+
+    def remove(self, child_id: str, ref: pykka.ActorRef[Any] | None = None) -> None:
+        with self._cond:
+            if ref is None or self._refs.get(child_id) is ref:
+                self._refs.pop(child_id, None)
+
+    def close(self, reason: str) -> None:
+        """No more actors: every waiting and later caller gets StoreUnavailableError(reason)."""
+        with self._cond:
+            if self._closed_reason is None:
+                self._closed_reason = reason
+            self._cond.notify_all()
+
+    @property
+    def closed_reason(self) -> str | None:
+        return self._closed_reason
+
+    def peek(self, child_id: str) -> pykka.ActorRef[Any] | None:
+        """The current ref if there is one, without waiting."""
+        return self._refs.get(child_id)
+
+    def get(self, child_id: str, timeout: float) -> pykka.ActorRef[Any]:
+        """The live ref of `child_id`, waiting up to `timeout` s for a restart to finish."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                if self._closed_reason is not None:
+                    raise StoreUnavailableError(
+                        f"the event store is stopped: {self._closed_reason}"
+                    )
+                ref = self._refs.get(child_id)
+                if ref is not None and ref.is_alive():
+                    return ref
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise StoreUnavailableError(f"{child_id} is not running (restart under way?)")
+                self._cond.wait(min(remaining, 0.05))
+
+    def with_prefix(self, prefix: str) -> list[pykka.ActorRef[Any]]:
+        """Every current ref whose child id starts with `prefix` (e.g. all subscriptions)."""
+        with self._cond:
+            return [ref for cid, ref in self._refs.items() if cid.startswith(prefix)]

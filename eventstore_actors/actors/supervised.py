@@ -1,0 +1,97 @@
+"""The base class of every supervised actor: it cleans up, then tells its supervisor why it ended.
+
+Pykka calls no hook when ``on_start`` raises and reports ``is_alive() == False`` before cleanup
+has run, so a supervisor that restarted on either signal could run old and new instances side
+by side (two connections, two lock holders). Here the exit report is sent only after cleanup.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import pykka
+import structlog
+
+__all__ = ["ChildExited", "Crash", "SupervisedActor"]
+
+log = structlog.get_logger("eventstore_actors.actors")
+
+
+@dataclass(frozen=True)
+class ChildExited:
+    """Sent to the supervisor once a child has finished cleaning up."""
+
+    child_id: str
+    actor_urn: str
+    error: BaseException | None  # None: a normal stop
+
+
+@dataclass(frozen=True)
+class Crash:
+    """Told to an actor to make it fail (and be restarted) from its own thread."""
+
+    error: BaseException
+
+
+class SupervisedActor(pykka.ThreadingActor):
+    """A pykka actor that reports its exit to a supervisor after its cleanup has run."""
+
+    def __init__(self, supervisor: pykka.ActorRef[Any] | None, child_id: str) -> None:
+        super().__init__()
+        self.child_id = child_id
+        self._supervisor = supervisor
+        self._cleaned = False
+        self.log = log.bind(actor=child_id)
+
+    # Hooks for subclasses -------------------------------------------------------------------
+    def setup(self) -> None:
+        """Acquire resources; runs in the actor's thread. Raising fails the child."""
+
+    def cleanup(self) -> None:
+        """Release every resource; must tolerate a partial setup. Runs exactly once."""
+
+    # Pykka hooks ------------------------------------------------------------------------------
+    def on_start(self) -> None:
+        try:
+            self.setup()
+        except Exception as exc:
+            self._finish(exc)
+            raise
+
+    def on_failure(
+        self,
+        exception_type: type[BaseException] | None,
+        exception_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._finish(exception_value or RuntimeError("unknown failure"))
+
+    def on_stop(self) -> None:
+        self._finish(None)
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, Crash):
+            raise message.error
+        return self.handle(message)
+
+    def handle(self, message: Any) -> Any:
+        """Handle one message (subclasses)."""
+        self.log.warning("unexpected message", message_type=type(message).__name__)
+
+    def _finish(self, error: BaseException | None) -> None:
+        if self._cleaned:
+            return
+        self._cleaned = True
+        try:
+            self.cleanup()
+        except Exception:
+            self.log.exception("cleanup failed")
+        if error is not None:
+            self.log.error("actor failed", error=repr(error))
+        if self._supervisor is not None:
+            try:
+                self._supervisor.tell(ChildExited(self.child_id, self.actor_urn, error))
+            except pykka.ActorDeadError:
+                pass

@@ -1,0 +1,84 @@
+"""Creating, initialising, dropping and resetting a store's database objects.
+
+Every function is idempotent and takes the same DSN forms as `EventStore.start`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import psycopg
+import structlog
+from psycopg import sql as pgsql
+
+from .config import redact, resolve_dsn, validate_schema
+from .errors import ConfigError
+from .storage import schema as schema_ops
+
+__all__ = ["create", "drop", "init", "reset"]
+
+log = structlog.get_logger("eventstore_actors.admin")
+
+
+@contextmanager
+def _connect(dsn: str, **overrides: str) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
+    try:
+        conn = psycopg.Connection.connect(dsn, autocommit=True, **overrides)
+    except psycopg.OperationalError as exc:
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else "connection failed"
+        raise ConfigError(f"cannot connect to {redact(dsn)}: {reason}") from None
+    with conn:
+        yield conn
+
+
+def create(dsn: str | None = None, schema: str = "public") -> None:
+    """Create the database named in the DSN if missing, then the tables."""
+    schema = validate_schema(schema)
+    dsn = resolve_dsn(dsn)
+    dbname = psycopg.conninfo.conninfo_to_dict(dsn).get("dbname")
+    if dbname:
+        with _connect(dsn, dbname="postgres") as conn:
+            exists = conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)
+            ).fetchone()
+            if not exists:
+                try:
+                    conn.execute(pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(dbname)))
+                    log.info("database created", database=dbname)
+                except psycopg.errors.DuplicateDatabase:
+                    pass
+    init(dsn, schema)
+
+
+def init(dsn: str | None = None, schema: str = "public") -> None:
+    """Create the tables in an existing database."""
+    schema = validate_schema(schema)
+    dsn = resolve_dsn(dsn)
+    with _connect(dsn) as conn:
+        if schema_ops.init(conn, schema):
+            log.info("store initialised", schema=schema)
+
+
+def drop(dsn: str | None = None, schema: str = "public") -> None:
+    """Drop the tables (schema "public") or the whole schema."""
+    schema = validate_schema(schema)
+    dsn = resolve_dsn(dsn)
+    with _connect(dsn) as conn:
+        if schema_ops.drop(conn, schema):
+            log.info("store dropped", schema=schema)
+
+
+def reset(dsn: str | None = None, schema: str = "public") -> None:
+    """Empty every table and restart ids at 1 (tests and benchmarks)."""
+    schema = validate_schema(schema)
+    dsn = resolve_dsn(dsn)
+    with _connect(dsn) as conn:
+        if schema_ops.installed_version(conn, schema) is None:
+            raise ConfigError(_not_initialised(schema))
+        schema_ops.reset(conn, schema)
+
+
+def _not_initialised(schema: str) -> str:
+    flag = "" if schema == "public" else f" --schema {schema}"
+    return f"schema {schema!r} is not initialised: run `eventstore-actors init{flag}`"

@@ -1,0 +1,1 @@
+"""Getting committed events to the subscriptions: the publisher actor and its listener."""

@@ -1,0 +1,127 @@
+"""The publisher actor: fans committed events out to the subscription actors in global order.
+
+It keeps `last_published`, the highest event_id already fanned out, and publishes only the
+contiguous continuation of it. Batches committed in this process arrive straight from the
+writer; commits of other processes arrive as notifications and are read from storage; any gap
+(a batch from another process, a restart, a lost notification) is filled from storage first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pykka
+
+from ..actors.registry import Registry
+from ..actors.supervised import SupervisedActor
+from ..config import Settings
+from ..events import RecordedEvent
+from ..storage import reader
+from ..storage.appender import StoredRow
+from ..storage.connection import ReadPool
+from ..writer import Committed
+from .listener import Listener
+
+__all__ = ["CatchUp", "Notified", "Published", "PublisherActor"]
+
+#: Most events read from storage per round when filling a gap.
+_READ_BATCH = 1000
+
+
+@dataclass(frozen=True)
+class Notified:
+    """From the listener: events up to `last_event_id` are committed (maybe by another process)."""
+
+    last_event_id: int
+
+
+@dataclass(frozen=True)
+class CatchUp:
+    """Read whatever storage holds beyond what was published (after a (re)connect or restart);
+    sent to subscriptions too, telling them to re-check storage."""
+
+
+@dataclass(frozen=True)
+class Published:
+    """Told to every subscription: contiguous committed events in event_id order."""
+
+    events: list[RecordedEvent]
+
+
+class PublisherActor(SupervisedActor):
+    def __init__(
+        self,
+        supervisor: pykka.ActorRef[Any],
+        child_id: str,
+        settings: Settings,
+        registry: Registry,
+        pool: ReadPool,
+    ) -> None:
+        super().__init__(supervisor, child_id)
+        self._settings = settings
+        self._registry = registry
+        self._pool = pool
+        self._last_published = 0
+        self._listener: Listener | None = None
+
+    def setup(self) -> None:
+        self._last_published = self._pool.run(reader.last_event_id)
+        ref = self.actor_ref
+        self._listener = Listener(
+            self._settings,
+            on_notify=lambda last: _tell(ref, Notified(last)),
+            on_connect=lambda: _tell(ref, CatchUp()),
+        )
+        self._listener.start()
+        # A restarted publisher may have missed events: every subscription re-checks storage.
+        self._fan_out(CatchUp())
+
+    def cleanup(self) -> None:
+        if self._listener is not None:
+            self._listener.stop()
+
+    def handle(self, message: Any) -> Any:
+        if isinstance(message, Committed):
+            self._committed(message.rows)
+        elif isinstance(message, Notified):
+            self._catch_up(message.last_event_id)
+        elif isinstance(message, CatchUp):
+            self._catch_up(None)
+        else:
+            super().handle(message)
+
+    def _committed(self, rows: list[StoredRow]) -> None:
+        if not rows or rows[-1].event_id <= self._last_published:
+            return
+        if rows[0].event_id > self._last_published + 1:
+            self._catch_up(rows[0].event_id - 1)
+        fresh = [row for row in rows if row.event_id > self._last_published]
+        if fresh and fresh[0].event_id == self._last_published + 1:
+            self._publish(fresh)
+
+    def _catch_up(self, up_to: int | None) -> None:
+        """Publish from storage everything after last_published (up to `up_to` if given)."""
+        while up_to is None or self._last_published < up_to:
+            start = self._last_published + 1
+            end = reader.MAX_POSITION if up_to is None else up_to
+            rows = self._pool.run(lambda c: reader.read_all(c, start, _READ_BATCH, end))
+            if not rows:
+                return
+            self._publish(rows)
+
+    def _publish(self, rows: list[StoredRow]) -> None:
+        events = reader.decode(rows, self._settings.serializer)
+        self._last_published = rows[-1].event_id
+        self._fan_out(Published(events))
+
+    def _fan_out(self, message: Any) -> None:
+        for ref in self._registry.with_prefix("subscription:"):
+            _tell(ref, message)
+
+
+def _tell(ref: pykka.ActorRef[Any], message: Any) -> None:
+    try:
+        ref.tell(message)
+    except pykka.ActorDeadError:
+        pass

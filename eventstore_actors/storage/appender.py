@@ -1,0 +1,172 @@
+"""Appending events: many callers' appends committed in one transaction (group commit).
+
+Each append still succeeds or fails on its own expected version. The event_counter row lock,
+taken first and held to commit, serialises appenders across processes, so global ids are
+gap-free and handed out in commit order; the unique (stream_id, stream_version) constraint is
+the last word on which of two racing appends wins.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, NamedTuple
+
+import psycopg
+
+from ..errors import EventStoreError, StoreUnavailableError, WrongExpectedVersionError
+from ..sql import statement
+from .connection import unavailable
+
+__all__ = ["AppendRequest", "Appender", "NewEvent", "StoredRow"]
+
+_COPY_TYPES = ["int8", "int8", "int8", "text", "text", "text", "bytea", "bytea", "timestamptz"]
+
+
+class NewEvent(NamedTuple):
+    """An event already serialized by the caller, ready to store."""
+
+    event_type: str
+    correlation_id: str | None
+    causation_id: str | None
+    data: bytes
+    metadata: bytes | None
+
+
+class StoredRow(NamedTuple):
+    """A committed event as the reader returns it, before deserialization."""
+
+    event_id: int
+    stream_uuid: str
+    stream_version: int
+    event_type: str
+    correlation_id: str | None
+    causation_id: str | None
+    data: bytes
+    metadata: bytes | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AppendRequest:
+    stream_uuid: str
+    expected_version: int
+    events: list[NewEvent]
+
+
+#: What one append came to: its committed rows, or the error its caller gets.
+Outcome = list[StoredRow] | EventStoreError
+
+
+class Appender:
+    """Writes batches of append requests on one dedicated connection."""
+
+    def __init__(self, conn: psycopg.Connection[Any], channel: str) -> None:
+        self._conn = conn
+        self._channel = channel
+
+    def append(self, requests: list[AppendRequest]) -> list[Outcome]:
+        """Commit every request that matches its expected version, in one transaction."""
+        try:
+            return self._append(requests)
+        except psycopg.errors.IntegrityError:
+            # Only reachable if something outside this writer's view changed a stream; give
+            # every request its own transaction so one loser cannot fail the others.
+            if len(requests) == 1:
+                req = requests[0]
+                version = self._current_version(req.stream_uuid)
+                return [WrongExpectedVersionError(req.stream_uuid, req.expected_version, version)]
+            return [self.append([req])[0] for req in requests]
+
+    def _current_version(self, stream_uuid: str) -> int | None:
+        row = self._conn.execute(
+            statement("read/stream_version"), {"stream_uuid": stream_uuid}
+        ).fetchone()
+        return int(row[0]) if row and row[0] else None
+
+    def _append(self, requests: list[AppendRequest]) -> list[Outcome]:
+        conn = self._conn
+        uuids = list({req.stream_uuid for req in requests})
+        new_uuids = list({req.stream_uuid for req in requests if req.expected_version == 0})
+        committing = False
+        try:
+            with conn.transaction() as tx:
+                with conn.pipeline():
+                    counter = conn.execute(statement("append/lock_counter"))
+                    if new_uuids:
+                        conn.execute(
+                            statement("append/create_streams"), {"stream_uuids": new_uuids}
+                        )
+                    found = conn.execute(
+                        statement("append/stream_versions"), {"stream_uuids": uuids}
+                    )
+                    last_event_id, now = counter.fetchone()  # type: ignore[misc]
+                    streams = {row[0]: (row[1], row[2]) for row in found.fetchall()}
+                outcomes, rows, versions = _assign(requests, streams, last_event_id, now)
+                if not rows:
+                    raise psycopg.Rollback(tx)
+                with conn.cursor() as cur, cur.copy(statement("append/copy_events")) as copy:
+                    copy.set_types(_COPY_TYPES)
+                    for row in rows:
+                        copy.write_row(row)
+                with conn.pipeline():
+                    conn.execute(
+                        statement("append/update_streams"),
+                        {"stream_ids": list(versions), "stream_versions": list(versions.values())},
+                    )
+                    last = rows[-1][0]
+                    conn.execute(statement("append/update_counter"), {"last_event_id": last})
+                    conn.execute(
+                        statement("append/notify"),
+                        {"channel": self._channel, "payload": f"{rows[0][0]},{last}"},
+                    )
+                committing = True
+            return outcomes
+        except psycopg.OperationalError as exc:
+            raise unavailable(exc, outcome_unknown=committing) from None
+        except psycopg.errors.IntegrityError:
+            raise
+        except psycopg.DatabaseError as exc:
+            raise StoreUnavailableError(f"append failed in the database: {exc}") from None
+
+
+def _assign(
+    requests: list[AppendRequest],
+    streams: dict[str, tuple[int, int]],
+    last_event_id: int,
+    now: datetime,
+) -> tuple[list[Outcome], list[tuple[Any, ...]], dict[int, int]]:
+    """Check each request's expected version against the locked state; number its events."""
+    outcomes: list[Outcome] = []
+    rows: list[tuple[Any, ...]] = []
+    versions: dict[int, int] = {}
+    next_id = last_event_id + 1
+    current = {uuid: version for uuid, (_, version) in streams.items()}
+    for req in requests:
+        version = current.get(req.stream_uuid, 0)
+        if req.expected_version != version or req.stream_uuid not in streams:
+            outcomes.append(
+                WrongExpectedVersionError(req.stream_uuid, req.expected_version, version or None)
+            )
+            continue
+        stream_id = streams[req.stream_uuid][0]
+        stored: list[StoredRow] = []
+        for offset, ev in enumerate(req.events, start=1):
+            row = StoredRow(
+                next_id,
+                req.stream_uuid,
+                version + offset,
+                ev.event_type,
+                ev.correlation_id,
+                ev.causation_id,
+                ev.data,
+                ev.metadata,
+                now,
+            )
+            stored.append(row)
+            rows.append((next_id, stream_id, *row[2:]))
+            next_id += 1
+        current[req.stream_uuid] = version + len(req.events)
+        versions[stream_id] = current[req.stream_uuid]
+        outcomes.append(stored)
+    return outcomes, rows, versions

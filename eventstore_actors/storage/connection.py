@@ -1,0 +1,108 @@
+"""Connections, the read pool, and the one place database errors become contract errors."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TypeVar
+
+import psycopg
+import psycopg_pool
+import structlog
+
+from ..config import Settings, redact
+from ..errors import ConfigError, StoreUnavailableError
+
+__all__ = ["ReadPool", "connect", "unavailable"]
+
+log = structlog.get_logger("eventstore_actors.storage")
+T = TypeVar("T")
+
+
+def connect(settings: Settings) -> psycopg.Connection[tuple[object, ...]]:
+    """A new dedicated connection (writer, listener, subscription locks) on the store's schema."""
+    try:
+        return psycopg.Connection.connect(settings.dsn, **settings.connect_kwargs())
+    except psycopg.OperationalError as exc:
+        raise StoreUnavailableError(
+            f"cannot connect to {redact(settings.dsn)}: {_reason(exc)}"
+        ) from None
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[-1] if text else type(exc).__name__
+
+
+def unavailable(exc: BaseException, *, outcome_unknown: bool = False) -> StoreUnavailableError:
+    """The contract's error for a lost or unreachable database."""
+    return StoreUnavailableError(
+        f"database unavailable: {_reason(exc)}", outcome_unknown=outcome_unknown
+    )
+
+
+class ReadPool:
+    """A psycopg-pool pool for reads and small writes, with one retry after a lost connection.
+
+    psycopg-pool's own per-checkout check costs a round trip every time; instead a failure
+    triggers ``pool.check()`` (which drops every dead connection at once) and one retry, which
+    recovers from a server restart in milliseconds instead of timing out.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._pool = psycopg_pool.ConnectionPool(
+            settings.dsn,
+            min_size=settings.pool_size,
+            max_size=settings.pool_size + settings.pool_overflow,
+            kwargs=settings.connect_kwargs(),
+            open=False,
+            name=f"eventstore-actors-{settings.schema}",
+            timeout=settings.call_timeout,
+            reconnect_timeout=60.0,
+        )
+
+    def open(self) -> None:
+        """Open the pool and wait for a first connection: fails fast with ConfigError."""
+        try:
+            self._pool.open(wait=True, timeout=10.0)
+        except psycopg_pool.PoolTimeout:
+            self._pool.close()
+            raise ConfigError(
+                f"cannot connect to the database {redact(self._settings.dsn)}"
+            ) from None
+
+    def close(self) -> None:
+        self._pool.close(timeout=5.0)
+
+    def run(self, work: Callable[[psycopg.Connection[tuple[object, ...]]], T]) -> T:
+        """Run `work` on a pooled connection; retry once on a connection lost under it."""
+        for attempt in (1, 2):
+            try:
+                with self._pool.connection() as conn:
+                    return work(conn)
+            except psycopg.OperationalError as exc:
+                if attempt == 2 or not _is_connection_loss(exc):
+                    raise unavailable(exc) from None
+                log.warning("pooled connection lost, checking pool", schema=self._settings.schema)
+                self._pool.check()
+            except psycopg_pool.PoolTimeout as exc:
+                raise unavailable(exc) from None
+        raise AssertionError("unreachable")
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
+        """A pooled connection with database failures mapped to StoreUnavailableError."""
+        try:
+            with self._pool.connection() as conn:
+                yield conn
+        except psycopg.OperationalError as exc:
+            if _is_connection_loss(exc):
+                self._pool.check()
+            raise unavailable(exc) from None
+        except psycopg_pool.PoolTimeout as exc:
+            raise unavailable(exc) from None
+
+
+def _is_connection_loss(exc: psycopg.OperationalError) -> bool:
+    return not isinstance(exc, psycopg.errors.QueryCanceled)
