@@ -105,7 +105,9 @@ class PublisherActor(SupervisedActor):
         while up_to is None or self._last_published < up_to:
             start = self._last_published + 1
             end = reader.MAX_POSITION if up_to is None else up_to
-            rows = self._pool.run(lambda c: reader.read_all(c, start, _READ_BATCH, end))
+            rows = self._pool.run(
+                lambda c, start=start, end=end: reader.read_all(c, start, _READ_BATCH, end)
+            )
             if not rows:
                 return
             self._publish(rows)

@@ -1,0 +1,96 @@
+"""The `eventstore-actors` command line: administration, the demo and the benchmarks."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+import structlog
+
+from . import admin
+from .config import resolve_dsn, validate_schema
+from .errors import EventStoreError
+
+__all__ = ["main"]
+
+_ADMIN: dict[str, tuple[Callable[[str, str], None], str]] = {
+    "create": (admin.create, "create the database if missing, then the tables"),
+    "init": (admin.init, "create the tables in an existing database"),
+    "drop": (admin.drop, "drop the tables (schema public) or the whole schema"),
+    "reset": (admin.reset, "empty every table and restart ids at 1"),
+}
+
+_DSN_HELP = (
+    "libpq DSN or URI; default: $EVENTSTORE_DSN, else the embedded PostgreSQL "
+    "(pip install 'eventstore-actors[embedded]')"
+)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="eventstore-actors",
+        description="A CQRS event store on PostgreSQL, built as supervised pykka actors.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (_, help_text) in _ADMIN.items():
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        _connection_options(sub)
+    demo = commands.add_parser(
+        "demo",
+        help="append, read and subscribe to a few events, printing what happens",
+        description="Append, read back and subscribe to events in a fresh schema 'demo' "
+        "(created if missing, emptied first).",
+    )
+    _connection_options(demo, default_schema="demo")
+    commands.add_parser(
+        "bench",
+        help="run the benchmark suite (see `eventstore-actors bench --help`)",
+        add_help=False,
+    )
+    return parser
+
+
+def _configure_logging(verbose: bool) -> None:
+    # The command line is an application, so it (unlike the library) configures structlog.
+    level = logging.DEBUG if verbose else logging.WARNING
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+    )
+
+
+def _connection_options(parser: argparse.ArgumentParser, default_schema: str = "public") -> None:
+    parser.add_argument("--dsn", help=_DSN_HELP)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log to stderr")
+    parser.add_argument("--schema", default=default_schema, help=f"default: {default_schema}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["bench"]:
+        from bench.cli import main as bench_main
+
+        return bench_main(args_list[1:])
+    args = _parser().parse_args(args_list)
+    _configure_logging(args.verbose)
+    try:
+        schema = validate_schema(args.schema)
+        dsn = resolve_dsn(args.dsn)
+        if args.command == "demo":
+            from .demo import run_demo
+
+            run_demo(dsn, schema)
+            return 0
+        action, _ = _ADMIN[args.command]
+        action(dsn, schema)
+    except EventStoreError as exc:
+        print(f"eventstore-actors {args.command}: {exc}", file=sys.stderr)
+        return 1
+    print(f"eventstore-actors {args.command}: done (schema {schema})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
