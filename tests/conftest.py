@@ -3,6 +3,7 @@
 The server is, in order: ``EVENTSTORE_TEST_DSN`` if set; else the local server at
 ``postgresql://postgres@127.0.0.1:5432/test`` if it answers within 2 s; else a throwaway
 embedded PostgreSQL (``eventstore-actors[embedded]``) started for the session and deleted after.
+``EVENTSTORE_TEST_DSN=embedded`` forces the throwaway embedded server.
 """
 
 from __future__ import annotations
@@ -33,11 +34,11 @@ def _answers(dsn: str, timeout: float = 2.0) -> bool:
 @pytest.fixture(scope="session")
 def dsn() -> Iterator[str]:
     """A libpq DSN of the server the tests use (see the module docstring)."""
-    configured = os.environ.get("EVENTSTORE_TEST_DSN")
-    if configured:
+    configured = os.environ.get("EVENTSTORE_TEST_DSN", "")
+    if configured and configured != "embedded":
         yield configured
         return
-    if _answers(LOCAL_DSN):
+    if configured != "embedded" and _answers(LOCAL_DSN):
         yield LOCAL_DSN
         return
     try:
