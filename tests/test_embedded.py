@@ -188,3 +188,8 @@ def test_persistent_server_is_reused_and_keeps_its_data(tmp_path: Path) -> None:
             assert conn.execute("SELECT n FROM kept").fetchone() == (42,)
     finally:
         embedded.stop_server(data)
+
+
+def test_the_session_server_answers(dsn: str) -> None:
+    with psycopg.connect(dsn, connect_timeout=10) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
