@@ -15,6 +15,7 @@ from psycopg import sql as pgsql
 from .config import redact, resolve_dsn, validate_schema
 from .errors import ConfigError
 from .storage import schema as schema_ops
+from .storage.connection import reason
 
 __all__ = ["create", "drop", "init", "reset"]
 
@@ -26,8 +27,7 @@ def _connect(dsn: str, **overrides: str) -> Iterator[psycopg.Connection[tuple[ob
     try:
         conn = psycopg.Connection.connect(dsn, autocommit=True, **overrides)
     except psycopg.OperationalError as exc:
-        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else "connection failed"
-        raise ConfigError(f"cannot connect to {redact(dsn)}: {reason}") from None
+        raise ConfigError(f"cannot connect to {redact(dsn)}: {reason(exc)}") from None
     with conn:
         yield conn
 

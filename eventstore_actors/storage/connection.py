@@ -25,19 +25,19 @@ def connect(settings: Settings) -> psycopg.Connection[tuple[object, ...]]:
         return psycopg.Connection.connect(settings.dsn, **settings.connect_kwargs())
     except psycopg.OperationalError as exc:
         raise StoreUnavailableError(
-            f"cannot connect to {redact(settings.dsn)}: {_reason(exc)}"
+            f"cannot connect to {redact(settings.dsn)}: {reason(exc)}"
         ) from None
 
 
-def _reason(exc: BaseException) -> str:
+def reason(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
-    return text[-1] if text else type(exc).__name__
+    return text[0] if text else type(exc).__name__
 
 
 def unavailable(exc: BaseException, *, outcome_unknown: bool = False) -> StoreUnavailableError:
     """The contract's error for a lost or unreachable database."""
     return StoreUnavailableError(
-        f"database unavailable: {_reason(exc)}", outcome_unknown=outcome_unknown
+        f"database unavailable: {reason(exc)}", outcome_unknown=outcome_unknown
     )
 
 
