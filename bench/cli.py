@@ -1,0 +1,178 @@
+"""`eventstore-actors bench` / `python -m bench`: run the workloads, print and save the results."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from .context import Context
+from .machine import describe, summary
+from .progress import Progress
+from .report import format_seed_table, format_table, write_json, write_plot
+from .results import Result
+from .schema import BenchSchema
+from .sizes import PRESETS
+from .workloads import WORKLOADS
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="eventstore-actors bench",
+        description="Benchmark the public API against the fastest raw psycopg code doing the "
+        "same job on the same schema, and compare each with its target.",
+        epilog="Workloads: " + "; ".join(f"{w.name} ({w.description})" for w in WORKLOADS.values()),
+    )
+    parser.add_argument(
+        "--dsn", help="libpq DSN or URI; default: $EVENTSTORE_DSN, else the embedded PostgreSQL"
+    )
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument(
+        "--quick", action="store_const", dest="preset", const="quick", help="small sizes (< 2 min)"
+    )
+    size.add_argument(
+        "--smoke",
+        action="store_const",
+        dest="preset",
+        const="smoke",
+        help="tiny sizes: checks that the harness works, measures nothing (a few seconds)",
+    )
+    parser.set_defaults(preset="full")
+    parser.add_argument(
+        "--only",
+        action="append",
+        metavar="NAME",
+        help="run only these workloads (repeat or separate with commas)",
+    )
+    parser.add_argument(
+        "--growth-size",
+        type=int,
+        metavar="N",
+        help="events stored for the large side of the growth workload (default 1,000,000)",
+    )
+    parser.add_argument("--json", type=Path, metavar="PATH", help="write the results as JSON")
+    parser.add_argument(
+        "--plot", type=Path, metavar="PATH", help="write a PNG of throughput vs concurrency"
+    )
+    parser.add_argument(
+        "--schema",
+        help="schema to run in (created if missing, emptied, left in place); "
+        "default: a fresh bench_<random> schema, dropped afterwards",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--strict", action="store_true", help="exit with status 2 when a target is missed"
+    )
+    return parser
+
+
+def _selected(only: list[str] | None, parser: argparse.ArgumentParser) -> list[str]:
+    if not only:
+        return list(WORKLOADS)
+    names = [n.strip() for item in only for n in item.split(",") if n.strip()]
+    unknown = [n for n in names if n not in WORKLOADS]
+    if unknown:
+        parser.error(
+            f"unknown workload(s) {', '.join(unknown)}; choose from {', '.join(WORKLOADS)}"
+        )
+    return [n for n in WORKLOADS if n in names]
+
+
+def _quiet_library_logs() -> None:
+    # The bench is an application: unless its host already configured structlog, keep the
+    # store's info logs off stdout, where the table goes.
+    import structlog
+
+    if not structlog.is_configured():
+        structlog.configure(
+            wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+            logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    names = _selected(args.only, parser)
+    sizes = PRESETS[args.preset]
+    if args.growth_size is not None:
+        sizes = sizes.with_growth_large(args.growth_size)
+    _quiet_library_logs()
+
+    from eventstore_actors import EventStoreError
+    from eventstore_actors.config import resolve_dsn
+
+    try:
+        dsn = resolve_dsn(args.dsn)
+        machine = describe(dsn)
+    except (EventStoreError, OSError) as exc:
+        print(f"eventstore-actors bench: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # psycopg errors: an unreachable or refusing server
+        print(f"eventstore-actors bench: cannot connect: {exc}", file=sys.stderr)
+        return 1
+
+    schema = BenchSchema(dsn, args.schema)
+    schema.create()
+    started = time.perf_counter()
+    started_at = datetime.now(UTC)
+    results: list[Result] = []
+    failed: dict[str, str] = {}
+    durations: dict[str, float] = {}
+    progress = Progress(0, enabled=False)
+    try:
+        ctx = Context(dsn, schema, sizes, progress)
+        total = sum(WORKLOADS[n].steps(ctx) for n in names)
+        ctx.progress = progress = Progress(total, enabled=not args.no_progress)
+        for name in names:
+            began = time.perf_counter()
+            try:
+                results.extend(WORKLOADS[name].run(ctx))
+            except Exception as exc:
+                failed[name] = f"{type(exc).__qualname__}: {exc}"
+                progress.write(f"bench: workload {name} failed: {failed[name]}")
+            durations[name] = time.perf_counter() - began
+    finally:
+        progress.close()
+        if args.schema is None:
+            schema.drop()
+    duration = time.perf_counter() - started
+
+    print(f"eventstore-actors bench ({args.preset}) on {summary(machine)}")
+    print(f"{len(results)} results in {duration:.0f} s\n")
+    print(format_table(results))
+    seed = format_seed_table(results)
+    if seed:
+        print("\n" + seed)
+    for name, reason in failed.items():
+        print(f"\nworkload {name} FAILED: {reason}")
+
+    document: dict[str, Any] = {
+        "preset": args.preset,
+        "started_at": started_at.isoformat(),
+        "duration_s": duration,
+        "machine": machine,
+        "sizes": sizes.to_json(),
+        "workloads": names,
+        "durations_s": durations,
+        "results": [r.to_json() for r in results],
+        "failed": failed,
+    }
+    if args.json:
+        write_json(args.json, document)
+    if args.plot and not write_plot(
+        args.plot, results, f"eventstore-actors ({args.preset})", sys.stderr
+    ):
+        return 1
+    if failed:
+        return 1
+    if args.strict and any(r.passed is False for r in results):
+        return 2
+    return 0

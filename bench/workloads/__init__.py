@@ -1,0 +1,74 @@
+"""The workloads, by the name `--only` selects them with, in the order they run."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..context import Context
+from ..results import Result
+from .appends import run_seed_appends, run_single_appends, seed_append_steps, single_append_steps
+from .catchup import catchup_steps, run_catchup
+from .growth import growth_steps, run_growth
+from .latency import latency_steps, run_latency
+from .reads import read_all_steps, run_read_all, run_seed_reads, seed_read_steps
+
+__all__ = ["WORKLOADS", "Workload"]
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    description: str
+    #: How many progress steps `run` will tick.
+    steps: Callable[[Context], int]
+    run: Callable[[Context], list[Result]]
+
+
+WORKLOADS: dict[str, Workload] = {
+    w.name: w
+    for w in [
+        Workload(
+            "seed-append",
+            "append 100 events to a new stream, 1/10/100 writers",
+            seed_append_steps,
+            run_seed_appends,
+        ),
+        Workload(
+            "seed-read",
+            "read a 100-event stream, 1/10/100 readers",
+            seed_read_steps,
+            run_seed_reads,
+        ),
+        Workload(
+            "single-append",
+            "single-event appends, 1 and 50 writers",
+            single_append_steps,
+            run_single_appends,
+        ),
+        Workload(
+            "read-all",
+            "read all streams in pages of 1,000 and through stream_all_forward",
+            read_all_steps,
+            run_read_all,
+        ),
+        Workload(
+            "latency",
+            "subscription delivery latency p50/p99, same process and another process",
+            latency_steps,
+            run_latency,
+        ),
+        Workload(
+            "catchup",
+            "all-streams subscription replaying stored events with acks",
+            catchup_steps,
+            run_catchup,
+        ),
+        Workload(
+            "growth",
+            "append/read cost and replay peak RSS, 10k vs 1M events stored",
+            growth_steps,
+            run_growth,
+        ),
+    ]
+}
