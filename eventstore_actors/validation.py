@@ -8,14 +8,22 @@ __all__ = ["check_count", "check_optional_text", "check_position", "check_text"]
 
 
 def check_text(value: Any, name: str) -> str:
-    """A non-empty str without NUL characters (PostgreSQL text cannot hold them)."""
+    """A non-empty str PostgreSQL text can hold: valid UTF-8, no NUL characters."""
     if not isinstance(value, str):
         raise TypeError(f"{name} must be a str, got {type(value).__qualname__}")
     if not value:
         raise ValueError(f"{name} must not be empty")
+    _check_storable(value, name)
+    return value
+
+
+def _check_storable(value: str, name: str) -> None:
     if "\x00" in value:
         raise ValueError(f"{name} must not contain NUL characters")
-    return value
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{name} is not valid Unicode text (lone surrogate)") from None
 
 
 def check_optional_text(value: Any, name: str) -> str | None:
@@ -23,8 +31,7 @@ def check_optional_text(value: Any, name: str) -> str | None:
         return None
     if not isinstance(value, str):
         raise TypeError(f"{name} must be a str or None, got {type(value).__qualname__}")
-    if "\x00" in value:
-        raise ValueError(f"{name} must not contain NUL characters")
+    _check_storable(value, name)
     return value
 
 

@@ -65,9 +65,10 @@ class WriterActor(SupervisedActor):
             self.log.warning("writer starting without a connection", error=str(exc))
 
     def cleanup(self) -> None:
-        error = StoreUnavailableError("the writer stopped before this append was committed")
-        for _, future in self._pending:
-            future.set_exception(exc_info=(type(error), error, None))
+        _fail(
+            self._pending,
+            StoreUnavailableError("the writer stopped before this append was committed"),
+        )
         self._pending.clear()
         if self._conn is not None:
             self._conn.close()
@@ -115,12 +116,16 @@ class WriterActor(SupervisedActor):
             appender = Appender(self._connection(), self._settings.channel)
             outcomes = appender.append([request for request, _ in batch])
         except StoreUnavailableError as exc:
-            for _, future in batch:
-                future.set_exception(exc_info=(type(exc), exc, None))
+            _fail(batch, exc)
             if self._conn is not None and (self._conn.broken or self._conn.closed):
                 # Restart with fresh state and a fresh connection (see module docstring).
                 self.actor_ref.tell(Crash(exc))
             return
+        except Exception as exc:
+            # A bug, not bad input (that is refused before it gets here): the callers hear of
+            # it at once and the writer restarts with fresh state.
+            _fail(batch, StoreUnavailableError(f"the writer failed: {exc!r}"))
+            raise
         committed: list[StoredRow] = []
         for (_, future), outcome in zip(batch, outcomes, strict=True):
             if isinstance(outcome, Exception):
@@ -135,3 +140,8 @@ class WriterActor(SupervisedActor):
                     publisher.tell(Committed(committed))
                 except pykka.ActorDeadError:
                     pass  # a restarted publisher catches up from storage
+
+
+def _fail(batch: list[tuple[AppendRequest, pykka.ThreadingFuture[None]]], error: Exception) -> None:
+    for _, future in batch:
+        future.set_exception(exc_info=(type(error), error, None))
