@@ -23,9 +23,9 @@ log = structlog.get_logger("eventstore_actors.admin")
 
 
 @contextmanager
-def _connect(dsn: str, **overrides: str) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
+def _connect(dsn: str) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
     try:
-        conn = psycopg.Connection.connect(dsn, autocommit=True, **overrides)
+        conn = psycopg.Connection.connect(dsn, autocommit=True)
     except psycopg.OperationalError as exc:
         raise ConfigError(f"cannot connect to {redact(dsn)}: {reason(exc)}") from None
     with conn:
@@ -36,9 +36,9 @@ def create(dsn: str | None = None, schema: str = "public") -> None:
     """Create the database named in the DSN if missing, then the tables."""
     schema = validate_schema(schema)
     dsn = resolve_dsn(dsn)
-    dbname = psycopg.conninfo.conninfo_to_dict(dsn).get("dbname")
+    dbname = str(psycopg.conninfo.conninfo_to_dict(dsn).get("dbname") or "")
     if dbname:
-        with _connect(dsn, dbname="postgres") as conn:
+        with _connect(psycopg.conninfo.make_conninfo(dsn, dbname="postgres")) as conn:
             exists = conn.execute(
                 "SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)
             ).fetchone()

@@ -361,7 +361,8 @@ class EventStore:
                 f"subscription {name!r} on {stream_uuid!r} already has a subscriber"
             ) from None
         try:
-            return ready.get(timeout=self._settings.call_timeout)
+            subscription: Subscription = ready.get(timeout=self._settings.call_timeout)
+            return subscription
         except pykka.Timeout:
             self._forget_and_stop(child_id)
             raise StoreUnavailableError("the subscription did not start in time") from None

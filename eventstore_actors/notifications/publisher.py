@@ -9,6 +9,7 @@ writer; commits of other processes arrive as notifications and are read from sto
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import pykka
@@ -106,7 +107,7 @@ class PublisherActor(SupervisedActor):
             start = self._last_published + 1
             end = reader.MAX_POSITION if up_to is None else up_to
             rows = self._pool.run(
-                lambda c, start=start, end=end: reader.read_all(c, start, _READ_BATCH, end)
+                partial(reader.read_all, start_event_id=start, count=_READ_BATCH, end_event_id=end)
             )
             if not rows:
                 return
