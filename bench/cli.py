@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .context import Context
-from .machine import describe, summary
+from .machine import busy_warning, describe, load_average, summary
 from .progress import Progress
 from .report import format_seed_table, format_table, write_json, write_plot
 from .results import Result
@@ -63,7 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--schema",
-        help="schema to run in (created if missing, emptied, left in place); "
+        help="schema to run in, named bench...: created if missing, EMPTIED, left in place; "
         "default: a fresh bench_<random> schema, dropped afterwards",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -101,6 +101,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     names = _selected(args.only, parser)
+    if args.schema is not None and not args.schema.startswith("bench"):
+        parser.error("--schema must start with 'bench': the bench empties it")
     sizes = PRESETS[args.preset]
     if args.growth_size is not None:
         sizes = sizes.with_growth_large(args.growth_size)
@@ -119,6 +121,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"eventstore-actors bench: cannot connect: {exc}", file=sys.stderr)
         return 1
 
+    warning = busy_warning()
+    if warning:
+        print(warning, file=sys.stderr)
     schema = BenchSchema(dsn, args.schema)
     schema.create()
     started = time.perf_counter()
@@ -146,7 +151,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     duration = time.perf_counter() - started
 
     print(f"eventstore-actors bench ({args.preset}) on {summary(machine)}")
-    print(f"{len(results)} results in {duration:.0f} s\n")
+    print(f"{len(results)} results in {duration:.0f} s")
+    if warning:
+        print(warning)
+    print()
     print(format_table(results))
     seed = format_seed_table(results)
     if seed:
@@ -158,6 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "preset": args.preset,
         "started_at": started_at.isoformat(),
         "duration_s": duration,
+        "load_average_1m_after": load_average(),
         "machine": machine,
         "sizes": sizes.to_json(),
         "workloads": names,

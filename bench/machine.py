@@ -8,7 +8,7 @@ from typing import Any
 
 import psycopg
 
-__all__ = ["describe", "summary"]
+__all__ = ["busy_warning", "describe", "load_average", "summary"]
 
 _SETTINGS = ("fsync", "synchronous_commit", "shared_buffers", "wal_level", "max_connections")
 
@@ -31,8 +31,28 @@ def _memory_gib() -> float | None:
         return None
 
 
+def load_average() -> float | None:
+    """The 1-minute load average, or None where the OS does not say."""
+    try:
+        return os.getloadavg()[0]
+    except (OSError, AttributeError):
+        return None
+
+
+def busy_warning() -> str | None:
+    """A warning when other work is using the CPUs (the figures would be noisy)."""
+    load, cores = load_average(), os.cpu_count() or 1
+    if load is not None and load > 0.5 * cores:
+        return (
+            f"warning: load average {load:.1f} on {cores} cores before the run; other work "
+            "on this machine makes the figures noisy"
+        )
+    return None
+
+
 def describe(dsn: str) -> dict[str, Any]:
     info: dict[str, Any] = {
+        "load_average_1m": load_average(),
         "cpu": _cpu_model(),
         "cores": os.cpu_count(),
         "memory_gib": _memory_gib(),

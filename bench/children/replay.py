@@ -14,6 +14,18 @@ from . import emit
 
 
 def _peak_kib() -> int:
+    """This process's peak resident set size in KiB.
+
+    VmHWM belongs to this program's own address space; ru_maxrss would also count the parent's
+    size at fork, which exec does not reset.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from .. import raw
@@ -144,8 +145,8 @@ def run_read_all(ctx: Context) -> list[Result]:
         ):
             runs[name] = alternate(
                 ctx.sizes.repeats,
-                _stepped(ctx, f"read all {name}, raw", lambda r=raw_read: _timed_count(total, r)),
-                _stepped(ctx, f"read all {name}, API", lambda r=api_read: _timed_count(total, r)),
+                _stepped(ctx, f"read all {name}, raw", partial(_timed_count, total, raw_read)),
+                _stepped(ctx, f"read all {name}, API", partial(_timed_count, total, api_read)),
             )
 
     def result(name: str, label: str, target: Target | None) -> Result:
