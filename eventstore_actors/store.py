@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any
@@ -61,6 +62,7 @@ class EventStore:
     def __init__(self, settings: Settings, pool: ReadPool) -> None:
         self._settings = settings
         self._pool = pool
+        self._origin = uuid.uuid4().hex  # names this instance's commits in notifications
         self._registry = Registry()
         self._supervisor = Supervisor.start(
             self._registry, settings.max_restarts, settings.restart_window
@@ -110,12 +112,12 @@ class EventStore:
         return store
 
     def _start_children(self) -> None:
-        settings, registry, pool = self._settings, self._registry, self._pool
+        settings, registry, pool, origin = self._settings, self._registry, self._pool, self._origin
         self._ask_supervisor(
             "start_child",
             ChildSpec(
                 "writer",
-                lambda sup, cid, _: WriterActor.start(sup, cid, settings, registry),
+                lambda sup, cid, _: WriterActor.start(sup, cid, settings, registry, origin),
                 critical=True,
             ),
         )
@@ -123,7 +125,9 @@ class EventStore:
             "start_child",
             ChildSpec(
                 "publisher",
-                lambda sup, cid, _: PublisherActor.start(sup, cid, settings, registry, pool),
+                lambda sup, cid, _: PublisherActor.start(
+                    sup, cid, settings, registry, pool, origin
+                ),
                 critical=True,
             ),
         )

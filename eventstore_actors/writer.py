@@ -48,9 +48,15 @@ _FLUSH = _Flush()
 
 class WriterActor(SupervisedActor):
     def __init__(
-        self, supervisor: pykka.ActorRef[Any], child_id: str, settings: Settings, registry: Registry
+        self,
+        supervisor: pykka.ActorRef[Any],
+        child_id: str,
+        settings: Settings,
+        registry: Registry,
+        origin: str,
     ) -> None:
         super().__init__(supervisor, child_id)
+        self._origin = origin
         self._settings = settings
         self._registry = registry
         self._conn: psycopg.Connection[Any] | None = None
@@ -113,7 +119,7 @@ class WriterActor(SupervisedActor):
         if not batch:
             return
         try:
-            appender = Appender(self._connection(), self._settings.channel)
+            appender = Appender(self._connection(), self._settings.channel, self._origin)
             outcomes = appender.append([request for request, _ in batch])
         except StoreUnavailableError as exc:
             _fail(batch, exc)

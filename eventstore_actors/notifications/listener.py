@@ -22,15 +22,21 @@ log = structlog.get_logger("eventstore_actors.listener")
 
 
 class Listener:
-    """Calls `on_notify(last_event_id)` per notification and `on_connect()` after each LISTEN."""
+    """Calls `on_notify(last_event_id)` per notification and `on_connect()` after each LISTEN.
+
+    Notifications of commits made by the store instance `origin` itself are skipped: its writer
+    hands those rows to the publisher directly.
+    """
 
     def __init__(
         self,
         settings: Settings,
+        origin: str,
         on_notify: Callable[[int], None],
         on_connect: Callable[[], None],
     ) -> None:
         self._settings = settings
+        self._origin = origin
         self._on_notify = on_notify
         self._on_connect = on_connect
         self._stop = threading.Event()
@@ -77,9 +83,11 @@ class Listener:
                     return
                 if note.channel != self._settings.channel:
                     continue
+                _, _, rest = note.payload.partition(",")
+                last, _, origin = rest.partition(",")
+                if origin == self._origin:
+                    continue
                 try:
-                    last = int(note.payload.rsplit(",", 1)[-1])
+                    self._on_notify(int(last))
                 except ValueError:
                     log.warning("ignoring malformed notification")
-                    continue
-                self._on_notify(last)

@@ -17,6 +17,7 @@ import pykka
 from ..actors.registry import Registry
 from ..actors.supervised import SupervisedActor
 from ..config import Settings
+from ..errors import SerializationError
 from ..events import RecordedEvent
 from ..storage import reader
 from ..storage.appender import StoredRow
@@ -58,8 +59,10 @@ class PublisherActor(SupervisedActor):
         settings: Settings,
         registry: Registry,
         pool: ReadPool,
+        origin: str,
     ) -> None:
         super().__init__(supervisor, child_id)
+        self._origin = origin
         self._settings = settings
         self._registry = registry
         self._pool = pool
@@ -71,6 +74,7 @@ class PublisherActor(SupervisedActor):
         ref = self.actor_ref
         self._listener = Listener(
             self._settings,
+            self._origin,
             on_notify=lambda last: _tell(ref, Notified(last)),
             on_connect=lambda: _tell(ref, CatchUp()),
         )
@@ -114,8 +118,15 @@ class PublisherActor(SupervisedActor):
             self._publish(rows)
 
     def _publish(self, rows: list[StoredRow]) -> None:
-        events = reader.decode(rows, self._settings.serializer)
         self._last_published = rows[-1].event_id
+        try:
+            events = reader.decode(rows, self._settings.serializer)
+        except SerializationError as exc:
+            # A stored event this serializer cannot read must not stop the store: each
+            # subscription reads the batch from storage itself and fails on its own.
+            self.log.error("cannot decode published events", error=str(exc))
+            self._fan_out(CatchUp())
+            return
         self._fan_out(Published(events))
 
     def _fan_out(self, message: Any) -> None:

@@ -61,9 +61,10 @@ Outcome = list[StoredRow] | EventStoreError
 class Appender:
     """Writes batches of append requests on one dedicated connection."""
 
-    def __init__(self, conn: psycopg.Connection[Any], channel: str) -> None:
+    def __init__(self, conn: psycopg.Connection[Any], channel: str, origin: str) -> None:
         self._conn = conn
         self._channel = channel
+        self._origin = origin  # lets this store's own listener skip its own notifications
 
     def append(self, requests: list[AppendRequest]) -> list[Outcome]:
         """Commit every request that matches its expected version, in one transaction."""
@@ -118,7 +119,10 @@ class Appender:
                     conn.execute(statement("append/update_counter"), {"last_event_id": last})
                     conn.execute(
                         statement("append/notify"),
-                        {"channel": self._channel, "payload": f"{rows[0][0]},{last}"},
+                        {
+                            "channel": self._channel,
+                            "payload": f"{rows[0][0]},{last},{self._origin}",
+                        },
                     )
                 committing = True
             return outcomes
