@@ -10,6 +10,7 @@ while another process holds it) and resumes from the checkpoint.
 from __future__ import annotations
 
 import json
+import select
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -207,12 +208,33 @@ class SubscriptionActor(SupervisedActor):
         return reader.decode(rows, self._settings.serializer)
 
     def _deliver(self, events: list[RecordedEvent]) -> bool:
+        if not self._lock_connection_alive():
+            # The lock went with the connection: another process may hold the name now.
+            error = StoreUnavailableError("subscription lost its lock connection")
+            self.actor_ref.tell(Crash(error))
+            self._state = None
+            return False
         mapper = self._spec.mapper
         payload = [mapper(e) for e in events] if mapper is not None else events
         try:
             self._spec.subscriber.tell(Events(self._handle, payload))
         except pykka.ActorDeadError:
             self._subscriber_gone()
+            return False
+        return True
+
+    def _lock_connection_alive(self) -> bool:
+        """Cheap check before each delivery: a killed backend leaves the socket readable
+        (its farewell error and EOF) while no query is running, so only then probe it."""
+        conn = self._conn
+        if conn is None or conn.closed or conn.broken:
+            return False
+        readable, _, _ = select.select([conn.fileno()], [], [], 0)
+        if not readable:
+            return True
+        try:
+            conn.execute("SELECT 1")
+        except psycopg.OperationalError:
             return False
         return True
 
