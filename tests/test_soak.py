@@ -1,0 +1,349 @@
+"""A randomized, bounded soak of subscriptions across two processes.
+
+Writers in this process and in a child process append to 50 streams (each process owns half
+of them) while subscribers here (two all-streams, three single-stream, some with a small
+max_size) ack at random moments, partially or not at all for a while, and are killed,
+unsubscribed and re-subscribed at random; now and then a subscription's lock connection is
+killed from SQL. A subscriber in the child acks everything. At the end every subscription has
+received every event, in order within each delivery run, with no gap; and no checkpoint,
+sampled from the subscriptions table all along, ever passed a position that had been acked.
+
+Seed: SOAK_SEED (printed; rerun with it to replay the same choices, timing aside).
+Length of the writing phase: SOAK_SECONDS (default 12).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pykka
+import pytest
+from support import (
+    ChildProcess,
+    Delivery,
+    checkpoints,
+    events,
+    kill_backends,
+    lock_backends,
+    subscribe_retrying,
+    subscription_lock_key,
+    wait_until,
+)
+
+from eventstore_actors import (
+    EventData,
+    Events,
+    EventStore,
+    StoreUnavailableError,
+    StreamNotFoundError,
+    Subscription,
+)
+
+ALL = "$all"
+STREAMS = [f"stream-{i:02d}" for i in range(50)]
+MINE, CHILDS = STREAMS[0::2], STREAMS[1::2]
+
+
+@dataclass(frozen=True)
+class AckNow:
+    """Ack everything received so far (a subscriber that was holding back)."""
+
+
+@dataclass(frozen=True)
+class AutoAck:
+    """From now on ack every batch at once (the final drain)."""
+
+
+class SoakSubscriber(pykka.ThreadingActor):
+    """Records each batch in the subscription's Delivery and acks at random."""
+
+    def __init__(self, spec: SubSpec, seed: int, auto: bool = False) -> None:
+        super().__init__()
+        self.spec = spec
+        self.rng = random.Random(seed)
+        self.auto = auto
+        self.first = True
+        self.last: int | None = None
+        self.sub: Subscription | None = None
+
+    def on_receive(self, message: Any) -> None:
+        delivery = self.spec.delivery
+        if isinstance(message, Events):
+            batch = message.events
+            self.sub = message.subscription
+            streams = {e.stream_uuid for e in batch}
+            if len(streams) != 1:
+                delivery.errors.append(f"a batch mixing streams {streams}")
+            if self.spec.stream != ALL and streams != {self.spec.stream}:
+                delivery.errors.append(f"{self.spec.stream} got events of {streams}")
+            delivery.received(batch, new_run=self.first)
+            self.first = False
+            self.last = delivery.position(batch[-1])
+            roll = self.rng.random()
+            if self.auto or roll < 0.6:
+                self._ack(self.last)
+            elif roll < 0.7:
+                self._ack(delivery.position(batch[0]))  # partial: still gated
+            # else: hold everything until an AckNow
+        elif isinstance(message, AckNow):
+            if self.last is not None:
+                self._ack(self.last)
+        elif isinstance(message, AutoAck):
+            self.auto = True
+            if self.last is not None:
+                self._ack(self.last)
+
+    def _ack(self, position: int) -> None:
+        assert self.sub is not None
+        self.spec.delivery.ack(position)  # recorded before it can reach the checkpoint
+        self.sub.ack(position)
+
+
+@dataclass
+class SubSpec:
+    name: str
+    stream: str
+    max_size: int | None
+    delivery: Delivery
+    ref: pykka.ActorRef[Any] | None = None
+    lock_kills: int = 0
+    last_lock_kill: float = 0.0
+    resubscribes: int = 0
+
+
+@pytest.fixture
+def seed() -> int:
+    value = int(os.environ.get("SOAK_SEED") or random.randrange(1 << 31))
+    print(f"\nSOAK_SEED={value}")
+    return value
+
+
+@pytest.fixture
+def child(dsn: str, schema: str) -> Iterator[ChildProcess]:
+    proc = ChildProcess(dsn, schema)
+    try:
+        yield proc
+    finally:
+        proc.close()
+
+
+class Sampler(threading.Thread):
+    """Samples the subscriptions table; a checkpoint must never exceed the highest position
+    acked so far (acks are recorded before they are sent) nor move backwards."""
+
+    def __init__(self, dsn: str, schema: str, specs: dict[tuple[str, str], SubSpec]) -> None:
+        super().__init__(daemon=True)
+        self.dsn, self.schema, self.specs = dsn, schema, specs
+        self.stop_flag = threading.Event()
+        self.violations: list[str] = []
+        self.samples = 0
+        self.seen: dict[tuple[str, str], int] = {}
+
+    def run(self) -> None:
+        while not self.stop_flag.wait(0.05):
+            self.sample()
+
+    def sample(self) -> None:
+        rows = checkpoints(self.dsn, self.schema)
+        self.samples += 1
+        for key, value in rows.items():
+            spec = self.specs.get(key)
+            if spec is None:
+                continue
+            with spec.delivery.lock:
+                top = max(spec.delivery.acked, default=0)
+            if value > top:
+                self.violations.append(f"{key}: checkpoint {value} > highest ack {top}")
+            if value < self.seen.get(key, 0):
+                self.violations.append(f"{key}: checkpoint moved back to {value}")
+            self.seen[key] = value
+
+
+def test_soak(store: EventStore, child: ChildProcess, dsn: str, schema: str, seed: int) -> None:
+    rng = random.Random(seed)
+    seconds = float(os.environ.get("SOAK_SECONDS", "12"))
+    specs = {
+        (ALL, "all-a"): SubSpec("all-a", ALL, None, Delivery(lambda e: e.event_id)),
+        (ALL, "all-b"): SubSpec("all-b", ALL, 7, Delivery(lambda e: e.event_id)),
+        ("stream-00", "st-a"): SubSpec(
+            "st-a", "stream-00", None, Delivery(lambda e: e.stream_version)
+        ),
+        ("stream-01", "st-b"): SubSpec(
+            "st-b", "stream-01", 4, Delivery(lambda e: e.stream_version)
+        ),
+        ("stream-03", "st-c"): SubSpec(
+            "st-c", "stream-03", 2, Delivery(lambda e: e.stream_version)
+        ),
+    }
+
+    def subscribe(spec: SubSpec, auto: bool = False) -> None:
+        stored = checkpoints(dsn, schema).get((spec.stream, spec.name), 0)
+        with spec.delivery.lock:
+            spec.delivery.floor = stored  # it can only have moved forward when it resumes
+        ref = SoakSubscriber.start(spec, rng.randrange(1 << 30), auto)
+        spec.ref = ref
+        if spec.stream == ALL:
+            call: Callable[[], Subscription] = lambda: store.subscribe_to_all_streams(  # noqa: E731
+                spec.name, ref, max_size=spec.max_size
+            )
+        else:
+            call = lambda: store.subscribe_to_stream(  # noqa: E731
+                spec.stream, spec.name, ref, max_size=spec.max_size
+            )
+        subscribe_retrying(call, timeout=5.0)
+
+    for spec in specs.values():
+        subscribe(spec)
+    child.ok({"cmd": "subscribe", "stream": ALL, "name": "child-all", "auto_ack": True})
+
+    sampler = Sampler(dsn, schema, specs)
+    sampler.start()
+
+    # Writers: the child owns the odd streams, a thread here the even ones.
+    child.ok(
+        {
+            "cmd": "write",
+            "streams": CHILDS,
+            "events": 100_000,
+            "seconds": seconds,
+            "pause": 0.06,
+            "seed": seed,
+        }
+    )
+    versions = dict.fromkeys(MINE, 0)
+    writer_errors: list[BaseException] = []
+    deadline = time.monotonic() + seconds
+
+    def write() -> None:
+        wrng = random.Random(seed + 1)
+        try:
+            while time.monotonic() < deadline:
+                time.sleep(wrng.uniform(0, 0.06))  # pacing, not synchronisation
+                stream = wrng.choice(MINE)
+                size = wrng.randint(1, 5)
+                version = versions[stream]
+                batch: list[EventData] = events(size, start=version + 1, w="parent")
+                try:
+                    store.append_to_stream(stream, version, batch)
+                    versions[stream] = version + size
+                except StoreUnavailableError:
+                    try:
+                        versions[stream] = len(store.read_stream_forward(stream, 0, 100_000))
+                    except StreamNotFoundError:
+                        versions[stream] = 0
+        except BaseException as exc:
+            writer_errors.append(exc)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+
+    # Chaos until the writers are done.
+    actions = {"ack": 0, "kill": 0, "unsubscribe": 0, "lock": 0}
+    try:
+        while time.monotonic() < deadline:
+            time.sleep(rng.uniform(0.02, 0.15))  # pacing of the chaos, not synchronisation
+            spec = rng.choice(list(specs.values()))
+            roll = rng.random()
+            assert spec.ref is not None
+            if roll < 0.6:
+                spec.ref.tell(AckNow())
+                actions["ack"] += 1
+            elif roll < 0.8:
+                spec.ref.stop()  # subscriber death: the subscription must notice and stop
+                subscribe(spec)
+                spec.resubscribes += 1
+                actions["kill"] += 1
+            elif roll < 0.93:
+                if spec.stream == ALL:
+                    store.unsubscribe_from_all_streams(spec.name)
+                else:
+                    store.unsubscribe_from_stream(spec.stream, spec.name)
+                spec.ref.stop()
+                subscribe(spec)
+                spec.resubscribes += 1
+                actions["unsubscribe"] += 1
+            elif time.monotonic() - spec.last_lock_kill > 3.0:
+                key = subscription_lock_key(schema, spec.stream, spec.name)
+                pids = lock_backends(dsn, key)
+                if pids and kill_backends(dsn, pids):
+                    spec.lock_kills += 1
+                    spec.last_lock_kill = time.monotonic()
+                    actions["lock"] += 1
+    finally:
+        writer.join(timeout=60)
+    assert not writer_errors, writer_errors
+    result = child.ok({"cmd": "write_join", "timeout": 60}, timeout=70)
+    assert not [e for e in result["errors"] if "Traceback" in e], result["errors"]
+    versions.update(result["versions"])
+    total = sum(versions.values())
+    assert total == len(list(store.stream_all_forward())), "the writers' counts disagree"
+
+    # Drain: every subscriber acks at once from now on.
+    for spec in specs.values():
+        assert spec.ref is not None
+        if not spec.ref.is_alive():
+            subscribe(spec, auto=True)
+        spec.ref.tell(AutoAck())
+
+    def expected_last(spec: SubSpec) -> int:
+        return total if spec.stream == ALL else versions[spec.stream]
+
+    for spec in specs.values():
+        wait_until(
+            lambda spec=spec: (
+                spec.delivery.last() >= expected_last(spec)  # type: ignore[misc]
+                and expected_last(spec) in spec.delivery.covered()
+            ),
+            timeout=45,
+            what=f"{spec.name} to receive {expected_last(spec)} events",
+        )
+        wait_until(
+            lambda spec=spec: (
+                checkpoints(dsn, schema).get((spec.stream, spec.name))  # type: ignore[misc]
+                == expected_last(spec)
+            ),
+            timeout=10,
+            what=f"{spec.name}'s checkpoint to reach the end",
+        )
+    sampler.stop_flag.set()
+    sampler.join(timeout=10)
+    sampler.sample()
+
+    # The child's subscriber acked everything at once: one run, 1..total.
+    child_ids: list[int] = []
+    while len(child_ids) < total:
+        notice = child.notice(timeout=30)
+        if notice["event"] == "events":
+            child_ids.extend(e[0] for e in notice["events"])
+    assert child_ids == list(range(1, total + 1))
+
+    summary = {
+        spec.name: {
+            "runs": len(spec.delivery.runs),
+            "resubscribes": spec.resubscribes,
+            "lock_kills": spec.lock_kills,
+            "rewinds": spec.delivery.rewinds,
+            "acks": len(spec.delivery.acked),
+        }
+        for spec in specs.values()
+    }
+    print(f"SOAK_SEED={seed} events={total} actions={actions} samples={sampler.samples}")
+    print(f"per subscription: {summary}")
+
+    for spec in specs.values():
+        spec.delivery.check(expected_last(spec))
+        assert spec.delivery.rewinds <= spec.lock_kills, (
+            f"{spec.name} was redelivered within a run without a restart"
+        )
+    assert not sampler.violations, sampler.violations[:10]
+    assert sampler.samples > 10
+
+    for spec in specs.values():
+        assert spec.ref is not None
+        spec.ref.stop()

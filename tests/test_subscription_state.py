@@ -1,0 +1,416 @@
+"""Unit tests of the pure subscription state machine (no database, no threads).
+
+Positions are the subscription's own gap-free space (event_id for all streams, stream_version
+for one stream). Each test names the contract rule or LESSONS trap it guards.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from eventstore_actors.subscriptions.state import Read, Send, SubscriptionState
+
+
+@dataclass(frozen=True)
+class Ev:
+    pos: int
+    stream: str = "a"
+
+
+def evs(first: int, last: int, stream: str = "a") -> list[Ev]:
+    return [Ev(p, stream) for p in range(first, last + 1)]
+
+
+def new(
+    checkpoint: int = 0, max_size: int = 100, read_batch_size: int = 1000
+) -> SubscriptionState[Ev]:
+    return SubscriptionState(
+        checkpoint,
+        max_size,
+        position=lambda e: e.pos,
+        stream_key=lambda e: e.stream,
+        read_batch_size=read_batch_size,
+    )
+
+
+def positions(action: Send[Ev] | Read | None) -> list[int]:
+    assert isinstance(action, Send), f"expected a Send, got {action!r}"
+    return [e.pos for e in action.events]
+
+
+def go_live(state: SubscriptionState[Ev], storage: list[Ev] | None = None) -> list[int]:
+    """Answer reads from `storage` (positions 1..n) until the state stops reading; returns the
+    positions of the one batch it sent meanwhile (not acked), if any."""
+    storage = storage or []
+    sent: list[int] = []
+    for _ in range(100):
+        action = state.next_action()
+        if isinstance(action, Send):
+            assert not sent, "a second batch sent before the first was acked"
+            sent = positions(action)
+            continue
+        if action is None:
+            assert not state.behind, "waiting while behind"
+            return sent
+        chunk = storage[action.start - 1 : action.start - 1 + action.limit]
+        state.read_done(chunk, action.limit)
+    raise AssertionError("never went live")
+
+
+# Catch-up then live --------------------------------------------------------------------------
+def test_new_subscription_reads_from_after_its_checkpoint() -> None:
+    assert new().next_action() == Read(1, 100)
+    assert new(checkpoint=10, max_size=5).next_action() == Read(11, 5)
+    assert new(read_batch_size=7).next_action() == Read(1, 7)
+
+
+def test_catch_up_in_batches_then_live() -> None:
+    storage = evs(1, 5)
+    state = new(max_size=10, read_batch_size=3)
+    assert state.next_action() == Read(1, 3)
+    state.read_done(storage[0:3], 3)
+    assert state.behind, "a full read may have more behind it"
+    assert positions(state.next_action()) == [1, 2, 3]
+    # Reading ahead while a batch is in flight is allowed (it is only buffered) ...
+    assert state.next_action() == Read(4, 3)
+    state.read_done(storage[3:5], 3)
+    assert not state.behind, "a short read with nothing notified beyond it: live"
+    # ... but nothing more is sent before the ack.
+    assert state.next_action() is None
+    assert state.acked(3) == 3
+    assert positions(state.next_action()) == [4, 5]
+    assert state.acked(5) == 5
+    assert state.next_action() is None
+    # Live: notifications are delivered directly, no read.
+    state.notified(evs(6, 7))
+    assert positions(state.next_action()) == [6, 7]
+
+
+def test_empty_store_goes_live_at_once() -> None:
+    state = new()
+    state.read_done([], 100)
+    assert not state.behind
+    assert state.next_action() is None
+
+
+def test_notifications_during_catch_up_come_from_storage_once() -> None:
+    storage = evs(1, 6)
+    state = new(read_batch_size=3)
+    assert state.next_action() == Read(1, 3)
+    state.notified(storage[3:6])  # arrives while reading: not taken directly
+    assert state.behind
+    state.read_done(storage[0:3], 3)
+    sent = positions(state.next_action())
+    assert state.next_action() == Read(4, 3)
+    state.read_done(storage[3:6], 3)
+    state.notified(storage[3:6])  # the same notification again: ignored
+    state.acked(sent[-1])
+    sent += positions(state.next_action())
+    state.acked(sent[-1])
+    assert state.next_action() == Read(7, 3)
+    state.read_done([], 3)
+    assert not state.behind
+    assert state.next_action() is None
+    assert sent == [1, 2, 3, 4, 5, 6]
+
+
+# Duplicates, the past and gaps ---------------------------------------------------------------
+def test_duplicate_and_past_notifications_are_ignored() -> None:
+    state = new()
+    assert go_live(state, evs(1, 3)) == [1, 2, 3]
+    state.acked(3)
+    state.notified(evs(1, 3))
+    state.notified(evs(2, 2))
+    assert state.next_action() is None
+    assert not state.behind
+    state.notified(evs(3, 5))  # overlaps: only the new part is taken
+    assert positions(state.next_action()) == [4, 5]
+
+
+def test_a_gap_triggers_a_read_from_storage() -> None:
+    state = new()
+    assert go_live(state, evs(1, 2)) == [1, 2]
+    state.acked(2)
+    state.notified([Ev(5)])  # 3 and 4 were missed
+    assert state.behind
+    assert state.next_action() == Read(3, 100)
+    state.read_done(evs(3, 5), 100)
+    assert positions(state.next_action()) == [3, 4, 5]
+    assert not state.behind
+
+
+def test_rechecks_storage_up_to_the_highest_notified_position_before_going_live() -> None:
+    """LESSONS: events committed while moving from catch-up to live must not be missed."""
+    state = new(read_batch_size=10)
+    assert state.next_action() == Read(1, 10)
+    # While the read of 1..2 was running, 3 and 4 were committed and notified.
+    state.notified(evs(3, 4))
+    state.read_done(evs(1, 2), 10)  # short read, but 4 was notified: not live yet
+    assert state.behind
+    assert positions(state.next_action()) == [1, 2]
+    assert state.next_action() == Read(3, 10)
+    state.read_done(evs(3, 4), 10)
+    assert not state.behind
+    state.acked(2)
+    assert positions(state.next_action()) == [3, 4]
+
+
+def test_must_recheck_reads_storage_again() -> None:
+    """After a publisher restart or listener reconnect the subscription re-reads storage."""
+    state = new()
+    assert go_live(state, evs(1, 2)) == [1, 2]
+    state.acked(2)
+    state.must_recheck()
+    assert state.next_action() == Read(3, 100)
+    state.read_done(evs(3, 3), 100)
+    assert positions(state.next_action()) == [3]
+
+
+def test_advance_from_the_last_position_returned() -> None:
+    """LESSONS: catch-up must not assume next = start + len(batch)."""
+    state = new(read_batch_size=3)
+    assert state.next_action() == Read(1, 3)
+    state.read_done(evs(1, 3), 3)
+    assert positions(state.next_action()) == [1, 2, 3]
+    assert state.next_action() == Read(4, 3)
+    state.read_done(evs(4, 5), 3)  # fewer than asked
+    assert state.cursor == 5
+    state.notified(evs(6, 6))
+    state.acked(3)
+    assert positions(state.next_action()) == [4, 5, 6]
+
+
+def test_a_read_that_skips_positions_is_refused() -> None:
+    state = new()
+    assert state.next_action() == Read(1, 100)
+    with pytest.raises(AssertionError):
+        state.read_done(evs(2, 3), 100)
+
+
+# max_size ------------------------------------------------------------------------------------
+def test_overflow_drops_and_reads_only_once_the_buffer_is_empty() -> None:
+    """LESSONS: at max capacity, catch-up waits for what the subscriber holds."""
+    state = new(max_size=4)
+    go_live(state)
+    state.notified([Ev(1, "a"), Ev(2, "a"), Ev(3, "b"), Ev(4, "b"), Ev(5, "b"), Ev(6, "c")])
+    assert state.held == 4 and state.behind, "5 and 6 dropped"
+    assert positions(state.next_action()) == [1, 2]
+    assert state.next_action() is None, "no read while events are buffered"
+    state.notified([Ev(7, "c")])  # more while full: dropped too
+    assert state.held == 4
+    state.acked(2)
+    assert positions(state.next_action()) == [3, 4]
+    # Buffer empty: the read may start (results are only buffered behind the in-flight batch).
+    assert state.next_action() == Read(5, 2)
+    state.read_done([Ev(5, "b"), Ev(6, "c")], 2)
+    assert state.next_action() is None
+    state.acked(4)
+    assert positions(state.next_action()) == [5]
+    state.acked(5)
+    assert positions(state.next_action()) == [6]
+    state.acked(6)
+    assert state.next_action() == Read(7, 4)
+    state.read_done([Ev(7, "c")], 4)
+    assert positions(state.next_action()) == [7]
+
+
+def test_full_subscription_waits_for_acks_before_reading() -> None:
+    state = new(max_size=3)
+    go_live(state)
+    state.notified(evs(1, 6))
+    assert positions(state.next_action()) == [1, 2, 3]
+    assert state.next_action() is None  # full: no read, no send
+    state.acked(1)
+    assert state.next_action() == Read(4, 1), "room for one after a partial ack"
+    state.read_done(evs(4, 4), 1)
+    assert state.next_action() is None, "still gated: 2 and 3 not acked"
+    state.acked(3)
+    assert positions(state.next_action()) == [4]
+
+
+def test_held_never_exceeds_max_size_during_catch_up() -> None:
+    state = new(max_size=5, read_batch_size=100)
+    assert state.next_action() == Read(1, 5)
+
+
+# Acks ------------------------------------------------------------------------------------------
+def test_no_next_batch_until_everything_sent_is_acked() -> None:
+    state = new()
+    go_live(state)
+    state.notified(evs(1, 3))
+    assert positions(state.next_action()) == [1, 2, 3]
+    state.notified(evs(4, 5))
+    assert state.next_action() is None
+    assert state.acked(1) == 1
+    assert state.next_action() is None
+    assert state.acked(2) == 2
+    assert state.next_action() is None
+    assert state.acked(3) == 3
+    assert positions(state.next_action()) == [4, 5]
+
+
+def test_acks_are_cumulative_and_never_move_backwards_nor_past_what_was_sent() -> None:
+    state = new(checkpoint=10)
+    assert state.acked(5) is None, "below the checkpoint"
+    assert state.acked(50) is None, "nothing sent yet"
+    assert go_live(state, [Ev(p) for p in range(1, 16)]) == [11, 12, 13, 14, 15]
+    assert state.acked(12) == 12
+    assert state.acked(11) is None
+    assert state.acked(12) is None
+    assert state.acked(1000) == 15, "clamped to the last position sent"
+    assert state.checkpoint == 15
+    assert state.acked(1000) is None
+
+
+def test_acks_do_not_change_what_is_delivered_next() -> None:
+    """LESSONS: a checkpoint must never make the subscription jump over undelivered events."""
+    state = new(read_batch_size=2)
+    assert state.next_action() == Read(1, 2)
+    state.read_done(evs(1, 2), 2)
+    assert positions(state.next_action()) == [1, 2]
+    state.acked(10_000)
+    assert state.checkpoint == 2
+    assert state.next_action() == Read(3, 2)
+
+
+# Batches -------------------------------------------------------------------------------------
+def test_each_batch_holds_one_stream_only() -> None:
+    state = new()
+    go_live(state)
+    state.notified([Ev(1, "a"), Ev(2, "a"), Ev(3, "b"), Ev(4, "a")])
+    sent = []
+    while (action := state.next_action()) is not None:
+        assert isinstance(action, Send)
+        assert len({e.stream for e in action.events}) == 1
+        sent.append(positions(action))
+        state.acked(sent[-1][-1])
+    assert sent == [[1, 2], [3], [4]]
+
+
+def test_never_sends_an_empty_batch() -> None:
+    state = new()
+    go_live(state)
+    state.notified([])
+    assert state.next_action() is None
+
+
+# Property: whatever the interleaving, everything is delivered once, in order ------------------
+hypothesis = pytest.importorskip("hypothesis")
+st = pytest.importorskip("hypothesis.strategies")
+
+_ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("append"), st.integers(1, 6), st.sampled_from("abc")),
+        st.tuples(st.just("notify"), st.integers(0, 30), st.integers(0, 8)),
+        st.tuples(st.just("recheck")),
+        st.tuples(st.just("ack"), st.integers(-3, 40)),
+        st.tuples(st.just("step"), st.integers(1, 4)),
+    ),
+    max_size=60,
+)
+
+
+class Checker:
+    """Drives a SubscriptionState against an in-memory store and checks every invariant."""
+
+    def __init__(self, checkpoint: int, max_size: int, read_batch_size: int) -> None:
+        self.storage: list[Ev] = [Ev(p, "a") for p in range(1, checkpoint + 1)]
+        self.state = new(checkpoint, max_size, read_batch_size)
+        self.max_size = max_size
+        self.start = checkpoint
+        self.delivered: list[int] = []
+        self.checkpoints = [checkpoint]
+
+    def append(self, count: int, stream: str) -> None:
+        n = len(self.storage)
+        self.storage.extend(Ev(p, stream) for p in range(n + 1, n + count + 1))
+
+    def notify(self, start: int, length: int) -> None:
+        """The publisher hands over any run of committed events: past, duplicate, or ahead."""
+        if not self.storage:
+            return
+        first = min(start, len(self.storage) - 1)
+        self.state.notified(self.storage[first : first + length])
+        self.invariants()
+
+    def ack(self, position: int) -> None:
+        before = self.state.checkpoint
+        moved = self.state.acked(max(position, 0))
+        if moved is not None:
+            assert moved > before, "an ack moved the checkpoint backwards"
+            assert moved <= self.state.last_sent, "an ack moved the checkpoint past last sent"
+            self.checkpoints.append(moved)
+        self.invariants()
+
+    def step(self) -> bool:
+        state = self.state
+        in_flight, buffered, cursor = state.in_flight, state.buffered, state.cursor
+        action = state.next_action()
+        if action is None:
+            return False
+        if isinstance(action, Send):
+            assert in_flight == 0, "a batch sent while another was not acked"
+            assert action.events, "an empty batch"
+            assert len({e.stream for e in action.events}) == 1, "a batch mixing streams"
+            got = [e.pos for e in action.events]
+            expected_first = (self.delivered[-1] if self.delivered else self.start) + 1
+            assert got == list(range(expected_first, expected_first + len(got))), (
+                f"delivered {got} after {self.delivered[-5:]}"
+            )
+            self.delivered.extend(got)
+        else:
+            assert isinstance(action, Read)
+            assert buffered == 0, "read from storage while events were buffered"
+            assert action.start == cursor + 1
+            assert action.limit >= 1
+            chunk = self.storage[action.start - 1 : action.start - 1 + action.limit]
+            state.read_done(chunk, action.limit)
+        self.invariants()
+        return True
+
+    def invariants(self) -> None:
+        state = self.state
+        assert state.held <= self.max_size, "more held than max_size"
+        assert state.checkpoint <= state.last_sent <= state.cursor <= len(self.storage)
+
+    def drain(self) -> None:
+        """The publisher eventually hands over the last committed event; the subscriber acks."""
+        if len(self.storage) > self.start:
+            self.notify(len(self.storage) - 1, 1)
+        for _ in range(10_000):
+            if self.state.in_flight:
+                self.ack(self.state.last_sent)
+            elif not self.step():
+                break
+        assert self.delivered == list(range(self.start + 1, len(self.storage) + 1))
+        assert self.state.checkpoint == len(self.storage)
+        assert self.state.next_action() is None
+
+
+@hypothesis.settings(max_examples=300, deadline=None, derandomize=True)
+@hypothesis.given(
+    ops=_ops,
+    checkpoint=st.integers(0, 5),
+    max_size=st.integers(1, 8),
+    read_batch_size=st.integers(1, 6),
+)
+def test_property_everything_once_in_order(
+    ops: list[tuple[object, ...]], checkpoint: int, max_size: int, read_batch_size: int
+) -> None:
+    checker = Checker(checkpoint, max_size, read_batch_size)
+    for op in ops:
+        kind = op[0]
+        if kind == "append":
+            checker.append(int(op[1]), str(op[2]))  # type: ignore[call-overload]
+        elif kind == "notify":
+            checker.notify(int(op[1]), int(op[2]))  # type: ignore[call-overload]
+        elif kind == "recheck":
+            checker.state.must_recheck()
+        elif kind == "ack":
+            checker.ack(checker.state.checkpoint + int(op[1]))  # type: ignore[call-overload]
+        else:
+            for _ in range(int(op[1])):  # type: ignore[call-overload]
+                checker.step()
+    checker.drain()
