@@ -205,11 +205,6 @@ def test_lost_lock_taken_by_another_holder_stops_delivery_until_released(
     assert consumer.delivery.runs[-1][0] <= 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="reported to the lead: after its lock connection dies, a subscription keeps "
-    "delivering live events until its next health check (up to ~1.2 s)",
-)
 def test_no_delivery_once_the_lock_is_lost(store: EventStore, dsn: str, schema: str) -> None:
     """Losing the lock connection means losing the name: another session may now hold it,
     so this subscription must not deliver (LESSONS: single subscriber across processes)."""
