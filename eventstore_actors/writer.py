@@ -1,9 +1,10 @@
 """The writer actor: every append goes through it, and appends that queue up commit together.
 
-Group commit without touching pykka internals: an `Append` joins a pending list and, if no
-flush is queued yet, the writer tells itself `Flush`. Appends arriving while a commit is
-under way queue behind that `Flush`, so the next one takes them all: one transaction, one
-round of locks and one fsync for many callers, each still checked on its own expected version.
+Group commit: an `Append` joins a pending list. When nothing else waits in the mailbox it
+is committed at once; otherwise the writer tells itself `Flush`, so the appends already
+queued (and those arriving meanwhile) join the pending list first and the flush takes them
+all: one transaction, one round of locks and one fsync for many callers, each still checked
+on its own expected version.
 """
 
 from __future__ import annotations
@@ -89,7 +90,9 @@ class WriterActor(SupervisedActor):
         if isinstance(message, Append):
             future: pykka.ThreadingFuture[None] = pykka.ThreadingFuture()
             self._pending.append((message.request, future))
-            if not self._flush_queued:
+            if self.actor_inbox.empty():
+                self._flush()  # nobody else is waiting: commit now, no extra hop
+            elif not self._flush_queued:
                 self._flush_queued = True
                 self.actor_ref.tell(_FLUSH)
             return future

@@ -20,6 +20,10 @@ from .connection import unavailable
 
 __all__ = ["AppendRequest", "Appender", "NewEvent", "StoredRow"]
 
+#: Batches up to this many events go through append_events() in one round trip; larger ones
+#: through COPY, which costs two more round trips but less per row.
+SMALL_BATCH_EVENTS = 64
+
 _COPY_TYPES = ["int8", "int8", "int8", "text", "text", "text", "bytea", "bytea", "timestamptz"]
 
 
@@ -86,6 +90,73 @@ class Appender:
         return int(row[0]) if row and row[0] else None
 
     def _append(self, requests: list[AppendRequest]) -> list[Outcome]:
+        if sum(len(req.events) for req in requests) <= SMALL_BATCH_EVENTS:
+            return self._append_small(requests)
+        return self._append_copy(requests)
+
+    def _append_small(self, requests: list[AppendRequest]) -> list[Outcome]:
+        """One round trip: BEGIN, the append_events() function, COMMIT, in one pipeline."""
+        conn = self._conn
+        events = [ev for req in requests for ev in req.events]
+        params = {
+            "stream_uuids": [req.stream_uuid for req in requests],
+            "expected": [req.expected_version for req in requests],
+            "counts": [len(req.events) for req in requests],
+            "event_types": [ev.event_type for ev in events],
+            "correlation_ids": [ev.correlation_id for ev in events],
+            "causation_ids": [ev.causation_id for ev in events],
+            "data": [ev.data for ev in events],
+            "metadata": [ev.metadata for ev in events],
+            "channel": self._channel,
+            "origin": self._origin,
+        }
+        try:
+            with conn.pipeline():
+                conn.execute("BEGIN")
+                cur = conn.execute(statement("append/append_events"), params, prepare=True)
+                conn.execute("COMMIT")
+            results = cur.fetchall()
+        except psycopg.OperationalError as exc:
+            # Sent together with its COMMIT: whether it committed is unknown.
+            raise unavailable(exc, outcome_unknown=True) from None
+        except psycopg.DatabaseError as exc:
+            self._rollback()
+            if isinstance(exc, psycopg.errors.IntegrityError):
+                raise
+            raise StoreUnavailableError(f"append failed in the database: {exc}") from None
+        outcomes: list[Outcome] = []
+        for req, (_, first_id, version, created_at) in zip(requests, results, strict=True):
+            if first_id is None:
+                outcomes.append(
+                    WrongExpectedVersionError(req.stream_uuid, req.expected_version, version)
+                )
+                continue
+            start = version - len(req.events)
+            outcomes.append(
+                [
+                    StoredRow(
+                        first_id + i,
+                        req.stream_uuid,
+                        start + i + 1,
+                        ev.event_type,
+                        ev.correlation_id,
+                        ev.causation_id,
+                        ev.data,
+                        ev.metadata,
+                        created_at,
+                    )
+                    for i, ev in enumerate(req.events)
+                ]
+            )
+        return outcomes
+
+    def _rollback(self) -> None:
+        conn = self._conn
+        if not conn.broken and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            conn.execute("ROLLBACK")
+
+    def _append_copy(self, requests: list[AppendRequest]) -> list[Outcome]:
+        """Large batches: lock and look up streams; binary COPY; advance, notify, commit."""
         conn = self._conn
         uuids = list({req.stream_uuid for req in requests})
         new_uuids = list({req.stream_uuid for req in requests if req.expected_version == 0})
