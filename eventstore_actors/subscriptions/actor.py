@@ -35,6 +35,8 @@ __all__ = ["Ack", "SubscriptionActor", "SubscriptionSpec"]
 
 #: Seconds between checks that the lock connection is still alive.
 _HEALTH_INTERVAL = 1.0
+#: Least seconds between two checkpoint writes while live (see `_flush_checkpoint`).
+CHECKPOINT_INTERVAL = 0.05
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,8 @@ class SubscriptionActor(SupervisedActor):
         self._conn: psycopg.Connection[Any] | None = None
         self._state: SubscriptionState[RecordedEvent] | None = None
         self._next_health_check = 0.0
+        self._unsaved_checkpoint: int | None = None
+        self._saved_at = 0.0
         self._all = spec.stream_uuid == checkpoints.ALL_STREAMS
         self._lock_key = json.dumps(
             ["eventstore_actors", settings.schema, spec.stream_uuid, spec.name]
@@ -156,6 +160,10 @@ class SubscriptionActor(SupervisedActor):
         if self._ready is not None:
             error = StoreUnavailableError("the subscription stopped while starting")
             self._ready.set_exception(exc_info=(type(error), error, None))
+        try:
+            self._flush_checkpoint()
+        except Exception as exc:  # the acks since the last write will be delivered again
+            self.log.warning("could not store the last checkpoint", error=str(exc))
         self._drop_connection()
 
     def _drop_connection(self) -> None:
@@ -179,7 +187,9 @@ class SubscriptionActor(SupervisedActor):
         elif isinstance(message, Ack):
             checkpoint = state.acked(message.position)
             if checkpoint is not None:
-                self._store_checkpoint(checkpoint)
+                self._unsaved_checkpoint = checkpoint
+                if time.monotonic() - self._saved_at >= CHECKPOINT_INTERVAL:
+                    self._flush_checkpoint()
         elif isinstance(message, CatchUp):
             state.must_recheck()
         elif not isinstance(message, _Pump):
@@ -192,6 +202,7 @@ class SubscriptionActor(SupervisedActor):
                 if not self._deliver(action.events):
                     return
             elif isinstance(action, Read):
+                self._flush_checkpoint()
                 state.read_done(self._read(action), action.limit)
 
     def _read(self, action: Read) -> list[RecordedEvent]:
@@ -238,18 +249,27 @@ class SubscriptionActor(SupervisedActor):
             return False
         return True
 
-    def _store_checkpoint(self, position: int) -> None:
-        assert self._conn is not None
+    def _flush_checkpoint(self) -> None:
+        """Store the last ack, if not stored yet. Acks are coalesced: at most one write per
+        CHECKPOINT_INTERVAL while live, one per storage read during catch-up, and a final one
+        on stop; a crash in between only means those events are delivered again."""
+        position = self._unsaved_checkpoint
+        if position is None or self._conn is None:
+            return
         try:
             checkpoints.advance(self._conn, self._spec.stream_uuid, self._spec.name, position)
         except psycopg.OperationalError as exc:
             raise unavailable(exc) from None
+        self._unsaved_checkpoint = None
+        self._saved_at = time.monotonic()
 
     def _tick(self) -> None:
         is_alive = getattr(self._spec.subscriber, "is_alive", None)
         if callable(is_alive) and not is_alive():
             self._subscriber_gone()
             return
+        if self._state is not None:
+            self._flush_checkpoint()
         now = time.monotonic()
         if now < self._next_health_check:
             return
