@@ -1,0 +1,452 @@
+"""Administration: admin.create/init/drop/reset, the CLI, start-up errors, schema isolation,
+and the database's own guard against changing events.
+
+Ported in part from the Elixir suite (test/storage/database_test.exs,
+test/storage/protect_against_update_and_delete_test.exs).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import psycopg.conninfo
+import pytest
+from psycopg import sql
+
+from eventstore_actors import (
+    ConfigError,
+    EventData,
+    EventStore,
+    EventStoreError,
+    SnapshotData,
+    SnapshotNotFoundError,
+    StreamNotFoundError,
+    admin,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+SECRET = "pw-Sekr1t-7f3a9c"  # must never appear in any message, log line or CLI output
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:12]}"
+
+
+def with_params(dsn: str, **params: str | int) -> str:
+    return psycopg.conninfo.make_conninfo(dsn, **{k: str(v) for k, v in params.items()})
+
+
+def events(count: int) -> list[EventData]:
+    return [EventData(data={"n": n}, event_type="tests.Admin") for n in range(count)]
+
+
+def drop_schema(dsn: str, schema: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+def tables_in(dsn: str, schema: str) -> set[str]:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", (schema,)
+        ).fetchall()
+    return {r[0] for r in rows}
+
+
+def schema_exists(dsn: str, schema: str) -> bool:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return (
+            conn.execute(
+                "SELECT 1 FROM information_schema.schemata WHERE schema_name = %s", (schema,)
+            ).fetchone()
+            is not None
+        )
+
+
+@pytest.fixture
+def fresh_schema(dsn: str) -> Iterator[str]:
+    """A schema name that is not initialised (and does not exist); dropped afterwards."""
+    name = unique("adm")
+    yield name
+    drop_schema(dsn, name)
+
+
+@pytest.fixture
+def temp_db_dsn(dsn: str) -> Iterator[str]:
+    """The DSN of a database that does not exist yet; dropped afterwards."""
+    dbname = unique("esa_test_db")
+    yield with_params(dsn, dbname=dbname)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname))
+        )
+
+
+def start(dsn: str, schema: str, **options: Any) -> EventStore:
+    return EventStore.start(dsn, schema=schema, **options)
+
+
+# --- init -----------------------------------------------------------------------------------------
+
+
+def test_init_is_idempotent_and_keeps_data(dsn: str, schema: str, store: EventStore) -> None:
+    store.append_to_stream("s", 0, events(3))
+    store.record_snapshot(SnapshotData("agg", 1, "T", {"x": 1}))
+
+    admin.init(dsn, schema)
+    admin.init(dsn, schema)
+
+    assert [e.event_id for e in store.read_stream_forward("s")] == [1, 2, 3]
+    assert store.read_snapshot("agg").data == {"x": 1}
+    store.append_to_stream("s", 3, events(1))
+    assert store.read_stream_forward("s")[-1].event_id == 4
+
+
+def test_init_creates_a_new_schema(dsn: str, fresh_schema: str) -> None:
+    assert not schema_exists(dsn, fresh_schema)
+    admin.init(dsn, fresh_schema)
+    assert schema_exists(dsn, fresh_schema)
+    with start(dsn, fresh_schema) as store:
+        store.append_to_stream("s", 0, events(2))
+        assert [e.event_id for e in store.read_all_streams_forward()] == [1, 2]
+
+
+def test_start_on_uninitialised_schema_names_the_init_command(dsn: str, fresh_schema: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        start(dsn, fresh_schema)
+    assert "init" in str(info.value)
+
+
+def test_config_error_is_an_event_store_error() -> None:
+    assert issubclass(ConfigError, EventStoreError)
+
+
+# --- drop -----------------------------------------------------------------------------------------
+
+
+def test_drop_is_idempotent(dsn: str, fresh_schema: str) -> None:
+    admin.init(dsn, fresh_schema)
+    with start(dsn, fresh_schema) as store:
+        store.append_to_stream("s", 0, events(1))
+
+    admin.drop(dsn, fresh_schema)
+    admin.drop(dsn, fresh_schema)
+    assert not schema_exists(dsn, fresh_schema)
+    with pytest.raises(ConfigError):
+        start(dsn, fresh_schema)
+
+
+def test_drop_of_a_schema_that_never_existed(dsn: str, fresh_schema: str) -> None:
+    admin.drop(dsn, fresh_schema)
+    assert not schema_exists(dsn, fresh_schema)
+
+
+def test_init_after_drop_starts_from_id_1(dsn: str, fresh_schema: str) -> None:
+    admin.init(dsn, fresh_schema)
+    with start(dsn, fresh_schema) as store:
+        store.append_to_stream("s", 0, events(5))
+    admin.drop(dsn, fresh_schema)
+    admin.init(dsn, fresh_schema)
+    with start(dsn, fresh_schema) as store:
+        with pytest.raises(StreamNotFoundError):
+            store.read_stream_forward("s")
+        store.append_to_stream("s", 0, events(1))
+        assert store.read_stream_forward("s")[0].event_id == 1
+
+
+# --- reset ----------------------------------------------------------------------------------------
+
+
+def test_reset_empties_every_table_and_restarts_ids(
+    dsn: str, schema: str, make_store: Callable[..., EventStore]
+) -> None:
+    store = make_store()
+    store.append_to_stream("a", 0, events(3))
+    store.append_to_stream("b", 0, events(2))
+    store.record_snapshot(SnapshotData("agg", 1, "T", {}))
+    store.stop()
+
+    admin.reset(dsn, schema)
+    admin.reset(dsn, schema)  # idempotent
+
+    store = make_store()
+    assert store.read_all_streams_forward() == []
+    with pytest.raises(StreamNotFoundError):
+        store.read_stream_forward("a")
+    with pytest.raises(SnapshotNotFoundError):
+        store.read_snapshot("agg")
+    store.append_to_stream("a", 0, events(2))  # the stream can be created again
+    assert [e.event_id for e in store.read_all_streams_forward()] == [1, 2]
+
+
+# --- create ---------------------------------------------------------------------------------------
+
+
+def test_create_creates_the_database_and_is_idempotent(temp_db_dsn: str) -> None:
+    admin.create(temp_db_dsn)
+    admin.create(temp_db_dsn)  # Elixir returned :already_up; here: no error, nothing lost
+    with psycopg.connect(temp_db_dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE public.application_table (id int)")
+    with start(temp_db_dsn, "public") as store:
+        store.append_to_stream("s", 0, events(2))
+    admin.create(temp_db_dsn)
+    with start(temp_db_dsn, "public") as store:
+        assert [e.event_id for e in store.read_stream_forward("s")] == [1, 2]
+
+    # With a schema, in the now existing database.
+    admin.create(temp_db_dsn, schema="app_store")
+    with start(temp_db_dsn, "app_store") as store:
+        store.append_to_stream("s", 0, events(1))
+        assert store.read_stream_forward("s")[0].event_id == 1
+    assert "events" in tables_in(temp_db_dsn, "app_store")
+
+    # Dropping the store in "public" drops its tables, not the schema or other tables.
+    assert {"events", "streams", "snapshots"} <= tables_in(temp_db_dsn, "public")
+    admin.drop(temp_db_dsn)
+    admin.drop(temp_db_dsn)
+    assert schema_exists(temp_db_dsn, "public")
+    assert tables_in(temp_db_dsn, "public") == {"application_table"}
+    with pytest.raises(ConfigError):
+        start(temp_db_dsn, "public")
+    with start(temp_db_dsn, "app_store") as store:  # the other schema's store is untouched
+        assert len(store.read_stream_forward("s")) == 1
+
+
+def test_create_on_an_existing_database(dsn: str, fresh_schema: str) -> None:
+    admin.create(dsn, fresh_schema)
+    with start(dsn, fresh_schema) as store:
+        store.append_to_stream("s", 0, events(1))
+
+
+# --- isolation between schemas ------------------------------------------------------------------
+
+
+def test_stores_in_different_schemas_are_isolated(
+    dsn: str, schema: str, store: EventStore, fresh_schema: str
+) -> None:
+    admin.init(dsn, fresh_schema)
+    with start(dsn, fresh_schema) as other:
+        store.append_to_stream("same-name", 0, events(3))
+        other.append_to_stream("same-name", 0, events(1))
+        store.record_snapshot(SnapshotData("agg", 1, "T", {"in": "first"}))
+
+        assert [e.event_id for e in store.read_all_streams_forward()] == [1, 2, 3]
+        assert [e.event_id for e in other.read_all_streams_forward()] == [1]
+        assert len(other.read_stream_forward("same-name")) == 1
+        with pytest.raises(SnapshotNotFoundError):
+            other.read_snapshot("agg")
+        other.append_to_stream("same-name", 1, events(1))  # its own version, not 3
+
+    admin.reset(dsn, fresh_schema)
+    assert len(store.read_all_streams_forward()) == 3  # resetting one leaves the other
+
+
+# --- start-up errors and secrets ----------------------------------------------------------------
+
+
+def test_unreachable_database_fails_fast_without_the_password() -> None:
+    bad = f"postgresql://postgres:{SECRET}@127.0.0.1:1/test?connect_timeout=3"
+    began = time.monotonic()
+    with pytest.raises(ConfigError) as info:
+        EventStore.start(bad, schema="public")
+    assert time.monotonic() - began < 20
+    assert SECRET not in str(info.value)
+    assert SECRET not in repr(info.value)
+
+
+def test_seed_keys_unreachable_without_the_password() -> None:
+    with pytest.raises(ConfigError) as info:
+        EventStore.start(
+            hostname="127.0.0.1",
+            port=1,
+            username="postgres",
+            password=SECRET,
+            database="test",
+            schema="public",
+        )
+    assert SECRET not in str(info.value)
+
+
+def test_seed_connection_keys_are_accepted(dsn: str, schema: str) -> None:
+    params = psycopg.conninfo.conninfo_to_dict(dsn)
+    keys: dict[str, Any] = {
+        "hostname": params.get("host"),
+        "port": params.get("port"),
+        "username": params.get("user"),
+        "database": params.get("dbname"),
+    }
+    with EventStore.start(schema=schema, **{k: v for k, v in keys.items() if v}) as store:
+        store.append_to_stream("s", 0, events(1))
+        assert len(store.read_stream_forward("s")) == 1
+
+
+def test_password_never_logged_or_printed(
+    dsn: str, schema: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from structlog.testing import capture_logs
+
+    with_password = with_params(dsn, password=SECRET)
+    with capture_logs() as logs:
+        with EventStore.start(with_password, schema=schema) as store:
+            store.append_to_stream("s", 0, events(2))
+            store.read_stream_forward("s")
+        with pytest.raises(EventStoreError) as info:
+            EventStore.start(with_password, schema=unique("missing"))
+    out = capsys.readouterr()
+    assert SECRET not in str(info.value)
+    assert SECRET not in out.out + out.err
+    assert SECRET not in repr(logs)
+
+
+# --- stop -----------------------------------------------------------------------------------------
+
+
+def test_stop_is_idempotent_and_leaves_no_threads(dsn: str, schema: str) -> None:
+    baseline = {t.ident for t in threading.enumerate()}
+    store = EventStore.start(dsn, schema=schema)
+    store.append_to_stream("s", 0, events(1))
+    store.stop()
+    store.stop()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        extra = [t for t in threading.enumerate() if t.ident not in baseline and t.is_alive()]
+        if not extra:
+            break
+        time.sleep(0.05)
+    assert not extra, f"threads outlived store.stop(): {[t.name for t in extra]}"
+
+
+def test_context_manager_stops_the_store(dsn: str, schema: str) -> None:
+    with EventStore.start(dsn, schema=schema) as store:
+        store.append_to_stream("s", 0, events(1))
+    with EventStore.start(dsn, schema=schema) as again:
+        assert len(again.read_stream_forward("s")) == 1
+
+
+# --- the database refuses to change events --------------------------------------------------------
+
+
+def test_database_refuses_update_and_delete_of_events(
+    dsn: str, schema: str, store: EventStore
+) -> None:
+    # Elixir: protect_against_update_and_delete_test.exs, checked here with raw SQL.
+    store.append_to_stream("s", 0, events(3))
+    before = store.read_stream_forward("s")
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+        for statement in [
+            "UPDATE events SET event_type = 'tampered'",
+            "UPDATE events SET created_at = now() WHERE stream_version = 1",
+            "DELETE FROM events",
+            "DELETE FROM events WHERE stream_version = 2",
+        ]:
+            with pytest.raises(psycopg.Error):
+                conn.execute(statement)  # type: ignore[arg-type]
+            assert store.read_stream_forward("s") == before, statement
+
+
+# --- the command line -----------------------------------------------------------------------------
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    environment = {k: v for k, v in os.environ.items() if k != "EVENTSTORE_DSN"}
+    environment["PYTHONPATH"] = os.pathsep.join(
+        [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]
+    )
+    environment.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "eventstore_actors.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+        env=environment,
+        check=False,
+    )
+
+
+def test_cli_init_reset_drop(dsn: str, fresh_schema: str) -> None:
+    for _ in range(2):  # idempotent
+        result = cli("init", "--dsn", with_params(dsn, password=SECRET), "--schema", fresh_schema)
+        assert result.returncode == 0, result.stderr
+        assert SECRET not in result.stdout + result.stderr
+    with start(dsn, fresh_schema) as store:
+        store.append_to_stream("s", 0, events(3))
+
+    result = cli("reset", "--dsn", dsn, "--schema", fresh_schema)
+    assert result.returncode == 0, result.stderr
+    with start(dsn, fresh_schema) as store:
+        assert store.read_all_streams_forward() == []
+
+    for _ in range(2):
+        result = cli("drop", "--dsn", dsn, "--schema", fresh_schema)
+        assert result.returncode == 0, result.stderr
+    assert not schema_exists(dsn, fresh_schema)
+
+
+def test_cli_create(temp_db_dsn: str) -> None:
+    for _ in range(2):
+        result = cli("create", "--dsn", temp_db_dsn, "--schema", "cli_store")
+        assert result.returncode == 0, result.stderr
+    with start(temp_db_dsn, "cli_store") as store:
+        store.append_to_stream("s", 0, events(1))
+
+
+def test_cli_dsn_from_environment(dsn: str, fresh_schema: str) -> None:
+    result = cli("init", "--schema", fresh_schema, env={"EVENTSTORE_DSN": dsn})
+    assert result.returncode == 0, result.stderr
+    with start(dsn, fresh_schema) as store:
+        store.append_to_stream("s", 0, events(1))
+
+
+def test_cli_unreachable_database() -> None:
+    bad = f"postgresql://postgres:{SECRET}@127.0.0.1:1/test?connect_timeout=3"
+    result = cli("init", "--dsn", bad, "--schema", "whatever")
+    assert result.returncode != 0
+    assert SECRET not in result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, f"expected a one-line reason, got: {result.stderr!r}"
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_bad_schema_name(dsn: str) -> None:
+    for command in ["init", "drop"]:
+        result = cli(command, "--dsn", dsn, "--schema", "Bad-Name;")
+        assert result.returncode != 0, command
+        assert len(result.stderr.strip().splitlines()) == 1, (command, result.stderr)
+        assert "Traceback" not in result.stderr
+
+
+def test_cli_reset_of_uninitialised_schema_fails_clearly(dsn: str, fresh_schema: str) -> None:
+    result = cli("reset", "--dsn", dsn, "--schema", fresh_schema)
+    # Either a clear one-line error, or a no-op; never a traceback.
+    assert "Traceback" not in result.stderr
+    if result.returncode != 0:
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_cli_unknown_command() -> None:
+    result = cli("no-such-command")
+    assert result.returncode != 0
+
+
+def test_console_script() -> None:
+    script = Path(sys.executable).parent / "eventstore-actors"
+    if not script.exists():
+        pytest.skip("package not installed in this environment (no console script)")
+    result = subprocess.run(
+        [str(script), "--help"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    for command in ("create", "init", "drop", "reset"):
+        assert command in result.stdout
