@@ -276,6 +276,17 @@ def test_seed_keys_unreachable_without_the_password() -> None:
     assert SECRET not in str(info.value)
 
 
+def test_dsn_from_environment(dsn: str, fresh_schema: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EVENTSTORE_DSN", dsn)
+    admin.init(schema=fresh_schema)
+    with EventStore.start(schema=fresh_schema) as store:
+        store.append_to_stream("s", 0, events(1))
+        assert store.read_stream_forward("s")[0].event_id == 1
+    admin.reset(schema=fresh_schema)
+    admin.drop(schema=fresh_schema)
+    assert not schema_exists(dsn, fresh_schema)
+
+
 def test_seed_connection_keys_are_accepted(dsn: str, schema: str) -> None:
     params = psycopg.conninfo.conninfo_to_dict(dsn)
     keys: dict[str, Any] = {
@@ -323,6 +334,31 @@ def test_stop_is_idempotent_and_leaves_no_threads(dsn: str, schema: str) -> None
             break
         time.sleep(0.05)
     assert not extra, f"threads outlived store.stop(): {[t.name for t in extra]}"
+
+
+def test_calls_after_stop_raise_store_unavailable(dsn: str, schema: str) -> None:
+    from eventstore_actors import StoreUnavailableError
+
+    store = EventStore.start(dsn, schema=schema)
+    store.append_to_stream("s", 0, events(2))
+    half_read = store.stream_all_forward(0, read_batch_size=1)
+    assert next(half_read).event_id == 1
+    store.stop()
+
+    calls: dict[str, Callable[[], object]] = {
+        "append": lambda: store.append_to_stream("s", 2, events(1)),
+        "read_stream_forward": lambda: store.read_stream_forward("s"),
+        "read_all_streams_forward": lambda: store.read_all_streams_forward(),
+        "stream_forward": lambda: list(store.stream_forward("s")),
+        "half-read stream_all_forward": lambda: list(half_read),
+        "record_snapshot": lambda: store.record_snapshot(SnapshotData("a", 1, "T", {})),
+        "read_snapshot": lambda: store.read_snapshot("a"),
+    }
+    for name, call in calls.items():
+        began = time.monotonic()
+        with pytest.raises(StoreUnavailableError):
+            call()
+        assert time.monotonic() - began < 5, name
 
 
 def test_context_manager_stops_the_store(dsn: str, schema: str) -> None:

@@ -73,34 +73,41 @@ def assert_gap_free(store: EventStore) -> list[RecordedEvent]:
     return events
 
 
+# Appends of up to 64 events in a batch take the writer's one-round-trip path, larger batches
+# the COPY path: each race runs with small appends and with appends above that threshold.
+SIZES = pytest.mark.parametrize("size", [2, 70], ids=["small", "copy"])
+
+
 # --- exactly one of several appends with the same expected version wins ------------------------
 
 
-def test_two_appends_creating_one_stream_exactly_one_wins(store: EventStore) -> None:
-    for round_ in range(20):
+@SIZES
+def test_two_appends_creating_one_stream_exactly_one_wins(store: EventStore, size: int) -> None:
+    for round_ in range(15):
         stream = f"race-{round_}"
         results = race(
-            [partial(store.append_to_stream, stream, 0, events_of(w, 3)) for w in (0, 1)]
+            [partial(store.append_to_stream, stream, 0, events_of(w, size)) for w in (0, 1)]
         )
         winner = assert_one_winner(results)
         events = store.read_stream_forward(stream)
-        assert [e.stream_version for e in events] == [1, 2, 3]
+        assert [e.stream_version for e in events] == list(range(1, size + 1))
         assert {e.data["writer"] for e in events} == {winner}
-    assert len(assert_gap_free(store)) == 60
+    assert len(assert_gap_free(store)) == 15 * size
 
 
-def test_two_appends_to_existing_stream_exactly_one_wins(store: EventStore) -> None:
-    for round_ in range(20):
+@SIZES
+def test_two_appends_to_existing_stream_exactly_one_wins(store: EventStore, size: int) -> None:
+    for round_ in range(15):
         stream = f"race-{round_}"
         store.append_to_stream(stream, 0, events_of(9, 3))
         results = race(
-            [partial(store.append_to_stream, stream, 3, events_of(w, 2)) for w in (0, 1)]
+            [partial(store.append_to_stream, stream, 3, events_of(w, size)) for w in (0, 1)]
         )
         winner = assert_one_winner(results)
-        events = store.read_stream_forward(stream)
-        assert [e.stream_version for e in events] == [1, 2, 3, 4, 5]
-        assert [e.data["writer"] for e in events] == [9, 9, 9, winner, winner]
-    assert len(assert_gap_free(store)) == 100
+        events = store.read_stream_forward(stream, 0, 1000)
+        assert [e.stream_version for e in events] == list(range(1, size + 4))
+        assert [e.data["writer"] for e in events] == [9, 9, 9] + [winner] * size
+    assert len(assert_gap_free(store)) == 15 * (3 + size)
 
 
 def test_five_concurrent_appends_of_ten_events(store: EventStore) -> None:
@@ -117,8 +124,9 @@ def test_five_concurrent_appends_of_ten_events(store: EventStore) -> None:
     assert len(assert_gap_free(store)) == 50
 
 
+@SIZES
 def test_appends_on_two_stores_sharing_a_schema_exactly_one_wins(
-    make_store: Callable[..., EventStore],
+    make_store: Callable[..., EventStore], size: int
 ) -> None:
     # Two writers with their own connections: the database, not one process, picks the winner.
     a, b = make_store(), make_store()
@@ -131,22 +139,25 @@ def test_appends_on_two_stores_sharing_a_schema_exactly_one_wins(
             expected = 0
         results = race(
             [
-                partial(a.append_to_stream, stream, expected, events_of(0, 2)),
-                partial(b.append_to_stream, stream, expected, events_of(1, 2)),
+                partial(a.append_to_stream, stream, expected, events_of(0, size)),
+                partial(b.append_to_stream, stream, expected, events_of(1, size)),
             ]
         )
         winner = assert_one_winner(results)
         events = b.read_stream_forward(stream)
-        assert [e.stream_version for e in events] == list(range(1, expected + 3))
-        assert [e.data["writer"] for e in events[expected:]] == [winner, winner]
+        assert [e.stream_version for e in events] == list(range(1, expected + size + 1))
+        assert [e.data["writer"] for e in events[expected:]] == [winner] * size
     assert_gap_free(a)
 
 
 # --- many writers ---------------------------------------------------------------------------------
 
 
-def test_eight_threads_appending_to_eight_streams(store: EventStore) -> None:
-    threads, appends, size = 8, 25, 4
+@pytest.mark.parametrize(("appends", "size"), [(25, 4), (6, 20)], ids=["small", "copy"])
+def test_eight_threads_appending_to_eight_streams(
+    store: EventStore, appends: int, size: int
+) -> None:
+    threads = 8
     barrier = threading.Barrier(threads, timeout=TIMEOUT)
 
     def writer(w: int) -> None:
@@ -177,28 +188,34 @@ def test_eight_threads_appending_to_eight_streams(store: EventStore) -> None:
             assert chunk == list(range(chunk[0], chunk[0] + size))
 
 
-def test_each_caller_fails_or_succeeds_on_its_own_expected_version(store: EventStore) -> None:
+@pytest.mark.parametrize("size", [1, 12], ids=["small", "copy"])
+def test_each_caller_fails_or_succeeds_on_its_own_expected_version(
+    store: EventStore, size: int
+) -> None:
     # Appends waiting together (group commit) must not share a fate: a wrong expected version
     # fails only its own caller.
-    threads, appends = 8, 20
+    threads, appends = 8, 15
     barrier = threading.Barrier(threads, timeout=TIMEOUT)
     failures: dict[int, int] = {}
+
+    def is_wrong(w: int, n: int) -> bool:
+        return w % 2 == 1 and n % 3 == 0
 
     def writer(w: int) -> None:
         barrier.wait()
         failed = 0
         version = 0
         for n in range(appends):
-            wrong = w % 2 == 1 and n % 3 == 0
+            wrong = is_wrong(w, n)
             try:
                 store.append_to_stream(
-                    f"s-{w}", version + 7 if wrong else version, events_of(w, 1, n)
+                    f"s-{w}", version + 7 if wrong else version, events_of(w, size, n * size)
                 )
             except WrongExpectedVersionError:
                 failed += 1
                 continue
             assert not wrong, "an append with a wrong expected version succeeded"
-            version += 1
+            version += size
         failures[w] = failed
 
     with ThreadPoolExecutor(max_workers=threads) as pool:
@@ -208,10 +225,10 @@ def test_each_caller_fails_or_succeeds_on_its_own_expected_version(store: EventS
     expected_failures = len([n for n in range(appends) if n % 3 == 0])
     assert failures == {w: expected_failures if w % 2 else 0 for w in range(threads)}
     events = assert_gap_free(store)
-    assert len(events) == threads * appends - (threads // 2) * expected_failures
+    assert len(events) == (threads * appends - (threads // 2) * expected_failures) * size
     for w in range(threads):
         stream_events = store.read_stream_forward(f"s-{w}")
-        sent = [n for n in range(appends) if not (w % 2 == 1 and n % 3 == 0)]
+        sent = [n * size + i for n in range(appends) if not is_wrong(w, n) for i in range(size)]
         assert [e.data["i"] for e in stream_events] == sent
         assert [e.stream_version for e in stream_events] == list(range(1, len(sent) + 1))
 
