@@ -91,6 +91,8 @@ class Settings:
     restart_window: float = 5.0
     #: Seconds between health checks of subscribers and lock connections.
     tick_interval: float = 0.2
+    #: Shown in pg_stat_activity for every connection of the store.
+    application_name: str = "eventstore-actors"
 
     def __post_init__(self) -> None:
         validate_schema(self.schema)
@@ -113,5 +115,5 @@ class Settings:
         return {
             "autocommit": True,
             "options": f"-c search_path={self.schema} -c TimeZone=UTC",
-            "application_name": "eventstore-actors",
+            "application_name": self.application_name,
         }

@@ -20,7 +20,7 @@ from .actors.supervised import Crash, SupervisedActor
 from .config import Settings
 from .errors import StoreUnavailableError
 from .storage.appender import Appender, AppendRequest, StoredRow
-from .storage.connection import connect
+from .storage.connection import connect, is_alive
 
 __all__ = ["Append", "Committed", "WriterActor"]
 
@@ -82,7 +82,12 @@ class WriterActor(SupervisedActor):
             self._conn = None
 
     def _connection(self) -> psycopg.Connection[Any]:
-        if self._conn is None or self._conn.closed:
+        """The writer's connection; one that died while idle is replaced before use."""
+        if self._conn is not None and not is_alive(self._conn):
+            self.log.warning("writer connection lost while idle; reconnecting")
+            self._conn.close()
+            self._conn = None
+        if self._conn is None:
             self._conn = connect(self._settings)
         return self._conn
 

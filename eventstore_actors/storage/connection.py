@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import select
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import psycopg
 import psycopg_pool
@@ -13,7 +14,7 @@ import structlog
 from ..config import Settings, redact
 from ..errors import ConfigError, StoreUnavailableError
 
-__all__ = ["ReadPool", "connect", "unavailable"]
+__all__ = ["ReadPool", "connect", "is_alive", "reason", "unavailable"]
 
 log = structlog.get_logger("eventstore_actors.storage")
 T = TypeVar("T")
@@ -27,6 +28,30 @@ def connect(settings: Settings) -> psycopg.Connection[tuple[object, ...]]:
         raise StoreUnavailableError(
             f"cannot connect to {redact(settings.dsn)}: {reason(exc)}"
         ) from None
+
+
+def is_alive(conn: psycopg.Connection[Any]) -> bool:
+    """Whether an idle connection is still usable, without a round trip in the usual case.
+
+    A terminated backend leaves its farewell error and EOF on the socket; an idle healthy
+    connection has nothing to read. Only a readable socket is probed with a query.
+    """
+    if conn.closed or conn.broken:
+        return False
+    readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    if not readable:
+        return True
+    try:
+        conn.execute("SELECT 1")
+    except psycopg.Error:
+        return False
+    return True
+
+
+def _check_connection(conn: psycopg.Connection[Any]) -> None:
+    # psycopg-pool calls this on every checkout: is_alive costs a select() in the usual case.
+    if not is_alive(conn):
+        raise psycopg.OperationalError("pooled connection lost")
 
 
 def reason(exc: BaseException) -> str:
@@ -60,6 +85,7 @@ class ReadPool:
             name=f"eventstore-actors-{settings.schema}",
             timeout=settings.call_timeout,
             reconnect_timeout=60.0,
+            check=_check_connection,
         )
 
     def open(self) -> None:

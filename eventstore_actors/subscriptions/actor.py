@@ -10,7 +10,6 @@ while another process holds it) and resumes from the checkpoint.
 from __future__ import annotations
 
 import json
-import select
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from ..events import RecordedEvent
 from ..notifications.publisher import CatchUp, Published
 from ..sql import statement
 from ..storage import checkpoints, reader
-from ..storage.connection import connect, unavailable
+from ..storage.connection import connect, is_alive, unavailable
 from .messages import Events, Subscribed, Subscription
 from .state import Read, Send, SubscriptionState
 
@@ -235,19 +234,7 @@ class SubscriptionActor(SupervisedActor):
         return True
 
     def _lock_connection_alive(self) -> bool:
-        """Cheap check before each delivery: a killed backend leaves the socket readable
-        (its farewell error and EOF) while no query is running, so only then probe it."""
-        conn = self._conn
-        if conn is None or conn.closed or conn.broken:
-            return False
-        readable, _, _ = select.select([conn.fileno()], [], [], 0)
-        if not readable:
-            return True
-        try:
-            conn.execute("SELECT 1")
-        except psycopg.OperationalError:
-            return False
-        return True
+        return self._conn is not None and is_alive(self._conn)
 
     def _flush_checkpoint(self) -> None:
         """Store the last ack, if not stored yet. Acks are coalesced: at most one write per
