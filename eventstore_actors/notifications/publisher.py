@@ -107,6 +107,12 @@ class PublisherActor(SupervisedActor):
 
     def _catch_up(self, up_to: int | None) -> None:
         """Publish from storage everything after last_published (up to `up_to` if given)."""
+        if not self._subscriptions():
+            # Nobody to tell: skip the read. A subscription that starts later reads storage
+            # itself, after it is registered, so it cannot miss what is skipped here.
+            last = up_to if up_to is not None else self._pool.run(reader.last_event_id)
+            self._last_published = max(self._last_published, last)
+            return
         while up_to is None or self._last_published < up_to:
             start = self._last_published + 1
             end = reader.MAX_POSITION if up_to is None else up_to
@@ -119,6 +125,8 @@ class PublisherActor(SupervisedActor):
 
     def _publish(self, rows: list[StoredRow]) -> None:
         self._last_published = rows[-1].event_id
+        if not self._subscriptions():
+            return  # nothing to decode for (see _catch_up)
         try:
             events = reader.decode(rows, self._settings.serializer)
         except SerializationError as exc:
@@ -129,8 +137,11 @@ class PublisherActor(SupervisedActor):
             return
         self._fan_out(Published(events))
 
+    def _subscriptions(self) -> list[pykka.ActorRef[Any]]:
+        return self._registry.with_prefix("subscription:")
+
     def _fan_out(self, message: Any) -> None:
-        for ref in self._registry.with_prefix("subscription:"):
+        for ref in self._subscriptions():
             _tell(ref, message)
 
 

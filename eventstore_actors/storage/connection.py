@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import select
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import psycopg
@@ -107,6 +106,8 @@ class ReadPool:
             try:
                 with self._pool.connection() as conn:
                     return work(conn)
+            except psycopg_pool.PoolClosed:
+                raise StoreUnavailableError("the event store is stopped") from None
             except psycopg.OperationalError as exc:
                 if attempt == 2 or not _is_connection_loss(exc):
                     raise unavailable(exc) from None
@@ -115,19 +116,6 @@ class ReadPool:
             except psycopg_pool.PoolTimeout as exc:
                 raise unavailable(exc) from None
         raise AssertionError("unreachable")
-
-    @contextmanager
-    def connection(self) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
-        """A pooled connection with database failures mapped to StoreUnavailableError."""
-        try:
-            with self._pool.connection() as conn:
-                yield conn
-        except psycopg.OperationalError as exc:
-            if _is_connection_loss(exc):
-                self._pool.check()
-            raise unavailable(exc) from None
-        except psycopg_pool.PoolTimeout as exc:
-            raise unavailable(exc) from None
 
 
 def _is_connection_loss(exc: psycopg.OperationalError) -> bool:
