@@ -70,6 +70,7 @@ class SoakSubscriber(pykka.ThreadingActor):
         self.auto = auto
         self.first = True
         self.last: int | None = None
+        self.acked_upto = 0
         self.sub: Subscription | None = None
 
     def on_receive(self, message: Any) -> None:
@@ -82,6 +83,12 @@ class SoakSubscriber(pykka.ThreadingActor):
                 delivery.errors.append(f"a batch mixing streams {streams}")
             if self.spec.stream != ALL and streams != {self.spec.stream}:
                 delivery.errors.append(f"{self.spec.stream} got events of {streams}")
+            first = delivery.position(batch[0])
+            rewind = self.last is not None and first <= self.last
+            if not self.first and not rewind and self.acked_upto < (self.last or 0):
+                delivery.errors.append(
+                    f"{self.spec.name}: batch from {first} sent before {self.last} was acked"
+                )
             delivery.received(batch, new_run=self.first)
             self.first = False
             self.last = delivery.position(batch[-1])
@@ -102,6 +109,7 @@ class SoakSubscriber(pykka.ThreadingActor):
     def _ack(self, position: int) -> None:
         assert self.sub is not None
         self.spec.delivery.ack(position)  # recorded before it can reach the checkpoint
+        self.acked_upto = max(self.acked_upto, position)
         self.sub.ack(position)
 
 

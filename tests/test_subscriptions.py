@@ -9,6 +9,7 @@ each subscription trap in LESSONS.md.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from eventstore_actors import (
     EventStore,
     InvalidStartFromError,
     RecordedEvent,
+    StoreUnavailableError,
     Subscribed,
     Subscription,
     SubscriptionAlreadyExistsError,
@@ -716,5 +718,69 @@ def test_store_stop_ends_subscriptions(store: EventStore) -> None:
         store.stop()
         store.stop()  # idempotent
         q.nothing(0.1)
+        with pytest.raises(StoreUnavailableError):
+            store.subscribe_to_all_streams("late", QueueSubscriber())
     finally:
         ref.stop()
+
+
+# Notifications out of the ordinary (white-box: told straight to the subscription actor, as the
+# Elixir test "should ignore already received events" sends to the subscription process) -----
+class BlockingSubscriber(QueueSubscriber):
+    """Blocks the subscription actor inside its first `tell(Events)` until released, so that
+    messages can be queued in the subscription's mailbox in a chosen order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def tell(self, message: object) -> None:
+        super().tell(message)
+        if isinstance(message, Events) and not self.entered.is_set():
+            self.entered.set()
+            assert self.release.wait(10.0), "never released"
+
+
+def _subscription_ref(store: EventStore, stream: str, name: str) -> pykka.ActorRef[object]:
+    ref = store._registry.peek(f"subscription:{stream}:{name}")
+    assert ref is not None
+    return ref
+
+
+def test_duplicate_and_past_notifications_are_ignored(store: EventStore) -> None:
+    from eventstore_actors.notifications.publisher import Published
+
+    sub, q = subscribe_all(store, "sub")
+    store.append_to_stream("s", 0, events(3))
+    batch = q.batch()
+    sub.ack(batch)
+    ref = _subscription_ref(store, ALL, "sub")
+    ref.tell(Published(batch))
+    ref.tell(Published(batch[1:]))
+    q.nothing(QUIET)
+    store.append_to_stream("s", 3, events(1, start=4))
+    assert ids(q.batch()) == [4]
+
+
+def test_a_gap_in_notifications_is_filled_from_storage(store: EventStore) -> None:
+    """LESSONS: tolerate future notifications: a gap means catch up from storage."""
+    from eventstore_actors.notifications.publisher import Published
+
+    q = BlockingSubscriber()
+    sub = store.subscribe_to_all_streams("sub", q)
+    q.subscribed()
+    store.append_to_stream("s", 0, events(1))
+    assert q.entered.wait(10.0)  # the subscription is now stuck delivering event 1
+    first = q.batch()
+    ref = _subscription_ref(store, ALL, "sub")
+    # A notification of event 3 reaches the subscription before those of events 2 and 3.
+    ahead = dataclasses.replace(first[0], event_id=3, stream_version=3, data={"n": "early"})
+    ref.tell(Published([ahead]))
+    store.append_to_stream("s", 1, events(2, start=2))
+    q.release.set()
+    sub.ack(first)
+    rest = q.collect(sub, 2)
+    assert ids(rest) == [2, 3]
+    assert ns(rest) == [2, 3], "events 2 and 3 come from storage"
+    q.nothing(QUIET)
