@@ -42,9 +42,9 @@ class Sizes:
 
 PRESETS: dict[str, Sizes] = {
     "full": Sizes(
-        append_rounds={1: 300, 10: 40, 100: 4},
-        read_rounds={1: 2000, 10: 300, 100: 30},
-        single_appends={1: 3000, 50: 200},
+        append_rounds={1: 150, 10: 25, 100: 3},
+        read_rounds={1: 500, 10: 100, 100: 10},
+        single_appends={1: 1500, 50: 60},
         read_all_events=100_000,
         latency_samples=1000,
         catchup_events=100_000,
