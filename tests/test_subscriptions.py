@@ -784,3 +784,24 @@ def test_a_gap_in_notifications_is_filled_from_storage(store: EventStore) -> Non
     assert ids(rest) == [2, 3]
     assert ns(rest) == [2, 3], "events 2 and 3 come from storage"
     q.nothing(QUIET)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="reported to the lead: acks route by name, so the handle of an ended subscription "
+    "acks its successor",
+)
+def test_a_stale_handle_cannot_ack_a_later_subscription(
+    store: EventStore, dsn: str, schema: str
+) -> None:
+    """An old subscriber still finishing its work after unsubscribe must not ack, for the new
+    subscriber, events the new one has not processed yet."""
+    store.append_to_stream("s", 0, events(5))
+    old, q = subscribe_all(store, "sub")
+    q.batch()
+    store.unsubscribe_from_all_streams("sub")
+    _, q2 = subscribe_all(store, "sub")
+    assert ids(q2.batch()) == [1, 2, 3, 4, 5]
+    old.ack(5)
+    q2.nothing(QUIET)
+    assert checkpoint(dsn, schema, ALL, "sub") == 0
