@@ -345,7 +345,7 @@ class EventStore:
             ref = registry.peek(child_id)
             if ref is not None:
                 try:
-                    ref.tell(Ack(position))
+                    ref.tell(Ack(position, handle))
                 except pykka.ActorDeadError:
                     pass
 

@@ -786,11 +786,6 @@ def test_a_gap_in_notifications_is_filled_from_storage(store: EventStore) -> Non
     q.nothing(QUIET)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="reported to the lead: acks route by name, so the handle of an ended subscription "
-    "acks its successor",
-)
 def test_a_stale_handle_cannot_ack_a_later_subscription(
     store: EventStore, dsn: str, schema: str
 ) -> None:

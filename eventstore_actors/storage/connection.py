@@ -47,12 +47,6 @@ def is_alive(conn: psycopg.Connection[Any]) -> bool:
     return True
 
 
-def _check_connection(conn: psycopg.Connection[Any]) -> None:
-    # psycopg-pool calls this on every checkout: is_alive costs a select() in the usual case.
-    if not is_alive(conn):
-        raise psycopg.OperationalError("pooled connection lost")
-
-
 def reason(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
@@ -66,12 +60,8 @@ def unavailable(exc: BaseException, *, outcome_unknown: bool = False) -> StoreUn
 
 
 class ReadPool:
-    """A psycopg-pool pool for reads and small writes, with one retry after a lost connection.
-
-    psycopg-pool's own per-checkout check costs a round trip every time; instead a failure
-    triggers ``pool.check()`` (which drops every dead connection at once) and one retry, which
-    recovers from a server restart in milliseconds instead of timing out.
-    """
+    """A psycopg-pool pool for reads and small writes that recovers at once from lost
+    connections (killed backends, a server restart): see `run`."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
@@ -84,7 +74,6 @@ class ReadPool:
             name=f"eventstore-actors-{settings.schema}",
             timeout=settings.call_timeout,
             reconnect_timeout=60.0,
-            check=_check_connection,
         )
 
     def open(self) -> None:
@@ -101,21 +90,39 @@ class ReadPool:
         self._pool.close(timeout=5.0)
 
     def run(self, work: Callable[[psycopg.Connection[tuple[object, ...]]], T]) -> T:
-        """Run `work` on a pooled connection; retry once on a connection lost under it."""
+        """Run `work` on a pooled connection; retry once on a connection lost under it.
+
+        psycopg-pool's own `check` callback walks dead connections one by one with back-off
+        (seconds after a server restart); instead the first dead connection seen triggers
+        ``pool.check()``, which drops every dead idle connection at once, and one retry.
+        """
         for attempt in (1, 2):
             try:
                 with self._pool.connection() as conn:
+                    if not is_alive(conn):
+                        raise _StaleConnection()
                     return work(conn)
             except psycopg_pool.PoolClosed:
                 raise StoreUnavailableError("the event store is stopped") from None
+            except _StaleConnection:
+                self._recover(attempt, None)
             except psycopg.OperationalError as exc:
-                if attempt == 2 or not _is_connection_loss(exc):
+                if not _is_connection_loss(exc):
                     raise unavailable(exc) from None
-                log.warning("pooled connection lost, checking pool", schema=self._settings.schema)
-                self._pool.check()
+                self._recover(attempt, exc)
             except psycopg_pool.PoolTimeout as exc:
                 raise unavailable(exc) from None
         raise AssertionError("unreachable")
+
+    def _recover(self, attempt: int, exc: psycopg.OperationalError | None) -> None:
+        if attempt == 2:
+            raise unavailable(exc or psycopg.OperationalError("connection lost")) from None
+        log.warning("pooled connection lost, checking pool", schema=self._settings.schema)
+        self._pool.check()
+
+
+class _StaleConnection(Exception):
+    """A pooled connection found dead before use."""
 
 
 def _is_connection_loss(exc: psycopg.OperationalError) -> bool:

@@ -50,7 +50,11 @@ class SubscriptionSpec:
 
 @dataclass(frozen=True)
 class Ack:
+    """A cumulative ack from the subscriber holding `subscription` (a handle from an earlier
+    subscribe of the same name is ignored)."""
+
     position: int
+    subscription: Subscription
 
 
 @dataclass(frozen=True)
@@ -184,6 +188,8 @@ class SubscriptionActor(SupervisedActor):
                 events = [e for e in events if e.stream_uuid == self._spec.stream_uuid]
             state.notified(events)
         elif isinstance(message, Ack):
+            if message.subscription is not self._handle:
+                return
             checkpoint = state.acked(message.position)
             if checkpoint is not None:
                 self._unsaved_checkpoint = checkpoint
