@@ -51,34 +51,33 @@ def create(dsn: str | None = None, schema: str = "public") -> None:
     init(dsn, schema)
 
 
+@contextmanager
+def _store_connection(
+    dsn: str | None, schema: str
+) -> Iterator[tuple[psycopg.Connection[tuple[object, ...]], str]]:
+    """A connection for administering `schema`, after checking the arguments."""
+    schema = validate_schema(schema)
+    with _connect(resolve_dsn(dsn)) as conn:
+        yield conn, schema
+
+
 def init(dsn: str | None = None, schema: str = "public") -> None:
     """Create the tables in an existing database."""
-    schema = validate_schema(schema)
-    dsn = resolve_dsn(dsn)
-    with _connect(dsn) as conn:
+    with _store_connection(dsn, schema) as (conn, schema):
         if schema_ops.init(conn, schema):
             log.info("store initialised", schema=schema)
 
 
 def drop(dsn: str | None = None, schema: str = "public") -> None:
     """Drop the tables (schema "public") or the whole schema."""
-    schema = validate_schema(schema)
-    dsn = resolve_dsn(dsn)
-    with _connect(dsn) as conn:
+    with _store_connection(dsn, schema) as (conn, schema):
         if schema_ops.drop(conn, schema):
             log.info("store dropped", schema=schema)
 
 
 def reset(dsn: str | None = None, schema: str = "public") -> None:
     """Empty every table and restart ids at 1 (tests and benchmarks)."""
-    schema = validate_schema(schema)
-    dsn = resolve_dsn(dsn)
-    with _connect(dsn) as conn:
+    with _store_connection(dsn, schema) as (conn, schema):
         if schema_ops.installed_version(conn, schema) is None:
-            raise ConfigError(_not_initialised(schema))
+            raise ConfigError(schema_ops.not_initialised(schema))
         schema_ops.reset(conn, schema)
-
-
-def _not_initialised(schema: str) -> str:
-    flag = "" if schema == "public" else f" --schema {schema}"
-    return f"schema {schema!r} is not initialised: run `eventstore-actors init{flag}`"

@@ -493,12 +493,8 @@ def _check_installed(settings: Settings) -> None:
         raise ConfigError(str(exc)) from None
     with conn:
         version = schema_ops.installed_version(conn, settings.schema)
-    flag = "" if settings.schema == "public" else f" --schema {settings.schema}"
     if version is None:
-        raise ConfigError(
-            f"schema {settings.schema!r} is not initialised: run `eventstore-actors init{flag}` "
-            "(or admin.init(dsn, schema))"
-        )
+        raise ConfigError(schema_ops.not_initialised(settings.schema))
     if version != schema_ops.SCHEMA_VERSION:
         raise ConfigError(
             f"schema {settings.schema!r} is at version {version}, this release needs "

@@ -7,7 +7,7 @@ from psycopg import sql as pgsql
 
 from ..sql import statement
 
-__all__ = ["SCHEMA_VERSION", "drop", "init", "installed_version", "reset"]
+__all__ = ["SCHEMA_VERSION", "drop", "init", "installed_version", "not_initialised", "reset"]
 
 #: The schema version this release writes and expects.
 SCHEMA_VERSION = 1
@@ -36,6 +36,15 @@ def init(conn: Conn, schema: str) -> bool:
         _use(conn, schema)
         conn.execute(statement(f"schema/v{SCHEMA_VERSION}"))
     return before is None
+
+
+def not_initialised(schema: str) -> str:
+    """What to tell a user whose schema holds no store."""
+    flag = "" if schema == "public" else f" --schema {schema}"
+    return (
+        f"schema {schema!r} is not initialised: run `eventstore-actors init{flag}` "
+        "(or admin.init(dsn, schema))"
+    )
 
 
 def installed_version(conn: Conn, schema: str) -> int | None:
