@@ -2,8 +2,8 @@
 
 Measured from the moment `append_to_stream` is called to the subscriber's receipt, so the
 figure includes the commit itself (an upper bound on commit-to-receipt). The lower bound, from
-the moment the append returned, is in the JSON (`*_from_return_*`); it is not the headline
-because under the GIL the caller's wake-up after the commit can come after the delivery.
+the moment the append returned, is reported too; it is not the headline because under the GIL
+the caller's wake-up after the commit can come after the delivery (then it counts as 0).
 
 Same process: the bench thread appends one event, waits for its delivery, acks, and paces.
 Other process: a child process appends paced events and reports when each append was called
@@ -162,16 +162,11 @@ def _raw_other(ctx: Context, count: int) -> Samples:
 
 
 def _results(setting: str, api: Samples, raw_: Samples) -> list[Result]:
-    lower = {
-        f"{side}_from_return_p{p}_ms": percentile(s.from_return_ms(), p)
-        for side, s in (("api", api), ("raw", raw_))
-        for p in (50, 99)
-    }
-    extra = {"samples": len(api.from_call_ms()), "interval_ms": INTERVAL * 1e3, **lower}
-    return [
+    extra = {"samples": len(api.from_call_ms()), "interval_ms": INTERVAL * 1e3}
+    rows = [
         Result(
             "latency",
-            f"delivery p{p}, {setting} (from append call)",
+            f"delivery p{p}, {setting}, from append call",
             "ms",
             percentile(api.from_call_ms(), p),
             percentile(raw_.from_call_ms(), p),
@@ -181,6 +176,22 @@ def _results(setting: str, api: Samples, raw_: Samples) -> list[Result]:
         )
         for p in (50, 99)
     ]
+    rows.append(
+        Result(
+            "latency",
+            f"delivery p99, {setting}, from append return (lower bound)",
+            "ms",
+            max(0.0, percentile(api.from_return_ms(), 99)),
+            max(0.0, percentile(raw_.from_return_ms(), 99)),
+            higher_is_better=False,
+            extra={
+                **extra,
+                "api_from_return_p50_ms": percentile(api.from_return_ms(), 50),
+                "raw_from_return_p50_ms": percentile(raw_.from_return_ms(), 50),
+            },
+        )
+    )
+    return rows
 
 
 def run_latency(ctx: Context) -> list[Result]:
