@@ -83,6 +83,13 @@ def write_json(path: Path, document: dict[str, Any]) -> None:
     path.write_text(json.dumps(document, indent=2, default=str) + "\n", encoding="utf-8")
 
 
+_LABELS = {
+    "seed-append": "100-event appends",
+    "seed-read": "100-event stream reads",
+    "single-append": "single-event appends",
+}
+
+
 def _series(results: list[Result], key: str) -> dict[str, list[tuple[int, float, float]]]:
     """workload -> [(concurrency, api, raw)] for rows that carry a concurrency."""
     series: dict[str, list[tuple[int, float, float]]] = {}
@@ -112,10 +119,14 @@ def write_plot(path: Path, results: list[Result], title: str, err: TextIO) -> bo
         points.sort()
         xs = [p[0] for p in points]
         color = f"C{i}"
-        ax.plot(xs, [p[1] for p in points], "o-", color=color, label=f"{workload} (API)")
-        ax.plot(xs, [p[2] for p in points], "s--", color=color, label=f"{workload} (raw)")
+        label = _LABELS.get(workload, workload)
+        ax.plot(xs, [p[1] for p in points], "o-", color=color, label=f"{label}, API")
+        ax.plot(xs, [p[2] for p in points], "s--", color=color, label=f"{label}, raw psycopg")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    ticks = sorted({p[0] for points in series.values() for p in points})
+    ax.set_xticks(ticks, [str(t) for t in ticks])
+    ax.minorticks_off()
     ax.set_xlabel("concurrent writers / readers")
     ax.set_ylabel("events/s")
     ax.set_title(title)
