@@ -78,6 +78,10 @@ def _raw(ctx: Context, total: int) -> tuple[float, int]:
                 prepare=True,
             )
         elapsed = time.perf_counter() - began
+        conn.execute(
+            "DELETE FROM subscriptions WHERE stream_uuid = '$all' AND subscription_name = %s",
+            ("bench-catchup-raw",),
+        )
     assert seen == total, (seen, total)
     return elapsed, batches
 
