@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
+import shutil
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -173,8 +176,19 @@ def test_throwaway_server_runs_queries_and_is_deleted_after() -> None:
 
 
 @needs_embedded
-def test_persistent_server_is_reused_and_keeps_its_data(tmp_path: Path) -> None:
-    data = tmp_path / "pgdata"
+@pytest.fixture
+def server_dir() -> Iterator[Path]:
+    """A data-dir parent outside pytest's basetemp: another pytest session on the machine
+    resets that tree to mode 0700, which would lock out the embedded server's OS user."""
+    parent = Path(tempfile.mkdtemp(prefix="eventstore-embedded-test-"))
+    try:
+        yield parent
+    finally:
+        shutil.rmtree(parent, ignore_errors=True)
+
+
+def test_persistent_server_is_reused_and_keeps_its_data(server_dir: Path) -> None:
+    data = server_dir / "pgdata"
     try:
         dsn = embedded.embedded_dsn(data)
         with psycopg.connect(dsn, autocommit=True) as conn:
