@@ -175,7 +175,6 @@ def test_throwaway_server_runs_queries_and_is_deleted_after() -> None:
     assert not host.exists()
 
 
-@needs_embedded
 @pytest.fixture
 def server_dir() -> Iterator[Path]:
     """A data-dir parent outside pytest's basetemp: another pytest session on the machine
@@ -187,6 +186,7 @@ def server_dir() -> Iterator[Path]:
         shutil.rmtree(parent, ignore_errors=True)
 
 
+@needs_embedded
 def test_persistent_server_is_reused_and_keeps_its_data(server_dir: Path) -> None:
     data = server_dir / "pgdata"
     try:
