@@ -45,6 +45,8 @@ class JsonSerializer:
         self._encoder = json.JSONEncoder(
             default=_encode_default, allow_nan=False, ensure_ascii=False, separators=(",", ":")
         )
+        # A cached decoder on str: json.loads(bytes) pays for encoding detection every call.
+        self._decode = json.JSONDecoder().decode
 
     def serialize(self, term: Any) -> bytes:
         try:
@@ -54,7 +56,7 @@ class JsonSerializer:
 
     def deserialize(self, data: bytes, type: str | None = None) -> Any:
         try:
-            value = json.loads(data)
+            value = self._decode(str(data, "utf-8"))
         except (ValueError, UnicodeDecodeError) as exc:
             raise SerializationError(f"stored data is not valid JSON: {exc}") from exc
         cls = self._types.get(type) if type is not None else None

@@ -8,6 +8,7 @@ writer; commits of other processes arrive as notifications and are read from sto
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -20,7 +21,6 @@ from ..config import Settings
 from ..errors import SerializationError
 from ..events import RecordedEvent
 from ..storage import reader
-from ..storage.appender import StoredRow
 from ..storage.connection import ReadPool
 from ..writer import Committed
 from .listener import Listener
@@ -96,13 +96,13 @@ class PublisherActor(SupervisedActor):
         else:
             super().handle(message)
 
-    def _committed(self, rows: list[StoredRow]) -> None:
-        if not rows or rows[-1].event_id <= self._last_published:
+    def _committed(self, rows: Sequence[reader.Row]) -> None:
+        if not rows or rows[-1][0] <= self._last_published:
             return
-        if rows[0].event_id > self._last_published + 1:
-            self._catch_up(rows[0].event_id - 1)
-        fresh = [row for row in rows if row.event_id > self._last_published]
-        if fresh and fresh[0].event_id == self._last_published + 1:
+        if rows[0][0] > self._last_published + 1:
+            self._catch_up(rows[0][0] - 1)
+        fresh = [row for row in rows if row[0] > self._last_published]
+        if fresh and fresh[0][0] == self._last_published + 1:
             self._publish(fresh)
 
     def _catch_up(self, up_to: int | None) -> None:
@@ -123,8 +123,8 @@ class PublisherActor(SupervisedActor):
                 return
             self._publish(rows)
 
-    def _publish(self, rows: list[StoredRow]) -> None:
-        self._last_published = rows[-1].event_id
+    def _publish(self, rows: Sequence[reader.Row]) -> None:
+        self._last_published = rows[-1][0]  # rows are reader.Row: event_id first
         if not self._subscriptions():
             return  # nothing to decode for (see _catch_up)
         try:

@@ -24,6 +24,11 @@ __all__ = ["AppendRequest", "Appender", "NewEvent", "StoredRow"]
 #: through COPY, which costs two more round trips but less per row.
 SMALL_BATCH_EVENTS = 64
 
+_APPEND_NEW = statement("append/append_one").replace("{stream}", statement("append/stream_new"))
+_APPEND_EXISTING = statement("append/append_one").replace(
+    "{stream}", statement("append/stream_existing")
+)
+
 _COPY_TYPES = ["int8", "int8", "int8", "text", "text", "text", "bytea", "bytea", "timestamptz"]
 
 
@@ -63,9 +68,10 @@ Outcome = list[StoredRow] | EventStoreError
 
 
 class Appender:
-    """Writes batches of append requests on one dedicated connection."""
+    """Writes batches of append requests on one dedicated autocommit connection."""
 
     def __init__(self, conn: psycopg.Connection[Any], channel: str, origin: str) -> None:
+        conn.prepare_threshold = None  # nothing is prepared behind our back (see _run_alone)
         self._conn = conn
         self._channel = channel
         self._origin = origin  # lets this store's own listener skip its own notifications
@@ -78,25 +84,65 @@ class Appender:
             # Only reachable if something outside this writer's view changed a stream; give
             # every request its own transaction so one loser cannot fail the others.
             if len(requests) == 1:
-                req = requests[0]
-                version = self._current_version(req.stream_uuid)
-                return [WrongExpectedVersionError(req.stream_uuid, req.expected_version, version)]
+                return [self._conflict(requests[0])]
             return [self.append([req])[0] for req in requests]
 
-    def _current_version(self, stream_uuid: str) -> int | None:
+    def _conflict(self, req: AppendRequest) -> WrongExpectedVersionError:
         row = self._conn.execute(
-            statement("read/stream_version"), {"stream_uuid": stream_uuid}
+            statement("read/stream_version"), {"stream_uuid": req.stream_uuid}
         ).fetchone()
-        return int(row[0]) if row and row[0] else None
+        version = int(row[0]) if row and row[0] else None
+        return WrongExpectedVersionError(req.stream_uuid, req.expected_version, version)
 
     def _append(self, requests: list[AppendRequest]) -> list[Outcome]:
-        if sum(len(req.events) for req in requests) <= SMALL_BATCH_EVENTS:
-            return self._append_small(requests)
-        return self._append_copy(requests)
+        count = sum(len(req.events) for req in requests)
+        if count > SMALL_BATCH_EVENTS:
+            return self._append_copy(requests)
+        if len(requests) == 1:
+            return self._append_one(requests[0])
+        return self._append_group(requests)
 
-    def _append_small(self, requests: list[AppendRequest]) -> list[Outcome]:
-        """One round trip: BEGIN, the append_events() function, COMMIT, in one pipeline."""
-        conn = self._conn
+    def _run_alone(self, query: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        """One statement in autocommit mode: its own transaction, one round trip.
+
+        The counter row lock it takes is held until the statement commits, and its NOTIFY is
+        sent at that commit. Only these statements are prepared: a statement prepared inside
+        a pipeline that then fails leaves psycopg's prepared-statement cache out of step.
+        """
+        try:
+            return self._conn.execute(query, params, prepare=True).fetchall()
+        except psycopg.OperationalError as exc:
+            # The statement and its commit were one: whether it committed is unknown.
+            raise unavailable(exc, outcome_unknown=True) from None
+        except psycopg.errors.IntegrityError:
+            raise
+        except psycopg.DatabaseError as exc:
+            raise StoreUnavailableError(f"append failed in the database: {exc}") from None
+
+    def _append_one(self, req: AppendRequest) -> list[Outcome]:
+        """One request, one statement (append/append_one.sql)."""
+        events = req.events
+        params = {
+            "n": len(events),
+            "stream_uuid": req.stream_uuid,
+            "expected": req.expected_version,
+            "event_types": [ev.event_type for ev in events],
+            "correlation_ids": [ev.correlation_id for ev in events],
+            "causation_ids": [ev.causation_id for ev in events],
+            "data": [ev.data for ev in events],
+            "metadata": [ev.metadata for ev in events],
+            "channel": self._channel,
+            "origin": self._origin,
+        }
+        query = _APPEND_NEW if req.expected_version == 0 else _APPEND_EXISTING
+        try:
+            ((first_id, created_at, _),) = self._run_alone(query, params)
+        except psycopg.errors.NotNullViolation:
+            return [self._conflict(req)]  # the stream was not at the expected version
+        return [_stored(req, first_id, req.expected_version, created_at)]
+
+    def _append_group(self, requests: list[AppendRequest]) -> list[Outcome]:
+        """Several requests, one call of append_events(), each checked on its own."""
         events = [ev for req in requests for ev in req.events]
         params = {
             "stream_uuids": [req.stream_uuid for req in requests],
@@ -110,44 +156,15 @@ class Appender:
             "channel": self._channel,
             "origin": self._origin,
         }
-        try:
-            with conn.pipeline():
-                conn.execute("BEGIN")
-                cur = conn.execute(statement("append/append_events"), params, prepare=True)
-                conn.execute("COMMIT")
-            results = cur.fetchall()
-        except psycopg.OperationalError as exc:
-            # Sent together with its COMMIT: whether it committed is unknown.
-            raise unavailable(exc, outcome_unknown=True) from None
-        except psycopg.DatabaseError as exc:
-            self._rollback()
-            if isinstance(exc, psycopg.errors.IntegrityError):
-                raise
-            raise StoreUnavailableError(f"append failed in the database: {exc}") from None
+        results = self._run_alone(statement("append/append_events"), params)
         outcomes: list[Outcome] = []
         for req, (_, first_id, version, created_at) in zip(requests, results, strict=True):
             if first_id is None:
                 outcomes.append(
                     WrongExpectedVersionError(req.stream_uuid, req.expected_version, version)
                 )
-                continue
-            start = version - len(req.events)
-            outcomes.append(
-                [
-                    StoredRow(
-                        first_id + i,
-                        req.stream_uuid,
-                        start + i + 1,
-                        ev.event_type,
-                        ev.correlation_id,
-                        ev.causation_id,
-                        ev.data,
-                        ev.metadata,
-                        created_at,
-                    )
-                    for i, ev in enumerate(req.events)
-                ]
-            )
+            else:
+                outcomes.append(_stored(req, first_id, version - len(req.events), created_at))
         return outcomes
 
     def _rollback(self) -> None:
@@ -156,53 +173,70 @@ class Appender:
             conn.execute("ROLLBACK")
 
     def _append_copy(self, requests: list[AppendRequest]) -> list[Outcome]:
-        """Large batches: lock and look up streams; binary COPY; advance, notify, commit."""
+        """Large batches, three round trips: lock and look up streams; binary COPY; advance
+        streams and counter, notify and COMMIT together."""
         conn = self._conn
         uuids = list({req.stream_uuid for req in requests})
         new_uuids = list({req.stream_uuid for req in requests if req.expected_version == 0})
         committing = False
         try:
-            with conn.transaction() as tx:
-                with conn.pipeline():
-                    counter = conn.execute(statement("append/lock_counter"))
-                    if new_uuids:
-                        conn.execute(
-                            statement("append/create_streams"), {"stream_uuids": new_uuids}
-                        )
-                    found = conn.execute(
-                        statement("append/stream_versions"), {"stream_uuids": uuids}
-                    )
-                    last_event_id, now = counter.fetchone()  # type: ignore[misc]
-                    streams = {row[0]: (row[1], row[2]) for row in found.fetchall()}
-                outcomes, rows, versions = _assign(requests, streams, last_event_id, now)
-                if not rows:
-                    raise psycopg.Rollback(tx)
-                with conn.cursor() as cur, cur.copy(statement("append/copy_events")) as copy:
-                    copy.set_types(_COPY_TYPES)
-                    for row in rows:
-                        copy.write_row(row)
-                with conn.pipeline():
-                    conn.execute(
-                        statement("append/update_streams"),
-                        {"stream_ids": list(versions), "stream_versions": list(versions.values())},
-                    )
-                    last = rows[-1][0]
-                    conn.execute(statement("append/update_counter"), {"last_event_id": last})
-                    conn.execute(
-                        statement("append/notify"),
-                        {
-                            "channel": self._channel,
-                            "payload": f"{rows[0][0]},{last},{self._origin}",
-                        },
-                    )
-                committing = True
+            with conn.pipeline():
+                conn.execute("BEGIN")
+                counter = conn.execute(statement("append/lock_counter"))
+                if new_uuids:
+                    conn.execute(statement("append/create_streams"), {"stream_uuids": new_uuids})
+                found = conn.execute(statement("append/stream_versions"), {"stream_uuids": uuids})
+                last_event_id, now = counter.fetchone()  # type: ignore[misc]
+                streams = {row[0]: (row[1], row[2]) for row in found.fetchall()}
+            outcomes, rows, versions = _assign(requests, streams, last_event_id, now)
+            if not rows:
+                conn.execute("ROLLBACK")
+                return outcomes
+            with conn.cursor() as cur, cur.copy(statement("append/copy_events")) as copy:
+                copy.set_types(_COPY_TYPES)
+                for row in rows:
+                    copy.write_row(row)
+            last = rows[-1][0]
+            committing = True
+            with conn.pipeline():
+                conn.execute(
+                    statement("append/update_streams"),
+                    {"stream_ids": list(versions), "stream_versions": list(versions.values())},
+                )
+                conn.execute(statement("append/update_counter"), {"last_event_id": last})
+                conn.execute(
+                    statement("append/notify"),
+                    {"channel": self._channel, "payload": f"{rows[0][0]},{last},{self._origin}"},
+                )
+                conn.execute("COMMIT")
             return outcomes
         except psycopg.OperationalError as exc:
             raise unavailable(exc, outcome_unknown=committing) from None
-        except psycopg.errors.IntegrityError:
-            raise
         except psycopg.DatabaseError as exc:
+            self._rollback()
+            if isinstance(exc, psycopg.errors.IntegrityError):
+                raise
             raise StoreUnavailableError(f"append failed in the database: {exc}") from None
+
+
+def _stored(
+    req: AppendRequest, first_id: int, version: int, created_at: datetime
+) -> list[StoredRow]:
+    """The rows of a committed request whose stream was at `version` before it."""
+    return [
+        StoredRow(
+            first_id + i,
+            req.stream_uuid,
+            version + i + 1,
+            ev.event_type,
+            ev.correlation_id,
+            ev.causation_id,
+            ev.data,
+            ev.metadata,
+            created_at,
+        )
+        for i, ev in enumerate(req.events)
+    ]
 
 
 def _assign(

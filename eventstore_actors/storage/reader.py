@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -10,9 +11,21 @@ import psycopg
 from ..events import RecordedEvent
 from ..serialization import Serializer
 from ..sql import statement
-from .appender import StoredRow
 
-__all__ = ["MAX_POSITION", "decode", "last_event_id", "read_all", "read_stream", "stream_version"]
+__all__ = [
+    "MAX_POSITION",
+    "Row",
+    "decode",
+    "last_event_id",
+    "read_all",
+    "read_stream",
+    "stream_version",
+]
+
+#: A stored event before deserialization, as plain tuple (reads) or StoredRow (appends):
+#: event_id, stream_uuid, stream_version, event_type, correlation_id, causation_id, data,
+#: metadata, created_at. Reads skip building a NamedTuple per row: it is the hot path.
+Row = tuple[int, str, int, str, str | None, str | None, bytes, bytes | None, datetime]
 
 #: Larger than any event_id or stream_version.
 MAX_POSITION = 2**63 - 1
@@ -20,26 +33,26 @@ MAX_POSITION = 2**63 - 1
 Conn = psycopg.Connection[Any]
 
 
-def read_stream(conn: Conn, stream_uuid: str, start_version: int, count: int) -> list[StoredRow]:
+def read_stream(conn: Conn, stream_uuid: str, start_version: int, count: int) -> list[Row]:
     """Up to `count` events of one stream from `start_version` on (empty: none there)."""
     cur = conn.cursor(binary=True)
     cur.execute(
         statement("read/stream_events"),
         {"stream_uuid": stream_uuid, "start_version": start_version, "count": count},
     )
-    return [StoredRow(*row) for row in cur.fetchall()]
+    return cur.fetchall()  # type: ignore[return-value]  # the columns of Row
 
 
 def read_all(
     conn: Conn, start_event_id: int, count: int, end_event_id: int = MAX_POSITION
-) -> list[StoredRow]:
+) -> list[Row]:
     """Up to `count` events of every stream with start_event_id <= event_id <= end_event_id."""
     cur = conn.cursor(binary=True)
     cur.execute(
         statement("read/all_events"),
         {"start_event_id": start_event_id, "end_event_id": end_event_id, "count": count},
     )
-    return [StoredRow(*row) for row in cur.fetchall()]
+    return cur.fetchall()  # type: ignore[return-value]  # the columns of Row
 
 
 def stream_version(conn: Conn, stream_uuid: str) -> int | None:
@@ -54,20 +67,27 @@ def last_event_id(conn: Conn) -> int:
     return int(row[0]) if row else 0
 
 
-def decode(rows: Iterable[StoredRow], serializer: Serializer) -> list[RecordedEvent]:
-    """RecordedEvents from stored rows, data and metadata deserialized."""
+def decode(rows: Iterable[Row], serializer: Serializer) -> list[RecordedEvent]:
+    """RecordedEvents from stored rows, data and metadata deserialized.
+
+    The hot path of every read and delivery: events are built without the frozen dataclass's
+    __init__ (one object.__setattr__ per field), by filling the instance dict directly.
+    """
     deserialize = serializer.deserialize
-    return [
-        RecordedEvent(
-            event_id=row.event_id,
-            stream_uuid=row.stream_uuid,
-            stream_version=row.stream_version,
-            event_type=row.event_type,
-            data=deserialize(row.data, row.event_type),
-            metadata=None if row.metadata is None else deserialize(row.metadata, None),
-            correlation_id=row.correlation_id,
-            causation_id=row.causation_id,
-            created_at=row.created_at,
+    new = object.__new__
+    events = []
+    for event_id, stream_uuid, version, event_type, correlation, causation, data, meta, at in rows:
+        event = new(RecordedEvent)
+        event.__dict__.update(
+            event_id=event_id,
+            stream_uuid=stream_uuid,
+            stream_version=version,
+            event_type=event_type,
+            data=deserialize(data, event_type),
+            metadata=None if meta is None else deserialize(meta, None),
+            correlation_id=correlation,
+            causation_id=causation,
+            created_at=at,
         )
-        for row in rows
-    ]
+        events.append(event)
+    return events

@@ -1,0 +1,23 @@
+-- One append to one stream in one statement (the common, uncontended case): lock and
+-- advance the counter, check and advance the stream, insert the events numbered from the
+-- locked counter, notify. A stale expected version leaves `s` empty, so the insert meets
+-- a NULL stream_id and fails: nothing commits. The stream step comes from stream_new.sql or
+-- stream_existing.sql.
+WITH c AS (
+    UPDATE event_counter SET last_event_id = last_event_id + %(n)s WHERE id = 1
+    RETURNING last_event_id - %(n)s AS base, now() AS ts
+),
+s AS ({stream}),
+e AS (
+    INSERT INTO events (event_id, stream_id, stream_version, event_type, correlation_id,
+                        causation_id, data, metadata, created_at)
+    SELECT c.base + u.ord, s.stream_id, %(expected)s + u.ord, u.event_type, u.correlation_id,
+           u.causation_id, u.data, u.metadata, c.ts
+    FROM c LEFT JOIN s ON true,
+         unnest(%(event_types)s::text[], %(correlation_ids)s::text[], %(causation_ids)s::text[],
+                %(data)s::bytea[], %(metadata)s::bytea[])
+             WITH ORDINALITY AS u(event_type, correlation_id, causation_id, data, metadata, ord)
+)
+SELECT c.base + 1, c.ts,
+       pg_notify(%(channel)s, (c.base + 1) || ',' || (c.base + %(n)s) || ',' || %(origin)s)
+FROM c;
