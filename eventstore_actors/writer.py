@@ -147,7 +147,9 @@ class WriterActor(SupervisedActor):
             else:
                 committed.extend(outcome)
                 future.set(None)
-        if committed:
+        if committed and self._registry.with_prefix("subscription:"):
+            # Only subscriptions need the rows; without any, the publisher is not woken (a
+            # subscription that starts later reads storage itself, see PublisherActor).
             publisher = self._registry.peek("publisher")
             if publisher is not None:
                 try:

@@ -29,6 +29,9 @@ __all__ = ["CatchUp", "Notified", "Published", "PublisherActor"]
 
 #: Most events read from storage per round when filling a gap.
 _READ_BATCH = 1000
+#: A gap wider than this is not filled here: the subscriptions are told to catch up from
+#: storage themselves (each from its own position), instead of the publisher reading it all.
+_MAX_GAP = 10_000
 
 
 @dataclass(frozen=True)
@@ -90,7 +93,7 @@ class PublisherActor(SupervisedActor):
         if isinstance(message, Committed):
             self._committed(message.rows)
         elif isinstance(message, Notified):
-            self._catch_up(message.last_event_id)
+            self._fill_gap(message.last_event_id)
         elif isinstance(message, CatchUp):
             self._catch_up(None)
         else:
@@ -100,10 +103,19 @@ class PublisherActor(SupervisedActor):
         if not rows or rows[-1][0] <= self._last_published:
             return
         if rows[0][0] > self._last_published + 1:
-            self._catch_up(rows[0][0] - 1)
+            self._fill_gap(rows[0][0] - 1)
         fresh = [row for row in rows if row[0] > self._last_published]
         if fresh and fresh[0][0] == self._last_published + 1:
             self._publish(fresh)
+
+    def _fill_gap(self, up_to: int) -> None:
+        """Publish what lies between last_published and `up_to` (events committed elsewhere,
+        or while no subscription ran and the writer did not tell us)."""
+        if up_to - self._last_published > _MAX_GAP:
+            self._last_published = up_to
+            self._fan_out(CatchUp())
+            return
+        self._catch_up(up_to)
 
     def _catch_up(self, up_to: int | None) -> None:
         """Publish from storage everything after last_published (up to `up_to` if given)."""
