@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from support.factory import event_ids, make_events, new_stream, versions
 
 from eventstore_actors import (
     EventData,
@@ -20,32 +21,6 @@ from eventstore_actors import (
     StreamNotFoundError,
     WrongExpectedVersionError,
 )
-
-
-def new_stream() -> str:
-    return str(uuid.uuid4())
-
-
-def make_events(count: int, start: int = 1) -> list[EventData]:
-    """Like the Elixir EventFactory: data, metadata and correlation/causation ids set."""
-    return [
-        EventData(
-            data={"event": f"event {n}", "n": n},
-            event_type="tests.Event",
-            metadata={"user": "user@example.com"},
-            correlation_id=str(uuid.uuid4()),
-            causation_id=str(uuid.uuid4()),
-        )
-        for n in range(start, start + count)
-    ]
-
-
-def event_ids(events: list[RecordedEvent]) -> list[int]:
-    return [e.event_id for e in events]
-
-
-def versions(events: list[RecordedEvent]) -> list[int]:
-    return [e.stream_version for e in events]
 
 
 def all_events(store: EventStore) -> list[RecordedEvent]:

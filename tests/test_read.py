@@ -9,38 +9,13 @@ from __future__ import annotations
 
 import gc
 import tracemalloc
-import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from support.factory import event_ids, make_events, new_stream, versions
 
-from eventstore_actors import EventData, EventStore, RecordedEvent, StreamNotFoundError
-
-
-def new_stream() -> str:
-    return str(uuid.uuid4())
-
-
-def make_events(count: int, start: int = 1) -> list[EventData]:
-    return [
-        EventData(
-            data={"event": f"event {n}", "n": n},
-            event_type="tests.Event",
-            metadata={"user": "user@example.com"},
-            correlation_id=str(uuid.uuid4()),
-            causation_id=str(uuid.uuid4()),
-        )
-        for n in range(start, start + count)
-    ]
-
-
-def ids(events: list[RecordedEvent]) -> list[int]:
-    return [e.event_id for e in events]
-
-
-def versions(events: list[RecordedEvent]) -> list[int]:
-    return [e.stream_version for e in events]
+from eventstore_actors import EventData, EventStore, StreamNotFoundError
 
 
 def stream_with_events(store: EventStore, count: int) -> str:
@@ -97,15 +72,15 @@ def test_read_stream_forward_returns_only_that_stream(store: EventStore) -> None
     e1 = store.read_stream_forward(s1)
     assert {e.stream_uuid for e in e1} == {s1}
     assert versions(e1) == [1, 2, 3]
-    assert ids(e1) == [1, 3, 5]
-    assert ids(store.read_stream_forward(s2)) == [2, 4, 6]
+    assert event_ids(e1) == [1, 3, 5]
+    assert event_ids(store.read_stream_forward(s2)) == [2, 4, 6]
 
 
 def test_default_count_is_1000(store: EventStore) -> None:
     stream = stream_with_events(store, 1500)
     events = store.read_stream_forward(stream)
     assert versions(events) == list(range(1, 1001))
-    assert ids(store.read_all_streams_forward()) == list(range(1, 1001))
+    assert event_ids(store.read_all_streams_forward()) == list(range(1, 1001))
     assert versions(store.read_stream_forward(stream, 1001)) == list(range(1001, 1501))
 
 
@@ -129,7 +104,7 @@ def test_read_all_streams_with_multiple_events_across_streams(store: EventStore)
     store.append_to_stream(s2, 1, make_events(1, start=2))
 
     events = store.read_all_streams_forward(0, 1000)
-    assert ids(events) == [1, 2, 3, 4]
+    assert event_ids(events) == [1, 2, 3, 4]
     assert [e.stream_uuid for e in events] == [s1, s2, s1, s2]
     assert versions(events) == [1, 1, 2, 2]
     # From after the last event.
@@ -143,11 +118,11 @@ def test_read_all_streams_from_after_last_event_limited_by_count(store: EventSto
     store.append_to_stream(s1, 5, make_events(5, start=6))
     store.append_to_stream(s2, 5, make_events(5, start=6))
 
-    assert ids(store.read_all_streams_forward(0, 10)) == list(range(1, 11))
-    assert ids(store.read_all_streams_forward(11, 10)) == list(range(11, 21))
-    assert ids(store.read_all_streams_forward(start_event_id=15, count=3)) == [15, 16, 17]
+    assert event_ids(store.read_all_streams_forward(0, 10)) == list(range(1, 11))
+    assert event_ids(store.read_all_streams_forward(11, 10)) == list(range(11, 21))
+    assert event_ids(store.read_all_streams_forward(start_event_id=15, count=3)) == [15, 16, 17]
     last_page = store.read_all_streams_forward(18, 10)
-    assert ids(last_page) == [18, 19, 20]
+    assert event_ids(last_page) == [18, 19, 20]
     assert [e.stream_uuid for e in last_page] == [s2, s2, s2]
     assert versions(last_page) == [8, 9, 10]
 
@@ -157,12 +132,12 @@ def test_read_all_streams_fetches_events_from_all_streams(
 ) -> None:
     s1, s2 = two_streams
     events = store.read_all_streams_forward()
-    assert ids(events) == [1, 2, 3, 4, 5, 6]
+    assert event_ids(events) == [1, 2, 3, 4, 5, 6]
     assert [e.stream_uuid for e in events] == [s1] * 3 + [s2] * 3
     assert versions(events) == [1, 2, 3, 1, 2, 3]
     # 0 and 1 both mean the first event.
-    assert ids(store.read_all_streams_forward(0, 2)) == [1, 2]
-    assert ids(store.read_all_streams_forward(1, 2)) == [1, 2]
+    assert event_ids(store.read_all_streams_forward(0, 2)) == [1, 2]
+    assert event_ids(store.read_all_streams_forward(1, 2)) == [1, 2]
     # The same events as read stream by stream.
     by_stream = {e.event_id: e for s in (s1, s2) for e in store.read_stream_forward(s)}
     assert events == [by_stream[i] for i in range(1, 7)]
@@ -192,7 +167,7 @@ def test_stream_forward_batch_sizes_and_offsets(store: EventStore) -> None:
     for batch_size in [1, 2, 3, 1000]:
         events = list(store.stream_forward(stream, 0, batch_size))
         assert versions(events) == [1, 2, 3], f"read_batch_size={batch_size}"
-        assert ids(events) == [1, 2, 3]
+        assert event_ids(events) == [1, 2, 3]
     # With a starting version offset; and outside the range.
     assert versions(list(store.stream_forward(stream, 2, 1))) == [2, 3]
     assert list(store.stream_forward(stream, 4, 1)) == []
@@ -209,7 +184,7 @@ def test_stream_forward_across_batch_boundaries_of_an_interleaved_stream(
         store.append_to_stream(other, n - 1, make_events(1, start=n))
     events = list(store.stream_forward(target, 0, read_batch_size=7))
     assert versions(events) == list(range(1, 31))
-    assert ids(events) == list(range(1, 61, 2))
+    assert event_ids(events) == list(range(1, 61, 2))
     assert events == store.read_stream_forward(target)
 
 
@@ -219,13 +194,13 @@ def test_stream_forward_across_batch_boundaries_of_an_interleaved_stream(
 def test_stream_all_forward_batch_sizes(store: EventStore, two_streams: tuple[str, str]) -> None:
     for batch_size in [1, 2, 1000]:
         events = list(store.stream_all_forward(0, batch_size))
-        assert ids(events) == [1, 2, 3, 4, 5, 6], f"read_batch_size={batch_size}"
+        assert event_ids(events) == [1, 2, 3, 4, 5, 6], f"read_batch_size={batch_size}"
     it = store.stream_all_forward(0, read_batch_size=2)
     assert isinstance(it, Iterator)
     assert not isinstance(it, list)
     assert next(it).event_id == 1
     assert next(it).event_id == 2
-    assert ids(list(it)) == [3, 4, 5, 6]
+    assert event_ids(list(it)) == [3, 4, 5, 6]
 
 
 def test_stream_all_forward_in_order_across_batch_boundaries(store: EventStore) -> None:
@@ -242,7 +217,7 @@ def test_stream_all_forward_in_order_across_batch_boundaries(store: EventStore) 
         n += 1
 
     events = list(store.stream_all_forward(0, read_batch_size=7))
-    assert ids(events) == list(range(1, 51))
+    assert event_ids(events) == list(range(1, 51))
     assert events == store.read_all_streams_forward(0, 1000)
     for stream in streams:
         assert versions([e for e in events if e.stream_uuid == stream]) == list(
@@ -253,8 +228,8 @@ def test_stream_all_forward_in_order_across_batch_boundaries(store: EventStore) 
 def test_stream_all_forward_from_start_event_id(store: EventStore) -> None:
     for _ in range(5):
         store.append_to_stream(new_stream(), 0, make_events(10))
-    assert ids(list(store.stream_all_forward(20, read_batch_size=7))) == list(range(20, 51))
-    assert ids(list(store.stream_all_forward(start_event_id=50))) == [50]
+    assert event_ids(list(store.stream_all_forward(20, read_batch_size=7))) == list(range(20, 51))
+    assert event_ids(list(store.stream_all_forward(start_event_id=50))) == [50]
     assert list(store.stream_all_forward(51, 7)) == []
 
 

@@ -119,13 +119,9 @@ class Appender:
         except psycopg.DatabaseError as exc:
             raise StoreUnavailableError(f"append failed in the database: {exc}") from None
 
-    def _append_one(self, req: AppendRequest) -> list[Outcome]:
-        """One request, one statement (append/append_one.sql)."""
-        events = req.events
-        params = {
-            "n": len(events),
-            "stream_uuid": req.stream_uuid,
-            "expected": req.expected_version,
+    def _event_columns(self, events: list[NewEvent]) -> dict[str, Any]:
+        """The events as one array per column, and the notification's channel and origin."""
+        return {
             "event_types": [ev.event_type for ev in events],
             "correlation_ids": [ev.correlation_id for ev in events],
             "causation_ids": [ev.causation_id for ev in events],
@@ -133,6 +129,15 @@ class Appender:
             "metadata": [ev.metadata for ev in events],
             "channel": self._channel,
             "origin": self._origin,
+        }
+
+    def _append_one(self, req: AppendRequest) -> list[Outcome]:
+        """One request, one statement (append/append_one.sql)."""
+        params = {
+            "n": len(req.events),
+            "stream_uuid": req.stream_uuid,
+            "expected": req.expected_version,
+            **self._event_columns(req.events),
         }
         query = _APPEND_NEW if req.expected_version == 0 else _APPEND_EXISTING
         try:
@@ -143,18 +148,11 @@ class Appender:
 
     def _append_group(self, requests: list[AppendRequest]) -> list[Outcome]:
         """Several requests, one call of append_events(), each checked on its own."""
-        events = [ev for req in requests for ev in req.events]
         params = {
             "stream_uuids": [req.stream_uuid for req in requests],
             "expected": [req.expected_version for req in requests],
             "counts": [len(req.events) for req in requests],
-            "event_types": [ev.event_type for ev in events],
-            "correlation_ids": [ev.correlation_id for ev in events],
-            "causation_ids": [ev.causation_id for ev in events],
-            "data": [ev.data for ev in events],
-            "metadata": [ev.metadata for ev in events],
-            "channel": self._channel,
-            "origin": self._origin,
+            **self._event_columns([ev for req in requests for ev in req.events]),
         }
         results = self._run_alone(statement("append/append_events"), params)
         outcomes: list[Outcome] = []
