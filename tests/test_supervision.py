@@ -10,7 +10,13 @@ from collections.abc import Callable
 import psycopg
 import pytest
 
-from eventstore_actors import EventData, EventStore, StoreUnavailableError, StreamNotFoundError
+from eventstore_actors import (
+    EventData,
+    Events,
+    EventStore,
+    StoreUnavailableError,
+    StreamNotFoundError,
+)
 
 MakeStore = Callable[..., EventStore]
 
@@ -159,3 +165,72 @@ def test_a_stopped_store_refuses_calls_clearly(make_store: MakeStore) -> None:
     store.stop()
     with pytest.raises(StoreUnavailableError, match="stopped"):
         store.append_to_stream("s", 0, _event(1))
+
+
+def test_a_database_outage_fails_calls_but_never_stops_the_store(
+    make_store: MakeStore, dsn: str, schema: str
+) -> None:
+    """During an outage calls fail with StoreUnavailableError; no actor crash-loops into the
+    restart limit (set to 1 here), and everything works again once the database is back."""
+    role = f"es_outage_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(dsn, autocommit=True) as admin_conn:
+        admin_conn.execute(f"CREATE ROLE {role} LOGIN")
+        admin_conn.execute(f"GRANT USAGE ON SCHEMA {schema} TO {role}")
+        admin_conn.execute(f"GRANT ALL ON ALL TABLES IN SCHEMA {schema} TO {role}")
+        admin_conn.execute(f"GRANT ALL ON ALL SEQUENCES IN SCHEMA {schema} TO {role}")
+    store: EventStore | None = None
+    try:
+        store = make_store(username=role, max_restarts=1, restart_window=60.0)
+        inbox: list[object] = []
+        store.subscribe_to_all_streams("sub", _ListSink(inbox))
+        store.append_to_stream("s", 0, _event(1))
+        _wait(lambda: _delivered(inbox) == [1])
+        with psycopg.connect(dsn, autocommit=True) as admin_conn:
+            admin_conn.execute(f"ALTER ROLE {role} CONNECTION LIMIT 0")  # no new connections
+            pids = [
+                int(r[0])
+                for r in admin_conn.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE usename = %s", (role,)
+                ).fetchall()
+            ]
+        _kill(dsn, pids)
+        for _ in range(3):
+            with pytest.raises(StoreUnavailableError):
+                store.append_to_stream("s", 1, _event(2))
+        with psycopg.connect(dsn, autocommit=True) as admin_conn:
+            admin_conn.execute(f"ALTER ROLE {role} CONNECTION LIMIT -1")
+
+        def appended() -> bool:
+            try:
+                store.append_to_stream("s", 1, _event(2))
+            except StoreUnavailableError:
+                return False
+            return True
+
+        _wait(appended)
+        _wait(lambda: _delivered(inbox) == [1, 2])
+    finally:
+        if store is not None:
+            store.stop()  # before the role goes (the fixture's second stop is a no-op)
+        with psycopg.connect(dsn, autocommit=True) as admin_conn:
+            admin_conn.execute(f"ALTER ROLE {role} CONNECTION LIMIT -1")
+            rows = admin_conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE usename = %s", (role,)
+            ).fetchall()
+            _kill(dsn, [int(r[0]) for r in rows])
+            admin_conn.execute(f"DROP OWNED BY {role}")
+            admin_conn.execute(f"DROP ROLE {role}")
+
+
+class _ListSink:
+    def __init__(self, inbox: list[object]) -> None:
+        self.inbox = inbox
+
+    def tell(self, message: object) -> None:
+        self.inbox.append(message)
+        if isinstance(message, Events):
+            message.subscription.ack(message.events)
+
+
+def _delivered(inbox: list[object]) -> list[int]:
+    return [e.data["n"] for m in list(inbox) if isinstance(m, Events) for e in m.events]

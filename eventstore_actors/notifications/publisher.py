@@ -18,7 +18,7 @@ import pykka
 from ..actors.registry import Registry
 from ..actors.supervised import SupervisedActor
 from ..config import Settings
-from ..errors import SerializationError
+from ..errors import SerializationError, StoreUnavailableError
 from ..events import RecordedEvent
 from ..storage import reader
 from ..storage.connection import ReadPool
@@ -70,10 +70,12 @@ class PublisherActor(SupervisedActor):
         self._registry = registry
         self._pool = pool
         self._last_published = 0
+        # True until last_published is known: at start, and after losing the database (a
+        # publisher that failed on every read would exhaust its restarts in a short outage).
+        self._resync = True
         self._listener: Listener | None = None
 
     def setup(self) -> None:
-        self._last_published = self._pool.run(reader.last_event_id)
         ref = self.actor_ref
         self._listener = Listener(
             self._settings,
@@ -81,23 +83,37 @@ class PublisherActor(SupervisedActor):
             on_notify=lambda last: _tell(ref, Notified(last)),
             on_connect=lambda: _tell(ref, CatchUp()),
         )
-        self._listener.start()
-        # A restarted publisher may have missed events: every subscription re-checks storage.
-        self._fan_out(CatchUp())
+        self._listener.start()  # its first connect tells us CatchUp, which resyncs
 
     def cleanup(self) -> None:
         if self._listener is not None:
             self._listener.stop()
 
     def handle(self, message: Any) -> Any:
-        if isinstance(message, Committed):
-            self._committed(message.rows)
-        elif isinstance(message, Notified):
-            self._fill_gap(message.last_event_id)
-        elif isinstance(message, CatchUp):
-            self._catch_up(None)
-        else:
-            super().handle(message)
+        try:
+            if self._resync:
+                self._resync_now()
+            if isinstance(message, Committed):
+                self._committed(message.rows)
+            elif isinstance(message, Notified):
+                self._fill_gap(message.last_event_id)
+            elif isinstance(message, CatchUp):
+                self._catch_up(None)
+            else:
+                super().handle(message)
+        except StoreUnavailableError as exc:
+            # The listener's reconnect, once the database is back, tells us CatchUp.
+            self.log.warning(
+                "publisher lost the database; resyncing when it is back", error=str(exc)
+            )
+            self._resync = True
+
+    def _resync_now(self) -> None:
+        """Start over from the store's last event: every subscription re-checks storage, so
+        nothing committed meanwhile (or before a restart) is missed."""
+        self._last_published = self._pool.run(reader.last_event_id)
+        self._resync = False
+        self._fan_out(CatchUp())
 
     def _committed(self, rows: Sequence[reader.Row]) -> None:
         if not rows or rows[-1][0] <= self._last_published:
