@@ -137,9 +137,11 @@ class WriterActor(SupervisedActor):
             return
         except Exception as exc:
             # A bug, not bad input (that is refused before it gets here): the callers hear of
-            # it at once and the writer restarts with fresh state.
+            # it at once and the writer restarts with fresh state. Told, not raised: raised
+            # inside an ask (see handle) it would only reach that caller.
             _fail(batch, StoreUnavailableError(f"the writer failed: {exc!r}"))
-            raise
+            self.actor_ref.tell(Crash(exc))
+            return
         committed: list[StoredRow] = []
         for (_, future), outcome in zip(batch, outcomes, strict=True):
             if isinstance(outcome, Exception):
