@@ -112,8 +112,10 @@ class Settings:
 
     def connect_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for every connection: autocommit, search_path on the schema."""
+        # Appended to any options the DSN sets itself (a keyword argument would replace them).
+        given = psycopg.conninfo.conninfo_to_dict(self.dsn).get("options") or ""
         return {
             "autocommit": True,
-            "options": f"-c search_path={self.schema} -c TimeZone=UTC",
+            "options": f"{given} -c search_path={self.schema} -c TimeZone=UTC".strip(),
             "application_name": self.application_name,
         }

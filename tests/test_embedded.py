@@ -207,3 +207,13 @@ def test_persistent_server_is_reused_and_keeps_its_data(server_dir: Path) -> Non
 def test_the_session_server_answers(dsn: str) -> None:
     with psycopg.connect(dsn, connect_timeout=10) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_options_in_the_dsn_are_kept_next_to_the_stores_own() -> None:
+    from eventstore_actors.config import Settings
+
+    settings = Settings(dsn="host=h dbname=d options='-c statement_timeout=5000'", schema="s1")
+    options = settings.connect_kwargs()["options"]
+    assert "statement_timeout=5000" in options
+    assert "search_path=s1" in options
+    assert "TimeZone=UTC" in options
