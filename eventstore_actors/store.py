@@ -112,7 +112,7 @@ class EventStore:
         return store
 
     def _start_children(self) -> None:
-        settings, registry, pool, origin = self._settings, self._registry, self._pool, self._origin
+        settings, registry, origin = self._settings, self._registry, self._origin
         self._ask_supervisor(
             "start_child",
             ChildSpec(
@@ -125,9 +125,7 @@ class EventStore:
             "start_child",
             ChildSpec(
                 "publisher",
-                lambda sup, cid, _: PublisherActor.start(
-                    sup, cid, settings, registry, pool, origin
-                ),
+                lambda sup, cid, _: PublisherActor.start(sup, cid, settings, registry, origin),
                 critical=True,
             ),
         )
