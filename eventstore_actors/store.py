@@ -232,11 +232,11 @@ class EventStore:
         check_position(start_version, "start_version")
         check_count(count, "count")
         if stream_uuid == checkpoints.ALL_STREAMS:
-            return self.read_all_streams_forward(start_version, count)
-        rows = self._pool.run(lambda c: reader.read_stream(c, stream_uuid, start_version, count))
-        if not rows:
+            return self._read_all(start_version, count)
+        events = self._read_stream(stream_uuid, start_version, count)
+        if not events:
             self._require_stream(stream_uuid)
-        return reader.decode(rows, self._settings.serializer)
+        return events
 
     def read_all_streams_forward(
         self, start_event_id: int = 0, count: int = 1000
@@ -244,8 +244,7 @@ class EventStore:
         """Up to `count` events of every stream in event_id order, from `start_event_id` on."""
         check_position(start_event_id, "start_event_id")
         check_count(count, "count")
-        rows = self._pool.run(lambda c: reader.read_all(c, start_event_id, count))
-        return reader.decode(rows, self._settings.serializer)
+        return self._read_all(start_event_id, count)
 
     def stream_forward(
         self, stream_uuid: str, start_version: int = 0, read_batch_size: int = 1000
@@ -259,7 +258,7 @@ class EventStore:
         self._require_stream(stream_uuid)
 
         def read(start: int) -> list[RecordedEvent]:
-            return self.read_stream_forward(stream_uuid, start, read_batch_size)
+            return self._read_stream(stream_uuid, start, read_batch_size)
 
         return _paged(read, start_version, read_batch_size, lambda e: e.stream_version)
 
@@ -271,9 +270,18 @@ class EventStore:
         check_count(read_batch_size, "read_batch_size")
 
         def read(start: int) -> list[RecordedEvent]:
-            return self.read_all_streams_forward(start, read_batch_size)
+            return self._read_all(start, read_batch_size)
 
         return _paged(read, start_event_id, read_batch_size, lambda e: e.event_id)
+
+    # The reads behind the public methods, arguments already checked (paging calls them too).
+    def _read_stream(self, stream_uuid: str, start: int, count: int) -> list[RecordedEvent]:
+        rows = self._pool.run(lambda c: reader.read_stream(c, stream_uuid, start, count))
+        return reader.decode(rows, self._settings.serializer)
+
+    def _read_all(self, start: int, count: int) -> list[RecordedEvent]:
+        rows = self._pool.run(lambda c: reader.read_all(c, start, count))
+        return reader.decode(rows, self._settings.serializer)
 
     def _require_stream(self, stream_uuid: str) -> None:
         if self._pool.run(lambda c: reader.stream_version(c, stream_uuid)) is None:

@@ -149,7 +149,7 @@ class WriterActor(SupervisedActor):
             else:
                 committed.extend(outcome)
                 future.set(None)
-        if committed and self._registry.with_prefix("subscription:"):
+        if committed and self._registry.has_prefix("subscription:"):
             # Only subscriptions need the rows; without any, the publisher is not woken (a
             # subscription that starts later reads storage itself, see PublisherActor).
             publisher = self._registry.peek("publisher")

@@ -92,6 +92,18 @@ def make_store(dsn: str, schema: str) -> Iterator[Callable[..., EventStore]]:
 
 
 @pytest.fixture
+def child(dsn: str, schema: str) -> Iterator[Any]:
+    """A second OS process running a store on the same dsn and schema (tests/support/child.py)."""
+    from support import ChildProcess
+
+    proc = ChildProcess(dsn, schema)
+    try:
+        yield proc
+    finally:
+        proc.close()
+
+
+@pytest.fixture
 def store(make_store: Callable[..., EventStore]) -> EventStore:
     """`EventStore.start(dsn, schema=schema)`, stopped after the test."""
     return make_store()

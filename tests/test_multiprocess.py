@@ -7,7 +7,6 @@ driven by JSON lines (see support.ChildProcess).
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
 
 import pytest
 from support import (
@@ -22,15 +21,6 @@ from support import (
 from eventstore_actors import EventStore, SubscriptionAlreadyExistsError
 
 ALL = "$all"
-
-
-@pytest.fixture
-def child(dsn: str, schema: str) -> Iterator[ChildProcess]:
-    proc = ChildProcess(dsn, schema)
-    try:
-        yield proc
-    finally:
-        proc.close()
 
 
 def child_events(child: ChildProcess, key: str, count: int) -> list[list[object]]:

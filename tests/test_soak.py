@@ -18,7 +18,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -130,15 +130,6 @@ def seed() -> int:
     value = int(os.environ.get("SOAK_SEED") or random.randrange(1 << 31))
     print(f"\nSOAK_SEED={value}")
     return value
-
-
-@pytest.fixture
-def child(dsn: str, schema: str) -> Iterator[ChildProcess]:
-    proc = ChildProcess(dsn, schema)
-    try:
-        yield proc
-    finally:
-        proc.close()
 
 
 class Sampler(threading.Thread):

@@ -67,6 +67,11 @@ class Registry:
                     raise StoreUnavailableError(f"{child_id} is not running (restart under way?)")
                 self._cond.wait(min(remaining, 0.05))
 
+    def has_prefix(self, prefix: str) -> bool:
+        """Whether any child id starts with `prefix` (checked on every commit: no list)."""
+        with self._cond:
+            return any(cid.startswith(prefix) for cid in self._refs)
+
     def with_prefix(self, prefix: str) -> list[pykka.ActorRef[Any]]:
         """Every current ref whose child id starts with `prefix` (e.g. all subscriptions)."""
         with self._cond:

@@ -34,8 +34,6 @@ class ChildSpec:
     child_id: str
     factory: Factory
     critical: bool = False
-    #: Called (in the supervisor's thread) when the supervisor gives up on a non-critical child.
-    on_give_up: Callable[[BaseException], None] | None = None
     restarts: deque[float] = field(default_factory=deque)
     generation: int = 0
 
@@ -66,9 +64,6 @@ class Supervisor(pykka.ThreadingActor):
         ref = self._registry.peek(child_id)
         self._registry.remove(child_id)
         return ref
-
-    def has_child(self, child_id: str) -> bool:
-        return child_id in self._specs
 
     def begin_shutdown(self) -> list[pykka.ActorRef[Any]]:
         """No more restarts; returns every child ref, subscriptions first, writer last."""
@@ -123,8 +118,6 @@ class Supervisor(pykka.ThreadingActor):
         self._registry.remove(spec.child_id)
         if not spec.critical:
             log.error("giving up on child", child=spec.child_id, reason=reason)
-            if spec.on_give_up is not None:
-                spec.on_give_up(error)
             return
         log.error("event store stopping: restart intensity exceeded", reason=reason)
         self._registry.close(reason)

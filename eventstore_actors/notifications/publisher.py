@@ -32,6 +32,8 @@ _READ_BATCH = 1000
 #: A gap wider than this is not filled here: the subscriptions are told to catch up from
 #: storage themselves (each from its own position), instead of the publisher reading it all.
 _MAX_GAP = 10_000
+#: The child ids of subscription actors start with this.
+_SUBSCRIPTIONS = "subscription:"
 
 
 @dataclass(frozen=True)
@@ -152,7 +154,7 @@ class PublisherActor(SupervisedActor):
 
     def _catch_up(self, up_to: int | None) -> None:
         """Publish from storage everything after last_published (up to `up_to` if given)."""
-        if not self._subscriptions():
+        if not self._registry.has_prefix(_SUBSCRIPTIONS):
             # Nobody to tell: skip the read. A subscription that starts later reads storage
             # itself, after it is registered, so it cannot miss what is skipped here.
             last = up_to if up_to is not None else reader.last_event_id(self._connection())
@@ -168,7 +170,8 @@ class PublisherActor(SupervisedActor):
 
     def _publish(self, rows: Sequence[reader.Row]) -> None:
         self._last_published = rows[-1][0]  # rows are reader.Row: event_id first
-        if not self._subscriptions():
+        subscriptions = self._registry.with_prefix(_SUBSCRIPTIONS)
+        if not subscriptions:
             return  # nothing to decode for (see _catch_up)
         try:
             events = reader.decode(rows, self._settings.serializer)
@@ -176,15 +179,16 @@ class PublisherActor(SupervisedActor):
             # A stored event this serializer cannot read must not stop the store: each
             # subscription reads the batch from storage itself and fails on its own.
             self.log.error("cannot decode published events", error=str(exc))
-            self._fan_out(CatchUp())
+            self._fan_out(CatchUp(), subscriptions)
             return
-        self._fan_out(Published(events))
+        self._fan_out(Published(events), subscriptions)
 
-    def _subscriptions(self) -> list[pykka.ActorRef[Any]]:
-        return self._registry.with_prefix("subscription:")
-
-    def _fan_out(self, message: Any) -> None:
-        for ref in self._subscriptions():
+    def _fan_out(
+        self, message: Any, subscriptions: list[pykka.ActorRef[Any]] | None = None
+    ) -> None:
+        if subscriptions is None:
+            subscriptions = self._registry.with_prefix(_SUBSCRIPTIONS)
+        for ref in subscriptions:
             _tell(ref, message)
 
 
