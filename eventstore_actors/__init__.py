@@ -18,7 +18,7 @@ from .errors import (
 from .events import EventData, RecordedEvent, SnapshotData
 from .serialization import JsonSerializer, Serializer
 from .store import EventStore
-from .subscriptions.messages import Events, Subscribed, Subscription
+from .subscriptions.messages import Events, Subscribed, Subscription, SubscriptionStopped
 
 __all__ = [
     "CannotAppendToAllStreamError",
@@ -39,6 +39,7 @@ __all__ = [
     "Subscribed",
     "Subscription",
     "SubscriptionAlreadyExistsError",
+    "SubscriptionStopped",
     "WrongExpectedVersionError",
     "admin",
 ]

@@ -93,6 +93,13 @@ class Settings:
     tick_interval: float = 0.2
     #: Shown in pg_stat_activity for every connection of the store.
     application_name: str = "eventstore-actors"
+    #: Seconds to establish a connection (TCP, TLS and startup) before giving up; a server
+    #: that accepts and never answers fails `start` with ConfigError after this long.
+    connect_timeout: float = 5.0
+    #: Seconds of silence after which a dedicated connection (listener, subscription locks)
+    #: is probed, and seconds the probe may take before the connection is given up as dead.
+    health_interval: float = 5.0
+    health_timeout: float = 5.0
 
     def __post_init__(self) -> None:
         validate_schema(self.schema)
@@ -102,6 +109,10 @@ class Settings:
                 raise ConfigError(f"{name} must be a positive int, got {value!r}")
         if not isinstance(self.pool_overflow, int) or self.pool_overflow < 0:
             raise ConfigError(f"pool_overflow must be an int >= 0, got {self.pool_overflow!r}")
+        for name in ("connect_timeout", "health_interval", "health_timeout", "call_timeout"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"{name} must be a number of seconds > 0, got {value!r}")
         if not isinstance(self.serializer, Serializer):
             raise ConfigError("serializer must have serialize(term) and deserialize(data, type)")
 
@@ -111,11 +122,41 @@ class Settings:
         return f"eventstore_actors.{self.schema}.events"
 
     def connect_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for every connection: autocommit, search_path on the schema."""
+        """Keyword arguments for every connection of the store.
+
+        Autocommit; search_path on the schema; READ COMMITTED whatever the role, database or
+        DSN default (the append and checkpoint logic relies on it, and a serializable default
+        made concurrent stores fail); no idle-session timeout (it would silently end the
+        listener and the subscription locks); a connect timeout and TCP keepalives, so a
+        vanished server or a half-open socket is noticed instead of hanging for ever. Values
+        the DSN sets itself win, except the options the store depends on.
+        """
+        given = psycopg.conninfo.conninfo_to_dict(self.dsn)
         # Appended to any options the DSN sets itself (a keyword argument would replace them).
-        given = psycopg.conninfo.conninfo_to_dict(self.dsn).get("options") or ""
-        return {
+        options = " ".join(
+            [
+                str(given.get("options") or ""),
+                f"-c search_path={self.schema}",
+                "-c TimeZone=UTC",
+                r"-c default_transaction_isolation=read\ committed",
+                "-c idle_session_timeout=0",
+                "-c idle_in_transaction_session_timeout=0",
+            ]
+        ).strip()
+        kwargs: dict[str, Any] = {
             "autocommit": True,
-            "options": f"{given} -c search_path={self.schema} -c TimeZone=UTC".strip(),
+            "options": options,
             "application_name": self.application_name,
         }
+        defaults = {
+            "connect_timeout": str(max(1, round(self.connect_timeout))),
+            "keepalives": "1",
+            "keepalives_idle": "10",
+            "keepalives_interval": "3",
+            "keepalives_count": "3",
+            "tcp_user_timeout": str(int(self.health_timeout * 1000 * 2)),
+        }
+        for key, value in defaults.items():
+            if key not in given:
+                kwargs[key] = value
+        return kwargs

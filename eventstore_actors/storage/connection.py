@@ -13,7 +13,14 @@ import structlog
 from ..config import Settings, redact
 from ..errors import ConfigError, StoreUnavailableError
 
-__all__ = ["ReadPool", "connect", "is_alive", "reason", "unavailable"]
+__all__ = [
+    "ReadPool",
+    "connect",
+    "is_alive",
+    "is_connection_loss",
+    "reason",
+    "unavailable",
+]
 
 log = structlog.get_logger("eventstore_actors.storage")
 T = TypeVar("T")
@@ -45,6 +52,30 @@ def is_alive(conn: psycopg.Connection[Any]) -> bool:
     except psycopg.Error:
         return False
     return True
+
+
+#: SQLSTATEs that end the session: the server is shutting down, crashing or restarting.
+_SESSION_ENDED = {"57P01", "57P02", "57P03", "57P04", "57P05"}
+
+
+def is_connection_loss(exc: BaseException, conn: psycopg.Connection[Any] | None = None) -> bool:
+    """Whether `exc` means the connection (not just the statement) is gone.
+
+    `psycopg.OperationalError` is not enough: statement timeouts and cancellations (57014),
+    serialization failures and deadlocks (class 40), lock timeouts (55P03), out of resources
+    (53) and limits (54) are OperationalErrors on a connection that is still fine. Decided by
+    the connection's own state first, then by SQLSTATE: class 08 and the shutdown codes of
+    class 57 end the session; an error with no SQLSTATE came from the client side (EOF,
+    socket error) and means the connection is unusable.
+    """
+    if conn is not None and (conn.closed or conn.broken):
+        return True
+    if not isinstance(exc, psycopg.Error):
+        return False
+    sqlstate = exc.sqlstate
+    if sqlstate is None:
+        return isinstance(exc, psycopg.OperationalError)
+    return sqlstate.startswith("08") or sqlstate in _SESSION_ENDED
 
 
 def reason(exc: BaseException) -> str:
@@ -107,7 +138,7 @@ class ReadPool:
             except _StaleConnection:
                 self._recover(attempt, None)
             except psycopg.OperationalError as exc:
-                if not _is_connection_loss(exc):
+                if not is_connection_loss(exc):
                     raise unavailable(exc) from None
                 self._recover(attempt, exc)
             except psycopg_pool.PoolTimeout as exc:
@@ -123,7 +154,3 @@ class ReadPool:
 
 class _StaleConnection(Exception):
     """A pooled connection found dead before use."""
-
-
-def _is_connection_loss(exc: psycopg.OperationalError) -> bool:
-    return not isinstance(exc, psycopg.errors.QueryCanceled)

@@ -8,7 +8,7 @@ from typing import Any
 
 from ..events import RecordedEvent
 
-__all__ = ["Events", "Subscribed", "Subscription"]
+__all__ = ["Events", "Subscribed", "Subscription", "SubscriptionStopped"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -63,3 +63,13 @@ class Events:
 
     subscription: Subscription
     events: list[Any]
+
+
+@dataclass(frozen=True)
+class SubscriptionStopped:
+    """Last message to a subscriber whose subscription ended for any reason other than its own
+    `unsubscribe_*` or `delete_*` (given up after failures, lock lost for good, store stopped,
+    a mapper or the subscriber itself failing). Nothing follows it."""
+
+    subscription: Subscription
+    reason: str
