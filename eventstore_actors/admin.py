@@ -17,7 +17,7 @@ from .errors import ConfigError
 from .storage import schema as schema_ops
 from .storage.connection import reason
 
-__all__ = ["create", "drop", "init", "reset"]
+__all__ = ["create", "drop", "init", "migrate", "reset"]
 
 log = structlog.get_logger("eventstore_actors.admin")
 
@@ -66,6 +66,19 @@ def init(dsn: str | None = None, schema: str = "public") -> None:
     with _store_connection(dsn, schema) as (conn, schema):
         if schema_ops.init(conn, schema):
             log.info("store initialised", schema=schema)
+
+
+def migrate(dsn: str | None = None, schema: str = "public") -> int:
+    """Upgrade a store created by an earlier release in place; returns the schema version now.
+
+    One transaction under the migration lock, keeping every event, stream, checkpoint and
+    snapshot; idempotent, and safe when several processes run it at once.
+    """
+    with _store_connection(dsn, schema) as (conn, schema):
+        before, now = schema_ops.migrate(conn, schema)
+        if before != now:
+            log.info("store migrated", schema=schema, from_version=before, to_version=now)
+        return now
 
 
 def drop(dsn: str | None = None, schema: str = "public") -> None:

@@ -15,11 +15,12 @@ from .errors import EventStoreError
 
 __all__ = ["main"]
 
-_ADMIN: dict[str, tuple[Callable[[str, str], None], str]] = {
+_ADMIN: dict[str, tuple[Callable[[str, str], object], str]] = {
     "create": (admin.create, "create the database if missing, then the tables"),
     "init": (admin.init, "create the tables in an existing database"),
     "drop": (admin.drop, "drop the tables (schema public) or the whole schema"),
     "reset": (admin.reset, "empty every table and restart ids at 1"),
+    "migrate": (admin.migrate, "upgrade a store made by an earlier release, in place"),
 }
 
 _DSN_HELP = (
@@ -84,11 +85,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_demo(dsn, schema)
             return 0
         action, _ = _ADMIN[args.command]
-        action(dsn, schema)
+        result = action(dsn, schema)
     except EventStoreError as exc:
         print(f"eventstore-actors {args.command}: {exc}", file=sys.stderr)
         return 1
-    print(f"eventstore-actors {args.command}: done (schema {schema})")
+    if args.command == "migrate":
+        print(f"eventstore-actors migrate: schema {schema} is at version {result}")
+    else:
+        print(f"eventstore-actors {args.command}: done (schema {schema})")
     return 0
 
 

@@ -501,8 +501,7 @@ def _check_installed(settings: Settings) -> None:
         version = schema_ops.installed_version(conn, settings.schema)
     if version is None:
         raise ConfigError(schema_ops.not_initialised(settings.schema))
-    if version != schema_ops.SCHEMA_VERSION:
-        raise ConfigError(
-            f"schema {settings.schema!r} is at version {version}, this release needs "
-            f"{schema_ops.SCHEMA_VERSION}"
-        )
+    if version < schema_ops.SCHEMA_VERSION:
+        raise ConfigError(schema_ops.outdated(settings.schema, version))
+    if version > schema_ops.SCHEMA_VERSION:
+        raise ConfigError(schema_ops.too_new(settings.schema, version))

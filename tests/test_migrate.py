@@ -1,0 +1,214 @@
+"""Migrations: a store created by release 1 (commit 9f5705b) is upgraded in place.
+
+The version 1 store is built from that release's own schema file, kept verbatim as a fixture
+(tests/fixtures/schema_v1.sql), and filled through that schema's own append function, with a
+checkpoint and a snapshot, as release 1 would have left it. Ported in spirit from the Elixir
+suite's test/migrate_event_store_test.exs.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from eventstore_actors import ConfigError, EventData, EventStore, SnapshotData, admin
+from eventstore_actors.storage.migrations import SCHEMA_VERSION
+
+V1_SQL = (Path(__file__).parent / "fixtures" / "schema_v1.sql").read_text(encoding="utf-8")
+
+
+@pytest.fixture
+def v1_schema(dsn: str) -> Iterator[str]:
+    """A schema holding a release-1 store with 3 streams, 250 events, a checkpoint and a
+    snapshot; dropped afterwards."""
+    name = f"m_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(name)))
+        with conn.transaction():
+            conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(name)))
+            conn.execute(V1_SQL)
+        conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(name)))
+        for stream, count in (("order-1", 100), ("order-2", 100), ("audit", 50)):
+            data = [json.dumps({"stream": stream, "n": n}).encode() for n in range(count)]
+            conn.execute(
+                "SELECT * FROM append_events(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                (
+                    [stream],
+                    [0],
+                    [count],
+                    ["tests.V1"] * count,
+                    ["corr"] * count,
+                    [None] * count,
+                    data,
+                    [None] * count,
+                    "v1-channel",
+                    "v1-origin",
+                ),
+            )
+        conn.execute(
+            "INSERT INTO subscriptions (stream_uuid, subscription_name, last_seen) "
+            "VALUES ('$all', 'projection', 120), ('order-1', 'orders', 40)"
+        )
+        conn.execute(
+            "INSERT INTO snapshots (source_uuid, source_version, source_type, data) "
+            "VALUES ('order-1', 100, 'tests.Snap', %s)",
+            (json.dumps({"total": 100}).encode(),),
+        )
+    try:
+        yield name
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
+
+
+def version_of(dsn: str, schema: str) -> int:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute(
+            sql.SQL("SELECT max(version) FROM {}.schema_version").format(sql.Identifier(schema))
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_start_on_a_v1_store_names_the_migrate_command(dsn: str, v1_schema: str) -> None:
+    with pytest.raises(ConfigError, match=r"eventstore-actors migrate --schema " + v1_schema):
+        EventStore.start(dsn, schema=v1_schema)
+
+
+def test_init_does_not_upgrade_behind_the_users_back(dsn: str, v1_schema: str) -> None:
+    with pytest.raises(ConfigError, match="migrate"):
+        admin.init(dsn, v1_schema)
+    assert version_of(dsn, v1_schema) == 1
+
+
+def test_migrate_keeps_every_event_checkpoint_and_snapshot(dsn: str, v1_schema: str) -> None:
+    assert admin.migrate(dsn, v1_schema) == SCHEMA_VERSION
+    assert version_of(dsn, v1_schema) == SCHEMA_VERSION
+
+    with EventStore.start(dsn, schema=v1_schema) as store:
+        events = list(store.stream_all_forward())
+        assert [e.event_id for e in events] == list(range(1, 251))
+        assert [e.stream_version for e in events if e.stream_uuid == "order-2"] == list(
+            range(1, 101)
+        )
+        assert events[0].data == {"stream": "order-1", "n": 0}
+        assert events[0].correlation_id == "corr"
+        snapshot = store.read_snapshot("order-1")
+        assert (snapshot.source_version, snapshot.data) == (100, {"total": 100})
+
+        # The store carries on where release 1 left it: ids and versions continue.
+        store.append_to_stream("order-1", 100, [EventData({"n": 100}, event_type="tests.V2")])
+        last = store.read_stream_forward("order-1", 101)
+        assert [(e.event_id, e.stream_version) for e in last] == [(251, 101)]
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(v1_schema)))
+        checkpoints = dict(
+            conn.execute(
+                "SELECT stream_uuid || '/' || subscription_name, last_seen FROM subscriptions"
+            ).fetchall()
+        )
+        assert checkpoints == {"$all/projection": 120, "order-1/orders": 40}
+        uuids = conn.execute("SELECT count(DISTINCT event_uuid), count(*) FROM events").fetchone()
+        assert uuids == (251, 251)  # every old event got its own UUID
+        # Still immutable after the migration.
+        with pytest.raises(psycopg.errors.RestrictViolation):
+            conn.execute("UPDATE events SET event_type = 'x' WHERE event_id = 1")
+        with pytest.raises(psycopg.errors.RestrictViolation):
+            conn.execute("DELETE FROM events WHERE event_id = 1")
+
+
+def test_migrate_is_idempotent(dsn: str, v1_schema: str) -> None:
+    assert admin.migrate(dsn, v1_schema) == SCHEMA_VERSION
+    assert admin.migrate(dsn, v1_schema) == SCHEMA_VERSION
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        rows = conn.execute(
+            sql.SQL("SELECT version FROM {}.schema_version ORDER BY version").format(
+                sql.Identifier(v1_schema)
+            )
+        ).fetchall()
+    assert [r[0] for r in rows] == list(range(1, SCHEMA_VERSION + 1))
+
+
+def test_concurrent_migrations_wait_for_each_other(dsn: str, v1_schema: str) -> None:
+    results: list[int] = []
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(4)
+
+    def run() -> None:
+        barrier.wait()
+        try:
+            results.append(admin.migrate(dsn, v1_schema))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert errors == []
+    assert results == [SCHEMA_VERSION] * 4
+    with EventStore.start(dsn, schema=v1_schema) as store:
+        assert len(store.read_all_streams_forward(count=1000)) == 250
+
+
+def test_a_fresh_store_is_at_the_latest_version(dsn: str, schema: str) -> None:
+    assert version_of(dsn, schema) == SCHEMA_VERSION
+    assert admin.migrate(dsn, schema) == SCHEMA_VERSION  # nothing to do
+
+
+def test_migrate_of_a_missing_store_says_how_to_create_one(dsn: str) -> None:
+    with pytest.raises(ConfigError, match="not initialised"):
+        admin.migrate(dsn, f"m_{uuid.uuid4().hex[:12]}")
+
+
+def test_a_store_newer_than_the_package_is_refused(dsn: str, schema: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("INSERT INTO {}.schema_version (version) VALUES (%s)").format(
+                sql.Identifier(schema)
+            ),
+            (SCHEMA_VERSION + 1,),
+        )
+    with pytest.raises(ConfigError, match="upgrade the eventstore-actors package"):
+        EventStore.start(dsn, schema=schema)
+    with pytest.raises(ConfigError, match="upgrade the eventstore-actors package"):
+        admin.migrate(dsn, schema)
+
+
+def test_snapshots_round_trip_after_migration(dsn: str, v1_schema: str) -> None:
+    admin.migrate(dsn, v1_schema)
+    with EventStore.start(dsn, schema=v1_schema) as store:
+        store.record_snapshot(SnapshotData("s-2", 3, "tests.Snap", {"x": 1}))
+        assert store.read_snapshot("s-2").data == {"x": 1}
+
+
+def test_cli_migrate(dsn: str, v1_schema: str) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "eventstore_actors.cli",
+            "migrate",
+            "--dsn",
+            dsn,
+            "--schema",
+            v1_schema,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"version {SCHEMA_VERSION}" in done.stdout
+    assert version_of(dsn, v1_schema) == SCHEMA_VERSION
