@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "CannotAppendToAllStreamError",
+    "CannotDeleteAllStreamError",
     "ConfigError",
+    "DuplicateEventError",
+    "EventNotFoundError",
     "EventStoreError",
+    "HardDeletesDisabledError",
     "InvalidStartFromError",
     "SerializationError",
     "SnapshotNotFoundError",
     "StoreUnavailableError",
+    "StreamDeletedError",
+    "StreamExistsError",
     "StreamNotFoundError",
     "SubscriptionAlreadyExistsError",
+    "SubscriptionNotFoundError",
     "WrongExpectedVersionError",
 ]
 
@@ -27,7 +36,7 @@ class ConfigError(EventStoreError):
 class WrongExpectedVersionError(EventStoreError):
     """The stream's version is not the one the caller expected; nothing was written."""
 
-    def __init__(self, stream_uuid: str, expected_version: int, actual_version: int | None) -> None:
+    def __init__(self, stream_uuid: str, expected_version: Any, actual_version: int | None) -> None:
         self.stream_uuid = stream_uuid
         self.expected_version = expected_version
         self.actual_version = actual_version
@@ -36,6 +45,46 @@ class WrongExpectedVersionError(EventStoreError):
             f"wrong expected version for stream {stream_uuid!r}: expected {expected_version}, "
             f"stream {actual}"
         )
+
+
+class StreamExistsError(WrongExpectedVersionError):
+    """`NO_STREAM` was expected but the stream exists; nothing was written."""
+
+
+class StreamDeletedError(EventStoreError):
+    """The stream was soft-deleted: it can no longer be read, appended to or subscribed to."""
+
+    def __init__(self, stream_uuid: str) -> None:
+        self.stream_uuid = stream_uuid
+        super().__init__(f"stream {stream_uuid!r} is deleted")
+
+
+class CannotDeleteAllStreamError(EventStoreError):
+    """`$all` is the log of every stream; it cannot be deleted."""
+
+    def __init__(self) -> None:
+        super().__init__("cannot delete the all-streams stream '$all'")
+
+
+class HardDeletesDisabledError(EventStoreError):
+    """Hard deletes erase events for good; a store allows them only when started with
+    `enable_hard_deletes=True`."""
+
+    def __init__(self) -> None:
+        super().__init__("hard deletes are disabled: start the store with enable_hard_deletes=True")
+
+
+class DuplicateEventError(EventStoreError):
+    """An event (by event_uuid) is already stored, and not as a plain retry of this very
+    append; or an event is linked into the same stream twice. Nothing was written."""
+
+
+class EventNotFoundError(EventStoreError):
+    """No event has that event_id (never existed, or hard-deleted)."""
+
+    def __init__(self, event_id: int) -> None:
+        self.event_id = event_id
+        super().__init__(f"event {event_id} not found")
 
 
 class StreamNotFoundError(EventStoreError):
@@ -55,6 +104,10 @@ class CannotAppendToAllStreamError(EventStoreError):
 
 class SubscriptionAlreadyExistsError(EventStoreError):
     """A subscription of that name has a live subscriber (in this or another process)."""
+
+
+class SubscriptionNotFoundError(EventStoreError):
+    """No durable subscription of that name (or partition) exists."""
 
 
 class InvalidStartFromError(EventStoreError):

@@ -2,12 +2,45 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import enum
+import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-__all__ = ["EventData", "RecordedEvent", "SnapshotData", "type_name"]
+__all__ = [
+    "ANY_VERSION",
+    "NIL_UUID",
+    "NO_STREAM",
+    "STREAM_EXISTS",
+    "AppendResult",
+    "EventData",
+    "ExpectedVersion",
+    "RecordedEvent",
+    "SnapshotData",
+    "StreamAppend",
+    "type_name",
+]
+
+#: The all-zero UUID: the default of `RecordedEvent.event_uuid` when built by hand.
+NIL_UUID = uuid.UUID(int=0)
+
+
+class ExpectedVersion(enum.Enum):
+    """What an append expects of its stream besides an exact version (an int >= 0)."""
+
+    ANY_VERSION = "any_version"  # whatever the stream's state (but not soft-deleted)
+    NO_STREAM = "no_stream"  # the stream must not exist
+    STREAM_EXISTS = "stream_exists"  # the stream must exist, at any version
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+ANY_VERSION = ExpectedVersion.ANY_VERSION
+NO_STREAM = ExpectedVersion.NO_STREAM
+STREAM_EXISTS = ExpectedVersion.STREAM_EXISTS
 
 
 def type_name(value: Any) -> str:
@@ -25,6 +58,9 @@ class EventData:
     metadata: Mapping[str, Any] | None = None
     correlation_id: str | None = None
     causation_id: str | None = None
+    #: Unique in the whole store; None: the store assigns a fresh one. A retried append with
+    #: the same UUIDs is recognised and writes nothing (see `append_to_stream`).
+    event_uuid: uuid.UUID | None = None
 
 
 @dataclass(frozen=True)
@@ -40,6 +76,30 @@ class RecordedEvent:
     correlation_id: str | None
     causation_id: str | None
     created_at: datetime
+    event_uuid: uuid.UUID = NIL_UUID
+    #: Position in the stream it was read from: stream_version for its own stream, the link's
+    #: position in a linking stream, event_id for $all.
+    event_number: int = 0
+
+
+@dataclass(frozen=True)
+class StreamAppend:
+    """One stream's part of `append_to_streams`."""
+
+    stream_uuid: str
+    expected_version: int | ExpectedVersion
+    events: Sequence[EventData]
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    """Where an append (or a link) put its events."""
+
+    stream_uuid: str
+    first_version: int
+    last_version: int
+    first_event_id: int
+    last_event_id: int
 
 
 @dataclass(frozen=True)
