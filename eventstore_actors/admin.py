@@ -1,6 +1,8 @@
 """Creating, initialising, dropping and resetting a store's database objects.
 
-Every function is idempotent and takes the same DSN forms as `EventStore.start`.
+Every function is idempotent and takes the same DSN forms as `EventStore.start`. They touch
+only what the store created (see storage/schema.py), and fail with a one-line ConfigError
+(StoreUnavailableError when the connection is lost), never a raw psycopg error.
 """
 
 from __future__ import annotations
@@ -13,9 +15,9 @@ import structlog
 from psycopg import sql as pgsql
 
 from .config import redact, resolve_dsn, validate_schema
-from .errors import ConfigError
+from .errors import ConfigError, StoreUnavailableError
 from .storage import schema as schema_ops
-from .storage.connection import reason
+from .storage.connection import is_connection_loss, reason
 
 __all__ = ["create", "drop", "init", "migrate", "reset"]
 
@@ -29,7 +31,18 @@ def _connect(dsn: str) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
     except psycopg.OperationalError as exc:
         raise ConfigError(f"cannot connect to {redact(dsn)}: {reason(exc)}") from None
     with conn:
-        yield conn
+        try:
+            yield conn
+        except psycopg.Error as exc:
+            if is_connection_loss(exc, conn):
+                raise StoreUnavailableError(f"database unavailable: {_one_line(exc)}") from None
+            raise ConfigError(f"the database refused: {_one_line(exc)}") from None
+
+
+def _one_line(exc: psycopg.Error) -> str:
+    """The server's message and detail on one line (the CLI prints exactly one line)."""
+    parts = [exc.diag.message_primary or reason(exc), exc.diag.message_detail or ""]
+    return " ".join(" ".join(p.split()) for p in parts if p)
 
 
 def create(dsn: str | None = None, schema: str = "public") -> None:
@@ -62,7 +75,11 @@ def _store_connection(
 
 
 def init(dsn: str | None = None, schema: str = "public") -> None:
-    """Create the tables in an existing database."""
+    """Create the tables in an existing database.
+
+    Refuses (ConfigError, nothing changed) a schema that is not a store yet but already holds
+    objects under the store's names (a `snapshots` table of the application, say).
+    """
     with _store_connection(dsn, schema) as (conn, schema):
         if schema_ops.init(conn, schema):
             log.info("store initialised", schema=schema)
@@ -81,11 +98,18 @@ def migrate(dsn: str | None = None, schema: str = "public") -> int:
         return now
 
 
-def drop(dsn: str | None = None, schema: str = "public") -> None:
-    """Drop the tables (schema "public") or the whole schema."""
+def drop(dsn: str | None = None, schema: str = "public") -> bool:
+    """Drop the store's tables and functions, then its schema if it is left empty (never
+    "public"). True when a store was dropped, False when the schema held none.
+
+    Refuses (ConfigError, nothing dropped) a schema that is not a store but holds objects
+    under the store's names; objects the store did not create are never dropped.
+    """
     with _store_connection(dsn, schema) as (conn, schema):
-        if schema_ops.drop(conn, schema):
-            log.info("store dropped", schema=schema)
+        dropped = schema_ops.drop(conn, schema)
+    if dropped:
+        log.info("store dropped", schema=schema)
+    return dropped
 
 
 def reset(dsn: str | None = None, schema: str = "public") -> None:

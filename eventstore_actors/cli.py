@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import traceback
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 import structlog
 
@@ -18,7 +20,7 @@ __all__ = ["main"]
 _ADMIN: dict[str, tuple[Callable[[str, str], object], str]] = {
     "create": (admin.create, "create the database if missing, then the tables"),
     "init": (admin.init, "create the tables in an existing database"),
-    "drop": (admin.drop, "drop the tables (schema public) or the whole schema"),
+    "drop": (admin.drop, "drop the store's tables, then its schema if left empty (not public)"),
     "reset": (admin.reset, "empty every table and restart ids at 1"),
     "migrate": (admin.migrate, "upgrade a store made by an earlier release, in place"),
 }
@@ -29,8 +31,19 @@ _DSN_HELP = (
 )
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line on stderr, like every other error of the command line."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {_one_line(message)} (see --help)\n")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="eventstore-actors",
         description="A CQRS event store on PostgreSQL, built as supervised pykka actors.",
     )
@@ -85,12 +98,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_demo(dsn, schema)
             return 0
         action, _ = _ADMIN[args.command]
-        result = action(dsn, schema)
-    except EventStoreError as exc:
-        print(f"eventstore-actors {args.command}: {exc}", file=sys.stderr)
+        outcome = action(dsn, schema)
+    except KeyboardInterrupt:
+        print(f"eventstore-actors {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        # Every failure is one line on stderr; -v adds the traceback for a bug report.
+        if args.verbose:
+            traceback.print_exc()
+        text = _one_line(str(exc)) or type(exc).__name__
+        if not isinstance(exc, EventStoreError):
+            text = f"{type(exc).__name__}: {text}"
+        print(f"eventstore-actors {args.command}: {text}", file=sys.stderr)
         return 1
     if args.command == "migrate":
-        print(f"eventstore-actors migrate: schema {schema} is at version {result}")
+        print(f"eventstore-actors migrate: schema {schema} is at version {outcome}")
+    elif args.command == "drop" and outcome is False:
+        print(f"eventstore-actors drop: nothing to drop (no store in schema {schema})")
     else:
         print(f"eventstore-actors {args.command}: done (schema {schema})")
     return 0

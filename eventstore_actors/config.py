@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from dataclasses import dataclass, field
@@ -12,7 +13,14 @@ import psycopg.conninfo
 from .errors import ConfigError
 from .serialization import JsonSerializer, Serializer
 
-__all__ = ["SEED_KEYS", "Settings", "redact", "resolve_dsn", "validate_schema"]
+__all__ = [
+    "MAX_IDENTIFIER_BYTES",
+    "SEED_KEYS",
+    "Settings",
+    "redact",
+    "resolve_dsn",
+    "validate_schema",
+]
 
 #: The Elixir seed's connection keys and their libpq names.
 SEED_KEYS = {
@@ -25,6 +33,9 @@ SEED_KEYS = {
 
 _SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
+#: PostgreSQL identifiers, channel names included, hold at most 63 bytes (NAMEDATALEN - 1).
+MAX_IDENTIFIER_BYTES = 63
+
 
 def validate_schema(schema: str) -> str:
     """A schema name we can quote safely and use in channel and lock names."""
@@ -33,7 +44,27 @@ def validate_schema(schema: str) -> str:
             f"invalid schema name {schema!r}: use lowercase letters, digits and underscores "
             "(at most 63, not starting with a digit)"
         )
+    if schema.startswith("pg_") or schema == "information_schema":
+        raise ConfigError(
+            f"invalid schema name {schema!r}: names starting with 'pg_' and "
+            "'information_schema' are reserved by PostgreSQL"
+        )
     return schema
+
+
+def _channel(schema: str, suffix: str) -> str:
+    """``eventstore_actors.<schema>.<suffix>`` when it fits in an identifier, else a short
+    stable hash of the schema stands in for it (a readable prefix kept for pg_stat_activity).
+
+    The long form is what earlier releases used, so processes of both share a channel
+    wherever it fits; '~' cannot occur in a schema name, so a hashed name never equals the
+    plain name of another schema.
+    """
+    plain = f"eventstore_actors.{schema}.{suffix}"
+    if len(plain.encode()) <= MAX_IDENTIFIER_BYTES:
+        return plain
+    digest = hashlib.blake2b(schema.encode(), digest_size=8).hexdigest()
+    return f"eventstore_actors.{schema[:12]}~{digest}.{suffix}"
 
 
 def redact(dsn: str) -> str:
@@ -118,8 +149,13 @@ class Settings:
 
     @property
     def channel(self) -> str:
-        """The LISTEN/NOTIFY channel of this schema's store."""
-        return f"eventstore_actors.{self.schema}.events"
+        """The LISTEN/NOTIFY channel of this schema's store (at most 63 bytes)."""
+        return _channel(self.schema, "events")
+
+    @property
+    def control_channel(self) -> str:
+        """The channel that wakes this schema's listeners for shutdown (at most 63 bytes)."""
+        return _channel(self.schema, "events.control")
 
     def connect_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for every connection of the store.

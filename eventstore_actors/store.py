@@ -39,7 +39,7 @@ from .storage.appender import AppendRequest, NewEvent
 from .storage.connection import ReadPool, connect
 from .subscriptions.actor import Ack, SubscriptionActor, SubscriptionSpec
 from .subscriptions.messages import Subscription
-from .validation import check_count, check_optional_text, check_position, check_text
+from .validation import check_count, check_name, check_optional_name, check_position
 from .writer import Append, WriterActor
 
 __all__ = ["EventStore"]
@@ -169,7 +169,7 @@ class EventStore:
         self, stream_uuid: str, expected_version: int, events: Sequence[EventData]
     ) -> None:
         """Append `events` atomically if the stream is at `expected_version` (0: new stream)."""
-        check_text(stream_uuid, "stream_uuid")
+        check_name(stream_uuid, "stream_uuid")
         if stream_uuid == checkpoints.ALL_STREAMS:
             raise CannotAppendToAllStreamError()
         check_position(expected_version, "expected_version")
@@ -184,7 +184,7 @@ class EventStore:
         if not isinstance(event, EventData):
             raise TypeError(f"events must be EventData instances, got {type(event).__qualname__}")
         event_type = event.event_type if event.event_type is not None else type_name(event.data)
-        check_text(event_type, "event_type")
+        check_name(event_type, "event_type")
         if event.metadata is not None and not isinstance(event.metadata, Mapping):
             raise TypeError("metadata must be a mapping or None")
         serialize = self._settings.serializer.serialize
@@ -194,8 +194,8 @@ class EventStore:
             raise SerializationError("the serializer must return bytes")
         return NewEvent(
             event_type,
-            check_optional_text(event.correlation_id, "correlation_id"),
-            check_optional_text(event.causation_id, "causation_id"),
+            check_optional_name(event.correlation_id, "correlation_id"),
+            check_optional_name(event.causation_id, "causation_id"),
             data,
             metadata,
         )
@@ -228,7 +228,7 @@ class EventStore:
         self, stream_uuid: str, start_version: int = 0, count: int = 1000
     ) -> list[RecordedEvent]:
         """Up to `count` events of one stream, from `start_version` (inclusive) on."""
-        check_text(stream_uuid, "stream_uuid")
+        check_name(stream_uuid, "stream_uuid")
         check_position(start_version, "start_version")
         check_count(count, "count")
         if stream_uuid == checkpoints.ALL_STREAMS:
@@ -250,7 +250,7 @@ class EventStore:
         self, stream_uuid: str, start_version: int = 0, read_batch_size: int = 1000
     ) -> Iterator[RecordedEvent]:
         """Every event of one stream, read lazily `read_batch_size` at a time."""
-        check_text(stream_uuid, "stream_uuid")
+        check_name(stream_uuid, "stream_uuid")
         check_position(start_version, "start_version")
         check_count(read_batch_size, "read_batch_size")
         if stream_uuid == checkpoints.ALL_STREAMS:
@@ -298,7 +298,7 @@ class EventStore:
         max_size: int | None = None,
     ) -> Subscription:
         """Subscribe `subscriber` to one stream's events, after the checkpoint or `start_from`."""
-        check_text(stream_uuid, "stream_uuid")
+        check_name(stream_uuid, "stream_uuid")
         return self._subscribe(
             stream_uuid, subscription_name, subscriber, start_from, mapper, max_size
         )
@@ -325,7 +325,7 @@ class EventStore:
         mapper: Callable[[RecordedEvent], Any] | None,
         max_size: int | None,
     ) -> Subscription:
-        check_text(name, "subscription_name")
+        check_name(name, "subscription_name")
         if not callable(getattr(subscriber, "tell", None)):
             raise TypeError("subscriber must be a pykka ActorRef or have a tell(message) method")
         if not (
@@ -388,15 +388,15 @@ class EventStore:
 
     def unsubscribe_from_stream(self, stream_uuid: str, subscription_name: str) -> None:
         """Stop the subscription; its checkpoint is kept."""
-        self._forget_and_stop(_child_id(check_text(stream_uuid, "stream_uuid"), subscription_name))
+        self._forget_and_stop(_child_id(check_name(stream_uuid, "stream_uuid"), subscription_name))
 
     def unsubscribe_from_all_streams(self, subscription_name: str) -> None:
         self._forget_and_stop(_child_id(checkpoints.ALL_STREAMS, subscription_name))
 
     def delete_subscription(self, stream_uuid: str, subscription_name: str) -> None:
         """Stop the subscription if it runs here and delete its checkpoint."""
-        check_text(stream_uuid, "stream_uuid")
-        check_text(subscription_name, "subscription_name")
+        check_name(stream_uuid, "stream_uuid")
+        check_name(subscription_name, "subscription_name")
         self._forget_and_stop(_child_id(stream_uuid, subscription_name))
         self._pool.run(lambda c: checkpoints.delete(c, stream_uuid, subscription_name))
 
@@ -413,8 +413,8 @@ class EventStore:
         """Insert or replace the snapshot of `snapshot.source_uuid`."""
         if not isinstance(snapshot, SnapshotData):
             raise TypeError("record_snapshot takes a SnapshotData")
-        check_text(snapshot.source_uuid, "source_uuid")
-        check_text(snapshot.source_type, "source_type")
+        check_name(snapshot.source_uuid, "source_uuid")
+        check_name(snapshot.source_type, "source_type")
         check_position(snapshot.source_version, "source_version")
         if snapshot.metadata is not None and not isinstance(snapshot.metadata, Mapping):
             raise TypeError("metadata must be a mapping or None")
@@ -430,7 +430,7 @@ class EventStore:
 
     def read_snapshot(self, source_uuid: str) -> SnapshotData:
         """The snapshot of `source_uuid`; SnapshotNotFoundError if there is none."""
-        check_text(source_uuid, "source_uuid")
+        check_name(source_uuid, "source_uuid")
         row = self._pool.run(lambda c: snapshots.read(c, source_uuid))
         if row is None:
             raise SnapshotNotFoundError(source_uuid)
@@ -447,7 +447,7 @@ class EventStore:
 
     def delete_snapshot(self, source_uuid: str) -> None:
         """Delete the snapshot of `source_uuid`, if any."""
-        check_text(source_uuid, "source_uuid")
+        check_name(source_uuid, "source_uuid")
         self._pool.run(lambda c: snapshots.delete(c, source_uuid))
 
     # Helpers ----------------------------------------------------------------------------------
@@ -465,7 +465,7 @@ class EventStore:
 
 
 def _child_id(stream_uuid: str, name: str) -> str:
-    check_text(name, "subscription_name")
+    check_name(name, "subscription_name")
     return f"subscription:{stream_uuid}:{name}"
 
 

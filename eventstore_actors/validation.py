@@ -4,7 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["check_count", "check_optional_text", "check_position", "check_text"]
+__all__ = [
+    "MAX_NAME_BYTES",
+    "check_count",
+    "check_name",
+    "check_optional_name",
+    "check_optional_text",
+    "check_position",
+    "check_text",
+]
+
+#: Most UTF-8 bytes in a name: stream_uuid, subscription_name, source_uuid, source_type,
+#: event_type, correlation_id, causation_id. Generous, and safe for the unique indexes: a
+#: btree row holds at most about 2,700 bytes, and the subscriptions index holds two names.
+MAX_NAME_BYTES = 1024
 
 
 def check_text(value: Any, name: str) -> str:
@@ -24,6 +37,32 @@ def _check_storable(value: str, name: str) -> None:
         value.encode("utf-8")
     except UnicodeEncodeError:
         raise ValueError(f"{name} is not valid Unicode text (lone surrogate)") from None
+
+
+def check_name(value: Any, name: str) -> str:
+    """A non-empty storable str of at most MAX_NAME_BYTES in UTF-8 (indexes cap row size)."""
+    check_text(value, name)
+    _check_length(value, name)
+    return str(value)
+
+
+def check_optional_name(value: Any, name: str) -> str | None:
+    """None, or a storable str of at most MAX_NAME_BYTES in UTF-8."""
+    if check_optional_text(value, name) is None:
+        return None
+    _check_length(value, name)
+    return str(value)
+
+
+def _check_length(value: str, name: str) -> None:
+    # Characters are at most 4 bytes: only long values need encoding to be measured.
+    if len(value) * 4 <= MAX_NAME_BYTES:
+        return
+    size = len(value.encode("utf-8"))
+    if size > MAX_NAME_BYTES:
+        raise ValueError(
+            f"{name} is too long: {size} bytes in UTF-8, at most {MAX_NAME_BYTES} allowed"
+        )
 
 
 def check_optional_text(value: Any, name: str) -> str | None:

@@ -486,3 +486,209 @@ def test_console_script() -> None:
     assert result.returncode == 0, result.stderr
     for command in ("create", "init", "drop", "reset"):
         assert command in result.stdout
+
+
+# --- admin safety: only what the store created ------------------------------------------------
+
+
+def run_sql(dsn: str, *statements: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for statement in statements:
+            conn.execute(statement)  # type: ignore[arg-type]
+
+
+def rows_of(dsn: str, query: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return conn.execute(query).fetchall()  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def app_schema(dsn: str) -> Iterator[str]:
+    """An application's schema (never a store) with an `invoices` table holding one row."""
+    name = unique("app")
+    run_sql(
+        dsn,
+        f"CREATE SCHEMA {name}",
+        f"CREATE TABLE {name}.invoices (id int PRIMARY KEY, total numeric)",
+        f"INSERT INTO {name}.invoices VALUES (1, 9.99)",
+    )
+    yield name
+    drop_schema(dsn, name)
+
+
+@pytest.fixture
+def empty_db_dsn(temp_db_dsn: str, dsn: str) -> str:
+    """A new, empty database (its `public` schema is ours to fill), dropped afterwards."""
+    dbname = psycopg.conninfo.conninfo_to_dict(temp_db_dsn)["dbname"]
+    run_sql(dsn, f'CREATE DATABASE "{dbname}"')
+    return temp_db_dsn
+
+
+def test_drop_leaves_a_schema_that_never_held_a_store(dsn: str, app_schema: str) -> None:
+    # It used to run DROP SCHEMA ... CASCADE, and the application's invoices were gone.
+    assert admin.drop(dsn, app_schema) is False
+    assert rows_of(dsn, f"SELECT id, total::text FROM {app_schema}.invoices") == [(1, "9.99")]
+    result = cli("drop", "--dsn", dsn, "--schema", app_schema)
+    assert result.returncode == 0, result.stderr
+    assert "nothing to drop" in result.stdout
+    assert rows_of(dsn, f"SELECT id FROM {app_schema}.invoices") == [(1,)]
+
+
+def test_drop_refuses_a_schema_with_foreign_objects_under_store_names(
+    dsn: str, app_schema: str
+) -> None:
+    run_sql(
+        dsn,
+        f"CREATE TABLE {app_schema}.events (id int)",
+        f"CREATE VIEW {app_schema}.streams AS SELECT 1 AS x",
+    )
+    with pytest.raises(ConfigError) as info:
+        admin.drop(dsn, app_schema)
+    assert "table events" in str(info.value) and "view streams" in str(info.value)
+    assert tables_in(dsn, app_schema) == {"invoices", "events", "streams"}
+    result = cli("drop", "--dsn", dsn, "--schema", app_schema)
+    assert result.returncode != 0
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert tables_in(dsn, app_schema) == {"invoices", "events", "streams"}
+
+
+def test_drop_removes_only_the_store_and_keeps_a_schema_still_in_use(
+    dsn: str, fresh_schema: str
+) -> None:
+    admin.init(dsn, fresh_schema)
+    with start(dsn, fresh_schema) as store:
+        store.append_to_stream("s", 0, events(2))
+    run_sql(dsn, f"CREATE TABLE {fresh_schema}.invoices (id int)")
+
+    assert admin.drop(dsn, fresh_schema) is True
+    assert schema_exists(dsn, fresh_schema)  # something else lives there: the schema stays
+    assert tables_in(dsn, fresh_schema) == {"invoices"}
+    assert rows_of(
+        dsn,
+        f"SELECT count(*) FROM pg_proc WHERE pronamespace = '{fresh_schema}'::regnamespace",
+    ) == [(0,)]
+    assert admin.drop(dsn, fresh_schema) is False  # idempotent
+    with pytest.raises(ConfigError):
+        start(dsn, fresh_schema)
+
+
+def test_drop_stops_at_application_objects_that_depend_on_the_store(
+    dsn: str, fresh_schema: str
+) -> None:
+    admin.init(dsn, fresh_schema)
+    run_sql(
+        dsn,
+        f"CREATE VIEW {fresh_schema}.event_report AS SELECT event_id FROM {fresh_schema}.events",
+    )
+    with pytest.raises(ConfigError) as info:
+        admin.drop(dsn, fresh_schema)
+    assert "event_report" in str(info.value)
+    assert "\n" not in str(info.value)
+    with start(dsn, fresh_schema) as store:  # nothing was dropped
+        store.append_to_stream("s", 0, events(1))
+    result = cli("drop", "--dsn", dsn, "--schema", fresh_schema)
+    assert result.returncode != 0
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_init_refuses_to_adopt_a_foreign_snapshots_table_in_public(empty_db_dsn: str) -> None:
+    run_sql(
+        empty_db_dsn,
+        "CREATE TABLE public.snapshots (id int PRIMARY KEY, note text)",
+        "INSERT INTO public.snapshots VALUES (1, 'the application''s')",
+    )
+    with pytest.raises(ConfigError) as info:
+        admin.init(empty_db_dsn)
+    assert "table snapshots" in str(info.value)
+    assert tables_in(empty_db_dsn, "public") == {"snapshots"}  # nothing was created
+    result = cli("init", "--dsn", empty_db_dsn)
+    assert result.returncode != 0
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "snapshots" in result.stderr
+
+    # Not a store, so drop refuses too and the application's table survives.
+    with pytest.raises(ConfigError):
+        admin.drop(empty_db_dsn)
+    assert cli("drop", "--dsn", empty_db_dsn).returncode != 0
+    assert rows_of(empty_db_dsn, "SELECT id, note FROM public.snapshots") == [
+        (1, "the application's")
+    ]
+    with pytest.raises(ConfigError):
+        start(empty_db_dsn, "public")
+
+
+def test_init_refuses_foreign_functions_and_schema_version_tables(
+    dsn: str, app_schema: str
+) -> None:
+    # A Flyway-style schema_version table (text version) is not the store's marker.
+    run_sql(
+        dsn,
+        f"CREATE TABLE {app_schema}.schema_version (version text, description text)",
+        f"CREATE FUNCTION {app_schema}.append_events() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+    )
+    with pytest.raises(ConfigError) as info:
+        admin.init(dsn, app_schema)
+    assert "table schema_version" in str(info.value)
+    assert "function append_events" in str(info.value)
+    with pytest.raises(ConfigError) as started:
+        start(dsn, app_schema)
+    assert "init" in str(started.value)
+    assert tables_in(dsn, app_schema) == {"invoices", "schema_version"}
+
+
+def test_store_object_names_match_a_fresh_install(dsn: str, schema: str) -> None:
+    from eventstore_actors.storage import schema as schema_ops
+
+    relations = rows_of(
+        dsn, f"SELECT relname FROM pg_class WHERE relnamespace = '{schema}'::regnamespace"
+    )
+    functions = rows_of(
+        dsn, f"SELECT proname FROM pg_proc WHERE pronamespace = '{schema}'::regnamespace"
+    )
+    assert {r[0] for r in relations} == set(schema_ops.RELATIONS)
+    assert {r[0] for r in functions} == set(schema_ops.FUNCTIONS)
+
+
+@pytest.mark.parametrize("name", ["pg_x", "pg_temp_1", "information_schema"])
+def test_reserved_schema_names_are_refused_in_one_line(dsn: str, name: str) -> None:
+    with pytest.raises(ConfigError):
+        admin.init(dsn, name)
+    with pytest.raises(ConfigError):
+        admin.drop(dsn, name)
+    for command in ("init", "drop", "reset", "create"):
+        result = cli(command, "--dsn", dsn, "--schema", name)
+        assert result.returncode != 0, command
+        assert len(result.stderr.strip().splitlines()) == 1, (command, result.stderr)
+        assert "reserved" in result.stderr
+
+
+@pytest.fixture
+def weak_role_dsn(dsn: str) -> Iterator[str]:
+    """The DSN of a login role that may not create anything in the test database."""
+    role = unique("esa_weak")
+    run_sql(dsn, f"CREATE ROLE {role} LOGIN")
+    try:
+        yield with_params(dsn, user=role)
+    finally:
+        run_sql(dsn, f"DROP ROLE IF EXISTS {role}")
+
+
+def test_database_errors_are_one_line_contract_errors(
+    dsn: str, weak_role_dsn: str, fresh_schema: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        admin.init(weak_role_dsn, fresh_schema)
+    assert "permission denied" in str(info.value)
+    result = cli("init", "--dsn", weak_role_dsn, "--schema", fresh_schema)
+    assert result.returncode != 0
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "permission denied" in result.stderr
+    assert not schema_exists(dsn, fresh_schema)
+
+
+def test_cli_usage_errors_are_one_line() -> None:
+    for args in (["init", "--no-such-option"], []):
+        result = cli(*args)
+        assert result.returncode != 0
+        assert len(result.stderr.strip().splitlines()) == 1, (args, result.stderr)

@@ -88,7 +88,7 @@ def appends(
 
 
 def test_bad_stream_uuid(store: EventStore) -> None:
-    bad: list[Any] = [123, None, b"bytes", ["s"], ""]
+    bad: list[Any] = [123, None, b"bytes", ["s"], "", "x" * 6000]  # names: at most 1,024 bytes
     expect_each(appends(store, {repr(s): (s, 0, [good()]) for s in bad}), ARG_ERRORS)
     assert_nothing_written_and_store_works(store)
 
@@ -323,8 +323,10 @@ def test_bad_snapshots(store: EventStore) -> None:
         "nul-uuid": snap(source_uuid="nul\x00"),
         "surrogate-uuid": snap(source_uuid="s\ud800"),
         "surrogate-type": snap(source_type="T\ud800"),
+        "long-uuid": snap(source_uuid="u" * 6000),
+        "long-type": snap(source_type="t" * 1025),
     }
-    bad_uuids: list[Any] = [123, None]
+    bad_uuids: list[Any] = [123, None, "u" * 6000]
     expect_each(
         [(k, partial(store.record_snapshot, v)) for k, v in bad.items()],
         ARG_ERRORS,

@@ -212,3 +212,10 @@ def test_cli_migrate(dsn: str, v1_schema: str) -> None:
     assert done.returncode == 0, done.stderr
     assert f"version {SCHEMA_VERSION}" in done.stdout
     assert version_of(dsn, v1_schema) == SCHEMA_VERSION
+
+
+def test_drop_removes_a_store_that_was_never_migrated(dsn: str, v1_schema: str) -> None:
+    assert admin.drop(dsn, v1_schema) is True
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (v1_schema,))
+        assert row.fetchone() is None

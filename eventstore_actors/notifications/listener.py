@@ -40,7 +40,7 @@ class Listener:
         self._on_notify = on_notify
         self._on_connect = on_connect
         self._stop = threading.Event()
-        self._control = f"{settings.channel}.control"
+        self._control = settings.control_channel
         self._conn: psycopg.Connection[tuple[object, ...]] | None = None
         self._thread = threading.Thread(
             target=self._run, name=f"eventstore-listener-{settings.schema}", daemon=True

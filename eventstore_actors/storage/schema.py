@@ -1,8 +1,14 @@
-"""Installing, checking, emptying and removing a store's tables."""
+"""Installing, checking, emptying and removing a store's tables.
+
+A store never adopts or drops what it did not create: a schema is a store when it holds the
+store's own `schema_version` table (recognised by its columns), and `init` refuses a schema
+that already holds other objects under the store's names.
+"""
 
 from __future__ import annotations
 
 import psycopg
+import structlog
 from psycopg import sql as pgsql
 
 from ..errors import ConfigError
@@ -10,7 +16,10 @@ from ..sql import statement
 from .migrations import SCHEMA_VERSION, pending, script
 
 __all__ = [
+    "FUNCTIONS",
+    "RELATIONS",
     "SCHEMA_VERSION",
+    "TABLES",
     "drop",
     "init",
     "installed_version",
@@ -20,6 +29,54 @@ __all__ = [
     "reset",
     "too_new",
 ]
+
+log = structlog.get_logger("eventstore_actors.admin")
+
+#: Everything `sql/schema/v1.sql` and the migrations create in the store's schema (a test
+#: compares these with a fresh install: a migration that adds objects must add them here and
+#: to admin/drop_tables). BASE_TABLES: those of version 1, which every store has.
+BASE_TABLES = ("schema_version", "event_counter", "streams", "events", "subscriptions", "snapshots")
+TABLES = (*BASE_TABLES, "links")
+RELATIONS = (
+    *TABLES,
+    "streams_stream_id_seq",
+    "subscriptions_subscription_id_seq",
+    "schema_version_pkey",
+    "event_counter_pkey",
+    "streams_pkey",
+    "streams_stream_uuid_key",
+    "events_pkey",
+    "events_stream_version_key",
+    "subscriptions_pkey",
+    "subscriptions_stream_name_key",
+    "snapshots_pkey",
+    # schema version 2
+    "events_event_uuid_key",
+    "streams_stream_version_idx",
+    "streams_created_at_idx",
+    "streams_deleted_at_idx",
+    "streams_status_idx",
+    "links_pkey",
+    "links_stream_event_key",
+    "links_event_id_idx",
+)
+FUNCTIONS = ("append_events", "refuse_event_change")
+
+#: The columns that tell the store's own schema_version table from another tool's
+#: (Flyway's, say, has a text `version`).
+_MARKER_COLUMNS = {("version", "integer"), ("applied_at", "timestamp with time zone")}
+
+_KINDS = {
+    "r": "table",
+    "p": "table",
+    "v": "view",
+    "m": "materialized view",
+    "f": "foreign table",
+    "i": "index",
+    "I": "index",
+    "S": "sequence",
+    "c": "type",
+}
 
 Conn = psycopg.Connection[tuple[object, ...]]
 
@@ -36,11 +93,53 @@ def _use(conn: Conn, schema: str) -> None:
     conn.execute(pgsql.SQL("SET LOCAL search_path TO {}").format(pgsql.Identifier(schema)))
 
 
+def _is_store(conn: Conn, schema: str) -> bool:
+    """Whether `schema` holds the store's own schema_version table."""
+    rows = conn.execute(
+        "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute AS a "
+        "JOIN pg_class AS c ON c.oid = a.attrelid JOIN pg_namespace AS n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = %s AND c.relname = 'schema_version' AND c.relkind = 'r' "
+        "AND a.attnum > 0 AND NOT a.attisdropped",
+        (schema,),
+    ).fetchall()
+    return {(str(name), str(kind)) for name, kind in rows} == _MARKER_COLUMNS
+
+
+def _namesakes(conn: Conn, schema: str) -> list[tuple[str, str]]:
+    """(kind, name) of the objects in `schema` that bear a name the store uses."""
+    rows = conn.execute(
+        "SELECT c.relkind::text, c.relname::text FROM pg_class AS c "
+        "JOIN pg_namespace AS n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = %(schema)s AND c.relname = ANY(%(relations)s) "
+        "UNION ALL SELECT 'c', t.typname::text FROM pg_type AS t "
+        "JOIN pg_namespace AS n ON n.oid = t.typnamespace "
+        "WHERE n.nspname = %(schema)s AND t.typtype <> 'c' AND t.typname = ANY(%(relations)s) "
+        "UNION ALL SELECT 'function', p.proname::text FROM pg_proc AS p "
+        "JOIN pg_namespace AS n ON n.oid = p.pronamespace "
+        "WHERE n.nspname = %(schema)s AND p.proname = ANY(%(functions)s) "
+        "ORDER BY 2, 1",
+        {"schema": schema, "relations": list(RELATIONS), "functions": list(FUNCTIONS)},
+    ).fetchall()
+    return [(_KINDS.get(str(kind), str(kind)), str(name)) for kind, name in rows]
+
+
+def _describe(objects: list[tuple[str, str]]) -> str:
+    return ", ".join(f"{kind} {name}" for kind, name in objects)
+
+
+def _schema_exists(conn: Conn, schema: str) -> bool:
+    row = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)).fetchone()
+    return row is not None
+
+
 def init(conn: Conn, schema: str) -> bool:
     """Create the latest schema in one transaction; True when the store was missing.
 
     An existing store at this release's version is left as it is; an older one is not
-    upgraded behind the user's back (ConfigError naming `migrate`).
+    upgraded behind the user's back (ConfigError naming `migrate`). Refuses (ConfigError,
+    nothing changed) a schema that is not a store yet but already holds a table, function or
+    other object under one of the store's names: adopting it would mix the application's
+    data with the store's and let `drop` delete it.
     """
     with conn.transaction():
         _lock(conn, schema)
@@ -48,6 +147,12 @@ def init(conn: Conn, schema: str) -> bool:
         if before is not None:
             _check_version(before, schema, upgrade=False)
             return False
+        namesakes = _namesakes(conn, schema)
+        if namesakes:
+            raise ConfigError(
+                f"schema {schema!r} already holds {_describe(namesakes)}, not created by "
+                "eventstore-actors: nothing was changed; rename them or use another schema"
+            )
         conn.execute(pgsql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(pgsql.Identifier(schema)))
         _apply(conn, schema, pending(None))
     return True
@@ -111,10 +216,7 @@ def not_initialised(schema: str) -> str:
 
 def installed_version(conn: Conn, schema: str) -> int | None:
     """The schema version installed in `schema`, or None when the store is not installed."""
-    row = conn.execute(
-        "SELECT to_regclass(format('%%I.schema_version', %s::text)) IS NOT NULL", (schema,)
-    ).fetchone()
-    if not row or not row[0]:
+    if not _is_store(conn, schema):
         return None
     query = pgsql.SQL("SELECT max(version) FROM {}.schema_version").format(pgsql.Identifier(schema))
     found = conn.execute(query).fetchone()
@@ -122,18 +224,46 @@ def installed_version(conn: Conn, schema: str) -> int | None:
 
 
 def drop(conn: Conn, schema: str) -> bool:
-    """Remove the store: its tables in "public", the whole schema otherwise. True if it existed."""
+    """Remove the store's own objects, then its schema if nothing else is left in it (never
+    "public"). True when a store was dropped; False when there was none (nothing to do).
+
+    Refuses (ConfigError, nothing dropped) a schema that holds objects under the store's names
+    without being a store, or a store missing some of its tables. Nothing is dropped with
+    CASCADE: an application object that depends on the store's tables stops the drop.
+    """
     with conn.transaction():
         _lock(conn, schema)
-        existed = installed_version(conn, schema) is not None
-        if schema == "public":
-            _use(conn, schema)
-            conn.execute(statement("admin/drop_tables"))
-        else:
-            conn.execute(
-                pgsql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(pgsql.Identifier(schema))
+        if not _schema_exists(conn, schema):
+            return False
+        namesakes = _namesakes(conn, schema)
+        if not _is_store(conn, schema):
+            if namesakes:
+                raise ConfigError(
+                    f"schema {schema!r} holds no eventstore-actors store, yet it holds "
+                    f"{_describe(namesakes)}: nothing was dropped"
+                )
+            return False
+        present = {name for kind, name in namesakes if kind == "table"}
+        missing = [t for t in BASE_TABLES if t not in present]  # a v1 store has no links
+        if missing:
+            raise ConfigError(
+                f"schema {schema!r} holds an incomplete store (missing {', '.join(missing)}): "
+                "nothing was dropped; `eventstore-actors init` repairs it"
             )
-    return existed
+        _use(conn, schema)
+        conn.execute(statement("admin/drop_tables"))
+        if schema != "public":
+            _drop_schema_if_empty(conn, schema)
+    return True
+
+
+def _drop_schema_if_empty(conn: Conn, schema: str) -> None:
+    # DROP SCHEMA without CASCADE fails when anything is left in it: then the schema stays.
+    try:
+        with conn.transaction():
+            conn.execute(pgsql.SQL("DROP SCHEMA {}").format(pgsql.Identifier(schema)))
+    except psycopg.errors.DependentObjectsStillExist:
+        log.info("schema kept: it holds objects the store did not create", schema=schema)
 
 
 def reset(conn: Conn, schema: str) -> None:

@@ -1,4 +1,7 @@
--- Drops every object admin.init creates, for a store living in a shared schema ("public").
-DROP TABLE IF EXISTS links, events, streams, event_counter, subscriptions, snapshots, schema_version CASCADE;
-DROP FUNCTION IF EXISTS refuse_event_change() CASCADE;
+-- Drops every object admin.init creates, and nothing else: no CASCADE, so an application
+-- object that depends on one of them (a view on events, a trigger using the function) stops
+-- the drop instead of being removed with it. Sequences, indexes and the trigger go with
+-- their tables.
+DROP TABLE IF EXISTS links, events, streams, event_counter, subscriptions, snapshots, schema_version;
+DROP FUNCTION IF EXISTS refuse_event_change();
 DROP FUNCTION IF EXISTS append_events(text[], bigint[], integer[], text[], text[], text[], bytea[], bytea[], text, text);
