@@ -480,3 +480,31 @@ def test_reads_refused_by_the_database_give_contract_errors(
             with pytest.raises(StoreUnavailableError, match="permission denied"):
                 read()
         store.stop()
+
+
+def test_a_copy_append_refused_just_before_commit_is_not_outcome_unknown(
+    make_store: MakeStore, dsn: str, schema: str
+) -> None:
+    """The COPY path's last round trip (advance streams and counter, notify, COMMIT) fails on
+    its first statement: COMMIT never ran, so the outcome is known and the store goes on."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            f"""
+            CREATE FUNCTION {schema}.wf_refuse_jump() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN RAISE EXCEPTION 'jump refused by a test trigger'; END $$;
+            CREATE TRIGGER wf_jump BEFORE UPDATE ON {schema}.streams FOR EACH ROW
+                WHEN (NEW.stream_uuid = 'jump' AND NEW.stream_version - OLD.stream_version >= 100)
+                EXECUTE FUNCTION {schema}.wf_refuse_jump();
+            """.encode()
+        )
+    store = make_store(max_restarts=1)
+    writer = _writer(store)
+    store.append_to_stream("jump", 0, events(1))
+    for _ in range(3):
+        with pytest.raises(StoreUnavailableError, match="jump refused") as failed:
+            store.append_to_stream("jump", 1, events(100))
+        assert not failed.value.outcome_unknown
+    store.append_to_stream("jump", 1, events(99))
+    assert len(store.read_stream_forward("jump")) == 100
+    assert [e.event_id for e in store.read_all_streams_forward()] == list(range(1, 101))
+    assert _writer(store) is writer

@@ -93,8 +93,8 @@ def is_connection_loss(exc: BaseException, conn: psycopg.Connection[Any] | None 
     """
     if conn is not None and (conn.closed or conn.broken):
         return True
-    if not isinstance(exc, psycopg.Error):
-        return False
+    if not isinstance(exc, psycopg.Error) or isinstance(exc, psycopg.errors.PipelineAborted):
+        return False  # PipelineAborted: an earlier statement of the pipeline failed, no more
     sqlstate = exc.sqlstate
     if sqlstate is None:
         return isinstance(exc, psycopg.OperationalError)
