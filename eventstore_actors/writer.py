@@ -5,10 +5,17 @@ is committed at once; otherwise the writer tells itself `Flush`, so the appends 
 queued (and those arriving meanwhile) join the pending list first and the flush takes them
 all: one transaction, one round of locks and one fsync for many callers, each still checked
 on its own expected version.
+
+Losing the database (a killed backend, a server restart, a network cut) is an environmental
+condition, not a crash: the affected callers get `StoreUnavailableError`, the connection is
+dropped and the next append reconnects, with a back-off while reconnecting keeps failing.
+The writer never restarts for it, so it never counts towards the supervisor's restart limit;
+only a bug (an unexpected exception) makes it crash.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,8 +26,8 @@ from .actors.registry import Registry
 from .actors.supervised import Crash, SupervisedActor
 from .config import Settings
 from .errors import StoreUnavailableError
-from .storage.appender import Appender, AppendRequest, StoredRow
-from .storage.connection import connect, is_alive
+from .storage.appender import Appender, AppendRequest, Outcome, StoredRow
+from .storage.connection import connect, is_alive, reset_to_idle
 
 __all__ = ["Append", "Committed", "WriterActor"]
 
@@ -46,6 +53,11 @@ class Committed:
 
 _FLUSH = _Flush()
 
+#: Reconnect back-off: the first reconnect after a loss is immediate, later consecutive
+#: failures wait this long, doubling up to _BACKOFF_MAX seconds (calls meanwhile fail fast).
+_BACKOFF_FIRST = 0.05
+_BACKOFF_MAX = 2.0
+
 
 class WriterActor(SupervisedActor):
     def __init__(
@@ -63,6 +75,8 @@ class WriterActor(SupervisedActor):
         self._conn: psycopg.Connection[Any] | None = None
         self._pending: list[tuple[AppendRequest, pykka.ThreadingFuture[None]]] = []
         self._flush_queued = False
+        self._failures = 0  # consecutive connection losses or failed connects
+        self._retry_at = 0.0  # monotonic time before which no reconnect is tried
 
     def setup(self) -> None:
         try:
@@ -82,14 +96,38 @@ class WriterActor(SupervisedActor):
             self._conn = None
 
     def _connection(self) -> psycopg.Connection[Any]:
-        """The writer's connection; one that died while idle is replaced before use."""
-        if self._conn is not None and not is_alive(self._conn):
+        """The writer's connection, checked before use: one that died while idle, or that a
+        failure left inside a transaction it cannot roll back, is replaced."""
+        if self._conn is not None and not (reset_to_idle(self._conn) and is_alive(self._conn)):
             self.log.warning("writer connection lost while idle; reconnecting")
-            self._conn.close()
-            self._conn = None
+            self._drop_connection()
         if self._conn is None:
-            self._conn = connect(self._settings)
+            wait = self._retry_at - time.monotonic()
+            if wait > 0:
+                raise StoreUnavailableError(
+                    "database unavailable: the writer is reconnecting "
+                    f"(next attempt in {wait:.2f} s); nothing was stored"
+                )
+            try:
+                self._conn = connect(self._settings)
+            except StoreUnavailableError:
+                self._note_failure()
+                raise
         return self._conn
+
+    def _drop_connection(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except psycopg.Error:
+                pass  # closing a dead connection may complain
+            self._conn = None
+        self._note_failure()
+
+    def _note_failure(self) -> None:
+        self._failures += 1
+        delay = 0.0 if self._failures == 1 else _BACKOFF_FIRST * 2 ** (self._failures - 2)
+        self._retry_at = time.monotonic() + min(delay, _BACKOFF_MAX)
 
     def handle(self, message: Any) -> Any:
         if isinstance(message, Append):
@@ -127,21 +165,34 @@ class WriterActor(SupervisedActor):
         if not batch:
             return
         try:
-            appender = Appender(self._connection(), self._settings.channel, self._origin)
-            outcomes = appender.append([request for request, _ in batch])
+            conn = self._connection()
         except StoreUnavailableError as exc:
             _fail(batch, exc)
-            if self._conn is not None and (self._conn.broken or self._conn.closed):
-                # Restart with fresh state and a fresh connection (see module docstring).
-                self.actor_ref.tell(Crash(exc))
             return
+        appender = Appender(conn, self._settings.channel, self._origin)
+        try:
+            outcomes = appender.append([request for request, _ in batch])
         except Exception as exc:
-            # A bug, not bad input (that is refused before it gets here): the callers hear of
-            # it at once and the writer restarts with fresh state. Told, not raised: raised
-            # inside an ask (see handle) it would only reach that caller.
+            # A bug, not bad input (refused before it gets here) nor a database error (the
+            # appender turns those into outcomes): the callers hear of it at once and the
+            # writer restarts with fresh state. Told, not raised: raised inside an ask (see
+            # handle) it would only reach that caller.
             _fail(batch, StoreUnavailableError(f"the writer failed: {exc!r}"))
             self.actor_ref.tell(Crash(exc))
             return
+        if appender.connection_lost or not reset_to_idle(conn):
+            self.log.warning("writer connection lost; reconnecting on the next append")
+            self._drop_connection()
+        else:
+            self._failures = 0
+        self._settle(batch, outcomes)
+
+    def _settle(
+        self,
+        batch: list[tuple[AppendRequest, pykka.ThreadingFuture[None]]],
+        outcomes: list[Outcome],
+    ) -> None:
+        """Answer each caller; hand what committed to the publisher, even when others failed."""
         committed: list[StoredRow] = []
         for (_, future), outcome in zip(batch, outcomes, strict=True):
             if isinstance(outcome, Exception):

@@ -17,6 +17,7 @@ from eventstore_actors import (
     StoreUnavailableError,
     StreamNotFoundError,
 )
+from eventstore_actors.actors.supervised import Crash
 
 MakeStore = Callable[..., EventStore]
 
@@ -100,28 +101,41 @@ def test_writer_reconnects_when_its_idle_connection_was_lost(
     assert [e.data["n"] for e in store.read_stream_forward("s")] == [1, 2]
 
 
-def test_writer_restarts_after_its_connection_dies_mid_append(
+def test_writer_reconnects_after_its_connection_dies_mid_append(
     make_store: MakeStore, dsn: str
 ) -> None:
+    """A lost connection is environmental: the writer reconnects, it is not restarted."""
     app = f"es-test-{uuid.uuid4().hex[:8]}"
-    store = make_store(application_name=app)
+    store = make_store(application_name=app, max_restarts=1, restart_window=60.0)
     store.append_to_stream("s", 0, _event(1))
+    writer = store._registry.peek("writer")
     _kill_mid_append(store, dsn, app, 1)
-    store.append_to_stream("s", 1, _event(2))  # the restarted writer
-    assert [e.data["n"] for e in store.read_stream_forward("s")] == [1, 2]
+    store.append_to_stream("s", 1, _event(2))
+    _kill_mid_append(store, dsn, app, 2)  # past the restart limit, were it counted
+    store.append_to_stream("s", 2, _event(3))
+    assert [e.data["n"] for e in store.read_stream_forward("s")] == [1, 2, 3]
     with pytest.raises(StreamNotFoundError):
         store.read_stream_forward("big")
+    assert store._registry.peek("writer") is writer
+    assert store._registry.closed_reason is None
 
 
 def test_restart_intensity_exceeded_stops_the_store_and_says_why(
     make_store: MakeStore, dsn: str
 ) -> None:
+    """Only a real failure (a bug: here an injected Crash) restarts the writer; too many
+    restarts stop the store."""
     app = f"es-test-{uuid.uuid4().hex[:8]}"
     store = make_store(application_name=app, max_restarts=1, restart_window=60.0)
     store.append_to_stream("s", 0, _event(1))
-    _kill_mid_append(store, dsn, app, 1)  # restart 1: within the limit
+    first = store._registry.peek("writer")
+    assert first is not None
+    first.tell(Crash(RuntimeError("injected bug")))  # restart 1: within the limit
+    _wait(lambda: store._registry.peek("writer") not in (None, first))
     store.append_to_stream("s", 1, _event(2))
-    _kill_mid_append(store, dsn, app, 2)  # restart 2: past the limit
+    second = store._registry.peek("writer")
+    assert second is not None
+    second.tell(Crash(RuntimeError("injected bug")))  # restart 2: past the limit
 
     def stopped() -> bool:
         try:

@@ -16,7 +16,13 @@ import psycopg
 
 from ..errors import EventStoreError, StoreUnavailableError, WrongExpectedVersionError
 from ..sql import statement
-from .connection import unavailable
+from .connection import (
+    database_error,
+    is_connection_loss,
+    is_transient,
+    reset_to_idle,
+    unavailable,
+)
 
 __all__ = ["AppendRequest", "Appender", "NewEvent", "StoredRow"]
 
@@ -68,24 +74,84 @@ Outcome = list[StoredRow] | EventStoreError
 
 
 class Appender:
-    """Writes batches of append requests on one dedicated autocommit connection."""
+    """Writes batches of append requests on one dedicated autocommit connection.
+
+    Database errors never escape `append`: each request gets its rows or a contract error.
+    `connection_lost` tells the owner afterwards that the connection must be replaced.
+    """
 
     def __init__(self, conn: psycopg.Connection[Any], channel: str, origin: str) -> None:
         conn.prepare_threshold = None  # nothing is prepared behind our back (see _run_alone)
         self._conn = conn
         self._channel = channel
         self._origin = origin  # lets this store's own listener skip its own notifications
+        #: Set when a commit was sent (COMMIT, or an autocommit statement that commits):
+        #: only then may a lost connection leave the outcome unknown.
+        self._committing = False
+        self.connection_lost = False
 
     def append(self, requests: list[AppendRequest]) -> list[Outcome]:
-        """Commit every request that matches its expected version, in one transaction."""
+        """Commit every request that matches its expected version, in one transaction.
+
+        When that transaction fails because of one request's data (a constraint, a trigger, a
+        limit), every request is retried in a transaction of its own so that only the bad one
+        fails. A lost connection or a cancelled statement fails the whole group at once.
+        """
         try:
             return self._append(requests)
-        except psycopg.errors.IntegrityError:
-            # Only reachable if something outside this writer's view changed a stream; give
-            # every request its own transaction so one loser cannot fail the others.
+        except psycopg.Error as exc:
+            self._rollback()
+            if is_connection_loss(exc, self._conn):
+                self.connection_lost = True
+                committing = self._committing
+                return [unavailable(exc, outcome_unknown=committing) for _ in requests]
+            if is_transient(exc):
+                return [database_error(exc, "append") for _ in requests]
             if len(requests) == 1:
-                return [self._conflict(requests[0])]
-            return [self.append([req])[0] for req in requests]
+                return [self._rejected(requests[0], exc)]
+        return self._one_by_one(requests)
+
+    def _one_by_one(self, requests: list[AppendRequest]) -> list[Outcome]:
+        """Each request in its own transaction; what committed stays committed whatever
+        happens to the requests after it."""
+        outcomes: list[Outcome] = []
+        for req in requests:
+            if self.connection_lost:
+                outcomes.append(
+                    StoreUnavailableError(
+                        "database unavailable: the connection was lost before this append "
+                        "was sent; nothing was stored"
+                    )
+                )
+                continue
+            try:
+                outcomes.extend(self._append([req]))
+            except psycopg.Error as exc:
+                self._rollback()
+                if is_connection_loss(exc, self._conn):
+                    self.connection_lost = True
+                    outcomes.append(unavailable(exc, outcome_unknown=self._committing))
+                elif is_transient(exc):
+                    outcomes.append(database_error(exc, "append"))
+                else:
+                    outcomes.append(self._rejected(req, exc))
+        return outcomes
+
+    def _rejected(self, req: AppendRequest, exc: psycopg.Error) -> EventStoreError:
+        """The error for one request whose own transaction failed (nothing was stored)."""
+        if isinstance(exc, psycopg.errors.IntegrityError):
+            # Usually a concurrent append won the (stream, version) race: say so if the
+            # stream moved; otherwise the database refused the events themselves.
+            try:
+                conflict = self._conflict(req)
+            except psycopg.Error as lookup:
+                if is_connection_loss(lookup, self._conn):
+                    self.connection_lost = True
+                self._rollback()
+                return database_error(exc, "append")
+            if conflict.actual_version != (req.expected_version or None):
+                return conflict
+        return database_error(exc, "append")
 
     def _conflict(self, req: AppendRequest) -> WrongExpectedVersionError:
         row = self._conn.execute(
@@ -95,6 +161,7 @@ class Appender:
         return WrongExpectedVersionError(req.stream_uuid, req.expected_version, version)
 
     def _append(self, requests: list[AppendRequest]) -> list[Outcome]:
+        self._committing = False
         count = sum(len(req.events) for req in requests)
         if count > SMALL_BATCH_EVENTS:
             return self._append_copy(requests)
@@ -109,15 +176,8 @@ class Appender:
         sent at that commit. Only these statements are prepared: a statement prepared inside
         a pipeline that then fails leaves psycopg's prepared-statement cache out of step.
         """
-        try:
-            return self._conn.execute(query, params, prepare=True).fetchall()
-        except psycopg.OperationalError as exc:
-            # The statement and its commit were one: whether it committed is unknown.
-            raise unavailable(exc, outcome_unknown=True) from None
-        except psycopg.errors.IntegrityError:
-            raise
-        except psycopg.DatabaseError as exc:
-            raise StoreUnavailableError(f"append failed in the database: {exc}") from None
+        self._committing = True  # the statement and its commit are one
+        return self._conn.execute(query, params, prepare=True).fetchall()
 
     def _event_columns(self, events: list[NewEvent]) -> dict[str, Any]:
         """The events as one array per column, and the notification's channel and origin."""
@@ -143,6 +203,7 @@ class Appender:
         try:
             ((first_id, created_at, _),) = self._run_alone(query, params)
         except psycopg.errors.NotNullViolation:
+            self._committing = False  # the statement failed: nothing was committed
             return [self._conflict(req)]  # the stream was not at the expected version
         return [_stored(req, first_id, req.expected_version, created_at)]
 
@@ -166,55 +227,46 @@ class Appender:
         return outcomes
 
     def _rollback(self) -> None:
-        conn = self._conn
-        if not conn.broken and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-            conn.execute("ROLLBACK")
+        """End any transaction a failure left open (best effort: a connection that cannot
+        roll back is not IDLE afterwards, and its owner replaces it)."""
+        reset_to_idle(self._conn)
 
     def _append_copy(self, requests: list[AppendRequest]) -> list[Outcome]:
         """Large batches, three round trips: lock and look up streams; binary COPY; advance
-        streams and counter, notify and COMMIT together."""
+        streams and counter, notify and COMMIT together. Any error rolls back (see append)."""
         conn = self._conn
         uuids = list({req.stream_uuid for req in requests})
         new_uuids = list({req.stream_uuid for req in requests if req.expected_version == 0})
-        committing = False
-        try:
-            with conn.pipeline():
-                conn.execute("BEGIN")
-                counter = conn.execute(statement("append/lock_counter"))
-                if new_uuids:
-                    conn.execute(statement("append/create_streams"), {"stream_uuids": new_uuids})
-                found = conn.execute(statement("append/stream_versions"), {"stream_uuids": uuids})
-                last_event_id, now = counter.fetchone()  # type: ignore[misc]
-                streams = {row[0]: (row[1], row[2]) for row in found.fetchall()}
-            outcomes, rows, versions = _assign(requests, streams, last_event_id, now)
-            if not rows:
-                conn.execute("ROLLBACK")
-                return outcomes
-            with conn.cursor() as cur, cur.copy(statement("append/copy_events")) as copy:
-                copy.set_types(_COPY_TYPES)
-                for row in rows:
-                    copy.write_row(row)
-            last = rows[-1][0]
-            committing = True
-            with conn.pipeline():
-                conn.execute(
-                    statement("append/update_streams"),
-                    {"stream_ids": list(versions), "stream_versions": list(versions.values())},
-                )
-                conn.execute(statement("append/update_counter"), {"last_event_id": last})
-                conn.execute(
-                    statement("append/notify"),
-                    {"channel": self._channel, "payload": f"{rows[0][0]},{last},{self._origin}"},
-                )
-                conn.execute("COMMIT")
+        with conn.pipeline():
+            conn.execute("BEGIN")
+            counter = conn.execute(statement("append/lock_counter"))
+            if new_uuids:
+                conn.execute(statement("append/create_streams"), {"stream_uuids": new_uuids})
+            found = conn.execute(statement("append/stream_versions"), {"stream_uuids": uuids})
+            last_event_id, now = counter.fetchone()  # type: ignore[misc]
+            streams = {row[0]: (row[1], row[2]) for row in found.fetchall()}
+        outcomes, rows, versions = _assign(requests, streams, last_event_id, now)
+        if not rows:
+            conn.execute("ROLLBACK")
             return outcomes
-        except psycopg.OperationalError as exc:
-            raise unavailable(exc, outcome_unknown=committing) from None
-        except psycopg.DatabaseError as exc:
-            self._rollback()
-            if isinstance(exc, psycopg.errors.IntegrityError):
-                raise
-            raise StoreUnavailableError(f"append failed in the database: {exc}") from None
+        with conn.cursor() as cur, cur.copy(statement("append/copy_events")) as copy:
+            copy.set_types(_COPY_TYPES)
+            for row in rows:
+                copy.write_row(row)
+        last = rows[-1][0]
+        with conn.pipeline():
+            conn.execute(
+                statement("append/update_streams"),
+                {"stream_ids": list(versions), "stream_versions": list(versions.values())},
+            )
+            conn.execute(statement("append/update_counter"), {"last_event_id": last})
+            conn.execute(
+                statement("append/notify"),
+                {"channel": self._channel, "payload": f"{rows[0][0]},{last},{self._origin}"},
+            )
+            self._committing = True
+            conn.execute("COMMIT")
+        return outcomes
 
 
 def _stored(

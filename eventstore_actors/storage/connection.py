@@ -16,9 +16,12 @@ from ..errors import ConfigError, StoreUnavailableError
 __all__ = [
     "ReadPool",
     "connect",
+    "database_error",
     "is_alive",
     "is_connection_loss",
+    "is_transient",
     "reason",
+    "reset_to_idle",
     "unavailable",
 ]
 
@@ -30,7 +33,7 @@ def connect(settings: Settings) -> psycopg.Connection[tuple[object, ...]]:
     """A new dedicated connection (writer, listener, subscription locks) on the store's schema."""
     try:
         return psycopg.Connection.connect(settings.dsn, **settings.connect_kwargs())
-    except psycopg.OperationalError as exc:
+    except psycopg.Error as exc:
         raise StoreUnavailableError(
             f"cannot connect to {redact(settings.dsn)}: {reason(exc)}"
         ) from None
@@ -54,6 +57,26 @@ def is_alive(conn: psycopg.Connection[Any]) -> bool:
     return True
 
 
+def reset_to_idle(conn: psycopg.Connection[Any]) -> bool:
+    """Whether `conn` is open and outside any transaction, rolling back one left open.
+
+    A failed statement in an explicit transaction leaves the connection INERROR: every later
+    statement fails until ROLLBACK. A healthy socket is not enough to call it usable.
+    """
+    if conn.closed or conn.broken:
+        return False
+    status = conn.info.transaction_status
+    if status == psycopg.pq.TransactionStatus.IDLE:
+        return True
+    if status not in (psycopg.pq.TransactionStatus.INTRANS, psycopg.pq.TransactionStatus.INERROR):
+        return False  # ACTIVE (a result still pending) or UNKNOWN (bad connection)
+    try:
+        conn.execute("ROLLBACK")
+    except psycopg.Error:
+        return False
+    return conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+
+
 #: SQLSTATEs that end the session: the server is shutting down, crashing or restarting.
 _SESSION_ENDED = {"57P01", "57P02", "57P03", "57P04", "57P05"}
 
@@ -70,12 +93,40 @@ def is_connection_loss(exc: BaseException, conn: psycopg.Connection[Any] | None 
     """
     if conn is not None and (conn.closed or conn.broken):
         return True
-    if not isinstance(exc, psycopg.Error):
-        return False
+    if not isinstance(exc, psycopg.Error) or isinstance(exc, psycopg.errors.PipelineAborted):
+        return False  # PipelineAborted: an earlier statement of the pipeline failed, no more
     sqlstate = exc.sqlstate
     if sqlstate is None:
         return isinstance(exc, psycopg.OperationalError)
     return sqlstate.startswith("08") or sqlstate in _SESSION_ENDED
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether `exc` failed the statement for a reason of the moment, not of its data: a
+    statement timeout or cancel (57014), a serialization failure or deadlock (class 40), a
+    lock timeout (55P03), resources (class 53). Retrying the same work may well succeed."""
+    sqlstate = getattr(exc, "sqlstate", None) or ""
+    return sqlstate == "57014" or sqlstate == "55P03" or sqlstate[:2] in ("40", "53")
+
+
+def database_error(exc: BaseException, what: str = "operation") -> StoreUnavailableError:
+    """The contract's error for a database error on a connection that is still fine.
+
+    The statement did not take effect (a failed autocommit statement or a rolled-back
+    transaction), so the outcome is known; the message says why in plain words.
+    """
+    sqlstate = getattr(exc, "sqlstate", None) or ""
+    if sqlstate == "57014":
+        cause = "the database cancelled it (statement timeout or cancel request)"
+    elif sqlstate[:2] == "40":
+        cause = "the database aborted it (serialization failure or deadlock); retry"
+    elif sqlstate == "55P03":
+        cause = "a lock was not available in time"
+    elif sqlstate[:2] == "53":
+        cause = "the database is out of resources"
+    else:
+        cause = "the database refused it"
+    return StoreUnavailableError(f"the {what} did not happen: {cause}: {reason(exc)}")
 
 
 def reason(exc: BaseException) -> str:
@@ -126,26 +177,34 @@ class ReadPool:
         psycopg-pool's own `check` callback walks dead connections one by one with back-off
         (seconds after a server restart); instead the first dead connection seen triggers
         ``pool.check()``, which drops every dead idle connection at once, and one retry.
+        Every other database error becomes a contract error: no psycopg class escapes.
         """
         for attempt in (1, 2):
             try:
                 with self._pool.connection() as conn:
                     if not is_alive(conn):
                         raise _StaleConnection()
-                    return work(conn)
+                    try:
+                        return work(conn)
+                    except psycopg.Error as exc:
+                        if is_connection_loss(exc, conn):
+                            raise _Lost(exc) from None
+                        raise database_error(exc) from None
             except psycopg_pool.PoolClosed:
                 raise StoreUnavailableError("the event store is stopped") from None
             except _StaleConnection:
                 self._recover(attempt, None)
-            except psycopg.OperationalError as exc:
-                if not is_connection_loss(exc):
-                    raise unavailable(exc) from None
-                self._recover(attempt, exc)
+            except _Lost as lost:
+                self._recover(attempt, lost.error)
             except psycopg_pool.PoolTimeout as exc:
                 raise unavailable(exc) from None
+            except psycopg.Error as exc:  # from the pool itself (getting or returning conn)
+                if not is_connection_loss(exc):
+                    raise database_error(exc) from None
+                self._recover(attempt, exc)
         raise AssertionError("unreachable")
 
-    def _recover(self, attempt: int, exc: psycopg.OperationalError | None) -> None:
+    def _recover(self, attempt: int, exc: psycopg.Error | None) -> None:
         if attempt == 2:
             raise unavailable(exc or psycopg.OperationalError("connection lost")) from None
         log.warning("pooled connection lost, checking pool", schema=self._settings.schema)
@@ -154,3 +213,11 @@ class ReadPool:
 
 class _StaleConnection(Exception):
     """A pooled connection found dead before use."""
+
+
+class _Lost(Exception):
+    """The connection was lost under `work` (carries the original error)."""
+
+    def __init__(self, error: psycopg.Error) -> None:
+        super().__init__(str(error))
+        self.error = error
