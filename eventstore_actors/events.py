@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -78,8 +78,9 @@ class RecordedEvent:
     created_at: datetime
     event_uuid: uuid.UUID = NIL_UUID
     #: Position in the stream it was read from: stream_version for its own stream, the link's
-    #: position in a linking stream, event_id for $all.
-    event_number: int = 0
+    #: position in a linking stream, event_id for $all. Not compared: an event read from its
+    #: stream and the same event read from $all are equal.
+    event_number: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True)

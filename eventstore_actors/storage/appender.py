@@ -8,6 +8,7 @@ the last word on which of two racing appends wins.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -15,6 +16,7 @@ from typing import Any, NamedTuple
 import psycopg
 
 from ..errors import EventStoreError, StoreUnavailableError, WrongExpectedVersionError
+from ..events import NIL_UUID
 from ..sql import statement
 from .connection import (
     database_error,
@@ -60,6 +62,10 @@ class StoredRow(NamedTuple):
     data: bytes
     metadata: bytes | None
     created_at: datetime
+    #: NIL_UUID until appends store the UUIDs they are given (streams v2).
+    event_uuid: uuid.UUID
+    #: The position in the all-streams log (the publisher's view): event_id.
+    event_number: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,6 +290,8 @@ def _stored(
             ev.data,
             ev.metadata,
             created_at,
+            NIL_UUID,
+            first_id + i,
         )
         for i, ev in enumerate(req.events)
     ]
@@ -321,9 +329,11 @@ def _assign(
                 ev.data,
                 ev.metadata,
                 now,
+                NIL_UUID,
+                next_id,
             )
             stored.append(row)
-            rows.append((next_id, stream_id, *row[2:]))
+            rows.append((next_id, stream_id, *row[2:9]))
             next_id += 1
         current[req.stream_uuid] = version + len(req.events)
         versions[stream_id] = current[req.stream_uuid]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
@@ -24,8 +25,12 @@ __all__ = [
 
 #: A stored event before deserialization, as plain tuple (reads) or StoredRow (appends):
 #: event_id, stream_uuid, stream_version, event_type, correlation_id, causation_id, data,
-#: metadata, created_at. Reads skip building a NamedTuple per row: it is the hot path.
-Row = tuple[int, str, int, str, str | None, str | None, bytes, bytes | None, datetime]
+#: metadata, created_at, event_uuid, event_number (the position in what was read: the
+#: stream's for stream reads, event_id for all-streams reads). Reads skip building a
+#: NamedTuple per row: it is the hot path.
+Row = tuple[
+    int, str, int, str, str | None, str | None, bytes, bytes | None, datetime, uuid.UUID, int
+]
 
 #: Larger than any event_id or stream_version.
 MAX_POSITION = 2**63 - 1
@@ -76,7 +81,19 @@ def decode(rows: Iterable[Row], serializer: Serializer) -> list[RecordedEvent]:
     deserialize = serializer.deserialize
     new = object.__new__
     events = []
-    for event_id, stream_uuid, version, event_type, correlation, causation, data, meta, at in rows:
+    for (
+        event_id,
+        stream_uuid,
+        version,
+        event_type,
+        correlation,
+        causation,
+        data,
+        meta,
+        at,
+        event_uuid,
+        number,
+    ) in rows:
         event = new(RecordedEvent)
         event.__dict__.update(
             event_id=event_id,
@@ -88,6 +105,8 @@ def decode(rows: Iterable[Row], serializer: Serializer) -> list[RecordedEvent]:
             correlation_id=correlation,
             causation_id=causation,
             created_at=at,
+            event_uuid=event_uuid,
+            event_number=number,
         )
         events.append(event)
     return events
