@@ -318,6 +318,7 @@ def test_soak_under_network_and_server_faults(pg_server: PgServer, seed: int) ->
             summary = _summary(outcomes)
             print(f"SOAK_SEED={seed} seconds={seconds} appends={summary} faults={faults.counts}")
             print("fault log: " + "; ".join(faults.log))
+            print(f"failure messages: {_messages(outcomes)}")
             if faults.errors:
                 print(f"fault tool errors (not counted): {faults.errors[:5]}")
 
@@ -363,6 +364,17 @@ def _summary(outcomes: list[Outcome]) -> dict[str, int]:
     for o in outcomes:
         counts[o.result] = counts.get(o.result, 0) + 1
     return counts
+
+
+def _messages(outcomes: list[Outcome]) -> dict[str, int]:
+    """How often each failure message was seen (first line, ids cut), for the report."""
+    counts: dict[str, int] = {}
+    for o in outcomes:
+        if o.result != "ok":
+            key = f"{o.result}: {o.detail.splitlines()[0][:90] if o.detail else ''}"
+            key = key.split(" for stream ")[0]
+            counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: -kv[1])[:12])
 
 
 def _stored_events(dsn: str) -> list[tuple[int, str, int, str, int]]:
