@@ -69,7 +69,9 @@ class Proxy:
         self._running = True
         #: Connections accepted so far (forwarded or held).
         self.accepted = 0
-        self._thread = threading.Thread(target=self._loop, name=f"test-proxy-{self.port}")
+        self._thread = threading.Thread(
+            target=self._loop, name=f"test-proxy-{self.port}", daemon=True
+        )
 
     # Public API -------------------------------------------------------------------------------
     @classmethod
