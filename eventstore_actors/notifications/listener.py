@@ -2,11 +2,21 @@
 
 Notifications sent while the connection is down are lost, so every (re)connect is followed by
 a catch-up request: LISTEN first, then tell the publisher to read from storage.
+
+A listening connection only reads, so a peer that went silent (a half-open socket, a frozen
+middlebox) would leave it waiting for ever while other processes' events stop arriving. After
+`health_interval` seconds without traffic it is probed with a round trip (re-issuing LISTEN
+on the control channel, a no-op that keeps the connection recognisable in pg_stat_activity);
+a probe unanswered within `health_timeout` ends the connection (a watchdog shuts its socket
+down, which wakes the blocked read) and the listener reconnects.
 """
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
+import time
 from collections.abc import Callable
 
 import psycopg
@@ -19,6 +29,13 @@ from ..storage.connection import connect
 __all__ = ["Listener"]
 
 log = structlog.get_logger("eventstore_actors.listener")
+
+#: Longest single wait for notifications: how often the stop flag and the health are checked.
+_POLL = 1.0
+
+
+class _Silent(Exception):
+    """The connection did not answer a health probe in time."""
 
 
 class Listener:
@@ -41,44 +58,67 @@ class Listener:
         self._on_connect = on_connect
         self._stop = threading.Event()
         self._control = settings.control_channel
-        self._conn: psycopg.Connection[tuple[object, ...]] | None = None
+        # A duplicate of the current connection's socket: shutting it down from another thread
+        # (stop, the probe's watchdog) ends a read blocked on the connection. Being our own
+        # descriptor, it can never name another connection's socket.
+        self._sock: socket.socket | None = None
+        self._sock_lock = threading.Lock()
         self._thread = threading.Thread(
             target=self._run, name=f"eventstore-listener-{settings.schema}", daemon=True
         )
+        self.log = log.bind(schema=settings.schema)
 
     def start(self) -> None:
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
-        # A notification on the control channel wakes the blocked notifies() at once.
-        try:
-            with connect(self._settings) as conn:
-                conn.execute("SELECT pg_notify(%s, 'stop')", (self._control,))
-        except Exception:
-            pass  # the timeout in notifies() is the backstop
-        self._thread.join(timeout=5.0)
+        self._abort()  # wakes a blocked notifies() or probe at once, without a new connection
+        self._thread.join(timeout=self._settings.connect_timeout + 5.0)
 
     def _run(self) -> None:
         delay = 0.05
         while not self._stop.is_set():
             try:
-                with connect(self._settings) as conn:
+                conn = connect(self._settings)
+            except StoreUnavailableError as exc:
+                self._backoff("listener cannot connect; retrying", exc, delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            try:
+                with conn:
+                    self._attach(conn)
                     conn.execute(f'LISTEN "{self._settings.channel}"')
                     conn.execute(f'LISTEN "{self._control}"')
                     delay = 0.05
                     self._on_connect()
                     self._listen(conn)
-            except (psycopg.OperationalError, StoreUnavailableError) as exc:
-                if self._stop.is_set():
-                    return
-                log.warning("listener connection lost; reconnecting", error=str(exc), delay=delay)
+            except (psycopg.Error, _Silent) as exc:
+                self._backoff("listener connection lost; reconnecting", exc, delay)
+                delay = min(delay * 2, 2.0)
+            except Exception as exc:  # a bug must not end the thread: events would stop
+                self.log.exception("listener failed; reconnecting", error=repr(exc))
                 self._stop.wait(delay)
                 delay = min(delay * 2, 2.0)
+            finally:
+                self._detach()
+
+    def _backoff(self, message: str, exc: BaseException, delay: float) -> None:
+        if not self._stop.is_set():
+            self.log.warning(message, error=str(exc).strip().split("\n")[0], delay=delay)
+            self._stop.wait(delay)
 
     def _listen(self, conn: psycopg.Connection[tuple[object, ...]]) -> None:
+        interval = self._settings.health_interval
+        last_traffic = time.monotonic()
         while not self._stop.is_set():
-            for note in conn.notifies(timeout=1.0):
+            idle = time.monotonic() - last_traffic
+            if idle >= interval:
+                self._probe(conn)
+                last_traffic = time.monotonic()
+                continue
+            for note in conn.notifies(timeout=min(_POLL, interval - idle)):
+                last_traffic = time.monotonic()
                 if self._stop.is_set():
                     return
                 if note.channel != self._settings.channel:
@@ -90,4 +130,48 @@ class Listener:
                 try:
                     self._on_notify(int(last))
                 except ValueError:
-                    log.warning("ignoring malformed notification")
+                    self.log.warning("ignoring malformed notification")
+
+    def _probe(self, conn: psycopg.Connection[tuple[object, ...]]) -> None:
+        """One round trip within health_timeout, or the connection is given up (_Silent)."""
+        fired = threading.Event()
+
+        def expire() -> None:
+            fired.set()
+            self._abort()
+
+        watchdog = threading.Timer(self._settings.health_timeout, expire)
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            conn.execute(f'LISTEN "{self._control}"')
+        except psycopg.Error:
+            if fired.is_set():
+                raise _Silent(
+                    f"no answer to a health probe within {self._settings.health_timeout:g} s"
+                ) from None
+            raise
+        finally:
+            watchdog.cancel()
+            watchdog.join()
+
+    def _attach(self, conn: psycopg.Connection[tuple[object, ...]]) -> None:
+        with self._sock_lock:
+            self._sock = socket.socket(fileno=os.dup(conn.fileno()))
+        if self._stop.is_set():
+            self._abort()  # stop() ran before this socket was known
+
+    def _detach(self) -> None:
+        with self._sock_lock:
+            if self._sock is not None:
+                self._sock.close()
+                self._sock = None
+
+    def _abort(self) -> None:
+        """Shut the current connection's socket down: a blocked read ends with an error."""
+        with self._sock_lock:
+            if self._sock is not None:
+                try:
+                    self._sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass

@@ -159,9 +159,10 @@ class ReadPool:
         )
 
     def open(self) -> None:
-        """Open the pool and wait for a first connection: fails fast with ConfigError."""
+        """Open the pool and wait until it is full: fails fast with ConfigError (a silent
+        server: about connect_timeout, not a fixed 10 s)."""
         try:
-            self._pool.open(wait=True, timeout=10.0)
+            self._pool.open(wait=True, timeout=self._settings.connect_timeout + 2.0)
         except psycopg_pool.PoolTimeout:
             self._pool.close()
             raise ConfigError(
