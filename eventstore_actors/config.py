@@ -131,6 +131,10 @@ class Settings:
     #: is probed, and seconds the probe may take before the connection is given up as dead.
     health_interval: float = 5.0
     health_timeout: float = 5.0
+    #: Seconds one database call on a dedicated connection (an append, a catch-up read, a
+    #: checkpoint write) may take before the connection is given up as dead: a server that
+    #: still acknowledges packets but never answers would otherwise block that actor for ever.
+    io_timeout: float = 15.0
 
     def __post_init__(self) -> None:
         validate_schema(self.schema)
@@ -140,7 +144,13 @@ class Settings:
                 raise ConfigError(f"{name} must be a positive int, got {value!r}")
         if not isinstance(self.pool_overflow, int) or self.pool_overflow < 0:
             raise ConfigError(f"pool_overflow must be an int >= 0, got {self.pool_overflow!r}")
-        for name in ("connect_timeout", "health_interval", "health_timeout", "call_timeout"):
+        for name in (
+            "connect_timeout",
+            "health_interval",
+            "health_timeout",
+            "io_timeout",
+            "call_timeout",
+        ):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
                 raise ConfigError(f"{name} must be a number of seconds > 0, got {value!r}")

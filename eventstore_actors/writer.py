@@ -28,6 +28,7 @@ from .config import Settings
 from .errors import StoreUnavailableError
 from .storage.appender import Appender, AppendRequest, Outcome, StoredRow
 from .storage.connection import connect, is_alive, reset_to_idle
+from .storage.deadline import guard
 
 __all__ = ["Append", "Committed", "WriterActor"]
 
@@ -171,7 +172,8 @@ class WriterActor(SupervisedActor):
             return
         appender = Appender(conn, self._settings.channel, self._origin)
         try:
-            outcomes = appender.append([request for request, _ in batch])
+            with guard(conn, self._settings.io_timeout):
+                outcomes = appender.append([request for request, _ in batch])
         except Exception as exc:
             # A bug, not bad input (refused before it gets here) nor a database error (the
             # appender turns those into outcomes): the callers hear of it at once and the
