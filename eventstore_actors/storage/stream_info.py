@@ -15,6 +15,8 @@ __all__ = ["page"]
 
 Conn = psycopg.Connection[Any]
 
+_MAX_BIGINT = 2**63 - 1
+
 #: The ORDER BY of each sort field: the sort key, then stream_id so that pages are stable.
 #: Each matches an index of schema v2 (or the primary key, or the unique stream_uuid index),
 #: so the page is read in index order. status sorts "created" before "deleted" as false
@@ -60,7 +62,9 @@ def page(
     descending: bool,
 ) -> tuple[int, list[StreamRow]]:
     """(number of matching streams, the streams of that page), arguments already checked."""
-    params: dict[str, Any] = {"limit": page_size, "offset": (page_number - 1) * page_size}
+    # Beyond bigint the page is empty anyway: clamp rather than overflow in the database.
+    offset = min((page_number - 1) * page_size, _MAX_BIGINT)
+    params: dict[str, Any] = {"limit": page_size, "offset": offset}
     if search is not None:
         params["pattern"] = "%" + like_escape(search) + "%"
     rows = conn.execute(page_query(sort_by, descending, search is not None), params).fetchall()
