@@ -9,6 +9,7 @@ per commit. Payloads are serialized and deserialized here, as the store must do 
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
@@ -23,6 +24,7 @@ __all__ = [
     "channel",
     "decode_rows",
     "read_all",
+    "read_last",
     "read_range",
     "read_stream",
     "stream_all",
@@ -30,8 +32,9 @@ __all__ = [
 
 Conn = psycopg.Connection[Any]
 RawEvent = tuple[dict[str, Any], dict[str, Any]]
-#: A decoded event: (event_id, stream_uuid, stream_version, event_type, data, metadata, created_at)
-Row = tuple[int, str, int, str, Any, Any, datetime]
+#: A decoded event: (event_id, stream_uuid, stream_version, event_type, data, metadata,
+#: created_at, event_uuid): the store returns event_uuid too, so the baseline reads it.
+Row = tuple[int, str, int, str, Any, Any, datetime, uuid.UUID]
 
 CHANNEL_PREFIX = "eventstore_actors_bench_raw."
 _COPY_TYPES = ["int8", "int8", "int8", "text", "text", "text", "bytea", "bytea", "timestamptz"]
@@ -201,13 +204,14 @@ def _append_copy(
 
 _SELECT = (
     "SELECT e.event_id, s.stream_uuid, e.stream_version, e.event_type, e.data, e.metadata,"
-    " e.created_at FROM events AS e JOIN streams AS s ON s.stream_id = e.stream_id"
+    " e.created_at, e.event_uuid FROM events AS e JOIN streams AS s ON s.stream_id = e.stream_id"
 )
 _READ_ALL = _SELECT + " WHERE e.event_id >= %s ORDER BY e.event_id LIMIT %s"
+_READ_ALL_BACKWARD = _SELECT + " ORDER BY e.event_id DESC LIMIT %s"
 _READ_RANGE = _SELECT + " WHERE e.event_id BETWEEN %s AND %s ORDER BY e.event_id"
 _READ_STREAM = (
     "SELECT e.event_id, s.stream_uuid, e.stream_version, e.event_type, e.data, e.metadata,"
-    " e.created_at FROM streams AS s JOIN events AS e ON e.stream_id = s.stream_id"
+    " e.created_at, e.event_uuid FROM streams AS s JOIN events AS e ON e.stream_id = s.stream_id"
     " WHERE s.stream_uuid = %s AND e.stream_version >= %s ORDER BY e.stream_version LIMIT %s"
 )
 
@@ -222,8 +226,8 @@ def decode_rows(rows: list[tuple[Any, ...]]) -> list[Row]:
     """
     decode = _decode
     return [
-        (eid, su, sv, et, decode(data.decode()), None if md is None else decode(md.decode()), ts)
-        for eid, su, sv, et, data, md, ts in rows
+        (eid, su, sv, et, decode(data.decode()), None if m is None else decode(m.decode()), ts, eu)
+        for eid, su, sv, et, data, m, ts, eu in rows
     ]
 
 
@@ -238,6 +242,13 @@ def read_stream(
 def read_all(conn: Conn, start_event_id: int = 0, count: int = 1000) -> list[Row]:
     cur = conn.cursor(binary=True)
     cur.execute(_READ_ALL, (start_event_id, count), prepare=True)
+    return decode_rows(cur.fetchall())
+
+
+def read_last(conn: Conn, count: int) -> list[Row]:
+    """The last `count` events of the store, newest first."""
+    cur = conn.cursor(binary=True)
+    cur.execute(_READ_ALL_BACKWARD, (count,), prepare=True)
     return decode_rows(cur.fetchall())
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -27,6 +27,7 @@ from .errors import (
     SerializationError,
     SnapshotNotFoundError,
     StoreUnavailableError,
+    StreamDeletedError,
     StreamNotFoundError,
     SubscriptionAlreadyExistsError,
 )
@@ -35,11 +36,23 @@ from .notifications.publisher import PublisherActor
 from .serialization import JsonSerializer, Serializer
 from .storage import checkpoints, reader, snapshots
 from .storage import schema as schema_ops
+from .storage import stream_info as stream_pages
 from .storage.appender import AppendRequest, NewEvent
 from .storage.connection import ReadPool, connect
+from .streams import Page, StreamInfo
 from .subscriptions.actor import Ack, SubscriptionActor, SubscriptionSpec
 from .subscriptions.messages import Subscription
-from .validation import check_count, check_name, check_optional_name, check_position
+from .validation import (
+    check_backward_start,
+    check_count,
+    check_event_types,
+    check_name,
+    check_optional_name,
+    check_optional_text,
+    check_position,
+    check_sort,
+    check_stream_prefix,
+)
 from .writer import Append, WriterActor
 
 __all__ = ["EventStore"]
@@ -232,19 +245,53 @@ class EventStore:
         check_position(start_version, "start_version")
         check_count(count, "count")
         if stream_uuid == checkpoints.ALL_STREAMS:
-            return self._read_all(start_version, count)
-        events = self._read_stream(stream_uuid, start_version, count)
-        if not events:
-            self._require_stream(stream_uuid)
-        return events
+            return self._read_all(_Range(start_version, count))
+        return self._read_stream(stream_uuid, start_version, count, backward=False)
+
+    def read_stream_backward(
+        self, stream_uuid: str, start_version: int = -1, count: int = 1000
+    ) -> list[RecordedEvent]:
+        """Up to `count` events of one stream, newest first, from `start_version` (inclusive;
+        -1 or past the end: from the last event; 0: none) down."""
+        check_name(stream_uuid, "stream_uuid")
+        start = _from_last(check_backward_start(start_version, "start_version"))
+        check_count(count, "count")
+        if stream_uuid == checkpoints.ALL_STREAMS:
+            return self._read_all(_Range(start, count, backward=True))
+        return self._read_stream(stream_uuid, start, count, backward=True)
 
     def read_all_streams_forward(
-        self, start_event_id: int = 0, count: int = 1000
+        self,
+        start_event_id: int = 0,
+        count: int = 1000,
+        *,
+        event_types: Collection[str] | None = None,
+        stream_prefix: str | None = None,
+        stop: int | None = None,
     ) -> list[RecordedEvent]:
-        """Up to `count` events of every stream in event_id order, from `start_event_id` on."""
+        """Up to `count` events of every stream in event_id order, from `start_event_id` on
+        (up to `stop`, inclusive), optionally only some event types or streams."""
         check_position(start_event_id, "start_event_id")
         check_count(count, "count")
-        return self._read_all(start_event_id, count)
+        return self._read_all(
+            _Range(start_event_id, count, end=_stop(stop)).filtered(event_types, stream_prefix)
+        )
+
+    def read_all_streams_backward(
+        self,
+        start_event_id: int = -1,
+        count: int = 1000,
+        *,
+        event_types: Collection[str] | None = None,
+        stream_prefix: str | None = None,
+    ) -> list[RecordedEvent]:
+        """Up to `count` events of every stream, newest first, from `start_event_id` (-1:
+        the last event) down, optionally only some event types or streams."""
+        start = _from_last(check_backward_start(start_event_id, "start_event_id"))
+        check_count(count, "count")
+        return self._read_all(
+            _Range(start, count, backward=True).filtered(event_types, stream_prefix)
+        )
 
     def stream_forward(
         self, stream_uuid: str, start_version: int = 0, read_batch_size: int = 1000
@@ -256,36 +303,152 @@ class EventStore:
         if stream_uuid == checkpoints.ALL_STREAMS:
             return self.stream_all_forward(start_version, read_batch_size)
         self._require_stream(stream_uuid)
+        return self._stream_pages(stream_uuid, start_version, read_batch_size, backward=False)
 
-        def read(start: int) -> list[RecordedEvent]:
-            return self._read_stream(stream_uuid, start, read_batch_size)
-
-        return _paged(read, start_version, read_batch_size, lambda e: e.stream_version)
+    def stream_backward(
+        self, stream_uuid: str, start_version: int = -1, read_batch_size: int = 1000
+    ) -> Iterator[RecordedEvent]:
+        """Every event of one stream, newest first, read lazily `read_batch_size` at a time."""
+        check_name(stream_uuid, "stream_uuid")
+        start = _from_last(check_backward_start(start_version, "start_version"))
+        check_count(read_batch_size, "read_batch_size")
+        if stream_uuid == checkpoints.ALL_STREAMS:
+            return self.stream_all_backward(start_version, read_batch_size)
+        self._require_stream(stream_uuid)
+        return self._stream_pages(stream_uuid, start, read_batch_size, backward=True)
 
     def stream_all_forward(
-        self, start_event_id: int = 0, read_batch_size: int = 1000
+        self,
+        start_event_id: int = 0,
+        read_batch_size: int = 1000,
+        *,
+        event_types: Collection[str] | None = None,
+        stream_prefix: str | None = None,
+        stop: int | None = None,
     ) -> Iterator[RecordedEvent]:
         """Every event of every stream in event_id order, read lazily in constant memory."""
         check_position(start_event_id, "start_event_id")
         check_count(read_batch_size, "read_batch_size")
+        first = _Range(start_event_id, read_batch_size, end=_stop(stop))
+        return self._all_pages(first.filtered(event_types, stream_prefix))
 
-        def read(start: int) -> list[RecordedEvent]:
-            return self._read_all(start, read_batch_size)
-
-        return _paged(read, start_event_id, read_batch_size, lambda e: e.event_id)
+    def stream_all_backward(
+        self,
+        start_event_id: int = -1,
+        read_batch_size: int = 1000,
+        *,
+        event_types: Collection[str] | None = None,
+        stream_prefix: str | None = None,
+    ) -> Iterator[RecordedEvent]:
+        """Every event of every stream, newest first, read lazily in constant memory."""
+        start = _from_last(check_backward_start(start_event_id, "start_event_id"))
+        check_count(read_batch_size, "read_batch_size")
+        first = _Range(start, read_batch_size, backward=True)
+        return self._all_pages(first.filtered(event_types, stream_prefix))
 
     # The reads behind the public methods, arguments already checked (paging calls them too).
-    def _read_stream(self, stream_uuid: str, start: int, count: int) -> list[RecordedEvent]:
-        rows = self._pool.run(lambda c: reader.read_stream(c, stream_uuid, start, count))
+    def _read_stream(
+        self, stream_uuid: str, start: int, count: int, *, backward: bool
+    ) -> list[RecordedEvent]:
+        """A soft-deleted stream reads as no rows; an empty read then says why, or is []."""
+        rows = self._pool.run(
+            lambda c: reader.read_stream(
+                c, stream_uuid, start, count, backward=backward, live_only=True
+            )
+        )
+        if not rows:
+            self._require_stream(stream_uuid)
         return reader.decode(rows, self._settings.serializer)
 
-    def _read_all(self, start: int, count: int) -> list[RecordedEvent]:
-        rows = self._pool.run(lambda c: reader.read_all(c, start, count))
+    def _read_all(self, r: _Range) -> list[RecordedEvent]:
+        rows = self._pool.run(
+            lambda c: reader.read_all(
+                c,
+                r.start,
+                r.count,
+                r.end,
+                backward=r.backward,
+                event_types=r.event_types,
+                stream_prefix=r.stream_prefix,
+            )
+        )
         return reader.decode(rows, self._settings.serializer)
+
+    def _stream_pages(
+        self, stream_uuid: str, start: int, size: int, *, backward: bool
+    ) -> Iterator[RecordedEvent]:
+        """Pages of one stream, each from the last position (event_number) returned."""
+        step = -1 if backward else 1
+        while start >= 1 or not backward:
+            batch = self._read_stream(stream_uuid, start, size, backward=backward)
+            yield from batch
+            if len(batch) < size:
+                return
+            start = batch[-1].event_number + step
+
+    def _all_pages(self, r: _Range) -> Iterator[RecordedEvent]:
+        """Pages of $all, each from the last event_id returned (gaps are skipped)."""
+        step = -1 if r.backward else 1
+        while r.start >= 1 or not r.backward:
+            batch = self._read_all(r)
+            yield from batch
+            if len(batch) < r.count:
+                return
+            r = dataclasses.replace(r, start=batch[-1].event_id + step)
 
     def _require_stream(self, stream_uuid: str) -> None:
-        if self._pool.run(lambda c: reader.stream_version(c, stream_uuid)) is None:
+        """StreamNotFoundError (no such stream, or hard-deleted) or StreamDeletedError."""
+        state = self._pool.run(lambda c: reader.stream_state(c, stream_uuid))
+        if state is None or state[1] == 0:
             raise StreamNotFoundError(stream_uuid)
+        if state[3] is not None:
+            raise StreamDeletedError(stream_uuid)
+
+    # Stream info ------------------------------------------------------------------------------
+    def stream_info(self, stream_uuid: str) -> StreamInfo:
+        """A stream's version, creation and deletion times and status ("$all" too);
+        StreamNotFoundError if it has no events. A soft-deleted stream shows as "deleted"."""
+        check_name(stream_uuid, "stream_uuid")
+        if stream_uuid == checkpoints.ALL_STREAMS:
+            last = self._pool.run(reader.last_event_id)
+            return StreamInfo(stream_uuid, last, None, None, "created")
+        state = self._pool.run(lambda c: reader.stream_state(c, stream_uuid))
+        if state is None or state[1] == 0:
+            raise StreamNotFoundError(stream_uuid)
+        return _stream_info(state)
+
+    def paginate_streams(
+        self,
+        *,
+        page_size: int = 50,
+        page_number: int = 1,
+        search: str | None = None,
+        sort_by: str = "stream_id",
+        sort_dir: str = "asc",
+    ) -> Page[StreamInfo]:
+        """One page of the streams (soft-deleted ones included, never "$all"), optionally
+        those whose stream_uuid contains `search` (case-insensitive), sorted by `sort_by`."""
+        check_count(page_size, "page_size")
+        check_count(page_number, "page_number")
+        check_optional_text(search, "search")
+        field, descending = check_sort(sort_by, sort_dir)
+        total, rows = self._pool.run(
+            lambda c: stream_pages.page(
+                c,
+                page_size=page_size,
+                page_number=page_number,
+                search=search,
+                sort_by=field,
+                descending=descending,
+            )
+        )
+        return Page(
+            entries=[_stream_info(row) for row in rows],
+            page_number=page_number,
+            page_size=page_size,
+            total_entries=total,
+            total_pages=-(-total // page_size),
+        )
 
     # Subscriptions ----------------------------------------------------------------------------
     def subscribe_to_stream(
@@ -476,19 +639,39 @@ def _stop_actor(ref: pykka.ActorRef[Any]) -> None:
         pass
 
 
-def _paged(
-    read: Callable[[int], list[RecordedEvent]],
-    start: int,
-    batch_size: int,
-    position: Callable[[RecordedEvent], int],
-) -> Iterator[RecordedEvent]:
-    """Yield batches of `read(start)`, advancing from the last position actually returned."""
-    while True:
-        batch = read(start)
-        yield from batch
-        if len(batch) < batch_size:
-            return
-        start = position(batch[-1]) + 1
+@dataclasses.dataclass(frozen=True)
+class _Range:
+    """One all-streams read: from `start` (inclusive) towards `end`, at most `count` events."""
+
+    start: int
+    count: int
+    backward: bool = False
+    end: int | None = None  # None: no bound (forward: `stop`; backward: down to the first)
+    event_types: tuple[str, ...] | None = None
+    stream_prefix: str | None = None
+
+    def filtered(self, event_types: Any, stream_prefix: Any) -> _Range:
+        """This range with the filters, checked: bad values raise here, before any read."""
+        return dataclasses.replace(
+            self,
+            event_types=check_event_types(event_types),
+            stream_prefix=check_stream_prefix(stream_prefix),
+        )
+
+
+def _from_last(start: int) -> int:
+    """A backward read's start position: -1 means from the last event."""
+    return reader.MAX_POSITION if start == -1 else start
+
+
+def _stop(stop: Any) -> int | None:
+    return None if stop is None else check_position(stop, "stop")
+
+
+def _stream_info(row: reader.StreamRow) -> StreamInfo:
+    stream_uuid, version, created_at, deleted_at = row
+    status = "created" if deleted_at is None else "deleted"
+    return StreamInfo(stream_uuid, version, created_at, deleted_at, status)
 
 
 def _check_installed(settings: Settings) -> None:

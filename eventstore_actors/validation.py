@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
+
+from .streams import SORT_FIELDS
 
 __all__ = [
     "MAX_NAME_BYTES",
+    "check_backward_start",
     "check_count",
+    "check_event_types",
     "check_name",
     "check_optional_name",
     "check_optional_text",
     "check_position",
+    "check_sort",
+    "check_stream_prefix",
     "check_text",
 ]
 
@@ -91,3 +98,41 @@ def check_count(value: Any, name: str) -> int:
     if value < 1:
         raise ValueError(f"{name} must be >= 1, got {value}")
     return int(value)
+
+
+def check_backward_start(value: Any, name: str) -> int:
+    """A backward read's start: -1 (from the last event) or an int >= 0."""
+    if isinstance(value, int) and not isinstance(value, bool) and value == -1:
+        return -1
+    try:
+        return check_position(value, name)
+    except ValueError:
+        raise ValueError(f"{name} must be -1 (from the last event) or >= 0, got {value}") from None
+
+
+def check_event_types(value: Any) -> tuple[str, ...] | None:
+    """None (every type) or a non-empty collection of event type names (not a bare str)."""
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes)) or not isinstance(value, Collection):
+        raise TypeError(
+            f"event_types must be a collection of str or None, got {type(value).__qualname__}"
+        )
+    types = tuple(check_name(t, "event_types item") for t in value)
+    if not types:
+        raise ValueError("event_types must not be empty (None means every type)")
+    return types
+
+
+def check_stream_prefix(value: Any) -> str | None:
+    """None (every stream) or a non-empty name: matched literally, wildcards and all."""
+    return None if value is None else check_name(value, "stream_prefix")
+
+
+def check_sort(sort_by: Any, sort_dir: Any) -> tuple[str, bool]:
+    """(sort field, descending?) for paginate_streams."""
+    if not isinstance(sort_by, str) or sort_by not in SORT_FIELDS:
+        raise ValueError(f"sort_by must be one of {', '.join(SORT_FIELDS)}, got {sort_by!r}")
+    if not isinstance(sort_dir, str) or sort_dir not in ("asc", "desc"):
+        raise ValueError(f"sort_dir must be 'asc' or 'desc', got {sort_dir!r}")
+    return sort_by, sort_dir == "desc"

@@ -1,8 +1,9 @@
 """Growth: append and read cost with few versus many events stored; peak RSS of a replay.
 
 At each size (10k and 1M by default) one writer makes 100-event appends to new streams and one
-reader reads whole 100-event streams, through the API and raw; the figure is the median cost
-per op at the large size over that at the small one. Then a separate process replays every
+reader reads whole 100-event streams, and the last 10 events of the store backward, through
+the API and raw; the figure is the median cost per op at the large size over that at the small
+one (and, for the backward read, its cost at the large size). Then a separate process replays every
 stored event through `stream_all_forward` (raw: keyset pages) and reports its peak RSS, which
 must not grow with the store.
 """
@@ -25,9 +26,13 @@ from ..results import Result, Target
 __all__ = ["growth_steps", "run_growth"]
 
 BATCH = 100
+#: Events of the backward read: the last 10 of the whole store.
+LAST = 10
 APPEND_TARGET = Target("api<=", 1.3, "<= 1.3x")
 #: Not in the issue's table: the bench's own reading of "bounded, not growing with the store".
 RSS_TARGET = Target("api<=", 1.25, "<= 1.25x (bounded)")
+#: An index range scan: the last events cost the same however many are stored.
+LAST_TARGET = Target("api<=", 1.5, "<= 1.5x (no scan)")
 
 
 def growth_steps(ctx: Context) -> int:
@@ -58,12 +63,14 @@ def _costs(ctx: Context, streams: list[str]) -> dict[str, Any]:
             lambda i: raw.append(conn, f"g-{uuid.uuid4().hex}", 0, pairs, EVENT_TYPE, channel),
         )
         out["raw_read_us"] = _timed(reads, lambda i: raw.read_stream(conn, picks[i], 0, BATCH))
+        out["raw_last_us"] = _timed(reads, lambda i: raw.read_last(conn, LAST))
     with ctx.store() as store:
         events = api_events(BATCH)
         out["api_append_us"] = _timed(
             ops, lambda i: store.append_to_stream(f"g-{uuid.uuid4().hex}", 0, events)
         )
         out["api_read_us"] = _timed(reads, lambda i: store.read_stream_forward(picks[i], 0, BATCH))
+        out["api_last_us"] = _timed(reads, lambda i: store.read_all_streams_backward(-1, LAST))
     return out
 
 
@@ -126,6 +133,27 @@ def run_growth(ctx: Context) -> list[Result]:
             "x",
             growth("api_read_us"),
             growth("raw_read_us"),
+            higher_is_better=False,
+        ),
+        Result(
+            "growth",
+            f"backward read of the last {LAST} events, {l_label} stored (us)",
+            "us",
+            float(at_large["api_last_us"]),
+            float(at_large["raw_last_us"]),
+            higher_is_better=False,
+            extra={
+                "small_api_us": at_small["api_last_us"],
+                "small_raw_us": at_small["raw_last_us"],
+            },
+        ),
+        Result(
+            "growth",
+            f"backward read of the last {LAST} events, {vs}",
+            "x",
+            growth("api_last_us"),
+            growth("raw_last_us"),
+            target=LAST_TARGET,
             higher_is_better=False,
         ),
         Result(

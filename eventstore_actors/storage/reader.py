@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
+from functools import cache
 from typing import Any
 
 import psycopg
@@ -16,10 +17,15 @@ from ..sql import statement
 __all__ = [
     "MAX_POSITION",
     "Row",
+    "StreamRow",
+    "all_query",
     "decode",
     "last_event_id",
+    "like_escape",
     "read_all",
     "read_stream",
+    "stream_query",
+    "stream_state",
     "stream_version",
 ]
 
@@ -32,32 +38,106 @@ Row = tuple[
     int, str, int, str, str | None, str | None, bytes, bytes | None, datetime, uuid.UUID, int
 ]
 
+#: A streams row: stream_uuid, stream_version, created_at, deleted_at (None: not deleted).
+StreamRow = tuple[str, int, datetime, datetime | None]
+
 #: Larger than any event_id or stream_version.
 MAX_POSITION = 2**63 - 1
 
 Conn = psycopg.Connection[Any]
 
 
-def read_stream(conn: Conn, stream_uuid: str, start_version: int, count: int) -> list[Row]:
-    """Up to `count` events of one stream from `start_version` on (empty: none there)."""
+def read_stream(
+    conn: Conn,
+    stream_uuid: str,
+    start_version: int,
+    count: int,
+    *,
+    backward: bool = False,
+    live_only: bool = False,
+) -> list[Row]:
+    """Up to `count` events of one stream from `start_version` on (inclusive), its own events
+    and the events it links to merged by position (event_number); empty: none there.
+
+    Backward reads go down from `start_version` (MAX_POSITION: from the last event). With
+    `live_only` a soft-deleted stream reads as no rows (the caller asks `stream_state` why).
+    """
     cur = conn.cursor(binary=True)
     cur.execute(
-        statement("read/stream_events"),
-        {"stream_uuid": stream_uuid, "start_version": start_version, "count": count},
+        stream_query(backward),
+        {
+            "stream_uuid": stream_uuid,
+            "start": start_version,
+            "count": count,
+            "live_only": live_only,
+        },
     )
     return cur.fetchall()  # type: ignore[return-value]  # the columns of Row
 
 
 def read_all(
-    conn: Conn, start_event_id: int, count: int, end_event_id: int = MAX_POSITION
+    conn: Conn,
+    start_event_id: int,
+    count: int,
+    end_event_id: int | None = None,
+    *,
+    backward: bool = False,
+    event_types: Sequence[str] | None = None,
+    stream_prefix: str | None = None,
 ) -> list[Row]:
-    """Up to `count` events of every stream with start_event_id <= event_id <= end_event_id."""
+    """Up to `count` events of every stream with start_event_id <= event_id <= end_event_id,
+    in event_id order; gaps (hard-deleted events) are skipped.
+
+    Backward: event_ids from `start_event_id` down to `end_event_id` (default 0), descending
+    (MAX_POSITION as the start: from the last event). `event_types` and `stream_prefix`
+    filter in the database; `count` counts the events returned.
+    """
+    if backward:
+        low, high = (0 if end_event_id is None else end_event_id), start_event_id
+    else:
+        low, high = start_event_id, (MAX_POSITION if end_event_id is None else end_event_id)
+    params: dict[str, Any] = {"low": low, "high": high, "count": count}
+    if event_types is not None:
+        params["event_types"] = list(event_types)
+    if stream_prefix is not None:
+        params["stream_pattern"] = like_escape(stream_prefix) + "%"
     cur = conn.cursor(binary=True)
-    cur.execute(
-        statement("read/all_events"),
-        {"start_event_id": start_event_id, "end_event_id": end_event_id, "count": count},
-    )
+    cur.execute(all_query(backward, event_types is not None, stream_prefix is not None), params)
     return cur.fetchall()  # type: ignore[return-value]  # the columns of Row
+
+
+@cache
+def stream_query(backward: bool) -> str:
+    """The text of a stream read in one direction (also for EXPLAIN in tests)."""
+    cmp, direction = ("<=", "DESC") if backward else (">=", "ASC")
+    return statement("read/stream_events").replace("{cmp}", cmp).replace("{dir}", direction)
+
+
+@cache
+def all_query(backward: bool, by_type: bool, by_prefix: bool) -> str:
+    """The text of an all-streams read: one statement per combination of filters, so the
+    unfiltered read stays the plain primary-key range scan."""
+    filters = ""
+    if by_type:
+        filters += "\n  AND e.event_type = ANY(%(event_types)s)"
+    if by_prefix:
+        filters += "\n  AND s.stream_uuid LIKE %(stream_pattern)s ESCAPE '\\'"
+    return (
+        statement("read/all_events")
+        .replace("{filters}", filters)
+        .replace("{dir}", "DESC" if backward else "ASC")
+    )
+
+
+def like_escape(text: str) -> str:
+    """`text` matched literally by LIKE/ILIKE ... ESCAPE '\\'."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def stream_state(conn: Conn, stream_uuid: str) -> StreamRow | None:
+    """The stream's row (uuid, version, created_at, deleted_at), or None: no such stream."""
+    row = conn.execute(statement("read/stream_state"), {"stream_uuid": stream_uuid}).fetchone()
+    return None if row is None else (str(row[0]), int(row[1]), row[2], row[3])  # type: ignore[misc]
 
 
 def stream_version(conn: Conn, stream_uuid: str) -> int | None:

@@ -1,6 +1,11 @@
+-- Events of every stream with low <= event_id <= high, in event_id order, at most `count`:
+-- one range scan of the events primary key (forward or backward), each row joined to its
+-- stream by primary key. Gaps left by hard-deleted events are simply not there.
+-- storage/reader.py fills in the optional conditions on the event type and the stream_uuid
+-- prefix, and the direction (ASC or DESC).
 SELECT e.event_id, s.stream_uuid, e.stream_version, e.event_type, e.correlation_id,
        e.causation_id, e.data, e.metadata, e.created_at, e.event_uuid, e.event_id
 FROM events AS e JOIN streams AS s ON s.stream_id = e.stream_id
-WHERE e.event_id >= %(start_event_id)s AND e.event_id <= %(end_event_id)s
-ORDER BY e.event_id
+WHERE e.event_id >= %(low)s AND e.event_id <= %(high)s{filters}
+ORDER BY e.event_id {dir}
 LIMIT %(count)s;
