@@ -97,7 +97,10 @@ class Outbox:
                 if not isinstance(outcome, Written):
                     _rollback_to_savepoint(conn)
                     raise outcome
-                conn.execute(f"RELEASE SAVEPOINT {_SAVEPOINT}", prepare=False)
+                if outcome.rows:
+                    conn.execute(f"RELEASE SAVEPOINT {_SAVEPOINT}", prepare=False)
+                else:  # a retry of a stored append: nothing to keep, not even the lock
+                    _rollback_to_savepoint(conn)
         except psycopg.Error as exc:
             if is_connection_loss(exc, conn):
                 raise unavailable(exc, outcome_unknown=committing) from None
