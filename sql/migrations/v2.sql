@@ -57,7 +57,8 @@ $$;
 -- stream not found, 5 stream deleted, 6 duplicate event UUIDs, 7 not written because another
 -- part of its unit failed. Checks run under the counter row lock, taken first and held to
 -- commit, and each statement of a plpgsql function sees every commit before it (READ
--- COMMITTED), so a check cannot race with another append. Only parts whose p_check is true
+-- COMMITTED), so a check cannot race with another append (a soft delete that does not take
+-- that lock is caught when the stream row is updated, see below). Only parts whose p_check is true
 -- (their caller gave event UUIDs) are looked up; store-assigned UUIDs are fresh. The
 -- search_path is fixed so that a caller's connection (appends in the caller's transaction)
 -- may call it schema-qualified whatever its own search_path.
@@ -127,7 +128,7 @@ BEGIN
             v_k := k - v_start + 1;
             SELECT s.stream_id, s.stream_version, s.deleted_at IS NOT NULL
             INTO v_id, v_version, v_deleted
-            FROM streams AS s WHERE s.stream_uuid = p_stream_uuids[k] FOR UPDATE;
+            FROM streams AS s WHERE s.stream_uuid = p_stream_uuids[k];
             IF NOT FOUND THEN
                 v_id := NULL;
                 v_version := 0;
@@ -218,7 +219,14 @@ BEGIN
                        p_event_uuids[v_off + o]
                 FROM generate_series(1, p_counts[k]) AS o;
                 UPDATE streams SET stream_version = v_ver[v_k] + p_counts[k]
-                WHERE stream_id = v_sid[v_k];
+                WHERE stream_id = v_sid[v_k] AND deleted_at IS NULL;
+                IF NOT FOUND THEN
+                    -- Soft-deleted since the check (by a writer that does not take the
+                    -- counter lock): nothing of this group commits; the store then retries
+                    -- each append alone, and this one meets the deleted stream.
+                    RAISE EXCEPTION 'stream % was deleted during the append', p_stream_uuids[k]
+                        USING ERRCODE = 'integrity_constraint_violation';
+                END IF;
                 status := 0;
                 first_event_id := v_last + 1;
                 last_event_id := v_last + p_counts[k];
