@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from eventstore_actors import ANY_VERSION, StreamAppend
@@ -73,8 +74,8 @@ def run_any_appends(ctx: Context) -> list[Result]:
         raw_s, api_s, runs = _best(
             ctx,
             f"ANY_VERSION appends, {writers} writers",
-            lambda w=writers, n=per_writer: _any_raw(ctx, w, n),
-            lambda w=writers, n=per_writer: _any_api(ctx, w, n),
+            partial(_any_raw, ctx, writers, per_writer),
+            partial(_any_api, ctx, writers, per_writer),
         )
         events = writers * per_writer
         results.append(
@@ -130,8 +131,8 @@ def run_multi_appends(ctx: Context) -> list[Result]:
         raw_s, api_s, runs = _best(
             ctx,
             f"append_to_streams, {writers} writers",
-            lambda w=writers, n=per_writer: _multi_raw(ctx, w, n),
-            lambda w=writers, n=per_writer: _multi_api(ctx, w, n),
+            partial(_multi_raw, ctx, writers, per_writer),
+            partial(_multi_api, ctx, writers, per_writer),
         )
         calls = writers * per_writer
         plural = "s" if writers > 1 else ""
