@@ -21,6 +21,8 @@ __all__ = [
     "RawConflict",
     "RawEvent",
     "append",
+    "append_any",
+    "append_two",
     "channel",
     "decode_rows",
     "read_all",
@@ -78,6 +80,18 @@ s AS (
   WHERE stream_uuid = %(stream)s AND stream_version = %(expected)s
   RETURNING stream_id),"""
     + _APPEND_TAIL
+)
+
+
+_APPEND_ANY = (
+    _COUNTER_CTE
+    + """
+s AS (
+  INSERT INTO streams (stream_uuid, stream_version) VALUES (%(stream)s, %(n)s)
+  ON CONFLICT (stream_uuid) DO UPDATE SET stream_version = streams.stream_version + %(n)s
+  WHERE streams.deleted_at IS NULL
+  RETURNING stream_id, stream_version - %(n)s AS version),"""
+    + _APPEND_TAIL.replace("%(expected)s + u.ord", "s.version + u.ord")
 )
 
 
@@ -200,6 +214,61 @@ def _append_copy(
             "SELECT pg_notify(%s, %s)", (notify_channel, f"{base + 1},{base + n}"), prepare=True
         )
         conn.execute("COMMIT")
+
+
+def append_any(
+    conn: Conn, stream_uuid: str, events: Sequence[RawEvent], event_type: str, notify_channel: str
+) -> None:
+    """Append at whatever version the stream is (ANY_VERSION): one round trip, creating the
+    stream or advancing it under the counter lock."""
+    params = {
+        "n": len(events),
+        "stream": stream_uuid,
+        "type": event_type,
+        "data": [_encode(d).encode() for d, _ in events],
+        "metadata": [_encode(m).encode() for _, m in events],
+        "channel": notify_channel,
+    }
+    try:
+        with conn.pipeline():
+            conn.execute("BEGIN")
+            conn.execute(_APPEND_ANY, params, prepare=True)
+            conn.execute("COMMIT")
+    except BaseException:
+        _rollback(conn)
+        raise
+
+
+def append_two(
+    conn: Conn,
+    appends: Sequence[tuple[str, int, Sequence[RawEvent]]],
+    event_type: str,
+    notify_channel: str,
+) -> None:
+    """Append to several streams in one transaction, all or nothing: one round trip (each
+    stream's statement locks and advances the counter; RawConflict on a stale version)."""
+    try:
+        with conn.pipeline():
+            conn.execute("BEGIN")
+            for stream_uuid, expected_version, events in appends:
+                params = {
+                    "n": len(events),
+                    "stream": stream_uuid,
+                    "expected": expected_version,
+                    "type": event_type,
+                    "data": [_encode(d).encode() for d, _ in events],
+                    "metadata": [_encode(m).encode() for _, m in events],
+                    "channel": notify_channel,
+                }
+                query = _APPEND_NEW if expected_version == 0 else _APPEND_EXISTING
+                conn.execute(query, params, prepare=True)
+            conn.execute("COMMIT")
+    except (psycopg.errors.UniqueViolation, psycopg.errors.NotNullViolation):
+        _rollback(conn)
+        raise RawConflict(appends[0][0]) from None
+    except BaseException:
+        _rollback(conn)
+        raise
 
 
 _SELECT = (

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 __all__ = ["PRESETS", "Sizes"]
@@ -27,6 +27,10 @@ class Sizes:
     growth_large: int
     #: timed operations per side at each growth size (100-event appends, 100-event reads).
     growth_ops: int
+    #: writers -> single-event ANY_VERSION appends per writer, all to one stream.
+    any_appends: dict[int, int] = field(default_factory=lambda: {10: 20})
+    #: writers -> append_to_streams calls per writer (one event to each of two streams).
+    multi_appends: dict[int, int] = field(default_factory=lambda: {1: 20, 10: 4})
     #: Throughput workloads run this many times per side, alternating; the best time counts.
     repeats: int = 1
 
@@ -51,6 +55,8 @@ PRESETS: dict[str, Sizes] = {
         growth_small=10_000,
         growth_large=1_000_000,
         growth_ops=50,
+        any_appends={10: 150},
+        multi_appends={1: 1000, 10: 100},
         repeats=3,
     ),
     "quick": Sizes(
@@ -63,6 +69,8 @@ PRESETS: dict[str, Sizes] = {
         growth_small=5_000,
         growth_large=100_000,
         growth_ops=30,
+        any_appends={10: 40},
+        multi_appends={1: 300, 10: 30},
     ),
     "smoke": Sizes(
         append_rounds={1: 3, 10: 1, 100: 1},
@@ -74,5 +82,7 @@ PRESETS: dict[str, Sizes] = {
         growth_small=500,
         growth_large=2_000,
         growth_ops=3,
+        any_appends={10: 2},
+        multi_appends={1: 5, 10: 1},
     ),
 }

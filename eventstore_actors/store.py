@@ -13,6 +13,7 @@ from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
+import psycopg
 import pykka
 import structlog
 
@@ -31,14 +32,25 @@ from .errors import (
     StreamNotFoundError,
     SubscriptionAlreadyExistsError,
 )
-from .events import EventData, RecordedEvent, SnapshotData, type_name
+from .events import (
+    NIL_UUID,
+    AppendResult,
+    EventData,
+    ExpectedVersion,
+    RecordedEvent,
+    SnapshotData,
+    StreamAppend,
+    type_name,
+)
 from .notifications.publisher import PublisherActor
 from .serialization import JsonSerializer, Serializer
-from .storage import checkpoints, reader, snapshots
+from .storage import checkpoints, outbox, reader, snapshots
 from .storage import schema as schema_ops
 from .storage import stream_info as stream_pages
-from .storage.appender import AppendRequest, NewEvent
+from .storage.appender import AppendRequest, NewEvent, StreamWrite
 from .storage.connection import ReadPool, connect
+from .storage.outbox import Outbox, check_connection
+from .storage.uuids import new_uuids
 from .streams import Page, StreamInfo
 from .subscriptions.actor import Ack, SubscriptionActor, SubscriptionSpec
 from .subscriptions.messages import Subscription
@@ -46,6 +58,8 @@ from .validation import (
     check_backward_start,
     check_count,
     check_event_types,
+    check_event_uuid,
+    check_expected_version,
     check_name,
     check_optional_name,
     check_optional_text,
@@ -83,6 +97,8 @@ class EventStore:
         self._ticker = Ticker(self._registry, "subscription:", settings.tick_interval)
         self._stop_lock = threading.Lock()
         self._stopped = False
+        self._outbox_lock = threading.Lock()
+        self._outbox_appender: Outbox | None = None
         self.log = log.bind(schema=settings.schema)
 
     # Starting and stopping --------------------------------------------------------------------
@@ -179,19 +195,72 @@ class EventStore:
 
     # Writing ----------------------------------------------------------------------------------
     def append_to_stream(
-        self, stream_uuid: str, expected_version: int, events: Sequence[EventData]
-    ) -> None:
-        """Append `events` atomically if the stream is at `expected_version` (0: new stream)."""
+        self,
+        stream_uuid: str,
+        expected_version: int | ExpectedVersion,
+        events: Sequence[EventData],
+        *,
+        conn: psycopg.Connection[Any] | None = None,
+    ) -> AppendResult | None:
+        """Append `events` atomically if the stream matches `expected_version` (an int, or
+        ANY_VERSION, NO_STREAM, STREAM_EXISTS); where they went, or None for no events.
+
+        With `conn`, in that connection's current transaction (see `storage.outbox`).
+        """
+        write = self._write(stream_uuid, expected_version, events, "events")
+        if conn is not None:
+            check_connection(conn)
+        if write is None:
+            return None
+        request = AppendRequest([write], given_uuids=_given_uuids([write]))
+        return self._append(request, conn)[0]
+
+    def append_to_streams(
+        self,
+        appends: Sequence[StreamAppend],
+        *,
+        conn: psycopg.Connection[Any] | None = None,
+    ) -> list[AppendResult]:
+        """Append to several streams all or nothing, each checked against its own expected
+        version; event_ids are contiguous over the call, in the order given."""
+        if isinstance(appends, (str, bytes, Mapping)) or not isinstance(appends, Sequence):
+            raise TypeError("appends must be a sequence of StreamAppend")
+        writes: list[StreamWrite] = []
+        seen: set[str] = set()
+        for item in appends:
+            if not isinstance(item, StreamAppend):
+                raise TypeError(
+                    f"appends must hold StreamAppend instances, got {type(item).__qualname__}"
+                )
+            write = self._write(item.stream_uuid, item.expected_version, item.events, "events")
+            if write is None:
+                raise ValueError(f"the append to stream {item.stream_uuid!r} has no events")
+            if write.stream_uuid in seen:
+                raise ValueError(
+                    f"stream {write.stream_uuid!r} appears twice: append to a stream once per call"
+                )
+            seen.add(write.stream_uuid)
+            writes.append(write)
+        if conn is not None:
+            check_connection(conn)
+        if not writes:
+            return []
+        request = AppendRequest(writes, given_uuids=_given_uuids(writes))
+        return self._append(request, conn)
+
+    def _write(
+        self, stream_uuid: Any, expected_version: Any, events: Any, what: str
+    ) -> StreamWrite | None:
+        """One stream's append, checked and serialized (None: no events)."""
         check_name(stream_uuid, "stream_uuid")
         if stream_uuid == checkpoints.ALL_STREAMS:
             raise CannotAppendToAllStreamError()
-        check_position(expected_version, "expected_version")
+        expected = check_expected_version(expected_version)
         if isinstance(events, (str, bytes, Mapping)) or not isinstance(events, Sequence):
-            raise TypeError("events must be a sequence of EventData")
+            raise TypeError(f"{what} must be a sequence of EventData")
         if not events:
-            return
-        request = AppendRequest(stream_uuid, expected_version, [self._serialize(e) for e in events])
-        self._append(request)
+            return None
+        return StreamWrite(stream_uuid, expected, [self._serialize(e) for e in events])
 
     def _serialize(self, event: Any) -> NewEvent:
         if not isinstance(event, EventData):
@@ -200,6 +269,7 @@ class EventStore:
         check_name(event_type, "event_type")
         if event.metadata is not None and not isinstance(event.metadata, Mapping):
             raise TypeError("metadata must be a mapping or None")
+        given = check_event_uuid(event.event_uuid)
         serialize = self._settings.serializer.serialize
         data = serialize(event.data)
         metadata = None if event.metadata is None else serialize(dict(event.metadata))
@@ -211,9 +281,15 @@ class EventStore:
             check_optional_name(event.causation_id, "causation_id"),
             data,
             metadata,
+            given if given is not None else _NO_UUID,
         )
 
-    def _append(self, request: AppendRequest) -> None:
+    def _append(
+        self, request: AppendRequest, conn: psycopg.Connection[Any] | None = None
+    ) -> list[AppendResult]:
+        _assign_uuids(request)
+        if conn is not None:
+            return self._outbox().append(conn, request)
         timeout = self._settings.call_timeout
         for attempt in (1, 2):
             writer = self._registry.get("writer", timeout)
@@ -229,12 +305,24 @@ class EventStore:
                     "the writer did not answer in time", outcome_unknown=True
                 ) from None
             try:
-                decided.get(timeout=timeout)
+                results: list[AppendResult] = decided.get(timeout=timeout)
             except pykka.Timeout:
                 raise StoreUnavailableError(
                     "the append was not decided in time", outcome_unknown=True
                 ) from None
-            return
+            return results
+        raise AssertionError("unreachable")
+
+    def _outbox(self) -> Outbox:
+        """The appender on callers' connections, made on first use (it needs one query to
+        identify the store's database)."""
+        with self._outbox_lock:
+            if self._outbox_appender is None:
+                found = self._pool.run(outbox.fingerprint)
+                self._outbox_appender = Outbox(
+                    self._settings.schema, self._settings.channel, self._origin, found
+                )
+            return self._outbox_appender
 
     # Reading ----------------------------------------------------------------------------------
     def read_stream_forward(
@@ -625,6 +713,27 @@ class EventStore:
             )
         except (pykka.ActorDeadError, pykka.Timeout):
             raise StoreUnavailableError("the event store's supervisor is not running") from None
+
+
+#: Stands for "the store assigns it" in a NewEvent until _assign_uuids replaces it.
+_NO_UUID = NIL_UUID
+
+
+def _given_uuids(writes: list[StreamWrite]) -> bool:
+    """Whether the caller gave any event_uuid; ValueError when one is given twice."""
+    given = [ev.event_uuid for w in writes for ev in w.events if ev.event_uuid is not _NO_UUID]
+    if len(set(given)) != len(given):
+        raise ValueError("the same event_uuid is given to several events of one call")
+    return bool(given)
+
+
+def _assign_uuids(request: AppendRequest) -> None:
+    """Fresh time-ordered UUIDs for the events the caller gave none."""
+    for write in request.writes:
+        events = write.events
+        missing = [i for i, ev in enumerate(events) if ev.event_uuid is _NO_UUID]
+        for i, fresh in zip(missing, new_uuids(len(missing)), strict=True):
+            events[i] = events[i]._replace(event_uuid=fresh)
 
 
 def _child_id(stream_uuid: str, name: str) -> str:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Collection
 from typing import Any
 
+from .events import ExpectedVersion
 from .streams import SORT_FIELDS
 
 __all__ = [
@@ -12,6 +14,8 @@ __all__ = [
     "check_backward_start",
     "check_count",
     "check_event_types",
+    "check_event_uuid",
+    "check_expected_version",
     "check_name",
     "check_optional_name",
     "check_optional_text",
@@ -136,3 +140,26 @@ def check_sort(sort_by: Any, sort_dir: Any) -> tuple[str, bool]:
     if not isinstance(sort_dir, str) or sort_dir not in ("asc", "desc"):
         raise ValueError(f"sort_dir must be 'asc' or 'desc', got {sort_dir!r}")
     return sort_by, sort_dir == "desc"
+
+
+def check_expected_version(value: Any, name: str = "expected_version") -> int | ExpectedVersion:
+    """An int >= 0 or one of ANY_VERSION, NO_STREAM, STREAM_EXISTS."""
+    if isinstance(value, ExpectedVersion):
+        return value
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(
+            f"{name} must be an int >= 0 or ANY_VERSION, NO_STREAM or STREAM_EXISTS, "
+            f"got {type(value).__qualname__}"
+        )
+    return check_position(value, name)
+
+
+def check_event_uuid(value: Any) -> uuid.UUID | None:
+    """None (the store assigns one) or a uuid.UUID other than the nil UUID."""
+    if value is None:
+        return None
+    if not isinstance(value, uuid.UUID):
+        raise TypeError(f"event_uuid must be a uuid.UUID or None, got {type(value).__qualname__}")
+    if value.int == 0:
+        raise ValueError("event_uuid must not be the nil UUID")
+    return value

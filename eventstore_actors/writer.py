@@ -26,7 +26,8 @@ from .actors.registry import Registry
 from .actors.supervised import Crash, SupervisedActor
 from .config import Settings
 from .errors import StoreUnavailableError
-from .storage.appender import Appender, AppendRequest, Outcome, StoredRow
+from .events import AppendResult
+from .storage.appender import Appender, AppendRequest, Outcome, StoredRow, Written
 from .storage.connection import connect, is_alive, reset_to_idle
 from .storage.deadline import guard
 
@@ -35,7 +36,8 @@ __all__ = ["Append", "Committed", "WriterActor"]
 
 @dataclass(frozen=True)
 class Append:
-    """Asked of the writer; the reply is a future that resolves once the append is decided."""
+    """Asked of the writer; the reply is a future that resolves once the append is decided:
+    one AppendResult per stream of the request, or the caller's error."""
 
     request: AppendRequest
 
@@ -53,6 +55,9 @@ class Committed:
 
 
 _FLUSH = _Flush()
+
+#: An append waiting for its group's commit, with the future its caller waits on.
+_Pending = tuple[AppendRequest, pykka.ThreadingFuture[list[AppendResult]]]
 
 #: Reconnect back-off: the first reconnect after a loss is immediate, later consecutive
 #: failures wait this long, doubling up to _BACKOFF_MAX seconds (calls meanwhile fail fast).
@@ -74,7 +79,7 @@ class WriterActor(SupervisedActor):
         self._settings = settings
         self._registry = registry
         self._conn: psycopg.Connection[Any] | None = None
-        self._pending: list[tuple[AppendRequest, pykka.ThreadingFuture[None]]] = []
+        self._pending: list[_Pending] = []
         self._flush_queued = False
         self._failures = 0  # consecutive connection losses or failed connects
         self._retry_at = 0.0  # monotonic time before which no reconnect is tried
@@ -132,7 +137,7 @@ class WriterActor(SupervisedActor):
 
     def handle(self, message: Any) -> Any:
         if isinstance(message, Append):
-            future: pykka.ThreadingFuture[None] = pykka.ThreadingFuture()
+            future: pykka.ThreadingFuture[list[AppendResult]] = pykka.ThreadingFuture()
             self._pending.append((message.request, future))
             if self.actor_inbox.empty():
                 self._flush()  # nobody else is waiting: commit now, no extra hop
@@ -146,14 +151,14 @@ class WriterActor(SupervisedActor):
             return None
         return super().handle(message)
 
-    def _take_batch(self) -> list[tuple[AppendRequest, pykka.ThreadingFuture[None]]]:
+    def _take_batch(self) -> list[_Pending]:
         limit = self._settings.max_batch_events
         count = 0
         taken = 0
         for request, _ in self._pending:
-            if taken and count + len(request.events) > limit:
+            if taken and count + request.size > limit:
                 break
-            count += len(request.events)
+            count += request.size
             taken += 1
         batch, self._pending = self._pending[:taken], self._pending[taken:]
         return batch
@@ -191,17 +196,17 @@ class WriterActor(SupervisedActor):
 
     def _settle(
         self,
-        batch: list[tuple[AppendRequest, pykka.ThreadingFuture[None]]],
+        batch: list[_Pending],
         outcomes: list[Outcome],
     ) -> None:
         """Answer each caller; hand what committed to the publisher, even when others failed."""
         committed: list[StoredRow] = []
         for (_, future), outcome in zip(batch, outcomes, strict=True):
-            if isinstance(outcome, Exception):
-                future.set_exception(exc_info=(type(outcome), outcome, None))
+            if isinstance(outcome, Written):
+                committed.extend(outcome.rows)
+                future.set(outcome.results)
             else:
-                committed.extend(outcome)
-                future.set(None)
+                future.set_exception(exc_info=(type(outcome), outcome, None))
         if committed and self._registry.has_prefix("subscription:"):
             # Only subscriptions need the rows; without any, the publisher is not woken (a
             # subscription that starts later reads storage itself, see PublisherActor).
@@ -213,6 +218,6 @@ class WriterActor(SupervisedActor):
                     pass  # a restarted publisher catches up from storage
 
 
-def _fail(batch: list[tuple[AppendRequest, pykka.ThreadingFuture[None]]], error: Exception) -> None:
+def _fail(batch: list[_Pending], error: Exception) -> None:
     for _, future in batch:
         future.set_exception(exc_info=(type(error), error, None))

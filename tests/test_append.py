@@ -14,6 +14,7 @@ import pytest
 from support.factory import event_ids, make_events, new_stream, versions
 
 from eventstore_actors import (
+    AppendResult,
     EventData,
     EventStore,
     EventStoreError,
@@ -32,7 +33,8 @@ def all_events(store: EventStore) -> list[RecordedEvent]:
 
 def test_append_single_event_to_new_stream(store: EventStore) -> None:
     stream = new_stream()
-    assert store.append_to_stream(stream, 0, make_events(1)) is None  # type: ignore[func-returns-value]
+    # Version 2: the call returns where the events went (version 1 returned None).
+    assert store.append_to_stream(stream, 0, make_events(1)) == AppendResult(stream, 1, 1, 1, 1)
 
     [event] = store.read_stream_forward(stream)
     assert isinstance(event, RecordedEvent)

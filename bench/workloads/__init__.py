@@ -11,6 +11,7 @@ from .appends import run_seed_appends, run_single_appends, seed_append_steps, si
 from .catchup import catchup_steps, run_catchup
 from .growth import growth_steps, run_growth
 from .latency import latency_steps, run_latency
+from .multi import any_append_steps, multi_append_steps, run_any_appends, run_multi_appends
 from .reads import read_all_steps, run_read_all, run_seed_reads, seed_read_steps
 
 __all__ = ["WORKLOADS", "Workload"]
@@ -45,6 +46,18 @@ WORKLOADS: dict[str, Workload] = {
             "single-event appends, 1 and 50 writers",
             single_append_steps,
             run_single_appends,
+        ),
+        Workload(
+            "any-append",
+            "ANY_VERSION single-event appends to one stream, 10 writers",
+            any_append_steps,
+            run_any_appends,
+        ),
+        Workload(
+            "multi-append",
+            "append_to_streams of 2 streams (one event each), 1 and 10 writers",
+            multi_append_steps,
+            run_multi_appends,
         ),
         Workload(
             "read-all",

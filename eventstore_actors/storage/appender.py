@@ -9,15 +9,17 @@ the last word on which of two racing appends wins.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
 
 import psycopg
 
-from ..errors import EventStoreError, StoreUnavailableError, WrongExpectedVersionError
-from ..events import NIL_UUID
+from ..errors import EventStoreError, StoreUnavailableError
+from ..events import AppendResult, ExpectedVersion
 from ..sql import statement
+from . import expected as exp
 from .connection import (
     database_error,
     is_connection_loss,
@@ -26,18 +28,48 @@ from .connection import (
     unavailable,
 )
 
-__all__ = ["AppendRequest", "Appender", "NewEvent", "StoredRow"]
+__all__ = [
+    "AppendRequest",
+    "Appender",
+    "NewEvent",
+    "Outcome",
+    "StoredRow",
+    "StreamWrite",
+    "Written",
+    "group_outcomes",
+    "group_params",
+]
 
-#: Batches up to this many events go through append_events() in one round trip; larger ones
-#: through COPY, which costs two more round trips but less per row.
+#: Batches up to this many events go through append_events_v2() in one round trip; larger
+#: ones through COPY, which costs two more round trips but less per row.
 SMALL_BATCH_EVENTS = 64
 
-_APPEND_NEW = statement("append/append_one").replace("{stream}", statement("append/stream_new"))
-_APPEND_EXISTING = statement("append/append_one").replace(
-    "{stream}", statement("append/stream_existing")
-)
+#: The unique index that makes event_uuid unique in the store (the idempotency backstop).
+UUID_CONSTRAINT = "events_event_uuid_key"
 
-_COPY_TYPES = ["int8", "int8", "int8", "text", "text", "text", "bytea", "bytea", "timestamptz"]
+
+def _one(stream: str) -> str:
+    return statement("append/append_one").replace("{stream}", statement(f"append/{stream}"))
+
+
+#: The one-statement append, by the kind of expected version.
+_APPEND_NEW = _one("stream_new")
+_APPEND_EXISTING = _one("stream_existing")
+_APPEND_EXISTS = _one("stream_exists")
+_APPEND_ANY = _one("stream_any")
+
+_COPY_TYPES = [
+    "int8",
+    "int8",
+    "int8",
+    "text",
+    "text",
+    "text",
+    "bytea",
+    "bytea",
+    "timestamptz",
+    "uuid",
+]
 
 
 class NewEvent(NamedTuple):
@@ -48,6 +80,7 @@ class NewEvent(NamedTuple):
     causation_id: str | None
     data: bytes
     metadata: bytes | None
+    event_uuid: uuid.UUID
 
 
 class StoredRow(NamedTuple):
@@ -62,27 +95,62 @@ class StoredRow(NamedTuple):
     data: bytes
     metadata: bytes | None
     created_at: datetime
-    #: NIL_UUID until appends store the UUIDs they are given (streams v2).
     event_uuid: uuid.UUID
     #: The position in the all-streams log (the publisher's view): event_id.
     event_number: int
 
 
 @dataclass(frozen=True, slots=True)
-class AppendRequest:
+class StreamWrite:
+    """One stream's part of an append."""
+
     stream_uuid: str
-    expected_version: int
+    expected_version: int | ExpectedVersion
     events: list[NewEvent]
 
 
-#: What one append came to: its committed rows, or the error its caller gets.
-Outcome = list[StoredRow] | EventStoreError
+@dataclass(frozen=True, slots=True)
+class AppendRequest:
+    """One caller's append: one or more streams, written all or nothing (never the same
+    stream twice). `given_uuids`: some event_uuid came from the caller, so earlier copies of
+    the events are looked up (idempotent retries); store-assigned UUIDs are fresh and skip
+    that lookup."""
+
+    writes: list[StreamWrite]
+    given_uuids: bool = False
+    size: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "size", sum(len(w.events) for w in self.writes))
+
+    @classmethod
+    def single(
+        cls,
+        stream_uuid: str,
+        expected_version: int | ExpectedVersion,
+        events: list[NewEvent],
+        given_uuids: bool = False,
+    ) -> AppendRequest:
+        return cls([StreamWrite(stream_uuid, expected_version, events)], given_uuids)
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """A decided append: where its events are (one result per stream, in the request's
+    order), and the rows it committed (none when it was a retry of a stored append)."""
+
+    results: list[AppendResult]
+    rows: list[StoredRow]
+
+
+#: What one append came to: written (or found already written), or the error its caller gets.
+Outcome = Written | EventStoreError
 
 
 class Appender:
     """Writes batches of append requests on one dedicated autocommit connection.
 
-    Database errors never escape `append`: each request gets its rows or a contract error.
+    Database errors never escape `append`: each request gets its outcome or a contract error.
     `connection_lost` tells the owner afterwards that the connection must be replaced.
     """
 
@@ -97,7 +165,7 @@ class Appender:
         self.connection_lost = False
 
     def append(self, requests: list[AppendRequest]) -> list[Outcome]:
-        """Commit every request that matches its expected version, in one transaction.
+        """Commit every request that matches its expected versions, in one transaction.
 
         When that transaction fails because of one request's data (a constraint, a trigger, a
         limit), every request is retried in a transaction of its own so that only the bad one
@@ -145,34 +213,40 @@ class Appender:
 
     def _rejected(self, req: AppendRequest, exc: psycopg.Error) -> EventStoreError:
         """The error for one request whose own transaction failed (nothing was stored)."""
-        if isinstance(exc, psycopg.errors.IntegrityError):
-            # Usually a concurrent append won the (stream, version) race: say so if the
-            # stream moved; otherwise the database refused the events themselves.
-            try:
-                conflict = self._conflict(req)
-            except psycopg.Error as lookup:
-                if is_connection_loss(lookup, self._conn):
-                    self.connection_lost = True
-                self._rollback()
-                return database_error(exc, "append")
-            if conflict.actual_version != (req.expected_version or None):
-                return conflict
+        if not isinstance(exc, psycopg.errors.IntegrityError):
+            return database_error(exc, "append")
+        if exc.diag.constraint_name == UUID_CONSTRAINT:
+            # Only reachable when a UUID was stored meanwhile by a writer that does not look
+            # UUIDs up (or collided): the unique index is the backstop.
+            return exp.duplicate(req.writes[0].stream_uuid)
+        # Usually a concurrent append won the (stream, version) race: say so if a stream
+        # no longer matches; otherwise the database refused the events themselves.
+        try:
+            for write in req.writes:
+                version, deleted = self._stream_state(write.stream_uuid)
+                error = exp.check(write.stream_uuid, write.expected_version, version, deleted)
+                if error is not None:
+                    return error
+        except psycopg.Error as lookup:
+            if is_connection_loss(lookup, self._conn):
+                self.connection_lost = True
+            self._rollback()
         return database_error(exc, "append")
 
-    def _conflict(self, req: AppendRequest) -> WrongExpectedVersionError:
+    def _stream_state(self, stream_uuid: str) -> tuple[int, bool]:
+        """The stream's version (0: missing) and whether it is soft-deleted."""
         row = self._conn.execute(
-            statement("read/stream_version"), {"stream_uuid": req.stream_uuid}
+            statement("append/stream_state"), {"stream_uuid": stream_uuid}
         ).fetchone()
-        version = int(row[0]) if row and row[0] else None
-        return WrongExpectedVersionError(req.stream_uuid, req.expected_version, version)
+        return (int(row[0]), bool(row[1])) if row else (0, False)
 
     def _append(self, requests: list[AppendRequest]) -> list[Outcome]:
         self._committing = False
-        count = sum(len(req.events) for req in requests)
+        count = sum(req.size for req in requests)
         if count > SMALL_BATCH_EVENTS:
             return self._append_copy(requests)
-        if len(requests) == 1:
-            return self._append_one(requests[0])
+        if len(requests) == 1 and len(requests[0].writes) == 1 and not requests[0].given_uuids:
+            return [self._append_one(requests[0].writes[0])]
         return self._append_group(requests)
 
     def _run_alone(self, query: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
@@ -185,52 +259,38 @@ class Appender:
         self._committing = True  # the statement and its commit are one
         return self._conn.execute(query, params, prepare=True).fetchall()
 
-    def _event_columns(self, events: list[NewEvent]) -> dict[str, Any]:
-        """The events as one array per column, and the notification's channel and origin."""
-        return {
-            "event_types": [ev.event_type for ev in events],
-            "correlation_ids": [ev.correlation_id for ev in events],
-            "causation_ids": [ev.causation_id for ev in events],
-            "data": [ev.data for ev in events],
-            "metadata": [ev.metadata for ev in events],
+    def _append_one(self, write: StreamWrite) -> Outcome:
+        """One stream, store-assigned UUIDs: one statement (append/append_one.sql)."""
+        expected = write.expected_version
+        if expected is ExpectedVersion.ANY_VERSION:
+            query = _APPEND_ANY
+        elif expected is ExpectedVersion.STREAM_EXISTS:
+            query = _APPEND_EXISTS
+        elif expected == 0 or expected is ExpectedVersion.NO_STREAM:
+            query = _APPEND_NEW
+        else:
+            query = _APPEND_EXISTING
+        params = {
+            "n": len(write.events),
+            "stream_uuid": write.stream_uuid,
+            "expected": exp.encode(expected),
+            **_event_columns(write.events),
             "channel": self._channel,
             "origin": self._origin,
         }
-
-    def _append_one(self, req: AppendRequest) -> list[Outcome]:
-        """One request, one statement (append/append_one.sql)."""
-        params = {
-            "n": len(req.events),
-            "stream_uuid": req.stream_uuid,
-            "expected": req.expected_version,
-            **self._event_columns(req.events),
-        }
-        query = _APPEND_NEW if req.expected_version == 0 else _APPEND_EXISTING
         try:
-            ((first_id, created_at, _),) = self._run_alone(query, params)
+            ((first_id, created_at, version, _),) = self._run_alone(query, params)
         except psycopg.errors.NotNullViolation:
             self._committing = False  # the statement failed: nothing was committed
-            return [self._conflict(req)]  # the stream was not at the expected version
-        return [_stored(req, first_id, req.expected_version, created_at)]
+            version, deleted = self._stream_state(write.stream_uuid)
+            return exp.failure(write.stream_uuid, expected, version, deleted)
+        rows = _stored(write, first_id, version, created_at)
+        return Written([_result(write.stream_uuid, rows)], rows)
 
     def _append_group(self, requests: list[AppendRequest]) -> list[Outcome]:
-        """Several requests, one call of append_events(), each checked on its own."""
-        params = {
-            "stream_uuids": [req.stream_uuid for req in requests],
-            "expected": [req.expected_version for req in requests],
-            "counts": [len(req.events) for req in requests],
-            **self._event_columns([ev for req in requests for ev in req.events]),
-        }
-        results = self._run_alone(statement("append/append_events"), params)
-        outcomes: list[Outcome] = []
-        for req, (_, first_id, version, created_at) in zip(requests, results, strict=True):
-            if first_id is None:
-                outcomes.append(
-                    WrongExpectedVersionError(req.stream_uuid, req.expected_version, version)
-                )
-            else:
-                outcomes.append(_stored(req, first_id, version - len(req.events), created_at))
-        return outcomes
+        """Several requests (or caller-given UUIDs), one call of append_events_v2()."""
+        params = group_params(requests, self._channel, self._origin)
+        return group_outcomes(requests, self._run_alone(statement("append/append_events"), params))
 
     def _rollback(self) -> None:
         """End any transaction a failure left open (best effort: a connection that cannot
@@ -238,20 +298,41 @@ class Appender:
         reset_to_idle(self._conn)
 
     def _append_copy(self, requests: list[AppendRequest]) -> list[Outcome]:
-        """Large batches, three round trips: lock and look up streams; binary COPY; advance
-        streams and counter, notify and COMMIT together. Any error rolls back (see append)."""
+        """Large batches, three round trips: lock, create and look up streams (and stored
+        UUIDs when callers gave some); binary COPY; advance streams and counter, notify and
+        COMMIT together. Any error rolls back (see append)."""
         conn = self._conn
-        uuids = list({req.stream_uuid for req in requests})
-        new_uuids = list({req.stream_uuid for req in requests if req.expected_version == 0})
+        writes = [write for req in requests for write in req.writes]
+        uuids = list({write.stream_uuid for write in writes})
+        new_uuids = list(
+            {
+                write.stream_uuid
+                for write in writes
+                if write.expected_version == 0
+                or write.expected_version is ExpectedVersion.NO_STREAM
+                or write.expected_version is ExpectedVersion.ANY_VERSION
+            }
+        )
+        given = [
+            ev.event_uuid
+            for req in requests
+            if req.given_uuids
+            for write in req.writes
+            for ev in write.events
+        ]
+        stored_cur = None
         with conn.pipeline():
             conn.execute("BEGIN")
             counter = conn.execute(statement("append/lock_counter"))
             if new_uuids:
                 conn.execute(statement("append/create_streams"), {"stream_uuids": new_uuids})
             found = conn.execute(statement("append/stream_versions"), {"stream_uuids": uuids})
+            if given:
+                stored_cur = conn.execute(statement("append/stored_events"), {"event_uuids": given})
             last_event_id, now = counter.fetchone()  # type: ignore[misc]
-            streams = {row[0]: (row[1], row[2]) for row in found.fetchall()}
-        outcomes, rows, versions = _assign(requests, streams, last_event_id, now)
+            streams = {row[0]: (row[1], row[2], row[3]) for row in found.fetchall()}
+            stored = {} if stored_cur is None else {r[0]: r[1:] for r in stored_cur.fetchall()}
+        outcomes, rows, versions = _assign(requests, streams, stored, last_event_id, now)
         if not rows:
             conn.execute("ROLLBACK")
             return outcomes
@@ -260,11 +341,16 @@ class Appender:
             for row in rows:
                 copy.write_row(row)
         last = rows[-1][0]
+        unused = [
+            sid for sid, version, _ in streams.values() if version == 0 and sid not in versions
+        ]
         with conn.pipeline():
             conn.execute(
                 statement("append/update_streams"),
                 {"stream_ids": list(versions), "stream_versions": list(versions.values())},
             )
+            if unused:
+                conn.execute(statement("append/drop_unused_streams"), {"stream_ids": unused})
             conn.execute(statement("append/update_counter"), {"last_event_id": last})
             conn.execute(
                 statement("append/notify"),
@@ -275,14 +361,78 @@ class Appender:
         return outcomes
 
 
+def _event_columns(events: Sequence[NewEvent]) -> dict[str, Any]:
+    """The events as one array per column."""
+    return {
+        "event_types": [ev.event_type for ev in events],
+        "correlation_ids": [ev.correlation_id for ev in events],
+        "causation_ids": [ev.causation_id for ev in events],
+        "data": [ev.data for ev in events],
+        "metadata": [ev.metadata for ev in events],
+        "event_uuids": [ev.event_uuid for ev in events],
+    }
+
+
+def group_params(requests: list[AppendRequest], channel: str, origin: str) -> dict[str, Any]:
+    """The arguments of append_events_v2 (append/append_events.sql) for these requests."""
+    writes: list[StreamWrite] = []
+    units: list[int] = []
+    check: list[bool] = []
+    for unit, req in enumerate(requests, start=1):
+        writes.extend(req.writes)
+        units.extend([unit] * len(req.writes))
+        check.extend([req.given_uuids] * len(req.writes))
+    return {
+        "stream_uuids": [w.stream_uuid for w in writes],
+        "expected": [exp.encode(w.expected_version) for w in writes],
+        "counts": [len(w.events) for w in writes],
+        "units": units,
+        "check": check,
+        **_event_columns([ev for w in writes for ev in w.events]),
+        "channel": channel,
+        "origin": origin,
+    }
+
+
+def group_outcomes(requests: list[AppendRequest], results: list[tuple[Any, ...]]) -> list[Outcome]:
+    """Each request's outcome from append_events_v2's rows (one per stream write, in order)."""
+    outcomes: list[Outcome] = []
+    rows_of = iter(results)
+    for req in requests:
+        error: EventStoreError | None = None
+        appended: list[AppendResult] = []
+        stored: list[StoredRow] = []
+        for write in req.writes:
+            _, status, first_id, last_id, first_version, actual, created_at = next(rows_of)
+            if status == exp.STATUS_OK:
+                rows = _stored(write, first_id, first_version - 1, created_at)
+                stored.extend(rows)
+                appended.append(_result(write.stream_uuid, rows))
+            elif status == exp.STATUS_REPLAYED:
+                appended.append(
+                    AppendResult(write.stream_uuid, first_version, actual, first_id, last_id)
+                )
+            elif error is None and status != exp.STATUS_SKIPPED:
+                error = exp.status_error(status, write.stream_uuid, write.expected_version, actual)
+        outcomes.append(error if error is not None else Written(appended, stored))
+    return outcomes
+
+
+def _result(stream_uuid: str, rows: list[StoredRow]) -> AppendResult:
+    return AppendResult(
+        stream_uuid, rows[0].stream_version, rows[-1].stream_version, rows[0][0], rows[-1][0]
+    )
+
+
 def _stored(
-    req: AppendRequest, first_id: int, version: int, created_at: datetime
+    write: StreamWrite, first_id: int, version: int, created_at: datetime
 ) -> list[StoredRow]:
-    """The rows of a committed request whose stream was at `version` before it."""
+    """The rows of a committed write whose stream was at `version` before it."""
+    stream_uuid = write.stream_uuid
     return [
         StoredRow(
             first_id + i,
-            req.stream_uuid,
+            stream_uuid,
             version + i + 1,
             ev.event_type,
             ev.correlation_id,
@@ -290,52 +440,113 @@ def _stored(
             ev.data,
             ev.metadata,
             created_at,
-            NIL_UUID,
+            ev.event_uuid,
             first_id + i,
         )
-        for i, ev in enumerate(req.events)
+        for i, ev in enumerate(write.events)
     ]
+
+
+def _replayed(
+    req: AppendRequest,
+    streams: dict[str, tuple[int, int, bool]],
+    stored: dict[uuid.UUID, tuple[int, int, int]],
+) -> list[AppendResult] | EventStoreError | None:
+    """For a request with caller-given UUIDs: the stored results when every event is already
+    stored as this very append (a retry), None when none is, else DuplicateEventError."""
+    found = 0
+    results: list[AppendResult] | None = []
+    for write in req.writes:
+        hits = [stored.get(ev.event_uuid) for ev in write.events]
+        present = [h for h in hits if h is not None]
+        found += len(present)
+        sid = streams.get(write.stream_uuid, (None, 0, False))[0]
+        if results is None or len(present) != len(hits):
+            results = None
+            continue
+        offsets = {version - i for i, (_, version, _) in enumerate(present)}
+        if len(offsets) != 1 or any(h_sid != sid for h_sid, _, _ in present):
+            results = None
+            continue
+        results.append(
+            AppendResult(
+                write.stream_uuid, present[0][1], present[-1][1], present[0][2], present[-1][2]
+            )
+        )
+    if found == 0:
+        return None
+    return results if results is not None else exp.duplicate(req.writes[0].stream_uuid)
 
 
 def _assign(
     requests: list[AppendRequest],
-    streams: dict[str, tuple[int, int]],
+    streams: dict[str, tuple[int, int, bool]],
+    stored: dict[uuid.UUID, tuple[int, int, int]],
     last_event_id: int,
     now: datetime,
 ) -> tuple[list[Outcome], list[tuple[Any, ...]], dict[int, int]]:
-    """Check each request's expected version against the locked state; number its events."""
+    """Check each request against the locked state (the same rules as append_events_v2);
+    number the events of those that hold. `streams`: stream_uuid -> (stream_id, version,
+    deleted), every stream of the batch that exists (a new stream's row was just created at
+    version 0); `stored`: event_uuid -> (stream_id, stream_version, event_id) of events
+    already stored under the UUIDs callers gave."""
     outcomes: list[Outcome] = []
     rows: list[tuple[Any, ...]] = []
     versions: dict[int, int] = {}
     next_id = last_event_id + 1
-    current = {uuid: version for uuid, (_, version) in streams.items()}
     for req in requests:
-        version = current.get(req.stream_uuid, 0)
-        if req.expected_version != version or req.stream_uuid not in streams:
-            outcomes.append(
-                WrongExpectedVersionError(req.stream_uuid, req.expected_version, version or None)
-            )
+        error: EventStoreError | None = None
+        for write in req.writes:
+            sid, version, deleted = streams.get(write.stream_uuid, (0, 0, False))
+            if deleted:
+                error = exp.check(write.stream_uuid, write.expected_version, version, deleted)
+                break
+        if error is None and req.given_uuids:
+            replay = _replayed(req, streams, stored)
+            if isinstance(replay, list):
+                outcomes.append(Written(replay, []))
+                continue
+            error = replay
+        if error is None:
+            for write in req.writes:
+                sid, version, deleted = streams.get(write.stream_uuid, (0, 0, False))
+                error = exp.check(write.stream_uuid, write.expected_version, version, deleted)
+                if error is None and write.stream_uuid not in streams:
+                    # Only expected versions that may create a stream had it created.
+                    error = exp.failure(write.stream_uuid, write.expected_version, 0, False)
+                if error is not None:
+                    break
+        if error is not None:
+            outcomes.append(error)
             continue
-        stream_id = streams[req.stream_uuid][0]
-        stored: list[StoredRow] = []
-        for offset, ev in enumerate(req.events, start=1):
-            row = StoredRow(
-                next_id,
-                req.stream_uuid,
-                version + offset,
-                ev.event_type,
-                ev.correlation_id,
-                ev.causation_id,
-                ev.data,
-                ev.metadata,
-                now,
-                NIL_UUID,
-                next_id,
-            )
-            stored.append(row)
-            rows.append((next_id, stream_id, *row[2:9]))
-            next_id += 1
-        current[req.stream_uuid] = version + len(req.events)
-        versions[stream_id] = current[req.stream_uuid]
-        outcomes.append(stored)
+        appended: list[AppendResult] = []
+        written: list[StoredRow] = []
+        for write in req.writes:
+            sid, version, deleted = streams[write.stream_uuid]
+            batch: list[StoredRow] = []
+            for offset, ev in enumerate(write.events, start=1):
+                row = StoredRow(
+                    next_id,
+                    write.stream_uuid,
+                    version + offset,
+                    ev.event_type,
+                    ev.correlation_id,
+                    ev.causation_id,
+                    ev.data,
+                    ev.metadata,
+                    now,
+                    ev.event_uuid,
+                    next_id,
+                )
+                batch.append(row)
+                rows.append((next_id, sid, *row[2:10]))
+                if req.given_uuids:
+                    stored[ev.event_uuid] = (sid, version + offset, next_id)
+                next_id += 1
+            version += len(write.events)
+            streams[write.stream_uuid] = (sid, version, deleted)
+            versions[sid] = version
+            appended.append(_result(write.stream_uuid, batch))
+            written.extend(batch)
+        outcomes.append(Written(appended, written))
     return outcomes, rows, versions

@@ -60,7 +60,7 @@ RELATIONS = (
     "links_stream_event_key",
     "links_event_id_idx",
 )
-FUNCTIONS = ("append_events", "refuse_event_change")
+FUNCTIONS = ("append_events", "append_events_v2", "refuse_event_change")
 
 #: The columns that tell the store's own schema_version table from another tool's
 #: (Flyway's, say, has a text `version`).

@@ -1,3 +1,3 @@
 UPDATE streams SET stream_version = stream_version + %(n)s
-WHERE stream_uuid = %(stream_uuid)s AND stream_version = %(expected)s
-RETURNING stream_id
+WHERE stream_uuid = %(stream_uuid)s AND stream_version = %(expected)s AND deleted_at IS NULL
+RETURNING stream_id, stream_version - %(n)s AS version

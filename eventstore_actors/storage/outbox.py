@@ -1,0 +1,147 @@
+"""Appends in the caller's own transaction (the outbox pattern): `conn=`.
+
+The events are written on the caller's psycopg connection, in its current transaction, by
+the same append_events_v2 function the writer uses, so every rule holds alike: expected
+versions, idempotent retries, the counter row lock taken first. That lock is held until the
+caller commits or rolls back: global order holds, and other appenders wait meanwhile.
+
+Nothing of the caller's session is changed: the SQL is schema-qualified (the function fixes
+its own search_path), nothing is prepared, results are read with a plain tuple row factory.
+Inside the caller's transaction the append runs under a savepoint, so a refused append (a
+wrong expected version, a duplicate) leaves that transaction usable and holding nothing of
+ours; the caller's transaction is never committed or rolled back here. Only an autocommit
+connection outside a transaction block gets a transaction of its own, committed at once.
+
+The NOTIFY is sent at the caller's commit with an origin that is not the store's writer's, so
+the store's listener reports it and subscribers receive the events after that commit.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import tuple_row
+
+from ..errors import EventStoreError, StoreUnavailableError
+from ..events import AppendResult
+from .appender import AppendRequest, Written, group_outcomes, group_params
+from .connection import database_error, is_connection_loss, unavailable
+
+__all__ = ["Outbox", "check_connection", "fingerprint"]
+
+_STATUS = psycopg.pq.TransactionStatus
+_SAVEPOINT = "eventstore_actors_append"
+_FINGERPRINT = "SELECT system_identifier, current_database() FROM pg_control_system()"
+
+
+def check_connection(conn: Any) -> psycopg.Connection[Any]:
+    """The caller's connection, refused (TypeError/ValueError) unless it can take an append
+    now. The database it is connected to is checked by `Outbox.append`."""
+    if not isinstance(conn, psycopg.Connection):
+        raise TypeError(f"conn must be a psycopg 3 Connection, got {type(conn).__qualname__}")
+    if conn.closed or conn.broken:
+        raise ValueError("conn is closed")
+    status = conn.info.transaction_status
+    if status == _STATUS.INERROR:
+        raise ValueError(
+            "conn is in a failed transaction: roll it back (or to a savepoint) before appending"
+        )
+    if status not in (_STATUS.IDLE, _STATUS.INTRANS):
+        raise ValueError("conn is busy (a query or COPY in progress on it)")
+    return conn
+
+
+class Outbox:
+    """Appends on callers' connections for one store (its schema, channel and database)."""
+
+    def __init__(self, schema: str, channel: str, origin: str, fingerprint: tuple[Any, ...]):
+        self._channel = channel
+        # Not the writer's origin: the store's own listener skips only that one.
+        self._origin = f"{origin}.outbox"
+        self._fingerprint = fingerprint
+        self._query = sql.SQL(
+            "SELECT part, status, first_event_id, last_event_id, first_version, "
+            "actual_version, created_at FROM {}.append_events_v2("
+            "%(stream_uuids)s, %(expected)s, %(counts)s, %(units)s, %(check)s, "
+            "%(event_uuids)s::uuid[], %(event_types)s, %(correlation_ids)s, "
+            "%(causation_ids)s, %(data)s, %(metadata)s, %(channel)s, %(origin)s)"
+        ).format(sql.Identifier(schema))
+        #: Connections already checked to reach the store's database (by backend pid).
+        self._checked: weakref.WeakKeyDictionary[psycopg.Connection[Any], int] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def append(self, conn: psycopg.Connection[Any], request: AppendRequest) -> list[AppendResult]:
+        """Write `request` in `conn`'s current transaction (see the module docstring)."""
+        params = group_params([request], self._channel, self._origin)
+        own = conn.autocommit and conn.info.transaction_status == _STATUS.IDLE
+        committing = False
+        try:
+            self._check_database(conn)
+            if own:
+                with conn.transaction():
+                    outcome = self._run(conn, request, params)
+                    if not isinstance(outcome, Written):
+                        raise outcome  # rolls the transaction back
+                    committing = True
+            else:
+                conn.execute(f"SAVEPOINT {_SAVEPOINT}", prepare=False)
+                try:
+                    outcome = self._run(conn, request, params)
+                except BaseException:
+                    _rollback_to_savepoint(conn)
+                    raise
+                if not isinstance(outcome, Written):
+                    _rollback_to_savepoint(conn)
+                    raise outcome
+                if outcome.rows:
+                    conn.execute(f"RELEASE SAVEPOINT {_SAVEPOINT}", prepare=False)
+                else:  # a retry of a stored append: nothing to keep, not even the lock
+                    _rollback_to_savepoint(conn)
+        except psycopg.Error as exc:
+            if is_connection_loss(exc, conn):
+                raise unavailable(exc, outcome_unknown=committing) from None
+            raise database_error(exc, "append") from None
+        return outcome.results
+
+    def _run(
+        self, conn: psycopg.Connection[Any], request: AppendRequest, params: dict[str, Any]
+    ) -> Written | EventStoreError:
+        with conn.cursor(row_factory=tuple_row) as cur:
+            rows = cur.execute(self._query, params, prepare=False).fetchall()
+        return group_outcomes([request], rows)[0]
+
+    def _check_database(self, conn: psycopg.Connection[Any]) -> None:
+        pid = conn.info.backend_pid
+        if self._checked.get(conn) == pid:
+            return
+        with conn.cursor(row_factory=tuple_row) as cur:
+            found = cur.execute(_FINGERPRINT, prepare=False).fetchone()
+        if found != self._fingerprint:
+            raise ValueError(
+                "conn is connected to another database than the event store's "
+                f"({conn.info.dbname!r} on {conn.info.host}:{conn.info.port}): nothing was written"
+            )
+        self._checked[conn] = pid
+
+
+def _rollback_to_savepoint(conn: psycopg.Connection[Any]) -> None:
+    """Undo our part of the caller's transaction, releasing the counter lock it took."""
+    if conn.closed or conn.broken:
+        return
+    try:
+        conn.execute(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}", prepare=False)
+        conn.execute(f"RELEASE SAVEPOINT {_SAVEPOINT}", prepare=False)
+    except psycopg.Error:
+        pass  # the caller's transaction is failed then: theirs to roll back
+
+
+def fingerprint(conn: psycopg.Connection[Any]) -> tuple[Any, ...]:
+    """What tells the store's database apart: the cluster's system identifier and the name."""
+    found = conn.execute(_FINGERPRINT).fetchone()
+    if found is None:
+        raise StoreUnavailableError("cannot identify the store's database")
+    return tuple(found)
