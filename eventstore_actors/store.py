@@ -371,7 +371,7 @@ class EventStore:
                     pass
 
         handle = Subscription(stream_uuid, name, ack)
-        control = Control(size)
+        control = Control(size, subscriber)
         spec = SubscriptionSpec(stream_uuid, name, subscriber, start_from, mapper, size, control)
         ready: pykka.ThreadingFuture[Subscription] = pykka.ThreadingFuture()
         settings = self._settings
@@ -401,7 +401,8 @@ class EventStore:
 
     def _start_subscription(self, child: ChildSpec, stream_uuid: str, name: str) -> None:
         """Start the child; a subscription of that name that is ending (its subscriber died,
-        it failed) is waited for briefly, so that a resubscribe right after works."""
+        it failed, it was unsubscribed from inside its tell()) is waited for briefly, so that
+        a resubscribe right after works."""
         deadline = time.monotonic() + _ENDING_WAIT
         while True:
             try:
@@ -411,8 +412,9 @@ class EventStore:
                 current = self._registry.peek(child.child_id)
                 control = self._registry.attachment(child.child_id)
                 ending = current is None or not current.is_alive()
-                if isinstance(control, Control) and control.closed:
-                    ending = True
+                if isinstance(control, Control):
+                    # Closed, or its subscriber died and the next tick will notice.
+                    ending = ending or control.closed or not subscriber_alive(control.subscriber)
                 if not ending or time.monotonic() >= deadline:
                     raise SubscriptionAlreadyExistsError(
                         f"subscription {name!r} on {stream_uuid!r} already has a subscriber"

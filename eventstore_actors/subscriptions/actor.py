@@ -265,7 +265,10 @@ class SubscriptionActor(SupervisedActor):
             self._sent_before = state.last_sent
         self._lock.drop()
         self.log.warning("subscription lost its lock connection; reconnecting", error=why)
-        self._retry_later()
+        if self._backoff == 0:
+            self._reconnect()  # at once the first time: a killed backend is back in ms
+        else:
+            self._retry_later()
 
     def _retry_later(self) -> None:
         self._lock.drop()
@@ -419,11 +422,15 @@ class SubscriptionActor(SupervisedActor):
                 self._reconnect()
             return
         self._flush_checkpoint()
-        if now >= self._next_health_check:
+        if now >= self._next_health_check:  # a round trip: also finds half-open sockets
             self._next_health_check = now + _HEALTH_INTERVAL
             self._lock.check()
+        elif not self._lock.alive():  # no round trip unless the socket has something to say
+            raise LockLost("the lock connection is gone")
 
     def _reconnect(self) -> None:
+        if self._backoff == 0:
+            self._backoff = self._settings.tick_interval  # the next failure waits
         try:
             self._connect_and_start()
         except (StoreUnavailableError, LockLost) as exc:

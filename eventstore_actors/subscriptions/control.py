@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import threading
 from enum import Enum
+from typing import Any
 
 __all__ = ["Admit", "Control"]
 
@@ -33,7 +34,8 @@ class Admit(Enum):
 class Control:
     """Thread-safe counters and end-of-life flags of one subscription (all its restarts)."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, subscriber: Any = None) -> None:
+        self.subscriber = subscriber  # lets a resubscribe see that this one is ending
         self._lock = threading.Lock()
         self._limit = max(1, limit)
         self._events = 0  # events queued in the actor's inbox (Published messages)
