@@ -7,7 +7,9 @@ subscriptions are supervised actors of their own. Every method is thread-safe.
 from __future__ import annotations
 
 import dataclasses
+import json
 import threading
+import time
 import uuid
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from types import TracebackType
@@ -18,6 +20,7 @@ import pykka
 import structlog
 
 from .actors.registry import Registry
+from .actors.supervised import on_own_thread
 from .actors.supervisor import ChildSpec, Supervisor
 from .actors.ticker import Ticker
 from .config import SEED_KEYS, Settings, redact, resolve_dsn
@@ -52,7 +55,14 @@ from .storage.connection import ReadPool, connect
 from .storage.outbox import Outbox, check_connection
 from .storage.uuids import new_uuids
 from .streams import Page, StreamInfo
-from .subscriptions.actor import Ack, SubscriptionActor, SubscriptionSpec
+from .subscriptions.actor import (
+    Ack,
+    SubscriptionActor,
+    SubscriptionSpec,
+    subscriber_alive,
+    tell_stopped,
+)
+from .subscriptions.control import Control
 from .subscriptions.messages import Subscription
 from .validation import (
     check_backward_start,
@@ -72,6 +82,9 @@ from .writer import Append, WriterActor
 __all__ = ["EventStore"]
 
 log = structlog.get_logger("eventstore_actors.store")
+
+#: Seconds a subscribe waits for an ending subscription of the same name to let go of it.
+_ENDING_WAIT = 1.0
 
 _SETTINGS_OPTIONS = {f.name for f in dataclasses.fields(Settings)} - {
     "dsn",
@@ -595,6 +608,8 @@ class EventStore:
             if max_size is None
             else check_count(max_size, "max_size")
         )
+        if not subscriber_alive(subscriber):
+            raise ValueError("the subscriber is not running (a stopped actor?)")
         child_id = _child_id(stream_uuid, name)
         registry = self._registry
 
@@ -607,29 +622,55 @@ class EventStore:
                     pass
 
         handle = Subscription(stream_uuid, name, ack)
-        spec = SubscriptionSpec(stream_uuid, name, subscriber, start_from, mapper, size)
+        control = Control(size, subscriber)
+        spec = SubscriptionSpec(stream_uuid, name, subscriber, start_from, mapper, size, control)
         ready: pykka.ThreadingFuture[Subscription] = pykka.ThreadingFuture()
         settings = self._settings
 
         def factory(sup: pykka.ActorRef[Any], cid: str, generation: int) -> pykka.ActorRef[Any]:
             first = ready if generation == 0 else None
-            return SubscriptionActor.start(sup, cid, settings, spec, handle, first)
+            return SubscriptionActor.start(sup, cid, settings, spec, handle, first, registry)
 
-        try:
-            ref = self._ask_supervisor("start_child", ChildSpec(child_id, factory))
-        except KeyError:
-            raise SubscriptionAlreadyExistsError(
-                f"subscription {name!r} on {stream_uuid!r} already has a subscriber"
-            ) from None
+        def on_give_up(reason: str) -> None:
+            told = control.close(reason)
+            if told is not None:  # no actor left to tell it; not from the supervisor's thread
+                threading.Thread(
+                    target=tell_stopped, args=(subscriber, handle, told), daemon=True
+                ).start()
+
+        child = ChildSpec(child_id, factory, on_give_up=on_give_up, attachment=control)
+        self._start_subscription(child, stream_uuid, name)
         try:
             subscription: Subscription = ready.get(timeout=self._settings.call_timeout)
             return subscription
         except pykka.Timeout:
-            self._forget_and_stop(child_id)
+            self._forget_and_stop(child_id, child)
             raise StoreUnavailableError("the subscription did not start in time") from None
         except BaseException:
-            _stop_actor(ref)
+            self._forget_and_stop(child_id, child)
             raise
+
+    def _start_subscription(self, child: ChildSpec, stream_uuid: str, name: str) -> None:
+        """Start the child; a subscription of that name that is ending (its subscriber died,
+        it failed, it was unsubscribed from inside its tell()) is waited for briefly, so that
+        a resubscribe right after works."""
+        deadline = time.monotonic() + _ENDING_WAIT
+        while True:
+            try:
+                self._ask_supervisor("start_child", child)
+                return
+            except KeyError:
+                current = self._registry.peek(child.child_id)
+                control = self._registry.attachment(child.child_id)
+                ending = current is None or not current.is_alive()
+                if isinstance(control, Control):
+                    # Closed, or its subscriber died and the next tick will notice.
+                    ending = ending or control.closed or not subscriber_alive(control.subscriber)
+                if not ending or time.monotonic() >= deadline:
+                    raise SubscriptionAlreadyExistsError(
+                        f"subscription {name!r} on {stream_uuid!r} already has a subscriber"
+                    ) from None
+                time.sleep(0.01)
 
     def ack(self, subscription: Subscription, acked: Sequence[Any] | RecordedEvent | int) -> None:
         """Acknowledge events of a subscription; same as `subscription.ack(acked)`."""
@@ -654,8 +695,12 @@ class EventStore:
     def delete_all_streams_subscription(self, subscription_name: str) -> None:
         self.delete_subscription(checkpoints.ALL_STREAMS, subscription_name)
 
-    def _forget_and_stop(self, child_id: str) -> None:
-        ref = self._ask_supervisor("forget_child", child_id)
+    def _forget_and_stop(self, child_id: str, only: ChildSpec | None = None) -> None:
+        """Unsubscribe: nothing more is told to the subscriber once this returns (or, called
+        from inside the subscriber's own tell(), once that tell returns)."""
+        ref, control = self._ask_supervisor("forget_child", child_id, only)
+        if isinstance(control, Control):
+            control.close(None)
         if ref is not None:
             _stop_actor(ref)
 
@@ -737,13 +782,20 @@ def _assign_uuids(request: AppendRequest) -> None:
 
 
 def _child_id(stream_uuid: str, name: str) -> str:
+    """Structured, so that ("order:1", "audit") and ("order", "1:audit") differ; the prefix
+    is how the registry, the ticker and the publisher find subscriptions."""
     check_name(name, "subscription_name")
-    return f"subscription:{stream_uuid}:{name}"
+    return "subscription:" + json.dumps([stream_uuid, name])
 
 
 def _stop_actor(ref: pykka.ActorRef[Any]) -> None:
+    """Stop `ref` and wait for it, unless called from its own thread (a subscriber's tell()
+    unsubscribing or stopping the store): then it stops once the current message is done."""
     try:
-        ref.stop(block=True, timeout=10.0)
+        if on_own_thread(ref):
+            ref.stop(block=False)
+        else:
+            ref.stop(block=True, timeout=10.0)
     except (pykka.ActorDeadError, pykka.Timeout):
         pass
 

@@ -7,6 +7,7 @@ API offers no way to crash an actor: the store's registry and the `Crash` messag
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -307,7 +308,7 @@ def test_crashed_subscription_actor_restarts_and_redelivers_unacked(
     assert [e.event_id for e in batch] == [1, 2, 3, 4]
     consumer.ack(2)
     wait_until(lambda: checkpoint(dsn, schema, ALL, "sub") == 2)
-    _crash(store, f"subscription:{ALL}:sub")
+    _crash(store, "subscription:" + json.dumps([ALL, "sub"]))
     again = consumer.take()
     assert [e.event_id for e in again] == [3, 4], "redelivered right after the checkpoint"
     consumer.ack(4)

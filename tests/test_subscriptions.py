@@ -10,6 +10,7 @@ each subscription trap in LESSONS.md.
 from __future__ import annotations
 
 import dataclasses
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -35,6 +36,7 @@ from eventstore_actors import (
     Subscribed,
     Subscription,
     SubscriptionAlreadyExistsError,
+    SubscriptionStopped,
 )
 
 ALL = "$all"
@@ -717,6 +719,9 @@ def test_store_stop_ends_subscriptions(store: EventStore) -> None:
         q.subscribed()
         store.stop()
         store.stop()  # idempotent
+        stopped = q.next()
+        assert isinstance(stopped, SubscriptionStopped), stopped
+        assert stopped.reason == "the event store stopped"
         q.nothing(0.1)
         with pytest.raises(StoreUnavailableError):
             store.subscribe_to_all_streams("late", QueueSubscriber())
@@ -743,7 +748,7 @@ class BlockingSubscriber(QueueSubscriber):
 
 
 def _subscription_ref(store: EventStore, stream: str, name: str) -> pykka.ActorRef[object]:
-    ref = store._registry.peek(f"subscription:{stream}:{name}")
+    ref = store._registry.peek("subscription:" + json.dumps([stream, name]))
     assert ref is not None
     return ref
 

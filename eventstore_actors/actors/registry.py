@@ -18,22 +18,34 @@ __all__ = ["Registry"]
 
 
 class Registry:
-    """Thread-safe map of child id -> live ActorRef, plus the store's failure state."""
+    """Thread-safe map of child id -> live ActorRef, plus the store's failure state.
+
+    Each entry may carry an attachment shared with the senders (a subscription's `Control`).
+    """
 
     def __init__(self) -> None:
         self._refs: dict[str, pykka.ActorRef[Any]] = {}
+        self._attachments: dict[str, Any] = {}
         self._cond = threading.Condition()
         self._closed_reason: str | None = None
 
-    def put(self, child_id: str, ref: pykka.ActorRef[Any]) -> None:
+    def put(self, child_id: str, ref: pykka.ActorRef[Any], attachment: Any = None) -> None:
         with self._cond:
             self._refs[child_id] = ref
+            if attachment is not None:
+                self._attachments[child_id] = attachment
             self._cond.notify_all()
 
     def remove(self, child_id: str, ref: pykka.ActorRef[Any] | None = None) -> None:
         with self._cond:
-            if ref is None or self._refs.get(child_id) is ref:
+            current = self._refs.get(child_id)
+            if (
+                ref is None
+                or current is ref
+                or (current is not None and current.actor_urn == ref.actor_urn)
+            ):
                 self._refs.pop(child_id, None)
+                self._attachments.pop(child_id, None)
 
     def close(self, reason: str) -> None:
         """No more actors: every waiting and later caller gets StoreUnavailableError(reason)."""
@@ -49,6 +61,10 @@ class Registry:
     def peek(self, child_id: str) -> pykka.ActorRef[Any] | None:
         """The current ref if there is one, without waiting."""
         return self._refs.get(child_id)
+
+    def attachment(self, child_id: str) -> Any:
+        """The attachment registered with `child_id`, or None."""
+        return self._attachments.get(child_id)
 
     def get(self, child_id: str, timeout: float) -> pykka.ActorRef[Any]:
         """The live ref of `child_id`, waiting up to `timeout` s for a restart to finish."""
@@ -76,3 +92,12 @@ class Registry:
         """Every current ref whose child id starts with `prefix` (e.g. all subscriptions)."""
         with self._cond:
             return [ref for cid, ref in self._refs.items() if cid.startswith(prefix)]
+
+    def members(self, prefix: str) -> list[tuple[pykka.ActorRef[Any], Any]]:
+        """(ref, attachment or None) of every child whose id starts with `prefix`."""
+        with self._cond:
+            return [
+                (ref, self._attachments.get(cid))
+                for cid, ref in self._refs.items()
+                if cid.startswith(prefix)
+            ]

@@ -7,6 +7,7 @@ by side (two connections, two lock holders). Here the exit report is sent only a
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -14,9 +15,18 @@ from typing import Any
 import pykka
 import structlog
 
-__all__ = ["ChildExited", "Crash", "SupervisedActor"]
+__all__ = ["ChildExited", "Crash", "SupervisedActor", "on_own_thread"]
 
 log = structlog.get_logger("eventstore_actors.actors")
+
+#: The urn of the supervised actor whose thread this is (unset in other threads).
+_current = threading.local()
+
+
+def on_own_thread(ref: pykka.ActorRef[Any]) -> bool:
+    """Whether the caller runs in `ref`'s own thread (e.g. a subscriber's `tell()` called by
+    its subscription actor): a blocking stop or ask of `ref` from there would wait on itself."""
+    return getattr(_current, "urn", None) == ref.actor_urn
 
 
 @dataclass(frozen=True)
@@ -52,9 +62,20 @@ class SupervisedActor(pykka.ThreadingActor):
     def cleanup(self) -> None:
         """Release every resource; must tolerate a partial setup. Runs exactly once."""
 
+    def after_exit(self) -> None:
+        """Runs last, after the supervisor was told: what may call back into the store (a
+        resubscribe must find the name free)."""
+
+    def register(self) -> None:
+        """Runs first in the actor's thread, before `setup`: a child that must be findable
+        before it can act (a subscription delivering events that are acked at once) puts
+        itself in the registry here."""
+
     # Pykka hooks ------------------------------------------------------------------------------
     def on_start(self) -> None:
+        _current.urn = self.actor_urn
         try:
+            self.register()
             self.setup()
         except Exception as exc:
             self._finish(exc)
@@ -95,3 +116,7 @@ class SupervisedActor(pykka.ThreadingActor):
                 self._supervisor.tell(ChildExited(self.child_id, self.actor_urn, error))
             except pykka.ActorDeadError:
                 pass
+        try:
+            self.after_exit()
+        except Exception:
+            self.log.exception("after_exit failed")

@@ -4,7 +4,9 @@ Children are started from specs. A child that fails is restarted only after it h
 its cleanup done (see `SupervisedActor`). More than `max_restarts` restarts of one child within
 `restart_window` seconds give up on it: for a `critical` child (writer, publisher) that stops
 the whole store and says why to the log and to every caller; for any other child (a
-subscription) only that child is stopped.
+subscription) only that child is stopped, and its `on_give_up` hook says why (a subscription
+tells its subscriber). The hook also runs for every non-critical child still running when the
+store stops, whether through `begin_shutdown` or a critical child's failure.
 """
 
 from __future__ import annotations
@@ -34,6 +36,11 @@ class ChildSpec:
     child_id: str
     factory: Factory
     critical: bool = False
+    #: Non-critical children: called (in the supervisor's thread, must not block) with the
+    #: reason when the supervisor ends the child for good, not at the child's own request.
+    on_give_up: Callable[[str], None] | None = None
+    #: Registered with the child's ref (see `Registry.members`).
+    attachment: Any = None
     restarts: deque[float] = field(default_factory=deque)
     generation: int = 0
 
@@ -58,20 +65,36 @@ class Supervisor(pykka.ThreadingActor):
         self._specs[spec.child_id] = spec
         return self._start(spec)
 
-    def forget_child(self, child_id: str) -> pykka.ActorRef[Any] | None:
-        """Stop supervising `child_id` (it will not be restarted); returns its ref to stop."""
+    def forget_child(
+        self, child_id: str, only: ChildSpec | None = None
+    ) -> tuple[pykka.ActorRef[Any] | None, Any]:
+        """Stop supervising `child_id` (it will not be restarted; if `only` is given, only
+        when that is still its spec); returns its ref to stop and its attachment."""
+        spec = self._specs.get(child_id)
+        if only is not None and spec is not only:
+            return None, None
         self._specs.pop(child_id, None)
         ref = self._registry.peek(child_id)
         self._registry.remove(child_id)
-        return ref
+        return ref, (spec.attachment if spec is not None else None)
 
-    def begin_shutdown(self) -> list[pykka.ActorRef[Any]]:
+    def begin_shutdown(self, reason: str = "the event store stopped") -> list[pykka.ActorRef[Any]]:
         """No more restarts; returns every child ref, subscriptions first, writer last."""
         self._stopping = True
         ids = sorted(self._specs, key=_stop_order)
+        self._notify_give_up(ids, reason)
         refs = [ref for cid in ids if (ref := self._registry.peek(cid)) is not None]
         self._specs.clear()
         return refs
+
+    def _notify_give_up(self, child_ids: list[str], reason: str) -> None:
+        for child_id in child_ids:
+            spec = self._specs.get(child_id)
+            if spec is not None and not spec.critical and spec.on_give_up is not None:
+                try:
+                    spec.on_give_up(reason)
+                except Exception:
+                    log.exception("on_give_up hook failed", child=child_id)
 
     # Messages ---------------------------------------------------------------------------------
     def on_receive(self, message: Any) -> Any:
@@ -80,14 +103,17 @@ class Supervisor(pykka.ThreadingActor):
 
     def _start(self, spec: ChildSpec) -> pykka.ActorRef[Any]:
         ref = spec.factory(self.actor_ref, spec.child_id, spec.generation)
-        self._registry.put(spec.child_id, ref)
+        self._registry.put(spec.child_id, ref, spec.attachment)
         return ref
 
     def _child_exited(self, msg: ChildExited) -> None:
         spec = self._specs.get(msg.child_id)
         current = self._registry.peek(msg.child_id)
-        if spec is None or current is None or current.actor_urn != msg.actor_urn:
-            return  # forgotten, or a report from an instance already replaced
+        if current is None or current.actor_urn != msg.actor_urn:
+            return  # a report from an instance already replaced
+        if spec is None:  # forgotten (it may have registered itself after that)
+            self._registry.remove(msg.child_id, current)
+            return
         if msg.error is None:
             # A normal stop (e.g. a subscription whose subscriber died): not restarted.
             self._specs.pop(msg.child_id, None)
@@ -114,14 +140,18 @@ class Supervisor(pykka.ThreadingActor):
             f"{spec.child_id} failed {len(spec.restarts)} times within {self._window:g} s; "
             f"last error: {error!r}"
         )
-        self._specs.pop(spec.child_id, None)
-        self._registry.remove(spec.child_id)
         if not spec.critical:
             log.error("giving up on child", child=spec.child_id, reason=reason)
+            self._notify_give_up([spec.child_id], reason)
+            self._specs.pop(spec.child_id, None)
+            self._registry.remove(spec.child_id)
             return
+        self._specs.pop(spec.child_id, None)
+        self._registry.remove(spec.child_id)
         log.error("event store stopping: restart intensity exceeded", reason=reason)
         self._registry.close(reason)
         self._stopping = True
+        self._notify_give_up(sorted(self._specs), f"the event store stopped: {reason}")
         for child_id in sorted(self._specs, key=_stop_order):
             ref = self._registry.peek(child_id)
             if ref is not None:

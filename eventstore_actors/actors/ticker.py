@@ -21,7 +21,11 @@ _TICK = Tick()
 
 
 class Ticker:
-    """Tells `Tick()` every `interval` seconds to every registered child whose id has `prefix`."""
+    """Tells `Tick()` every `interval` seconds to every registered child whose id has `prefix`.
+
+    A child whose attachment has `admit_tick()` (a subscription's `Control`) is told only when
+    its previous Tick was taken: a busy child never has ticks piling up in its inbox.
+    """
 
     def __init__(self, registry: Registry, prefix: str, interval: float) -> None:
         self._registry = registry
@@ -40,7 +44,10 @@ class Ticker:
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
-            for ref in self._registry.with_prefix(self._prefix):
+            for ref, attachment in self._registry.members(self._prefix):
+                admit = getattr(attachment, "admit_tick", None)
+                if admit is not None and not admit():
+                    continue
                 try:
                     ref.tell(_TICK)
                 except pykka.ActorDeadError:

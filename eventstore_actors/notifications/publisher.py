@@ -4,6 +4,11 @@ It keeps `last_published`, the highest event_id already fanned out, and publishe
 contiguous continuation of it. Batches committed in this process arrive straight from the
 writer; commits of other processes arrive as notifications and are read from storage; any gap
 (a batch from another process, a restart, a lost notification) is filled from storage first.
+
+Each subscription's inbox is bounded (see `subscriptions.control.Control`): once one holds
+`max_size` events not yet taken, it is told one coalesced `CatchUp` instead of more events.
+A store whose last event_id went below last_published (`admin.reset` while running) is
+noticed and published from the start again.
 """
 
 from __future__ import annotations
@@ -18,10 +23,11 @@ import pykka
 from ..actors.registry import Registry
 from ..actors.supervised import SupervisedActor
 from ..config import Settings
-from ..errors import SerializationError, StoreUnavailableError
+from ..errors import StoreUnavailableError
 from ..events import RecordedEvent
 from ..storage import reader
 from ..storage.connection import connect, is_alive, unavailable
+from ..subscriptions.control import Admit, Control
 from ..writer import Committed
 from .listener import Listener
 
@@ -82,8 +88,8 @@ class PublisherActor(SupervisedActor):
         self._listener = Listener(
             self._settings,
             self._origin,
-            on_notify=lambda last: _tell(ref, Notified(last)),
-            on_connect=lambda: _tell(ref, CatchUp()),
+            on_notify=lambda last: _notify(ref, Notified(last)),
+            on_connect=lambda: _notify(ref, CatchUp()),
         )
         self._listener.start()  # its first connect tells us CatchUp, which resyncs
 
@@ -111,9 +117,15 @@ class PublisherActor(SupervisedActor):
             if isinstance(message, Committed):
                 self._committed(message.rows)
             elif isinstance(message, Notified):
+                if message.last_event_id <= self._last_published:
+                    self._went_back()
                 self._fill_gap(message.last_event_id)
             elif isinstance(message, CatchUp):
-                self._catch_up(None)
+                # After a (re)connect: the same cut-off as any gap.
+                last = reader.last_event_id(self._connection())
+                if last < self._last_published:
+                    self._went_back()
+                self._fill_gap(last)
             else:
                 super().handle(message)
         except psycopg.OperationalError as exc:
@@ -132,10 +144,27 @@ class PublisherActor(SupervisedActor):
         nothing committed meanwhile (or before a restart) is missed."""
         self._last_published = reader.last_event_id(self._connection())
         self._resync = False
-        self._fan_out(CatchUp())
+        self._fan_out_catch_up()
+
+    def _went_back(self) -> bool:
+        """Whether storage's last event_id went below last_published (the store was reset
+        while running); if so, publish from the start again."""
+        last = reader.last_event_id(self._connection())
+        if last >= self._last_published:
+            return False
+        self.log.warning(
+            "the store's last event_id went back; publishing from the start",
+            last_event_id=last,
+            last_published=self._last_published,
+        )
+        self._last_published = 0
+        self._fan_out_catch_up()
+        return True
 
     def _committed(self, rows: Sequence[reader.Row]) -> None:
-        if not rows or rows[-1][0] <= self._last_published:
+        if not rows:
+            return
+        if rows[-1][0] <= self._last_published and not self._went_back():
             return
         if rows[0][0] > self._last_published + 1:
             self._fill_gap(rows[0][0] - 1)
@@ -148,52 +177,74 @@ class PublisherActor(SupervisedActor):
         or while no subscription ran and the writer did not tell us)."""
         if up_to - self._last_published > _MAX_GAP:
             self._last_published = up_to
-            self._fan_out(CatchUp())
+            self._fan_out_catch_up()
             return
         self._catch_up(up_to)
 
-    def _catch_up(self, up_to: int | None) -> None:
-        """Publish from storage everything after last_published (up to `up_to` if given)."""
+    def _catch_up(self, up_to: int) -> None:
+        """Publish from storage everything after last_published up to `up_to`."""
         if not self._registry.has_prefix(_SUBSCRIPTIONS):
             # Nobody to tell: skip the read. A subscription that starts later reads storage
             # itself, after it is registered, so it cannot miss what is skipped here.
-            last = up_to if up_to is not None else reader.last_event_id(self._connection())
-            self._last_published = max(self._last_published, last)
+            self._last_published = max(self._last_published, up_to)
             return
-        while up_to is None or self._last_published < up_to:
+        while self._last_published < up_to:
             start = self._last_published + 1
-            end = reader.MAX_POSITION if up_to is None else up_to
-            rows = reader.read_all(self._connection(), start, _READ_BATCH, end)
+            rows = reader.read_all(self._connection(), start, _READ_BATCH, up_to)
             if not rows:
                 return
             self._publish(rows)
 
     def _publish(self, rows: Sequence[reader.Row]) -> None:
         self._last_published = rows[-1][0]  # rows are reader.Row: event_id first
-        subscriptions = self._registry.with_prefix(_SUBSCRIPTIONS)
-        if not subscriptions:
+        members = self._registry.members(_SUBSCRIPTIONS)
+        if not members:
             return  # nothing to decode for (see _catch_up)
         try:
             events = reader.decode(rows, self._settings.serializer)
-        except SerializationError as exc:
+        except Exception as exc:
             # A stored event this serializer cannot read must not stop the store: each
-            # subscription reads the batch from storage itself and fails on its own.
+            # subscription reads the batch from storage itself, delivers the events before
+            # the bad one and stops with SubscriptionStopped.
             self.log.error("cannot decode published events", error=str(exc))
-            self._fan_out(CatchUp(), subscriptions)
+            self._fan_out_catch_up(members)
             return
-        self._fan_out(Published(events), subscriptions)
+        published = Published(events)
+        count = len(events)
+        for ref, control in members:
+            if not isinstance(control, Control):
+                _tell(ref, published)
+                continue
+            admit = control.admit_events(count)
+            if admit is Admit.EVENTS:
+                if not _tell(ref, published):
+                    control.took_events(count)
+            elif admit is Admit.CATCH_UP and not _tell(ref, _CATCH_UP):
+                control.took_catch_up()
 
-    def _fan_out(
-        self, message: Any, subscriptions: list[pykka.ActorRef[Any]] | None = None
+    def _fan_out_catch_up(
+        self, members: list[tuple[pykka.ActorRef[Any], Any]] | None = None
     ) -> None:
-        if subscriptions is None:
-            subscriptions = self._registry.with_prefix(_SUBSCRIPTIONS)
-        for ref in subscriptions:
-            _tell(ref, message)
+        """Tell every subscription to re-check storage (at most one CatchUp queued in each)."""
+        if members is None:
+            members = self._registry.members(_SUBSCRIPTIONS)
+        for ref, control in members:
+            if not isinstance(control, Control):
+                _tell(ref, _CATCH_UP)
+            elif control.admit_catch_up() and not _tell(ref, _CATCH_UP):
+                control.took_catch_up()
 
 
-def _tell(ref: pykka.ActorRef[Any], message: Any) -> None:
+_CATCH_UP = CatchUp()
+
+
+def _notify(ref: pykka.ActorRef[Any], message: Any) -> None:
+    _tell(ref, message)
+
+
+def _tell(ref: pykka.ActorRef[Any], message: Any) -> bool:
     try:
         ref.tell(message)
     except pykka.ActorDeadError:
-        pass
+        return False
+    return True

@@ -1,10 +1,15 @@
 """The subscription actor: drives a `SubscriptionState` with storage, the subscriber and a lock.
 
 One actor per named subscription. A session-level advisory lock on its own dedicated
-connection makes it the only subscriber of that name across every process sharing the
-database; the connection also serves its catch-up reads and checkpoint writes. Losing the
-connection loses the lock, so the actor fails and its restart takes the lock again (waiting
-while another process holds it) and resumes from the checkpoint.
+connection (`LockSession`) makes it the only subscriber of that name across every process
+sharing the database; the connection also serves its catch-up reads and checkpoint writes.
+Losing the connection loses the lock: the actor stops delivering at once, drops its state and,
+on its ticks, reconnects with back-off, takes the lock again (waiting while another process
+holds it) and resumes after the checkpoint. That is never counted as a crash.
+
+A subscription that ends for any other reason than its subscriber's own unsubscribe or delete
+(a mapper, the subscriber or the serializer failing, the store stopping, the supervisor giving
+up) tells its subscriber `SubscriptionStopped`, then nothing more (see `Control`).
 """
 
 from __future__ import annotations
@@ -15,10 +20,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import psycopg
 import pykka
 
-from ..actors.supervised import Crash, SupervisedActor
+from ..actors.registry import Registry
+from ..actors.supervised import SupervisedActor
 from ..actors.ticker import Tick
 from ..config import Settings
 from ..errors import InvalidStartFromError, StoreUnavailableError, SubscriptionAlreadyExistsError
@@ -26,14 +31,22 @@ from ..events import RecordedEvent
 from ..notifications.publisher import CatchUp, Published
 from ..sql import statement
 from ..storage import checkpoints, reader
-from ..storage.connection import connect, is_alive, unavailable
-from .messages import Events, Subscribed, Subscription
+from .control import Control
+from .lock import LockLost, LockSession
+from .messages import Events, Subscribed, Subscription, SubscriptionStopped
 from .state import Read, Send, SubscriptionState
 
-__all__ = ["Ack", "SubscriptionActor", "SubscriptionSpec"]
+__all__ = ["Ack", "SubscriptionActor", "SubscriptionSpec", "subscriber_alive", "tell_stopped"]
 
 #: Seconds between checks that the lock connection is still alive.
 _HEALTH_INTERVAL = 1.0
+#: Seconds between attempts to take a lock another session holds.
+_LOCK_RETRY = 0.5
+#: A first subscribe retries a held lock this long (a backend that just closed may not have
+#: released it yet).
+_SUBSCRIBE_LOCK_WAIT = 0.5
+#: Longest back-off between reconnects after the lock connection was lost.
+_MAX_BACKOFF = 2.0
 #: Least seconds between two checkpoint writes while live (see `_flush_checkpoint`).
 CHECKPOINT_INTERVAL = 0.05
 
@@ -46,6 +59,7 @@ class SubscriptionSpec:
     start_from: str | int
     mapper: Callable[[RecordedEvent], Any] | None
     max_size: int
+    control: Control
 
 
 @dataclass(frozen=True)
@@ -62,6 +76,19 @@ class _Pump:
     pass
 
 
+def tell_stopped(subscriber: Any, handle: Subscription, reason: str) -> None:
+    """Tell `SubscriptionStopped`; a subscriber that is gone or fails is past caring."""
+    try:
+        subscriber.tell(SubscriptionStopped(handle, reason))
+    except Exception:  # includes pykka.ActorDeadError
+        pass
+
+
+def subscriber_alive(subscriber: Any) -> bool:
+    is_alive = getattr(subscriber, "is_alive", None)
+    return not callable(is_alive) or bool(is_alive())
+
+
 class SubscriptionActor(SupervisedActor):
     def __init__(
         self,
@@ -71,117 +98,213 @@ class SubscriptionActor(SupervisedActor):
         spec: SubscriptionSpec,
         handle: Subscription,
         ready: pykka.ThreadingFuture[Subscription] | None,
+        registry: Registry,
     ) -> None:
         super().__init__(supervisor, child_id)
         self.log = self.log.bind(subscription=spec.name, stream=spec.stream_uuid)
         self._settings = settings
         self._spec = spec
+        self._control = spec.control
+        self._registry = registry
         self._handle = handle
         self._ready = ready  # set only for the first start: the subscribe call waits on it
-        self._conn: psycopg.Connection[Any] | None = None
+        self._lock = LockSession(
+            settings,
+            json.dumps(["eventstore_actors", settings.schema, spec.stream_uuid, spec.name]),
+        )
         self._state: SubscriptionState[RecordedEvent] | None = None
+        self._token = 0
+        self._ended = False
+        self._silent = False  # the subscribe call failed: tell the subscriber nothing
+        self._fatal: str | None = None  # set when storage holds an event that cannot be decoded
         self._next_health_check = 0.0
+        self._retry_at = 0.0
+        self._backoff = 0.0
         self._unsaved_checkpoint: int | None = None
+        self._sent_before = 0  # last position sent before the lock was lost
         self._saved_at = 0.0
         self._all = spec.stream_uuid == checkpoints.ALL_STREAMS
-        self._lock_key = json.dumps(
-            ["eventstore_actors", settings.schema, spec.stream_uuid, spec.name]
-        )
 
     # Lifecycle --------------------------------------------------------------------------------
+    def register(self) -> None:
+        # Findable before anything is delivered: an ack told at once must reach this actor.
+        self._token = self._control.started()
+        self._registry.put(self.child_id, self.actor_ref, self._control)
+
     def setup(self) -> None:
+        if self._control.closed:  # unsubscribed before it even started
+            self._end(None)
+            return
         try:
             self._connect_and_start()
-        except StoreUnavailableError as exc:
+        except (StoreUnavailableError, LockLost) as exc:
             if self._ready is None:
-                # A restart while the database is away: retried on every health check.
+                # A restart while the database is away: retried on the ticks.
                 self.log.warning("subscription waiting for the database", error=str(exc))
+                self._retry_later()
                 return
-            self._fail_subscribe(exc)
+            self._fail_subscribe(exc if isinstance(exc, StoreUnavailableError) else None)
         except Exception as exc:
             if self._ready is None:
                 raise
             self._fail_subscribe(exc)
 
-    def _fail_subscribe(self, exc: Exception) -> None:
+    def _fail_subscribe(self, exc: Exception | None) -> None:
         assert self._ready is not None
+        if exc is None:
+            exc = StoreUnavailableError("the subscription lost its connection while starting")
         self._ready.set_exception(exc_info=(type(exc), exc, None))
         self._ready = None
-        self.actor_ref.stop(block=False)  # a failed subscribe is not restarted
+        self._silent = True
+        self._end(None)  # a failed subscribe is not restarted and tells nothing
 
     def _connect_and_start(self) -> None:
-        if self._conn is None or self._conn.closed or self._conn.broken:
-            self._drop_connection()
-            self._conn = connect(self._settings)
-            # Losing the last acks in a server crash only means re-delivery (at least once).
-            self._conn.execute("SET synchronous_commit = off")
-        self._try_start()
+        self._lock.connect()
+        if self._ready is not None:
+            deadline = time.monotonic() + _SUBSCRIBE_LOCK_WAIT
+            while not self._lock.try_lock():
+                if time.monotonic() >= deadline:
+                    raise SubscriptionAlreadyExistsError(
+                        f"subscription {self._spec.name!r} on {self._spec.stream_uuid!r} "
+                        "already has a subscriber"
+                    )
+                time.sleep(0.02)
+        elif not self._lock.try_lock():
+            self._retry_at = time.monotonic() + _LOCK_RETRY
+            return  # another holder: retried on the ticks
+        self._start_locked()
 
-    def _try_start(self) -> None:
-        assert self._conn is not None
-        row = self._conn.execute(
-            statement("subscriptions/lock"), {"key": self._lock_key}
-        ).fetchone()
-        if not row or not row[0]:
-            if self._ready is not None:
-                raise SubscriptionAlreadyExistsError(
-                    f"subscription {self._spec.name!r} on {self._spec.stream_uuid!r} "
-                    "already has a subscriber"
-                )
-            return  # a restart waiting for another holder to let go: retried on every Tick
-        start = self._start_position()
-        checkpoint = checkpoints.load_or_create(
-            self._conn, self._spec.stream_uuid, self._spec.name, start
-        )
+    def _start_locked(self) -> None:
+        stream, name = self._spec.stream_uuid, self._spec.name
+        key = {"stream_uuid": stream, "subscription_name": name}
+        row = self._lock.run(lambda c: c.execute(statement("subscriptions/read"), key).fetchone())
+        first = self._ready is not None
+        if first and not subscriber_alive(self._spec.subscriber):
+            raise ValueError("the subscriber is not running (a stopped actor?)")
+        if row is None:
+            start = self._start_position()
+            checkpoint = self._lock.run(
+                lambda c: checkpoints.load_or_create(c, stream, name, start)
+            )
+        else:
+            checkpoint = int(row[0])
+        unsaved = self._unsaved_checkpoint  # acked before the lock was lost
+        if unsaved is not None and unsaved > checkpoint:
+            self._lock.run(lambda c: checkpoints.advance(c, stream, name, unsaved))
+            checkpoint = unsaved
+        self._unsaved_checkpoint = None
+        if self._ready is not None:
+            try:
+                self._tell(Subscribed(self._handle))
+            except pykka.ActorDeadError:
+                if row is None:  # nothing may be left behind by a subscribe that raises
+                    self._lock.run(lambda c: checkpoints.delete(c, stream, name))
+                raise ValueError("the subscriber is not running (a stopped actor?)") from None
+            self._ready.set(self._handle)
+            self._ready = None
         self._state = SubscriptionState(
             checkpoint,
             self._spec.max_size,
             position=(lambda e: e.event_id) if self._all else (lambda e: e.stream_version),
             stream_key=lambda e: e.stream_uuid,
         )
-        if self._ready is not None:
-            self._spec.subscriber.tell(Subscribed(self._handle))
-            self._ready.set(self._handle)
-            self._ready = None
+        self._sent_before = checkpoint
+        self._backoff = 0.0
+        self._next_health_check = time.monotonic() + _HEALTH_INTERVAL
         self.log.info("subscription started", checkpoint=checkpoint)
         self.actor_ref.tell(_Pump())
 
     def _start_position(self) -> int:
-        assert self._conn is not None
         start = self._spec.start_from
         if start == "origin":
             return 0
         if start == "current":
             if self._all:
-                return reader.last_event_id(self._conn)
-            return reader.stream_version(self._conn, self._spec.stream_uuid) or 0
+                return self._lock.run(reader.last_event_id)
+            stream = self._spec.stream_uuid
+            return self._lock.run(lambda c: reader.stream_version(c, stream)) or 0
         if isinstance(start, int) and not isinstance(start, bool) and start >= 0:
             return start
         raise InvalidStartFromError(f"invalid start_from {start!r}")
 
     def cleanup(self) -> None:
-        if self._ready is not None:
+        if self._ready is not None:  # the subscribe raises: the subscriber is told nothing
             error = StoreUnavailableError("the subscription stopped while starting")
             self._ready.set_exception(exc_info=(type(error), error, None))
+            self._ready = None
+            self._silent = True
         try:
             self._flush_checkpoint()
         except Exception as exc:  # the acks since the last write will be delivered again
             self.log.warning("could not store the last checkpoint", error=str(exc))
-        self._drop_connection()
+        self._lock.release()
 
-    def _drop_connection(self) -> None:
-        if self._conn is not None:
-            self._conn.close()  # releases the advisory lock
-            self._conn = None
+    def after_exit(self) -> None:
+        # After the supervisor was told, so that a subscriber resubscribing from inside its
+        # tell() finds the name free.
+        reason = self._control.finished(self._token)
+        if reason is not None and not self._silent:
+            tell_stopped(self._spec.subscriber, self._handle, reason)
+
+    def _end(self, reason: str | None) -> None:
+        """Deliver nothing more and stop; the subscriber is told `reason` (None: nothing)
+        unless the subscription was closed before (first reason wins)."""
+        if self._ended:
+            return
+        self._ended = True
+        self._control.close(reason)
+        self._state = None
+        if reason is not None:
+            self.log.warning("subscription stopped", reason=reason)
+        self.actor_ref.stop(block=False)
+
+    def _lost(self, why: str) -> None:
+        """The lock went with the connection: another process may hold the name now."""
+        state, self._state = self._state, None
+        if state is not None:
+            self._sent_before = state.last_sent
+        self._lock.drop()
+        self.log.warning("subscription lost its lock connection; reconnecting", error=why)
+        if self._backoff == 0:
+            self._reconnect()  # at once the first time: a killed backend is back in ms
+        else:
+            self._retry_later()
+
+    def _retry_later(self) -> None:
+        self._lock.drop()
+        self._retry_at = time.monotonic() + self._backoff
+        self._backoff = min(_MAX_BACKOFF, max(self._backoff * 2, self._settings.tick_interval))
 
     # Messages ---------------------------------------------------------------------------------
     def handle(self, message: Any) -> Any:
         if isinstance(message, Tick):
-            self._tick()
+            self._control.took_tick()
+        elif isinstance(message, Published):
+            self._control.took_events(len(message.events))
+        elif isinstance(message, CatchUp):
+            self._control.took_catch_up()
+        if self._ended:
             return
+        if self._control.closed:
+            self._end(None)
+            return
+        try:
+            if isinstance(message, Tick):
+                self._tick()
+            else:
+                self._handle_state(message)
+        except LockLost as exc:
+            self._lost(str(exc))
+
+    def _handle_state(self, message: Any) -> None:
         state = self._state
-        if state is None:
-            return  # not holding the lock (yet): nothing to deliver
+        if state is None:  # not holding the lock (yet): nothing to deliver
+            if isinstance(message, Ack) and message.subscription is self._handle:
+                # Acked what was sent before the lock was lost: stored once it is back.
+                position = min(message.position, self._sent_before)
+                if position > (self._unsaved_checkpoint or 0):
+                    self._unsaved_checkpoint = position
+            return
         if isinstance(message, Published):
             events = message.events
             if not self._all:
@@ -198,91 +321,118 @@ class SubscriptionActor(SupervisedActor):
         elif isinstance(message, CatchUp):
             state.must_recheck()
         elif not isinstance(message, _Pump):
-            return super().handle(message)
+            super().handle(message)
+            return
         self._pump(state)
 
     def _pump(self, state: SubscriptionState[RecordedEvent]) -> None:
-        while (action := state.next_action()) is not None:
+        while self._state is state and (action := state.next_action()) is not None:
             if isinstance(action, Send):
-                if not self._deliver(action.events):
-                    return
-            elif isinstance(action, Read):
+                self._deliver(action.events)
+            elif self._fatal is not None:
+                self._end(self._fatal)  # everything before the bad event was sent
+            else:
                 self._flush_checkpoint()
                 state.read_done(self._read(action), action.limit)
+                if self._fatal is not None:
+                    state.must_recheck()  # so that the end comes right after the last batch
 
     def _read(self, action: Read) -> list[RecordedEvent]:
-        assert self._conn is not None
-        try:
-            if self._all:
-                rows = reader.read_all(self._conn, action.start, action.limit)
-            else:
-                rows = reader.read_stream(
-                    self._conn, self._spec.stream_uuid, action.start, action.limit
-                )
-        except psycopg.OperationalError as exc:
-            raise unavailable(exc) from None
-        return reader.decode(rows, self._settings.serializer)
+        if self._all:
+            rows = self._lock.run(lambda c: reader.read_all(c, action.start, action.limit))
+        else:
+            stream = self._spec.stream_uuid
+            rows = self._lock.run(
+                lambda c: reader.read_stream(c, stream, action.start, action.limit)
+            )
+        return self._decode(rows)
 
-    def _deliver(self, events: list[RecordedEvent]) -> bool:
-        if not self._lock_connection_alive():
-            # The lock went with the connection: another process may hold the name now.
-            error = StoreUnavailableError("subscription lost its lock connection")
-            self.actor_ref.tell(Crash(error))
-            self._state = None
-            return False
+    def _decode(self, rows: list[reader.Row]) -> list[RecordedEvent]:
+        """The events before the first undecodable one (then `_fatal` says which)."""
+        serializer = self._settings.serializer
+        try:
+            return reader.decode(rows, serializer)
+        except Exception:
+            good: list[RecordedEvent] = []
+            for row in rows:
+                try:
+                    good.extend(reader.decode([row], serializer))
+                except Exception as exc:
+                    self._fatal = f"event {row[0]} of type {row[3]!r} cannot be decoded: {exc}"
+                    break
+            return good
+
+    def _deliver(self, events: list[RecordedEvent]) -> None:
+        """Send one batch; a mapper failing on an event sends the events before it, then
+        ends the subscription."""
+        if not self._lock.alive():
+            raise LockLost("the lock connection is gone")
         mapper = self._spec.mapper
-        payload = [mapper(e) for e in events] if mapper is not None else events
-        try:
-            self._spec.subscriber.tell(Events(self._handle, payload))
-        except pykka.ActorDeadError:
-            self._subscriber_gone()
-            return False
-        return True
+        payload: list[Any] = events
+        failure: str | None = None
+        if mapper is not None:
+            payload = []
+            for event in events:
+                try:
+                    payload.append(mapper(event))
+                except Exception as exc:
+                    failure = f"the mapper failed on event {event.event_id}: {exc!r}"
+                    break
+        if payload:
+            try:
+                self._tell(Events(self._handle, payload))
+            except pykka.ActorDeadError:
+                self._end("the subscriber stopped")
+                return
+            except Exception as exc:
+                self._end(f"the subscriber's tell() failed: {exc!r}")
+                return
+        if failure is not None:
+            self._end(failure)
 
-    def _lock_connection_alive(self) -> bool:
-        return self._conn is not None and is_alive(self._conn)
+    def _tell(self, message: Any) -> None:
+        """Tell the subscriber, unless the subscription was closed meanwhile (possibly from
+        inside the previous tell: then it ends here, at once)."""
+        if self._control.closed:
+            self._end(None)
+            return
+        self._spec.subscriber.tell(message)
+        if self._control.closed:
+            self._end(None)
 
     def _flush_checkpoint(self) -> None:
         """Store the last ack, if not stored yet. Acks are coalesced: at most one write per
         CHECKPOINT_INTERVAL while live, one per storage read during catch-up, and a final one
         on stop; a crash in between only means those events are delivered again."""
         position = self._unsaved_checkpoint
-        if position is None or self._conn is None:
+        if position is None or not self._lock.locked:
             return
-        try:
-            checkpoints.advance(self._conn, self._spec.stream_uuid, self._spec.name, position)
-        except psycopg.OperationalError as exc:
-            raise unavailable(exc) from None
+        stream, name = self._spec.stream_uuid, self._spec.name
+        self._lock.run(lambda c: checkpoints.advance(c, stream, name, position))
         self._unsaved_checkpoint = None
         self._saved_at = time.monotonic()
 
     def _tick(self) -> None:
-        is_alive = getattr(self._spec.subscriber, "is_alive", None)
-        if callable(is_alive) and not is_alive():
-            self._subscriber_gone()
+        if not subscriber_alive(self._spec.subscriber):
+            self._end("the subscriber stopped")
             return
-        if self._state is not None:
-            self._flush_checkpoint()
         now = time.monotonic()
-        if now < self._next_health_check:
+        if self._state is None:
+            if now >= self._retry_at:
+                self._reconnect()
             return
-        self._next_health_check = now + _HEALTH_INTERVAL
-        try:
-            if self._state is None:
-                self._connect_and_start()
-            elif self._conn is not None:
-                self._conn.execute("SELECT 1")
-        except StoreUnavailableError as exc:
-            self.log.warning("subscription still waiting for the database", error=str(exc))
-            self._drop_connection()
-        except psycopg.OperationalError as exc:
-            self.log.warning("subscription lost its connection and lock", error=str(exc))
-            self.actor_ref.tell(Crash(unavailable(exc)))
+        self._flush_checkpoint()
+        if now >= self._next_health_check:  # a round trip: also finds half-open sockets
+            self._next_health_check = now + _HEALTH_INTERVAL
+            self._lock.check()
+        elif not self._lock.alive():  # no round trip unless the socket has something to say
+            raise LockLost("the lock connection is gone")
 
-    def _subscriber_gone(self) -> None:
-        if self._state is not None:
-            self.log.info(
-                "subscriber stopped; stopping subscription", checkpoint=self._state.checkpoint
-            )
-            self._state = None
-        self.actor_ref.stop(block=False)
+    def _reconnect(self) -> None:
+        if self._backoff == 0:
+            self._backoff = self._settings.tick_interval  # the next failure waits
+        try:
+            self._connect_and_start()
+        except (StoreUnavailableError, LockLost) as exc:
+            self.log.warning("subscription still waiting for the database", error=str(exc))
+            self._retry_later()

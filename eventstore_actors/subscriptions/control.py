@@ -1,0 +1,138 @@
+"""What the facade, the publisher, the ticker and one subscription actor share about it.
+
+A pykka inbox is unbounded and cannot be inspected cheaply, so the senders count what they
+queued here and hold back once a subscription is `limit` events behind: the publisher then
+queues one coalesced `CatchUp` instead (the subscription reads storage once it has room), and
+the ticker never queues a second `Tick`. Memory thus stays bounded by `max_size` whatever
+the event rate and however slow the subscriber.
+
+It also carries how the subscription ends. `close(reason)` is sticky (the first reason wins;
+`None` means the subscriber's own unsubscribe or delete, which tells it nothing) and is
+checked by the actor before every message it tells the subscriber, from any thread, so an
+unsubscribe called from inside the subscriber's own `tell()` takes effect at once. The
+subscriber is told `SubscriptionStopped` at most once, by whoever sees the subscription end
+last: the actor's cleanup, or the supervisor giving up on an actor that already ended.
+"""
+
+from __future__ import annotations
+
+import threading
+from enum import Enum
+from typing import Any
+
+__all__ = ["Admit", "Control"]
+
+
+class Admit(Enum):
+    """What a sender should queue for a subscription."""
+
+    EVENTS = "events"  # the events themselves
+    CATCH_UP = "catch_up"  # one CatchUp instead: the subscription reads storage itself
+    NOTHING = "nothing"  # a CatchUp is already queued: it covers these events too
+
+
+class Control:
+    """Thread-safe counters and end-of-life flags of one subscription (all its restarts)."""
+
+    def __init__(self, limit: int, subscriber: Any = None) -> None:
+        self.subscriber = subscriber  # lets a resubscribe see that this one is ending
+        self._lock = threading.Lock()
+        self._limit = max(1, limit)
+        self._events = 0  # events queued in the actor's inbox (Published messages)
+        self._catch_up = False  # a CatchUp is queued
+        self._tick = False  # a Tick is queued
+        self._closed = False
+        self._reason: str | None = None
+        self._running = 0  # the token of the actor instance running now (0: none)
+        self._tokens = 0
+        self._told_stopped = False
+
+    # Inbox accounting ---------------------------------------------------------------------------
+    def admit_events(self, count: int) -> Admit:
+        """Called by the publisher before telling `count` events (it must tell what it gets)."""
+        with self._lock:
+            if self._catch_up:
+                return Admit.NOTHING
+            if self._events == 0 or self._events + count <= self._limit:
+                self._events += count
+                return Admit.EVENTS
+            self._catch_up = True
+            return Admit.CATCH_UP
+
+    def admit_catch_up(self) -> bool:
+        """Whether to tell a CatchUp (False: one is queued already)."""
+        with self._lock:
+            if self._catch_up:
+                return False
+            self._catch_up = True
+            return True
+
+    def admit_tick(self) -> bool:
+        with self._lock:
+            if self._tick:
+                return False
+            self._tick = True
+            return True
+
+    def took_events(self, count: int) -> None:
+        """The actor took a Published of `count` events from its inbox (or it was never
+        queued: the actor was dead)."""
+        with self._lock:
+            self._events = max(0, self._events - count)
+
+    def took_catch_up(self) -> None:
+        """Called by the actor *before* it re-checks storage, so that anything skipped after
+        this point is covered by a new CatchUp."""
+        with self._lock:
+            self._catch_up = False
+
+    def took_tick(self) -> None:
+        with self._lock:
+            self._tick = False
+
+    @property
+    def queued_events(self) -> int:
+        return self._events
+
+    # Life cycle ---------------------------------------------------------------------------------
+    def started(self) -> int:
+        """A new actor instance starts: whatever the previous one had queued died with it.
+        Returns the instance's token for `finished`."""
+        with self._lock:
+            self._events = 0
+            self._catch_up = False
+            self._tick = False
+            self._tokens += 1
+            self._running = self._tokens
+            return self._running
+
+    def close(self, reason: str | None) -> str | None:
+        """End the subscription (first call wins). Returns the reason to tell the subscriber
+        in `SubscriptionStopped` now, when no actor instance is left to do it; else None."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._reason = reason
+            return self._reason if self._claim_notice(self._running == 0) else None
+
+    def finished(self, token: int) -> str | None:
+        """The actor instance `token` has cleaned up. Returns the reason to tell the subscriber,
+        if it must be told now (the subscription was closed with a reason, not told yet)."""
+        with self._lock:
+            if self._running == token:
+                self._running = 0
+            return self._reason if self._claim_notice(self._running == 0) else None
+
+    def _claim_notice(self, allowed: bool) -> bool:
+        if allowed and self._closed and self._reason is not None and not self._told_stopped:
+            self._told_stopped = True
+            return True
+        return False
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def reason(self) -> str | None:
+        return self._reason

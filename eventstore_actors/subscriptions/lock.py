@@ -1,0 +1,90 @@
+"""A subscription's dedicated connection and the advisory lock it holds on the name.
+
+The session-level lock is what makes one subscriber per name across processes; it lives and
+dies with the connection. A lost connection (told apart from a failed statement by
+`is_connection_loss`) raises `LockLost`, which is never a crash: the subscription stops
+delivering, reconnects with back-off and takes the lock again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import psycopg
+
+from ..config import Settings
+from ..sql import statement
+from ..storage.connection import connect, is_alive, is_connection_loss, reason, unavailable
+
+__all__ = ["LockLost", "LockSession"]
+
+T = TypeVar("T")
+
+
+class LockLost(Exception):
+    """The lock connection is gone, and the lock with it."""
+
+
+class LockSession:
+    def __init__(self, settings: Settings, key: str) -> None:
+        self._settings = settings
+        self._key = {"key": key}
+        self._conn: psycopg.Connection[Any] | None = None
+        self.locked = False
+
+    def connect(self) -> None:
+        """Open the connection if there is none (StoreUnavailableError if unreachable)."""
+        if self._conn is not None and not (self._conn.closed or self._conn.broken):
+            return
+        self.drop()
+        self._conn = connect(self._settings)
+        # Losing the last acks in a server crash only means re-delivery (at least once).
+        self.run(lambda c: c.execute("SET synchronous_commit = off"))
+
+    def try_lock(self) -> bool:
+        row = self.run(lambda c: c.execute(statement("subscriptions/lock"), self._key).fetchone())
+        self.locked = bool(row and row[0])
+        return self.locked
+
+    def run(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:
+        """Run `work` on the connection. LockLost if the connection is gone; a statement
+        error becomes StoreUnavailableError (a real failure of the subscription)."""
+        conn = self._conn
+        if conn is None:
+            raise LockLost("no lock connection")
+        try:
+            return work(conn)
+        except psycopg.Error as exc:
+            if is_connection_loss(exc, conn):
+                self.drop()
+                raise LockLost(reason(exc)) from None
+            raise unavailable(exc) from None
+
+    def alive(self) -> bool:
+        """Whether the lock is still held: the connection is open and its backend alive."""
+        return self.locked and self._conn is not None and is_alive(self._conn)
+
+    def check(self) -> None:
+        """A round trip: LockLost if the connection died while idle."""
+        self.run(lambda c: c.execute("SELECT 1"))
+
+    def release(self) -> None:
+        """Unlock explicitly, then close: closing alone returns before the backend has let
+        go of the lock, and a resubscribe right after would be refused."""
+        conn = self._conn
+        if conn is not None and self.locked and not (conn.closed or conn.broken):
+            try:
+                conn.execute(statement("subscriptions/unlock"), self._key)
+            except psycopg.Error:
+                pass  # closing below releases it anyway
+        self.drop()
+
+    def drop(self) -> None:
+        """Close without unlocking (the connection is gone or the lock is not held)."""
+        conn, self._conn, self.locked = self._conn, None, False
+        if conn is not None:
+            try:
+                conn.close()
+            except psycopg.Error:
+                pass
