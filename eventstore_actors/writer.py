@@ -28,7 +28,7 @@ from .config import Settings
 from .errors import StoreUnavailableError
 from .events import AppendResult
 from .storage.appender import Appender, AppendRequest, Outcome, StoredRow, Written
-from .storage.connection import connect, is_alive, reset_to_idle
+from .storage.connection import backend_pid, connect, end_orphan, is_alive, reset_to_idle
 from .storage.deadline import guard
 
 __all__ = ["Append", "Committed", "WriterActor"]
@@ -83,6 +83,8 @@ class WriterActor(SupervisedActor):
         self._flush_queued = False
         self._failures = 0  # consecutive connection losses or failed connects
         self._retry_at = 0.0  # monotonic time before which no reconnect is tried
+        self._orphan: int | None = None  # backend of a connection given up while in use
+        self._pid: int | None = None
 
     def setup(self) -> None:
         try:
@@ -119,10 +121,15 @@ class WriterActor(SupervisedActor):
             except StoreUnavailableError:
                 self._note_failure()
                 raise
+            # The lost connection's backend may live on, holding the counter lock.
+            end_orphan(self._conn, self._orphan)
+            self._orphan = None
+            self._pid = backend_pid(self._conn)  # known now: a broken connection forgets it
         return self._conn
 
     def _drop_connection(self) -> None:
         if self._conn is not None:
+            self._orphan = self._pid
             try:
                 self._conn.close()
             except psycopg.Error:

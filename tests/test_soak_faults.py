@@ -175,8 +175,11 @@ class SoakSubscriber:
                 batch = list(message.events)
                 self.delivery.received(batch, new_run=self.first)
                 self.first = False
-                if self.rng.random() < 0.2:
-                    time.sleep(self.rng.uniform(0.05, 0.3))  # a slow subscriber: a late ack
+                # A slow subscriber now and then: a late ack. Rare and short, because an
+                # all-streams subscription of interleaved streams gets batches of ~1 event
+                # (one stream per batch), so every late ack holds back the whole backlog.
+                if self.rng.random() < 0.005:
+                    time.sleep(self.rng.uniform(0.01, 0.1))
                 last = self.delivery.position(batch[-1])
                 self.delivery.ack(last)
                 message.subscription.ack(last)
@@ -459,8 +462,57 @@ def _wait_for_delivery(
         "delivery did not finish within 25 s after the faults: "
         + ", ".join(
             f"{name} at {sub.delivery.last()} of {targets[name]}" for name, sub in subs.items()
-        )
+        ),
+        "state when it stalled: " + _diagnose(store),
+        "subscribers: "
+        + ", ".join(
+            f"{name} thread alive={sub._thread.is_alive()} inbox={sub.inbox.qsize()} "
+            f"acked={max(sub.delivery.acked, default=0)}"
+            for name, sub in subs.items()
+        ),
+        "subscriber stacks: " + _stacks([sub._thread for sub in subs.values()]),
     ]
+
+
+def _stacks(threads: list[threading.Thread]) -> str:
+    import sys
+    import traceback
+
+    frames = sys._current_frames()
+    return " | ".join(
+        f"{t.name}: " + "".join(traceback.format_stack(frames[t.ident])[-3:]).replace("\n", " ")
+        for t in threads
+        if t.ident in frames
+    )
+
+
+def _diagnose(store: EventStore) -> str:
+    """What the publisher and each live subscription actor hold (white-box, found through the
+    garbage collector since an ActorRef does not expose its actor; for a stalled run)."""
+    import gc
+
+    from eventstore_actors.notifications.publisher import PublisherActor
+    from eventstore_actors.subscriptions.actor import SubscriptionActor
+
+    parts: list[str] = []
+    for actor in gc.get_objects():
+        if isinstance(actor, PublisherActor) and actor.actor_ref.is_alive():
+            parts.append(f"publisher last_published={actor._last_published}")
+        elif isinstance(actor, SubscriptionActor) and actor.actor_ref.is_alive():
+            state = actor._state
+            facts = {
+                "inbox": actor.actor_inbox.qsize(),
+                "control": dict(vars(actor._control)),
+                "state": None
+                if state is None
+                else {
+                    k: getattr(state, k)
+                    for k in ("checkpoint", "cursor", "last_sent", "behind", "max_notified")
+                }
+                | {"buffered": state.buffered},
+            }
+            parts.append(f"{actor.child_id}: {facts}")
+    return "; ".join(parts)
 
 
 def _check_delivery(name: str, sub: SoakSubscriber, expected: int) -> list[str]:

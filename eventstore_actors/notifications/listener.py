@@ -76,6 +76,11 @@ class Listener:
         self._abort()  # wakes a blocked notifies() or probe at once, without a new connection
         self._thread.join(timeout=self._settings.connect_timeout + 5.0)
 
+    def reconnect(self) -> None:
+        """Drop the current connection and listen again on a new one: the reconnect is
+        followed by `on_connect` (a catch-up), as after any loss."""
+        self._abort()
+
     def _run(self) -> None:
         delay = 0.05
         while not self._stop.is_set():

@@ -27,6 +27,7 @@ from ..errors import StoreUnavailableError
 from ..events import RecordedEvent
 from ..storage import reader
 from ..storage.connection import connect, is_alive, unavailable
+from ..storage.deadline import guard
 from ..subscriptions.control import Admit, Control
 from ..writer import Committed
 from .listener import Listener
@@ -112,30 +113,39 @@ class PublisherActor(SupervisedActor):
 
     def handle(self, message: Any) -> Any:
         try:
-            if self._resync:
-                self._resync_now()
-            if isinstance(message, Committed):
-                self._committed(message.rows)
-            elif isinstance(message, Notified):
-                if message.last_event_id <= self._last_published:
-                    self._went_back()
-                self._fill_gap(message.last_event_id)
-            elif isinstance(message, CatchUp):
-                # After a (re)connect: the same cut-off as any gap.
-                last = reader.last_event_id(self._connection())
-                if last < self._last_published:
-                    self._went_back()
-                self._fill_gap(last)
-            else:
-                super().handle(message)
+            # Under the watchdog: a server that stops answering without closing the connection
+            # must not block the publisher for ever (the call fails as a lost connection).
+            with guard(self._connection(), self._settings.io_timeout):
+                self._handle(message)
         except psycopg.OperationalError as exc:
             self._lost_database(unavailable(exc))
         except StoreUnavailableError as exc:
             self._lost_database(exc)
 
+    def _handle(self, message: Any) -> None:
+        if self._resync:
+            self._resync_now()
+        if isinstance(message, Committed):
+            self._committed(message.rows)
+        elif isinstance(message, Notified):
+            if message.last_event_id <= self._last_published:
+                self._went_back()
+            self._fill_gap(message.last_event_id)
+        elif isinstance(message, CatchUp):
+            # After a (re)connect: the same cut-off as any gap.
+            last = reader.last_event_id(self._connection())
+            if last < self._last_published:
+                self._went_back()
+            self._fill_gap(last)
+        else:
+            super().handle(message)
+
     def _lost_database(self, exc: StoreUnavailableError) -> None:
-        # The listener's reconnect, once the database is back, tells us CatchUp.
+        # The listener's reconnect, once the database is back, tells us CatchUp. Its own
+        # connection may look fine while ours died (a cut, a frozen peer): make it reconnect.
         self._close()
+        if self._listener is not None:
+            self._listener.reconnect()
         self.log.warning("publisher lost the database; resyncing when it is back", error=str(exc))
         self._resync = True
 

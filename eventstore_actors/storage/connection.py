@@ -15,8 +15,10 @@ from ..errors import ConfigError, StoreUnavailableError
 
 __all__ = [
     "ReadPool",
+    "backend_pid",
     "connect",
     "database_error",
+    "end_orphan",
     "is_alive",
     "is_connection_loss",
     "is_transient",
@@ -55,6 +57,37 @@ def is_alive(conn: psycopg.Connection[Any]) -> bool:
     except psycopg.Error:
         return False
     return True
+
+
+def backend_pid(conn: psycopg.Connection[Any] | None) -> int | None:
+    """The server process of `conn` (None if unknown): remembered before a lost connection
+    is dropped, so that its backend can be ended if it outlives the client (`end_orphan`)."""
+    if conn is None:
+        return None
+    try:
+        return int(conn.pgconn.backend_pid) or None
+    except Exception:
+        return None
+
+
+def end_orphan(conn: psycopg.Connection[Any], pid: int | None) -> None:
+    """Terminate our own earlier backend `pid` if it is still there.
+
+    A connection given up client-side (the watchdog shut its socket, a proxy or middlebox
+    froze) can leave its backend running on the server for hours, still holding what it held:
+    a subscription's advisory lock, or the counter row lock of an append in progress, which
+    would block every appender. The same role may end its own backends. Best effort.
+    """
+    if pid is None or pid == backend_pid(conn):
+        return
+    try:
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE pid = %s AND usename = current_user AND datname = current_database()",
+            (pid,),
+        )
+    except psycopg.Error as exc:
+        log.warning("could not end an orphaned backend", pid=pid, error=reason(exc))
 
 
 def reset_to_idle(conn: psycopg.Connection[Any]) -> bool:

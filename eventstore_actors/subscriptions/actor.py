@@ -32,7 +32,7 @@ from ..notifications.publisher import CatchUp, Published
 from ..sql import statement
 from ..storage import checkpoints, reader
 from .control import Control
-from .lock import LockLost, LockSession
+from .lock import Interrupted, LockLost, LockSession
 from .messages import Events, Subscribed, Subscription, SubscriptionStopped
 from .state import Read, Send, SubscriptionState
 
@@ -295,6 +295,12 @@ class SubscriptionActor(SupervisedActor):
                 self._handle_state(message)
         except LockLost as exc:
             self._lost(str(exc))
+        except Interrupted as exc:
+            # Cancelled or timed out: the lock still holds; what failed (a read, a checkpoint
+            # write) is done again on a later tick, which pumps the state again.
+            self.log.warning("subscription statement interrupted; retrying", error=str(exc))
+            if self._state is not None:
+                self._state.must_recheck()
 
     def _handle_state(self, message: Any) -> None:
         state = self._state
@@ -422,11 +428,17 @@ class SubscriptionActor(SupervisedActor):
                 self._reconnect()
             return
         self._flush_checkpoint()
+        state = self._state
         if now >= self._next_health_check:  # a round trip: also finds half-open sockets
             self._next_health_check = now + _HEALTH_INTERVAL
-            self._lock.check()
+            head = self._lock.head(None if self._all else self._spec.stream_uuid)
+            if head > state.cursor:
+                # A backstop, whatever the notifications did: storage holds more than this
+                # subscription has seen, so it reads it (at most one health interval late).
+                state.must_recheck()
         elif not self._lock.alive():  # no round trip unless the socket has something to say
             raise LockLost("the lock connection is gone")
+        self._pump(state)  # also redoes a read or a send an interruption left undone
 
     def _reconnect(self) -> None:
         if self._backoff == 0:

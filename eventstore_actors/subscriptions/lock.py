@@ -3,7 +3,11 @@
 The session-level lock is what makes one subscriber per name across processes; it lives and
 dies with the connection. A lost connection (told apart from a failed statement by
 `is_connection_loss`) raises `LockLost`, which is never a crash: the subscription stops
-delivering, reconnects with back-off and takes the lock again.
+delivering, reconnects with back-off and takes the lock again. A statement that failed for a
+reason of the moment (cancelled, timed out, a serialization failure, out of resources) raises
+`Interrupted`: the connection and the lock are fine, and the work is simply done again later.
+Every call runs under the watchdog (`io_timeout`), so a server that stops answering without
+closing the connection is treated as a lost connection too.
 """
 
 from __future__ import annotations
@@ -15,9 +19,20 @@ import psycopg
 
 from ..config import Settings
 from ..sql import statement
-from ..storage.connection import connect, is_alive, is_connection_loss, reason, unavailable
+from ..storage import reader
+from ..storage.connection import (
+    backend_pid,
+    connect,
+    end_orphan,
+    is_alive,
+    is_connection_loss,
+    is_transient,
+    reason,
+    unavailable,
+)
+from ..storage.deadline import guard
 
-__all__ = ["LockLost", "LockSession"]
+__all__ = ["Interrupted", "LockLost", "LockSession"]
 
 T = TypeVar("T")
 
@@ -26,12 +41,18 @@ class LockLost(Exception):
     """The lock connection is gone, and the lock with it."""
 
 
+class Interrupted(Exception):
+    """A statement failed for a reason of the moment; the connection and the lock are fine."""
+
+
 class LockSession:
     def __init__(self, settings: Settings, key: str) -> None:
         self._settings = settings
         self._key = {"key": key}
         self._conn: psycopg.Connection[Any] | None = None
         self.locked = False
+        self._orphan: int | None = None  # backend of a connection given up while in use
+        self._pid: int | None = None
 
     def connect(self) -> None:
         """Open the connection if there is none (StoreUnavailableError if unreachable)."""
@@ -39,6 +60,10 @@ class LockSession:
             return
         self.drop()
         self._conn = connect(self._settings)
+        # The lost connection's backend may live on (a frozen network), holding the lock.
+        end_orphan(self._conn, self._orphan)
+        self._orphan = None
+        self._pid = backend_pid(self._conn)  # known now: a broken connection forgets it
         # Losing the last acks in a server crash only means re-delivery (at least once).
         self.run(lambda c: c.execute("SET synchronous_commit = off"))
 
@@ -54,20 +79,27 @@ class LockSession:
         if conn is None:
             raise LockLost("no lock connection")
         try:
-            return work(conn)
+            with guard(conn, self._settings.io_timeout):
+                return work(conn)
         except psycopg.Error as exc:
             if is_connection_loss(exc, conn):
+                self._orphan = self._pid
                 self.drop()
                 raise LockLost(reason(exc)) from None
+            if is_transient(exc):
+                raise Interrupted(reason(exc)) from None
             raise unavailable(exc) from None
 
     def alive(self) -> bool:
         """Whether the lock is still held: the connection is open and its backend alive."""
         return self.locked and self._conn is not None and is_alive(self._conn)
 
-    def check(self) -> None:
-        """A round trip: LockLost if the connection died while idle."""
-        self.run(lambda c: c.execute("SELECT 1"))
+    def head(self, stream_uuid: str | None) -> int:
+        """A round trip that also tells the last position of the stream (None: of $all):
+        LockLost if the connection died while idle."""
+        if stream_uuid is None:
+            return self.run(reader.last_event_id)
+        return self.run(lambda c: reader.stream_version(c, stream_uuid)) or 0
 
     def release(self) -> None:
         """Unlock explicitly, then close: closing alone returns before the backend has let
