@@ -131,15 +131,13 @@ def _list(item: Convert, make: type = list) -> Convert:
     def convert(value: Any) -> Any:
         if type(value) is not list:
             raise _shape("an array", value)
+        out: list[Any] = []
         try:
-            return make([item(v) for v in value])
-        except FieldError:
-            for i, v in enumerate(value):  # only on the error path: find the index
-                try:
-                    item(v)
-                except FieldError as exc:
-                    raise exc.under(f"[{i}]") from None
-            raise
+            for v in value:
+                out.append(item(v))
+        except FieldError as exc:
+            raise exc.under(f"[{len(out)}]") from None
+        return out if make is list else make(out)
 
     return convert
 
@@ -163,15 +161,14 @@ def _dict(item: Convert) -> Convert:
     def convert(value: Any) -> Any:
         if type(value) is not dict:
             raise _shape("an object", value)
+        out: dict[str, Any] = {}
+        key = None
         try:
-            return {k: item(v) for k, v in value.items()}
-        except FieldError:
-            for k, v in value.items():  # only on the error path: find the key
-                try:
-                    item(v)
-                except FieldError as exc:
-                    raise exc.under(f"[{k!r}]") from None
-            raise
+            for key, v in value.items():
+                out[key] = item(v)
+        except FieldError as exc:
+            raise exc.under(f"[{key!r}]") from None
+        return out
 
     return convert
 
