@@ -95,9 +95,6 @@ _SCALARS: dict[Any, Convert] = {
     date: _date,
 }
 
-#: Annotations whose JSON value is the value itself.
-_PLAIN = (str, int, float, bool, type(None), object, dict, list)
-
 _LISTS = (list, collections.abc.Sequence, collections.abc.MutableSequence)
 _DICTS = (dict, collections.abc.Mapping, collections.abc.MutableMapping)
 
