@@ -43,10 +43,9 @@ from .events import (
     RecordedEvent,
     SnapshotData,
     StreamAppend,
-    type_name,
 )
 from .notifications.publisher import PublisherActor
-from .serialization import JsonSerializer, Serializer
+from .serialization import JsonSerializer, Serializer, inferred_type_name
 from .storage import checkpoints, outbox, reader, snapshots
 from .storage import schema as schema_ops
 from .storage import stream_info as stream_pages
@@ -278,7 +277,9 @@ class EventStore:
     def _serialize(self, event: Any) -> NewEvent:
         if not isinstance(event, EventData):
             raise TypeError(f"events must be EventData instances, got {type(event).__qualname__}")
-        event_type = event.event_type if event.event_type is not None else type_name(event.data)
+        event_type = event.event_type
+        if event_type is None:  # the serializer's stable name, else module.qualname
+            event_type = inferred_type_name(self._settings.serializer, event.data)
         check_name(event_type, "event_type")
         if event.metadata is not None and not isinstance(event.metadata, Mapping):
             raise TypeError("metadata must be a mapping or None")
@@ -722,6 +723,10 @@ class EventStore:
             "data": serialize(snapshot.data),
             "metadata": None if snapshot.metadata is None else serialize(dict(snapshot.metadata)),
         }
+        if not isinstance(row["data"], bytes) or not isinstance(
+            row["metadata"], (bytes, type(None))
+        ):
+            raise SerializationError("the serializer must return bytes")
         self._pool.run(lambda c: snapshots.upsert(c, row))
 
     def read_snapshot(self, source_uuid: str) -> SnapshotData:
@@ -732,12 +737,22 @@ class EventStore:
             raise SnapshotNotFoundError(source_uuid)
         uuid, version, source_type, data, metadata, created_at = row
         deserialize = self._settings.serializer.deserialize
+        try:
+            data = deserialize(data, source_type)
+            metadata = None if metadata is None else deserialize(metadata, None)
+        except Exception as exc:  # a custom serializer may raise anything
+            reason = (
+                str(exc) if isinstance(exc, SerializationError) else f"{type(exc).__name__}: {exc}"
+            )
+            raise SerializationError(
+                f"cannot read the snapshot of {uuid!r} (type {source_type!r}): {reason}"
+            ) from exc
         return SnapshotData(
             source_uuid=uuid,
             source_version=version,
             source_type=source_type,
-            data=deserialize(data, source_type),
-            metadata=None if metadata is None else deserialize(metadata, None),
+            data=data,
+            metadata=metadata,
             created_at=created_at,
         )
 

@@ -4,6 +4,11 @@ The contract: dataclasses serialize as their fields; on read, the stored type na
 class registered in `types` by f"{cls.__module__}.{cls.__qualname__}"; an unregistered type
 comes back as a plain dict; nothing is imported or executed by name; values JSON cannot hold
 raise SerializationError before anything is written.
+
+Part 2 (tests/test_serialization_v2.py) changes none of the cases here; it adds stable names,
+upcasters and typed fields, and one changed rule: stored data of a registered type that is not
+a JSON object (or does not fit the class) now raises SerializationError instead of coming back
+as the stored value.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from typing import Any
 import psycopg
 
 from ..events import RecordedEvent
-from ..serialization import Serializer
+from ..serialization import EventDecodeError, Serializer
 from ..sql import statement
 
 __all__ = [
@@ -156,7 +156,9 @@ def decode(rows: Iterable[Row], serializer: Serializer) -> list[RecordedEvent]:
     """RecordedEvents from stored rows, data and metadata deserialized.
 
     The hot path of every read and delivery: events are built without the frozen dataclass's
-    __init__ (one object.__setattr__ per field), by filling the instance dict directly.
+    __init__ (one object.__setattr__ per field), by filling the instance dict directly. An
+    event the serializer cannot rebuild raises SerializationError (EventDecodeError) naming
+    it: never skipped, never half-decoded.
     """
     deserialize = serializer.deserialize
     new = object.__new__
@@ -174,14 +176,19 @@ def decode(rows: Iterable[Row], serializer: Serializer) -> list[RecordedEvent]:
         event_uuid,
         number,
     ) in rows:
+        try:  # free in 3.11 unless it raises
+            data = deserialize(data, event_type)
+            meta = None if meta is None else deserialize(meta, None)
+        except Exception as exc:  # a custom serializer may raise anything
+            raise EventDecodeError(event_id, event_type, stream_uuid, exc) from exc
         event = new(RecordedEvent)
         event.__dict__.update(
             event_id=event_id,
             stream_uuid=stream_uuid,
             stream_version=version,
             event_type=event_type,
-            data=deserialize(data, event_type),
-            metadata=None if meta is None else deserialize(meta, None),
+            data=data,
+            metadata=meta,
             correlation_id=correlation,
             causation_id=causation,
             created_at=at,
