@@ -24,7 +24,11 @@ def evs(first: int, last: int, stream: str = "a") -> list[Ev]:
 
 
 def new(
-    checkpoint: int = 0, max_size: int = 100, read_batch_size: int = 1000
+    checkpoint: int = 0,
+    max_size: int = 100,
+    read_batch_size: int = 1000,
+    max_batch: int = 1000,
+    mixed: bool = False,
 ) -> SubscriptionState[Ev]:
     return SubscriptionState(
         checkpoint,
@@ -32,6 +36,8 @@ def new(
         position=lambda e: e.pos,
         stream_key=lambda e: e.stream,
         read_batch_size=read_batch_size,
+        max_batch=max_batch,
+        mixed=mixed,
     )
 
 
@@ -297,6 +303,56 @@ def test_never_sends_an_empty_batch() -> None:
 
 
 # Property: whatever the interleaving, everything is delivered once, in order ------------------
+# Mixed batches and max_batch ------------------------------------------------------------------
+def interleaved(first: int, last: int, streams: str = "abc") -> list[Ev]:
+    """Round-robin over `streams`: position p belongs to streams[(p - 1) % len(streams)]."""
+    return [Ev(p, streams[(p - 1) % len(streams)]) for p in range(first, last + 1)]
+
+
+def test_batches_hold_one_stream_by_default() -> None:
+    state = new()
+    state.read_done(interleaved(1, 6), 100)
+    assert positions(state.next_action()) == [1]
+    state.acked(1)
+    assert positions(state.next_action()) == [2]
+
+
+def test_mixed_batches_take_several_streams_up_to_max_batch() -> None:
+    state = new(max_batch=4, mixed=True)
+    state.read_done(interleaved(1, 10), 100)
+    sent = state.next_action()
+    assert positions(sent) == [1, 2, 3, 4]
+    assert isinstance(sent, Send) and {e.stream for e in sent.events} == {"a", "b", "c"}
+    assert state.next_action() is None, "one batch in flight at a time"
+    state.acked(4)
+    assert positions(state.next_action()) == [5, 6, 7, 8]
+    state.acked(8)
+    assert positions(state.next_action()) == [9, 10]
+
+
+def test_max_batch_caps_single_stream_batches_too() -> None:
+    state = new(max_batch=3)
+    state.read_done(evs(1, 7), 100)
+    assert positions(state.next_action()) == [1, 2, 3]
+    state.acked(3)
+    assert positions(state.next_action()) == [4, 5, 6]
+    state.acked(6)
+    assert positions(state.next_action()) == [7]
+
+
+def test_a_mixed_batch_acked_in_part_resends_nothing_and_waits() -> None:
+    """Acks are cumulative: a partial ack of a mixed batch keeps the rest in flight."""
+    state = new(mixed=True)
+    state.read_done(interleaved(1, 5), 100)
+    assert positions(state.next_action()) == [1, 2, 3, 4, 5]
+    assert state.acked(2) == 2
+    assert state.next_action() is None
+    state.notified(interleaved(6, 7))
+    assert state.next_action() is None
+    assert state.acked(5) == 5
+    assert positions(state.next_action()) == [6, 7]
+
+
 hypothesis = pytest.importorskip("hypothesis")
 st = pytest.importorskip("hypothesis.strategies")
 
@@ -315,10 +371,19 @@ _ops = st.lists(
 class Checker:
     """Drives a SubscriptionState against an in-memory store and checks every invariant."""
 
-    def __init__(self, checkpoint: int, max_size: int, read_batch_size: int) -> None:
+    def __init__(
+        self,
+        checkpoint: int,
+        max_size: int,
+        read_batch_size: int,
+        max_batch: int = 1000,
+        mixed: bool = False,
+    ) -> None:
         self.storage: list[Ev] = [Ev(p, "a") for p in range(1, checkpoint + 1)]
-        self.state = new(checkpoint, max_size, read_batch_size)
+        self.state = new(checkpoint, max_size, read_batch_size, max_batch, mixed)
         self.max_size = max_size
+        self.max_batch = max_batch
+        self.mixed = mixed
         self.start = checkpoint
         self.delivered: list[int] = []
         self.checkpoints = [checkpoint]
@@ -353,7 +418,10 @@ class Checker:
         if isinstance(action, Send):
             assert in_flight == 0, "a batch sent while another was not acked"
             assert action.events, "an empty batch"
-            assert len({e.stream for e in action.events}) == 1, "a batch mixing streams"
+            assert self.mixed or len({e.stream for e in action.events}) == 1, (
+                "a batch mixing streams"
+            )
+            assert len(action.events) <= self.max_batch, "a batch larger than max_batch"
             got = [e.pos for e in action.events]
             expected_first = (self.delivered[-1] if self.delivered else self.start) + 1
             assert got == list(range(expected_first, expected_first + len(got))), (
@@ -395,11 +463,20 @@ class Checker:
     checkpoint=st.integers(0, 5),
     max_size=st.integers(1, 8),
     read_batch_size=st.integers(1, 6),
+    max_batch=st.integers(1, 9),
+    mixed=st.booleans(),
 )
 def test_property_everything_once_in_order(
-    ops: list[tuple[object, ...]], checkpoint: int, max_size: int, read_batch_size: int
+    ops: list[tuple[object, ...]],
+    checkpoint: int,
+    max_size: int,
+    read_batch_size: int,
+    max_batch: int,
+    mixed: bool,
 ) -> None:
-    checker = Checker(checkpoint, max_size, read_batch_size)
+    """Any interleaving of appends (several streams), notifications, rechecks, acks and steps,
+    with or without mixed batches and any max_batch: everything once, in order."""
+    checker = Checker(checkpoint, max_size, read_batch_size, max_batch, mixed)
     for op in ops:
         kind = op[0]
         if kind == "append":

@@ -15,6 +15,8 @@ Invariants (each guards a trap from the Elixir project's history):
 - It stops reading (goes live) only when a read came back short *and* no notification has
   shown a position beyond the cursor.
 - Acks only move the checkpoint forward and never past what was sent.
+- A batch holds at most `max_batch` events, of one stream unless `mixed` (all-streams
+  subscriptions whose subscriber commits once per batch).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ E = TypeVar("E")
 
 @dataclass(frozen=True)
 class Send(Generic[E]):
-    """Deliver these events (one stream, contiguous) as one batch."""
+    """Deliver these events (contiguous; one stream unless mixed batches) as one batch."""
 
     events: list[E]
 
@@ -52,6 +54,9 @@ class SubscriptionState(Generic[E]):
         position: Callable[[E], int],
         stream_key: Callable[[E], str],
         read_batch_size: int = 1000,
+        *,
+        max_batch: int = 1000,
+        mixed: bool = False,
     ) -> None:
         self.checkpoint = checkpoint  # last acked position (persisted)
         self.cursor = checkpoint  # last position received
@@ -62,6 +67,8 @@ class SubscriptionState(Generic[E]):
         self._position = position
         self._stream_key = stream_key
         self._read_batch_size = read_batch_size
+        self._max_batch = max(1, max_batch)
+        self._mixed = mixed
         self._buffer: deque[E] = deque()
 
     @property
@@ -135,7 +142,11 @@ class SubscriptionState(Generic[E]):
         first = self._buffer.popleft()
         batch = [first]
         key = self._stream_key(first)
-        while self._buffer and self._stream_key(self._buffer[0]) == key:
+        while (
+            self._buffer
+            and len(batch) < self._max_batch
+            and (self._mixed or self._stream_key(self._buffer[0]) == key)
+        ):
             batch.append(self._buffer.popleft())
         self.last_sent = self._position(batch[-1])
         return batch
