@@ -36,7 +36,14 @@ from .events import (
 from .serialization import JsonSerializer, Serializer
 from .store import EventStore
 from .streams import Page, StreamInfo
-from .subscriptions.messages import Events, Subscribed, Subscription, SubscriptionStopped
+from .subscriptions.info import SubscriptionInfo
+from .subscriptions.messages import (
+    Events,
+    Subscribed,
+    Subscription,
+    SubscriptionStopped,
+    TransientSubscription,
+)
 
 __all__ = [
     "ANY_VERSION",
@@ -71,8 +78,10 @@ __all__ = [
     "Subscribed",
     "Subscription",
     "SubscriptionAlreadyExistsError",
+    "SubscriptionInfo",
     "SubscriptionNotFoundError",
     "SubscriptionStopped",
+    "TransientSubscription",
     "WrongExpectedVersionError",
     "admin",
 ]

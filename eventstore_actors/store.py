@@ -34,6 +34,7 @@ from .errors import (
     StreamDeletedError,
     StreamNotFoundError,
     SubscriptionAlreadyExistsError,
+    SubscriptionNotFoundError,
 )
 from .events import (
     NIL_UUID,
@@ -54,6 +55,7 @@ from .storage.connection import ReadPool, connect
 from .storage.outbox import Outbox, check_connection
 from .storage.uuids import new_uuids
 from .streams import Page, StreamInfo
+from .subscriptions import info as sub_info
 from .subscriptions.actor import (
     Ack,
     SubscriptionActor,
@@ -62,7 +64,9 @@ from .subscriptions.actor import (
     tell_stopped,
 )
 from .subscriptions.control import Control
-from .subscriptions.messages import Subscription
+from .subscriptions.info import SubscriptionInfo
+from .subscriptions.messages import Subscription, TransientSubscription
+from .subscriptions.transient import TransientActor, TransientControl, TransientSpec
 from .validation import (
     check_backward_start,
     check_count,
@@ -111,6 +115,8 @@ class EventStore:
         self._stopped = False
         self._outbox_lock = threading.Lock()
         self._outbox_appender: Outbox | None = None
+        self._acks_in_transaction: checkpoints.InTransaction | None = None
+        self._holder = sub_info.holder_text(self._origin)
         self.log = log.bind(schema=settings.schema)
 
     # Starting and stopping --------------------------------------------------------------------
@@ -561,11 +567,19 @@ class EventStore:
         start_from: str | int = "origin",
         mapper: Callable[[RecordedEvent], Any] | None = None,
         max_size: int | None = None,
+        *,
+        standby: bool = False,
+        mixed_batches: bool = False,
+        max_batch: int = 1000,
     ) -> Subscription:
         """Subscribe `subscriber` to one stream's events, after the checkpoint or `start_from`."""
         check_name(stream_uuid, "stream_uuid")
+        if mixed_batches is not False:
+            _check_flag(mixed_batches, "mixed_batches")
+            raise ValueError("mixed_batches applies to all-streams subscriptions only")
+        options = _Options.checked(standby, mixed_batches, max_batch)
         return self._subscribe(
-            stream_uuid, subscription_name, subscriber, start_from, mapper, max_size
+            stream_uuid, subscription_name, subscriber, start_from, mapper, max_size, options
         )
 
     def subscribe_to_all_streams(
@@ -575,10 +589,21 @@ class EventStore:
         start_from: str | int = "origin",
         mapper: Callable[[RecordedEvent], Any] | None = None,
         max_size: int | None = None,
+        *,
+        standby: bool = False,
+        mixed_batches: bool = False,
+        max_batch: int = 1000,
     ) -> Subscription:
         """Subscribe `subscriber` to every stream's events in event_id order."""
+        options = _Options.checked(standby, mixed_batches, max_batch)
         return self._subscribe(
-            checkpoints.ALL_STREAMS, subscription_name, subscriber, start_from, mapper, max_size
+            checkpoints.ALL_STREAMS,
+            subscription_name,
+            subscriber,
+            start_from,
+            mapper,
+            max_size,
+            options,
         )
 
     def _subscribe(
@@ -589,6 +614,7 @@ class EventStore:
         start_from: str | int,
         mapper: Callable[[RecordedEvent], Any] | None,
         max_size: int | None,
+        options: _Options,
     ) -> Subscription:
         check_name(name, "subscription_name")
         if not callable(getattr(subscriber, "tell", None)):
@@ -622,9 +648,34 @@ class EventStore:
                 except pykka.ActorDeadError:
                     pass
 
-        handle = Subscription(stream_uuid, name, ack)
+        def ack_in(position: int, conn: Any) -> None:
+            # Checked before anything is written; never past what this handle was sent.
+            acks = self._in_transaction(conn)
+            position = min(position, control.delivered)
+            if position > 0:
+                acks.advance(conn, stream_uuid, name, position)
+            ref = registry.peek(child_id)
+            if ref is not None:
+                try:
+                    ref.tell(Ack(position, handle, in_transaction=True))
+                except pykka.ActorDeadError:
+                    pass
+
+        handle = Subscription(stream_uuid, name, ack, ack_in)
         control = Control(size, subscriber)
-        spec = SubscriptionSpec(stream_uuid, name, subscriber, start_from, mapper, size, control)
+        spec = SubscriptionSpec(
+            stream_uuid,
+            name,
+            subscriber,
+            start_from,
+            mapper,
+            size,
+            control,
+            holder=self._holder,
+            standby=options.standby,
+            max_batch=options.max_batch,
+            mixed=options.mixed_batches,
+        )
         ready: pykka.ThreadingFuture[Subscription] = pykka.ThreadingFuture()
         settings = self._settings
 
@@ -673,11 +724,106 @@ class EventStore:
                     ) from None
                 time.sleep(0.01)
 
-    def ack(self, subscription: Subscription, acked: Sequence[Any] | RecordedEvent | int) -> None:
-        """Acknowledge events of a subscription; same as `subscription.ack(acked)`."""
-        if not isinstance(subscription, Subscription):
+    def ack(
+        self,
+        subscription: Subscription,
+        acked: Sequence[Any] | RecordedEvent | int,
+        *,
+        conn: psycopg.Connection[Any] | None = None,
+    ) -> None:
+        """Acknowledge events of a subscription; same as `subscription.ack(acked, conn=conn)`.
+
+        With `conn`, the checkpoint is written in that connection's current transaction.
+        """
+        if not isinstance(subscription, Subscription) or isinstance(
+            subscription, TransientSubscription
+        ):
             raise TypeError("ack takes the Subscription returned by subscribe_*")
-        subscription.ack(acked)
+        subscription.ack(acked, conn=conn)
+
+    def _in_transaction(self, conn: Any) -> checkpoints.InTransaction:
+        """The writer of acks in callers' transactions, once `conn` is checked (TypeError,
+        ValueError); made on first use (it needs one query to identify the database)."""
+        checkpoints.InTransaction.check(conn)
+        with self._outbox_lock:
+            if self._acks_in_transaction is None:
+                found = self._pool.run(outbox.fingerprint)
+                self._acks_in_transaction = checkpoints.InTransaction(self._settings.schema, found)
+            return self._acks_in_transaction
+
+    # Transient subscriptions ------------------------------------------------------------------
+    def subscribe(
+        self,
+        stream_uuid: str,
+        subscriber: Any,
+        *,
+        selector: Callable[[RecordedEvent], Any] | None = None,
+        mapper: Callable[[RecordedEvent], Any] | None = None,
+    ) -> TransientSubscription:
+        """Tell `subscriber` every event of `stream_uuid` ("$all": of every stream) committed
+        from now on, in order; no name, no acks, no checkpoint (see subscriptions.transient)."""
+        check_name(stream_uuid, "stream_uuid")
+        if not callable(getattr(subscriber, "tell", None)):
+            raise TypeError("subscriber must be a pykka ActorRef or have a tell(message) method")
+        if selector is not None and not callable(selector):
+            raise TypeError("selector must be callable or None")
+        if mapper is not None and not callable(mapper):
+            raise TypeError("mapper must be callable or None")
+        if not subscriber_alive(subscriber):
+            raise ValueError("the subscriber is not running (a stopped actor?)")
+        if self._registry.closed_reason is not None:
+            raise StoreUnavailableError(
+                f"the event store is stopped: {self._registry.closed_reason}"
+            )
+        child_id = f"subscription:transient:{uuid.uuid4().hex}"
+        head = self._pool.run(reader.last_event_id)
+        control = TransientControl(self._settings.subscription_max_size, subscriber, head)
+        handle = TransientSubscription.make(stream_uuid, lambda: self._forget_and_stop(child_id))
+        spec = TransientSpec(stream_uuid, subscriber, selector, mapper, control)
+        settings, pool, registry = self._settings, self._pool, self._registry
+
+        def factory(sup: pykka.ActorRef[Any], cid: str, generation: int) -> pykka.ActorRef[Any]:
+            return TransientActor.start(sup, cid, settings, pool, spec, handle, registry)
+
+        def on_give_up(reason: str) -> None:
+            told = control.close(reason)
+            if told is not None:
+                threading.Thread(
+                    target=tell_stopped, args=(subscriber, handle, told), daemon=True
+                ).start()
+
+        self._ask_supervisor(
+            "start_child",
+            ChildSpec(child_id, factory, on_give_up=on_give_up, attachment=control),
+        )
+        return handle
+
+    def unsubscribe(self, handle: TransientSubscription) -> None:
+        """End a transient subscription: nothing more is told once this returns."""
+        if not isinstance(handle, TransientSubscription):
+            raise TypeError("unsubscribe takes the handle returned by subscribe()")
+        handle.unsubscribe()
+
+    # Subscription info ------------------------------------------------------------------------
+    def subscriptions(self) -> list[SubscriptionInfo]:
+        """Every durable subscription of the store, held or not, in any process."""
+        schema = self._settings.schema
+        return self._pool.run(lambda c: sub_info.load(c, schema))
+
+    def subscription_info(
+        self, subscription_name: str, stream_uuid: str = "$all", *, partition: Any = None
+    ) -> SubscriptionInfo:
+        """Where one durable subscription stands; SubscriptionNotFoundError if unknown."""
+        check_name(subscription_name, "subscription_name")
+        check_name(stream_uuid, "stream_uuid")
+        where = f"subscription {subscription_name!r} on {stream_uuid!r}"
+        if partition is not None:  # consumer groups come later: no partition exists yet
+            raise SubscriptionNotFoundError(f"{where} has no partition {partition!r}")
+        schema = self._settings.schema
+        found = self._pool.run(lambda c: sub_info.load(c, schema, subscription_name, stream_uuid))
+        if not found:
+            raise SubscriptionNotFoundError(f"no {where}")
+        return found[0]
 
     def unsubscribe_from_stream(self, stream_uuid: str, subscription_name: str) -> None:
         """Stop the subscription; its checkpoint is kept."""
@@ -773,6 +919,29 @@ class EventStore:
             )
         except (pykka.ActorDeadError, pykka.Timeout):
             raise StoreUnavailableError("the event store's supervisor is not running") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Options:
+    """Subscription options of version 2 (checked at subscribe time)."""
+
+    standby: bool = False
+    mixed_batches: bool = False
+    max_batch: int = 1000
+
+    @classmethod
+    def checked(cls, standby: Any, mixed_batches: Any, max_batch: Any) -> _Options:
+        return cls(
+            standby=_check_flag(standby, "standby"),
+            mixed_batches=_check_flag(mixed_batches, "mixed_batches"),
+            max_batch=check_count(max_batch, "max_batch"),
+        )
+
+
+def _check_flag(value: Any, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return value
 
 
 #: Stands for "the store assigns it" in a NewEvent until _assign_uuids replaces it.

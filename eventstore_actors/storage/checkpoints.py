@@ -1,19 +1,35 @@
-"""Subscription rows: the last acked position of each named subscription."""
+"""Subscription rows: the last acked position of each named subscription.
+
+Besides the store's own writes (on a subscription's dedicated connection), `InTransaction`
+writes a checkpoint on the caller's connection, in its current transaction (exactly-once
+projections): schema-qualified SQL, nothing prepared, a plain tuple row factory and a
+savepoint, so the caller's session is left as it was and a failure leaves its transaction
+usable. The store never commits or rolls back the caller's transaction.
+"""
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import psycopg
+from psycopg import sql
+from psycopg.rows import tuple_row
 
 from ..sql import statement
+from .connection import database_error, is_connection_loss, unavailable
+from .outbox import check_connection
 
-__all__ = ["ALL_STREAMS", "advance", "delete", "load_or_create"]
+__all__ = ["ALL_STREAMS", "InTransaction", "advance", "claim", "delete", "load_or_create"]
 
 #: The stream_uuid under which all-streams subscriptions are stored.
 ALL_STREAMS = "$all"
 
 Conn = psycopg.Connection[Any]
+
+_STATUS = psycopg.pq.TransactionStatus
+_SAVEPOINT = "eventstore_actors_ack"
+_FINGERPRINT = "SELECT system_identifier, current_database() FROM pg_control_system()"
 
 
 def load_or_create(conn: Conn, stream_uuid: str, name: str, start_from: int) -> int:
@@ -34,8 +50,81 @@ def advance(conn: Conn, stream_uuid: str, name: str, position: int) -> None:
     )
 
 
+def claim(conn: Conn, stream_uuid: str, name: str, holder: str) -> None:
+    """Record which store instance holds the subscription now (see `subscriptions.info`)."""
+    conn.execute(
+        statement("subscriptions/claim"),
+        {"stream_uuid": stream_uuid, "subscription_name": name, "holder": holder},
+    )
+
+
 def delete(conn: Conn, stream_uuid: str, name: str) -> bool:
     cur = conn.execute(
         statement("subscriptions/delete"), {"stream_uuid": stream_uuid, "subscription_name": name}
     )
     return cur.rowcount > 0
+
+
+class InTransaction:
+    """Checkpoint writes in callers' transactions, for one store (its schema and database)."""
+
+    def __init__(self, schema: str, fingerprint: tuple[Any, ...]) -> None:
+        self._fingerprint = fingerprint
+        self._query = sql.SQL(
+            "UPDATE {}.subscriptions SET last_seen = %(last_seen)s "
+            "WHERE stream_uuid = %(stream_uuid)s AND subscription_name = %(subscription_name)s "
+            "AND last_seen < %(last_seen)s"
+        ).format(sql.Identifier(schema))
+        #: Connections already checked to reach the store's database (by backend pid).
+        self._checked: weakref.WeakKeyDictionary[Conn, int] = weakref.WeakKeyDictionary()
+
+    @staticmethod
+    def check(conn: Any) -> Conn:
+        """TypeError/ValueError unless `conn` can take the write now (nothing is written)."""
+        return check_connection(conn)
+
+    def advance(self, conn: Conn, stream_uuid: str, name: str, position: int) -> None:
+        """Move the checkpoint forward in `conn`'s current transaction (an autocommit
+        connection outside a transaction block: in a transaction of its own, committed)."""
+        params = {"stream_uuid": stream_uuid, "subscription_name": name, "last_seen": position}
+        try:
+            self._check_database(conn)
+            if conn.autocommit and conn.info.transaction_status == _STATUS.IDLE:
+                with conn.transaction(), conn.cursor(row_factory=tuple_row) as cur:
+                    cur.execute(self._query, params, prepare=False)
+                return
+            conn.execute(f"SAVEPOINT {_SAVEPOINT}", prepare=False)
+            try:
+                with conn.cursor(row_factory=tuple_row) as cur:
+                    cur.execute(self._query, params, prepare=False)
+            except BaseException:
+                _rollback_to_savepoint(conn)
+                raise
+            conn.execute(f"RELEASE SAVEPOINT {_SAVEPOINT}", prepare=False)
+        except psycopg.Error as exc:
+            if is_connection_loss(exc, conn):
+                raise unavailable(exc) from None
+            raise database_error(exc, "ack") from None
+
+    def _check_database(self, conn: Conn) -> None:
+        pid = conn.info.backend_pid
+        if self._checked.get(conn) == pid:
+            return
+        with conn.cursor(row_factory=tuple_row) as cur:
+            found = cur.execute(_FINGERPRINT, prepare=False).fetchone()
+        if found != self._fingerprint:
+            raise ValueError(
+                "conn is connected to another database than the event store's "
+                f"({conn.info.dbname!r} on {conn.info.host}:{conn.info.port}): nothing was written"
+            )
+        self._checked[conn] = pid
+
+
+def _rollback_to_savepoint(conn: Conn) -> None:
+    if conn.closed or conn.broken:
+        return
+    try:
+        conn.execute(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}", prepare=False)
+        conn.execute(f"RELEASE SAVEPOINT {_SAVEPOINT}", prepare=False)
+    except psycopg.Error:
+        pass  # the caller's transaction is failed then: theirs to roll back

@@ -36,7 +36,7 @@ log = structlog.get_logger("eventstore_actors.admin")
 #: compares these with a fresh install: a migration that adds objects must add them here and
 #: to admin/drop_tables). BASE_TABLES: those of version 1, which every store has.
 BASE_TABLES = ("schema_version", "event_counter", "streams", "events", "subscriptions", "snapshots")
-TABLES = (*BASE_TABLES, "links")
+TABLES = (*BASE_TABLES, "links", "parked_events")
 RELATIONS = (
     *TABLES,
     "streams_stream_id_seq",
@@ -59,6 +59,7 @@ RELATIONS = (
     "links_pkey",
     "links_stream_event_key",
     "links_event_id_idx",
+    "parked_events_pkey",
 )
 FUNCTIONS = ("append_events", "append_events_v2", "refuse_event_change")
 

@@ -14,7 +14,6 @@ up) tells its subscriber `SubscriptionStopped`, then nothing more (see `Control`
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from ..notifications.publisher import CatchUp, Published
 from ..sql import statement
 from ..storage import checkpoints, reader
 from .control import Control
+from .info import lock_key
 from .lock import Interrupted, LockLost, LockSession
 from .messages import Events, Subscribed, Subscription, SubscriptionStopped
 from .state import Read, Send, SubscriptionState
@@ -60,15 +60,21 @@ class SubscriptionSpec:
     mapper: Callable[[RecordedEvent], Any] | None
     max_size: int
     control: Control
+    holder: str = ""  # names this store instance in the subscriptions table
+    standby: bool = False  # wait for another process to let go of the name
+    max_batch: int = 1000
+    mixed: bool = False  # batches may hold several streams (all-streams only)
 
 
 @dataclass(frozen=True)
 class Ack:
     """A cumulative ack from the subscriber holding `subscription` (a handle from an earlier
-    subscribe of the same name is ignored)."""
+    subscribe of the same name is ignored). `in_transaction`: the caller wrote the checkpoint
+    in its own transaction; the actor only lets delivery go on and never writes it itself."""
 
     position: int
     subscription: Subscription
+    in_transaction: bool = False
 
 
 @dataclass(frozen=True)
@@ -108,10 +114,7 @@ class SubscriptionActor(SupervisedActor):
         self._registry = registry
         self._handle = handle
         self._ready = ready  # set only for the first start: the subscribe call waits on it
-        self._lock = LockSession(
-            settings,
-            json.dumps(["eventstore_actors", settings.schema, spec.stream_uuid, spec.name]),
-        )
+        self._lock = LockSession(settings, lock_key(settings.schema, spec.stream_uuid, spec.name))
         self._state: SubscriptionState[RecordedEvent] | None = None
         self._token = 0
         self._ended = False
@@ -163,6 +166,9 @@ class SubscriptionActor(SupervisedActor):
         if self._ready is not None:
             deadline = time.monotonic() + _SUBSCRIBE_LOCK_WAIT
             while not self._lock.try_lock():
+                if self._spec.standby:
+                    self._stand_by()
+                    return
                 if time.monotonic() >= deadline:
                     raise SubscriptionAlreadyExistsError(
                         f"subscription {self._spec.name!r} on {self._spec.stream_uuid!r} "
@@ -173,6 +179,15 @@ class SubscriptionActor(SupervisedActor):
             self._retry_at = time.monotonic() + _LOCK_RETRY
             return  # another holder: retried on the ticks
         self._start_locked()
+
+    def _stand_by(self) -> None:
+        """Another process holds the name: the subscribe returns now, and the lock is tried
+        again on the ticks; `Subscribed` is told once it is taken."""
+        assert self._ready is not None
+        self._ready.set(self._handle)
+        self._ready = None
+        self._retry_at = time.monotonic() + _LOCK_RETRY
+        self.log.info("subscription standing by: another process holds the name")
 
     def _start_locked(self) -> None:
         stream, name = self._spec.stream_uuid, self._spec.name
@@ -193,6 +208,9 @@ class SubscriptionActor(SupervisedActor):
             self._lock.run(lambda c: checkpoints.advance(c, stream, name, unsaved))
             checkpoint = unsaved
         self._unsaved_checkpoint = None
+        holder = self._spec.holder
+        if holder:
+            self._lock.run(lambda c: checkpoints.claim(c, stream, name, holder))
         if self._ready is not None:
             try:
                 self._tell(Subscribed(self._handle))
@@ -200,13 +218,25 @@ class SubscriptionActor(SupervisedActor):
                 if row is None:  # nothing may be left behind by a subscribe that raises
                     self._lock.run(lambda c: checkpoints.delete(c, stream, name))
                 raise ValueError("the subscriber is not running (a stopped actor?)") from None
+            self._control.announced = True
             self._ready.set(self._handle)
             self._ready = None
+        elif not self._control.announced:  # a standby taking over
+            try:
+                self._tell(Subscribed(self._handle))
+            except Exception:
+                self._end("the subscriber stopped")
+                return
+            self._control.announced = True
+            if self._ended:
+                return
         self._state = SubscriptionState(
             checkpoint,
             self._spec.max_size,
             position=(lambda e: e.event_id) if self._all else (lambda e: e.stream_version),
             stream_key=lambda e: e.stream_uuid,
+            max_batch=self._spec.max_batch,
+            mixed=self._spec.mixed,
         )
         self._sent_before = checkpoint
         self._backoff = 0.0
@@ -305,7 +335,11 @@ class SubscriptionActor(SupervisedActor):
     def _handle_state(self, message: Any) -> None:
         state = self._state
         if state is None:  # not holding the lock (yet): nothing to deliver
-            if isinstance(message, Ack) and message.subscription is self._handle:
+            if (
+                isinstance(message, Ack)
+                and message.subscription is self._handle
+                and not message.in_transaction
+            ):
                 # Acked what was sent before the lock was lost: stored once it is back.
                 position = min(message.position, self._sent_before)
                 if position > (self._unsaved_checkpoint or 0):
@@ -320,7 +354,13 @@ class SubscriptionActor(SupervisedActor):
             if message.subscription is not self._handle:
                 return
             checkpoint = state.acked(message.position)
-            if checkpoint is not None:
+            if message.in_transaction:
+                # The caller's transaction holds that checkpoint: never written here (a write
+                # of ours would also wait on the row lock until the caller commits).
+                unsaved = self._unsaved_checkpoint
+                if unsaved is not None and unsaved <= message.position:
+                    self._unsaved_checkpoint = None
+            elif checkpoint is not None:
                 self._unsaved_checkpoint = checkpoint
                 if time.monotonic() - self._saved_at >= CHECKPOINT_INTERVAL:
                     self._flush_checkpoint()
@@ -334,6 +374,7 @@ class SubscriptionActor(SupervisedActor):
     def _pump(self, state: SubscriptionState[RecordedEvent]) -> None:
         while self._state is state and (action := state.next_action()) is not None:
             if isinstance(action, Send):
+                self._control.sent(state.last_sent)
                 self._deliver(action.events)
             elif self._fatal is not None:
                 self._end(self._fatal)  # everything before the bad event was sent

@@ -46,6 +46,10 @@ class Control:
         self._running = 0  # the token of the actor instance running now (0: none)
         self._tokens = 0
         self._told_stopped = False
+        #: Highest position sent to the subscriber (an ack in a transaction is clamped to it).
+        self.delivered = 0
+        #: Whether the subscriber was told `Subscribed` (a standby is told at take-over).
+        self.announced = False
 
     # Inbox accounting ---------------------------------------------------------------------------
     def admit_events(self, count: int) -> Admit:
@@ -93,6 +97,11 @@ class Control:
     @property
     def queued_events(self) -> int:
         return self._events
+
+    def sent(self, position: int) -> None:
+        """The actor is about to send a batch ending at `position`."""
+        with self._lock:
+            self.delivered = max(self.delivered, position)
 
     # Life cycle ---------------------------------------------------------------------------------
     def started(self) -> int:

@@ -8,7 +8,7 @@ from typing import Any
 
 from ..events import RecordedEvent
 
-__all__ = ["Events", "Subscribed", "Subscription", "SubscriptionStopped"]
+__all__ = ["Events", "Subscribed", "Subscription", "SubscriptionStopped", "TransientSubscription"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -18,6 +18,8 @@ class Subscription:
     stream_uuid: str  # "$all" for an all-streams subscription
     subscription_name: str
     _ack: Callable[[int], None] = field(repr=False, compare=False)
+    #: Writes an ack in the caller's transaction (see `ack(..., conn=)`).
+    _ack_in: Callable[[int, Any], None] | None = field(default=None, repr=False, compare=False)
 
     @property
     def all_streams(self) -> bool:
@@ -27,9 +29,21 @@ class Subscription:
         """An event's position in this subscription: event_id or stream_version."""
         return event.event_id if self.all_streams else event.stream_version
 
-    def ack(self, acked: Sequence[Any] | RecordedEvent | int) -> None:
-        """Acknowledge everything up to and including `acked` (cumulative)."""
-        self._ack(self._position(acked))
+    def ack(self, acked: Sequence[Any] | RecordedEvent | int, *, conn: Any = None) -> None:
+        """Acknowledge everything up to and including `acked` (cumulative).
+
+        With `conn` (an open psycopg 3 connection to the store's database), the checkpoint is
+        written in that connection's current transaction: it moves iff the caller commits, so
+        a projection that updates its tables and acks in one transaction applies each event
+        exactly once. The store never writes such a position itself.
+        """
+        position = self._position(acked)
+        if conn is None:
+            self._ack(position)
+        elif self._ack_in is None:
+            raise TypeError("this subscription takes no acks in a transaction")
+        else:
+            self._ack_in(position, conn)
 
     def _position(self, acked: Any) -> int:
         if isinstance(acked, bool):
@@ -50,6 +64,32 @@ class Subscription:
         )
 
 
+def _no_ack(position: int) -> None:
+    raise TypeError("a transient subscription takes no acks")
+
+
+def _nothing() -> None:
+    pass
+
+
+@dataclass(frozen=True, eq=False)
+class TransientSubscription(Subscription):
+    """A transient subscription (`store.subscribe`): no name (""), no acks, no checkpoint."""
+
+    _unsubscribe: Callable[[], None] = field(default=_nothing, repr=False, compare=False)
+
+    @classmethod
+    def make(cls, stream_uuid: str, unsubscribe: Callable[[], None]) -> TransientSubscription:
+        return cls(stream_uuid, "", _no_ack, None, unsubscribe)
+
+    def ack(self, acked: Sequence[Any] | RecordedEvent | int, *, conn: Any = None) -> None:
+        raise TypeError("a transient subscription takes no acks")
+
+    def unsubscribe(self) -> None:
+        """Stop it: nothing more is told to the subscriber once this returns."""
+        self._unsubscribe()
+
+
 @dataclass(frozen=True)
 class Subscribed:
     """First message to a subscriber: the subscription is live."""
@@ -59,7 +99,8 @@ class Subscribed:
 
 @dataclass(frozen=True)
 class Events:
-    """A batch of events (never empty; one stream only). Ack them to get the next batch."""
+    """A batch of events (never empty; one stream only unless `mixed_batches`). Ack them to
+    get the next batch (transient subscriptions take no acks)."""
 
     subscription: Subscription
     events: list[Any]

@@ -2,7 +2,7 @@
 -- object that depends on one of them (a view on events, a trigger using the function) stops
 -- the drop instead of being removed with it. Sequences, indexes and the trigger go with
 -- their tables.
-DROP TABLE IF EXISTS links, events, streams, event_counter, subscriptions, snapshots, schema_version;
+DROP TABLE IF EXISTS parked_events, links, events, streams, event_counter, subscriptions, snapshots, schema_version;
 DROP FUNCTION IF EXISTS refuse_event_change();
 DROP FUNCTION IF EXISTS append_events(text[], bigint[], integer[], text[], text[], text[], bytea[], bytea[], text, text);
 DROP FUNCTION IF EXISTS append_events_v2(text[], bigint[], integer[], integer[], boolean[], uuid[], text[], text[], text[], bytea[], bytea[], text, text);

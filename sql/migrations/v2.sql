@@ -247,4 +247,20 @@ BEGIN
 END
 $$;
 
+-- Subscription info: which store instance took a subscription's lock last (whether it still
+-- holds it is read from pg_locks).
+ALTER TABLE subscriptions ADD COLUMN IF NOT EXISTS holder text;
+
+-- Events a subscription gave up on (nack "park", or retries exhausted): counted by
+-- subscription info now; filled and replayed by nack/park.
+CREATE TABLE IF NOT EXISTS parked_events (
+    stream_uuid        text        NOT NULL,
+    subscription_name  text        NOT NULL,
+    event_id           bigint      NOT NULL,
+    reason             text,
+    retries            integer     NOT NULL DEFAULT 0,
+    parked_at          timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (stream_uuid, subscription_name, event_id)
+);
+
 INSERT INTO schema_version (version) VALUES (2) ON CONFLICT (version) DO NOTHING;

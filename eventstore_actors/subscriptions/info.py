@@ -1,0 +1,84 @@
+"""Subscription info: where each durable subscription stands, and who holds it.
+
+The checkpoint, the head of what it follows and the parked count come from the tables; whether
+it is held ("active") comes from pg_locks, so a holder that died (its session ended, its lock
+with it) shows as inactive at once, whatever the `holder` column still says. The holder text
+is written by the subscription when it takes the lock.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import psycopg
+
+from ..sql import statement
+
+__all__ = ["SubscriptionInfo", "holder_text", "load", "lock_key", "summary"]
+
+
+@dataclass(frozen=True)
+class SubscriptionInfo:
+    stream_uuid: str  # "$all" for all-streams subscriptions
+    subscription_name: str
+    checkpoint: int  # last acked position stored
+    head: int  # the stream's (or $all's) last position now
+    lag: int  # head - checkpoint (never below 0)
+    active: bool  # a subscriber holds it now, in any process
+    holder: str | None  # the holding store instance (None when not active); contains its pid
+    parked: int
+    partition: int | None = None  # consumer groups (later): which partition this row is
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def lock_key(schema: str, stream_uuid: str, name: str) -> str:
+    """The text whose hash is the subscription's advisory lock key."""
+    return json.dumps(["eventstore_actors", schema, stream_uuid, name])
+
+
+def holder_text(origin: str) -> str:
+    """What names a store instance as a holder: host, OS pid and the instance's own id (two
+    stores in one process are two holders)."""
+    return f"{socket.gethostname()} pid {os.getpid()} store {origin[:12]}"
+
+
+def load(
+    conn: psycopg.Connection[Any], schema: str, name: str | None = None, stream_uuid: str = "$all"
+) -> list[SubscriptionInfo]:
+    """Every durable subscription of the store (or only `name` on `stream_uuid`)."""
+    rows = conn.execute(
+        statement("subscriptions/info"), {"name": name, "stream_uuid": stream_uuid}
+    ).fetchall()
+    keys = [lock_key(schema, str(r[0]), str(r[1])) for r in rows]
+    held: set[int] = set()
+    if keys:
+        held = {int(r[0]) for r in conn.execute(statement("subscriptions/held"), {"keys": keys})}
+    found = []
+    for i, (stream, sub_name, last_seen, holder, head, parked) in enumerate(rows, start=1):
+        active = i in held
+        found.append(
+            SubscriptionInfo(
+                stream_uuid=str(stream),
+                subscription_name=str(sub_name),
+                checkpoint=int(last_seen),
+                head=int(head or 0),
+                lag=max(0, int(head or 0) - int(last_seen)),
+                active=active,
+                holder=str(holder) if active and holder is not None else None,
+                parked=int(parked),
+            )
+        )
+    return found
+
+
+def summary(conn: psycopg.Connection[Any]) -> tuple[int, int, int]:
+    """(schema version, head event_id, number of streams)."""
+    row = conn.execute(statement("subscriptions/summary")).fetchone()
+    assert row is not None
+    return int(row[0] or 0), int(row[1] or 0), int(row[2] or 0)
