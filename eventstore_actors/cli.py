@@ -58,6 +58,14 @@ def _parser() -> argparse.ArgumentParser:
         "(created if missing, emptied first).",
     )
     _connection_options(demo, default_schema="demo")
+    status = commands.add_parser(
+        "status",
+        help="schema version, head, streams and every subscription's checkpoint, lag and holder",
+        description="Print the schema version, the head event_id, the number of streams and "
+        "one row per durable subscription (checkpoint, head, lag, active, holder, parked).",
+    )
+    _connection_options(status)
+    status.add_argument("--json", action="store_true", help="print one JSON object instead")
     commands.add_parser(
         "bench",
         help="run the benchmark suite (see `eventstore-actors bench --help`)",
@@ -96,6 +104,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .demo import run_demo
 
             run_demo(dsn, schema)
+            return 0
+        if args.command == "status":
+            from .status import status
+
+            print(status(dsn, schema, as_json=args.json))
             return 0
         action, _ = _ADMIN[args.command]
         outcome = action(dsn, schema)

@@ -1,0 +1,66 @@
+"""`eventstore-actors status`: the store and its subscriptions at a glance, without starting
+a store (one connection, read-only queries)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .config import Settings
+from .errors import ConfigError
+from .storage import schema as schema_ops
+from .storage.connection import connect
+from .subscriptions import info
+
+__all__ = ["status"]
+
+_COLUMNS = (
+    "stream_uuid",
+    "subscription_name",
+    "checkpoint",
+    "head",
+    "lag",
+    "active",
+    "holder",
+    "parked",
+)
+
+
+def status(dsn: str, schema: str, *, as_json: bool = False) -> str:
+    """The report `eventstore-actors status` prints (a table, or JSON)."""
+    with connect(Settings(dsn=dsn, schema=schema)) as conn:
+        version = schema_ops.installed_version(conn, schema)
+        if version is None:
+            raise ConfigError(schema_ops.not_initialised(schema))
+        _, head, streams = info.summary(conn)
+        subscriptions = info.load(conn, schema)
+    report: dict[str, Any] = {
+        "schema": schema,
+        "schema_version": version,
+        "head": head,
+        "streams": streams,
+        "subscriptions": [s.to_json() for s in subscriptions],
+    }
+    if as_json:
+        return json.dumps(report, indent=2)
+    lines = [
+        f"schema {schema}: version {version}, head event_id {head}, {streams} streams, "
+        f"{len(subscriptions)} subscriptions"
+    ]
+    if subscriptions:
+        rows = [list(_COLUMNS)] + [
+            [_cell(row[c]) for c in _COLUMNS] for row in report["subscriptions"]
+        ]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(_COLUMNS))]
+        for cells in rows:
+            padded = (cell.ljust(width) for cell, width in zip(cells, widths, strict=True))
+            lines.append("  ".join(padded).rstrip())
+    return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)

@@ -1,0 +1,261 @@
+"""Exactly-once projections: `ack(..., conn=)` writes the checkpoint in the caller's
+transaction (API part 2, "Exactly-once projections").
+
+The checkpoint moves iff the caller commits; the store never writes such a position on its
+own; the caller's session is left as it was; a bad `conn` is refused before anything is
+written. The proof: a child process projecting thousands of events into a counter, killed
+with SIGKILL at random points many times, ends with the counter equal to the event count.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.rows import dict_row
+from support import QUIET, QueueSubscriber, checkpoint, events, wait_until
+
+import eventstore_actors
+from eventstore_actors import EventData, EventStore
+
+PROJECTOR = Path(__file__).parent / "support" / "projector.py"
+
+
+def _subscribed(store: EventStore, name: str = "proj") -> tuple[Any, QueueSubscriber]:
+    subscriber = QueueSubscriber()
+    sub = store.subscribe_to_all_streams(name, subscriber)
+    assert subscriber.subscribed() is sub
+    return sub, subscriber
+
+
+# The checkpoint follows the caller's transaction ----------------------------------------------
+def test_checkpoint_moves_only_when_the_caller_commits(dsn: str, schema: str, store: EventStore):
+    store.append_to_stream("s", 0, events(3))
+    sub, subscriber = _subscribed(store)
+    batch = subscriber.batch()
+    with psycopg.connect(dsn) as conn:
+        with conn.transaction():
+            sub.ack(batch, conn=conn)
+            subscriber.nothing(QUIET)  # the flush interval passes: the store writes nothing
+            assert checkpoint(dsn, schema, "$all", "proj") == 0, "visible before the commit"
+        assert checkpoint(dsn, schema, "$all", "proj") == 3
+
+
+def test_a_rolled_back_ack_leaves_the_checkpoint_and_the_store_never_writes_it(
+    dsn: str, schema: str, store: EventStore
+):
+    store.append_to_stream("s", 0, events(3))
+    sub, subscriber = _subscribed(store)
+    batch = subscriber.batch()
+    with psycopg.connect(dsn) as conn:
+        conn.execute("BEGIN")
+        sub.ack(batch, conn=conn)
+        conn.rollback()
+    # Delivery goes on (the ack gated it) ...
+    store.append_to_stream("s", 3, events(1, start=4))
+    assert [e.event_id for e in subscriber.batch()] == [4]
+    # ... but neither the ticks nor the final flush of an unsubscribe write position 3.
+    time.sleep(QUIET)  # let ticks run: they must not write anything
+    store.unsubscribe_from_all_streams("proj")
+    assert checkpoint(dsn, schema, "$all", "proj") == 0
+
+
+def test_a_later_plain_ack_moves_the_checkpoint_as_usual(dsn: str, schema: str, store: EventStore):
+    store.append_to_stream("s", 0, events(2))
+    sub, subscriber = _subscribed(store)
+    first = subscriber.batch()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        sub.ack(first, conn=conn)  # autocommit, outside a transaction block: committed at once
+        assert checkpoint(dsn, schema, "$all", "proj") == 2
+    store.append_to_stream("s", 2, events(2, start=3))
+    sub.ack(subscriber.batch())
+    wait_until(lambda: checkpoint(dsn, schema, "$all", "proj") == 4, what="plain ack stored")
+
+
+def test_the_next_batch_waits_for_the_ack_in_the_transaction(dsn: str, store: EventStore):
+    store.append_to_stream("a", 0, events(2))
+    store.append_to_stream("b", 0, events(2, start=3))
+    sub, subscriber = _subscribed(store)
+    first = subscriber.batch()
+    assert [e.event_id for e in first] == [1, 2]
+    subscriber.nothing(QUIET)
+    with psycopg.connect(dsn) as conn, conn.transaction():
+        sub.ack(first, conn=conn)
+        assert [e.event_id for e in subscriber.batch()] == [3, 4]
+
+
+def test_an_ack_beyond_what_was_delivered_is_clamped(dsn: str, schema: str, store: EventStore):
+    store.append_to_stream("a", 0, events(2))
+    store.append_to_stream("b", 0, events(2, start=3))
+    sub, subscriber = _subscribed(store)
+    subscriber.batch()
+    with psycopg.connect(dsn) as conn, conn.transaction():
+        sub.ack(100, conn=conn)
+    assert checkpoint(dsn, schema, "$all", "proj") == 2
+
+
+def test_store_ack_takes_conn_too(dsn: str, schema: str, store: EventStore):
+    store.append_to_stream("s", 0, events(1))
+    sub, subscriber = _subscribed(store)
+    batch = subscriber.batch()
+    with psycopg.connect(dsn) as conn, conn.transaction():
+        store.ack(sub, batch, conn=conn)
+    assert checkpoint(dsn, schema, "$all", "proj") == 1
+
+
+def test_a_stream_subscription_acks_stream_versions(dsn: str, schema: str, store: EventStore):
+    store.append_to_stream("other", 0, events(5))
+    store.append_to_stream("s", 0, events(2))
+    subscriber = QueueSubscriber()
+    sub = store.subscribe_to_stream("s", "proj", subscriber)
+    subscriber.subscribed()
+    batch = subscriber.batch()
+    with psycopg.connect(dsn) as conn, conn.transaction():
+        sub.ack(batch, conn=conn)
+    assert checkpoint(dsn, schema, "s", "proj") == 2
+
+
+def test_the_callers_session_is_left_as_it_was(dsn: str, store: EventStore):
+    store.append_to_stream("s", 0, events(1))
+    sub, subscriber = _subscribed(store)
+    batch = subscriber.batch()
+    with psycopg.connect(dsn, row_factory=dict_row) as conn:
+        conn.execute("SET search_path TO pg_catalog")
+        conn.execute("CREATE TEMP TABLE mine (x int)")
+        conn.execute("INSERT INTO mine VALUES (1)")
+        sub.ack(batch, conn=conn)
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+        row = conn.execute("SELECT current_setting('search_path') AS p, count(*) AS n FROM mine")
+        assert row.fetchone() == {"p": "pg_catalog", "n": 1}
+        prepared = conn.execute("SELECT count(*) AS n FROM pg_prepared_statements").fetchone()
+        assert prepared == {"n": 0}
+        conn.commit()
+
+
+# Bad input: refused before anything is written ------------------------------------------------
+def test_bad_connections_are_refused_before_anything_is_written(
+    dsn: str, schema: str, store: EventStore
+):
+    store.append_to_stream("s", 0, events(1))
+    sub, subscriber = _subscribed(store)
+    batch = subscriber.batch()
+    with pytest.raises(TypeError, match="psycopg 3 Connection"):
+        sub.ack(batch, conn="postgresql://")
+    closed = psycopg.connect(dsn)
+    closed.close()
+    with pytest.raises(ValueError, match="closed"):
+        sub.ack(batch, conn=closed)
+    with psycopg.connect(dsn) as failed:
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            failed.execute("SELECT 1/0")
+        with pytest.raises(ValueError, match="failed transaction"):
+            sub.ack(batch, conn=failed)
+    other = psycopg.conninfo.make_conninfo(dsn, dbname="postgres")
+    with psycopg.connect(other) as elsewhere:
+        with pytest.raises(ValueError, match="another database"):
+            sub.ack(batch, conn=elsewhere)
+        assert elsewhere.info.transaction_status != psycopg.pq.TransactionStatus.INERROR
+    with pytest.raises(ValueError, match=">= 0"), psycopg.connect(dsn) as conn:
+        sub.ack(-1, conn=conn)
+    with pytest.raises(TypeError):
+        store.ack(sub, batch, conn=object())  # type: ignore[arg-type]
+    assert checkpoint(dsn, schema, "$all", "proj") == 0
+    subscriber.nothing(QUIET)  # no ack was taken: nothing more was sent
+
+
+# The proof: SIGKILL at random points, the count stays exact -----------------------------------
+EVENTS = 3000
+KILLS = 12
+
+
+def _start_projector(dsn: str, schema: str, log: Path) -> subprocess.Popen[str]:
+    package_root = str(Path(eventstore_actors.__file__).resolve().parent.parent)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
+    return subprocess.Popen(
+        [sys.executable, str(PROJECTOR), dsn, schema, "counter"],
+        stdin=subprocess.PIPE,
+        stdout=log.open("a"),
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+
+
+def test_a_projection_killed_at_random_points_counts_every_event_exactly_once(
+    dsn: str, schema: str, store: EventStore, tmp_path: Path
+):
+    log = tmp_path / "projector.log"
+    rng = random.Random(20260909)
+    streams = [f"acct-{i}" for i in range(7)]
+    versions = dict.fromkeys(streams, 0)
+    written = 0
+    while written < EVENTS:
+        stream = rng.choice(streams)
+        size = min(EVENTS - written, rng.randint(1, 6))
+        batch = [EventData({"n": written + i}, event_type="tests.Counted") for i in range(size)]
+        store.append_to_stream(stream, versions[stream], batch)
+        versions[stream] += size
+        written += size
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        ident = sql.Identifier(schema)
+        conn.execute(
+            sql.SQL("CREATE TABLE {}.projection_counter (n bigint NOT NULL)").format(ident)
+        )
+        conn.execute(sql.SQL("INSERT INTO {}.projection_counter VALUES (0)").format(ident))
+        conn.execute(
+            sql.SQL("CREATE TABLE {}.projection_seen (event_id bigint PRIMARY KEY)").format(ident)
+        )
+
+        def count() -> int:
+            row = conn.execute(sql.SQL("SELECT n FROM {}.projection_counter").format(ident))
+            return int(row.fetchone()[0])  # type: ignore[index]
+
+        kills = 0
+        try:
+            while kills < KILLS and count() < EVENTS:
+                proc = _start_projector(dsn, schema, log)
+                try:
+                    before = count()
+                    wait_until(
+                        lambda b=before: count() > b or count() >= EVENTS,  # type: ignore[misc]
+                        timeout=30,
+                        what="the projector makes progress",
+                    )
+                    time.sleep(rng.uniform(0.0, 0.3))  # a random point, not a synchronisation
+                    if count() < EVENTS:
+                        kills += 1
+                finally:
+                    proc.send_signal(signal.SIGKILL)
+                    proc.wait(timeout=10)
+                    assert proc.stdin is not None
+                    proc.stdin.close()
+            assert kills >= 10, f"only {kills} kills landed before the projection finished"
+            proc = _start_projector(dsn, schema, log)
+            try:
+                wait_until(lambda: count() >= EVENTS, timeout=60, what="the projection finishes")
+                time.sleep(QUIET)  # nothing may be applied twice after the end either
+            finally:
+                assert proc.stdin is not None
+                proc.stdin.close()
+                proc.wait(timeout=20)
+            assert proc.returncode == 0, f"the projector failed: {log.read_text()[-2000:]}"
+            assert count() == EVENTS
+            seen = conn.execute(sql.SQL("SELECT count(*) FROM {}.projection_seen").format(ident))
+            assert seen.fetchone()[0] == EVENTS  # type: ignore[index]
+        finally:
+            conn.execute(
+                sql.SQL("DROP TABLE IF EXISTS {}.projection_counter, {}.projection_seen").format(
+                    ident, ident
+                )
+            )
+    assert checkpoint(dsn, schema, "$all", "counter") == EVENTS
