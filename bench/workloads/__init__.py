@@ -12,6 +12,7 @@ from .catchup import catchup_steps, run_catchup
 from .growth import growth_steps, run_growth
 from .latency import latency_steps, run_latency
 from .multi import any_append_steps, multi_append_steps, run_any_appends, run_multi_appends
+from .projection import projection_steps, run_projection
 from .reads import read_all_steps, run_read_all, run_seed_reads, seed_read_steps
 
 __all__ = ["WORKLOADS", "Workload"]
@@ -76,6 +77,13 @@ WORKLOADS: dict[str, Workload] = {
             "all-streams subscription replaying stored events with acks",
             catchup_steps,
             run_catchup,
+        ),
+        Workload(
+            "projection",
+            "projection committing once per batch over interleaved events, with and without "
+            "mixed batches",
+            projection_steps,
+            run_projection,
         ),
         Workload(
             "growth",
