@@ -270,8 +270,12 @@ class Faults(threading.Thread):
 
 
 # The soak -------------------------------------------------------------------------------------
+SECONDS = float(os.environ.get("SOAK_FAULT_SECONDS", "30"))
+
+
+@pytest.mark.timeout(int(SECONDS) + 150)  # the run, the delivery wait, start and checks
 def test_soak_under_network_and_server_faults(pg_server: PgServer, seed: int) -> None:
-    seconds = float(os.environ.get("SOAK_FAULT_SECONDS", "30"))
+    seconds = SECONDS
     rng = random.Random(seed)
     _prepare(pg_server)
     problems: list[str] = []
