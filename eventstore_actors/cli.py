@@ -84,7 +84,7 @@ def _connection_options(parser: argparse.ArgumentParser, default_schema: str = "
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list[:1] == ["bench"]:
-        from bench.cli import main as bench_main
+        from .bench.cli import main as bench_main
 
         return bench_main(args_list[1:])
     args = _parser().parse_args(args_list)
