@@ -36,7 +36,14 @@ from .events import (
 from .serialization import JsonSerializer, Serializer
 from .store import EventStore
 from .streams import Page, StreamInfo
-from .subscriptions.messages import Events, Subscribed, Subscription, SubscriptionStopped
+from .subscriptions.messages import (
+    Events,
+    Subscribed,
+    Subscriber,
+    Subscription,
+    SubscriptionMessage,
+    SubscriptionStopped,
+)
 
 __all__ = [
     "ANY_VERSION",
@@ -69,8 +76,10 @@ __all__ = [
     "StreamInfo",
     "StreamNotFoundError",
     "Subscribed",
+    "Subscriber",
     "Subscription",
     "SubscriptionAlreadyExistsError",
+    "SubscriptionMessage",
     "SubscriptionNotFoundError",
     "SubscriptionStopped",
     "WrongExpectedVersionError",
