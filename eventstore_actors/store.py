@@ -22,7 +22,7 @@ import psycopg
 import pykka
 import structlog
 
-from . import hints
+from . import hints, logs
 from .actors.registry import Registry
 from .actors.supervised import on_own_thread
 from .actors.supervisor import ChildSpec, Supervisor
@@ -194,6 +194,7 @@ class EventStore:
             health_timeout=health_timeout,
             io_timeout=io_timeout,
         )
+        logs.quiet_third_party()  # psycopg.pool, unless the application set its level
         _check_installed(settings)
         pool = ReadPool(settings)
         pool.open()
