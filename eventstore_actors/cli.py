@@ -131,10 +131,11 @@ def _configure_logging(verbose: bool) -> None:
     )
 
 
-def _confirmed(command: str, dsn: str, schema: str, yes: bool) -> bool:
-    """Ask before destroying data: y/N on a terminal; without one, only with --yes."""
+def _confirm(command: str, dsn: str, schema: str, yes: bool) -> None:
+    """Ask before destroying data: on a terminal, type 'yes'; without one, only with --yes.
+    Raises _Refused (nothing done) otherwise."""
     if yes:
-        return True
+        return
     what = _DESTRUCTIVE.get(command, "empty it first (every event is deleted)")
     where = f"schema {schema!r} of {redact(dsn)}"
     if not sys.stdin.isatty():
@@ -143,11 +144,9 @@ def _confirmed(command: str, dsn: str, schema: str, yes: bool) -> bool:
         )
     _print(f"eventstore-actors {command}: this will {what} in {where}.", err=True)
     print("Type 'yes' to go on: ", end="", file=sys.stderr, flush=True)
-    try:
-        answer = sys.stdin.readline().strip().lower()
-    except (EOFError, KeyboardInterrupt):
-        answer = ""
-    return answer in ("y", "yes")
+    answer = sys.stdin.readline().strip().lower()
+    if answer not in ("y", "yes"):
+        raise _Refused("not confirmed, nothing changed")
 
 
 class _Refused(Exception):
@@ -172,25 +171,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     # SIGTERM stops a command like Ctrl-C does: the store and the demo's actors stop cleanly.
     previous_term = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        return _run(args)
+        if args.command == "embedded":
+            return _embedded(args.action, args.data_dir)
+        schema = validate_schema(args.schema)
+        from_embedded = args.dsn is None and not os.environ.get("EVENTSTORE_DSN")
+        dsn = resolve_dsn(args.dsn)
+        if args.command == "demo":
+            from .demo import run_demo
+
+            if schema != "demo" and _holds_events(dsn, schema):
+                _confirm("demo", dsn, schema, args.yes)
+            run_demo(dsn, schema, embedded=from_embedded, follow=args.follow)
+            return 0
+        if args.command in _DESTRUCTIVE:
+            _confirm(args.command, dsn, schema, args.yes)
+        action, _ = _ADMIN[args.command]
+        outcome = action(dsn, schema)
     except KeyboardInterrupt:
         _stop_everything()
         _print(f"eventstore-actors {args.command}: interrupted", err=True)
         return 130
-    except _Refused as exc:
-        _print(f"eventstore-actors {args.command}: {exc}", err=True)
-        return 1
     except Exception as exc:
         # Every failure is one line on stderr; -v adds the traceback for a bug report.
-        if args.verbose:
+        if args.verbose and not isinstance(exc, _Refused):
             _print(traceback.format_exc().rstrip(), err=True)
         text = _one_line(str(exc)) or type(exc).__name__
-        if not isinstance(exc, EventStoreError):
+        if not isinstance(exc, (EventStoreError, _Refused)):
             text = f"{type(exc).__name__}: {text}"
         _print(f"eventstore-actors {args.command}: {text}", err=True)
         return 1
     finally:
         signal.signal(signal.SIGTERM, previous_term)
+    if args.command == "migrate":
+        _print(f"eventstore-actors migrate: schema {schema} is at version {outcome}")
+    elif args.command == "drop" and outcome is False:
+        _print(f"eventstore-actors drop: nothing to drop (no store in schema {schema})")
+    else:
+        _print(f"eventstore-actors {args.command}: done (schema {schema})")
+    return 0
 
 
 def _stop_everything() -> None:
@@ -205,38 +223,6 @@ def _stop_everything() -> None:
         pass
     finally:
         signal.signal(signal.SIGINT, previous)
-
-
-def _run(args: argparse.Namespace) -> int:
-    if args.command == "embedded":
-        return _embedded(args.action, args.data_dir)
-    schema = validate_schema(args.schema)
-    from_embedded = args.dsn is None and not os.environ.get("EVENTSTORE_DSN")
-    dsn = resolve_dsn(args.dsn)
-    if args.command == "demo":
-        from .demo import run_demo
-
-        if (
-            schema != "demo"
-            and _holds_events(dsn, schema)
-            and not _confirmed("demo", dsn, schema, args.yes)
-        ):
-            _print("eventstore-actors demo: not confirmed, nothing changed", err=True)
-            return 1
-        run_demo(dsn, schema, embedded=from_embedded, follow=args.follow)
-        return 0
-    if args.command in _DESTRUCTIVE and not _confirmed(args.command, dsn, schema, args.yes):
-        _print(f"eventstore-actors {args.command}: not confirmed, nothing changed", err=True)
-        return 1
-    action, _ = _ADMIN[args.command]
-    outcome = action(dsn, schema)
-    if args.command == "migrate":
-        _print(f"eventstore-actors migrate: schema {schema} is at version {outcome}")
-    elif args.command == "drop" and outcome is False:
-        _print(f"eventstore-actors drop: nothing to drop (no store in schema {schema})")
-    else:
-        _print(f"eventstore-actors {args.command}: done (schema {schema})")
-    return 0
 
 
 def _holds_events(dsn: str, schema: str) -> bool:
