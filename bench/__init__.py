@@ -1,10 +1,11 @@
-"""The eventstore-actors benchmark suite: each workload through the public API and as raw psycopg.
+"""From a checkout only: ``python -m bench`` runs ``eventstore_actors.bench`` (not in the wheel).
 
-Run it with ``eventstore-actors bench`` or ``python -m bench`` (``--help`` for options).
+The suite lives in ``eventstore_actors/bench/`` so that installing the package adds no
+top-level ``bench`` module that a user's own ``import bench`` would resolve to.
 """
 
 from __future__ import annotations
 
-from .cli import main
+from eventstore_actors.bench import main
 
 __all__ = ["main"]

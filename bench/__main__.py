@@ -1,5 +1,5 @@
 import sys
 
-from .cli import main
+from eventstore_actors.bench.cli import main
 
 sys.exit(main())

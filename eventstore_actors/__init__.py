@@ -40,7 +40,9 @@ from .subscriptions.info import SubscriptionInfo
 from .subscriptions.messages import (
     Events,
     Subscribed,
+    Subscriber,
     Subscription,
+    SubscriptionMessage,
     SubscriptionStopped,
     TransientSubscription,
 )
@@ -76,9 +78,11 @@ __all__ = [
     "StreamInfo",
     "StreamNotFoundError",
     "Subscribed",
+    "Subscriber",
     "Subscription",
     "SubscriptionAlreadyExistsError",
     "SubscriptionInfo",
+    "SubscriptionMessage",
     "SubscriptionNotFoundError",
     "SubscriptionStopped",
     "TransientSubscription",

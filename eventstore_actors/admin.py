@@ -14,7 +14,8 @@ import psycopg
 import structlog
 from psycopg import sql as pgsql
 
-from .config import redact, resolve_dsn, validate_schema
+from . import hints
+from .config import redact, resolve_dsn, scrub, validate_schema
 from .errors import ConfigError, StoreUnavailableError
 from .storage import schema as schema_ops
 from .storage.connection import is_connection_loss, reason
@@ -29,7 +30,8 @@ def _connect(dsn: str) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
     try:
         conn = psycopg.Connection.connect(dsn, autocommit=True)
     except psycopg.OperationalError as exc:
-        raise ConfigError(f"cannot connect to {redact(dsn)}: {reason(exc)}") from None
+        message = scrub(f"cannot connect to {redact(dsn)}: {reason(exc)}", dsn)
+        raise ConfigError(hints.missing_database(message, dsn) or message) from None
     with conn:
         try:
             yield conn
@@ -114,7 +116,8 @@ def drop(dsn: str | None = None, schema: str = "public") -> bool:
 
 def reset(dsn: str | None = None, schema: str = "public") -> None:
     """Empty every table and restart ids at 1 (tests and benchmarks)."""
+    dsn = resolve_dsn(dsn)
     with _store_connection(dsn, schema) as (conn, schema):
         if schema_ops.installed_version(conn, schema) is None:
-            raise ConfigError(schema_ops.not_initialised(schema))
+            raise ConfigError(hints.not_initialised(schema, dsn))
         schema_ops.reset(conn, schema)

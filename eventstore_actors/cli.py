@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import signal
 import sys
 import traceback
-from collections.abc import Callable, Sequence
-from typing import NoReturn
+from collections.abc import Callable, MutableMapping, Sequence
+from typing import Any, NoReturn
 
 import structlog
 
 from . import admin
-from .config import resolve_dsn, validate_schema
+from .config import redact, resolve_dsn, scrub, validate_schema
 from .errors import EventStoreError
 
 __all__ = ["main"]
@@ -31,11 +33,28 @@ _DSN_HELP = (
 )
 
 
+#: Commands that destroy data: they ask first, and need --yes without a terminal.
+_DESTRUCTIVE = {
+    "drop": "drop the event store (every event, stream, subscription and snapshot)",
+    "reset": "delete every event, stream, subscription and snapshot",
+}
+
+
 class _Parser(argparse.ArgumentParser):
     """Usage errors as one line on stderr, like every other error of the command line."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: {_one_line(message)} (see --help)\n")
+        self.exit(2, _safe(f"{self.prog}: {_one_line(message)} (see --help)\n"))
+
+
+def _safe(text: str) -> str:
+    """`text` without any password of a DSN on the command line or in EVENTSTORE_DSN: the
+    last guard before anything is printed (a DSN typed as a stray argument, say)."""
+    return scrub(text, *sys.argv[1:], os.environ.get("EVENTSTORE_DSN"))
+
+
+def _print(text: str, *, err: bool = False) -> None:
+    print(_safe(text), file=sys.stderr if err else sys.stdout, flush=True)
 
 
 def _one_line(text: str) -> str:
@@ -51,11 +70,14 @@ def _parser() -> argparse.ArgumentParser:
     for name, (_, help_text) in _ADMIN.items():
         sub = commands.add_parser(name, help=help_text, description=help_text)
         _connection_options(sub)
+        if name in _DESTRUCTIVE:
+            _yes_option(sub)
     demo = commands.add_parser(
         "demo",
         help="append, read and subscribe to a few events, printing what happens",
-        description="Append, read back and subscribe to events in a fresh schema 'demo' "
-        "(created if missing, emptied first).",
+        description="Append, read back and subscribe to events in the schema 'demo' (its own: "
+        "created if missing, emptied first). Another --schema that holds events is emptied "
+        "only after a confirmation (or --yes).",
     )
     _connection_options(demo, default_schema="demo")
     status = commands.add_parser(
@@ -66,6 +88,22 @@ def _parser() -> argparse.ArgumentParser:
     )
     _connection_options(status)
     status.add_argument("--json", action="store_true", help="print one JSON object instead")
+    _yes_option(demo)
+    demo.add_argument(
+        "--follow",
+        action="store_true",
+        help="then keep printing events appended by others until Ctrl-C",
+    )
+    embedded = commands.add_parser(
+        "embedded",
+        help="show or stop the embedded PostgreSQL server(s) this package started",
+        description="The embedded PostgreSQL keeps running after the process that started it "
+        "exits, so that the next run reuses it. `status` lists its data directories (under the "
+        "user data dir, or --data-dir) with pid and port; `stop` stops them (data is kept).",
+    )
+    embedded.add_argument("action", choices=["status", "stop"])
+    embedded.add_argument("--data-dir", help="only this data directory")
+    embedded.add_argument("-v", "--verbose", action="store_true", help="log to stderr")
     commands.add_parser(
         "bench",
         help="run the benchmark suite (see `eventstore-actors bench --help`)",
@@ -74,13 +112,53 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _yes_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-y",
+        "--yes",
+        action="store_true",
+        help="do not ask for confirmation (required when stdin is not a terminal)",
+    )
+
+
+def _scrub_log(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """No password in a log line, whatever a library put in it."""
+    for key, value in event_dict.items():
+        if isinstance(value, str):
+            event_dict[key] = _safe(value)
+    return event_dict
+
+
 def _configure_logging(verbose: bool) -> None:
     # The command line is an application, so it (unlike the library) configures structlog.
     level = logging.DEBUG if verbose else logging.WARNING
     structlog.configure(
+        processors=[_scrub_log, *structlog.get_config()["processors"]],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
     )
+
+
+def _confirm(command: str, dsn: str, schema: str, yes: bool) -> None:
+    """Ask before destroying data: on a terminal, type 'yes'; without one, only with --yes.
+    Raises _Refused (nothing done) otherwise."""
+    if yes:
+        return
+    what = _DESTRUCTIVE.get(command, "empty it first (every event is deleted)")
+    where = f"schema {schema!r} of {redact(dsn)}"
+    if not sys.stdin.isatty():
+        raise _Refused(
+            f"this would {what} in {where}; stdin is not a terminal, so pass --yes to confirm"
+        )
+    _print(f"eventstore-actors {command}: this will {what} in {where}.", err=True)
+    print("Type 'yes' to go on: ", end="", file=sys.stderr, flush=True)
+    answer = sys.stdin.readline().strip().lower()
+    if answer not in ("y", "yes"):
+        raise _Refused("not confirmed, nothing changed")
+
+
+class _Refused(Exception):
+    """A destructive command without confirmation."""
 
 
 def _connection_options(parser: argparse.ArgumentParser, default_schema: str = "public") -> None:
@@ -90,46 +168,111 @@ def _connection_options(parser: argparse.ArgumentParser, default_schema: str = "
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; the exit status: 0 success, 1 failure, 2 usage, 130 Ctrl-C."""
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list[:1] == ["bench"]:
-        from bench.cli import main as bench_main
+        from .bench.cli import main as bench_main
 
         return bench_main(args_list[1:])
     args = _parser().parse_args(args_list)
     _configure_logging(args.verbose)
+    # SIGTERM stops a command like Ctrl-C does: the store and the demo's actors stop cleanly.
+    previous_term = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
+        if args.command == "embedded":
+            return _embedded(args.action, args.data_dir)
         schema = validate_schema(args.schema)
+        from_embedded = args.dsn is None and not os.environ.get("EVENTSTORE_DSN")
         dsn = resolve_dsn(args.dsn)
         if args.command == "demo":
             from .demo import run_demo
 
-            run_demo(dsn, schema)
+            if schema != "demo" and _holds_events(dsn, schema):
+                _confirm("demo", dsn, schema, args.yes)
+            run_demo(dsn, schema, embedded=from_embedded, follow=args.follow)
             return 0
         if args.command == "status":
             from .status import status
 
             print(status(dsn, schema, as_json=args.json))
             return 0
+        if args.command in _DESTRUCTIVE:
+            _confirm(args.command, dsn, schema, args.yes)
         action, _ = _ADMIN[args.command]
         outcome = action(dsn, schema)
     except KeyboardInterrupt:
-        print(f"eventstore-actors {args.command}: interrupted", file=sys.stderr)
+        _stop_everything()
+        _print(f"eventstore-actors {args.command}: interrupted", err=True)
         return 130
     except Exception as exc:
         # Every failure is one line on stderr; -v adds the traceback for a bug report.
-        if args.verbose:
-            traceback.print_exc()
+        if args.verbose and not isinstance(exc, _Refused):
+            _print(traceback.format_exc().rstrip(), err=True)
         text = _one_line(str(exc)) or type(exc).__name__
-        if not isinstance(exc, EventStoreError):
+        if not isinstance(exc, (EventStoreError, _Refused)):
             text = f"{type(exc).__name__}: {text}"
-        print(f"eventstore-actors {args.command}: {text}", file=sys.stderr)
+        _print(f"eventstore-actors {args.command}: {text}", err=True)
         return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous_term)
     if args.command == "migrate":
-        print(f"eventstore-actors migrate: schema {schema} is at version {outcome}")
+        _print(f"eventstore-actors migrate: schema {schema} is at version {outcome}")
     elif args.command == "drop" and outcome is False:
-        print(f"eventstore-actors drop: nothing to drop (no store in schema {schema})")
+        _print(f"eventstore-actors drop: nothing to drop (no store in schema {schema})")
     else:
-        print(f"eventstore-actors {args.command}: done (schema {schema})")
+        _print(f"eventstore-actors {args.command}: done (schema {schema})")
+    return 0
+
+
+def _stop_everything() -> None:
+    """After Ctrl-C: a second one must not interrupt the cleanup (it printed a threading
+    traceback), and no actor thread may keep the interpreter alive."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        import pykka
+
+        pykka.ActorRegistry.stop_all(block=True, timeout=10.0)
+    except Exception:
+        pass
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _holds_events(dsn: str, schema: str) -> bool:
+    """Whether `schema` holds a store with events (the demo would empty it)."""
+    import psycopg
+    from psycopg import sql
+
+    query = sql.SQL("SELECT EXISTS (SELECT 1 FROM {}.events)").format(sql.Identifier(schema))
+    try:
+        with psycopg.connect(dsn, connect_timeout=10) as conn:
+            row = conn.execute(query).fetchone()
+    except psycopg.Error:
+        return False  # no store there, or no server: the demo itself says so
+    return bool(row and row[0])
+
+
+def _embedded(action: str, data_dir: str | None) -> int:
+    from .embedded import default_data_dir, find_servers, stop_server
+
+    servers = find_servers(data_dir)
+    where = data_dir or default_data_dir().parent
+    if not servers:
+        _print(f"eventstore-actors embedded: no embedded PostgreSQL data directory in {where}")
+        return 0
+    for server in servers:
+        if action == "stop" and server.running:
+            stop_server(server.data_dir)
+            _print(f"stopped: {server.data_dir} (pid {server.pid}, port {server.port}); data kept")
+        elif server.running:
+            _print(
+                f"running: {server.data_dir} (pid {server.pid}, port {server.port}, "
+                f"socket {server.socket_dir}); dsn: {server.dsn}"
+            )
+        else:
+            _print(f"stopped: {server.data_dir}")
+    if action == "status" and any(s.running for s in servers):
+        _print("stop with: eventstore-actors embedded stop (the next run starts it again)")
     return 0
 
 

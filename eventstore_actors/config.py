@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from dataclasses import dataclass, field
+import urllib.parse
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import psycopg.conninfo
@@ -19,6 +20,7 @@ __all__ = [
     "Settings",
     "redact",
     "resolve_dsn",
+    "scrub",
     "validate_schema",
 ]
 
@@ -67,15 +69,71 @@ def _channel(schema: str, suffix: str) -> str:
     return f"eventstore_actors.{schema[:12]}~{digest}.{suffix}"
 
 
+#: Connection parameters whose values are secrets.
+_SECRET_KEYS = ("password", "sslpassword")
+#: URI schemes libpq understands.
+_SCHEMES = ("postgresql", "postgres")
+_SCHEME_RE = re.compile(r"^\s*([A-Za-z][A-Za-z0-9+.-]*)://")
+#: The password of a URI's authority: scheme://user:PASSWORD@host (up to the last '@').
+_URI_PASSWORD_RE = re.compile(r"^\s*[A-Za-z][A-Za-z0-9+.-]*://[^:/@?#]*:([^/?#]*)@")
+#: password=VALUE in key/value form or a URI query ('quoted values' included).
+_KEY_PASSWORD_RE = re.compile(r"(?:ssl)?password\s*=\s*('(?:[^'\\]|\\.)*'|[^\s&]+)", re.I)
+
+
 def redact(dsn: str) -> str:
     """The DSN with any password replaced by ``***``, safe to print or log."""
     try:
         params = psycopg.conninfo.conninfo_to_dict(dsn)
     except psycopg.ProgrammingError:
         return "<unparseable DSN>"
-    if "password" in params:
-        params["password"] = "***"
+    for key in _SECRET_KEYS:
+        if key in params:
+            params[key] = "***"
     return psycopg.conninfo.make_conninfo("", **params)
+
+
+def _secrets(dsn: str) -> set[str]:
+    """Every form in which `dsn`'s passwords may show up in a message (even an unparseable DSN)."""
+    found: set[str] = set()
+    try:
+        params = psycopg.conninfo.conninfo_to_dict(dsn)
+        found.update(str(params[k]) for k in _SECRET_KEYS if params.get(k))
+    except psycopg.ProgrammingError:
+        pass
+    match = _URI_PASSWORD_RE.match(dsn)
+    if match and match.group(1):
+        found.add(match.group(1))
+    found.update(m.group(1) for m in _KEY_PASSWORD_RE.finditer(dsn))
+    for secret in list(found):
+        found.add(secret.strip("'"))
+        found.add(urllib.parse.unquote(secret))
+        found.add(urllib.parse.quote(secret, safe=""))
+    return {s for s in found if s}
+
+
+def scrub(text: str, *dsns: str | None) -> str:
+    """`text` with the passwords of `dsns` (and any password=... it holds) replaced by ``***``.
+
+    For messages that may echo a DSN: libpq quotes a DSN it cannot parse in full.
+    """
+    for dsn in dsns:
+        if not dsn:
+            continue
+        for secret in sorted(_secrets(dsn), key=len, reverse=True):
+            text = text.replace(secret, "***")
+    return _KEY_PASSWORD_RE.sub(lambda m: m.group(0)[: m.start(1) - m.start(0)] + "***", text)
+
+
+def _check_scheme(dsn: str) -> None:
+    """A URI for another database (mysql://, sqlite://) is a clear ConfigError, not libpq's
+    'missing "=" after ...' (which would also quote the whole DSN, password included)."""
+    match = _SCHEME_RE.match(dsn)
+    if match and match.group(1).lower() not in _SCHEMES:
+        raise ConfigError(
+            f"unsupported DSN scheme {match.group(1)!r}: eventstore-actors stores events in "
+            "PostgreSQL; give a postgresql:// URI (postgresql://user@host:5432/dbname) or "
+            "libpq key=value pairs"
+        )
 
 
 def resolve_dsn(dsn: str | None = None, **seed_keys: Any) -> str:
@@ -86,6 +144,9 @@ def resolve_dsn(dsn: str | None = None, **seed_keys: Any) -> str:
     unknown = set(seed_keys) - set(SEED_KEYS)
     if unknown:
         raise ConfigError(f"unknown connection option(s): {', '.join(sorted(unknown))}")
+    for key, value in seed_keys.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (str, int))):
+            raise ConfigError(f"{key} must be a str, got {type(value).__qualname__}")
     given = {SEED_KEYS[k]: str(v) for k, v in seed_keys.items() if v is not None}
     if dsn is None and given.keys() & {"host", "dbname"}:
         dsn = ""
@@ -97,10 +158,11 @@ def resolve_dsn(dsn: str | None = None, **seed_keys: Any) -> str:
         dsn = embedded_dsn()
     if not isinstance(dsn, str):
         raise ConfigError(f"dsn must be a string, got {type(dsn).__qualname__}")
+    _check_scheme(dsn)
     try:
         return psycopg.conninfo.make_conninfo(dsn, **given)
     except psycopg.ProgrammingError as exc:
-        raise ConfigError(f"invalid DSN: {exc}") from None
+        raise ConfigError(f"invalid DSN: {scrub(str(exc), dsn)}") from None
 
 
 @dataclass(frozen=True)
@@ -136,13 +198,22 @@ class Settings:
     #: still acknowledges packets but never answers would otherwise block that actor for ever.
     io_timeout: float = 15.0
 
+    def __repr__(self) -> str:
+        """Like the dataclass repr, with the DSN's password hidden."""
+        shown = ", ".join(
+            f"{f.name}={redact(self.dsn) if f.name == 'dsn' else getattr(self, f.name)!r}"
+            for f in fields(self)
+        )
+        return f"{type(self).__name__}({shown})"
+
     def __post_init__(self) -> None:
         validate_schema(self.schema)
         for name in ("pool_size", "subscription_max_size", "max_batch_events", "max_restarts"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{name} must be a positive int, got {value!r}")
-        if not isinstance(self.pool_overflow, int) or self.pool_overflow < 0:
+        overflow = self.pool_overflow
+        if not isinstance(overflow, int) or isinstance(overflow, bool) or overflow < 0:
             raise ConfigError(f"pool_overflow must be an int >= 0, got {self.pool_overflow!r}")
         for name in (
             "connect_timeout",
@@ -150,10 +221,16 @@ class Settings:
             "health_timeout",
             "io_timeout",
             "call_timeout",
+            "restart_window",
+            "tick_interval",
         ):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
                 raise ConfigError(f"{name} must be a number of seconds > 0, got {value!r}")
+        if not isinstance(self.application_name, str):
+            raise ConfigError(
+                f"application_name must be a str, got {type(self.application_name).__qualname__}"
+            )
         if not isinstance(self.serializer, Serializer):
             raise ConfigError("serializer must have serialize(term) and deserialize(data, type)")
 

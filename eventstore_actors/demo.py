@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import queue
+import signal
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,7 +15,7 @@ from .config import redact
 from .events import EventData, RecordedEvent
 from .serialization import JsonSerializer
 from .store import EventStore
-from .subscriptions.messages import Events, Subscribed
+from .subscriptions.messages import Events, Subscribed, SubscriptionStopped
 
 __all__ = ["run_demo"]
 
@@ -45,6 +47,8 @@ class Printer(pykka.ThreadingActor):
                 print(f"  subscriber: got #{event.event_id} {_describe(event)}")
             message.subscription.ack(message.events)
             self._done.put(message.events[-1].event_id)
+        elif isinstance(message, SubscriptionStopped):
+            print(f"  subscriber: subscription stopped: {message.reason}")
 
 
 def _describe(event: RecordedEvent) -> str:
@@ -52,8 +56,34 @@ def _describe(event: RecordedEvent) -> str:
     return f"{event.stream_uuid} v{event.stream_version} {name} {event.data}"
 
 
-def run_demo(dsn: str, schema: str = "demo") -> None:
-    print(f"database: {redact(dsn)}, schema: {schema}")
+def run_demo(
+    dsn: str, schema: str = "demo", *, embedded: bool = False, follow: bool = False
+) -> None:
+    """Append, read back and subscribe in `schema` (created if missing, emptied first),
+    printing each step; with `follow`, then print new events until Ctrl-C (or SIGTERM).
+
+    `embedded`: `dsn` is the embedded server's, so say where it lives and how to stop it.
+    Every actor it starts is stopped before it returns or raises, Ctrl-C included.
+    """
+    if embedded:
+        from .embedded import default_data_dir
+
+        print(f"server: the embedded PostgreSQL in {default_data_dir()} ({redact(dsn)})")
+    else:
+        print(f"server: {redact(dsn)}")
+    print(f"schema: {schema} (emptied first)")
+    try:
+        _run(dsn, schema, follow)
+    finally:
+        if embedded:
+            print(
+                "the embedded PostgreSQL keeps running for the next run: "
+                "`eventstore-actors embedded status` shows it, "
+                "`eventstore-actors embedded stop` stops it"
+            )
+
+
+def _run(dsn: str, schema: str, follow: bool) -> None:
     admin.create(dsn, schema)
     admin.reset(dsn, schema)
     serializer = JsonSerializer(types=[AccountOpened, MoneyDeposited])
@@ -93,11 +123,28 @@ def run_demo(dsn: str, schema: str = "demo") -> None:
                 ],
             )
             _wait_for(done, 5)
+            if follow:
+                _follow(schema)
             store.unsubscribe_from_all_streams("demo-printer")
         finally:
-            printer.stop()
+            printer.stop()  # the application's own actors first, then the store
         total = sum(1 for _ in store.stream_all_forward())
         print(f"all streams hold {total} events; the subscriber received and acked all of them")
+
+
+def _follow(schema: str) -> None:
+    """Block until Ctrl-C or SIGTERM; the subscriber prints what others append meanwhile."""
+    print(
+        f"following schema {schema!r}: events appended by other processes are printed; "
+        "press Ctrl-C to stop",
+        flush=True,
+    )
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        # A second Ctrl-C must not interrupt the cleanup that follows.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        print("stopping")
 
 
 def _wait_for(done: queue.Queue[int], event_id: int) -> None:

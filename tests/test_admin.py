@@ -419,13 +419,13 @@ def test_cli_init_reset_drop(dsn: str, fresh_schema: str) -> None:
     with start(dsn, fresh_schema) as store:
         store.append_to_stream("s", 0, events(3))
 
-    result = cli("reset", "--dsn", dsn, "--schema", fresh_schema)
+    result = cli("reset", "--dsn", dsn, "--schema", fresh_schema, "--yes")
     assert result.returncode == 0, result.stderr
     with start(dsn, fresh_schema) as store:
         assert store.read_all_streams_forward() == []
 
     for _ in range(2):
-        result = cli("drop", "--dsn", dsn, "--schema", fresh_schema)
+        result = cli("drop", "--dsn", dsn, "--schema", fresh_schema, "--yes")
         assert result.returncode == 0, result.stderr
     assert not schema_exists(dsn, fresh_schema)
 
@@ -464,7 +464,7 @@ def test_cli_bad_schema_name(dsn: str) -> None:
 
 
 def test_cli_reset_of_uninitialised_schema_fails_clearly(dsn: str, fresh_schema: str) -> None:
-    result = cli("reset", "--dsn", dsn, "--schema", fresh_schema)
+    result = cli("reset", "--dsn", dsn, "--schema", fresh_schema, "--yes")
     # Either a clear one-line error, or a no-op; never a traceback.
     assert "Traceback" not in result.stderr
     if result.returncode != 0:
@@ -528,7 +528,7 @@ def test_drop_leaves_a_schema_that_never_held_a_store(dsn: str, app_schema: str)
     # It used to run DROP SCHEMA ... CASCADE, and the application's invoices were gone.
     assert admin.drop(dsn, app_schema) is False
     assert rows_of(dsn, f"SELECT id, total::text FROM {app_schema}.invoices") == [(1, "9.99")]
-    result = cli("drop", "--dsn", dsn, "--schema", app_schema)
+    result = cli("drop", "--dsn", dsn, "--schema", app_schema, "--yes")
     assert result.returncode == 0, result.stderr
     assert "nothing to drop" in result.stdout
     assert rows_of(dsn, f"SELECT id FROM {app_schema}.invoices") == [(1,)]
@@ -546,7 +546,7 @@ def test_drop_refuses_a_schema_with_foreign_objects_under_store_names(
         admin.drop(dsn, app_schema)
     assert "table events" in str(info.value) and "view streams" in str(info.value)
     assert tables_in(dsn, app_schema) == {"invoices", "events", "streams"}
-    result = cli("drop", "--dsn", dsn, "--schema", app_schema)
+    result = cli("drop", "--dsn", dsn, "--schema", app_schema, "--yes")
     assert result.returncode != 0
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert tables_in(dsn, app_schema) == {"invoices", "events", "streams"}
@@ -586,7 +586,7 @@ def test_drop_stops_at_application_objects_that_depend_on_the_store(
     assert "\n" not in str(info.value)
     with start(dsn, fresh_schema) as store:  # nothing was dropped
         store.append_to_stream("s", 0, events(1))
-    result = cli("drop", "--dsn", dsn, "--schema", fresh_schema)
+    result = cli("drop", "--dsn", dsn, "--schema", fresh_schema, "--yes")
     assert result.returncode != 0
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "Traceback" not in result.stderr
@@ -610,7 +610,7 @@ def test_init_refuses_to_adopt_a_foreign_snapshots_table_in_public(empty_db_dsn:
     # Not a store, so drop refuses too and the application's table survives.
     with pytest.raises(ConfigError):
         admin.drop(empty_db_dsn)
-    assert cli("drop", "--dsn", empty_db_dsn).returncode != 0
+    assert cli("drop", "--dsn", empty_db_dsn, "--yes").returncode != 0
     assert rows_of(empty_db_dsn, "SELECT id, note FROM public.snapshots") == [
         (1, "the application's")
     ]

@@ -21,7 +21,7 @@ pytest.importorskip("tqdm")
 
 
 def test_bench_smoke_writes_sane_json(dsn: str, tmp_path: Path) -> None:
-    from bench.workloads import WORKLOADS
+    from eventstore_actors.bench.workloads import WORKLOADS
 
     json_path, plot_path = tmp_path / "bench.json", tmp_path / "bench.png"
     env = {
@@ -76,7 +76,7 @@ def test_bench_smoke_writes_sane_json(dsn: str, tmp_path: Path) -> None:
 
 
 def test_bench_rejects_an_unknown_workload() -> None:
-    from bench import main
+    from eventstore_actors.bench import main
 
     with pytest.raises(SystemExit) as exc:
         main(["--only", "no-such-workload"])

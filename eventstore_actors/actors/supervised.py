@@ -13,11 +13,12 @@ from types import TracebackType
 from typing import Any
 
 import pykka
-import structlog
+
+from .. import logs
 
 __all__ = ["ChildExited", "Crash", "SupervisedActor", "on_own_thread"]
 
-log = structlog.get_logger("eventstore_actors.actors")
+log = logs.get_logger("eventstore_actors.actors")  # warnings rate-limited
 
 #: The urn of the supervised actor whose thread this is (unset in other threads).
 _current = threading.local()

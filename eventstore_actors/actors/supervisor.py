@@ -18,14 +18,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pykka
-import structlog
 
+from .. import logs
 from .registry import Registry
 from .supervised import ChildExited
 
 __all__ = ["ChildSpec", "Supervisor"]
 
-log = structlog.get_logger("eventstore_actors.supervisor")
+log = logs.get_logger("eventstore_actors.supervisor")  # warnings rate-limited
 
 #: Starts the child's actor given (supervisor ref, child id, restart number).
 Factory = Callable[[pykka.ActorRef[Any], str, int], pykka.ActorRef[Any]]

@@ -20,15 +20,15 @@ import time
 from collections.abc import Callable
 
 import psycopg
-import structlog
 
+from .. import logs
 from ..config import Settings
 from ..errors import StoreUnavailableError
 from ..storage.connection import connect
 
 __all__ = ["Listener"]
 
-log = structlog.get_logger("eventstore_actors.listener")
+log = logs.get_logger("eventstore_actors.listener")  # warnings rate-limited
 
 #: Longest single wait for notifications: how often the stop flag and the health are checked.
 _POLL = 1.0

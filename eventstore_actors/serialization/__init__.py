@@ -29,9 +29,14 @@ class Serializer(Protocol):
     EventData without `event_type` under (None: the default `module.qualname`).
     """
 
-    def serialize(self, term: Any) -> bytes: ...
+    def serialize(self, term: Any) -> bytes:
+        """The bytes to store for `term` (an event's data or metadata, a snapshot's data)."""
+        ...
 
-    def deserialize(self, data: bytes, type: str | None = None) -> Any: ...
+    def deserialize(self, data: bytes, type: str | None = None) -> Any:
+        """The value stored as `data`; `type` is the event_type or source_type (None for
+        metadata)."""
+        ...
 
 
 class EventDecodeError(SerializationError):

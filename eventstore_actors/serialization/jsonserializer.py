@@ -97,12 +97,15 @@ class JsonSerializer:
         return self._names.get(type(value))
 
     def serialize(self, term: Any) -> bytes:
+        """`term` as UTF-8 JSON; SerializationError for values JSON cannot hold."""
         try:
             return self._encoder.encode(term).encode("utf-8")
         except (TypeError, ValueError, RecursionError) as exc:
             raise SerializationError(f"cannot serialize {type(term).__qualname__}: {exc}") from exc
 
     def deserialize(self, data: bytes, type: str | None = None) -> Any:
+        """The value stored as `data`, rebuilt as the class registered under `type` (after
+        its upcasters); a plain dict when `type` is not registered."""
         try:
             value = self._decode(str(data, "utf-8"))
         except (ValueError, UnicodeDecodeError) as exc:

@@ -8,8 +8,8 @@ from typing import Any, TypeVar
 
 import psycopg
 import psycopg_pool
-import structlog
 
+from .. import logs
 from ..config import Settings, redact
 from ..errors import ConfigError, StoreUnavailableError
 
@@ -27,7 +27,7 @@ __all__ = [
     "unavailable",
 ]
 
-log = structlog.get_logger("eventstore_actors.storage")
+log = logs.get_logger("eventstore_actors.storage")  # warnings rate-limited
 T = TypeVar("T")
 
 

@@ -4,11 +4,24 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, Protocol, TypeAlias, runtime_checkable
+
+from typing_extensions import TypeVar
 
 from ..events import RecordedEvent
 
-__all__ = ["Events", "Subscribed", "Subscription", "SubscriptionStopped", "TransientSubscription"]
+__all__ = [
+    "Events",
+    "Subscribed",
+    "Subscriber",
+    "Subscription",
+    "SubscriptionMessage",
+    "SubscriptionStopped",
+    "TransientSubscription",
+]
+
+#: What a batch holds: RecordedEvent, or whatever the subscription's mapper returns.
+E = TypeVar("E", default=RecordedEvent)
 
 
 @dataclass(frozen=True, eq=False)
@@ -23,6 +36,7 @@ class Subscription:
 
     @property
     def all_streams(self) -> bool:
+        """Whether this is an all-streams subscription (positions are event_ids)."""
         return self.stream_uuid == "$all"
 
     def position_of(self, event: RecordedEvent) -> int:
@@ -98,12 +112,18 @@ class Subscribed:
 
 
 @dataclass(frozen=True)
-class Events:
+class Events(Generic[E]):
     """A batch of events (never empty; one stream only unless `mixed_batches`). Ack them to
-    get the next batch (transient subscriptions take no acks)."""
+    get the next batch (transient subscriptions take no acks).
+
+    `Events` alone means `Events[RecordedEvent]`; a subscription with a mapper delivers
+    `Events[T]`, T being what the mapper returns. A type checker cannot know which one a
+    `tell` receives at run time: annotate the message (`SubscriptionMessage`, or
+    `Events[MyView]` for a mapper) and `isinstance` narrows to it.
+    """
 
     subscription: Subscription
-    events: list[Any]
+    events: list[E]
 
 
 @dataclass(frozen=True)
@@ -114,3 +134,22 @@ class SubscriptionStopped:
 
     subscription: Subscription
     reason: str
+
+
+#: Everything a subscription without a mapper tells its subscriber: annotate a subscriber's
+#: `tell` or `on_receive` parameter with it and `isinstance(message, Events)` gives
+#: `Events[RecordedEvent]` (with a mapper: `Subscribed | Events[T] | SubscriptionStopped`).
+SubscriptionMessage: TypeAlias = Subscribed | Events[RecordedEvent] | SubscriptionStopped
+
+
+@runtime_checkable
+class Subscriber(Protocol):
+    """What `subscribe_*` accepts: a pykka `ActorRef`, or any object with `tell(message)`.
+
+    `tell` is called from the subscription's own actor thread with `Subscribed`, `Events`
+    and `SubscriptionStopped` messages; it should return quickly (hand the work to a queue
+    or an actor), because the next batch waits for it and for the ack.
+    """
+
+    def tell(self, message: Any) -> None:
+        """Receive one message; must not block for long."""

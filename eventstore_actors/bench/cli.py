@@ -35,7 +35,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     size = parser.add_mutually_exclusive_group()
     size.add_argument(
-        "--quick", action="store_const", dest="preset", const="quick", help="small sizes (< 2 min)"
+        "--quick",
+        action="store_const",
+        dest="preset",
+        const="quick",
+        help="small sizes (under a minute; the full suite takes about 2.5 minutes)",
     )
     size.add_argument(
         "--smoke",
@@ -85,6 +89,14 @@ def _selected(only: list[str] | None, parser: argparse.ArgumentParser) -> list[s
     return [n for n in WORKLOADS if n in names]
 
 
+def _has_matplotlib() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def _quiet_library_logs() -> None:
     # The bench is an application: unless its host already configured structlog, keep the
     # store's info logs off stdout, where the table goes.
@@ -103,6 +115,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     names = _selected(args.only, parser)
     if args.schema is not None and not args.schema.startswith("bench"):
         parser.error("--schema must start with 'bench': the bench empties it")
+    if args.plot is not None and not _has_matplotlib():
+        # Checked first: finding out after a 2.5-minute run is no use.
+        parser.error("--plot needs matplotlib: pip install 'eventstore-actors[bench]'")
     sizes = PRESETS[args.preset]
     if args.growth_size is not None:
         sizes = sizes.with_growth_large(args.growth_size)

@@ -1,4 +1,6 @@
-"""Replay every stored event and report peak RSS: `python -m bench.children.replay MODE DSN SCHEMA`.
+"""Replay every stored event and report peak RSS.
+
+`python -m eventstore_actors.bench.children.replay MODE DSN SCHEMA`:
 
 MODE is `api` (EventStore.stream_all_forward) or `raw` (keyset pages). Run in its own process
 so that the peak resident set size belongs to the replay alone.

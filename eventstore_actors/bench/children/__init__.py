@@ -1,4 +1,4 @@
-"""Entry points run in a separate process (`python -m bench.children.<name>`)."""
+"""Entry points run in a separate process (`python -m eventstore_actors.bench.children.<name>`)."""
 
 from __future__ import annotations
 
@@ -11,15 +11,16 @@ from typing import Any
 
 __all__ = ["emit", "finish_child", "spawn"]
 
-_ROOT = Path(__file__).resolve().parent.parent.parent
+#: The folder holding the `eventstore_actors` package (a checkout, or site-packages).
+_ROOT = Path(__file__).resolve().parents[3]
 
 
 def spawn(name: str, *args: str) -> subprocess.Popen[str]:
-    """Start `bench.children.<name>` with this interpreter; its stdout is piped."""
+    """Start `eventstore_actors.bench.children.<name>` with this interpreter; stdout piped."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_ROOT), env.get("PYTHONPATH")) if p)
     return subprocess.Popen(
-        [sys.executable, "-m", f"bench.children.{name}", *args],
+        [sys.executable, "-m", f"{__name__}.{name}", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

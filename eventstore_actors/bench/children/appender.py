@@ -1,9 +1,9 @@
 """Append paced single events from another process, for the delivery-latency workload.
 
-`python -m bench.children.appender MODE DSN SCHEMA COUNT INTERVAL`: MODE `api` or `raw`.
-Prints {"called": [t, ...], "returned": [t, ...]}: CLOCK_MONOTONIC seconds at which append i
-was called and returned (after its commit); event i carries "seq": i in its data. INTERVAL
-paces the appends (load shaping, not synchronisation).
+`python -m eventstore_actors.bench.children.appender MODE DSN SCHEMA COUNT INTERVAL`: MODE
+`api` or `raw`. Prints {"called": [t, ...], "returned": [t, ...]}: CLOCK_MONOTONIC seconds
+at which append i was called and returned (after its commit); event i carries "seq": i in
+its data. INTERVAL paces the appends (load shaping, not synchronisation).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from . import emit
 
 
 def _paced(
-    count: int, interval: float, append: Callable[[int], None]
+    count: int, interval: float, append: Callable[[int], object]
 ) -> tuple[list[float], list[float]]:
     called, returned = [], []
     next_at = now()
