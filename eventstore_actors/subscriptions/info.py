@@ -34,6 +34,7 @@ class SubscriptionInfo:
     partition: int | None = None  # consumer groups (later): which partition this row is
 
     def to_json(self) -> dict[str, Any]:
+        """The fields as a JSON-ready dict (what `eventstore-actors status --json` prints)."""
         return asdict(self)
 
 

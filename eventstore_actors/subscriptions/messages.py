@@ -94,9 +94,11 @@ class TransientSubscription(Subscription):
 
     @classmethod
     def make(cls, stream_uuid: str, unsubscribe: Callable[[], None]) -> TransientSubscription:
+        """The handle `store.subscribe` returns (internal: built by the store)."""
         return cls(stream_uuid, "", _no_ack, None, unsubscribe)
 
     def ack(self, acked: Sequence[Any] | RecordedEvent | int, *, conn: Any = None) -> None:
+        """Transient subscriptions take no acks: always TypeError."""
         raise TypeError("a transient subscription takes no acks")
 
     def unsubscribe(self) -> None:
