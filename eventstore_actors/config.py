@@ -135,6 +135,9 @@ class Settings:
     #: checkpoint write) may take before the connection is given up as dead: a server that
     #: still acknowledges packets but never answers would otherwise block that actor for ever.
     io_timeout: float = 15.0
+    #: Whether `delete_stream(..., hard=True)` may erase events for good (GDPR erasure);
+    #: off by default, so that no call can destroy history by accident.
+    enable_hard_deletes: bool = False
 
     def __post_init__(self) -> None:
         validate_schema(self.schema)
@@ -154,6 +157,10 @@ class Settings:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
                 raise ConfigError(f"{name} must be a number of seconds > 0, got {value!r}")
+        if not isinstance(self.enable_hard_deletes, bool):
+            raise ConfigError(
+                f"enable_hard_deletes must be True or False, got {self.enable_hard_deletes!r}"
+            )
         if not isinstance(self.serializer, Serializer):
             raise ConfigError("serializer must have serialize(term) and deserialize(data, type)")
 

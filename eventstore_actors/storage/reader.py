@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from functools import cache
 from typing import Any
@@ -13,6 +14,7 @@ import psycopg
 from ..events import RecordedEvent
 from ..serialization import EventDecodeError, Serializer
 from ..sql import statement
+from .connection import reset_to_idle
 
 __all__ = [
     "MAX_POSITION",
@@ -23,7 +25,9 @@ __all__ = [
     "last_event_id",
     "like_escape",
     "read_all",
+    "read_all_covered",
     "read_stream",
+    "read_stream_covered",
     "stream_query",
     "stream_state",
     "stream_version",
@@ -104,6 +108,74 @@ def read_all(
     cur = conn.cursor(binary=True)
     cur.execute(all_query(backward, event_types is not None, stream_prefix is not None), params)
     return cur.fetchall()  # type: ignore[return-value]  # the columns of Row
+
+
+#: Both statements of a covered read see one snapshot (one round trip, pipelined).
+_SNAPSHOT = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+
+
+def read_all_covered(
+    conn: Conn, start_event_id: int, count: int, end_event_id: int | None = None
+) -> tuple[list[Row], int]:
+    """`read_all` forward, plus how far it covered: every event_id from `start_event_id` to
+    `covered` is among the rows or was hard-deleted, so a reader may move on to covered + 1.
+
+    Gaps are safe to step over only up to there. Event_ids are handed out under the counter
+    row lock, held to commit, so in one snapshot every event_id up to the counter is either
+    visible or deleted: a read that came back short covered up to the counter (or
+    `end_event_id`); a full one only up to its last row, as the next event may lie right
+    after it. An event_id above the counter may belong to a commit not visible yet, and is
+    never assumed deleted.
+    """
+    high = MAX_POSITION if end_event_id is None else end_event_id
+    params = {"low": start_event_id, "high": high, "count": count}
+    with _one_snapshot(conn):
+        head = conn.execute(statement("read/covered_counter"))
+        cur = conn.cursor(binary=True)
+        cur.execute(all_query(False, False, False), params)
+        conn.execute("COMMIT")
+        counter = head.fetchone()
+        rows: list[Row] = cur.fetchall()  # type: ignore[assignment]  # the columns of Row
+    if len(rows) >= count:
+        return rows, rows[-1][0]
+    last = int(counter[0]) if counter else 0
+    return rows, max(start_event_id - 1, min(high, last))
+
+
+def read_stream_covered(
+    conn: Conn, stream_uuid: str, start_version: int, count: int
+) -> tuple[list[Row], int, bool]:
+    """`read_stream` forward (own events and links, by event_number), plus how far it
+    covered (as in `read_all_covered`: a stream's version moves in the transaction that
+    writes its events or links, so every position up to it is visible or was hard-deleted,
+    a linked event of another stream) and whether the stream is soft-deleted. A missing
+    stream reads as no rows, covered up to nothing new."""
+    params = {"stream_uuid": stream_uuid, "start": start_version, "count": count}
+    with _one_snapshot(conn):
+        head = conn.execute(statement("read/covered_stream"), params)
+        cur = conn.cursor(binary=True)
+        cur.execute(stream_query(False), {**params, "live_only": False})
+        conn.execute("COMMIT")
+        found = head.fetchone()
+        rows: list[Row] = cur.fetchall()  # type: ignore[assignment]  # the columns of Row
+    version, deleted = (int(found[0]), bool(found[1])) if found else (0, False)
+    if len(rows) >= count:
+        return rows, rows[-1][10], deleted
+    return rows, max(start_version - 1, version), deleted
+
+
+@contextmanager
+def _one_snapshot(conn: Conn) -> Iterator[None]:
+    """A pipelined read-only REPEATABLE READ transaction: every statement in it sees the
+    snapshot of the first. On failure the connection is left outside any transaction (or
+    broken, for its owner to replace)."""
+    try:
+        with conn.pipeline():
+            conn.execute(_SNAPSHOT)
+            yield
+    except BaseException:
+        reset_to_idle(conn)
+        raise
 
 
 @cache
