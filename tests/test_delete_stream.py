@@ -6,6 +6,7 @@ subscriptions end, checkpoints go, the stream can be created again, bad input wr
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +21,7 @@ from eventstore_actors import (
     STREAM_EXISTS,
     CannotDeleteAllStreamError,
     ConfigError,
+    EventNotFoundError,
     EventStore,
     HardDeletesDisabledError,
     RecordedEvent,
@@ -418,6 +420,140 @@ def test_a_soft_delete_during_catch_up_ends_the_subscription(store: EventStore) 
         if isinstance(message, SubscriptionStopped):
             break
     subscriber.nothing()
+
+
+# Deletes racing appends ------------------------------------------------------------------------
+def stream_invariants(dsn: str, schema: str, linking: str = "") -> None:
+    """No event without its stream, no link to a missing event, and every stream's own
+    events numbered 1..n without gaps (but the `linking` stream's, which holds links)."""
+    with sql(dsn, schema) as conn:
+        orphans = conn.execute(
+            "SELECT count(*) FROM events AS e"
+            " WHERE NOT EXISTS (SELECT 1 FROM streams AS s WHERE s.stream_id = e.stream_id)"
+        ).fetchone()
+        dangling = conn.execute(
+            "SELECT count(*) FROM links AS k"
+            " WHERE NOT EXISTS (SELECT 1 FROM events AS e WHERE e.event_id = k.event_id)"
+        ).fetchone()
+        broken = conn.execute(
+            "SELECT s.stream_uuid FROM streams AS s"
+            " LEFT JOIN events AS e ON e.stream_id = s.stream_id"
+            " WHERE s.stream_uuid <> %s"
+            " GROUP BY s.stream_id"
+            " HAVING count(e.*) <> s.stream_version"
+            " OR coalesce(max(e.stream_version), 0) <> s.stream_version",
+            (linking,),
+        ).fetchall()
+    assert orphans == (0,) and dangling == (0,) and broken == []
+
+
+def test_hard_deletes_racing_appends(make_store: MakeStore, dsn: str, schema: str) -> None:
+    """Appenders (ANY_VERSION, two store instances) and a deleter on one stream: each
+    append lands wholly in one incarnation of the stream, numbered from where it stood."""
+    stores = [make_store(enable_hard_deletes=True), make_store()]
+    stream = new_stream()
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    deleted = 0
+
+    def append(i: int) -> None:
+        try:
+            while not stop.is_set():
+                result = stores[i % 2].append_to_stream(stream, ANY_VERSION, make_events(2))
+                assert result is not None and result.last_version == result.first_version + 1
+        except BaseException as exc:
+            errors.append(exc)
+
+    def delete() -> None:
+        nonlocal deleted
+        try:
+            for _ in range(20):
+                try:
+                    stores[0].delete_stream(stream, ANY_VERSION, hard=True)
+                    deleted += 1
+                except StreamNotFoundError:
+                    pass
+                stream_invariants(dsn, schema)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            stop.set()
+
+    threads = [threading.Thread(target=append, args=(i,)) for i in range(4)]
+    threads.append(threading.Thread(target=delete))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors, errors
+    assert deleted > 0
+    stream_invariants(dsn, schema)
+
+
+def test_soft_delete_racing_appends(make_store: MakeStore, dsn: str, schema: str) -> None:
+    """Once delete_stream returned, no append to the stream succeeds; every append that did
+    succeed lies within the stream's final version."""
+    stores = [make_store(), make_store()]
+    stream = new_stream()
+    stores[0].append_to_stream(stream, 0, make_events(1))
+    done = threading.Event()
+    results: list[Any] = []
+    late: list[Any] = []
+
+    def append(i: int) -> None:
+        while True:
+            after_delete = done.is_set()
+            try:
+                result = stores[i % 2].append_to_stream(stream, ANY_VERSION, make_events(1))
+            except StreamDeletedError:
+                return
+            (late if after_delete else results).append(result)
+
+    threads = [threading.Thread(target=append, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    wait_until(lambda: len(results) >= 10)
+    stores[1].delete_stream(stream, STREAM_EXISTS)
+    done.set()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert late == [], "an append started after the delete returned succeeded"
+    info = stores[0].stream_info(stream)
+    assert info.status == "deleted"
+    assert max(r.last_version for r in results) == info.stream_version
+    stream_invariants(dsn, schema)
+
+
+def test_links_racing_hard_deletes_of_their_events(
+    make_store: MakeStore, dsn: str, schema: str
+) -> None:
+    """A link either sees the events (and the delete then removes the link) or does not
+    (EventNotFoundError): never a link to an event that is gone."""
+    stores = [make_store(enable_hard_deletes=True), make_store()]
+    target = new_stream()
+    outcomes: list[str] = []
+    for _ in range(15):
+        doomed = three(stores[0])
+        ids = [e.event_id for e in stores[0].read_stream_forward(doomed)]
+        barrier = threading.Barrier(2)
+
+        def link(ids: list[int] = ids, barrier: threading.Barrier = barrier) -> None:
+            barrier.wait()
+            try:
+                stores[1].link_to_stream(target, ANY_VERSION, ids)
+                outcomes.append("linked")
+            except EventNotFoundError:
+                outcomes.append("gone")
+
+        thread = threading.Thread(target=link)
+        thread.start()
+        barrier.wait()
+        stores[0].delete_stream(doomed, ANY_VERSION, hard=True)
+        thread.join(timeout=30)
+        stream_invariants(dsn, schema, linking=target)
+    assert len(outcomes) == 15
+    if "linked" in outcomes:
+        assert stores[0].read_stream_forward(target) == []
 
 
 # Bad input: nothing deleted --------------------------------------------------------------------
