@@ -151,8 +151,9 @@ class PublisherActor(SupervisedActor):
 
     def handle(self, message: Any) -> Any:
         if isinstance(message, StreamNotice):  # no database needed
-            notice: Any = StreamDeleted(message.stream_uuid) if message.kind == "delete" else None
-            tell_stream_subscriptions(self._registry, message.stream_uuid, notice or _CATCH_UP)
+            stream = message.stream_uuid
+            notice = StreamDeleted(stream) if message.kind == "delete" else _CATCH_UP
+            tell_stream_subscriptions(self._registry, stream, notice)
             return
         try:
             # Under the watchdog: a server that stops answering without closing the connection
