@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from functools import cache
 from typing import Any
@@ -14,7 +13,6 @@ import psycopg
 from ..events import RecordedEvent
 from ..serialization import EventDecodeError, Serializer
 from ..sql import statement
-from .connection import reset_to_idle
 
 __all__ = [
     "MAX_POSITION",
@@ -110,10 +108,6 @@ def read_all(
     return cur.fetchall()  # type: ignore[return-value]  # the columns of Row
 
 
-#: Both statements of a covered read see one snapshot (one round trip, pipelined).
-_SNAPSHOT = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
-
-
 def read_all_covered(
     conn: Conn, start_event_id: int, count: int, end_event_id: int | None = None
 ) -> tuple[list[Row], int]:
@@ -125,21 +119,17 @@ def read_all_covered(
     visible or deleted: a read that came back short covered up to the counter (or
     `end_event_id`); a full one only up to its last row, as the next event may lie right
     after it. An event_id above the counter may belong to a commit not visible yet, and is
-    never assumed deleted.
+    never assumed deleted. The counter is read by the same statement (one snapshot).
     """
     high = MAX_POSITION if end_event_id is None else end_event_id
-    params = {"low": start_event_id, "high": high, "count": count}
-    with _one_snapshot(conn):
-        head = conn.execute(statement("read/covered_counter"))
-        cur = conn.cursor(binary=True)
-        cur.execute(all_query(False, False, False), params)
-        conn.execute("COMMIT")
-        counter = head.fetchone()
-        rows: list[Row] = cur.fetchall()  # type: ignore[assignment]  # the columns of Row
+    cur = conn.cursor(binary=True)
+    cur.execute(_all_covered_query(), {"low": start_event_id, "high": high, "count": count})
+    found = cur.fetchall()
+    counter = int(found[0][0]) if found else 0
+    rows: list[Row] = [r[1:] for r in found if r[1] is not None]  # type: ignore[misc]
     if len(rows) >= count:
         return rows, rows[-1][0]
-    last = int(counter[0]) if counter else 0
-    return rows, max(start_event_id - 1, min(high, last))
+    return rows, max(start_event_id - 1, min(high, counter))
 
 
 def read_stream_covered(
@@ -151,31 +141,27 @@ def read_stream_covered(
     a linked event of another stream) and whether the stream is soft-deleted. A missing
     stream reads as no rows, covered up to nothing new."""
     params = {"stream_uuid": stream_uuid, "start": start_version, "count": count}
-    with _one_snapshot(conn):
-        head = conn.execute(statement("read/covered_stream"), params)
-        cur = conn.cursor(binary=True)
-        cur.execute(stream_query(False), {**params, "live_only": False})
-        conn.execute("COMMIT")
-        found = head.fetchone()
-        rows: list[Row] = cur.fetchall()  # type: ignore[assignment]  # the columns of Row
-    version, deleted = (int(found[0]), bool(found[1])) if found else (0, False)
+    cur = conn.cursor(binary=True)
+    cur.execute(_stream_covered_query(), {**params, "live_only": False})
+    found = cur.fetchall()
+    version = int(found[0][0] or 0) if found else 0
+    deleted = bool(found[0][1]) if found else False
+    rows: list[Row] = [r[2:] for r in found if r[2] is not None]  # type: ignore[misc]
     if len(rows) >= count:
         return rows, rows[-1][10], deleted
     return rows, max(start_version - 1, version), deleted
 
 
-@contextmanager
-def _one_snapshot(conn: Conn) -> Iterator[None]:
-    """A pipelined read-only REPEATABLE READ transaction: every statement in it sees the
-    snapshot of the first. On failure the connection is left outside any transaction (or
-    broken, for its owner to replace)."""
-    try:
-        with conn.pipeline():
-            conn.execute(_SNAPSHOT)
-            yield
-    except BaseException:
-        reset_to_idle(conn)
-        raise
+@cache
+def _all_covered_query() -> str:
+    events = all_query(False, False, False).rstrip().rstrip(";")
+    return statement("read/all_covered").replace("{events}", events)
+
+
+@cache
+def _stream_covered_query() -> str:
+    events = stream_query(False).rstrip().rstrip(";")
+    return statement("read/stream_covered").replace("{events}", events)
 
 
 @cache
