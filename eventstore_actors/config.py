@@ -197,6 +197,9 @@ class Settings:
     #: checkpoint write) may take before the connection is given up as dead: a server that
     #: still acknowledges packets but never answers would otherwise block that actor for ever.
     io_timeout: float = 15.0
+    #: Whether `delete_stream(..., hard=True)` may erase events for good (GDPR erasure);
+    #: off by default, so that no call can destroy history by accident.
+    enable_hard_deletes: bool = False
 
     def __repr__(self) -> str:
         """Like the dataclass repr, with the DSN's password hidden."""
@@ -230,6 +233,10 @@ class Settings:
         if not isinstance(self.application_name, str):
             raise ConfigError(
                 f"application_name must be a str, got {type(self.application_name).__qualname__}"
+            )
+        if not isinstance(self.enable_hard_deletes, bool):
+            raise ConfigError(
+                f"enable_hard_deletes must be True or False, got {self.enable_hard_deletes!r}"
             )
         if not isinstance(self.serializer, Serializer):
             raise ConfigError("serializer must have serialize(term) and deserialize(data, type)")

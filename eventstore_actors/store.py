@@ -30,7 +30,9 @@ from .actors.ticker import Ticker
 from .config import Settings, redact, resolve_dsn, scrub
 from .errors import (
     CannotAppendToAllStreamError,
+    CannotDeleteAllStreamError,
     ConfigError,
+    HardDeletesDisabledError,
     InvalidStartFromError,
     SerializationError,
     SnapshotNotFoundError,
@@ -49,9 +51,14 @@ from .events import (
     SnapshotData,
     StreamAppend,
 )
-from .notifications.publisher import PublisherActor
+from .notifications.publisher import (
+    CatchUp,
+    PublisherActor,
+    StreamDeleted,
+    tell_stream_subscriptions,
+)
 from .serialization import JsonSerializer, Serializer, inferred_type_name
-from .storage import checkpoints, outbox, reader, snapshots
+from .storage import checkpoints, deletes, links, outbox, reader, snapshots
 from .storage import schema as schema_ops
 from .storage import stream_info as stream_pages
 from .storage.appender import AppendRequest, NewEvent, StreamWrite
@@ -167,6 +174,7 @@ class EventStore:
         health_interval: float = 5.0,
         health_timeout: float = 5.0,
         io_timeout: float = 15.0,
+        enable_hard_deletes: bool = False,
     ) -> EventStore:
         """Start the supervisor, writer and publisher on an initialised schema.
 
@@ -199,6 +207,7 @@ class EventStore:
             health_interval=health_interval,
             health_timeout=health_timeout,
             io_timeout=io_timeout,
+            enable_hard_deletes=enable_hard_deletes,
         )
         logs.quiet_third_party()  # psycopg.pool, unless the application set its level
         _check_installed(settings)
@@ -390,6 +399,71 @@ class EventStore:
                 ) from None
             return results
         raise AssertionError("unreachable")
+
+    # Deleting and linking ---------------------------------------------------------------------
+    def delete_stream(
+        self,
+        stream_uuid: str,
+        expected_version: int | ExpectedVersion,
+        *,
+        hard: bool = False,
+    ) -> None:
+        """Delete a stream if it matches `expected_version` (an int, STREAM_EXISTS or
+        ANY_VERSION): softly (marked deleted, its events stay in $all), or with `hard=True`
+        for good (its events, links and subscriptions; the store must allow it).
+
+        Through the pool, not the writer: a delete is rare, may take long (a large hard
+        delete) and gains nothing from group commit; it serialises with appends on the counter
+        row lock all the same. Subscriptions to the stream end with SubscriptionStopped.
+        """
+        check_name(stream_uuid, "stream_uuid")
+        if stream_uuid == checkpoints.ALL_STREAMS:
+            raise CannotDeleteAllStreamError()
+        expected = check_expected_version(expected_version)
+        if expected is ExpectedVersion.NO_STREAM:
+            raise ValueError(
+                "delete_stream takes an int, STREAM_EXISTS or ANY_VERSION: NO_STREAM would "
+                "delete nothing"
+            )
+        if not isinstance(hard, bool):
+            raise TypeError(f"hard must be True or False, got {type(hard).__qualname__}")
+        if hard and not self._settings.enable_hard_deletes:
+            raise HardDeletesDisabledError()
+        channel, origin = self._settings.channel, self._origin
+        self._pool.run(
+            lambda c: deletes.delete_stream(c, stream_uuid, expected, hard, channel, origin)
+        )
+        self.log.info("stream deleted", stream=stream_uuid, hard=hard)
+        tell_stream_subscriptions(self._registry, stream_uuid, StreamDeleted(stream_uuid))
+
+    def link_to_stream(
+        self,
+        stream_uuid: str,
+        expected_version: int | ExpectedVersion,
+        events_or_event_ids: Sequence[RecordedEvent | int],
+    ) -> AppendResult:
+        """Add existing events (RecordedEvents or event_ids) to a stream without copying
+        them, after its last position, if it matches `expected_version`; the positions they
+        took (`first_version`..`last_version`) and the first and last event_ids linked.
+
+        Through the pool like deletes (see `delete_stream`), under the counter row lock.
+        """
+        check_name(stream_uuid, "stream_uuid")
+        if stream_uuid == checkpoints.ALL_STREAMS:
+            raise CannotAppendToAllStreamError()
+        expected = check_expected_version(expected_version)
+        event_ids = _event_ids(events_or_event_ids)
+        seen: set[int] = set()
+        for event_id in event_ids:
+            if event_id in seen:
+                raise links.duplicate(stream_uuid, event_id)
+            seen.add(event_id)
+        channel, origin = self._settings.channel, self._origin
+        result = self._pool.run(
+            lambda c: links.link(c, stream_uuid, expected, event_ids, channel, origin)
+        )
+        tell_stream_subscriptions(self._registry, stream_uuid, CatchUp())
+        return result
 
     def _outbox(self) -> Outbox:
         """The appender on callers' connections, made on first use (it needs one query to
@@ -695,6 +769,7 @@ class EventStore:
         )
         if not subscriber_alive(subscriber):
             raise ValueError("the subscriber is not running (a stopped actor?)")
+        self._refuse_deleted(stream_uuid)
         child_id = _child_id(stream_uuid, name)
         registry = self._registry
 
@@ -759,6 +834,15 @@ class EventStore:
         except BaseException:
             self._forget_and_stop(child_id, child)
             raise
+
+    def _refuse_deleted(self, stream_uuid: str) -> None:
+        """StreamDeletedError for a soft-deleted stream (one deleted while the subscription
+        starts ends it with SubscriptionStopped instead)."""
+        if stream_uuid == checkpoints.ALL_STREAMS:
+            return
+        state = self._pool.run(lambda c: reader.stream_state(c, stream_uuid))
+        if state is not None and state[3] is not None:
+            raise StreamDeletedError(stream_uuid)
 
     def _start_subscription(self, child: ChildSpec, stream_uuid: str, name: str) -> None:
         """Start the child; a subscription of that name that is ending (its subscriber died,
@@ -1025,6 +1109,30 @@ def _assign_uuids(request: AppendRequest) -> None:
         missing = [i for i, ev in enumerate(events) if ev.event_uuid is _NO_UUID]
         for i, fresh in zip(missing, new_uuids(len(missing)), strict=True):
             events[i] = events[i]._replace(event_uuid=fresh)
+
+
+def _event_ids(items: Any) -> list[int]:
+    """The event_ids of a link_to_stream call: a non-empty sequence of RecordedEvents or
+    ints >= 1 (TypeError/ValueError otherwise, before anything is written)."""
+    if isinstance(items, (str, bytes, Mapping)) or not isinstance(items, Sequence):
+        raise TypeError(
+            "events_or_event_ids must be a sequence of RecordedEvents or event_ids, got "
+            f"{type(items).__qualname__}"
+        )
+    if not items:
+        raise ValueError("events_or_event_ids is empty: nothing to link")
+    event_ids: list[int] = []
+    for item in items:
+        if isinstance(item, RecordedEvent):
+            event_ids.append(item.event_id)
+        elif isinstance(item, int) and not isinstance(item, bool):
+            event_ids.append(check_count(item, "event_id"))
+        else:
+            raise TypeError(
+                "events_or_event_ids must hold RecordedEvents or int event_ids, got "
+                f"{type(item).__qualname__}"
+            )
+    return event_ids
 
 
 def _child_id(stream_uuid: str, name: str) -> str:

@@ -30,6 +30,9 @@ __all__ = ["Listener"]
 
 log = logs.get_logger("eventstore_actors.listener")  # warnings rate-limited
 
+#: Notifications about one stream rather than new events (sql/migrations/v2.sql).
+_STREAM_NOTICES = ("link", "delete")
+
 #: Longest single wait for notifications: how often the stop flag and the health are checked.
 _POLL = 1.0
 
@@ -39,10 +42,12 @@ class _Silent(Exception):
 
 
 class Listener:
-    """Calls `on_notify(last_event_id)` per notification and `on_connect()` after each LISTEN.
+    """Calls `on_notify(last_event_id)` per notification and `on_connect()` after each LISTEN;
+    `on_stream(kind, stream_uuid)` for a stream's links ("link") or deletion ("delete").
 
     Notifications of commits made by the store instance `origin` itself are skipped: its writer
-    hands those rows to the publisher directly.
+    hands those rows to the publisher directly, and it tells its own subscriptions of its
+    links and deletes.
     """
 
     def __init__(
@@ -51,11 +56,13 @@ class Listener:
         origin: str,
         on_notify: Callable[[int], None],
         on_connect: Callable[[], None],
+        on_stream: Callable[[str, str], None] | None = None,
     ) -> None:
         self._settings = settings
         self._origin = origin
         self._on_notify = on_notify
         self._on_connect = on_connect
+        self._on_stream = on_stream
         self._stop = threading.Event()
         self._control = settings.control_channel
         # A duplicate of the current connection's socket: shutting it down from another thread
@@ -128,7 +135,12 @@ class Listener:
                     return
                 if note.channel != self._settings.channel:
                     continue
-                _, _, rest = note.payload.partition(",")
+                kind, _, rest = note.payload.partition(",")
+                if kind in _STREAM_NOTICES:  # "link|delete,origin,stream_uuid"
+                    origin, _, stream_uuid = rest.partition(",")
+                    if origin != self._origin and self._on_stream is not None:
+                        self._on_stream(kind, stream_uuid)
+                    continue
                 last, _, origin = rest.partition(",")
                 if origin == self._origin:
                     continue

@@ -4,6 +4,13 @@ It keeps `last_published`, the highest event_id already fanned out, and publishe
 contiguous continuation of it. Batches committed in this process arrive straight from the
 writer; commits of other processes arrive as notifications and are read from storage; any gap
 (a batch from another process, a restart, a lost notification) is filled from storage first.
+Hard deletes leave gaps that no commit will ever fill, so each `Published` says which range
+of event_ids it covers (every committed event in it is among its events): storage reads say
+how far they covered (`reader.read_all_covered`), and `last_published` moves over deleted
+event_ids, but never over one that may still be committing.
+
+Links and deletes of other processes arrive as stream notices: the stream's subscriptions
+are told to re-check storage (`CatchUp`) or that the stream is gone (`StreamDeleted`).
 
 Each subscription's inbox is bounded (see `subscriptions.control.Control`): once one holds
 `max_size` events not yet taken, it is told one coalesced `CatchUp` instead of more events.
@@ -13,6 +20,7 @@ noticed and published from the start again.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,7 +40,16 @@ from ..subscriptions.control import Admit, Control
 from ..writer import Committed
 from .listener import Listener
 
-__all__ = ["CatchUp", "Notified", "Published", "PublisherActor"]
+__all__ = [
+    "CatchUp",
+    "Notified",
+    "Published",
+    "PublisherActor",
+    "StreamDeleted",
+    "StreamNotice",
+    "stream_prefix",
+    "tell_stream_subscriptions",
+]
 
 #: Most events read from storage per round when filling a gap.
 _READ_BATCH = 1000
@@ -58,9 +75,29 @@ class CatchUp:
 
 @dataclass(frozen=True)
 class Published:
-    """Told to every subscription: contiguous committed events in event_id order."""
+    """Told to every subscription: committed events in event_id order. `covered` (first,
+    last): every committed event with an event_id in that range is among `events` (the
+    others were hard-deleted); None: only that `events` are contiguous."""
 
     events: list[RecordedEvent]
+    covered: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True)
+class StreamNotice:
+    """From the listener: another process linked events into a stream ("link") or deleted
+    it ("delete")."""
+
+    kind: str
+    stream_uuid: str
+
+
+@dataclass(frozen=True)
+class StreamDeleted:
+    """Told to the subscriptions of a stream that was deleted (softly or for good): they end
+    with `SubscriptionStopped`."""
+
+    stream_uuid: str
 
 
 class PublisherActor(SupervisedActor):
@@ -91,6 +128,7 @@ class PublisherActor(SupervisedActor):
             self._origin,
             on_notify=lambda last: _notify(ref, Notified(last)),
             on_connect=lambda: _notify(ref, CatchUp()),
+            on_stream=lambda kind, stream: _notify(ref, StreamNotice(kind, stream)),
         )
         self._listener.start()  # its first connect tells us CatchUp, which resyncs
 
@@ -112,6 +150,11 @@ class PublisherActor(SupervisedActor):
             self._conn = None
 
     def handle(self, message: Any) -> Any:
+        if isinstance(message, StreamNotice):  # no database needed
+            stream = message.stream_uuid
+            notice = StreamDeleted(stream) if message.kind == "delete" else _CATCH_UP
+            tell_stream_subscriptions(self._registry, stream, notice)
+            return
         try:
             # Under the watchdog: a server that stops answering without closing the connection
             # must not block the publisher for ever (the call fails as a lost connection).
@@ -176,11 +219,12 @@ class PublisherActor(SupervisedActor):
             return
         if rows[-1][0] <= self._last_published and not self._went_back():
             return
-        if rows[0][0] > self._last_published + 1:
-            self._fill_gap(rows[0][0] - 1)
-        fresh = [row for row in rows if row[0] > self._last_published]
-        if fresh and fresh[0][0] == self._last_published + 1:
-            self._publish(fresh)
+        for run in _runs(rows):  # one transaction's rows are contiguous; a group's may not be
+            if run[0][0] > self._last_published + 1:
+                self._fill_gap(run[0][0] - 1)
+            fresh = [row for row in run if row[0] > self._last_published]
+            if fresh and fresh[0][0] == self._last_published + 1:
+                self._publish(fresh, fresh[0][0], fresh[-1][0])
 
     def _fill_gap(self, up_to: int) -> None:
         """Publish what lies between last_published and `up_to` (events committed elsewhere,
@@ -192,7 +236,8 @@ class PublisherActor(SupervisedActor):
         self._catch_up(up_to)
 
     def _catch_up(self, up_to: int) -> None:
-        """Publish from storage everything after last_published up to `up_to`."""
+        """Publish from storage everything after last_published up to `up_to`, stepping over
+        event_ids the reads covered and found empty (hard-deleted)."""
         if not self._registry.has_prefix(_SUBSCRIPTIONS):
             # Nobody to tell: skip the read. A subscription that starts later reads storage
             # itself, after it is registered, so it cannot miss what is skipped here.
@@ -200,13 +245,14 @@ class PublisherActor(SupervisedActor):
             return
         while self._last_published < up_to:
             start = self._last_published + 1
-            rows = reader.read_all(self._connection(), start, _READ_BATCH, up_to)
-            if not rows:
-                return
-            self._publish(rows)
+            rows, covered = reader.read_all_covered(self._connection(), start, _READ_BATCH, up_to)
+            if covered < start:
+                return  # nothing committed there (the store was reset meanwhile)
+            self._publish(rows, start, covered)
 
-    def _publish(self, rows: Sequence[reader.Row]) -> None:
-        self._last_published = rows[-1][0]  # rows are reader.Row: event_id first
+    def _publish(self, rows: Sequence[reader.Row], first: int, last: int) -> None:
+        """Fan out `rows`: every committed event with first <= event_id <= last."""
+        self._last_published = last
         members = self._registry.members(_SUBSCRIPTIONS)
         if not members:
             return  # nothing to decode for (see _catch_up)
@@ -219,7 +265,7 @@ class PublisherActor(SupervisedActor):
             self.log.error("cannot decode published events", error=str(exc))
             self._fan_out_catch_up(members)
             return
-        published = Published(events)
+        published = Published(events, (first, last))
         count = len(events)
         for ref, control in members:
             if not isinstance(control, Control):
@@ -246,6 +292,35 @@ class PublisherActor(SupervisedActor):
 
 
 _CATCH_UP = CatchUp()
+
+
+def _runs(rows: Sequence[reader.Row]) -> list[Sequence[reader.Row]]:
+    """`rows` (ascending event_ids) cut where event_ids are not consecutive."""
+    runs: list[Sequence[reader.Row]] = []
+    start = 0
+    for i in range(1, len(rows)):
+        if rows[i][0] != rows[i - 1][0] + 1:
+            runs.append(rows[start:i])
+            start = i
+    runs.append(rows[start:])
+    return runs
+
+
+def stream_prefix(stream_uuid: str) -> str:
+    """The child-id prefix of the subscriptions to one stream (child ids are
+    "subscription:" + json.dumps([stream_uuid, name]), see store._child_id)."""
+    return _SUBSCRIPTIONS + json.dumps([stream_uuid])[:-1] + ", "
+
+
+def tell_stream_subscriptions(registry: Registry, stream_uuid: str, message: Any) -> None:
+    """Tell every subscription to `stream_uuid` in this store instance (a `CatchUp` at most
+    once queued, as the publisher does)."""
+    for ref, control in registry.members(stream_prefix(stream_uuid)):
+        if isinstance(message, CatchUp) and isinstance(control, Control):
+            if control.admit_catch_up() and not _tell(ref, message):
+                control.took_catch_up()
+        else:
+            _tell(ref, message)
 
 
 def _notify(ref: pykka.ActorRef[Any], message: Any) -> None:

@@ -23,7 +23,9 @@ __all__ = [
     "last_event_id",
     "like_escape",
     "read_all",
+    "read_all_covered",
     "read_stream",
+    "read_stream_covered",
     "stream_query",
     "stream_state",
     "stream_version",
@@ -104,6 +106,62 @@ def read_all(
     cur = conn.cursor(binary=True)
     cur.execute(all_query(backward, event_types is not None, stream_prefix is not None), params)
     return cur.fetchall()  # type: ignore[return-value]  # the columns of Row
+
+
+def read_all_covered(
+    conn: Conn, start_event_id: int, count: int, end_event_id: int | None = None
+) -> tuple[list[Row], int]:
+    """`read_all` forward, plus how far it covered: every event_id from `start_event_id` to
+    `covered` is among the rows or was hard-deleted, so a reader may move on to covered + 1.
+
+    Gaps are safe to step over only up to there. Event_ids are handed out under the counter
+    row lock, held to commit, so in one snapshot every event_id up to the counter is either
+    visible or deleted: a read that came back short covered up to the counter (or
+    `end_event_id`); a full one only up to its last row, as the next event may lie right
+    after it. An event_id above the counter may belong to a commit not visible yet, and is
+    never assumed deleted. The counter is read by the same statement (one snapshot).
+    """
+    high = MAX_POSITION if end_event_id is None else end_event_id
+    cur = conn.cursor(binary=True)
+    cur.execute(_all_covered_query(), {"low": start_event_id, "high": high, "count": count})
+    found = cur.fetchall()
+    counter = int(found[0][0]) if found else 0
+    rows: list[Row] = [r[1:] for r in found if r[1] is not None]  # type: ignore[misc]
+    if len(rows) >= count:
+        return rows, rows[-1][0]
+    return rows, max(start_event_id - 1, min(high, counter))
+
+
+def read_stream_covered(
+    conn: Conn, stream_uuid: str, start_version: int, count: int
+) -> tuple[list[Row], int, bool]:
+    """`read_stream` forward (own events and links, by event_number), plus how far it
+    covered (as in `read_all_covered`: a stream's version moves in the transaction that
+    writes its events or links, so every position up to it is visible or was hard-deleted,
+    a linked event of another stream) and whether the stream is soft-deleted. A missing
+    stream reads as no rows, covered up to nothing new."""
+    params = {"stream_uuid": stream_uuid, "start": start_version, "count": count}
+    cur = conn.cursor(binary=True)
+    cur.execute(_stream_covered_query(), {**params, "live_only": False})
+    found = cur.fetchall()
+    version = int(found[0][0] or 0) if found else 0
+    deleted = bool(found[0][1]) if found else False
+    rows: list[Row] = [r[2:] for r in found if r[2] is not None]  # type: ignore[misc]
+    if len(rows) >= count:
+        return rows, rows[-1][10], deleted
+    return rows, max(start_version - 1, version), deleted
+
+
+@cache
+def _all_covered_query() -> str:
+    events = all_query(False, False, False).rstrip().rstrip(";")
+    return statement("read/all_covered").replace("{events}", events)
+
+
+@cache
+def _stream_covered_query() -> str:
+    events = stream_query(False).rstrip().rstrip(";")
+    return statement("read/stream_covered").replace("{events}", events)
 
 
 @cache

@@ -61,7 +61,15 @@ RELATIONS = (
     "links_event_id_idx",
     "parked_events_pkey",
 )
-FUNCTIONS = ("append_events", "append_events_v2", "refuse_event_change")
+FUNCTIONS = (
+    "append_events",
+    "append_events_v2",
+    "refuse_event_change",
+    # schema version 2
+    "refuse_stream_delete",
+    "delete_stream",
+    "link_events",
+)
 
 #: The columns that tell the store's own schema_version table from another tool's
 #: (Flyway's, say, has a text `version`).

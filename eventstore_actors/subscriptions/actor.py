@@ -8,8 +8,16 @@ on its ticks, reconnects with back-off, takes the lock again (waiting while anot
 holds it) and resumes after the checkpoint. That is never counted as a crash.
 
 A subscription that ends for any other reason than its subscriber's own unsubscribe or delete
-(a mapper, the subscriber or the serializer failing, the store stopping, the supervisor giving
-up) tells its subscriber `SubscriptionStopped`, then nothing more (see `Control`).
+(a mapper, the subscriber or the serializer failing, its stream deleted, the store stopping,
+the supervisor giving up) tells its subscriber `SubscriptionStopped`, then nothing more (see
+`Control`).
+
+Positions: event_id for all streams; event_number for one stream (its own events' stream
+version, or a link's position in it). Catch-up reads say how far they covered, so gaps left by
+hard deletes are stepped over (see `SubscriptionState`). A stream subscription learns that its
+stream was deleted from `StreamDeleted` (told by the deleting store, or by the publisher on
+another process's notification), from its reads, or on its health check (the stream is
+soft-deleted, or its checkpoint row is gone: a hard delete removes it).
 """
 
 from __future__ import annotations
@@ -27,9 +35,9 @@ from ..actors.ticker import Tick
 from ..config import Settings
 from ..errors import InvalidStartFromError, StoreUnavailableError, SubscriptionAlreadyExistsError
 from ..events import RecordedEvent
-from ..notifications.publisher import CatchUp, Published
+from ..notifications.publisher import CatchUp, Published, StreamDeleted
 from ..sql import statement
-from ..storage import checkpoints, reader
+from ..storage import checkpoints, deletes, reader
 from .control import Control
 from .info import lock_key
 from .lock import Interrupted, LockLost, LockSession
@@ -124,6 +132,7 @@ class SubscriptionActor(SupervisedActor):
         self._retry_at = 0.0
         self._backoff = 0.0
         self._unsaved_checkpoint: int | None = None
+        self._acks_in_transaction = False  # acks come with conn=: never write checkpoints
         self._sent_before = 0  # last position sent before the lock was lost
         self._saved_at = 0.0
         self._all = spec.stream_uuid == checkpoints.ALL_STREAMS
@@ -230,14 +239,23 @@ class SubscriptionActor(SupervisedActor):
             self._control.announced = True
             if self._ended:
                 return
-        self._state = SubscriptionState(
-            checkpoint,
-            self._spec.max_size,
-            position=(lambda e: e.event_id) if self._all else (lambda e: e.stream_version),
-            stream_key=lambda e: e.stream_uuid,
-            max_batch=self._spec.max_batch,
-            mixed=self._spec.mixed,
-        )
+        if self._all:
+            self._state = SubscriptionState(
+                checkpoint,
+                self._spec.max_size,
+                position=lambda e: e.event_id,
+                stream_key=lambda e: e.stream_uuid,
+                max_batch=self._spec.max_batch,
+                mixed=self._spec.mixed,
+            )
+        else:  # links: batches hold the events of the stream subscribed to, from any stream
+            self._state = SubscriptionState(
+                checkpoint,
+                self._spec.max_size,
+                position=_event_number,
+                stream_key=_one_stream,
+                max_batch=self._spec.max_batch,
+            )
         self._sent_before = checkpoint
         self._backoff = 0.0
         self._next_health_check = time.monotonic() + _HEALTH_INTERVAL
@@ -318,6 +336,9 @@ class SubscriptionActor(SupervisedActor):
         if self._control.closed:
             self._end(None)
             return
+        if isinstance(message, StreamDeleted):
+            self._end(_deleted(message.stream_uuid))
+            return
         try:
             if isinstance(message, Tick):
                 self._tick()
@@ -346,15 +367,17 @@ class SubscriptionActor(SupervisedActor):
                     self._unsaved_checkpoint = position
             return
         if isinstance(message, Published):
-            events = message.events
-            if not self._all:
-                events = [e for e in events if e.stream_uuid == self._spec.stream_uuid]
-            state.notified(events)
+            if self._all:
+                self._settled(state.notified(message.events, message.covered))
+            else:  # the publisher's view is $all's: event_number = event_id
+                stream = self._spec.stream_uuid
+                state.notified([_own(e) for e in message.events if e.stream_uuid == stream])
         elif isinstance(message, Ack):
             if message.subscription is not self._handle:
                 return
             checkpoint = state.acked(message.position)
             if message.in_transaction:
+                self._acks_in_transaction = True
                 # The caller's transaction holds that checkpoint: never written here (a write
                 # of ours would also wait on the row lock until the caller commits).
                 unsaved = self._unsaved_checkpoint
@@ -380,19 +403,38 @@ class SubscriptionActor(SupervisedActor):
                 self._end(self._fatal)  # everything before the bad event was sent
             else:
                 self._flush_checkpoint()
-                state.read_done(self._read(action), action.limit)
+                events, covered = self._read(action)
+                if self._state is not state:
+                    return  # ended: its stream was deleted
+                self._settled(state.read_done(events, action.limit, covered))
                 if self._fatal is not None:
                     state.must_recheck()  # so that the end comes right after the last batch
 
-    def _read(self, action: Read) -> list[RecordedEvent]:
+    def _read(self, action: Read) -> tuple[list[RecordedEvent], int]:
+        """The events from `action.start` on and how far the read covered (see
+        `reader.read_all_covered`); an undecodable event cuts both short."""
+        start, limit = action.start, action.limit
         if self._all:
-            rows = self._lock.run(lambda c: reader.read_all(c, action.start, action.limit))
+            rows, covered = self._lock.run(lambda c: reader.read_all_covered(c, start, limit))
         else:
             stream = self._spec.stream_uuid
-            rows = self._lock.run(
-                lambda c: reader.read_stream(c, stream, action.start, action.limit)
+            rows, covered, deleted = self._lock.run(
+                lambda c: reader.read_stream_covered(c, stream, start, limit)
             )
-        return self._decode(rows)
+            if deleted:
+                self._end(_deleted(stream))
+                return [], start - 1
+        events = self._decode(rows)
+        if len(events) < len(rows):  # stop right before the bad event
+            covered = events[-1].event_number if events else start - 1
+        return events, covered
+
+    def _settled(self, checkpoint: int | None) -> None:
+        """The state moved its checkpoint over deleted positions: stored like an ack. Not for
+        a subscription acked in its callers' transactions: the position it would move from
+        may belong to a transaction that has not committed yet (and may roll back)."""
+        if checkpoint is not None and not self._acks_in_transaction:
+            self._unsaved_checkpoint = checkpoint
 
     def _decode(self, rows: list[reader.Row]) -> list[RecordedEvent]:
         """The events before the first undecodable one (then `_fatal` says which)."""
@@ -472,7 +514,9 @@ class SubscriptionActor(SupervisedActor):
         state = self._state
         if now >= self._next_health_check:  # a round trip: also finds half-open sockets
             self._next_health_check = now + _HEALTH_INTERVAL
-            head = self._lock.head(None if self._all else self._spec.stream_uuid)
+            head = self._head()
+            if self._state is not state:
+                return  # ended: its stream was deleted
             if head > state.cursor:
                 # A backstop, whatever the notifications did: storage holds more than this
                 # subscription has seen, so it reads it (at most one health interval late).
@@ -480,6 +524,23 @@ class SubscriptionActor(SupervisedActor):
         elif not self._lock.alive():  # no round trip unless the socket has something to say
             raise LockLost("the lock connection is gone")
         self._pump(state)  # also redoes a read or a send an interruption left undone
+
+    def _head(self) -> int:
+        """The last position in storage; a stream subscription whose stream is soft-deleted,
+        or whose checkpoint row a hard delete removed, ends instead (a backstop for a lost
+        notification)."""
+        if self._all:
+            return self._lock.head(None)
+        stream, name = self._spec.stream_uuid, self._spec.name
+        version, deleted, kept = self._lock.run(lambda c: deletes.watch(c, stream, name))
+        if deleted or (not kept and version == 0):
+            self._end(_deleted(stream))
+        elif not kept:
+            self._end(
+                "the subscription's checkpoint was deleted (its stream was deleted, or "
+                "delete_subscription was called by another store)"
+            )
+        return version
 
     def _reconnect(self) -> None:
         if self._backoff == 0:
@@ -489,3 +550,24 @@ class SubscriptionActor(SupervisedActor):
         except (StoreUnavailableError, LockLost) as exc:
             self.log.warning("subscription still waiting for the database", error=str(exc))
             self._retry_later()
+
+
+def _deleted(stream_uuid: str) -> str:
+    return f"the stream {stream_uuid!r} was deleted"
+
+
+def _event_number(event: RecordedEvent) -> int:
+    return event.event_number
+
+
+def _one_stream(event: RecordedEvent) -> str:
+    return ""
+
+
+def _own(event: RecordedEvent) -> RecordedEvent:
+    """A published event as its own stream reads it: event_number = stream_version."""
+    if event.event_number == event.stream_version:
+        return event
+    copy = object.__new__(RecordedEvent)
+    copy.__dict__.update(event.__dict__, event_number=event.stream_version)
+    return copy

@@ -40,8 +40,9 @@ class Subscription:
         return self.stream_uuid == "$all"
 
     def position_of(self, event: RecordedEvent) -> int:
-        """An event's position in this subscription: event_id or stream_version."""
-        return event.event_id if self.all_streams else event.stream_version
+        """An event's position in this subscription: event_id for all streams, event_number
+        for one stream (its stream_version, or a linked event's position in that stream)."""
+        return event.event_id if self.all_streams else event.event_number
 
     def ack(self, acked: Sequence[Any] | RecordedEvent | int, *, conn: Any = None) -> None:
         """Acknowledge everything up to and including `acked` (cumulative).

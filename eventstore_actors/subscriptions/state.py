@@ -2,25 +2,36 @@
 
 It decides what to deliver next and when to read from storage; the actor performs the reads,
 the sends and the checkpoint writes it asks for. Positions are in the subscription's own space
-(event_id for all streams, stream_version for one stream), and both are gap-free, so a gap in
-what the publisher hands over is exact evidence of missed events.
+(event_id for all streams, event_number for one stream).
+
+Positions have gaps where events were hard-deleted (and, in a linking stream, where linked
+events were), so a missing position proves nothing by itself: it may be deleted, or committed
+and not visible to the reader yet. Inputs therefore say how far they *covered*: every
+position from the cursor up to `covered` is among the events given, or gone for good. The
+cursor moves to the covered position, stepping over gaps, and never past it: a position
+above what was covered is never assumed deleted (the Elixir project's issue 238, checkpoints
+that stopped advancing after hard deletes, is the opposite trap, and is avoided too: with
+nothing in flight or buffered, the checkpoint follows the cursor over deleted positions).
+Inputs without a covered position are trusted only as contiguous runs, as in version 1.
 
 Invariants (each guards a trap from the Elixir project's history):
-- `cursor` is the highest position received (sent or buffered); it only moves by contiguous
-  extension, from the publisher or from a storage read starting at cursor + 1. So nothing is
-  delivered twice within one run and nothing is skipped.
+- `cursor` is the highest position received (sent or buffered) or covered; it only moves by
+  contiguous extension, from the publisher or from a storage read starting at cursor + 1. So
+  nothing is delivered twice within one run and nothing is skipped.
 - At most one batch is in flight; the next is sent only when everything sent is acked.
 - `held` (in flight + buffered) never exceeds `max_size`: the excess is dropped and the
   subscription is marked `behind`; it reads from storage again only when its buffer is empty.
 - It stops reading (goes live) only when a read came back short *and* no notification has
   shown a position beyond the cursor.
-- Acks only move the checkpoint forward and never past what was sent.
+- Acks only move the checkpoint forward and never past what was sent, except over positions
+  covered and empty (deleted) once everything sent is acked and nothing is buffered.
 - A batch holds at most `max_batch` events, of one stream unless `mixed` (all-streams
   subscriptions whose subscriber commits once per batch).
 """
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -61,6 +72,7 @@ class SubscriptionState(Generic[E]):
         self.checkpoint = checkpoint  # last acked position (persisted)
         self.cursor = checkpoint  # last position received
         self.last_sent = checkpoint
+        self._sent: list[int] = []  # positions of the last batch sent, ascending
         self.max_size = max_size
         self.behind = True  # storage may hold events beyond the cursor
         self.max_notified = 0
@@ -73,8 +85,10 @@ class SubscriptionState(Generic[E]):
 
     @property
     def in_flight(self) -> int:
-        """How many positions were sent but not acked."""
-        return self.last_sent - self.checkpoint
+        """How many events were sent but not acked."""
+        if self.last_sent <= self.checkpoint:
+            return 0
+        return len(self._sent) - bisect_right(self._sent, self.checkpoint)
 
     @property
     def held(self) -> int:
@@ -85,39 +99,75 @@ class SubscriptionState(Generic[E]):
         return len(self._buffer)
 
     # Inputs -----------------------------------------------------------------------------------
-    def notified(self, events: Sequence[E]) -> None:
-        """Committed events from the publisher, in position order (already filtered)."""
+    def notified(self, events: Sequence[E], covered: tuple[int, int] | None = None) -> int | None:
+        """Committed events from the publisher, in position order (already filtered).
+
+        `covered` = (first, last): every committed position from first to last is among
+        `events` (the others were deleted, or are not this subscription's). Without it only
+        a run that starts right after the cursor is taken. Returns a new checkpoint to store
+        when covered empty positions let it move (see `acked`), else None.
+        """
+        if covered is not None:
+            first, last = covered
+            self.max_notified = max(self.max_notified, last)
+            if last <= self.cursor:
+                return None  # duplicates or the past
+            if self.behind or first > self.cursor + 1:
+                self.behind = True  # a gap, or storage is being read: storage will supply them
+                return None
+            self._extend([e for e in events if self._position(e) > self.cursor], last)
+            return self._settle()
         if not events:
-            return
+            return None
         self.max_notified = max(self.max_notified, self._position(events[-1]))
         fresh = [e for e in events if self._position(e) > self.cursor]
         if not fresh:
-            return  # duplicates or the past
+            return None  # duplicates or the past
         if self.behind or self._position(fresh[0]) != self.cursor + 1:
             self.behind = True  # a gap, or storage is being read: storage will supply them
-            return
-        self._extend(fresh)
+            return None
+        self._extend(fresh, None)
+        return None
 
     def must_recheck(self) -> None:
         """Something may have been missed (publisher restart, reconnect): re-read storage."""
         self.behind = True
 
-    def read_done(self, events: Sequence[E], limit: int) -> None:
-        """The result of a `Read` the actor performed."""
+    def read_done(self, events: Sequence[E], limit: int, covered: int | None = None) -> int | None:
+        """The result of a `Read` the actor performed.
+
+        `covered`: every position from the read's start up to it is among `events` or gone for
+        good (a full read covers up to its last event only). Without it, the events must
+        continue the cursor without a gap. Returns a new checkpoint to store, as `notified`.
+        """
         fresh = [e for e in events if self._position(e) > self.cursor]
-        if fresh and self._position(fresh[0]) != self.cursor + 1:
-            raise AssertionError(f"storage read skipped from {self.cursor} to {fresh[0]}")
-        self._extend(fresh)
-        if not events or (len(events) < limit and self.cursor >= self.max_notified):
+        if covered is None:
+            if fresh and self._position(fresh[0]) != self.cursor + 1:
+                raise AssertionError(f"storage read skipped from {self.cursor} to {fresh[0]}")
+            self._extend(fresh, None)
+            if not events or (len(events) < limit and self.cursor >= self.max_notified):
+                self.behind = False
+            return None
+        if fresh and self._position(fresh[-1]) > covered:
+            raise AssertionError(f"storage read returned {fresh[-1]} beyond its cover {covered}")
+        if self._extend(fresh, covered) and len(events) < limit:
+            # Short: it covered everything committed when it ran, which includes whatever
+            # was notified before it.
             self.behind = False
+        return self._settle()
 
     def acked(self, position: int) -> int | None:
-        """A cumulative ack; returns the new checkpoint to persist, or None if nothing moved."""
+        """A cumulative ack; returns the new checkpoint to persist, or None if nothing moved.
+
+        Once everything sent is acked and nothing is buffered, the checkpoint moves on to the
+        cursor: the positions in between were covered and held nothing to deliver.
+        """
         position = min(position, self.last_sent)
         if position <= self.checkpoint:
             return None
         self.checkpoint = position
-        return position
+        settled = self._settle()
+        return position if settled is None else settled
 
     # Output -----------------------------------------------------------------------------------
     def next_action(self) -> Send[E] | Read | None:
@@ -129,14 +179,29 @@ class SubscriptionState(Generic[E]):
             return Read(self.cursor + 1, limit)
         return None
 
-    def _extend(self, events: list[E]) -> None:
+    def _extend(self, events: list[E], covered: int | None) -> bool:
+        """Buffer `events` (fresh, in order) and move the cursor over them, and up to
+        `covered` unless some had to be dropped for room; whether all were kept."""
         room = self.max_size - self.held
-        if len(events) > room:
+        kept = len(events) <= room
+        if not kept:
             events = events[:room]
             self.behind = True  # the rest is dropped; read from storage once there is room
         self._buffer.extend(events)
         if events:
             self.cursor = self._position(events[-1])
+        if kept and covered is not None and covered > self.cursor:
+            self.cursor = covered
+        return kept
+
+    def _settle(self) -> int | None:
+        """With nothing in flight or buffered, every position up to the cursor is done
+        (delivered and acked, or covered and empty): the checkpoint moves there."""
+        if self.cursor > self.checkpoint and not self._buffer and self.in_flight == 0:
+            self.checkpoint = self.last_sent = self.cursor
+            self._sent = []
+            return self.checkpoint
+        return None
 
     def _take_batch(self) -> list[E]:
         first = self._buffer.popleft()
@@ -148,5 +213,6 @@ class SubscriptionState(Generic[E]):
             and (self._mixed or self._stream_key(self._buffer[0]) == key)
         ):
             batch.append(self._buffer.popleft())
-        self.last_sent = self._position(batch[-1])
+        self._sent = [self._position(e) for e in batch]
+        self.last_sent = self._sent[-1]
         return batch

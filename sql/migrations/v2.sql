@@ -34,11 +34,12 @@ CREATE TABLE IF NOT EXISTS links (
 );
 CREATE INDEX IF NOT EXISTS links_event_id_idx ON links (event_id);
 
--- Events stay immutable. The one exception is a hard delete, which the store performs in a
--- transaction that has set eventstore_actors.hard_delete = 'on' (SET LOCAL) itself.
+-- Events and links stay immutable. The one exception is a hard delete, which the store
+-- performs in a transaction that has set eventstore_actors.hard_delete = 'on' (SET LOCAL)
+-- itself (delete_stream() below).
 CREATE OR REPLACE FUNCTION refuse_event_change() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF TG_OP = 'DELETE' AND TG_TABLE_NAME = 'events'
+    IF TG_OP = 'DELETE' AND TG_TABLE_NAME IN ('events', 'links')
        AND current_setting('eventstore_actors.hard_delete', true) = 'on' THEN
         RETURN NULL;
     END IF;
@@ -46,6 +47,28 @@ BEGIN
         USING ERRCODE = 'restrict_violation';
 END
 $$;
+
+CREATE OR REPLACE TRIGGER links_immutable
+    BEFORE UPDATE OR DELETE ON links
+    FOR EACH STATEMENT EXECUTE FUNCTION refuse_event_change();
+
+-- A stream that holds events is removed only by a hard delete. Appends may drop a stream row
+-- they created for nothing (version 0, see append/drop_unused_streams.sql); UPDATEs (versions,
+-- soft deletes) go through.
+CREATE OR REPLACE FUNCTION refuse_stream_delete() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF OLD.stream_version = 0
+       OR current_setting('eventstore_actors.hard_delete', true) = 'on' THEN
+        RETURN OLD;
+    END IF;
+    RAISE EXCEPTION 'streams are kept: DELETE of stream % is allowed only in a hard delete',
+        OLD.stream_uuid USING ERRCODE = 'restrict_violation';
+END
+$$;
+
+CREATE OR REPLACE TRIGGER streams_kept
+    BEFORE DELETE ON streams
+    FOR EACH ROW EXECUTE FUNCTION refuse_stream_delete();
 
 -- Appends for schema version 2 (version 1's append_events stays for v1 processes still
 -- running). A group of units, one per caller: a unit is one or more parts (one stream each,
@@ -262,5 +285,153 @@ CREATE TABLE IF NOT EXISTS parked_events (
     parked_at          timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (stream_uuid, subscription_name, event_id)
 );
+
+-- Deletes a stream: softly (marked deleted; its events stay in $all) or for good (the
+-- stream row, its events, its links, the links of other streams to its events and its
+-- subscriptions' checkpoints). Expected version: an int >= 0, -1 ANY_VERSION or -3
+-- STREAM_EXISTS. Status: 0 deleted, 2 wrong expected version (actual_version says which), 4
+-- stream not found (checked first; a stream exists once it has an event), 5 already soft-
+-- deleted (a hard delete of a soft-deleted stream is allowed). Takes the counter row lock
+-- first, like every append and link, so a delete and an append never interleave (an append
+-- that waited for the delete then finds the stream deleted or gone) and the lock order is
+-- the same everywhere (counter, then stream row). The NOTIFY ('delete,origin,stream_uuid')
+-- ends the stream's subscriptions in other processes.
+CREATE OR REPLACE FUNCTION delete_stream(
+    p_stream_uuid text,
+    p_expected    bigint,
+    p_hard        boolean,
+    p_channel     text,
+    p_origin      text
+) RETURNS TABLE (status smallint, actual_version bigint)
+LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+DECLARE
+    v_id       bigint;
+    v_version  bigint;
+    v_deleted  boolean;
+BEGIN
+    PERFORM 1 FROM event_counter AS c WHERE c.id = 1 FOR UPDATE;
+    SELECT s.stream_id, s.stream_version, s.deleted_at IS NOT NULL
+    INTO v_id, v_version, v_deleted
+    FROM streams AS s WHERE s.stream_uuid = p_stream_uuid FOR UPDATE;
+    IF NOT FOUND OR v_version = 0 THEN
+        status := 4;
+        actual_version := NULL;
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    actual_version := v_version;
+    IF v_deleted AND NOT p_hard THEN
+        status := 5;
+    ELSIF p_expected >= 0 AND p_expected <> v_version THEN
+        status := 2;
+    ELSE
+        status := 0;
+    END IF;
+    IF status <> 0 THEN
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    IF p_hard THEN
+        PERFORM set_config('eventstore_actors.hard_delete', 'on', true);
+        DELETE FROM links AS k WHERE k.stream_id = v_id;
+        DELETE FROM links AS k USING events AS e
+        WHERE k.event_id = e.event_id AND e.stream_id = v_id;
+        -- Parked copies of its events (in any subscription) and its own subscriptions' rows.
+        DELETE FROM parked_events AS pe USING events AS e
+        WHERE pe.event_id = e.event_id AND e.stream_id = v_id;
+        DELETE FROM parked_events AS pe WHERE pe.stream_uuid = p_stream_uuid;
+        DELETE FROM events AS e WHERE e.stream_id = v_id;
+        DELETE FROM subscriptions AS s WHERE s.stream_uuid = p_stream_uuid;
+        DELETE FROM streams AS s WHERE s.stream_id = v_id;
+        -- Nothing later in this transaction may delete events.
+        PERFORM set_config('eventstore_actors.hard_delete', 'off', true);
+    ELSE
+        UPDATE streams AS s SET deleted_at = now() WHERE s.stream_id = v_id;
+    END IF;
+    PERFORM pg_notify(p_channel, 'delete,' || p_origin || ',' || p_stream_uuid);
+    RETURN NEXT;
+END
+$$;
+
+-- Links existing events into a stream after its last position, without copying them: the
+-- stream's version (its last event_number) is shared by its own events and its links.
+-- Expected version as for appends (-1 ANY_VERSION, -2 NO_STREAM, -3 STREAM_EXISTS); a missing
+-- stream is created when the expected version allows it. Status: 0 linked (first_version and
+-- actual_version: the positions given), 2 wrong expected version, 3 stream exists, 4 stream
+-- not found, 5 stream soft-deleted, 6 an event is in the stream already (linked before, or
+-- one of its own events), 8 no such event; bad_event_id names the event for 6 and 8. Nothing
+-- is written unless the status is 0. Under the counter row lock, taken first: a hard delete
+-- cannot remove a linked event between the check and the commit, and an append to the same
+-- stream waits for the link (or the link for it), so positions follow commit order. The
+-- NOTIFY ('link,origin,stream_uuid') wakes the stream's subscriptions in other processes.
+CREATE OR REPLACE FUNCTION link_events(
+    p_stream_uuid text,
+    p_expected    bigint,
+    p_event_ids   bigint[],
+    p_channel     text,
+    p_origin      text
+) RETURNS TABLE (status smallint, first_version bigint, actual_version bigint,
+                 bad_event_id bigint)
+LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+DECLARE
+    v_id       bigint;
+    v_version  bigint;
+    v_deleted  boolean;
+    v_n        integer := coalesce(cardinality(p_event_ids), 0);
+BEGIN
+    PERFORM 1 FROM event_counter AS c WHERE c.id = 1 FOR UPDATE;
+    SELECT s.stream_id, s.stream_version, s.deleted_at IS NOT NULL
+    INTO v_id, v_version, v_deleted
+    FROM streams AS s WHERE s.stream_uuid = p_stream_uuid FOR UPDATE;
+    IF NOT FOUND THEN
+        v_id := NULL;
+        v_version := 0;
+        v_deleted := false;
+    END IF;
+    status := CASE
+        WHEN v_deleted THEN 5
+        WHEN p_expected = -1 THEN 0
+        WHEN p_expected = -2 THEN CASE WHEN v_version = 0 THEN 0 ELSE 3 END
+        WHEN p_expected = -3 THEN CASE WHEN v_version > 0 THEN 0 ELSE 4 END
+        WHEN v_version = p_expected THEN 0
+        ELSE 2 END;
+    actual_version := nullif(v_version, 0);
+    first_version := NULL;
+    bad_event_id := NULL;
+    IF status = 0 THEN
+        SELECT u.id INTO bad_event_id
+        FROM unnest(p_event_ids) WITH ORDINALITY AS u(id, ord)
+        WHERE NOT EXISTS (SELECT 1 FROM events AS e WHERE e.event_id = u.id)
+        ORDER BY u.ord LIMIT 1;
+        IF bad_event_id IS NOT NULL THEN
+            status := 8;
+        END IF;
+    END IF;
+    IF status = 0 AND v_id IS NOT NULL THEN
+        SELECT u.id INTO bad_event_id
+        FROM unnest(p_event_ids) WITH ORDINALITY AS u(id, ord)
+        WHERE EXISTS (SELECT 1 FROM links AS k WHERE k.stream_id = v_id AND k.event_id = u.id)
+           OR EXISTS (SELECT 1 FROM events AS e WHERE e.event_id = u.id AND e.stream_id = v_id)
+        ORDER BY u.ord LIMIT 1;
+        IF bad_event_id IS NOT NULL THEN
+            status := 6;
+        END IF;
+    END IF;
+    IF status <> 0 THEN
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    IF v_id IS NULL THEN
+        INSERT INTO streams (stream_uuid) VALUES (p_stream_uuid) RETURNING stream_id INTO v_id;
+    END IF;
+    INSERT INTO links (stream_id, event_number, event_id)
+    SELECT v_id, v_version + u.ord, u.id FROM unnest(p_event_ids) WITH ORDINALITY AS u(id, ord);
+    UPDATE streams AS s SET stream_version = v_version + v_n WHERE s.stream_id = v_id;
+    PERFORM pg_notify(p_channel, 'link,' || p_origin || ',' || p_stream_uuid);
+    first_version := v_version + 1;
+    actual_version := v_version + v_n;
+    RETURN NEXT;
+END
+$$;
 
 INSERT INTO schema_version (version) VALUES (2) ON CONFLICT (version) DO NOTHING;

@@ -1,0 +1,74 @@
+"""Deleting streams, softly or for good (see delete_stream() in sql/migrations/v2.sql).
+
+One statement in autocommit mode, so one transaction under the counter row lock: deletes
+serialise with appends and links of every process, exactly as appends do with each other.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+
+from ..errors import StreamDeletedError, StreamNotFoundError, WrongExpectedVersionError
+from ..events import ExpectedVersion
+from ..sql import statement
+from . import expected as exp
+from .connection import is_connection_loss, unavailable
+
+__all__ = ["delete_stream", "watch"]
+
+Conn = psycopg.Connection[Any]
+
+_DELETED, _WRONG, _NOT_FOUND, _SOFT_DELETED = 0, 2, 4, 5
+
+
+def delete_stream(
+    conn: Conn,
+    stream_uuid: str,
+    expected: int | ExpectedVersion,
+    hard: bool,
+    channel: str,
+    origin: str,
+) -> None:
+    """Delete the stream or raise the contract's error (nothing changed then)."""
+    params = {
+        "stream_uuid": stream_uuid,
+        "expected": exp.encode(expected),
+        "hard": hard,
+        "channel": channel,
+        "origin": origin,
+    }
+    ((status, actual),) = run_once(conn, statement("delete/delete_stream"), params)
+    if status == _DELETED:
+        return
+    if status == _NOT_FOUND:
+        raise StreamNotFoundError(stream_uuid)
+    if status == _SOFT_DELETED:
+        raise StreamDeletedError(stream_uuid)
+    if status == _WRONG:
+        raise WrongExpectedVersionError(stream_uuid, expected, actual)
+    raise AssertionError(f"unexpected delete status {status}")
+
+
+def run_once(conn: Conn, query: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """One autocommit statement that writes, never retried: a connection lost while it ran
+    leaves its outcome unknown (StoreUnavailableError saying so), since it may have
+    committed. Other database errors propagate (the pool turns them into contract errors)."""
+    try:
+        return conn.execute(query, params).fetchall()
+    except psycopg.Error as exc:
+        if is_connection_loss(exc, conn):
+            raise unavailable(exc, outcome_unknown=True) from None
+        raise
+
+
+def watch(conn: Conn, stream_uuid: str, subscription_name: str) -> tuple[int, bool, bool]:
+    """A stream subscription's health check: (stream version, soft-deleted, checkpoint row
+    still there)."""
+    row = conn.execute(
+        statement("delete/watch"),
+        {"stream_uuid": stream_uuid, "subscription_name": subscription_name},
+    ).fetchone()
+    assert row is not None
+    return int(row[0]), bool(row[1]), bool(row[2])
