@@ -102,6 +102,12 @@ def _streaming(
     return call
 
 
+def _start_primed(calls: Calls, *args: Any, **kwargs: Any) -> EventStore:
+    store = EventStore.start(*args, **kwargs)
+    calls.prime()
+    return store
+
+
 def _take(events: Iterator[RecordedEvent], size: Any) -> list[RecordedEvent]:
     return list(itertools.islice(events, size))
 
@@ -131,7 +137,9 @@ class AsyncEventStore:
             raise TypeError("AsyncEventStore wraps a running EventStore")
         settings = store.settings
         count = default_threads(settings.pool_size, settings.pool_overflow)
-        self._setup(store, Calls(count if threads is None else threads))
+        calls = Calls(count if threads is None else threads)
+        calls.prime_in_background()
+        self._setup(store, calls)
 
     def _setup(self, store: EventStore, calls: Calls) -> None:
         self._store = store
@@ -162,7 +170,8 @@ class AsyncEventStore:
             threads = _count(pool_size, 10) + _count(pool_overflow, 0) + APPEND_THREADS
         calls = Calls(threads)
         future = calls.submit(
-            EventStore.start,
+            _start_primed,
+            calls,
             dsn,
             schema=schema,
             pool_size=pool_size,
