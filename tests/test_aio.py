@@ -91,6 +91,15 @@ async def until(predicate: Callable[[], Any], timeout: float = WAIT) -> None:
         await asyncio.sleep(0.01)
 
 
+async def stored_checkpoint(dsn: str, schema: str, stream: str, name: str, position: int) -> None:
+    """Until the stored checkpoint is `position` (it follows acks within a second). Waited for
+    before an unsubscribe: the sync actor drops an ack still in its inbox when one comes."""
+    deadline = time.monotonic() + WAIT
+    while await asyncio.to_thread(checkpoint, dsn, schema, stream, name) != position:
+        assert time.monotonic() < deadline, "the checkpoint did not follow the acks"
+        await asyncio.sleep(0.02)
+
+
 async def gather_all(iterator: AsyncIterator[RecordedEvent]) -> list[RecordedEvent]:
     return [event async for event in iterator]
 
@@ -404,6 +413,7 @@ def test_all_streams_subscription_iterates_batches_in_order(dsn: str, schema: st
             await store.subscribe_to_all_streams("other", start_from="yesterday")
         with pytest.raises(TypeError):
             await sub.ack("nonsense")  # type: ignore[arg-type]
+        await stored_checkpoint(dsn, schema, "$all", "projection", 18)
         await sub.unsubscribe()
         assert checkpoint(dsn, schema, "$all", "projection") == 18
 
@@ -470,6 +480,7 @@ def test_unsubscribe_ends_a_running_iteration_and_keeps_the_checkpoint(
 
         task = asyncio.ensure_future(consume())
         await until(lambda: len(seen) >= 2)
+        await stored_checkpoint(dsn, schema, "$all", "ending", 2)
         await sub.unsubscribe()
         await asyncio.wait_for(task, WAIT)  # the `async for` ended without an error
         assert sub.closed
