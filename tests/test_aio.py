@@ -49,8 +49,10 @@ from eventstore_actors.aio import AsyncEventStore, AsyncSubscription, Subscripti
 
 Body = Callable[[AsyncEventStore], Awaitable[None]]
 
-#: Worst loop lag allowed by the probe test (generous: a loaded 2-core machine).
+#: Loop lag allowed by the probe test at the 99th percentile (generous: a loaded 2-core
+#: machine), and for the single worst sample.
 MAX_LAG = 0.050
+MAX_SPIKE = 0.250
 
 
 def new_stream() -> str:
@@ -740,15 +742,23 @@ class LagProbe:
         self.worst = 0.0
         self.worst_cpu = 0.0
         self.samples = 0
+        self.lags: list[float] = []
         self._task: asyncio.Task[None] | None = None
 
     async def _run(self) -> None:
         while True:
             began, cpu = time.perf_counter(), time.thread_time()
             await asyncio.sleep(0.001)
-            self.worst = max(self.worst, time.perf_counter() - began - 0.001)
+            lag = time.perf_counter() - began - 0.001
+            self.worst = max(self.worst, lag)
+            self.lags.append(lag)
             self.worst_cpu = max(self.worst_cpu, time.thread_time() - cpu)
             self.samples += 1
+
+    @property
+    def p99(self) -> float:
+        ordered = sorted(self.lags)
+        return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
 
     def __enter__(self) -> LagProbe:
         self._task = asyncio.ensure_future(self._run())
@@ -801,11 +811,16 @@ async def _catch_up(store: AsyncEventStore, after: int, name: str) -> LagProbe:
 def test_no_call_blocks_the_loop_during_heavy_appends_and_catch_up(
     dsn: str, schema: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The wall-clock lag also counts waiting for the GIL (the store's threads share it) and
-    for a CPU (the machine is shared): a run over the bound is measured again, up to three
-    times. A call that blocked the loop (an append or a page read made on it) fails all three:
-    70 tasks' calls in one loop pass would hold it for far longer than the bound."""
-    attempts: list[tuple[float, float, float]] = []
+    """The wall-clock lag also counts waiting for the GIL (the store's threads share it), for a
+    CPU (the machine is shared) and garbage collections: single spikes past 50 ms were seen
+    under a full parallel test load while the loop's own work between two probes stayed under
+    9 ms. So the bound is on the 99th percentile (a call that blocked the loop, such as an
+    append or a page read made on it, lengthens nearly every probe: 70 tasks' calls in one
+    loop pass), with a ceiling on the worst; a run over them is measured again, up to 3 times."""
+    attempts: list[tuple[LagProbe, LagProbe]] = []
+
+    def passed(appends: LagProbe, catch_up: LagProbe) -> bool:
+        return all(p.p99 < MAX_LAG and p.worst < MAX_SPIKE for p in (appends, catch_up))
 
     async def body(store: AsyncEventStore) -> None:
         await store.append_to_stream(new_stream(), 0, events(1))  # the writer is connected
@@ -813,19 +828,19 @@ def test_no_call_blocks_the_loop_during_heavy_appends_and_catch_up(
             head = (await store.stream_info("$all")).stream_version
             appends = await _heavy_appends(store)
             catch_up = await _catch_up(store, head, f"lag-{len(attempts)}")
-            attempts.append(
-                (appends.worst, catch_up.worst, max(appends.worst_cpu, catch_up.worst_cpu))
-            )
-            if max(appends.worst, catch_up.worst) < MAX_LAG:
+            attempts.append((appends, catch_up))
+            if passed(appends, catch_up):
                 break
 
     run(dsn, schema, body, timeout=180.0)
     with capsys.disabled():
-        for appends, catch_up, cpu in attempts:
+        for appends, catch_up in attempts:
             print(
-                f"\nloop lag, worst: {appends * 1000:.1f} ms during {TOTAL:,} events appended by "
-                f"{TASKS + BATCHES} tasks, {catch_up * 1000:.1f} ms during a catch-up and a "
-                f"stream of {TOTAL:,} events; most loop CPU between two probes {cpu * 1000:.1f} ms"
+                f"\nloop lag, worst (p99): {appends.worst * 1000:.1f} ms "
+                f"({appends.p99 * 1000:.1f} ms) during {TOTAL:,} events appended by "
+                f"{TASKS + BATCHES} tasks, {catch_up.worst * 1000:.1f} ms "
+                f"({catch_up.p99 * 1000:.1f} ms) during a catch-up and a stream of {TOTAL:,} "
+                f"events; most loop CPU between two probes "
+                f"{max(appends.worst_cpu, catch_up.worst_cpu) * 1000:.1f} ms"
             )
-    best = min(attempts, key=lambda a: max(a[0], a[1]))
-    assert max(best[0], best[1]) < MAX_LAG, attempts
+    assert passed(*attempts[-1]), [(a.worst, a.p99, c.worst, c.p99) for a, c in attempts]
