@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from ..context import Context
 from ..results import Result
+from .aio import aio_steps, run_aio
 from .appends import run_seed_appends, run_single_appends, seed_append_steps, single_append_steps
 from .catchup import catchup_steps, run_catchup
 from .growth import growth_steps, run_growth
@@ -84,6 +85,12 @@ WORKLOADS: dict[str, Workload] = {
             "mixed batches",
             projection_steps,
             run_projection,
+        ),
+        Workload(
+            "aio",
+            "asyncio: single-event appends from 50 tasks, catch-up through async for",
+            aio_steps,
+            run_aio,
         ),
         Workload(
             "growth",

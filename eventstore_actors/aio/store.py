@@ -1,0 +1,485 @@
+"""AsyncEventStore: the EventStore facade, awaitable, on the same supervised actors.
+
+One runtime: an `AsyncEventStore` wraps one running `EventStore` (`.sync`), whose actors,
+pool and writer it shares with any sync code given that object. Every blocking call runs on
+the store's own thread pool (`calls.Calls`), so the event loop only ever schedules and
+awaits; nothing here holds the loop for longer than a queue hand-over.
+
+Each awaitable method is derived from the sync one by `_awaitable`: same parameters, defaults,
+errors and result, typed through ParamSpec so that type checkers see the sync signature. The
+streaming reads and the subscriptions have shapes of their own and are written out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import itertools
+import types
+import weakref
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
+from concurrent.futures import Future
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, overload
+
+from ..config import Settings
+from ..events import RecordedEvent
+from ..serialization import Serializer
+from ..store import EventStore, _options_checked
+from ..subscriptions.messages import Subscription
+from .calls import APPEND_THREADS, Calls, default_threads
+from .subscription import AsyncSubscription
+
+__all__ = ["AsyncEventStore"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+T = TypeVar("T")
+
+_ALL = "$all"
+
+#: Methods with a shape of their own here; every other public EventStore method is awaitable.
+_SPECIAL = frozenset(
+    {
+        "start",
+        "stop",
+        "settings",
+        "stream_forward",
+        "stream_backward",
+        "stream_all_forward",
+        "stream_all_backward",
+        "subscribe_to_stream",
+        "subscribe_to_all_streams",
+        "ack",
+        "unsubscribe_from_stream",
+        "unsubscribe_from_all_streams",
+        "delete_subscription",
+        "delete_all_streams_subscription",
+    }
+)
+
+
+def _awaitable(
+    method: Callable[Concatenate[EventStore, P], R],
+) -> Callable[Concatenate[AsyncEventStore, P], Coroutine[Any, Any, R]]:
+    """The sync method `method`, run on the store's threads and awaited."""
+    name = method.__name__
+
+    async def call(self: AsyncEventStore, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        sync: Callable[P, R] = getattr(self._store, name)
+        return await self._calls.run(sync, *args, **kwargs)
+
+    call.__name__ = name
+    call.__qualname__ = f"AsyncEventStore.{name}"
+    call.__doc__ = f"Awaitable `EventStore.{name}`: {method.__doc__ or ''}".rstrip(": ")
+    call.__signature__ = inspect.signature(method)  # type: ignore[attr-defined]
+    return call
+
+
+def _streaming(
+    method: Callable[Concatenate[EventStore, P], Iterator[RecordedEvent]],
+) -> Callable[Concatenate[AsyncEventStore, P], AsyncIterator[RecordedEvent]]:
+    """The sync streaming read `method` as an async iterator, returned at once: its first
+    iteration makes the call (so a missing stream raises there), then each page of
+    `read_batch_size` events is read on a thread; one page is held at a time."""
+    name = method.__name__
+    signature = inspect.signature(method)
+
+    def call(
+        self: AsyncEventStore, /, *args: P.args, **kwargs: P.kwargs
+    ) -> AsyncIterator[RecordedEvent]:
+        bound = signature.bind(self._store, *args, **kwargs)  # a wrong name: TypeError now
+        bound.apply_defaults()
+        size = bound.arguments.get("read_batch_size", 1000)
+        sync: Callable[P, Iterator[RecordedEvent]] = getattr(self._store, name)
+        return self._paged(functools.partial(sync, *args, **kwargs), size)
+
+    call.__name__ = name
+    call.__qualname__ = f"AsyncEventStore.{name}"
+    call.__doc__ = f"Async iterator over `EventStore.{name}`: {method.__doc__ or ''}".rstrip(": ")
+    call.__signature__ = signature  # type: ignore[attr-defined]
+    return call
+
+
+def _start_primed(calls: Calls, *args: Any, **kwargs: Any) -> EventStore:
+    store = EventStore.start(*args, **kwargs)
+    calls.prime()
+    return store
+
+
+def _take(events: Iterator[RecordedEvent], size: Any) -> list[RecordedEvent]:
+    return list(itertools.islice(events, size))
+
+
+def _stop_if_started(future: Future[EventStore]) -> None:
+    """A start whose caller was cancelled: stop what it started (actor threads are not daemons)."""
+    if not future.cancelled() and future.exception() is None:
+        future.result().stop()
+
+
+def _count(value: Any, default: int) -> int:
+    return (
+        value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else default
+    )
+
+
+class AsyncEventStore:
+    """A running event store for asyncio code. Create it with
+    ``await AsyncEventStore.start(...)`` (or wrap a running `EventStore`); stop it with
+    ``await store.stop()`` or ``async with``."""
+
+    def __init__(self, store: EventStore, *, threads: int | None = None) -> None:
+        """Wrap a running `EventStore` (its `stop()` is then `await self.stop()`'s job).
+        `threads`: the size of the pool running blocking calls (default: the store's pool
+        size plus 64, so that many concurrent appends share the writer's group commits)."""
+        if not isinstance(store, EventStore):
+            raise TypeError("AsyncEventStore wraps a running EventStore")
+        settings = store.settings
+        count = default_threads(settings.pool_size, settings.pool_overflow)
+        calls = Calls(count if threads is None else threads)
+        calls.prime_in_background()
+        self._setup(store, calls)
+
+    def _setup(self, store: EventStore, calls: Calls) -> None:
+        self._store = store
+        self._calls = calls
+        self._subs: weakref.WeakSet[AsyncSubscription[Any]] = weakref.WeakSet()
+        self._stopping: asyncio.Future[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"AsyncEventStore(schema={self._store.settings.schema!r})"
+
+    # Starting and stopping --------------------------------------------------------------------
+    @classmethod
+    @_options_checked
+    async def start(
+        cls,
+        dsn: str | None = None,
+        *,
+        schema: str = "public",
+        pool_size: int = 10,
+        pool_overflow: int = 0,
+        serializer: Serializer | None = None,
+        subscription_max_size: int = 1000,
+        username: str | None = None,
+        password: str | None = None,
+        database: str | None = None,
+        hostname: str | None = None,
+        port: int | str | None = None,
+        max_batch_events: int = 10_000,
+        call_timeout: float = 30.0,
+        max_restarts: int = 3,
+        restart_window: float = 5.0,
+        tick_interval: float = 0.2,
+        application_name: str = "eventstore-actors",
+        connect_timeout: float = 5.0,
+        health_interval: float = 5.0,
+        health_timeout: float = 5.0,
+        io_timeout: float = 15.0,
+        enable_hard_deletes: bool = False,
+        threads: int | None = None,
+    ) -> AsyncEventStore:
+        """`EventStore.start(...)` with the same arguments, without blocking the loop; plus
+        `threads` (see `AsyncEventStore`). Cancelling it stops whatever it started."""
+        options: dict[str, Any] = {
+            "username": username,
+            "password": password,
+            "database": database,
+            "hostname": hostname,
+            "port": port,
+            "max_batch_events": max_batch_events,
+            "call_timeout": call_timeout,
+            "max_restarts": max_restarts,
+            "restart_window": restart_window,
+            "tick_interval": tick_interval,
+            "application_name": application_name,
+            "connect_timeout": connect_timeout,
+            "health_interval": health_interval,
+            "health_timeout": health_timeout,
+            "io_timeout": io_timeout,
+            "enable_hard_deletes": enable_hard_deletes,
+        }
+        if threads is None:
+            threads = _count(pool_size, 10) + _count(pool_overflow, 0) + APPEND_THREADS
+        calls = Calls(threads)
+        future = calls.submit(
+            _start_primed,
+            calls,
+            dsn,
+            schema=schema,
+            pool_size=pool_size,
+            pool_overflow=pool_overflow,
+            serializer=serializer,
+            subscription_max_size=subscription_max_size,
+            **options,
+        )
+        try:
+            store = await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            future.add_done_callback(_stop_if_started)
+            calls.close()
+            raise
+        except BaseException:
+            calls.close()
+            raise
+        self = cls.__new__(cls)
+        self._setup(store, calls)
+        return self
+
+    async def stop(self) -> None:
+        """Stop every actor and close every connection. Idempotent. Every running iteration
+        over one of this store's subscriptions ends (quietly). Cancelling the caller does not
+        cancel the stop."""
+        if self._stopping is None:
+            for sub in list(self._subs):
+                sub._close()
+            self._subs.clear()
+            self._stopping = asyncio.ensure_future(self._stop())
+        await asyncio.shield(self._stopping)
+
+    async def _stop(self) -> None:
+        try:
+            await self._calls.run(self._store.stop)
+        finally:
+            self._calls.close()
+
+    async def __aenter__(self) -> AsyncEventStore:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    @property
+    def settings(self) -> Settings:
+        return self._store.settings
+
+    @property
+    def sync(self) -> EventStore:
+        """The sync facade of the same runtime, for code running on threads."""
+        return self._store
+
+    @property
+    def threads(self) -> int:
+        """How many blocking calls may run at once."""
+        return self._calls.threads
+
+    # Writing, reading, stream info, snapshots: the sync methods, awaitable ----------------------
+    append_to_stream = _awaitable(EventStore.append_to_stream)
+    append_to_streams = _awaitable(EventStore.append_to_streams)
+    read_stream_forward = _awaitable(EventStore.read_stream_forward)
+    read_stream_backward = _awaitable(EventStore.read_stream_backward)
+    read_all_streams_forward = _awaitable(EventStore.read_all_streams_forward)
+    read_all_streams_backward = _awaitable(EventStore.read_all_streams_backward)
+    stream_info = _awaitable(EventStore.stream_info)
+    paginate_streams = _awaitable(EventStore.paginate_streams)
+    record_snapshot = _awaitable(EventStore.record_snapshot)
+    read_snapshot = _awaitable(EventStore.read_snapshot)
+    delete_snapshot = _awaitable(EventStore.delete_snapshot)
+    delete_stream = _awaitable(EventStore.delete_stream)
+    link_to_stream = _awaitable(EventStore.link_to_stream)
+    subscriptions = _awaitable(EventStore.subscriptions)
+    subscription_info = _awaitable(EventStore.subscription_info)
+
+    # Streaming reads: async iterators ----------------------------------------------------------
+    stream_forward = _streaming(EventStore.stream_forward)
+    stream_backward = _streaming(EventStore.stream_backward)
+    stream_all_forward = _streaming(EventStore.stream_all_forward)
+    stream_all_backward = _streaming(EventStore.stream_all_backward)
+
+    async def _paged(
+        self, open_events: Callable[[], Iterator[RecordedEvent]], size: Any
+    ) -> AsyncIterator[RecordedEvent]:
+        events = await self._calls.run(open_events)
+        while page := await self._calls.run(_take, events, size):
+            for event in page:
+                yield event
+
+    # Subscriptions ----------------------------------------------------------------------------
+    @overload
+    async def subscribe_to_stream(
+        self,
+        stream_uuid: str,
+        subscription_name: str,
+        start_from: str | int = ...,
+        mapper: None = ...,
+        max_size: int | None = ...,
+        **options: Any,
+    ) -> AsyncSubscription[RecordedEvent]: ...
+    @overload
+    async def subscribe_to_stream(
+        self,
+        stream_uuid: str,
+        subscription_name: str,
+        start_from: str | int = ...,
+        *,
+        mapper: Callable[[RecordedEvent], T],
+        max_size: int | None = ...,
+        **options: Any,
+    ) -> AsyncSubscription[T]: ...
+    @overload
+    async def subscribe_to_stream(
+        self,
+        stream_uuid: str,
+        subscription_name: str,
+        start_from: str | int,
+        mapper: Callable[[RecordedEvent], T],
+        max_size: int | None = ...,
+        **options: Any,
+    ) -> AsyncSubscription[T]: ...
+    async def subscribe_to_stream(
+        self,
+        stream_uuid: str,
+        subscription_name: str,
+        start_from: str | int = "origin",
+        mapper: Callable[[RecordedEvent], Any] | None = None,
+        max_size: int | None = None,
+        *,
+        standby: bool = False,
+        mixed_batches: bool = False,
+        max_batch: int = 1000,
+        **options: Any,
+    ) -> AsyncSubscription[Any]:
+        """`EventStore.subscribe_to_stream` without a subscriber: iterate the result."""
+        subscribe = functools.partial(
+            self._store.subscribe_to_stream,
+            stream_uuid,
+            subscription_name,
+            start_from=start_from,
+            mapper=mapper,
+            max_size=max_size,
+            standby=standby,
+            mixed_batches=mixed_batches,
+            max_batch=max_batch,
+            **options,
+        )
+        return await self._subscribe(stream_uuid, subscription_name, subscribe)
+
+    @overload
+    async def subscribe_to_all_streams(
+        self,
+        subscription_name: str,
+        start_from: str | int = ...,
+        mapper: None = ...,
+        max_size: int | None = ...,
+        **options: Any,
+    ) -> AsyncSubscription[RecordedEvent]: ...
+    @overload
+    async def subscribe_to_all_streams(
+        self,
+        subscription_name: str,
+        start_from: str | int = ...,
+        *,
+        mapper: Callable[[RecordedEvent], T],
+        max_size: int | None = ...,
+        **options: Any,
+    ) -> AsyncSubscription[T]: ...
+    @overload
+    async def subscribe_to_all_streams(
+        self,
+        subscription_name: str,
+        start_from: str | int,
+        mapper: Callable[[RecordedEvent], T],
+        max_size: int | None = ...,
+        **options: Any,
+    ) -> AsyncSubscription[T]: ...
+    async def subscribe_to_all_streams(
+        self,
+        subscription_name: str,
+        start_from: str | int = "origin",
+        mapper: Callable[[RecordedEvent], Any] | None = None,
+        max_size: int | None = None,
+        *,
+        standby: bool = False,
+        mixed_batches: bool = False,
+        max_batch: int = 1000,
+        **options: Any,
+    ) -> AsyncSubscription[Any]:
+        """`EventStore.subscribe_to_all_streams` without a subscriber: iterate the result."""
+        subscribe = functools.partial(
+            self._store.subscribe_to_all_streams,
+            subscription_name,
+            start_from=start_from,
+            mapper=mapper,
+            max_size=max_size,
+            standby=standby,
+            mixed_batches=mixed_batches,
+            max_batch=max_batch,
+            **options,
+        )
+        return await self._subscribe(_ALL, subscription_name, subscribe)
+
+    async def _subscribe(
+        self, stream_uuid: str, name: str, subscribe: Callable[[Any], Subscription]
+    ) -> AsyncSubscription[Any]:
+        sub: AsyncSubscription[Any] = AsyncSubscription(self, stream_uuid, name)
+        # Cancelled meanwhile: `sub` is dropped, so its bridge reads as a dead subscriber and
+        # a subscription started anyway stops on its next tick (the name is freed).
+        handle = await self._calls.run(subscribe, sub.bridge)
+        sub._started(handle)
+        if self._stopping is not None:  # stopped meanwhile: end it like the others
+            sub._close()
+        else:
+            self._subs.add(sub)
+        return sub
+
+    async def ack(
+        self,
+        subscription: AsyncSubscription[Any] | Subscription,
+        acked: Sequence[Any] | RecordedEvent | int,
+        **options: Any,
+    ) -> None:
+        """Acknowledge events of a subscription; same as ``await subscription.ack(acked)``."""
+        if isinstance(subscription, AsyncSubscription):
+            await subscription.ack(acked, **options)
+        else:
+            await self._calls.run(self._store.ack, subscription, acked, **options)
+
+    async def unsubscribe_from_stream(self, stream_uuid: str, subscription_name: str) -> None:
+        """Stop the subscription (checkpoint kept); an iteration over it here ends."""
+        self._close_local(stream_uuid, subscription_name)
+        await self._calls.run(self._store.unsubscribe_from_stream, stream_uuid, subscription_name)
+
+    async def unsubscribe_from_all_streams(self, subscription_name: str) -> None:
+        self._close_local(_ALL, subscription_name)
+        await self._calls.run(self._store.unsubscribe_from_all_streams, subscription_name)
+
+    async def delete_subscription(self, stream_uuid: str, subscription_name: str) -> None:
+        """Stop the subscription if it runs here and delete its checkpoint."""
+        self._close_local(stream_uuid, subscription_name)
+        await self._calls.run(self._store.delete_subscription, stream_uuid, subscription_name)
+
+    async def delete_all_streams_subscription(self, subscription_name: str) -> None:
+        self._close_local(_ALL, subscription_name)
+        await self._calls.run(self._store.delete_all_streams_subscription, subscription_name)
+
+    async def _unsubscribe(self, sub: AsyncSubscription[Any]) -> None:
+        self._subs.discard(sub)
+        if sub._close():
+            unsubscribe = (
+                self._store.unsubscribe_from_all_streams
+                if sub.stream_uuid == _ALL
+                else functools.partial(self._store.unsubscribe_from_stream, sub.stream_uuid)
+            )
+            await self._calls.run(unsubscribe, sub.subscription_name)
+
+    def _close_local(self, stream_uuid: Any, name: Any) -> None:
+        for sub in list(self._subs):
+            if sub.stream_uuid == stream_uuid and sub.subscription_name == name:
+                self._subs.discard(sub)
+                sub._close()
+
+    if not TYPE_CHECKING:
+
+        def __getattr__(self, name: str) -> Any:
+            """A public EventStore method without a typed counterpart here yet (added to the
+            facade later): awaitable all the same, by the same rule as the others."""
+            method = getattr(EventStore, name, None)
+            if name.startswith("_") or name in _SPECIAL or not inspect.isfunction(method):
+                raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+            return types.MethodType(_awaitable(method), self)

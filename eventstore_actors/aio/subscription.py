@@ -1,0 +1,182 @@
+"""Durable subscriptions as async iterators of batches.
+
+The subscription actor is the sync one, unchanged: what it tells its subscriber goes to a
+`_Bridge`, whose `tell()` (called on the actor's thread) hands the message to the event loop
+with ``call_soon_threadsafe``. Back-pressure is the actor's: it sends no batch until the
+previous ones are acked, so the iteration simply waits; the queue never holds more than the
+actor may send.
+
+How an iteration ends:
+- `unsubscribe()` (or the store's `unsubscribe_*`, `delete_*`, `stop()`): it ends (a running
+  ``async for`` leaves its loop), batches not yet taken are dropped, unacked events are
+  delivered again after a resubscribe;
+- any other end (the subscription was given up after failures, lost its lock for good, met an
+  event it cannot decode, a mapper failed): `SubscriptionStoppedError` with the reason, so
+  that a projection task does not stop silently.
+
+Dropping every reference to an `AsyncSubscription` (or closing its loop) counts as its
+subscriber dying: the subscription stops within a second, its checkpoint kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from ..errors import EventStoreError
+from ..events import RecordedEvent
+from ..subscriptions.messages import Events, Subscription, SubscriptionStopped
+
+if TYPE_CHECKING:
+    from .store import AsyncEventStore
+
+__all__ = ["AsyncSubscription", "SubscriptionStoppedError"]
+
+T = TypeVar("T")
+
+#: Wakes an iteration waiting for a message: the subscription was closed on our side.
+_CLOSED = object()
+
+
+class SubscriptionStoppedError(EventStoreError):
+    """An async subscription ended for another reason than its own unsubscribe or delete or
+    the store's stop (see `SubscriptionStopped`); the iteration over it raises this."""
+
+    def __init__(self, subscription: AsyncSubscription[Any], reason: str) -> None:
+        super().__init__(
+            f"subscription {subscription.subscription_name!r} on "
+            f"{subscription.stream_uuid!r} stopped: {reason}"
+        )
+        self.subscription = subscription
+        self.reason = reason
+
+
+class _Bridge:
+    """The subscriber object the subscription actor tells (any thread)."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        queue: asyncio.Queue[Any],
+        owner: AsyncSubscription[Any],
+    ) -> None:
+        self._loop = loop
+        self._queue = queue
+        self._owner = weakref.ref(owner)
+        self.ended = False  # told SubscriptionStopped: the actor is gone
+
+    def tell(self, message: Any) -> None:
+        if isinstance(message, SubscriptionStopped):
+            self.ended = True
+        try:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, message)
+        except RuntimeError:  # the loop is closed: nobody will read it
+            pass
+
+    def is_alive(self) -> bool:
+        """Checked by the actor on its ticks: False once the owner is gone or closed, or its
+        loop is closed; the subscription then stops (checkpoint kept, name freed)."""
+        owner = self._owner()
+        return owner is not None and not owner.closed and not self._loop.is_closed()
+
+
+class AsyncSubscription(Generic[T]):
+    """``async for events in sub:`` yields each batch (a non-empty list of `RecordedEvent`,
+    or of what the mapper returned); ``await sub.ack(events)`` acknowledges them and lets
+    the next batch come. ``async with sub:`` unsubscribes on exit."""
+
+    def __init__(self, store: AsyncEventStore, stream_uuid: str, subscription_name: str) -> None:
+        self.stream_uuid = stream_uuid  # "$all" for an all-streams subscription
+        self.subscription_name = subscription_name
+        self._store = store
+        self._queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._bridge = _Bridge(asyncio.get_running_loop(), self._queue, self)
+        self._handle: Subscription | None = None
+        self._closed = False  # our side ended it: iterations end quietly
+        self._stopped: str | None = None  # the reason of a SubscriptionStopped
+
+    def __repr__(self) -> str:
+        return (
+            f"AsyncSubscription(stream_uuid={self.stream_uuid!r}, "
+            f"subscription_name={self.subscription_name!r})"
+        )
+
+    @property
+    def subscription(self) -> Subscription:
+        """The sync handle (what `Events.subscription` and `EventStore.ack` know)."""
+        if self._handle is None:
+            raise RuntimeError("the subscription has not started")
+        return self._handle
+
+    @property
+    def closed(self) -> bool:
+        """Whether it was unsubscribed, deleted or its store stopped, from this side."""
+        return self._closed
+
+    @property
+    def stopped_reason(self) -> str | None:
+        """Why the subscription stopped on its own (see `SubscriptionStoppedError`), or None."""
+        return self._stopped
+
+    # Iteration ----------------------------------------------------------------------------------
+    def __aiter__(self) -> AsyncSubscription[T]:
+        return self
+
+    async def __anext__(self) -> list[T]:
+        while not self._closed and self._stopped is None:
+            message = await self._queue.get()
+            if self._closed:
+                break
+            if isinstance(message, Events):
+                events: list[T] = message.events
+                return events
+            if isinstance(message, SubscriptionStopped):
+                self._stopped = message.reason
+                raise SubscriptionStoppedError(self, message.reason)
+            # Subscribed (told before the subscribe returned) and _CLOSED: nothing to yield.
+        raise StopAsyncIteration
+
+    # Acks and the end ----------------------------------------------------------------------------
+    async def ack(self, acked: Sequence[Any] | RecordedEvent | int, **options: Any) -> None:
+        """Acknowledge everything up to and including `acked` (events, an event, or an int
+        position: event_id for all streams, stream_version for one stream; with a mapper,
+        ints). Plain acks only queue a message: they run on the loop, without a thread."""
+        if options:  # an ack that writes (such as an ack in the caller's transaction)
+            await self._store._calls.run(self.subscription.ack, acked, **options)
+        else:
+            self.subscription.ack(acked)
+
+    async def unsubscribe(self) -> None:
+        """Stop the subscription (checkpoint kept): a running ``async for`` over it ends, and
+        no batch is yielded after this returns."""
+        await self._store._unsubscribe(self)
+
+    def _started(self, handle: Subscription) -> None:
+        self._handle = handle
+
+    def _close(self) -> bool:
+        """End iterations now (on the loop). Whether the actor may still run (not closed or
+        stopped before)."""
+        if self._closed:
+            return False
+        self._closed = True
+        self._queue.put_nowait(_CLOSED)
+        return self._stopped is None and not self._bridge.ended
+
+    @property
+    def bridge(self) -> _Bridge:
+        return self._bridge
+
+    async def __aenter__(self) -> AsyncSubscription[T]:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.unsubscribe()
