@@ -590,14 +590,24 @@ class EventStore:
     def _read_stream(
         self, stream_uuid: str, start: int, count: int, *, backward: bool
     ) -> list[RecordedEvent]:
-        """A soft-deleted stream reads as no rows; an empty read then says why, or is []."""
-        rows = self._pool.run(
-            lambda c: reader.read_stream(
-                c, stream_uuid, start, count, backward=backward, live_only=True
+        """A soft-deleted stream reads as no rows; an empty read then says why, or is [].
+
+        The check is a second statement: a stream created between the two (its first append
+        committing) must not read as an existing stream without events, so the read is done
+        again once it is known to exist.
+        """
+
+        def read() -> list[reader.Row]:
+            return self._pool.run(
+                lambda c: reader.read_stream(
+                    c, stream_uuid, start, count, backward=backward, live_only=True
+                )
             )
-        )
+
+        rows = read()
         if not rows:
             self._require_stream(stream_uuid)
+            rows = read()
         return reader.decode(rows, self._settings.serializer)
 
     def _read_all(self, r: _Range) -> list[RecordedEvent]:

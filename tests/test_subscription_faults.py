@@ -696,3 +696,20 @@ def test_reset_while_running_does_not_stop_publishing(
     assert [e.event_id for e in fresh.collect(handle, 3)] == [1, 2, 3]
     store.append_to_stream("t", 3, events(1, start=4))
     assert [e.event_id for e in fresh.batch()] == [4], "new events are published again"
+
+
+def test_an_ack_told_just_before_unsubscribe_is_stored(
+    store: EventStore, dsn: str, schema: str
+) -> None:
+    """An ack already in the actor's inbox when the unsubscribe arrives still moves the
+    checkpoint (it was dropped once the subscription was closed: redelivered after resubscribe)."""
+    for round_ in range(1, 21):
+        stream = f"s-{round_}"
+        store.append_to_stream(stream, 0, events(1))
+        subscriber = QueueSubscriber()
+        sub = store.subscribe_to_stream(stream, "last-ack", subscriber)
+        subscriber.subscribed()
+        batch = subscriber.batch()
+        sub.ack(batch)  # queued in the actor's inbox...
+        store.unsubscribe_from_stream(stream, "last-ack")  # ...right before the close
+        assert checkpoint(dsn, schema, stream, "last-ack") == 1, f"round {round_}"

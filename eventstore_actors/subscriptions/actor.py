@@ -133,6 +133,7 @@ class SubscriptionActor(SupervisedActor):
         self._backoff = 0.0
         self._unsaved_checkpoint: int | None = None
         self._acks_in_transaction = False  # acks come with conn=: never write checkpoints
+        self._closing_state: SubscriptionState[RecordedEvent] | None = None
         self._sent_before = 0  # last position sent before the lock was lost
         self._saved_at = 0.0
         self._all = spec.stream_uuid == checkpoints.ALL_STREAMS
@@ -301,7 +302,7 @@ class SubscriptionActor(SupervisedActor):
             return
         self._ended = True
         self._control.close(reason)
-        self._state = None
+        self._closing_state, self._state = self._state, None  # acks still in the inbox count
         if reason is not None:
             self.log.warning("subscription stopped", reason=reason)
         self.actor_ref.stop(block=False)
@@ -331,10 +332,14 @@ class SubscriptionActor(SupervisedActor):
             self._control.took_events(len(message.events))
         elif isinstance(message, CatchUp):
             self._control.took_catch_up()
-        if self._ended:
-            return
         if self._control.closed:
-            self._end(None)
+            # Unsubscribed: deliver nothing more, but an ack already on its way still counts
+            # (the checkpoint is stored on the way out), or it would be delivered again.
+            self._last_ack(message)
+            if not self._ended:
+                self._end(None)
+            return
+        if self._ended:
             return
         if isinstance(message, StreamDeleted):
             self._end(_deleted(message.stream_uuid))
@@ -352,6 +357,19 @@ class SubscriptionActor(SupervisedActor):
             self.log.warning("subscription statement interrupted; retrying", error=str(exc))
             if self._state is not None:
                 self._state.must_recheck()
+
+    def _last_ack(self, message: Any) -> None:
+        """An ack that arrived after the subscription was closed: stored by the cleanup."""
+        state = self._state or self._closing_state
+        if (
+            isinstance(message, Ack)
+            and message.subscription is self._handle
+            and not message.in_transaction
+            and state is not None
+        ):
+            checkpoint = state.acked(message.position)
+            if checkpoint is not None:
+                self._unsaved_checkpoint = checkpoint
 
     def _handle_state(self, message: Any) -> None:
         state = self._state
