@@ -11,6 +11,7 @@ import difflib
 import functools
 import inspect
 import json
+import math
 import threading
 import time
 import uuid
@@ -703,13 +704,28 @@ class EventStore:
         standby: bool = False,
         mixed_batches: bool = False,
         max_batch: int = 1000,
+        selector: Callable[[RecordedEvent], Any] | None = None,
+        event_types: Collection[str] | None = None,
+        stream_prefix: str | None = None,
+        checkpoint_threshold: int | None = None,
+        checkpoint_after: float | None = None,
     ) -> Subscription:
         """Subscribe `subscriber` to one stream's events, after the checkpoint or `start_from`."""
         check_name(stream_uuid, "stream_uuid")
         if mixed_batches is not False:
             _check_flag(mixed_batches, "mixed_batches")
             raise ValueError("mixed_batches applies to all-streams subscriptions only")
-        options = _Options.checked(standby, mixed_batches, max_batch)
+        if stream_prefix is not None:
+            raise ValueError("stream_prefix applies to all-streams subscriptions only")
+        options = _Options.checked(
+            standby,
+            mixed_batches,
+            max_batch,
+            selector=selector,
+            event_types=event_types,
+            checkpoint_threshold=checkpoint_threshold,
+            checkpoint_after=checkpoint_after,
+        )
         return self._subscribe(
             stream_uuid, subscription_name, subscriber, start_from, mapper, max_size, options
         )
@@ -725,9 +741,23 @@ class EventStore:
         standby: bool = False,
         mixed_batches: bool = False,
         max_batch: int = 1000,
+        selector: Callable[[RecordedEvent], Any] | None = None,
+        event_types: Collection[str] | None = None,
+        stream_prefix: str | None = None,
+        checkpoint_threshold: int | None = None,
+        checkpoint_after: float | None = None,
     ) -> Subscription:
         """Subscribe `subscriber` to every stream's events in event_id order."""
-        options = _Options.checked(standby, mixed_batches, max_batch)
+        options = _Options.checked(
+            standby,
+            mixed_batches,
+            max_batch,
+            selector=selector,
+            event_types=event_types,
+            stream_prefix=stream_prefix,
+            checkpoint_threshold=checkpoint_threshold,
+            checkpoint_after=checkpoint_after,
+        )
         return self._subscribe(
             checkpoints.ALL_STREAMS,
             subscription_name,
@@ -808,6 +838,11 @@ class EventStore:
             standby=options.standby,
             max_batch=options.max_batch,
             mixed=options.mixed_batches,
+            selector=options.selector,
+            event_types=options.event_types,
+            stream_prefix=options.stream_prefix,
+            checkpoint_threshold=options.checkpoint_threshold,
+            checkpoint_after=options.checkpoint_after,
         )
         ready: pykka.ThreadingFuture[Subscription] = pykka.ThreadingFuture()
         settings = self._settings
@@ -1074,14 +1109,52 @@ class _Options:
     standby: bool = False
     mixed_batches: bool = False
     max_batch: int = 1000
+    selector: Callable[[RecordedEvent], Any] | None = None
+    event_types: tuple[str, ...] | None = None
+    stream_prefix: str | None = None
+    checkpoint_threshold: int | None = None
+    checkpoint_after: float | None = None
 
     @classmethod
-    def checked(cls, standby: Any, mixed_batches: Any, max_batch: Any) -> _Options:
+    def checked(
+        cls,
+        standby: Any,
+        mixed_batches: Any,
+        max_batch: Any,
+        *,
+        selector: Any = None,
+        event_types: Any = None,
+        stream_prefix: Any = None,
+        checkpoint_threshold: Any = None,
+        checkpoint_after: Any = None,
+    ) -> _Options:
+        if selector is not None and not callable(selector):
+            raise TypeError("selector must be callable or None")
         return cls(
             standby=_check_flag(standby, "standby"),
             mixed_batches=_check_flag(mixed_batches, "mixed_batches"),
             max_batch=check_count(max_batch, "max_batch"),
+            selector=selector,
+            event_types=check_event_types(event_types),
+            stream_prefix=check_stream_prefix(stream_prefix),
+            checkpoint_threshold=(
+                None
+                if checkpoint_threshold is None
+                else check_count(checkpoint_threshold, "checkpoint_threshold")
+            ),
+            checkpoint_after=_check_seconds(checkpoint_after, "checkpoint_after"),
         )
+
+
+def _check_seconds(value: Any, name: str) -> float | None:
+    """None or a finite number of seconds >= 0 (TypeError/ValueError otherwise)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds or None, got {value!r}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number of seconds >= 0, got {value!r}")
+    return float(value)
 
 
 def _check_flag(value: Any, name: str) -> bool:
