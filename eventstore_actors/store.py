@@ -59,7 +59,7 @@ from .notifications.publisher import (
     tell_stream_subscriptions,
 )
 from .serialization import JsonSerializer, Serializer, inferred_type_name
-from .storage import checkpoints, deletes, links, outbox, reader, snapshots
+from .storage import checkpoints, deletes, links, outbox, parked, reader, snapshots
 from .storage import schema as schema_ops
 from .storage import stream_info as stream_pages
 from .storage.appender import AppendRequest, NewEvent, StreamWrite
@@ -70,6 +70,8 @@ from .streams import Page, StreamInfo
 from .subscriptions import info as sub_info
 from .subscriptions.actor import (
     Ack,
+    Nack,
+    ReplayParked,
     SubscriptionActor,
     SubscriptionSpec,
     subscriber_alive,
@@ -77,7 +79,12 @@ from .subscriptions.actor import (
 )
 from .subscriptions.control import Control
 from .subscriptions.info import SubscriptionInfo
-from .subscriptions.messages import Subscriber, Subscription, TransientSubscription
+from .subscriptions.messages import (
+    ParkedEvent,
+    Subscriber,
+    Subscription,
+    TransientSubscription,
+)
 from .subscriptions.transient import TransientActor, TransientControl, TransientSpec
 from .validation import (
     check_backward_start,
@@ -709,6 +716,8 @@ class EventStore:
         stream_prefix: str | None = None,
         checkpoint_threshold: int | None = None,
         checkpoint_after: float | None = None,
+        max_retries: int = 10,
+        retry_delay: float = 1.0,
     ) -> Subscription:
         """Subscribe `subscriber` to one stream's events, after the checkpoint or `start_from`."""
         check_name(stream_uuid, "stream_uuid")
@@ -725,6 +734,8 @@ class EventStore:
             event_types=event_types,
             checkpoint_threshold=checkpoint_threshold,
             checkpoint_after=checkpoint_after,
+            max_retries=max_retries,
+            retry_delay=retry_delay,
         )
         return self._subscribe(
             stream_uuid, subscription_name, subscriber, start_from, mapper, max_size, options
@@ -746,6 +757,8 @@ class EventStore:
         stream_prefix: str | None = None,
         checkpoint_threshold: int | None = None,
         checkpoint_after: float | None = None,
+        max_retries: int = 10,
+        retry_delay: float = 1.0,
     ) -> Subscription:
         """Subscribe `subscriber` to every stream's events in event_id order."""
         options = _Options.checked(
@@ -757,6 +770,8 @@ class EventStore:
             stream_prefix=stream_prefix,
             checkpoint_threshold=checkpoint_threshold,
             checkpoint_after=checkpoint_after,
+            max_retries=max_retries,
+            retry_delay=retry_delay,
         )
         return self._subscribe(
             checkpoints.ALL_STREAMS,
@@ -824,7 +839,15 @@ class EventStore:
                 except pykka.ActorDeadError:
                     pass
 
-        handle = Subscription(stream_uuid, name, ack, ack_in)
+        def nack(position: int, action: str, reason: str | None) -> None:
+            ref = registry.peek(child_id)
+            if ref is not None:
+                try:
+                    ref.tell(Nack(position, action, reason, handle))
+                except pykka.ActorDeadError:
+                    pass
+
+        handle = Subscription(stream_uuid, name, ack, ack_in, _nack=nack)
         control = Control(size, subscriber)
         spec = SubscriptionSpec(
             stream_uuid,
@@ -843,6 +866,8 @@ class EventStore:
             stream_prefix=options.stream_prefix,
             checkpoint_threshold=options.checkpoint_threshold,
             checkpoint_after=options.checkpoint_after,
+            max_retries=options.max_retries,
+            retry_delay=options.retry_delay,
         )
         ready: pykka.ThreadingFuture[Subscription] = pykka.ThreadingFuture()
         settings = self._settings
@@ -927,6 +952,43 @@ class EventStore:
                 found = self._pool.run(outbox.fingerprint)
                 self._acks_in_transaction = checkpoints.InTransaction(self._settings.schema, found)
             return self._acks_in_transaction
+
+    # The parked list -------------------------------------------------------------------------
+    def parked_events(
+        self, subscription_name: str, stream_uuid: str = checkpoints.ALL_STREAMS
+    ) -> list[ParkedEvent]:
+        """The events the subscription parked (nack "park", or retries exhausted), in
+        event_id order."""
+        check_name(subscription_name, "subscription_name")
+        check_name(stream_uuid, "stream_uuid")
+        found = self._pool.run(lambda c: parked.rows(c, stream_uuid, subscription_name))
+        serializer = self._settings.serializer
+        return [
+            ParkedEvent(
+                event=reader.decode([row], serializer)[0],
+                reason=reason,
+                retries=retries,
+                parked_at=parked_at,
+            )
+            for row, reason, retries, parked_at in found
+        ]
+
+    def replay_parked(
+        self, subscription_name: str, stream_uuid: str = checkpoints.ALL_STREAMS
+    ) -> int:
+        """Deliver the parked events again, in their order and ahead of newer events, by
+        whichever process holds the subscription; each leaves the list once acked. Returns
+        how many were queued again."""
+        check_name(subscription_name, "subscription_name")
+        check_name(stream_uuid, "stream_uuid")
+        count = self._pool.run(lambda c: parked.mark_replay(c, stream_uuid, subscription_name))
+        ref = self._registry.peek(_child_id(stream_uuid, subscription_name))
+        if ref is not None and count:
+            try:
+                ref.tell(ReplayParked())
+            except pykka.ActorDeadError:
+                pass
+        return int(count)
 
     # Transient subscriptions ------------------------------------------------------------------
     def subscribe(
@@ -1114,6 +1176,8 @@ class _Options:
     stream_prefix: str | None = None
     checkpoint_threshold: int | None = None
     checkpoint_after: float | None = None
+    max_retries: int = 10
+    retry_delay: float = 1.0
 
     @classmethod
     def checked(
@@ -1127,6 +1191,8 @@ class _Options:
         stream_prefix: Any = None,
         checkpoint_threshold: Any = None,
         checkpoint_after: Any = None,
+        max_retries: Any = 10,
+        retry_delay: Any = 1.0,
     ) -> _Options:
         if selector is not None and not callable(selector):
             raise TypeError("selector must be callable or None")
@@ -1143,6 +1209,8 @@ class _Options:
                 else check_count(checkpoint_threshold, "checkpoint_threshold")
             ),
             checkpoint_after=_check_seconds(checkpoint_after, "checkpoint_after"),
+            max_retries=check_position(max_retries, "max_retries"),
+            retry_delay=_check_seconds(retry_delay, "retry_delay") or 0.0,
         )
 
 

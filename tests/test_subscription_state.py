@@ -704,3 +704,58 @@ def test_property_filtered_positions_and_tuned_checkpoints(
             for _ in range(int(op[1])):  # type: ignore[call-overload]
                 checker.step()
     checker.drain()
+
+
+# Nacks (retry, skip, park) and replayed parked events --------------------------------------------
+def test_nack_retry_acks_before_and_resends_it_alone_after_resume() -> None:
+    state = new()
+    state.read_done(evs(1, 4), 1000, covered=4)
+    assert positions(state.next_action()) == [1, 2, 3, 4]
+    assert state.nacked(3, resolved=False) == 2
+    assert state.next_action() is None  # paused: order holds
+    state.notified(evs(5, 5), (5, 5))
+    assert state.next_action() is None
+    state.resume()
+    assert positions(state.next_action()) == [3]
+    assert state.acked(3) == 3
+    assert positions(state.next_action()) == [4, 5]
+
+
+def test_nack_skip_or_park_counts_as_acked_and_resends_the_rest() -> None:
+    state = new()
+    state.read_done(evs(1, 3), 1000, covered=3)
+    assert positions(state.next_action()) == [1, 2, 3]
+    assert state.nacked(2, resolved=True) == 2
+    assert positions(state.next_action()) == [3]
+    assert state.acked(3) == 3
+
+
+def test_nack_of_what_is_not_in_flight_is_ignored() -> None:
+    state = new()
+    state.read_done(evs(1, 3), 1000, covered=3)
+    state.next_action()
+    state.acked(2)
+    assert state.nacked(1, resolved=True) is None
+    assert state.nacked(9, resolved=True) is None
+    assert state.sent_event(3) == Ev(3)
+
+
+def test_replayed_events_go_first_one_at_a_time_and_never_move_the_checkpoint() -> None:
+    state = new()
+    state.read_done(evs(1, 6), 1000, covered=6)
+    assert positions(state.next_action()) == [1, 2, 3, 4, 5, 6]
+    state.acked(3)
+    state.replay([Ev(1), Ev(2)])
+    assert state.next_action() is None  # 4..6 still in flight
+    state.acked(6)
+    state.notified(evs(7, 7), (7, 7))
+    assert positions(state.next_action()) == [1]
+    assert state.acked(1) is None and state.checkpoint == 6
+    assert state.replay_done() == Ev(1)
+    assert positions(state.next_action()) == [2]
+    assert state.replay_done(retry=True) == Ev(2)
+    assert state.next_action() is None
+    state.resume()
+    assert positions(state.next_action()) == [2]
+    state.replay_done()
+    assert positions(state.next_action()) == [7]

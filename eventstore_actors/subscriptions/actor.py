@@ -37,7 +37,7 @@ from ..errors import InvalidStartFromError, StoreUnavailableError, SubscriptionA
 from ..events import RecordedEvent
 from ..notifications.publisher import CatchUp, Published, StreamDeleted
 from ..sql import statement
-from ..storage import checkpoints, deletes, reader
+from ..storage import checkpoints, deletes, parked, reader
 from .checkpointing import CheckpointPolicy
 from .control import Control
 from .info import lock_key
@@ -45,7 +45,15 @@ from .lock import Interrupted, LockLost, LockSession
 from .messages import Events, Subscribed, Subscription, SubscriptionStopped
 from .state import Read, Send, SubscriptionState
 
-__all__ = ["Ack", "SubscriptionActor", "SubscriptionSpec", "subscriber_alive", "tell_stopped"]
+__all__ = [
+    "Ack",
+    "Nack",
+    "ReplayParked",
+    "SubscriptionActor",
+    "SubscriptionSpec",
+    "subscriber_alive",
+    "tell_stopped",
+]
 
 #: Seconds between checks that the lock connection is still alive.
 _HEALTH_INTERVAL = 1.0
@@ -76,6 +84,8 @@ class SubscriptionSpec:
     stream_prefix: str | None = None  # all-streams only; in the database
     checkpoint_threshold: int | None = None  # write at least every N acked positions
     checkpoint_after: float | None = None  # write at least every S seconds while pending
+    max_retries: int = 10  # nack "retry": then parked
+    retry_delay: float = 1.0  # seconds before a retried event is sent again
 
     def matches(self, event: RecordedEvent) -> bool:
         """What the database filters keep (for events from the publisher)."""
@@ -94,6 +104,21 @@ class Ack:
     position: int
     subscription: Subscription
     in_transaction: bool = False
+
+
+@dataclass(frozen=True)
+class Nack:
+    """A nack from the subscriber holding `subscription` (see `Subscription.nack`)."""
+
+    position: int
+    action: str
+    reason: str | None
+    subscription: Subscription
+
+
+@dataclass(frozen=True)
+class ReplayParked:
+    """`replay_parked` marked this subscription's parked events: load them now."""
 
 
 @dataclass(frozen=True)
@@ -145,6 +170,9 @@ class SubscriptionActor(SupervisedActor):
         self._unsaved_checkpoint: int | None = None
         self._policy = CheckpointPolicy(0, spec.checkpoint_threshold, spec.checkpoint_after)
         self._closing: SubscriptionState[RecordedEvent] | None = None  # the state at _end
+        self._retries: dict[int, int] = {}  # nack "retry" counts by position
+        self._resume_at = 0.0  # when a pending retry may be sent
+        self._replay_queued: set[int] = set()  # event_ids of parked events queued again
         self._acks_in_transaction = False  # acks come with conn=: never write checkpoints
         self._sent_before = 0  # last position sent before the lock was lost
         self._all = spec.stream_uuid == checkpoints.ALL_STREAMS
@@ -269,12 +297,14 @@ class SubscriptionActor(SupervisedActor):
                 max_batch=self._spec.max_batch,
             )
         self._sent_before = checkpoint
+        self._retries, self._replay_queued = {}, set()
         self._policy = CheckpointPolicy(
             checkpoint, self._spec.checkpoint_threshold, self._spec.checkpoint_after
         )
         self._backoff = 0.0
         self._next_health_check = time.monotonic() + _HEALTH_INTERVAL
         self.log.info("subscription started", checkpoint=checkpoint)
+        self._load_replay(self._state)
         self.actor_ref.tell(_Pump())
 
     def _start_position(self) -> int:
@@ -410,8 +440,19 @@ class SubscriptionActor(SupervisedActor):
                 state.notified(events)
             if failed is not None:
                 state.must_recheck()  # the end comes right after the last batch
+        elif isinstance(message, Nack):
+            if message.subscription is not self._handle:
+                return
+            self._nack(state, message)
+        elif isinstance(message, ReplayParked):
+            self._load_replay(state)
         elif isinstance(message, Ack):
             if message.subscription is not self._handle:
+                return
+            replaying = state.replaying
+            if replaying is not None and _position(replaying, self._all) == message.position:
+                self._replay_resolved(state, None)
+                self._pump(state)
                 return
             checkpoint = state.acked(message.position)
             if message.in_transaction:
@@ -493,6 +534,93 @@ class SubscriptionActor(SupervisedActor):
                 self._fatal = f"the selector failed on event {event.event_id}: {exc!r}"
                 return kept, event
         return kept, None
+
+    # Nacks and the parked list ----------------------------------------------------------------
+    def _nack(self, state: SubscriptionState[RecordedEvent], message: Nack) -> None:
+        """Retry (later, alone; then park), skip or park one event of the batch in flight;
+        the events before it count as acked, those after it are sent again."""
+        replaying = state.replaying
+        if replaying is not None:
+            if _position(replaying, self._all) == message.position:
+                self._nack_replayed(state, replaying, message)
+            return
+        position, action = message.position, message.action
+        event = state.sent_event(position)
+        if event is None:
+            return  # not in flight (acked already, or from an earlier batch)
+        retries = self._retries.get(position, 0)
+        if action == "retry":
+            if retries < self._spec.max_retries:
+                self._retries[position] = retries + 1
+                self._moved(state.nacked(position, resolved=False))
+                self._retry_later_or_now(state)
+                return
+            action = "park"
+        if action == "park":
+            self._park(event, message.reason, retries)
+        self._retries.pop(position, None)
+        self._moved(state.nacked(position, resolved=True))
+
+    def _nack_replayed(
+        self, state: SubscriptionState[RecordedEvent], event: RecordedEvent, message: Nack
+    ) -> None:
+        key = -event.event_id  # replayed events count apart from new ones
+        retries = self._retries.get(key, 0)
+        if message.action == "retry" and retries < self._spec.max_retries:
+            self._retries[key] = retries + 1
+            state.replay_done(retry=True)
+            self._retry_later_or_now(state)
+            return
+        if message.action == "skip":
+            self._replay_resolved(state, None)
+            return
+        self._retries.pop(key, None)
+        self._park(event, message.reason, retries)  # also ends its replay
+        self._replay_queued.discard(event.event_id)
+        state.replay_done()
+
+    def _replay_resolved(self, state: SubscriptionState[RecordedEvent], _: None) -> None:
+        """The replayed event in flight was acked (or skipped): off the parked list."""
+        event = state.replay_done()
+        if event is None:
+            return
+        self._retries.pop(-event.event_id, None)
+        self._replay_queued.discard(event.event_id)
+        stream, name, event_id = self._spec.stream_uuid, self._spec.name, event.event_id
+        self._lock.run(lambda c: parked.forget(c, stream, name, event_id))
+
+    def _retry_later_or_now(self, state: SubscriptionState[RecordedEvent]) -> None:
+        delay = self._spec.retry_delay
+        self._resume_at = time.monotonic() + delay
+        if delay <= 0:
+            state.resume()
+
+    def _park(self, event: RecordedEvent, reason: str | None, retries: int) -> None:
+        """Stored before the checkpoint may pass it: a parked event is never lost."""
+        stream, name, event_id = self._spec.stream_uuid, self._spec.name, event.event_id
+        self._lock.run(lambda c: parked.park(c, stream, name, event_id, reason, retries))
+        self.log.info("event parked", event_id=event_id, retries=retries)
+
+    def _moved(self, checkpoint: int | None) -> None:
+        """A nack moved the checkpoint (the events before it are acked): stored like acks."""
+        if checkpoint is not None and not self._acks_in_transaction:
+            self._note_checkpoint(checkpoint)
+            if self._checkpoint_due(acking=True):
+                self._flush_checkpoint()
+
+    def _load_replay(self, state: SubscriptionState[RecordedEvent] | None) -> None:
+        """Queue the parked events marked for replay (by this or another store) that are
+        not queued yet."""
+        if state is None:
+            return
+        stream, name = self._spec.stream_uuid, self._spec.name
+        found = self._lock.run(lambda c: parked.rows(c, stream, name, replay_only=True))
+        fresh = [row for row, *_ in found if row[0] not in self._replay_queued]
+        if not fresh:
+            return
+        events = self._decode(fresh)
+        self._replay_queued.update(e.event_id for e in events)
+        state.replay(events)
 
     def _settled(self, checkpoint: int | None) -> None:
         """The state moved its checkpoint over deleted positions: stored like an ack. Not for
@@ -588,8 +716,13 @@ class SubscriptionActor(SupervisedActor):
         if self._checkpoint_due(acking=False):
             self._flush_checkpoint()
         state = self._state
+        if state.paused and now >= self._resume_at:
+            state.resume()  # a retry's delay passed
         if now >= self._next_health_check:  # a round trip: also finds half-open sockets
             self._next_health_check = now + _HEALTH_INTERVAL
+            self._load_replay(state)  # replay_parked called by another process
+            if self._state is not state:
+                return
             head = self._head()
             if self._state is not state:
                 return  # ended: its stream was deleted
@@ -630,6 +763,10 @@ class SubscriptionActor(SupervisedActor):
 
 def _deleted(stream_uuid: str) -> str:
     return f"the stream {stream_uuid!r} was deleted"
+
+
+def _position(event: RecordedEvent, all_streams: bool) -> int:
+    return event.event_id if all_streams else event.event_number
 
 
 def _event_number(event: RecordedEvent) -> int:
