@@ -39,6 +39,7 @@ from .streams import Page, StreamInfo
 from .subscriptions.info import SubscriptionInfo
 from .subscriptions.messages import (
     Events,
+    ParkedEvent,
     Subscribed,
     Subscriber,
     Subscription,
@@ -66,6 +67,7 @@ __all__ = [
     "InvalidStartFromError",
     "JsonSerializer",
     "Page",
+    "ParkedEvent",
     "RecordedEvent",
     "SerializationError",
     "Serializer",

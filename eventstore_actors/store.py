@@ -11,6 +11,7 @@ import difflib
 import functools
 import inspect
 import json
+import math
 import threading
 import time
 import uuid
@@ -58,7 +59,7 @@ from .notifications.publisher import (
     tell_stream_subscriptions,
 )
 from .serialization import JsonSerializer, Serializer, inferred_type_name
-from .storage import checkpoints, deletes, links, outbox, reader, snapshots
+from .storage import checkpoints, deletes, links, outbox, parked, reader, snapshots
 from .storage import schema as schema_ops
 from .storage import stream_info as stream_pages
 from .storage.appender import AppendRequest, NewEvent, StreamWrite
@@ -69,6 +70,8 @@ from .streams import Page, StreamInfo
 from .subscriptions import info as sub_info
 from .subscriptions.actor import (
     Ack,
+    Nack,
+    ReplayParked,
     SubscriptionActor,
     SubscriptionSpec,
     subscriber_alive,
@@ -76,7 +79,12 @@ from .subscriptions.actor import (
 )
 from .subscriptions.control import Control
 from .subscriptions.info import SubscriptionInfo
-from .subscriptions.messages import Subscriber, Subscription, TransientSubscription
+from .subscriptions.messages import (
+    ParkedEvent,
+    Subscriber,
+    Subscription,
+    TransientSubscription,
+)
 from .subscriptions.transient import TransientActor, TransientControl, TransientSpec
 from .validation import (
     check_backward_start,
@@ -713,13 +721,32 @@ class EventStore:
         standby: bool = False,
         mixed_batches: bool = False,
         max_batch: int = 1000,
+        selector: Callable[[RecordedEvent], Any] | None = None,
+        event_types: Collection[str] | None = None,
+        stream_prefix: str | None = None,
+        checkpoint_threshold: int | None = None,
+        checkpoint_after: float | None = None,
+        max_retries: int = 10,
+        retry_delay: float = 1.0,
     ) -> Subscription:
         """Subscribe `subscriber` to one stream's events, after the checkpoint or `start_from`."""
         check_name(stream_uuid, "stream_uuid")
         if mixed_batches is not False:
             _check_flag(mixed_batches, "mixed_batches")
             raise ValueError("mixed_batches applies to all-streams subscriptions only")
-        options = _Options.checked(standby, mixed_batches, max_batch)
+        if stream_prefix is not None:
+            raise ValueError("stream_prefix applies to all-streams subscriptions only")
+        options = _Options.checked(
+            standby,
+            mixed_batches,
+            max_batch,
+            selector=selector,
+            event_types=event_types,
+            checkpoint_threshold=checkpoint_threshold,
+            checkpoint_after=checkpoint_after,
+            max_retries=max_retries,
+            retry_delay=retry_delay,
+        )
         return self._subscribe(
             stream_uuid, subscription_name, subscriber, start_from, mapper, max_size, options
         )
@@ -735,9 +762,27 @@ class EventStore:
         standby: bool = False,
         mixed_batches: bool = False,
         max_batch: int = 1000,
+        selector: Callable[[RecordedEvent], Any] | None = None,
+        event_types: Collection[str] | None = None,
+        stream_prefix: str | None = None,
+        checkpoint_threshold: int | None = None,
+        checkpoint_after: float | None = None,
+        max_retries: int = 10,
+        retry_delay: float = 1.0,
     ) -> Subscription:
         """Subscribe `subscriber` to every stream's events in event_id order."""
-        options = _Options.checked(standby, mixed_batches, max_batch)
+        options = _Options.checked(
+            standby,
+            mixed_batches,
+            max_batch,
+            selector=selector,
+            event_types=event_types,
+            stream_prefix=stream_prefix,
+            checkpoint_threshold=checkpoint_threshold,
+            checkpoint_after=checkpoint_after,
+            max_retries=max_retries,
+            retry_delay=retry_delay,
+        )
         return self._subscribe(
             checkpoints.ALL_STREAMS,
             subscription_name,
@@ -804,7 +849,15 @@ class EventStore:
                 except pykka.ActorDeadError:
                     pass
 
-        handle = Subscription(stream_uuid, name, ack, ack_in)
+        def nack(position: int, action: str, reason: str | None) -> None:
+            ref = registry.peek(child_id)
+            if ref is not None:
+                try:
+                    ref.tell(Nack(position, action, reason, handle))
+                except pykka.ActorDeadError:
+                    pass
+
+        handle = Subscription(stream_uuid, name, ack, ack_in, _nack=nack)
         control = Control(size, subscriber)
         spec = SubscriptionSpec(
             stream_uuid,
@@ -818,6 +871,13 @@ class EventStore:
             standby=options.standby,
             max_batch=options.max_batch,
             mixed=options.mixed_batches,
+            selector=options.selector,
+            event_types=options.event_types,
+            stream_prefix=options.stream_prefix,
+            checkpoint_threshold=options.checkpoint_threshold,
+            checkpoint_after=options.checkpoint_after,
+            max_retries=options.max_retries,
+            retry_delay=options.retry_delay,
         )
         ready: pykka.ThreadingFuture[Subscription] = pykka.ThreadingFuture()
         settings = self._settings
@@ -902,6 +962,43 @@ class EventStore:
                 found = self._pool.run(outbox.fingerprint)
                 self._acks_in_transaction = checkpoints.InTransaction(self._settings.schema, found)
             return self._acks_in_transaction
+
+    # The parked list -------------------------------------------------------------------------
+    def parked_events(
+        self, subscription_name: str, stream_uuid: str = checkpoints.ALL_STREAMS
+    ) -> list[ParkedEvent]:
+        """The events the subscription parked (nack "park", or retries exhausted), in
+        event_id order."""
+        check_name(subscription_name, "subscription_name")
+        check_name(stream_uuid, "stream_uuid")
+        found = self._pool.run(lambda c: parked.rows(c, stream_uuid, subscription_name))
+        serializer = self._settings.serializer
+        return [
+            ParkedEvent(
+                event=reader.decode([row], serializer)[0],
+                reason=reason,
+                retries=retries,
+                parked_at=parked_at,
+            )
+            for row, reason, retries, parked_at in found
+        ]
+
+    def replay_parked(
+        self, subscription_name: str, stream_uuid: str = checkpoints.ALL_STREAMS
+    ) -> int:
+        """Deliver the parked events again, in their order and ahead of newer events, by
+        whichever process holds the subscription; each leaves the list once acked. Returns
+        how many were queued again."""
+        check_name(subscription_name, "subscription_name")
+        check_name(stream_uuid, "stream_uuid")
+        count = self._pool.run(lambda c: parked.mark_replay(c, stream_uuid, subscription_name))
+        ref = self._registry.peek(_child_id(stream_uuid, subscription_name))
+        if ref is not None and count:
+            try:
+                ref.tell(ReplayParked())
+            except pykka.ActorDeadError:
+                pass
+        return int(count)
 
     # Transient subscriptions ------------------------------------------------------------------
     def subscribe(
@@ -1084,14 +1181,58 @@ class _Options:
     standby: bool = False
     mixed_batches: bool = False
     max_batch: int = 1000
+    selector: Callable[[RecordedEvent], Any] | None = None
+    event_types: tuple[str, ...] | None = None
+    stream_prefix: str | None = None
+    checkpoint_threshold: int | None = None
+    checkpoint_after: float | None = None
+    max_retries: int = 10
+    retry_delay: float = 1.0
 
     @classmethod
-    def checked(cls, standby: Any, mixed_batches: Any, max_batch: Any) -> _Options:
+    def checked(
+        cls,
+        standby: Any,
+        mixed_batches: Any,
+        max_batch: Any,
+        *,
+        selector: Any = None,
+        event_types: Any = None,
+        stream_prefix: Any = None,
+        checkpoint_threshold: Any = None,
+        checkpoint_after: Any = None,
+        max_retries: Any = 10,
+        retry_delay: Any = 1.0,
+    ) -> _Options:
+        if selector is not None and not callable(selector):
+            raise TypeError("selector must be callable or None")
         return cls(
             standby=_check_flag(standby, "standby"),
             mixed_batches=_check_flag(mixed_batches, "mixed_batches"),
             max_batch=check_count(max_batch, "max_batch"),
+            selector=selector,
+            event_types=check_event_types(event_types),
+            stream_prefix=check_stream_prefix(stream_prefix),
+            checkpoint_threshold=(
+                None
+                if checkpoint_threshold is None
+                else check_count(checkpoint_threshold, "checkpoint_threshold")
+            ),
+            checkpoint_after=_check_seconds(checkpoint_after, "checkpoint_after"),
+            max_retries=check_position(max_retries, "max_retries"),
+            retry_delay=_check_seconds(retry_delay, "retry_delay") or 0.0,
         )
+
+
+def _check_seconds(value: Any, name: str) -> float | None:
+    """None or a finite number of seconds >= 0 (TypeError/ValueError otherwise)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds or None, got {value!r}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number of seconds >= 0, got {value!r}")
+    return float(value)
 
 
 def _check_flag(value: Any, name: str) -> bool:

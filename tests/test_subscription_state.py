@@ -491,3 +491,271 @@ def test_property_everything_once_in_order(
             for _ in range(int(op[1])):  # type: ignore[call-overload]
                 checker.step()
     checker.drain()
+
+
+# Checkpoint tuning (CheckpointPolicy: when the state's checkpoint is written) ------------------
+from eventstore_actors.subscriptions.checkpointing import (  # noqa: E402
+    CHECKPOINT_INTERVAL,
+    CheckpointPolicy,
+)
+
+
+def test_untuned_policy_coalesces_acks_and_writes_on_ticks() -> None:
+    policy = CheckpointPolicy(0)
+    policy.moved(0.0)
+    assert policy.due(3, 0.0, acking=True)  # nothing written yet
+    policy.written(3, 0.0)
+    policy.moved(0.01)
+    assert not policy.due(5, 0.01, acking=True)  # within CHECKPOINT_INTERVAL
+    assert policy.due(5, 0.01, acking=False)  # a tick or a read writes it
+    assert policy.due(5, CHECKPOINT_INTERVAL, acking=True)
+    assert not policy.due(None, 9.0, acking=False)
+    assert not policy.due(3, 9.0, acking=False)  # already written
+
+
+def test_threshold_alone_imposes_no_time_limit() -> None:
+    policy = CheckpointPolicy(10, threshold=5)
+    policy.moved(0.0)
+    assert not policy.due(14, 1e9, acking=False)
+    assert policy.due(15, 0.0, acking=True)
+    policy.written(15, 0.0)
+    assert not policy.due(19, 1e9, acking=False)
+
+
+def test_after_alone_imposes_no_count_limit() -> None:
+    policy = CheckpointPolicy(0, after=2.0)
+    assert not policy.due(10**9, 100.0, acking=True)  # nothing pending: no timer started
+    policy.moved(100.0)
+    assert not policy.due(10**9, 101.9, acking=True)
+    assert policy.due(10**9, 102.0, acking=False)
+    policy.written(10**9, 102.0)
+    policy.moved(150.0)  # the timer starts at the first move after a write
+    assert not policy.due(10**9 + 1, 151.0, acking=False)
+    assert policy.due(10**9 + 1, 152.0, acking=False)
+
+
+def test_after_zero_writes_every_move_and_both_options_combine() -> None:
+    zero = CheckpointPolicy(0, after=0.0)
+    zero.moved(5.0)
+    assert zero.due(1, 5.0, acking=True)
+    both = CheckpointPolicy(0, threshold=100, after=1.0)
+    both.moved(0.0)
+    assert both.due(100, 0.1, acking=True)  # the threshold
+    both.written(100, 0.1)
+    both.moved(0.2)
+    assert both.due(101, 1.2, acking=False)  # the timer
+
+
+# Filtered positions (covered inputs) and checkpoint tuning: a property test --------------------
+_filtered_ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("append"), st.integers(1, 6), st.integers(0, 3)),
+        st.tuples(st.just("publish"), st.integers(0, 8)),
+        st.tuples(st.just("recheck")),
+        st.tuples(st.just("ack"), st.integers(-2, 6)),
+        st.tuples(st.just("step"), st.integers(1, 4)),
+        st.tuples(st.just("tick"), st.floats(0.0, 3.0)),
+    ),
+    max_size=60,
+)
+
+
+class FilteredChecker:
+    """Storage positions 1..n, each matching the subscription's filter or not; reads and
+    notifications carry only matching events and say how far they covered (as the filtered
+    covered reads and the actor's filtering of published events do). A CheckpointPolicy
+    writes the state's checkpoint on acks, ticks and reads."""
+
+    def __init__(
+        self, max_size: int, read_batch_size: int, threshold: int | None, after: float | None
+    ) -> None:
+        self.matches: list[bool] = []
+        self.state = new(0, max_size, read_batch_size)
+        self.policy = CheckpointPolicy(0, threshold, after)
+        self.now = 0.0
+        self.unsaved: int | None = None
+        self.written = 0
+        self.published = 0  # the publisher's last_published
+        self.delivered: list[int] = []
+        self.acked = 0  # the subscriber's highest ack (a delivered position)
+
+    def matching(self, low: int, high: int) -> list[Ev]:
+        return [Ev(p) for p in range(low, high + 1) if self.matches[p - 1]]
+
+    def moved(self, checkpoint: int | None) -> None:
+        if checkpoint is not None:
+            self.unsaved = checkpoint
+            self.policy.moved(self.now)
+
+    def flush_if_due(self, *, acking: bool) -> None:
+        if self.policy.due(self.unsaved, self.now, acking=acking):
+            assert self.unsaved is not None
+            self.write(self.unsaved)
+
+    def write(self, position: int) -> None:
+        first_unacked = next((p for p in self.delivered if p > self.acked), None)
+        if first_unacked is not None:
+            assert position < first_unacked, f"wrote {position} past unacked {first_unacked}"
+        assert position >= self.written
+        self.written = position
+        self.unsaved = None
+        self.policy.written(position, self.now)
+
+    def append(self, count: int, kind: int) -> None:
+        # kind 0: none match, 1: all match, 2-3: every other one
+        for i in range(count):
+            self.matches.append(kind == 1 or (kind >= 2 and i % 2 == 0))
+
+    def publish(self, length: int) -> None:
+        """The publisher fans out the next committed run, filtered, with its cover."""
+        last = min(len(self.matches), self.published + length)
+        if last <= self.published:
+            return
+        first, self.published = self.published + 1, last
+        self.moved(self.state.notified(self.matching(first, last), (first, last)))
+        self.invariants()
+
+    def ack(self, delta: int) -> None:
+        target = self.acked + delta
+        candidates = [p for p in self.delivered if p <= target]
+        if not candidates or candidates[-1] <= self.acked:
+            return
+        self.acked = candidates[-1]
+        self.moved(self.state.acked(self.acked))
+        self.flush_if_due(acking=True)
+        self.invariants()
+
+    def tick(self, seconds: float) -> None:
+        self.now += seconds
+        self.flush_if_due(acking=False)
+
+    def step(self) -> bool:
+        state = self.state
+        action = state.next_action()
+        if action is None:
+            return False
+        if isinstance(action, Send):
+            got = [e.pos for e in action.events]
+            last = self.delivered[-1] if self.delivered else 0
+            expected = [p for p in range(last + 1, got[-1] + 1) if self.matches[p - 1]]
+            assert got == expected, f"delivered {got} after {last}, expected {expected}"
+            self.delivered.extend(got)
+        else:
+            self.flush_if_due(acking=False)
+            head = len(self.matches)
+            found = self.matching(action.start, head)[: action.limit]
+            covered = found[-1].pos if len(found) >= action.limit else max(action.start - 1, head)
+            self.moved(state.read_done(found, action.limit, covered))
+        self.invariants()
+        return True
+
+    def invariants(self) -> None:
+        state = self.state
+        first_unacked = next((p for p in self.delivered if p > self.acked), None)
+        if first_unacked is not None:
+            assert state.checkpoint < first_unacked, "the checkpoint passed an unacked event"
+        assert state.checkpoint <= state.cursor <= len(self.matches)
+
+    def drain(self) -> None:
+        self.publish(len(self.matches))
+        self.state.must_recheck()  # the health check's backstop
+        for _ in range(10_000):
+            if self.state.in_flight:
+                self.ack(len(self.matches))
+            elif not self.step():
+                break
+        assert self.delivered == [p for p in range(1, len(self.matches) + 1) if self.matches[p - 1]]
+        assert self.state.checkpoint == len(self.matches), "filtered tail not counted as acked"
+        self.write(self.state.checkpoint)  # the final write on stop
+
+
+@hypothesis.settings(max_examples=300, deadline=None, derandomize=True)
+@hypothesis.given(
+    ops=_filtered_ops,
+    max_size=st.integers(1, 8),
+    read_batch_size=st.integers(1, 6),
+    threshold=st.one_of(st.none(), st.integers(1, 10)),
+    after=st.one_of(st.none(), st.floats(0.0, 2.0)),
+)
+def test_property_filtered_positions_and_tuned_checkpoints(
+    ops: list[tuple[object, ...]],
+    max_size: int,
+    read_batch_size: int,
+    threshold: int | None,
+    after: float | None,
+) -> None:
+    """Any interleaving of appends (matching or not), filtered notifications, rechecks, acks,
+    steps and clock ticks, under any tuning: exactly the matching events, once, in order; no
+    checkpoint written past an unacked event; filtered positions end up acked."""
+    checker = FilteredChecker(max_size, read_batch_size, threshold, after)
+    for op in ops:
+        kind = op[0]
+        if kind == "append":
+            checker.append(int(op[1]), int(op[2]))  # type: ignore[call-overload]
+        elif kind == "publish":
+            checker.publish(int(op[1]))  # type: ignore[call-overload]
+        elif kind == "recheck":
+            checker.state.must_recheck()
+        elif kind == "ack":
+            checker.ack(int(op[1]))  # type: ignore[call-overload]
+        elif kind == "tick":
+            checker.tick(float(op[1]))  # type: ignore[arg-type]
+        else:
+            for _ in range(int(op[1])):  # type: ignore[call-overload]
+                checker.step()
+    checker.drain()
+
+
+# Nacks (retry, skip, park) and replayed parked events --------------------------------------------
+def test_nack_retry_acks_before_and_resends_it_alone_after_resume() -> None:
+    state = new()
+    state.read_done(evs(1, 4), 1000, covered=4)
+    assert positions(state.next_action()) == [1, 2, 3, 4]
+    assert state.nacked(3, resolved=False) == 2
+    assert state.next_action() is None  # paused: order holds
+    state.notified(evs(5, 5), (5, 5))
+    assert state.next_action() is None
+    state.resume()
+    assert positions(state.next_action()) == [3]
+    assert state.acked(3) == 3
+    assert positions(state.next_action()) == [4, 5]
+
+
+def test_nack_skip_or_park_counts_as_acked_and_resends_the_rest() -> None:
+    state = new()
+    state.read_done(evs(1, 3), 1000, covered=3)
+    assert positions(state.next_action()) == [1, 2, 3]
+    assert state.nacked(2, resolved=True) == 2
+    assert positions(state.next_action()) == [3]
+    assert state.acked(3) == 3
+
+
+def test_nack_of_what_is_not_in_flight_is_ignored() -> None:
+    state = new()
+    state.read_done(evs(1, 3), 1000, covered=3)
+    state.next_action()
+    state.acked(2)
+    assert state.nacked(1, resolved=True) is None
+    assert state.nacked(9, resolved=True) is None
+    assert state.sent_event(3) == Ev(3)
+
+
+def test_replayed_events_go_first_one_at_a_time_and_never_move_the_checkpoint() -> None:
+    state = new()
+    state.read_done(evs(1, 6), 1000, covered=6)
+    assert positions(state.next_action()) == [1, 2, 3, 4, 5, 6]
+    state.acked(3)
+    state.replay([Ev(1), Ev(2)])
+    assert state.next_action() is None  # 4..6 still in flight
+    state.acked(6)
+    state.notified(evs(7, 7), (7, 7))
+    assert positions(state.next_action()) == [1]
+    assert state.acked(1) is None and state.checkpoint == 6
+    assert state.replay_done() == Ev(1)
+    assert positions(state.next_action()) == [2]
+    assert state.replay_done(retry=True) == Ev(2)
+    assert state.next_action() is None
+    state.resume()
+    assert positions(state.next_action()) == [2]
+    state.replay_done()
+    assert positions(state.next_action()) == [7]

@@ -18,7 +18,7 @@ import inspect
 import itertools
 import types
 import weakref
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Iterator, Sequence
 from concurrent.futures import Future
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, overload
@@ -285,6 +285,8 @@ class AsyncEventStore:
     link_to_stream = _awaitable(EventStore.link_to_stream)
     subscriptions = _awaitable(EventStore.subscriptions)
     subscription_info = _awaitable(EventStore.subscription_info)
+    parked_events = _awaitable(EventStore.parked_events)
+    replay_parked = _awaitable(EventStore.replay_parked)
 
     # Streaming reads: async iterators ----------------------------------------------------------
     stream_forward = _streaming(EventStore.stream_forward)
@@ -343,6 +345,13 @@ class AsyncEventStore:
         standby: bool = False,
         mixed_batches: bool = False,
         max_batch: int = 1000,
+        selector: Callable[[RecordedEvent], Any] | None = None,
+        event_types: Collection[str] | None = None,
+        stream_prefix: str | None = None,
+        checkpoint_threshold: int | None = None,
+        checkpoint_after: float | None = None,
+        max_retries: int = 10,
+        retry_delay: float = 1.0,
         **options: Any,
     ) -> AsyncSubscription[Any]:
         """`EventStore.subscribe_to_stream` without a subscriber: iterate the result."""
@@ -356,6 +365,13 @@ class AsyncEventStore:
             standby=standby,
             mixed_batches=mixed_batches,
             max_batch=max_batch,
+            selector=selector,
+            event_types=event_types,
+            stream_prefix=stream_prefix,
+            checkpoint_threshold=checkpoint_threshold,
+            checkpoint_after=checkpoint_after,
+            max_retries=max_retries,
+            retry_delay=retry_delay,
             **options,
         )
         return await self._subscribe(stream_uuid, subscription_name, subscribe)
@@ -398,6 +414,13 @@ class AsyncEventStore:
         standby: bool = False,
         mixed_batches: bool = False,
         max_batch: int = 1000,
+        selector: Callable[[RecordedEvent], Any] | None = None,
+        event_types: Collection[str] | None = None,
+        stream_prefix: str | None = None,
+        checkpoint_threshold: int | None = None,
+        checkpoint_after: float | None = None,
+        max_retries: int = 10,
+        retry_delay: float = 1.0,
         **options: Any,
     ) -> AsyncSubscription[Any]:
         """`EventStore.subscribe_to_all_streams` without a subscriber: iterate the result."""
@@ -410,6 +433,13 @@ class AsyncEventStore:
             standby=standby,
             mixed_batches=mixed_batches,
             max_batch=max_batch,
+            selector=selector,
+            event_types=event_types,
+            stream_prefix=stream_prefix,
+            checkpoint_threshold=checkpoint_threshold,
+            checkpoint_after=checkpoint_after,
+            max_retries=max_retries,
+            retry_delay=retry_delay,
             **options,
         )
         return await self._subscribe(_ALL, subscription_name, subscribe)

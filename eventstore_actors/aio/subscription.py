@@ -149,6 +149,13 @@ class AsyncSubscription(Generic[T]):
         else:
             self.subscription.ack(acked)
 
+    async def nack(
+        self, event_or_position: RecordedEvent | int, action: str = "retry", reason: Any = None
+    ) -> None:
+        """Refuse one event of the batch in flight ("retry", "skip" or "park"), as
+        `Subscription.nack`; it only queues a message, on the loop."""
+        self.subscription.nack(event_or_position, action, reason)
+
     async def unsubscribe(self) -> None:
         """Stop the subscription (checkpoint kept): a running ``async for`` over it ends, and
         no batch is yielded after this returns."""

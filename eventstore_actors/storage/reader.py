@@ -109,7 +109,13 @@ def read_all(
 
 
 def read_all_covered(
-    conn: Conn, start_event_id: int, count: int, end_event_id: int | None = None
+    conn: Conn,
+    start_event_id: int,
+    count: int,
+    end_event_id: int | None = None,
+    *,
+    event_types: Sequence[str] | None = None,
+    stream_prefix: str | None = None,
 ) -> tuple[list[Row], int]:
     """`read_all` forward, plus how far it covered: every event_id from `start_event_id` to
     `covered` is among the rows or was hard-deleted, so a reader may move on to covered + 1.
@@ -120,10 +126,19 @@ def read_all_covered(
     `end_event_id`); a full one only up to its last row, as the next event may lie right
     after it. An event_id above the counter may belong to a commit not visible yet, and is
     never assumed deleted. The counter is read by the same statement (one snapshot).
+
+    `event_types` and `stream_prefix` filter in the database (before the limit): positions of
+    other events are covered like deleted ones, so a filtered subscription steps over them
+    without moving their rows.
     """
     high = MAX_POSITION if end_event_id is None else end_event_id
+    params: dict[str, Any] = {"low": start_event_id, "high": high, "count": count}
+    if event_types is not None:
+        params["event_types"] = list(event_types)
+    if stream_prefix is not None:
+        params["stream_pattern"] = like_escape(stream_prefix) + "%"
     cur = conn.cursor(binary=True)
-    cur.execute(_all_covered_query(), {"low": start_event_id, "high": high, "count": count})
+    cur.execute(_all_covered_query(event_types is not None, stream_prefix is not None), params)
     found = cur.fetchall()
     counter = int(found[0][0]) if found else 0
     rows: list[Row] = [r[1:] for r in found if r[1] is not None]  # type: ignore[misc]
@@ -133,16 +148,24 @@ def read_all_covered(
 
 
 def read_stream_covered(
-    conn: Conn, stream_uuid: str, start_version: int, count: int
+    conn: Conn,
+    stream_uuid: str,
+    start_version: int,
+    count: int,
+    *,
+    event_types: Sequence[str] | None = None,
 ) -> tuple[list[Row], int, bool]:
     """`read_stream` forward (own events and links, by event_number), plus how far it
     covered (as in `read_all_covered`: a stream's version moves in the transaction that
     writes its events or links, so every position up to it is visible or was hard-deleted,
     a linked event of another stream) and whether the stream is soft-deleted. A missing
-    stream reads as no rows, covered up to nothing new."""
-    params = {"stream_uuid": stream_uuid, "start": start_version, "count": count}
+    stream reads as no rows, covered up to nothing new. `event_types` filters in the
+    database (positions of other types are covered, as in `read_all_covered`)."""
+    params: dict[str, Any] = {"stream_uuid": stream_uuid, "start": start_version, "count": count}
+    if event_types is not None:
+        params["event_types"] = list(event_types)
     cur = conn.cursor(binary=True)
-    cur.execute(_stream_covered_query(), {**params, "live_only": False})
+    cur.execute(_stream_covered_query(event_types is not None), {**params, "live_only": False})
     found = cur.fetchall()
     version = int(found[0][0] or 0) if found else 0
     deleted = bool(found[0][1]) if found else False
@@ -153,22 +176,36 @@ def read_stream_covered(
 
 
 @cache
-def _all_covered_query() -> str:
-    events = all_query(False, False, False).rstrip().rstrip(";")
+def _all_covered_query(by_type: bool = False, by_prefix: bool = False) -> str:
+    events = all_query(False, by_type, by_prefix).rstrip().rstrip(";")
     return statement("read/all_covered").replace("{events}", events)
 
 
 @cache
-def _stream_covered_query() -> str:
-    events = stream_query(False).rstrip().rstrip(";")
+def _stream_covered_query(by_type: bool = False) -> str:
+    events = stream_query(False, by_type).rstrip().rstrip(";")
     return statement("read/stream_covered").replace("{events}", events)
 
 
 @cache
-def stream_query(backward: bool) -> str:
-    """The text of a stream read in one direction (also for EXPLAIN in tests)."""
+def stream_query(backward: bool, by_type: bool = False) -> str:
+    """The text of a stream read in one direction (also for EXPLAIN in tests); `by_type`
+    keeps only the events whose type is in %(event_types)s (own and linked)."""
     cmp, direction = ("<=", "DESC") if backward else (">=", "ASC")
-    return statement("read/stream_events").replace("{cmp}", cmp).replace("{dir}", direction)
+    filters = link_filters = ""
+    if by_type:
+        filters = "\n       AND e.event_type = ANY(%(event_types)s)"
+        link_filters = (
+            "\n             AND EXISTS (SELECT 1 FROM events AS t WHERE t.event_id = k.event_id"
+            "\n                         AND t.event_type = ANY(%(event_types)s))"
+        )
+    return (
+        statement("read/stream_events")
+        .replace("{cmp}", cmp)
+        .replace("{dir}", direction)
+        .replace("{filters}", filters)
+        .replace("{link_filters}", link_filters)
+    )
 
 
 @cache

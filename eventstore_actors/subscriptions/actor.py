@@ -37,14 +37,23 @@ from ..errors import InvalidStartFromError, StoreUnavailableError, SubscriptionA
 from ..events import RecordedEvent
 from ..notifications.publisher import CatchUp, Published, StreamDeleted
 from ..sql import statement
-from ..storage import checkpoints, deletes, reader
+from ..storage import checkpoints, deletes, parked, reader
+from .checkpointing import CheckpointPolicy
 from .control import Control
 from .info import lock_key
 from .lock import Interrupted, LockLost, LockSession
 from .messages import Events, Subscribed, Subscription, SubscriptionStopped
 from .state import Read, Send, SubscriptionState
 
-__all__ = ["Ack", "SubscriptionActor", "SubscriptionSpec", "subscriber_alive", "tell_stopped"]
+__all__ = [
+    "Ack",
+    "Nack",
+    "ReplayParked",
+    "SubscriptionActor",
+    "SubscriptionSpec",
+    "subscriber_alive",
+    "tell_stopped",
+]
 
 #: Seconds between checks that the lock connection is still alive.
 _HEALTH_INTERVAL = 1.0
@@ -55,8 +64,6 @@ _LOCK_RETRY = 0.5
 _SUBSCRIBE_LOCK_WAIT = 0.5
 #: Longest back-off between reconnects after the lock connection was lost.
 _MAX_BACKOFF = 2.0
-#: Least seconds between two checkpoint writes while live (see `_flush_checkpoint`).
-CHECKPOINT_INTERVAL = 0.05
 
 
 @dataclass(frozen=True)
@@ -72,6 +79,20 @@ class SubscriptionSpec:
     standby: bool = False  # wait for another process to let go of the name
     max_batch: int = 1000
     mixed: bool = False  # batches may hold several streams (all-streams only)
+    selector: Callable[[RecordedEvent], Any] | None = None  # applied here, after decoding
+    event_types: tuple[str, ...] | None = None  # filtered in the database
+    stream_prefix: str | None = None  # all-streams only; in the database
+    checkpoint_threshold: int | None = None  # write at least every N acked positions
+    checkpoint_after: float | None = None  # write at least every S seconds while pending
+    max_retries: int = 10  # nack "retry": then parked
+    retry_delay: float = 1.0  # seconds before a retried event is sent again
+
+    def matches(self, event: RecordedEvent) -> bool:
+        """What the database filters keep (for events from the publisher)."""
+        if self.event_types is not None and event.event_type not in self.event_types:
+            return False
+        prefix = self.stream_prefix
+        return prefix is None or event.stream_uuid.startswith(prefix)
 
 
 @dataclass(frozen=True)
@@ -83,6 +104,21 @@ class Ack:
     position: int
     subscription: Subscription
     in_transaction: bool = False
+
+
+@dataclass(frozen=True)
+class Nack:
+    """A nack from the subscriber holding `subscription` (see `Subscription.nack`)."""
+
+    position: int
+    action: str
+    reason: str | None
+    subscription: Subscription
+
+
+@dataclass(frozen=True)
+class ReplayParked:
+    """`replay_parked` marked this subscription's parked events: load them now."""
 
 
 @dataclass(frozen=True)
@@ -132,10 +168,13 @@ class SubscriptionActor(SupervisedActor):
         self._retry_at = 0.0
         self._backoff = 0.0
         self._unsaved_checkpoint: int | None = None
+        self._policy = CheckpointPolicy(0, spec.checkpoint_threshold, spec.checkpoint_after)
+        self._closing: SubscriptionState[RecordedEvent] | None = None  # the state at _end
+        self._retries: dict[int, int] = {}  # nack "retry" counts by position
+        self._resume_at = 0.0  # when a pending retry may be sent
+        self._replay_queued: set[int] = set()  # event_ids of parked events queued again
         self._acks_in_transaction = False  # acks come with conn=: never write checkpoints
-        self._closing_state: SubscriptionState[RecordedEvent] | None = None
         self._sent_before = 0  # last position sent before the lock was lost
-        self._saved_at = 0.0
         self._all = spec.stream_uuid == checkpoints.ALL_STREAMS
 
     # Lifecycle --------------------------------------------------------------------------------
@@ -258,9 +297,14 @@ class SubscriptionActor(SupervisedActor):
                 max_batch=self._spec.max_batch,
             )
         self._sent_before = checkpoint
+        self._retries, self._replay_queued = {}, set()
+        self._policy = CheckpointPolicy(
+            checkpoint, self._spec.checkpoint_threshold, self._spec.checkpoint_after
+        )
         self._backoff = 0.0
         self._next_health_check = time.monotonic() + _HEALTH_INTERVAL
         self.log.info("subscription started", checkpoint=checkpoint)
+        self._load_replay(self._state)
         self.actor_ref.tell(_Pump())
 
     def _start_position(self) -> int:
@@ -302,10 +346,20 @@ class SubscriptionActor(SupervisedActor):
             return
         self._ended = True
         self._control.close(reason)
-        self._closing_state, self._state = self._state, None  # acks still in the inbox count
+        self._closing, self._state = self._state, None
         if reason is not None:
             self.log.warning("subscription stopped", reason=reason)
         self.actor_ref.stop(block=False)
+
+    def _ack_on_close(self, message: Ack) -> None:
+        """An ack told before the subscription closed (queued ahead of its stop): kept, so
+        that the final write on stop stores it whatever the checkpoint tuning."""
+        state = self._state or self._closing
+        if state is None or message.subscription is not self._handle or message.in_transaction:
+            return
+        checkpoint = state.acked(message.position)
+        if checkpoint is not None and not self._acks_in_transaction:
+            self._note_checkpoint(checkpoint)
 
     def _lost(self, why: str) -> None:
         """The lock went with the connection: another process may hold the name now."""
@@ -332,14 +386,12 @@ class SubscriptionActor(SupervisedActor):
             self._control.took_events(len(message.events))
         elif isinstance(message, CatchUp):
             self._control.took_catch_up()
-        if self._control.closed:
-            # Unsubscribed: deliver nothing more, but an ack already on its way still counts
-            # (the checkpoint is stored on the way out), or it would be delivered again.
-            self._last_ack(message)
-            if not self._ended:
-                self._end(None)
-            return
+        if isinstance(message, Ack) and (self._ended or self._control.closed):
+            self._ack_on_close(message)
         if self._ended:
+            return
+        if self._control.closed:
+            self._end(None)
             return
         if isinstance(message, StreamDeleted):
             self._end(_deleted(message.stream_uuid))
@@ -358,19 +410,6 @@ class SubscriptionActor(SupervisedActor):
             if self._state is not None:
                 self._state.must_recheck()
 
-    def _last_ack(self, message: Any) -> None:
-        """An ack that arrived after the subscription was closed: stored by the cleanup."""
-        state = self._state or self._closing_state
-        if (
-            isinstance(message, Ack)
-            and message.subscription is self._handle
-            and not message.in_transaction
-            and state is not None
-        ):
-            checkpoint = state.acked(message.position)
-            if checkpoint is not None:
-                self._unsaved_checkpoint = checkpoint
-
     def _handle_state(self, message: Any) -> None:
         state = self._state
         if state is None:  # not holding the lock (yet): nothing to deliver
@@ -385,13 +424,35 @@ class SubscriptionActor(SupervisedActor):
                     self._unsaved_checkpoint = position
             return
         if isinstance(message, Published):
+            spec = self._spec
             if self._all:
-                self._settled(state.notified(message.events, message.covered))
+                covered = message.covered
+                events = [e for e in message.events if spec.matches(e)]
+                events, failed = self._select(events)
+                if failed is not None and covered is not None:
+                    covered = (covered[0], failed.event_id - 1)
+                self._settled(state.notified(events, covered))
             else:  # the publisher's view is $all's: event_number = event_id
-                stream = self._spec.stream_uuid
-                state.notified([_own(e) for e in message.events if e.stream_uuid == stream])
+                stream = spec.stream_uuid
+                own = [_own(e) for e in message.events if e.stream_uuid == stream]
+                # Filtered out: a gap, so the next matching event is read from storage.
+                events, failed = self._select([e for e in own if spec.matches(e)])
+                state.notified(events)
+            if failed is not None:
+                state.must_recheck()  # the end comes right after the last batch
+        elif isinstance(message, Nack):
+            if message.subscription is not self._handle:
+                return
+            self._nack(state, message)
+        elif isinstance(message, ReplayParked):
+            self._load_replay(state)
         elif isinstance(message, Ack):
             if message.subscription is not self._handle:
+                return
+            replaying = state.replaying
+            if replaying is not None and _position(replaying, self._all) == message.position:
+                self._replay_resolved(state, None)
+                self._pump(state)
                 return
             checkpoint = state.acked(message.position)
             if message.in_transaction:
@@ -402,8 +463,8 @@ class SubscriptionActor(SupervisedActor):
                 if unsaved is not None and unsaved <= message.position:
                     self._unsaved_checkpoint = None
             elif checkpoint is not None:
-                self._unsaved_checkpoint = checkpoint
-                if time.monotonic() - self._saved_at >= CHECKPOINT_INTERVAL:
+                self._note_checkpoint(checkpoint)
+                if self._checkpoint_due(acking=True):
                     self._flush_checkpoint()
         elif isinstance(message, CatchUp):
             state.must_recheck()
@@ -420,7 +481,8 @@ class SubscriptionActor(SupervisedActor):
             elif self._fatal is not None:
                 self._end(self._fatal)  # everything before the bad event was sent
             else:
-                self._flush_checkpoint()
+                if self._checkpoint_due(acking=False):
+                    self._flush_checkpoint()
                 events, covered = self._read(action)
                 if self._state is not state:
                     return  # ended: its stream was deleted
@@ -432,12 +494,17 @@ class SubscriptionActor(SupervisedActor):
         """The events from `action.start` on and how far the read covered (see
         `reader.read_all_covered`); an undecodable event cuts both short."""
         start, limit = action.start, action.limit
+        types, prefix = self._spec.event_types, self._spec.stream_prefix
         if self._all:
-            rows, covered = self._lock.run(lambda c: reader.read_all_covered(c, start, limit))
+            rows, covered = self._lock.run(
+                lambda c: reader.read_all_covered(
+                    c, start, limit, event_types=types, stream_prefix=prefix
+                )
+            )
         else:
             stream = self._spec.stream_uuid
             rows, covered, deleted = self._lock.run(
-                lambda c: reader.read_stream_covered(c, stream, start, limit)
+                lambda c: reader.read_stream_covered(c, stream, start, limit, event_types=types)
             )
             if deleted:
                 self._end(_deleted(stream))
@@ -445,14 +512,132 @@ class SubscriptionActor(SupervisedActor):
         events = self._decode(rows)
         if len(events) < len(rows):  # stop right before the bad event
             covered = events[-1].event_number if events else start - 1
+        events, failed = self._select(events)
+        if failed is not None:  # stop right before the event the selector failed on
+            covered = failed.event_number - 1
         return events, covered
+
+    def _select(
+        self, events: list[RecordedEvent]
+    ) -> tuple[list[RecordedEvent], RecordedEvent | None]:
+        """The events the selector keeps, up to the first it fails on (returned second;
+        `_fatal` then says why). The others count as acked: their positions are covered."""
+        selector = self._spec.selector
+        if selector is None:
+            return events, None
+        kept: list[RecordedEvent] = []
+        for event in events:
+            try:
+                if selector(event):
+                    kept.append(event)
+            except Exception as exc:
+                self._fatal = f"the selector failed on event {event.event_id}: {exc!r}"
+                return kept, event
+        return kept, None
+
+    # Nacks and the parked list ----------------------------------------------------------------
+    def _nack(self, state: SubscriptionState[RecordedEvent], message: Nack) -> None:
+        """Retry (later, alone; then park), skip or park one event of the batch in flight;
+        the events before it count as acked, those after it are sent again."""
+        replaying = state.replaying
+        if replaying is not None:
+            if _position(replaying, self._all) == message.position:
+                self._nack_replayed(state, replaying, message)
+            return
+        position, action = message.position, message.action
+        event = state.sent_event(position)
+        if event is None:
+            return  # not in flight (acked already, or from an earlier batch)
+        retries = self._retries.get(position, 0)
+        if action == "retry":
+            if retries < self._spec.max_retries:
+                self._retries[position] = retries + 1
+                self._moved(state.nacked(position, resolved=False))
+                self._retry_later_or_now(state)
+                return
+            action = "park"
+        if action == "park":
+            self._park(event, message.reason, retries)
+        self._retries.pop(position, None)
+        self._moved(state.nacked(position, resolved=True))
+
+    def _nack_replayed(
+        self, state: SubscriptionState[RecordedEvent], event: RecordedEvent, message: Nack
+    ) -> None:
+        key = -event.event_id  # replayed events count apart from new ones
+        retries = self._retries.get(key, 0)
+        if message.action == "retry" and retries < self._spec.max_retries:
+            self._retries[key] = retries + 1
+            state.replay_done(retry=True)
+            self._retry_later_or_now(state)
+            return
+        if message.action == "skip":
+            self._replay_resolved(state, None)
+            return
+        self._retries.pop(key, None)
+        self._park(event, message.reason, retries)  # also ends its replay
+        self._replay_queued.discard(event.event_id)
+        state.replay_done()
+
+    def _replay_resolved(self, state: SubscriptionState[RecordedEvent], _: None) -> None:
+        """The replayed event in flight was acked (or skipped): off the parked list."""
+        event = state.replay_done()
+        if event is None:
+            return
+        self._retries.pop(-event.event_id, None)
+        self._replay_queued.discard(event.event_id)
+        stream, name, event_id = self._spec.stream_uuid, self._spec.name, event.event_id
+        self._lock.run(lambda c: parked.forget(c, stream, name, event_id))
+
+    def _retry_later_or_now(self, state: SubscriptionState[RecordedEvent]) -> None:
+        delay = self._spec.retry_delay
+        self._resume_at = time.monotonic() + delay
+        if delay <= 0:
+            state.resume()
+
+    def _park(self, event: RecordedEvent, reason: str | None, retries: int) -> None:
+        """Stored before the checkpoint may pass it: a parked event is never lost."""
+        stream, name, event_id = self._spec.stream_uuid, self._spec.name, event.event_id
+        self._lock.run(lambda c: parked.park(c, stream, name, event_id, reason, retries))
+        self.log.info("event parked", event_id=event_id, retries=retries)
+
+    def _moved(self, checkpoint: int | None) -> None:
+        """A nack moved the checkpoint (the events before it are acked): stored like acks."""
+        if checkpoint is not None and not self._acks_in_transaction:
+            self._note_checkpoint(checkpoint)
+            if self._checkpoint_due(acking=True):
+                self._flush_checkpoint()
+
+    def _load_replay(self, state: SubscriptionState[RecordedEvent] | None) -> None:
+        """Queue the parked events marked for replay (by this or another store) that are
+        not queued yet."""
+        if state is None:
+            return
+        stream, name = self._spec.stream_uuid, self._spec.name
+        found = self._lock.run(lambda c: parked.rows(c, stream, name, replay_only=True))
+        fresh = [row for row, *_ in found if row[0] not in self._replay_queued]
+        if not fresh:
+            return
+        events = self._decode(fresh)
+        self._replay_queued.update(e.event_id for e in events)
+        state.replay(events)
 
     def _settled(self, checkpoint: int | None) -> None:
         """The state moved its checkpoint over deleted positions: stored like an ack. Not for
         a subscription acked in its callers' transactions: the position it would move from
         may belong to a transaction that has not committed yet (and may roll back)."""
         if checkpoint is not None and not self._acks_in_transaction:
-            self._unsaved_checkpoint = checkpoint
+            self._note_checkpoint(checkpoint)
+            if self._policy.tuned and self._checkpoint_due(acking=False):
+                self._flush_checkpoint()
+
+    def _note_checkpoint(self, checkpoint: int) -> None:
+        """The state moved its checkpoint (acks, or covered empty positions): to be stored."""
+        self._unsaved_checkpoint = checkpoint
+        self._policy.moved(time.monotonic())
+
+    def _checkpoint_due(self, *, acking: bool) -> bool:
+        return self._policy.due(self._unsaved_checkpoint, time.monotonic(), acking=acking)
 
     def _decode(self, rows: list[reader.Row]) -> list[RecordedEvent]:
         """The events before the first undecodable one (then `_fatal` says which)."""
@@ -508,16 +693,16 @@ class SubscriptionActor(SupervisedActor):
             self._end(None)
 
     def _flush_checkpoint(self) -> None:
-        """Store the last ack, if not stored yet. Acks are coalesced: at most one write per
-        CHECKPOINT_INTERVAL while live, one per storage read during catch-up, and a final one
-        on stop; a crash in between only means those events are delivered again."""
+        """Store the last ack, if not stored yet. Acks are coalesced as `CheckpointPolicy`
+        says (callers ask it first), plus a final write on stop; a crash in between only
+        means those events are delivered again."""
         position = self._unsaved_checkpoint
         if position is None or not self._lock.locked:
             return
         stream, name = self._spec.stream_uuid, self._spec.name
         self._lock.run(lambda c: checkpoints.advance(c, stream, name, position))
         self._unsaved_checkpoint = None
-        self._saved_at = time.monotonic()
+        self._policy.written(position, time.monotonic())
 
     def _tick(self) -> None:
         if not subscriber_alive(self._spec.subscriber):
@@ -528,10 +713,16 @@ class SubscriptionActor(SupervisedActor):
             if now >= self._retry_at:
                 self._reconnect()
             return
-        self._flush_checkpoint()
+        if self._checkpoint_due(acking=False):
+            self._flush_checkpoint()
         state = self._state
+        if state.paused and now >= self._resume_at:
+            state.resume()  # a retry's delay passed
         if now >= self._next_health_check:  # a round trip: also finds half-open sockets
             self._next_health_check = now + _HEALTH_INTERVAL
+            self._load_replay(state)  # replay_parked called by another process
+            if self._state is not state:
+                return
             head = self._head()
             if self._state is not state:
                 return  # ended: its stream was deleted
@@ -572,6 +763,10 @@ class SubscriptionActor(SupervisedActor):
 
 def _deleted(stream_uuid: str) -> str:
     return f"the stream {stream_uuid!r} was deleted"
+
+
+def _position(event: RecordedEvent, all_streams: bool) -> int:
+    return event.event_id if all_streams else event.event_number
 
 
 def _event_number(event: RecordedEvent) -> int:

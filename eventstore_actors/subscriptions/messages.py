@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Generic, Protocol, TypeAlias, runtime_checkable
 
 from typing_extensions import TypeVar
@@ -11,7 +12,9 @@ from typing_extensions import TypeVar
 from ..events import RecordedEvent
 
 __all__ = [
+    "NACK_ACTIONS",
     "Events",
+    "ParkedEvent",
     "Subscribed",
     "Subscriber",
     "Subscription",
@@ -33,6 +36,10 @@ class Subscription:
     _ack: Callable[[int], None] = field(repr=False, compare=False)
     #: Writes an ack in the caller's transaction (see `ack(..., conn=)`).
     _ack_in: Callable[[int, Any], None] | None = field(default=None, repr=False, compare=False)
+    #: Tells a nack (position, action, reason) to the subscription.
+    _nack: Callable[[int, str, str | None], None] | None = field(
+        default=None, repr=False, compare=False, kw_only=True
+    )
 
     @property
     def all_streams(self) -> bool:
@@ -59,6 +66,24 @@ class Subscription:
             raise TypeError("this subscription takes no acks in a transaction")
         else:
             self._ack_in(position, conn)
+
+    def nack(
+        self, event_or_position: RecordedEvent | int, action: str = "retry", reason: Any = None
+    ) -> None:
+        """Refuse one event of the batch in flight (the events before it count as acked):
+        "retry" delivers it again after `retry_delay` (up to `max_retries` times, then it is
+        parked), "skip" counts it as acked, "park" stores it in the parked list (see
+        `store.parked_events`) and counts it as acked. Later events wait, so order holds."""
+        if action not in NACK_ACTIONS:
+            raise ValueError(f"action must be one of {', '.join(NACK_ACTIONS)}, got {action!r}")
+        if reason is not None and not isinstance(reason, str):
+            raise TypeError(f"reason must be a str or None, got {type(reason).__qualname__}")
+        if isinstance(event_or_position, (list, tuple)):
+            raise TypeError("nack takes one event or an int position, not a list")
+        position = self._position(event_or_position)
+        if self._nack is None:
+            raise TypeError("this subscription takes no nacks")
+        self._nack(position, action, reason)
 
     def _position(self, acked: Any) -> int:
         if isinstance(acked, bool):
@@ -105,6 +130,20 @@ class TransientSubscription(Subscription):
     def unsubscribe(self) -> None:
         """Stop it: nothing more is told to the subscriber once this returns."""
         self._unsubscribe()
+
+
+#: What `Subscription.nack` may do with an event.
+NACK_ACTIONS = ("retry", "skip", "park")
+
+
+@dataclass(frozen=True)
+class ParkedEvent:
+    """An event a subscription gave up on (nack "park", or retries exhausted)."""
+
+    event: RecordedEvent
+    reason: str | None
+    retries: int
+    parked_at: datetime
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,11 @@ Invariants (each guards a trap from the Elixir project's history):
   covered and empty (deleted) once everything sent is acked and nothing is buffered.
 - A batch holds at most `max_batch` events, of one stream unless `mixed` (all-streams
   subscriptions whose subscriber commits once per batch).
+- A nack acks the events before the nacked one in its batch; the nacked one (unless skipped
+  or parked: then it counts as acked) and those after it go back to the front of the buffer,
+  and while a retry is pending nothing is sent, so order holds. A retried event is sent alone.
+- Replayed parked events (positions at or below the checkpoint) go out one per batch, ahead of
+  everything else; they never move the checkpoint.
 """
 
 from __future__ import annotations
@@ -82,6 +87,11 @@ class SubscriptionState(Generic[E]):
         self._max_batch = max(1, max_batch)
         self._mixed = mixed
         self._buffer: deque[E] = deque()
+        self._sent_events: list[E] = []  # the last batch sent (for nacks)
+        self.paused = False  # a retry is pending: nothing is sent until `resume`
+        self._single = False  # the next batch is one event (a retry)
+        self._replay: deque[E] = deque()  # parked events to deliver again, first
+        self.replaying: E | None = None  # the replayed event in flight
 
     @property
     def in_flight(self) -> int:
@@ -89,6 +99,47 @@ class SubscriptionState(Generic[E]):
         if self.last_sent <= self.checkpoint:
             return 0
         return len(self._sent) - bisect_right(self._sent, self.checkpoint)
+
+    def nacked(self, position: int, resolved: bool) -> int | None:
+        """A nack of `position`, sent in the batch in flight: the events before it count as
+        acked; `resolved` (skipped or parked): it counts as acked too, else it is sent again
+        (alone) after `resume`. Those after it are sent again. Returns a new checkpoint to
+        store, or None (also when `position` is not in flight)."""
+        if self.in_flight == 0 or position <= self.checkpoint or position not in self._sent:
+            return None
+        before = self.checkpoint
+        index = self._sent.index(position)
+        again = self._sent_events[index + (1 if resolved else 0) :]
+        self.checkpoint = position if resolved else position - 1
+        self.last_sent = self.checkpoint
+        self._sent, self._sent_events = [], []
+        self._buffer.extendleft(reversed(again))
+        if not resolved:
+            self.paused = self._single = True
+        return self.checkpoint if self.checkpoint > before else None
+
+    def sent_event(self, position: int) -> E | None:
+        """The event at `position` in the batch in flight, if it is there and not acked."""
+        if position <= self.checkpoint or position not in self._sent:
+            return None
+        return self._sent_events[self._sent.index(position)]
+
+    def resume(self) -> None:
+        """The retry delay passed: the retried event may go out."""
+        self.paused = False
+
+    def replay(self, events: Sequence[E]) -> None:
+        """Parked events to deliver again (in their order) before anything newer."""
+        self._replay.extend(events)
+
+    def replay_done(self, retry: bool = False) -> E | None:
+        """The replayed event in flight was acked, or nacked (`retry`: sent again after
+        `resume`); returns it."""
+        event, self.replaying = self.replaying, None
+        if retry and event is not None:
+            self._replay.appendleft(event)
+            self.paused = True
+        return event
 
     @property
     def held(self) -> int:
@@ -172,6 +223,11 @@ class SubscriptionState(Generic[E]):
     # Output -----------------------------------------------------------------------------------
     def next_action(self) -> Send[E] | Read | None:
         """What to do now: send a batch, read from storage, or wait."""
+        if self.in_flight == 0 and self.replaying is None and not self.paused and self._replay:
+            self.replaying = self._replay.popleft()
+            return Send([self.replaying])
+        if self.replaying is not None or self.paused:
+            return None
         if self.in_flight == 0 and self._buffer:
             return Send(self._take_batch())
         if self.behind and not self._buffer and self.held < self.max_size:
@@ -199,7 +255,7 @@ class SubscriptionState(Generic[E]):
         (delivered and acked, or covered and empty): the checkpoint moves there."""
         if self.cursor > self.checkpoint and not self._buffer and self.in_flight == 0:
             self.checkpoint = self.last_sent = self.cursor
-            self._sent = []
+            self._sent, self._sent_events = [], []
             return self.checkpoint
         return None
 
@@ -209,10 +265,13 @@ class SubscriptionState(Generic[E]):
         key = self._stream_key(first)
         while (
             self._buffer
+            and not self._single
             and len(batch) < self._max_batch
             and (self._mixed or self._stream_key(self._buffer[0]) == key)
         ):
             batch.append(self._buffer.popleft())
+        self._single = False
         self._sent = [self._position(e) for e in batch]
+        self._sent_events = batch
         self.last_sent = self._sent[-1]
         return batch

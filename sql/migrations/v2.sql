@@ -285,6 +285,9 @@ CREATE TABLE IF NOT EXISTS parked_events (
     parked_at          timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (stream_uuid, subscription_name, event_id)
 );
+-- replay_parked marks the rows to deliver again; the subscription holding the name picks them
+-- up (in this or another process) and removes each once it is acked.
+ALTER TABLE parked_events ADD COLUMN IF NOT EXISTS replay boolean NOT NULL DEFAULT false;
 
 -- Deletes a stream: softly (marked deleted; its events stay in $all) or for good (the
 -- stream row, its events, its links, the links of other streams to its events and its

@@ -6,7 +6,9 @@
 -- reading the first or last few events of a long stream touches only those rows.
 -- storage/reader.py fills in the comparison and the direction: ">=" and
 -- ASC forward, "<=" and DESC backward. With live_only, a soft-deleted stream reads as no
--- rows (the caller then asks stream_state why).
+-- rows (the caller then asks stream_state why). The filters filled in (empty, or a
+-- condition on the event type for filtered subscriptions) apply before each part's LIMIT, so
+-- a read that comes back short really reached the end of what matches.
 SELECT r.* FROM (
     (SELECT e.event_id, %(stream_uuid)s::text, e.stream_version, e.event_type,
             e.correlation_id, e.causation_id, e.data, e.metadata, e.created_at, e.event_uuid,
@@ -15,7 +17,7 @@ SELECT r.* FROM (
      WHERE e.stream_id = (SELECT s.stream_id FROM streams AS s
                           WHERE s.stream_uuid = %(stream_uuid)s
                             AND (s.deleted_at IS NULL OR NOT %(live_only)s))
-       AND e.stream_version {cmp} %(start)s
+       AND e.stream_version {cmp} %(start)s{filters}
      ORDER BY e.stream_version {dir}
      LIMIT %(count)s)
     UNION ALL
@@ -26,7 +28,7 @@ SELECT r.* FROM (
            WHERE k.stream_id = (SELECT s.stream_id FROM streams AS s
                                 WHERE s.stream_uuid = %(stream_uuid)s
                                   AND (s.deleted_at IS NULL OR NOT %(live_only)s))
-             AND k.event_number {cmp} %(start)s
+             AND k.event_number {cmp} %(start)s{link_filters}
            ORDER BY k.event_number {dir}
            LIMIT %(count)s) AS l
      CROSS JOIN LATERAL (
