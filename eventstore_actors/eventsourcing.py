@@ -76,6 +76,8 @@ class _StateSerializer:
     def serialize(self, term: Any) -> bytes:
         if isinstance(term, bytes):
             return term
+        if len(term) == 1 and type(version := term.get(_VERSION_KEY)) is int:
+            return b'{"%s":%d}' % (_VERSION_KEY.encode(), version)  # the usual metadata, fast
         return json.dumps(term, separators=(",", ":")).encode()
 
     def deserialize(self, data: bytes, type: str | None = None) -> Any:
@@ -310,6 +312,9 @@ def _notification_ids(
     results: list[AppendResult],
 ) -> list[int]:
     """Each stored event's event_id, in the order the events were given."""
+    if len(groups) == 1:
+        first = results[0].first_event_id
+        return list(range(first, first + len(stored_events)))
     ids: dict[tuple[str, int], int] = {}
     for (key, events), result in zip(groups.items(), results, strict=True):
         for i, event in enumerate(events):

@@ -167,3 +167,83 @@ class TestInfrastructureFactory(InSchema, cases.InfrastructureFactoryTestCase[mo
 
 class TestExampleApplication(InSchema, cases_app.ExampleApplicationTestCase):
     expected_factory_topic = f"{MODULE}:Factory"
+
+
+# The module's own checks, beyond the library's cases ---------------------------------------
+
+
+@pytest.fixture
+def es_factory(dsn: str, schema: str) -> Iterator[module.Factory]:
+    factory = module.Factory(Environment(env={"EVENTSTORE_DSN": dsn, "EVENTSTORE_SCHEMA": schema}))
+    try:
+        yield factory
+    finally:
+        factory.close()
+
+
+def test_aggregate_is_a_stream_and_notification_ids_are_event_ids(
+    es_factory: module.Factory,
+) -> None:
+    from uuid import uuid4
+
+    recorder = es_factory.application_recorder()
+    a, b = uuid4(), uuid4()
+    ids = recorder.insert_events(
+        [
+            StoredEvent(a, 1, "t1", b"x"),
+            StoredEvent(b, 1, "t2", b"y"),
+            StoredEvent(a, 2, "t1", b"z"),
+        ]
+    )
+    store = es_factory.datastore.store
+    by_id = {e.event_id: e for e in store.read_all_streams_forward()}
+    assert ids is not None and sorted(ids) == sorted(by_id)
+    assert [by_id[i].stream_uuid for i in ids] == [str(a), str(b), str(a)]
+    assert [e.stream_version for e in store.read_stream_forward(str(a))] == [1, 2]
+    assert store.stream_info("$all").stream_version == recorder.max_notification_id() == 3
+    assert [n.id for n in recorder.select_notifications(1, 10, topics=["t2"])] == [ids[1]]
+    assert [n.id for n in recorder.select_notifications(1, 10, stop=ids[0])] == [1]
+
+
+def test_tracking_is_not_recorded_when_its_events_conflict(es_factory: module.Factory) -> None:
+    from uuid import uuid4
+
+    from eventsourcing.persistence import IntegrityError, Tracking
+
+    recorder = es_factory.process_recorder()
+    a = uuid4()
+    recorder.insert_events([StoredEvent(a, 1, "t", b"x")], tracking=Tracking("up", 1))
+    with pytest.raises(IntegrityError):
+        recorder.insert_events([StoredEvent(a, 1, "t", b"again")], tracking=Tracking("up", 2))
+    assert recorder.max_tracking_id("up") == 1
+    assert len(recorder.select_events(a)) == 1
+
+
+def test_aggregate_numbered_from_zero_with_tracking(es_factory: module.Factory) -> None:
+    """A stream whose first originator_version is 0: later inserts find its offset, inside
+    the tracking transaction too."""
+    from uuid import uuid4
+
+    from eventsourcing.persistence import Tracking
+
+    recorder = es_factory.process_recorder()
+    a = uuid4()
+    recorder.insert_events([StoredEvent(a, 0, "t", b"0")], tracking=Tracking("up", 1))
+    other = es_factory.process_recorder()  # no cached offset
+    other.insert_events([StoredEvent(a, 1, "t", b"1")], tracking=Tracking("up", 2))
+    recorder.insert_events([StoredEvent(a, 2, "t", b"2")])
+    assert [e.originator_version for e in recorder.select_events(a)] == [0, 1, 2]
+    assert [e.originator_version for e in recorder.select_events(a, gt=0, lte=1)] == [1]
+    assert recorder.max_tracking_id("up") == 2
+    assert es_factory.datastore.store.stream_info(str(a)).stream_version == 3
+
+
+def test_snapshots_keep_their_history(es_factory: module.Factory) -> None:
+    from uuid import uuid4
+
+    snapshots = es_factory.aggregate_recorder("snapshots")
+    a = uuid4()
+    snapshots.insert_events([StoredEvent(a, 3, "s", b"3")])
+    snapshots.insert_events([StoredEvent(a, 7, "s", b"7")])
+    assert [s.originator_version for s in snapshots.select_events(a)] == [3, 7]
+    assert snapshots.select_events(a, lte=5, desc=True, limit=1)[0].state == b"3"
