@@ -36,7 +36,13 @@ log = structlog.get_logger("eventstore_actors.admin")
 #: compares these with a fresh install: a migration that adds objects must add them here and
 #: to admin/drop_tables). BASE_TABLES: those of version 1, which every store has.
 BASE_TABLES = ("schema_version", "event_counter", "streams", "events", "subscriptions", "snapshots")
-TABLES = (*BASE_TABLES, "links", "parked_events")
+TABLES = (
+    *BASE_TABLES,
+    "links",
+    "parked_events",
+    "eventsourcing_tracking",
+    "eventsourcing_snapshots",
+)
 RELATIONS = (
     *TABLES,
     "streams_stream_id_seq",
@@ -60,6 +66,8 @@ RELATIONS = (
     "links_stream_event_key",
     "links_event_id_idx",
     "parked_events_pkey",
+    "eventsourcing_tracking_pkey",
+    "eventsourcing_snapshots_pkey",
 )
 FUNCTIONS = (
     "append_events",

@@ -437,4 +437,20 @@ BEGIN
 END
 $$;
 
+-- The `eventsourcing` persistence module (eventstore_actors.eventsourcing): the position each
+-- downstream application has processed (one row per application, moved forward only, written
+-- in the same transaction as the events it led to), and aggregate snapshots with their history
+-- (the library reads the latest at or below a version, so every snapshot is kept).
+CREATE TABLE IF NOT EXISTS eventsourcing_tracking (
+    application_name  text    PRIMARY KEY,
+    notification_id   bigint  NOT NULL
+);
+CREATE TABLE IF NOT EXISTS eventsourcing_snapshots (
+    originator_id       text    NOT NULL,
+    originator_version  bigint  NOT NULL,
+    topic               text    NOT NULL,
+    state               bytea   NOT NULL,
+    CONSTRAINT eventsourcing_snapshots_pkey PRIMARY KEY (originator_id, originator_version)
+);
+
 INSERT INTO schema_version (version) VALUES (2) ON CONFLICT (version) DO NOTHING;
