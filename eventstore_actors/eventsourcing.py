@@ -188,15 +188,9 @@ class EventStoreAggregateRecorder(AggregateRecorder):
         desc: bool = False,
         limit: int | None = None,
     ) -> Sequence[StoredEvent]:
-        statement = self._select + pgsql.SQL(
-            " ORDER BY e.stream_version DESC" if desc else " ORDER BY e.stream_version"
+        return _select_stored(
+            self.datastore, self._select, _STREAM_VERSION, originator_id, gt, lte, desc, limit
         )
-        if limit is not None:
-            statement += pgsql.SQL(" LIMIT %(limit)s")
-        params = {"id": str(originator_id), "gt": gt, "lte": lte, "limit": limit}
-        with self.datastore.connection() as conn:
-            rows = conn.execute(statement, params, prepare=True).fetchall()
-        return [StoredEvent(originator_id, v, topic, bytes(state)) for v, topic, state in rows]
 
     # Writing ------------------------------------------------------------------------------
 
@@ -522,15 +516,9 @@ class EventStoreSnapshotRecorder(AggregateRecorder):
         desc: bool = False,
         limit: int | None = None,
     ) -> Sequence[StoredEvent]:
-        statement = self._select + pgsql.SQL(
-            " ORDER BY originator_version DESC" if desc else " ORDER BY originator_version"
+        return _select_stored(
+            self.datastore, self._select, _SNAPSHOT_VERSION, originator_id, gt, lte, desc, limit
         )
-        if limit is not None:
-            statement += pgsql.SQL(" LIMIT %(limit)s")
-        params = {"id": str(originator_id), "gt": gt, "lte": lte, "limit": limit}
-        with self.datastore.connection() as conn:
-            rows = conn.execute(statement, params, prepare=True).fetchall()
-        return [StoredEvent(originator_id, v, topic, bytes(state)) for v, topic, state in rows]
 
 
 class Factory(InfrastructureFactory[EventStoreTrackingRecorder]):
@@ -594,3 +582,29 @@ class Factory(InfrastructureFactory[EventStoreTrackingRecorder]):
 
     def close(self) -> None:
         self.datastore.close()
+
+
+_STREAM_VERSION = pgsql.Identifier("e", "stream_version")
+_SNAPSHOT_VERSION = pgsql.Identifier("originator_version")
+
+
+def _select_stored(
+    datastore: Any,
+    select: pgsql.Composable,
+    order_by: pgsql.Composable,
+    originator_id: UUID | str,
+    gt: int | None,
+    lte: int | None,
+    desc: bool,
+    limit: int | None,
+) -> list[StoredEvent]:
+    """One aggregate's stored events (or snapshots), in version order, as the library's
+    recorders return them: `select` filters on %(id)s, %(gt)s and %(lte)s."""
+    direction = pgsql.SQL(" DESC" if desc else "")
+    statement = select + pgsql.SQL(" ORDER BY {}{}").format(order_by, direction)
+    if limit is not None:
+        statement += pgsql.SQL(" LIMIT %(limit)s")
+    params = {"id": str(originator_id), "gt": gt, "lte": lte, "limit": limit}
+    with datastore.connection() as conn:
+        rows = conn.execute(statement, params, prepare=True).fetchall()
+    return [StoredEvent(originator_id, v, topic, bytes(state)) for v, topic, state in rows]

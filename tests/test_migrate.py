@@ -1,13 +1,14 @@
 """Migrations: a store created by release 1 (commit 9f5705b) is upgraded in place.
 
-The version 1 store is built from that release's own schema file, kept verbatim as a fixture
-(tests/fixtures/schema_v1.sql), and filled through that schema's own append function, with a
-checkpoint and a snapshot, as release 1 would have left it. Ported in spirit from the Elixir
+The version 1 store is built from that release's own schema file (sql/schema/v1.sql, which
+never changes: a test pins its hash) and filled through that schema's own append function,
+with a checkpoint and a snapshot, as release 1 would have left it. Ported in spirit from the Elixir
 suite's test/migrate_event_store_test.exs.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -23,7 +24,17 @@ from psycopg import sql
 from eventstore_actors import ConfigError, EventData, EventStore, SnapshotData, admin
 from eventstore_actors.storage.migrations import SCHEMA_VERSION
 
-V1_SQL = (Path(__file__).parent / "fixtures" / "schema_v1.sql").read_text(encoding="utf-8")
+#: Release 1's schema file: sql/schema/v1.sql is the base every store is built on and must
+#: never change (see the hash test below), so it is release 1's own text.
+V1_SQL = (Path(__file__).resolve().parents[1] / "sql" / "schema" / "v1.sql").read_text(
+    encoding="utf-8"
+)
+#: SHA-256 of sql/schema/v1.sql at commit 9f5705b (release 1).
+RELEASE_1_SHA256 = "1bffc4dbfc3854b04377c460f6c1f16fcd053b29c32d2ed5bab54266411b9e4a"
+
+
+def test_the_base_schema_is_release_1s_own_file() -> None:
+    assert hashlib.sha256(V1_SQL.encode("utf-8")).hexdigest() == RELEASE_1_SHA256
 
 
 @pytest.fixture
