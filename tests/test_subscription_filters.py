@@ -176,7 +176,9 @@ def test_matching_nothing_does_not_reread_after_restart(
     store.append_to_stream("late", 0, typed("Never", 1))
     got = drain(again, sub, 1)
     assert [e.event_id for e in got] == [5001]
-    assert sum(rows_read) == 1
+    # None of the 5,000 old rows is read again: event 5001 comes either from a catch-up read
+    # (one row) or straight from the publisher (no read), depending on timing.
+    assert sum(rows_read) <= 1
 
     # A subscription from the origin over the same store: nothing delivered, checkpoint moved.
     third = QueueSubscriber()
