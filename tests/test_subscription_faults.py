@@ -624,18 +624,18 @@ def role(dsn: str, schema: str) -> Iterator[str]:
         yield name
     finally:
         with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(f"ALTER ROLE {name} CONNECTION LIMIT -1")
-            rows = conn.execute(
-                "SELECT pid FROM pg_stat_activity WHERE usename = %s", (name,)
-            ).fetchall()
-            kill_backends(dsn, [int(r[0]) for r in rows])
-            wait_until(
-                lambda: (
-                    not conn.execute(
-                        "SELECT 1 FROM pg_stat_activity WHERE usename = %s", (name,)
-                    ).fetchone()
-                )
-            )
+            # NOLOGIN first: a store of the test may still be running (fixtures are torn down
+            # before make_store's) and would reconnect as fast as its backends are killed.
+            conn.execute(f"ALTER ROLE {name} NOLOGIN CONNECTION LIMIT -1")
+
+            def gone() -> bool:
+                rows = conn.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE usename = %s", (name,)
+                ).fetchall()
+                kill_backends(dsn, [int(r[0]) for r in rows])
+                return not rows
+
+            wait_until(gone, what=f"no backend of role {name}")
             conn.execute(f"DROP OWNED BY {name}")
             conn.execute(f"DROP ROLE {name}")
 
