@@ -6,6 +6,7 @@ from . import admin
 from .errors import (
     CannotAppendToAllStreamError,
     CannotDeleteAllStreamError,
+    CheckpointConflictError,
     ConfigError,
     DuplicateEventError,
     EventNotFoundError,
@@ -55,6 +56,7 @@ __all__ = [
     "AppendResult",
     "CannotAppendToAllStreamError",
     "CannotDeleteAllStreamError",
+    "CheckpointConflictError",
     "ConfigError",
     "DuplicateEventError",
     "EventData",

@@ -7,6 +7,7 @@ from typing import Any
 __all__ = [
     "CannotAppendToAllStreamError",
     "CannotDeleteAllStreamError",
+    "CheckpointConflictError",
     "ConfigError",
     "DuplicateEventError",
     "EventNotFoundError",
@@ -108,6 +109,23 @@ class SubscriptionAlreadyExistsError(EventStoreError):
 
 class SubscriptionNotFoundError(EventStoreError):
     """No durable subscription of that name (or partition) exists."""
+
+
+class CheckpointConflictError(EventStoreError):
+    """An ack in a transaction (`ack(..., conn=)`) claims events that another holder of the
+    subscription already acknowledged (it took the subscription over while this batch was
+    in hand). Nothing was written: roll the transaction back, those events were applied
+    there. The subscription goes on after the stored checkpoint."""
+
+    def __init__(self, stream_uuid: str, name: str, stored: int, expected: int) -> None:
+        self.stream_uuid = stream_uuid
+        self.subscription_name = name
+        self.stored = stored
+        super().__init__(
+            f"subscription {name!r} on {stream_uuid!r}: its checkpoint is at {stored}, beyond "
+            f"{expected} where this batch began; another holder acknowledged these events: "
+            "roll back this transaction"
+        )
 
 
 class InvalidStartFromError(EventStoreError):

@@ -32,6 +32,7 @@ from .config import Settings, redact, resolve_dsn, scrub
 from .errors import (
     CannotAppendToAllStreamError,
     CannotDeleteAllStreamError,
+    CheckpointConflictError,
     ConfigError,
     HardDeletesDisabledError,
     InvalidStartFromError,
@@ -72,6 +73,7 @@ from .subscriptions.actor import (
     Ack,
     Nack,
     ReplayParked,
+    Resync,
     SubscriptionActor,
     SubscriptionSpec,
     subscriber_alive,
@@ -841,7 +843,14 @@ class EventStore:
             acks = self._in_transaction(conn)
             position = min(position, control.delivered)
             if position > 0:
-                acks.advance(conn, stream_uuid, name, position)
+                try:
+                    acks.advance(conn, stream_uuid, name, position, control.ack_floor)
+                except CheckpointConflictError as exc:
+                    ref = registry.peek(child_id)
+                    if ref is not None:  # it goes on after the stored checkpoint
+                        ref.tell(Resync(exc.stored, handle))
+                    raise
+                control.acked_in_transaction(position)
             ref = registry.peek(child_id)
             if ref is not None:
                 try:

@@ -103,6 +103,88 @@ def test_an_ack_beyond_what_was_delivered_is_clamped(dsn: str, schema: str, stor
     assert checkpoint(dsn, schema, "$all", "proj") == 2
 
 
+# Take-overs: an ack in a transaction is a compare-and-set ---------------------------------------
+def test_events_acked_by_another_holder_are_refused_and_delivery_goes_on_after_them(
+    dsn: str, schema: str, store: EventStore
+):
+    store.append_to_stream("s", 0, events(3))
+    sub, subscriber = _subscribed(store)
+    batch = subscriber.batch()
+    assert [e.event_id for e in batch] == [1, 2, 3]
+    # Another holder (it took the subscription over meanwhile) applied 1-2 and committed.
+    with psycopg.connect(dsn, autocommit=True) as other:
+        other.execute(
+            sql.SQL("UPDATE {}.subscriptions SET last_seen = 2").format(sql.Identifier(schema))
+        )
+    with psycopg.connect(dsn) as conn:
+        conflict = pytest.raises(eventstore_actors.CheckpointConflictError, match="roll back")
+        with conflict as err, conn.transaction():
+            sub.ack(batch, conn=conn)
+        assert err.value.stored == 2
+    assert checkpoint(dsn, schema, "$all", "proj") == 2
+    # The subscription goes on after the stored checkpoint: event 3 again, then new ones.
+    assert [e.event_id for e in subscriber.batch()] == [3]
+    with psycopg.connect(dsn) as conn, conn.transaction():
+        sub.ack(3, conn=conn)
+    assert checkpoint(dsn, schema, "$all", "proj") == 3
+    store.append_to_stream("s", 3, events(1, start=4))
+    assert [e.event_id for e in subscriber.batch()] == [4]
+
+
+def test_the_same_events_acked_again_in_another_transaction_are_refused(
+    dsn: str, schema: str, store: EventStore
+):
+    store.append_to_stream("s", 0, events(2))
+    sub, subscriber = _subscribed(store)
+    batch = subscriber.batch()
+    with psycopg.connect(dsn) as conn:
+        with conn.transaction():
+            sub.ack(batch, conn=conn)
+        with pytest.raises(eventstore_actors.CheckpointConflictError), conn.transaction():
+            sub.ack(batch, conn=conn)
+    assert checkpoint(dsn, schema, "$all", "proj") == 2
+
+
+def test_partial_acks_of_one_batch_in_successive_transactions(
+    dsn: str, schema: str, store: EventStore
+):
+    store.append_to_stream("s", 0, events(4))
+    sub, subscriber = _subscribed(store)
+    subscriber.batch()
+    with psycopg.connect(dsn) as conn:
+        for upto in (2, 4):
+            with conn.transaction():
+                sub.ack(upto, conn=conn)
+            assert checkpoint(dsn, schema, "$all", "proj") == upto
+
+
+@pytest.mark.parametrize("first", ["old holder", "new holder"])
+def test_a_take_over_with_a_batch_in_hand_applies_it_once(
+    dsn: str, schema: str, make_store: Any, first: str
+):
+    """The holder lets go while its subscriber still has a batch; a standby takes over and
+    gets the same events. Whichever transaction commits first wins; the other is refused."""
+    holder, standby = make_store(), make_store()
+    holder.append_to_stream("s", 0, events(3))
+    old_sub, old = _subscribed(holder)
+    old_batch = old.batch()
+    waiting = QueueSubscriber()
+    new_sub = standby.subscribe_to_all_streams("proj", waiting, standby=True)
+    holder.unsubscribe_from_all_streams("proj")
+    assert waiting.subscribed() is new_sub
+    new_batch = waiting.batch()
+    assert [e.event_id for e in new_batch] == [e.event_id for e in old_batch] == [1, 2, 3]
+    winner, loser = (old_sub, new_sub) if first == "old holder" else (new_sub, old_sub)
+    with psycopg.connect(dsn) as conn:
+        with conn.transaction():
+            winner.ack(3, conn=conn)
+        with pytest.raises(eventstore_actors.CheckpointConflictError), conn.transaction():
+            loser.ack(3, conn=conn)
+    assert checkpoint(dsn, schema, "$all", "proj") == 3
+    standby.append_to_stream("s", 3, events(1, start=4))
+    assert [e.event_id for e in waiting.batch()] == [4]
+
+
 def test_store_ack_takes_conn_too(dsn: str, schema: str, store: EventStore):
     store.append_to_stream("s", 0, events(1))
     sub, subscriber = _subscribed(store)

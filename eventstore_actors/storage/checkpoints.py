@@ -16,6 +16,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import tuple_row
 
+from ..errors import CheckpointConflictError
 from ..sql import statement
 from .connection import database_error, is_connection_loss, unavailable
 from .outbox import check_connection
@@ -70,10 +71,17 @@ class InTransaction:
 
     def __init__(self, schema: str, fingerprint: tuple[Any, ...]) -> None:
         self._fingerprint = fingerprint
+        # Compare and set: the stored checkpoint must not have passed `floor` (the position
+        # the caller's batch began after, or its own last ack): if it has, another holder of
+        # the subscription acked these events (a take-over), and writing would apply them twice.
         self._query = sql.SQL(
             "UPDATE {}.subscriptions SET last_seen = %(last_seen)s "
             "WHERE stream_uuid = %(stream_uuid)s AND subscription_name = %(subscription_name)s "
-            "AND last_seen < %(last_seen)s"
+            "AND last_seen < %(last_seen)s AND last_seen <= %(floor)s"
+        ).format(sql.Identifier(schema))
+        self._stored = sql.SQL(
+            "SELECT last_seen FROM {}.subscriptions "
+            "WHERE stream_uuid = %(stream_uuid)s AND subscription_name = %(subscription_name)s"
         ).format(sql.Identifier(schema))
         #: Connections already checked to reach the store's database (by backend pid).
         self._checked: weakref.WeakKeyDictionary[Conn, int] = weakref.WeakKeyDictionary()
@@ -83,20 +91,29 @@ class InTransaction:
         """TypeError/ValueError unless `conn` can take the write now (nothing is written)."""
         return check_connection(conn)
 
-    def advance(self, conn: Conn, stream_uuid: str, name: str, position: int) -> None:
-        """Move the checkpoint forward in `conn`'s current transaction (an autocommit
-        connection outside a transaction block: in a transaction of its own, committed)."""
-        params = {"stream_uuid": stream_uuid, "subscription_name": name, "last_seen": position}
+    def advance(self, conn: Conn, stream_uuid: str, name: str, position: int, floor: int) -> None:
+        """Move the checkpoint to `position` in `conn`'s current transaction (an autocommit
+        connection outside a transaction block: in a transaction of its own, committed).
+
+        CheckpointConflictError, with nothing written, when the stored checkpoint is already
+        at `position` or above `floor`: those events were acked by someone else.
+        """
+        params = {
+            "stream_uuid": stream_uuid,
+            "subscription_name": name,
+            "last_seen": position,
+            "floor": floor,
+        }
         try:
             self._check_database(conn)
             if conn.autocommit and conn.info.transaction_status == _STATUS.IDLE:
                 with conn.transaction(), conn.cursor(row_factory=tuple_row) as cur:
-                    cur.execute(self._query, params, prepare=False)
+                    self._write(cur, params)
                 return
             conn.execute(f"SAVEPOINT {_SAVEPOINT}", prepare=False)
             try:
                 with conn.cursor(row_factory=tuple_row) as cur:
-                    cur.execute(self._query, params, prepare=False)
+                    self._write(cur, params)
             except BaseException:
                 _rollback_to_savepoint(conn)
                 raise
@@ -105,6 +122,17 @@ class InTransaction:
             if is_connection_loss(exc, conn):
                 raise unavailable(exc) from None
             raise database_error(exc, "ack") from None
+
+    def _write(self, cur: psycopg.Cursor[tuple[Any, ...]], params: dict[str, Any]) -> None:
+        cur.execute(self._query, params, prepare=False)
+        if cur.rowcount > 0:
+            return
+        row = cur.execute(self._stored, params, prepare=False).fetchone()
+        if row is not None:  # (no row: the subscription was deleted; nothing to move)
+            stored = int(row[0])
+            raise CheckpointConflictError(
+                params["stream_uuid"], params["subscription_name"], stored, params["floor"]
+            )
 
     def _check_database(self, conn: Conn) -> None:
         pid = conn.info.backend_pid

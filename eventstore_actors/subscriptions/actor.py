@@ -117,6 +117,15 @@ class Nack:
 
 
 @dataclass(frozen=True)
+class Resync:
+    """An ack in a transaction found the stored checkpoint at `stored`, beyond this run's
+    (another holder acked those events during a take-over): go on after it."""
+
+    stored: int
+    subscription: Subscription
+
+
+@dataclass(frozen=True)
 class ReplayParked:
     """`replay_parked` marked this subscription's parked events: load them now."""
 
@@ -279,6 +288,15 @@ class SubscriptionActor(SupervisedActor):
             self._control.announced = True
             if self._ended:
                 return
+        self._begin(checkpoint)
+        self._backoff = 0.0
+        self._next_health_check = time.monotonic() + _HEALTH_INTERVAL
+        self.log.info("subscription started", checkpoint=checkpoint)
+        self._load_replay(self._state)
+        self.actor_ref.tell(_Pump())
+
+    def _begin(self, checkpoint: int) -> None:
+        """A fresh state machine after the stored `checkpoint`."""
         if self._all:
             self._state = SubscriptionState(
                 checkpoint,
@@ -301,11 +319,6 @@ class SubscriptionActor(SupervisedActor):
         self._policy = CheckpointPolicy(
             checkpoint, self._spec.checkpoint_threshold, self._spec.checkpoint_after
         )
-        self._backoff = 0.0
-        self._next_health_check = time.monotonic() + _HEALTH_INTERVAL
-        self.log.info("subscription started", checkpoint=checkpoint)
-        self._load_replay(self._state)
-        self.actor_ref.tell(_Pump())
 
     def _start_position(self) -> int:
         start = self._spec.start_from
@@ -446,6 +459,16 @@ class SubscriptionActor(SupervisedActor):
             self._nack(state, message)
         elif isinstance(message, ReplayParked):
             self._load_replay(state)
+        elif isinstance(message, Resync):
+            if message.subscription is not self._handle or message.stored <= state.checkpoint:
+                return
+            # Whatever is in flight was acked by another holder: go on after what it stored.
+            self.log.warning("checkpoint acked elsewhere; resuming after it", stored=message.stored)
+            self._begin(message.stored)
+            self._load_replay(self._state)
+            if self._state is not None:
+                self._pump(self._state)
+            return
         elif isinstance(message, Ack):
             if message.subscription is not self._handle:
                 return
@@ -476,7 +499,7 @@ class SubscriptionActor(SupervisedActor):
     def _pump(self, state: SubscriptionState[RecordedEvent]) -> None:
         while self._state is state and (action := state.next_action()) is not None:
             if isinstance(action, Send):
-                self._control.sent(state.last_sent)
+                self._control.sent(_position(action.events[0], self._all), state.last_sent)
                 self._deliver(action.events)
             elif self._fatal is not None:
                 self._end(self._fatal)  # everything before the bad event was sent

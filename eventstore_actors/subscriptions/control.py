@@ -48,6 +48,10 @@ class Control:
         self._told_stopped = False
         #: Highest position sent to the subscriber (an ack in a transaction is clamped to it).
         self.delivered = 0
+        #: For acks in callers' transactions: the highest position this run may find stored
+        #: when it acks (just before its batch in flight, or what it acked itself since).
+        #: A stored checkpoint above it means another holder acked these events.
+        self.ack_floor = 0
         #: Whether the subscriber was told `Subscribed` (a standby is told at take-over).
         self.announced = False
 
@@ -98,10 +102,17 @@ class Control:
     def queued_events(self) -> int:
         return self._events
 
-    def sent(self, position: int) -> None:
-        """The actor is about to send a batch ending at `position`."""
+    def sent(self, first: int, last: int) -> None:
+        """The actor is about to send a batch from position `first` to `last`."""
         with self._lock:
-            self.delivered = max(self.delivered, position)
+            self.delivered = max(self.delivered, last)
+            self.ack_floor = max(self.ack_floor, first - 1)
+
+    def acked_in_transaction(self, position: int) -> None:
+        """An ack in a caller's transaction wrote `position` (committed or not: a rollback
+        leaves the stored checkpoint lower, which is allowed)."""
+        with self._lock:
+            self.ack_floor = max(self.ack_floor, position)
 
     # Life cycle ---------------------------------------------------------------------------------
     def started(self) -> int:
