@@ -1,4 +1,4 @@
-"""A randomized, bounded soak of subscriptions across two processes.
+"""Randomized, bounded soaks of subscriptions (the second: nacks and standby take-overs).
 
 Writers in this process and in a child process append to 50 streams (each process owns half
 of them) while subscribers here (two all-streams, three single-stream, some with a small
@@ -37,6 +37,7 @@ from support import (
 )
 
 from eventstore_actors import (
+    ANY_VERSION,
     EventData,
     Events,
     EventStore,
@@ -346,3 +347,168 @@ def test_soak(store: EventStore, child: ChildProcess, dsn: str, schema: str, see
     for spec in specs.values():
         assert spec.ref is not None
         spec.ref.stop()
+
+
+# Nacks and standby take-overs ----------------------------------------------------------------
+class NackingSubscriber(pykka.ThreadingActor):
+    """Processes events one by one and now and then nacks one (retry, skip or park); records
+    every event it finished (processed, skipped or parked) in order."""
+
+    def __init__(self, seed: int, max_retries: int) -> None:
+        super().__init__()
+        self.rng = random.Random(seed)
+        self.max_retries = max_retries
+        self.done: list[int] = []  # positions finished, in the order they were finished
+        self.parked: set[int] = set()
+        self.attempts: dict[int, int] = {}
+        self.retrying: int | None = None  # a retry of this position is the next delivery
+        self.errors: list[str] = []
+
+    def on_receive(self, message: Any) -> None:
+        if not isinstance(message, Events):
+            return
+        batch, sub = message.events, message.subscription
+        ids = [e.event_id for e in batch]
+        if self.retrying is not None:
+            if ids == [self.retrying + 1] or ids[0] == self.retrying + 1:
+                # Retries exhausted: parked by the store, delivery went on.
+                self.done.append(self.retrying)
+                self.parked.add(self.retrying)
+            elif ids != [self.retrying]:
+                self.errors.append(f"expected the retry of {self.retrying} alone, got {ids[:3]}")
+            self.retrying = None
+        if self.done and ids[0] != self.done[-1] + 1:
+            self.errors.append(f"batch starts at {ids[0]} after {self.done[-1]} was finished")
+        for event in batch:
+            position = event.event_id
+            self.attempts[position] = self.attempts.get(position, 0) + 1
+            roll = self.rng.random()
+            if roll < 0.04:
+                self.retrying = position
+                sub.nack(event, "retry", f"attempt {self.attempts[position]}")
+                return
+            if roll < 0.06:
+                self.done.append(position)
+                sub.nack(event, "skip")
+                return
+            if roll < 0.08:
+                self.done.append(position)
+                self.parked.add(position)
+                sub.nack(event, "park", "soak")
+                return
+            self.done.append(position)
+        sub.ack(batch)
+
+
+class StandbySubscriber(pykka.ThreadingActor):
+    """Acks everything; records its batches in the shared Delivery (a take-over is a new run)."""
+
+    def __init__(self, delivery: Delivery) -> None:
+        super().__init__()
+        self.delivery = delivery
+        self.new_run = True
+        self.holding = threading.Event()
+
+    def on_receive(self, message: Any) -> None:
+        if isinstance(message, Events):
+            self.holding.set()
+            self.delivery.received(message.events, new_run=self.new_run)
+            self.new_run = False
+            self.delivery.ack(message.events[-1].event_id)
+            message.subscription.ack(message.events)
+
+
+def test_soak_nacks_and_standby_take_overs(
+    make_store: Callable[..., EventStore], dsn: str, schema: str, seed: int
+) -> None:
+    """A nacking subscriber finishes every event once, in order, and the store's parked list
+    is exactly what it parked or retried too often; a standby pair whose holder is
+    unsubscribed or whose whole store is stopped again and again delivers every event, each
+    take-over resuming right after an acked position."""
+    rng = random.Random(seed)
+    seconds = float(os.environ.get("SOAK_SECONDS", "12")) / 2
+    writer_store = make_store()
+    max_retries = 2
+    nacker = NackingSubscriber.start(rng.randrange(1 << 30), max_retries)
+    writer_store.subscribe_to_all_streams(
+        "nacks", nacker, max_retries=max_retries, retry_delay=0.01
+    )
+
+    delivery = Delivery(lambda e: e.event_id)
+    standbys: list[tuple[EventStore, pykka.ActorRef[Any]]] = []
+
+    def add_standby() -> None:
+        member = make_store()
+        stored = checkpoints(dsn, schema).get((ALL, "ha"), 0)
+        with delivery.lock:
+            delivery.floor = stored
+        ref = StandbySubscriber.start(delivery)
+        member.subscribe_to_all_streams("ha", ref, standby=True)
+        standbys.append((member, ref))
+
+    add_standby()
+    add_standby()
+
+    total = 0
+    take_overs = {"unsubscribe": 0, "store stopped": 0}
+    deadline = time.monotonic() + seconds
+    next_chaos = time.monotonic() + rng.uniform(0.3, 1.0)
+    while time.monotonic() < deadline:
+        stream = f"s-{rng.randrange(20)}"
+        size = rng.randint(1, 4)
+        writer_store.append_to_stream(stream, ANY_VERSION, events(size, w="soak"))
+        total += size
+        time.sleep(rng.uniform(0, 0.02))  # pacing of the workload, not synchronisation
+        if time.monotonic() < next_chaos:
+            continue
+        next_chaos = time.monotonic() + rng.uniform(0.3, 1.0)
+        holders = [(m, r) for m, r in standbys if r.proxy().holding.get().is_set()]
+        if not holders:
+            continue
+        member, ref = holders[-1]
+        standbys.remove((member, ref))
+        if rng.random() < 0.5:
+            member.unsubscribe_from_all_streams("ha")
+            take_overs["unsubscribe"] += 1
+        else:
+            member.stop()  # the process goes: its lock goes with its session
+            take_overs["store stopped"] += 1
+        ref.stop()
+        add_standby()
+
+    # Drain: both subscribers reach the end; the checkpoints follow.
+    wait_until(
+        lambda: total in delivery.covered() and delivery.last() >= total,
+        timeout=45,
+        what=f"the standby pair to receive {total} events",
+    )
+    wait_until(
+        lambda: (lambda d: d and d[-1] >= total)(nacker.proxy().done.get()),
+        timeout=45,
+        what=f"the nacking subscriber to finish {total} events",
+    )
+    wait_until(
+        lambda: checkpoints(dsn, schema).get((ALL, "nacks")) == total,
+        timeout=10,
+        what="the nacking subscription's checkpoint to reach the end",
+    )
+    done, parked, errors = (
+        nacker.proxy().done.get(),
+        nacker.proxy().parked.get(),
+        nacker.proxy().errors.get(),
+    )
+    retried = sum(1 for n in nacker.proxy().attempts.get().values() if n > 1)
+    print(
+        f"SOAK_SEED={seed} events={total} take_overs={take_overs} runs={len(delivery.runs)} "
+        f"parked={len(parked)} retried={retried}"
+    )
+    assert not errors, errors[:5]
+    assert done == list(range(1, total + 1)), "each event finished once, in order"
+    stored = {p.event.event_id: p for p in writer_store.parked_events("nacks")}
+    assert set(stored) == parked
+    assert all(p.retries == max_retries for p in stored.values() if p.reason != "soak")
+    delivery.check(total)
+    assert sum(take_overs.values()) >= 2, take_overs
+    for _, ref in standbys:
+        ref.stop()
+    nacker.stop()
