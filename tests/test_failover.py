@@ -11,6 +11,7 @@ subscription retakes its lock there and delivers every event.
 from __future__ import annotations
 
 import queue
+import socket
 import threading
 import time
 import uuid
@@ -18,6 +19,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import psycopg
+import psycopg.conninfo
 import pytest
 from support import listener_backends, wait_until
 from support.pgserver import PgServer
@@ -209,3 +211,21 @@ def test_promoted_standby_takes_over_without_a_restart(pair: ReplicaPair) -> Non
         appender.stop.set()
         appender.join(timeout=10)
         store.stop()
+
+
+def test_multi_host_dsn_starts_past_a_silent_first_host(dsn: str, schema: str) -> None:
+    """connect_timeout applies to each host in turn: a first host that accepts and never
+    answers costs every connection that long, and start still succeeds on the second."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(100)
+        params = psycopg.conninfo.conninfo_to_dict(dsn)
+        multi = psycopg.conninfo.make_conninfo(
+            dsn,
+            host=f"127.0.0.1,{params.get('host') or '127.0.0.1'}",
+            port=f"{silent.getsockname()[1]},{params.get('port') or 5432}",
+            target_session_attrs="read-write",
+        )
+        with EventStore.start(multi, schema=schema, connect_timeout=2, pool_size=4) as store:
+            store.append_to_stream("multi", 0, [EventData({"n": 1})])
+            assert len(store.read_stream_forward("multi")) == 1
