@@ -21,7 +21,7 @@ from typing import Any
 import psycopg
 import psycopg.conninfo
 import pytest
-from support import listener_backends, wait_until
+from support import listener_backends, lock_backends, subscription_lock_key, wait_until
 from support.pgserver import PgServer
 from support.replication import ReplicaPair, missing_binaries
 
@@ -171,8 +171,10 @@ def test_promoted_standby_takes_over_without_a_restart(pair: ReplicaPair) -> Non
             what="every event delivered after the fail-over",
         )
         assert collector.other.empty(), collector.other.get()
-        # The listener is back, on the new primary.
+        # The listener is back, on the new primary, and the subscription holds its lock there.
         wait_until(lambda: listener_backends(pair.standby.dsn, schema), what="the listener")
+        key = subscription_lock_key(schema, "$all", "failover")
+        assert lock_backends(pair.standby.dsn, key)
         resumed = appender.first_success_after(promoted)
         first_append = appender.first_success_after(stopped)
         with collector.lock:

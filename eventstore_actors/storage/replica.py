@@ -164,7 +164,10 @@ class ReplicaReads:
         )
         if time.monotonic() < self._down_until:
             return self._on_primary(work, fallback)
-        target = max(lsn, self._target())
+        try:
+            target = max(lsn, self._target())
+        except StoreUnavailableError:  # the position of a write is unknown: the primary
+            return self._on_primary(work, fallback)
         try:
             conn = self._acquire()
         except StoreUnavailableError as exc:
@@ -201,8 +204,8 @@ class ReplicaReads:
     def _target(self) -> int:
         tracker = self._tracker
         if tracker.stale:
-            tracker.stale = False
             tracker.note(self._primary.run(current_lsn))
+            tracker.stale = False
         return tracker.lsn
 
     def _wait(self, conn: Conn, target: int) -> bool:
