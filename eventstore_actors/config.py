@@ -6,7 +6,7 @@ import hashlib
 import os
 import re
 import urllib.parse
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import psycopg.conninfo
@@ -200,13 +200,23 @@ class Settings:
     #: Whether `delete_stream(..., hard=True)` may erase events for good (GDPR erasure);
     #: off by default, so that no call can destroy history by accident.
     enable_hard_deletes: bool = False
+    #: A hot standby of `dsn` for reads, streams and subscription catch-up (None: all on the
+    #: primary); reads still see this store's own appends (see `replica_max_lag`).
+    replica_dsn: str | None = None
+    #: Seconds a replica read waits for the standby to replay this store's last write before
+    #: it reads from the primary instead.
+    replica_max_lag: float = 5.0
 
     def __repr__(self) -> str:
         """Like the dataclass repr, with the DSN's password hidden."""
-        shown = ", ".join(
-            f"{f.name}={redact(self.dsn) if f.name == 'dsn' else getattr(self, f.name)!r}"
-            for f in fields(self)
-        )
+
+        def value(name: str) -> str:
+            given = getattr(self, name)
+            if name in ("dsn", "replica_dsn") and given is not None:
+                return repr(redact(given))
+            return repr(given)
+
+        shown = ", ".join(f"{f.name}={value(f.name)}" for f in fields(self))
         return f"{type(self).__name__}({shown})"
 
     def __post_init__(self) -> None:
@@ -238,6 +248,21 @@ class Settings:
             raise ConfigError(
                 f"enable_hard_deletes must be True or False, got {self.enable_hard_deletes!r}"
             )
+        if self.replica_dsn is not None:
+            if not isinstance(self.replica_dsn, str):
+                raise ConfigError(
+                    f"replica_dsn must be a string, got {type(self.replica_dsn).__qualname__}"
+                )
+            _check_scheme(self.replica_dsn)
+            try:
+                psycopg.conninfo.conninfo_to_dict(self.replica_dsn)
+            except psycopg.ProgrammingError as exc:
+                raise ConfigError(
+                    f"invalid replica_dsn: {scrub(str(exc), self.replica_dsn)}"
+                ) from None
+        lag = self.replica_max_lag
+        if not isinstance(lag, (int, float)) or isinstance(lag, bool) or not 0 <= lag < 1e9:
+            raise ConfigError(f"replica_max_lag must be a number of seconds >= 0, got {lag!r}")
         if not isinstance(self.serializer, Serializer):
             raise ConfigError("serializer must have serialize(term) and deserialize(data, type)")
 
@@ -250,6 +275,11 @@ class Settings:
     def control_channel(self) -> str:
         """The channel that wakes this schema's listeners for shutdown (at most 63 bytes)."""
         return _channel(self.schema, "events.control")
+
+    def for_replica(self) -> Settings:
+        """These settings with the replica as `dsn` (for its connections)."""
+        assert self.replica_dsn is not None
+        return replace(self, dsn=self.replica_dsn, replica_dsn=None)
 
     def connect_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for every connection of the store.

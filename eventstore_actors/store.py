@@ -66,6 +66,7 @@ from .storage import stream_info as stream_pages
 from .storage.appender import AppendRequest, NewEvent, StreamWrite
 from .storage.connection import ReadPool, connect
 from .storage.outbox import Outbox, check_connection
+from .storage.replica import LsnTracker, ReplicaReads
 from .storage.uuids import new_uuids
 from .streams import Page, StreamInfo
 from .subscriptions import info as sub_info
@@ -112,6 +113,7 @@ _ENDING_WAIT = 1.0
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
+_T = TypeVar("_T")
 
 
 def _options_checked(start: Callable[_P, _R]) -> Callable[_P, _R]:
@@ -143,6 +145,14 @@ class EventStore:
     def __init__(self, settings: Settings, pool: ReadPool) -> None:
         self._settings = settings
         self._pool = pool
+        # Reads go to `_reads`: the pool itself, or with replica_dsn the standby (see
+        # storage/replica.py), which then needs the position of every write (`_tracker`).
+        self._tracker: LsnTracker | None = None
+        self._replica: ReplicaReads | None = None
+        self._reads: ReadPool | ReplicaReads = pool
+        if settings.replica_dsn is not None:
+            self._tracker = LsnTracker()
+            self._replica = self._reads = ReplicaReads(settings, pool, self._tracker)
         self._origin = uuid.uuid4().hex  # names this instance's commits in notifications
         self._registry = Registry()
         self._supervisor = Supervisor.start(
@@ -185,6 +195,8 @@ class EventStore:
         health_timeout: float = 5.0,
         io_timeout: float = 15.0,
         enable_hard_deletes: bool = False,
+        replica_dsn: str | None = None,
+        replica_max_lag: float = 5.0,
     ) -> EventStore:
         """Start the supervisor, writer and publisher on an initialised schema.
 
@@ -218,6 +230,8 @@ class EventStore:
             health_timeout=health_timeout,
             io_timeout=io_timeout,
             enable_hard_deletes=enable_hard_deletes,
+            replica_dsn=replica_dsn,
+            replica_max_lag=replica_max_lag,
         )
         logs.quiet_third_party()  # psycopg.pool, unless the application set its level
         _check_installed(settings)
@@ -229,16 +243,23 @@ class EventStore:
         except BaseException:
             store.stop()
             raise
-        store.log.info("event store started", dsn=redact(settings.dsn))
+        store.log.info(
+            "event store started",
+            dsn=redact(settings.dsn),
+            replica=None if settings.replica_dsn is None else redact(settings.replica_dsn),
+        )
         return store
 
     def _start_children(self) -> None:
         settings, registry, origin = self._settings, self._registry, self._origin
+        tracker = self._tracker
         self._ask_supervisor(
             "start_child",
             ChildSpec(
                 "writer",
-                lambda sup, cid, _: WriterActor.start(sup, cid, settings, registry, origin),
+                lambda sup, cid, _: WriterActor.start(
+                    sup, cid, settings, registry, origin, tracker
+                ),
                 critical=True,
             ),
         )
@@ -267,6 +288,8 @@ class EventStore:
         for ref in refs:
             _stop_actor(ref)
         _stop_actor(self._supervisor)
+        if self._replica is not None:
+            self._replica.close()
         self._pool.close()
         self.log.info("event store stopped")
 
@@ -441,7 +464,9 @@ class EventStore:
             raise HardDeletesDisabledError()
         channel, origin = self._settings.channel, self._origin
         self._pool.run(
-            lambda c: deletes.delete_stream(c, stream_uuid, expected, hard, channel, origin)
+            self._written(
+                lambda c: deletes.delete_stream(c, stream_uuid, expected, hard, channel, origin)
+            )
         )
         self.log.info("stream deleted", stream=stream_uuid, hard=hard)
         tell_stream_subscriptions(self._registry, stream_uuid, StreamDeleted(stream_uuid))
@@ -470,7 +495,9 @@ class EventStore:
             seen.add(event_id)
         channel, origin = self._settings.channel, self._origin
         result = self._pool.run(
-            lambda c: links.link(c, stream_uuid, expected, event_ids, channel, origin)
+            self._written(
+                lambda c: links.link(c, stream_uuid, expected, event_ids, channel, origin)
+            )
         )
         tell_stream_subscriptions(self._registry, stream_uuid, CatchUp())
         return result
@@ -608,7 +635,7 @@ class EventStore:
         """
 
         def read() -> list[reader.Row]:
-            return self._pool.run(
+            return self._reads.run(
                 lambda c: reader.read_stream(
                     c, stream_uuid, start, count, backward=backward, live_only=True
                 )
@@ -621,7 +648,7 @@ class EventStore:
         return reader.decode(rows, self._settings.serializer)
 
     def _read_all(self, r: _Range) -> list[RecordedEvent]:
-        rows = self._pool.run(
+        rows = self._reads.run(
             lambda c: reader.read_all(
                 c,
                 r.start,
@@ -658,7 +685,7 @@ class EventStore:
 
     def _require_stream(self, stream_uuid: str) -> None:
         """StreamNotFoundError (no such stream, or hard-deleted) or StreamDeletedError."""
-        state = self._pool.run(lambda c: reader.stream_state(c, stream_uuid))
+        state = self._reads.run(lambda c: reader.stream_state(c, stream_uuid))
         if state is None or state[1] == 0:
             raise StreamNotFoundError(stream_uuid)
         if state[3] is not None:
@@ -670,9 +697,9 @@ class EventStore:
         StreamNotFoundError if it has no events. A soft-deleted stream shows as "deleted"."""
         check_name(stream_uuid, "stream_uuid")
         if stream_uuid == checkpoints.ALL_STREAMS:
-            last = self._pool.run(reader.last_event_id)
+            last = self._reads.run(reader.last_event_id)
             return StreamInfo(stream_uuid, last, None, None, "created")
-        state = self._pool.run(lambda c: reader.stream_state(c, stream_uuid))
+        state = self._reads.run(lambda c: reader.stream_state(c, stream_uuid))
         if state is None or state[1] == 0:
             raise StreamNotFoundError(stream_uuid)
         return _stream_info(state)
@@ -692,7 +719,7 @@ class EventStore:
         check_count(page_number, "page_number")
         check_optional_text(search, "search")
         field, descending = check_sort(sort_by, sort_dir)
-        total, rows = self._pool.run(
+        total, rows = self._reads.run(
             lambda c: stream_pages.page(
                 c,
                 page_size=page_size,
@@ -887,6 +914,7 @@ class EventStore:
             checkpoint_after=options.checkpoint_after,
             max_retries=options.max_retries,
             retry_delay=options.retry_delay,
+            replica=self._replica,
         )
         ready: pykka.ThreadingFuture[Subscription] = pykka.ThreadingFuture()
         settings = self._settings
@@ -1135,12 +1163,12 @@ class EventStore:
             row["metadata"], (bytes, type(None))
         ):
             raise SerializationError("the serializer must return bytes")
-        self._pool.run(lambda c: snapshots.upsert(c, row))
+        self._pool.run(self._written(lambda c: snapshots.upsert(c, row)))
 
     def read_snapshot(self, source_uuid: str) -> SnapshotData:
         """The snapshot of `source_uuid`; SnapshotNotFoundError if there is none."""
         check_name(source_uuid, "source_uuid")
-        row = self._pool.run(lambda c: snapshots.read(c, source_uuid))
+        row = self._reads.run(lambda c: snapshots.read(c, source_uuid))
         if row is None:
             raise SnapshotNotFoundError(source_uuid)
         uuid, version, source_type, data, metadata, created_at = row
@@ -1167,9 +1195,14 @@ class EventStore:
     def delete_snapshot(self, source_uuid: str) -> None:
         """Delete the snapshot of `source_uuid`, if any."""
         check_name(source_uuid, "source_uuid")
-        self._pool.run(lambda c: snapshots.delete(c, source_uuid))
+        self._pool.run(self._written(lambda c: snapshots.delete(c, source_uuid)))
 
     # Helpers ----------------------------------------------------------------------------------
+    def _written(self, work: Callable[[Any], _T]) -> Callable[[Any], _T]:
+        """`work`, a write through the pool, with its WAL position recorded for replica reads
+        (read-your-writes); `work` itself without replica_dsn."""
+        return work if self._tracker is None else self._tracker.tracked(work)
+
     def _ask_supervisor(self, method: str, *args: Any) -> Any:
         if self._registry.closed_reason is not None:
             raise StoreUnavailableError(

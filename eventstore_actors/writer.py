@@ -30,6 +30,7 @@ from .events import AppendResult
 from .storage.appender import Appender, AppendRequest, Outcome, StoredRow, Written
 from .storage.connection import backend_pid, connect, end_orphan, is_alive, reset_to_idle
 from .storage.deadline import guard
+from .storage.replica import LsnTracker
 
 __all__ = ["Append", "Committed", "WriterActor"]
 
@@ -73,9 +74,11 @@ class WriterActor(SupervisedActor):
         settings: Settings,
         registry: Registry,
         origin: str,
+        tracker: LsnTracker | None = None,
     ) -> None:
         super().__init__(supervisor, child_id)
         self._origin = origin
+        self._tracker = tracker  # replica_dsn: the WAL position after each commit
         self._settings = settings
         self._registry = registry
         self._conn: psycopg.Connection[Any] | None = None
@@ -197,8 +200,14 @@ class WriterActor(SupervisedActor):
         if appender.connection_lost or not reset_to_idle(conn):
             self.log.warning("writer connection lost; reconnecting on the next append")
             self._drop_connection()
+            if self._tracker is not None:
+                self._tracker.stale = True  # something may have committed: ask the primary
         else:
             self._failures = 0
+            if self._tracker is not None and any(isinstance(o, Written) for o in outcomes):
+                # Before the callers hear of it, so that their next read waits for it.
+                with guard(conn, self._settings.io_timeout):
+                    self._tracker.after_commit(conn)
         self._settle(batch, outcomes)
 
     def _settle(

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import psycopg
+import psycopg.conninfo
 import psycopg_pool
 
 from .. import logs
@@ -174,6 +175,10 @@ def unavailable(exc: BaseException, *, outcome_unknown: bool = False) -> StoreUn
     )
 
 
+#: psycopg-pool's default number of connecting workers.
+_POOL_WORKERS = 3
+
+
 class ReadPool:
     """A psycopg-pool pool for reads and small writes that recovers at once from lost
     connections (killed backends, a server restart): see `run`."""
@@ -195,12 +200,29 @@ class ReadPool:
         """Open the pool and wait until it is full: fails fast with ConfigError (a silent
         server: about connect_timeout, not a fixed 10 s)."""
         try:
-            self._pool.open(wait=True, timeout=self._settings.connect_timeout + 2.0)
+            self._pool.open(wait=True, timeout=self._open_timeout())
         except psycopg_pool.PoolTimeout:
             self._pool.close()
             raise ConfigError(
                 f"cannot connect to the database {redact(self._settings.dsn)}"
             ) from None
+
+    def _open_timeout(self) -> float:
+        """connect_timeout + 2 s; with a multi-host DSN, connect_timeout applies to each host
+        in turn, so a silent first host costs every connection that long: enough time for
+        the pool's workers to open all connections that way."""
+        settings = self._settings
+        try:
+            hosts = len(
+                str(psycopg.conninfo.conninfo_to_dict(settings.dsn).get("host") or "").split(",")
+            )
+        except psycopg.ProgrammingError:
+            hosts = 1
+        if hosts <= 1:
+            return settings.connect_timeout + 2.0
+        rounds = -(-settings.pool_size // _POOL_WORKERS)
+        per_host = max(2.0, settings.connect_timeout)  # psycopg waits at least 2 s
+        return per_host * hosts * rounds + 2.0
 
     def close(self) -> None:
         self._pool.close(timeout=5.0)

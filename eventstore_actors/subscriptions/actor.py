@@ -25,7 +25,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import pykka
 
@@ -38,6 +38,7 @@ from ..events import RecordedEvent
 from ..notifications.publisher import CatchUp, Published, StreamDeleted
 from ..sql import statement
 from ..storage import checkpoints, deletes, parked, reader
+from ..storage.replica import ReplicaReads, current_lsn
 from .checkpointing import CheckpointPolicy
 from .control import Control
 from .info import lock_key
@@ -57,6 +58,8 @@ __all__ = [
 
 #: Seconds between checks that the lock connection is still alive.
 _HEALTH_INTERVAL = 1.0
+_R = TypeVar("_R", bound=tuple[Any, ...])
+
 #: Seconds between attempts to take a lock another session holds.
 _LOCK_RETRY = 0.5
 #: A first subscribe retries a held lock this long (a backend that just closed may not have
@@ -86,6 +89,7 @@ class SubscriptionSpec:
     checkpoint_after: float | None = None  # write at least every S seconds while pending
     max_retries: int = 10  # nack "retry": then parked
     retry_delay: float = 1.0  # seconds before a retried event is sent again
+    replica: ReplicaReads | None = None  # catch-up reads from a standby (replica_dsn)
 
     def matches(self, event: RecordedEvent) -> bool:
         """What the database filters keep (for events from the publisher)."""
@@ -185,6 +189,7 @@ class SubscriptionActor(SupervisedActor):
         self._acks_in_transaction = False  # acks come with conn=: never write checkpoints
         self._sent_before = 0  # last position sent before the lock was lost
         self._all = spec.stream_uuid == checkpoints.ALL_STREAMS
+        self._seen_head = 0  # the head the last health check found (replica reads)
 
     # Lifecycle --------------------------------------------------------------------------------
     def register(self) -> None:
@@ -519,15 +524,17 @@ class SubscriptionActor(SupervisedActor):
         start, limit = action.start, action.limit
         types, prefix = self._spec.event_types, self._spec.stream_prefix
         if self._all:
-            rows, covered = self._lock.run(
+            rows, covered = self._covered(
                 lambda c: reader.read_all_covered(
                     c, start, limit, event_types=types, stream_prefix=prefix
-                )
+                ),
+                limit,
             )
         else:
             stream = self._spec.stream_uuid
-            rows, covered, deleted = self._lock.run(
-                lambda c: reader.read_stream_covered(c, stream, start, limit, event_types=types)
+            rows, covered, deleted = self._covered(
+                lambda c: reader.read_stream_covered(c, stream, start, limit, event_types=types),
+                limit,
             )
             if deleted:
                 self._end(_deleted(stream))
@@ -539,6 +546,28 @@ class SubscriptionActor(SupervisedActor):
         if failed is not None:  # stop right before the event the selector failed on
             covered = failed.event_number - 1
         return events, covered
+
+    def _covered(self, work: Callable[[Any], _R], limit: int) -> _R:
+        """A covered read on the lock connection, or on the standby with `replica_dsn`.
+
+        A standby's snapshot covers less while it lags: a short read whose cover stops
+        before a position already notified (or seen as the head) would let the state machine
+        go live too early, so the read is done again once the standby has replayed the
+        primary's WAL position of now (that notification's commit is before it), waiting at
+        most replica_max_lag, else on the primary: no busy loop, nothing missed.
+        """
+        replica = self._spec.replica
+        if replica is None:
+            return self._lock.run(work)
+        found = replica.run_at_least(work, 0, self._lock.run)
+        want = self._seen_head
+        if self._state is not None:
+            want = max(want, self._state.max_notified)
+        rows, covered = found[0], found[1]
+        if len(rows) >= limit or covered >= want:
+            return found
+        lsn = self._lock.run(current_lsn)
+        return replica.run_at_least(work, lsn, self._lock.run)
 
     def _select(
         self, events: list[RecordedEvent]
@@ -747,6 +776,7 @@ class SubscriptionActor(SupervisedActor):
             if self._state is not state:
                 return
             head = self._head()
+            self._seen_head = head
             if self._state is not state:
                 return  # ended: its stream was deleted
             if head > state.cursor:

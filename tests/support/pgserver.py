@@ -49,7 +49,8 @@ def _free_port() -> int:
 class PgServer:
     """`PgServer().start()` runs a fresh cluster; `.dsn`, `.restart(mode)`, `.stop()`."""
 
-    def __init__(self) -> None:
+    def __init__(self, options: tuple[str, ...] = ()) -> None:
+        self.extra_options = options  # more "-c name=value" server options
         self.root = Path(tempfile.mkdtemp(prefix="eventstore-pg-"))
         self.data = self.root / "data"
         self.logfile = self.root / "server.log"
@@ -79,25 +80,30 @@ class PgServer:
                 "initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8",
                 "--no-instructions",
             )  # fmt: skip
-            options = " ".join(
-                [
-                    f"-p {self.port}",
-                    "-c listen_addresses=127.0.0.1",
-                    "-c unix_socket_directories=''",
-                    "-c fsync=off",  # a throwaway cluster: no need to survive an OS crash
-                    "-c max_connections=200",
-                    "-c shared_buffers=32MB",
-                ]
-            )
-            self._run(
-                "pg_ctl", "-D", str(self.data), "-l", str(self.logfile), "-o", options,
-                "-w", "-t", "60", "start",
-            )  # fmt: skip
-            self.wait_ready()
+            self.pg_ctl_start()
         except BaseException:
             self.stop()
             raise
         return self
+
+    def pg_ctl_start(self) -> None:
+        """`pg_ctl start` on the existing data directory, waiting until it accepts queries."""
+        options = " ".join(
+            [
+                f"-p {self.port}",
+                "-c listen_addresses=127.0.0.1",
+                "-c unix_socket_directories=''",
+                "-c fsync=off",  # a throwaway cluster: no need to survive an OS crash
+                "-c max_connections=200",
+                "-c shared_buffers=32MB",
+                *self.extra_options,
+            ]
+        )
+        self._run(
+            "pg_ctl", "-D", str(self.data), "-l", str(self.logfile), "-o", options,
+            "-w", "-t", "60", "start",
+        )  # fmt: skip
+        self.wait_ready()
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         """Wait (bounded) until the server accepts queries."""

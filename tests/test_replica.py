@@ -1,0 +1,272 @@
+"""Read replicas (`replica_dsn`): reads and catch-up from a real streaming hot standby, with
+read-your-writes, a lagging standby (replay paused) and a standby that is down.
+
+The primary and its standby (``pg_basebackup -R``) are started by this module on free ports
+and always removed (tests/support/replication.py).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from support import QueueSubscriber, events, wait_until
+from support.replication import ReplicaPair, Standby, missing_binaries
+
+from eventstore_actors import EventStore, admin
+from eventstore_actors.config import Settings
+from eventstore_actors.errors import ConfigError
+from eventstore_actors.storage.replica import ReplicaReads
+
+SECRET = "s3cr3t-replica-pw"
+
+
+def test_replica_settings_are_checked_and_redacted() -> None:
+    settings = Settings(
+        dsn="host=a dbname=x", replica_dsn=f"postgresql://u:{SECRET}@b/x", replica_max_lag=0.5
+    )
+    assert SECRET not in repr(settings) and SECRET not in str(settings)
+    assert "replica_dsn=" in repr(settings)
+    assert settings.for_replica().dsn == settings.replica_dsn
+    for bad in (-1, "5", True, float("nan")):
+        with pytest.raises(ConfigError, match="replica_max_lag"):
+            Settings(dsn="host=a", replica_max_lag=bad)
+    with pytest.raises(ConfigError, match="unsupported DSN scheme"):
+        Settings(dsn="host=a", replica_dsn="mysql://u@h/x")
+    with pytest.raises(ConfigError, match="replica_dsn"):
+        Settings(dsn="host=a", replica_dsn=42)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="invalid replica_dsn") as info:
+        Settings(dsn="host=a", replica_dsn=f"host=b password={SECRET} bogus")
+    assert SECRET not in str(info.value)
+
+
+@pytest.fixture(scope="module")
+def pair() -> Iterator[ReplicaPair]:
+    why = missing_binaries()
+    if why is not None:
+        pytest.skip(f"no streaming standby: {why}")
+    with ReplicaPair() as started:
+        yield started
+
+
+@pytest.fixture
+def rschema(pair: ReplicaPair) -> Iterator[str]:
+    name = f"r_{uuid.uuid4().hex[:12]}"
+    admin.init(pair.primary.dsn, name)
+    pair.wait_replayed()
+    try:
+        yield name
+    finally:
+        _resume(pair.standby)
+        admin.drop(pair.primary.dsn, name)
+
+
+@pytest.fixture
+def stores(pair: ReplicaPair, rschema: str) -> Iterator[Callable[..., EventStore]]:
+    """`stores(replica=True, **options)`: a store on the pair's primary, its reads on the
+    standby unless replica=False; all stopped after the test."""
+    started: list[EventStore] = []
+
+    def make(replica: bool = True, **options: Any) -> EventStore:
+        if replica:
+            options.setdefault("replica_dsn", pair.standby.dsn)
+        store = EventStore.start(pair.primary.dsn, schema=rschema, **options)
+        started.append(store)
+        return store
+
+    try:
+        yield make
+    finally:
+        for store in reversed(started):
+            store.stop()
+
+
+def _resume(standby: Standby) -> None:
+    try:
+        standby.resume_replay()
+    except psycopg.Error:
+        pass
+
+
+def _replica(store: EventStore) -> ReplicaReads:
+    replica = store._replica
+    assert replica is not None
+    return replica
+
+
+def _standby_backends(pair: ReplicaPair, application_name: str) -> int:
+    with psycopg.connect(pair.standby.dsn, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
+            (application_name,),
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def test_reads_go_to_the_standby(pair: ReplicaPair, stores: Callable[..., EventStore]) -> None:
+    store = stores(application_name="replica-reads")
+    other = stores(replica=False)
+    stream = f"s-{uuid.uuid4().hex[:8]}"
+    store.append_to_stream(stream, 0, events(2))
+    assert [e.data["n"] for e in store.read_stream_forward(stream)] == [1, 2]
+    assert _standby_backends(pair, "replica-reads") >= 1  # its reads are connected there
+    # An event the standby has not replayed is invisible to this store's reads: they are
+    # served by the standby (this store did not write it, so nothing waits for it).
+    pair.standby.pause_replay()
+    other.append_to_stream(stream, 2, events(1, start=3))
+    served = _replica(store).replica_reads
+    assert len(store.read_stream_forward(stream)) == 2
+    assert store.stream_info(stream).stream_version == 2
+    assert store.paginate_streams().entries[0].stream_version == 2
+    assert len(list(store.stream_all_forward())) == 2
+    assert _replica(store).replica_reads >= served + 4
+    assert len(other.read_stream_forward(stream)) == 3  # the primary has it
+    pair.standby.resume_replay()
+    wait_until(lambda: len(store.read_stream_forward(stream)) == 3, what="replayed event")
+
+
+def test_read_your_writes_waits_for_replay(
+    pair: ReplicaPair, stores: Callable[..., EventStore]
+) -> None:
+    store = stores(replica_max_lag=10.0)
+    stream = f"s-{uuid.uuid4().hex[:8]}"
+    store.append_to_stream(stream, 0, events(1))
+    assert len(store.read_stream_forward(stream)) == 1
+    pair.standby.pause_replay()
+    store.append_to_stream(stream, 1, events(1, start=2))
+    resumer = threading.Timer(0.5, pair.standby.resume_replay)
+    started = time.monotonic()
+    resumer.start()
+    try:
+        before = _replica(store).replica_reads
+        got = store.read_stream_forward(stream)
+        took = time.monotonic() - started
+    finally:
+        resumer.join()
+    assert [e.data["n"] for e in got] == [1, 2]
+    assert 0.4 <= took < 5.0, took  # it waited for the replay, then read the standby
+    assert _replica(store).replica_reads == before + 1
+
+
+def test_read_your_writes_falls_back_to_the_primary_after_max_lag(
+    pair: ReplicaPair, stores: Callable[..., EventStore]
+) -> None:
+    store = stores(replica_max_lag=0.5)
+    stream = f"s-{uuid.uuid4().hex[:8]}"
+    store.append_to_stream(stream, 0, events(1))
+    pair.standby.pause_replay()
+    store.append_to_stream(stream, 1, events(1, start=2))
+    replica = _replica(store)
+    before = replica.primary_reads
+    started = time.monotonic()
+    assert [e.data["n"] for e in store.read_stream_forward(stream)] == [1, 2]
+    took = time.monotonic() - started
+    assert 0.45 <= took < 3.0, took
+    assert replica.primary_reads == before + 1
+    # While it stays behind, later reads do not wait again: one check, then the primary.
+    started = time.monotonic()
+    for _ in range(5):
+        assert len(store.read_stream_forward(stream)) == 2
+    assert time.monotonic() - started < 0.5
+    pair.standby.resume_replay()
+    wait_until(lambda: _served_by_replica(store, stream), what="reads back on the standby")
+
+
+def _served_by_replica(store: EventStore, stream: str) -> bool:
+    replica = _replica(store)
+    before = replica.replica_reads
+    assert len(store.read_stream_forward(stream)) == 2
+    return replica.replica_reads == before + 1
+
+
+def test_catch_up_reads_come_from_the_standby(
+    pair: ReplicaPair, stores: Callable[..., EventStore]
+) -> None:
+    writer = stores(replica=False)
+    for n in range(5):
+        writer.append_to_stream(f"c-{n}", 0, events(100))
+    pair.wait_replayed()
+    store = stores()
+    replica = _replica(store)
+    subscriber = QueueSubscriber()
+    sub = store.subscribe_to_all_streams("from-replica", subscriber, "origin", max_size=100)
+    got = subscriber.collect(sub, 500)
+    assert [e.event_id for e in got] == list(range(1, 501))
+    assert replica.replica_reads >= 5  # 500 events in reads of at most 100
+    assert replica.primary_reads == 0
+
+
+@pytest.mark.parametrize("kind", ["all", "stream"])
+@pytest.mark.parametrize("resume", [True, False], ids=["replay-resumes", "replay-stuck"])
+def test_subscription_behind_a_lagging_standby_misses_nothing(
+    pair: ReplicaPair, stores: Callable[..., EventStore], resume: bool, kind: str
+) -> None:
+    """Notified positions the standby has not replayed are read once it has (or from the
+    primary after replica_max_lag), without a busy loop of reads."""
+    store = stores(replica_max_lag=2.0)
+    writer = stores(replica=False)
+    replica = _replica(store)
+    subscriber = QueueSubscriber()
+    if kind == "all":
+        sub = store.subscribe_to_all_streams("lagging", subscriber, "origin", max_size=10)
+    else:
+        sub = store.subscribe_to_stream("l-0", "lagging", subscriber, "origin", max_size=10)
+    subscriber.subscribed()
+    pair.standby.pause_replay()
+    for n in range(10):  # more than max_size: the subscription must read from storage
+        if kind == "all":
+            writer.append_to_stream(f"l-{n}", 0, events(20))
+        else:
+            writer.append_to_stream("l-0", n * 20, events(20, start=n * 20 + 1))
+    resumer = threading.Timer(0.5, pair.standby.resume_replay)
+    if resume:
+        resumer.start()
+    started = time.monotonic()
+    got = subscriber.collect(sub, 200, timeout=30)
+    took = time.monotonic() - started
+    resumer.cancel()
+    position = (lambda e: e.event_id) if kind == "all" else (lambda e: e.stream_version)
+    assert [position(e) for e in got] == list(range(1, 201))
+    subscriber.nothing()
+    reads = replica.replica_reads + replica.primary_reads
+    assert reads < 100, reads  # about 200 / 10 reads (and their retries), not a spin
+    if resume:
+        assert took < 2.0 + 1.5, took
+    else:
+        assert replica.primary_reads >= 1
+
+
+def test_a_standby_that_is_down_sends_reads_to_the_primary(pair: ReplicaPair, rschema: str) -> None:
+    standby = Standby(pair.primary, name="standby-down").start()
+    try:
+        pair.wait_replayed()
+        with EventStore.start(
+            pair.primary.dsn, schema=rschema, replica_dsn=standby.dsn, replica_max_lag=2.0
+        ) as store:
+            replica = _replica(store)
+            stream = f"s-{uuid.uuid4().hex[:8]}"
+            store.append_to_stream(stream, 0, events(1))
+            assert len(store.read_stream_forward(stream)) == 1
+            assert replica.replica_reads == 1
+            standby._run("pg_ctl", "-D", str(standby.data), "-m", "immediate", "-w", "stop")
+            started = time.monotonic()
+            for n in range(20):
+                store.append_to_stream(stream, n + 1, events(1, start=n + 2))
+                assert len(store.read_stream_forward(stream)) == n + 2
+            assert time.monotonic() - started < 5.0
+            assert replica.primary_reads >= 20
+            standby.pg_ctl_start()
+
+            def back() -> bool:
+                before = replica.replica_reads
+                store.read_stream_forward(stream)
+                return replica.replica_reads > before
+
+            wait_until(back, timeout=15, interval=0.1, what="reads back on the standby")
+    finally:
+        standby.stop()
