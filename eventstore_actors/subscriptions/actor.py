@@ -46,6 +46,8 @@ from .lock import Interrupted, LockLost, LockSession
 from .messages import Events, Subscribed, Subscription, SubscriptionStopped
 from .state import Read, Send, SubscriptionState
 
+_R = TypeVar("_R", bound=tuple[Any, ...])
+
 __all__ = [
     "Ack",
     "Nack",
@@ -58,8 +60,6 @@ __all__ = [
 
 #: Seconds between checks that the lock connection is still alive.
 _HEALTH_INTERVAL = 1.0
-_R = TypeVar("_R", bound=tuple[Any, ...])
-
 #: Seconds between attempts to take a lock another session holds.
 _LOCK_RETRY = 0.5
 #: A first subscribe retries a held lock this long (a backend that just closed may not have
