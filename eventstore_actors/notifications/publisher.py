@@ -155,6 +155,12 @@ class PublisherActor(SupervisedActor):
             notice = StreamDeleted(stream) if message.kind == "delete" else _CATCH_UP
             tell_stream_subscriptions(self._registry, stream, notice)
             return
+        if isinstance(message, Committed) and self._follows(message.rows):
+            # The usual case: the writer's next rows, right after the last published. No
+            # database call, so no connection check and no watchdog on the delivery path.
+            rows = message.rows
+            self._publish(rows, rows[0][0], rows[-1][0])
+            return
         try:
             # Under the watchdog: a server that stops answering without closing the connection
             # must not block the publisher for ever (the call fails as a lost connection).
@@ -164,6 +170,13 @@ class PublisherActor(SupervisedActor):
             self._lost_database(unavailable(exc))
         except StoreUnavailableError as exc:
             self._lost_database(exc)
+
+    def _follows(self, rows: Sequence[reader.Row]) -> bool:
+        """Whether `rows` continue last_published without a gap (publishable as they are)."""
+        if self._resync or not rows:
+            return False
+        first, last = rows[0][0], rows[-1][0]
+        return first == self._last_published + 1 and last - first == len(rows) - 1
 
     def _handle(self, message: Any) -> None:
         if self._resync:
