@@ -6,38 +6,11 @@ over covered gaps, and never past what was covered (pure: no database, no thread
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pytest
+from support.state_machine import Ev, at, new
+from support.state_machine import positions as sent
 
-from eventstore_actors.subscriptions.state import Read, Send, SubscriptionState
-
-
-@dataclass(frozen=True)
-class Ev:
-    pos: int
-    stream: str = "a"
-
-
-def new(
-    checkpoint: int = 0, max_size: int = 100, read_batch_size: int = 1000
-) -> SubscriptionState[Ev]:
-    return SubscriptionState(
-        checkpoint,
-        max_size,
-        position=lambda e: e.pos,
-        stream_key=lambda e: e.stream,
-        read_batch_size=read_batch_size,
-    )
-
-
-def at(*positions: int) -> list[Ev]:
-    return [Ev(p) for p in positions]
-
-
-def sent(action: Send[Ev] | Read | None) -> list[int]:
-    assert isinstance(action, Send), f"expected a Send, got {action!r}"
-    return [e.pos for e in action.events]
+from eventstore_actors.subscriptions.state import Read, Send
 
 
 def test_catch_up_steps_over_a_deleted_range() -> None:

@@ -6,44 +6,10 @@ for one stream). Each test names the contract rule or LESSONS trap it guards.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pytest
+from support.state_machine import Ev, evs, new, positions
 
 from eventstore_actors.subscriptions.state import Read, Send, SubscriptionState
-
-
-@dataclass(frozen=True)
-class Ev:
-    pos: int
-    stream: str = "a"
-
-
-def evs(first: int, last: int, stream: str = "a") -> list[Ev]:
-    return [Ev(p, stream) for p in range(first, last + 1)]
-
-
-def new(
-    checkpoint: int = 0,
-    max_size: int = 100,
-    read_batch_size: int = 1000,
-    max_batch: int = 1000,
-    mixed: bool = False,
-) -> SubscriptionState[Ev]:
-    return SubscriptionState(
-        checkpoint,
-        max_size,
-        position=lambda e: e.pos,
-        stream_key=lambda e: e.stream,
-        read_batch_size=read_batch_size,
-        max_batch=max_batch,
-        mixed=mixed,
-    )
-
-
-def positions(action: Send[Ev] | Read | None) -> list[int]:
-    assert isinstance(action, Send), f"expected a Send, got {action!r}"
-    return [e.pos for e in action.events]
 
 
 def go_live(state: SubscriptionState[Ev], storage: list[Ev] | None = None) -> list[int]:
