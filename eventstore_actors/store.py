@@ -67,6 +67,7 @@ from .storage.connection import ReadPool, connect
 from .storage.outbox import Outbox, check_connection
 from .storage.uuids import new_uuids
 from .streams import Page, StreamInfo
+from .subscriptions import group as groups
 from .subscriptions import info as sub_info
 from .subscriptions.actor import (
     Ack,
@@ -153,6 +154,7 @@ class EventStore:
         self._outbox_appender: Outbox | None = None
         self._acks_in_transaction: checkpoints.InTransaction | None = None
         self._holder = sub_info.holder_text(self._origin)
+        self._groups: dict[str, groups.Group] = {}  # consumer groups joined here, by name
         self.log = log.bind(schema=settings.schema)
 
     # Starting and stopping --------------------------------------------------------------------
@@ -265,6 +267,8 @@ class EventStore:
         for ref in refs:
             _stop_actor(ref)
         _stop_actor(self._supervisor)
+        for group in list(self._groups.values()):
+            group.close(silent=False)  # its partitions told SubscriptionStopped already
         self._pool.close()
         self.log.info("event store stopped")
 
@@ -769,8 +773,11 @@ class EventStore:
         checkpoint_after: float | None = None,
         max_retries: int = 10,
         retry_delay: float = 1.0,
+        partitions: int | None = None,
     ) -> Subscription:
-        """Subscribe `subscriber` to every stream's events in event_id order."""
+        """Subscribe `subscriber` to every stream's events in event_id order; with
+        `partitions=N`, as one member of a consumer group (see subscriptions.group)."""
+        count = groups.check_partitions(partitions)
         options = _Options.checked(
             standby,
             mixed_batches,
@@ -783,6 +790,10 @@ class EventStore:
             max_retries=max_retries,
             retry_delay=retry_delay,
         )
+        if count is not None:
+            return self._subscribe_group(
+                subscription_name, subscriber, start_from, mapper, max_size, options, count
+            )
         return self._subscribe(
             checkpoints.ALL_STREAMS,
             subscription_name,
@@ -804,6 +815,8 @@ class EventStore:
         options: _Options,
     ) -> Subscription:
         check_name(name, "subscription_name")
+        if groups.MARK in name and options.partition is None:
+            raise ValueError(r"subscription_name must not contain '\x1f' (used by groups)")
         if not callable(getattr(subscriber, "tell", None)):
             raise TypeError("subscriber must be a pykka ActorRef or have a tell(message) method")
         if not (
@@ -857,7 +870,8 @@ class EventStore:
                 except pykka.ActorDeadError:
                     pass
 
-        handle = Subscription(stream_uuid, name, ack, ack_in, _nack=nack)
+        shown = name.partition(groups.MARK)[0]  # a partition shows its group's name
+        handle = Subscription(stream_uuid, shown, ack, ack_in, _nack=nack)
         control = Control(size, subscriber)
         spec = SubscriptionSpec(
             stream_uuid,
@@ -878,6 +892,7 @@ class EventStore:
             checkpoint_after=options.checkpoint_after,
             max_retries=options.max_retries,
             retry_delay=options.retry_delay,
+            partition=options.partition,
         )
         ready: pykka.ThreadingFuture[Subscription] = pykka.ThreadingFuture()
         settings = self._settings
@@ -904,6 +919,82 @@ class EventStore:
         except BaseException:
             self._forget_and_stop(child_id, child)
             raise
+
+    def _subscribe_group(
+        self,
+        name: str,
+        subscriber: Any,
+        start_from: str | int,
+        mapper: Callable[[RecordedEvent], Any] | None,
+        max_size: int | None,
+        options: _Options,
+        count: int,
+    ) -> Subscription:
+        """Join the consumer group `name` of `count` partitions (see subscriptions.group)."""
+        check_name(name, "subscription_name")
+        if groups.MARK in name:
+            raise ValueError(r"subscription_name must not contain '\x1f' (used by groups)")
+        if not callable(getattr(subscriber, "tell", None)):
+            raise TypeError("subscriber must be a pykka ActorRef or have a tell(message) method")
+        if not subscriber_alive(subscriber):
+            raise ValueError("the subscriber is not running (a stopped actor?)")
+        if name in self._groups:
+            raise SubscriptionAlreadyExistsError(
+                f"consumer group {name!r} is already subscribed in this store"
+            )
+        start = functools.partial(self._start_position, start_from)
+        schema = self._settings.schema
+        self._pool.run(lambda c: groups.prepare(c, schema, name, count, start))
+        partition_options = dataclasses.replace(options, standby=True)
+
+        def start_partition(index: int, relay: Any) -> Subscription:
+            row = groups.partition_row_name(name, index, count)
+            part = dataclasses.replace(partition_options, partition=(index, count))
+            return self._subscribe(
+                checkpoints.ALL_STREAMS, row, relay, start_from, mapper, max_size, part
+            )
+
+        def stop_partition(index: int) -> None:
+            row = groups.partition_row_name(name, index, count)
+            self._forget_and_stop(_child_id(checkpoints.ALL_STREAMS, row))
+
+        def control(index: int) -> Any:
+            row = groups.partition_row_name(name, index, count)
+            return self._registry.attachment(_child_id(checkpoints.ALL_STREAMS, row))
+
+        def on_end(group: groups.Group) -> None:
+            if self._groups.get(name) is group:
+                del self._groups[name]
+
+        group = groups.Group(
+            self._settings,
+            name,
+            count,
+            subscriber,
+            start_partition,
+            stop_partition,
+            control,
+            on_end,
+        )
+        self._groups[name] = group
+        try:
+            group.start()
+        except BaseException:
+            group.close()
+            raise
+        return group.handle
+
+    def _start_position(self, start_from: str | int, conn: Any) -> int:
+        """Where a new consumer group starts (its partitions all start there)."""
+        if start_from == "origin":
+            return 0
+        if start_from == "current":
+            return reader.last_event_id(conn)
+        if isinstance(start_from, int) and not isinstance(start_from, bool) and start_from >= 0:
+            return start_from
+        raise InvalidStartFromError(
+            f"start_from must be 'origin', 'current' or an int >= 0, got {start_from!r}"
+        )
 
     def _refuse_deleted(self, stream_uuid: str) -> None:
         """StreamDeletedError for a soft-deleted stream (one deleted while the subscription
@@ -1066,9 +1157,14 @@ class EventStore:
         check_name(subscription_name, "subscription_name")
         check_name(stream_uuid, "stream_uuid")
         where = f"subscription {subscription_name!r} on {stream_uuid!r}"
-        if partition is not None:  # consumer groups come later: no partition exists yet
-            raise SubscriptionNotFoundError(f"{where} has no partition {partition!r}")
         schema = self._settings.schema
+        if partition is not None:  # a consumer group's partition
+            rows = self._pool.run(lambda c: sub_info.load(c, schema))
+            key = (stream_uuid, subscription_name, partition)
+            for info in rows:
+                if (info.stream_uuid, info.subscription_name, info.partition) == key:
+                    return info
+            raise SubscriptionNotFoundError(f"{where} has no partition {partition!r}")
         found = self._pool.run(lambda c: sub_info.load(c, schema, subscription_name, stream_uuid))
         if not found:
             raise SubscriptionNotFoundError(f"no {where}")
@@ -1080,7 +1176,11 @@ class EventStore:
 
     def unsubscribe_from_all_streams(self, subscription_name: str) -> None:
         """Stop the all-streams subscription; its checkpoint is kept, and nothing more is
-        delivered once this returns."""
+        delivered once this returns (a consumer group: this store leaves it)."""
+        group = self._groups.get(subscription_name)
+        if group is not None:
+            group.close()
+            return
         self._forget_and_stop(_child_id(checkpoints.ALL_STREAMS, subscription_name))
 
     def delete_subscription(self, stream_uuid: str, subscription_name: str) -> None:
@@ -1092,7 +1192,12 @@ class EventStore:
 
     def delete_all_streams_subscription(self, subscription_name: str) -> None:
         """Stop the all-streams subscription if it runs here and delete its checkpoint (a
-        new subscription of that name starts from its `start_from` again)."""
+        new subscription of that name starts from its `start_from` again); for a consumer
+        group, every partition's checkpoint."""
+        group = self._groups.get(check_name(subscription_name, "subscription_name"))
+        if group is not None:
+            group.close()
+        self._pool.run(lambda c: groups.delete_rows(c, subscription_name))
         self.delete_subscription(checkpoints.ALL_STREAMS, subscription_name)
 
     def _forget_and_stop(self, child_id: str, only: ChildSpec | None = None) -> None:
@@ -1188,6 +1293,7 @@ class _Options:
     checkpoint_after: float | None = None
     max_retries: int = 10
     retry_delay: float = 1.0
+    partition: tuple[int, int] | None = None  # (index, count): one consumer-group partition
 
     @classmethod
     def checked(

@@ -421,9 +421,11 @@ class AsyncEventStore:
         checkpoint_after: float | None = None,
         max_retries: int = 10,
         retry_delay: float = 1.0,
+        partitions: int | None = None,
         **options: Any,
     ) -> AsyncSubscription[Any]:
-        """`EventStore.subscribe_to_all_streams` without a subscriber: iterate the result."""
+        """`EventStore.subscribe_to_all_streams` without a subscriber: iterate the result
+        (with `partitions=N`, as one member of a consumer group)."""
         subscribe = functools.partial(
             self._store.subscribe_to_all_streams,
             subscription_name,
@@ -440,6 +442,7 @@ class AsyncEventStore:
             checkpoint_after=checkpoint_after,
             max_retries=max_retries,
             retry_delay=retry_delay,
+            partitions=partitions,
             **options,
         )
         return await self._subscribe(_ALL, subscription_name, subscribe)
