@@ -732,9 +732,12 @@ class EventStore:
         checkpoint_after: float | None = None,
         max_retries: int = 10,
         retry_delay: float = 1.0,
+        partitions: int | None = None,
     ) -> Subscription:
         """Subscribe `subscriber` to one stream's events, after the checkpoint or `start_from`."""
         check_name(stream_uuid, "stream_uuid")
+        if partitions is not None:
+            raise ValueError("partitions (consumer groups) apply to all-streams subscriptions only")
         if mixed_batches is not False:
             _check_flag(mixed_batches, "mixed_batches")
             raise ValueError("mixed_batches applies to all-streams subscriptions only")
