@@ -52,8 +52,11 @@ log = structlog.get_logger("eventstore_actors.group")
 MARK = "\x1f"
 #: Seconds between membership polls (a change is acted on within two polls).
 _POLL = 0.5
-#: Member slots looked for (members beyond this many wait for a free slot).
-_SLOTS = 256
+#: Member slots per partition (plus a few): members beyond 2N + 8 would hold nothing anyway
+#: (with P > N members, each holds at most one partition), so they wait for a free slot
+#: instead of making every poll read more keys.
+_SLOTS_PER_PARTITION = 2
+_SPARE_SLOTS = 8
 
 
 def check_partitions(partitions: Any) -> int | None:
@@ -320,7 +323,8 @@ class Group:
         """The member slots held now (sorted), after taking ours if we have none."""
         conn = self._connection()
         schema = self._settings.schema
-        keys = [_member_key(schema, self.name, k) for k in range(_SLOTS)]
+        slots = _SLOTS_PER_PARTITION * self.count + _SPARE_SLOTS
+        keys = [_member_key(schema, self.name, k) for k in range(slots)]
         if self._slot is None:
             for slot, key in enumerate(keys):
                 row = conn.execute(statement("subscriptions/lock"), {"key": key}).fetchone()
