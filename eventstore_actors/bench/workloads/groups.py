@@ -82,11 +82,14 @@ def _run(ctx: Context, mode: str, processes: int, total: int) -> tuple[float, in
             proc.stdin.write("go\n")
             proc.stdin.flush()
         seen = bytearray(total + 1)
-        distinct = twice = 0
+        distinct = twice = ended = 0
         while distinct < total:
             index, message = messages.get(timeout=120)
-            if message is None:
-                raise RuntimeError(f"consumer {index} exited with {distinct} of {total} events")
+            if message is None:  # a raw consumer is done with its share
+                ended += 1
+                if procs[index].wait(timeout=30) != 0 or ended == processes:
+                    raise RuntimeError(f"consumers exited with {distinct} of {total} events")
+                continue
             for event_id in message.get("ids", ()):
                 if seen[event_id]:
                     twice += 1
