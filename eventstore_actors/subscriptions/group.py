@@ -32,7 +32,8 @@ from ..config import Settings
 from ..events import RecordedEvent
 from ..sql import statement
 from ..storage import checkpoints, reader
-from ..storage.connection import connect
+from ..storage.connection import connect, unavailable
+from ..storage.deadline import guard
 from .control import Control
 from .info import lock_key
 from .messages import Subscribed, Subscription, SubscriptionStopped
@@ -260,7 +261,10 @@ class Group:
     # Life cycle ---------------------------------------------------------------------------
     def start(self) -> None:
         """Join (take a member slot, start the wanted partitions), then keep polling."""
-        self.step()
+        try:
+            self.step()
+        except psycopg.Error as exc:
+            raise unavailable(exc) from None
         self._thread.start()
 
     def close(self, *, silent: bool = True) -> None:
@@ -325,13 +329,14 @@ class Group:
         schema = self._settings.schema
         slots = _SLOTS_PER_PARTITION * self.count + _SPARE_SLOTS
         keys = [_member_key(schema, self.name, k) for k in range(slots)]
-        if self._slot is None:
-            for slot, key in enumerate(keys):
-                row = conn.execute(statement("subscriptions/lock"), {"key": key}).fetchone()
-                if row and row[0]:
-                    self._slot = slot
-                    break
-        held = conn.execute(statement("subscriptions/held"), {"keys": keys}).fetchall()
+        with guard(conn, self._settings.io_timeout):  # a silent server fails the poll
+            if self._slot is None:
+                for slot, key in enumerate(keys):
+                    row = conn.execute(statement("subscriptions/lock"), {"key": key}).fetchone()
+                    if row and row[0]:
+                        self._slot = slot
+                        break
+            held = conn.execute(statement("subscriptions/held"), {"keys": keys}).fetchall()
         return sorted(int(r[0]) - 1 for r in held)
 
     def _connection(self) -> psycopg.Connection[Any]:
