@@ -27,6 +27,7 @@ from eventstore_actors import (
     Subscribed,
     SubscriptionAlreadyExistsError,
     SubscriptionNotFoundError,
+    SubscriptionStopped,
 )
 from eventstore_actors.storage.reader import PARTITION_SQL, partition_of
 
@@ -157,6 +158,51 @@ def test_members_in_one_process_share_and_take_over_on_leave(
     assert isinstance(b.next(), Subscribed)
     second.unsubscribe_from_all_streams("g")
     wait_until(lambda: _fair(_held(first, "g"), 1, 5), REBALANCE, 0.1, "the first takes all")
+
+
+class _Mortal(QueueSubscriber):
+    def __init__(self) -> None:
+        super().__init__()
+        self.alive = True
+
+    def is_alive(self) -> bool:
+        return self.alive
+
+
+def test_a_dead_subscriber_ends_the_group_once_and_frees_the_name(store: EventStore) -> None:
+    store.append_to_stream("s", 0, events(3))
+    sub = _Mortal()
+    store.subscribe_to_all_streams("g", sub, partitions=3)
+    assert isinstance(sub.next(), Subscribed)
+    batch = sub.batch()
+    assert [e.event_id for e in batch] == [1, 2, 3]
+    sub.alive = False
+    wait_until(lambda: not _held(store, "g"), REBALANCE, 0.1, "every partition released")
+    stopped = [m for m in _drain_queue(sub) if isinstance(m, SubscriptionStopped)]
+    assert len(stopped) == 1 and stopped[0].subscription.subscription_name == "g"
+    again = QueueSubscriber()
+    wait_until(  # the name is free again once the group has left
+        lambda: _try_join(store, again), REBALANCE, 0.1, "a new member joins"
+    )
+    assert isinstance(again.next(), Subscribed)
+    assert [e.event_id for e in again.batch()] == [1, 2, 3]  # never acked: delivered again
+
+
+def _drain_queue(sub: QueueSubscriber) -> list[Any]:
+    found = []
+    while True:
+        try:
+            found.append(sub.queue.get(timeout=0.5))
+        except queue.Empty:
+            return found
+
+
+def _try_join(store: EventStore, sub: QueueSubscriber) -> bool:
+    try:
+        store.subscribe_to_all_streams("g", sub, partitions=3)
+    except SubscriptionAlreadyExistsError:
+        return False
+    return True
 
 
 class _Receiver:

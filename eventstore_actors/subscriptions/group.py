@@ -306,6 +306,12 @@ class Group:
         partitions accordingly."""
         if self._closing:
             return
+        if not self.relay.is_alive():  # its partitions (if any) notice too; told once
+            try:
+                self.relay.tell(SubscriptionStopped(self.handle, "the subscriber stopped"))
+            except Exception:  # includes pykka.ActorDeadError
+                pass
+            return
         slots = self._members()
         self.members = len(slots)
         if self._slot is None or self._slot not in slots:
