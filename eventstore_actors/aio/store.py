@@ -352,6 +352,7 @@ class AsyncEventStore:
         checkpoint_after: float | None = None,
         max_retries: int = 10,
         retry_delay: float = 1.0,
+        partitions: int | None = None,
         **options: Any,
     ) -> AsyncSubscription[Any]:
         """`EventStore.subscribe_to_stream` without a subscriber: iterate the result."""
@@ -372,6 +373,7 @@ class AsyncEventStore:
             checkpoint_after=checkpoint_after,
             max_retries=max_retries,
             retry_delay=retry_delay,
+            partitions=partitions,
             **options,
         )
         return await self._subscribe(stream_uuid, subscription_name, subscribe)
