@@ -258,6 +258,9 @@ class EventStore:
             if self._stopped:
                 return
             self._stopped = True
+        joined = list(self._groups.values())
+        for group in joined:  # its partitions stop with the others
+            group.close(silent=False, partitions=False)
         self._registry.close("stopped by store.stop()")
         self._ticker.stop()
         try:
@@ -267,8 +270,8 @@ class EventStore:
         for ref in refs:
             _stop_actor(ref)
         _stop_actor(self._supervisor)
-        for group in list(self._groups.values()):
-            group.close(silent=False)  # its partitions told SubscriptionStopped already
+        for group in joined:  # told by a partition already, unless it held none
+            group.tell_stopped("the event store stopped")
         self._pool.close()
         self.log.info("event store stopped")
 

@@ -160,6 +160,24 @@ def test_members_in_one_process_share_and_take_over_on_leave(
     wait_until(lambda: _fair(_held(first, "g"), 1, 5), REBALANCE, 0.1, "the first takes all")
 
 
+def test_stopping_a_store_tells_its_member_stopped_once_even_without_partitions(
+    make_store: Callable[..., EventStore],
+) -> None:
+    first, second = make_store(), make_store()
+    a, b = QueueSubscriber(), QueueSubscriber()
+    first.subscribe_to_all_streams("g", a, partitions=2)
+    assert isinstance(a.next(), Subscribed)
+    first.subscribe_to_all_streams("h", QueueSubscriber(), partitions=1)
+    second.subscribe_to_all_streams("h", b, partitions=1)  # holds nothing: told nothing
+    b.nothing(1.0)
+    second.stop()
+    assert [type(m) for m in _drain_queue(b)] == [SubscriptionStopped]
+    first.stop()
+    messages = _drain_queue(a)
+    assert [type(m) for m in messages] == [SubscriptionStopped]
+    assert messages[0].reason == "the event store stopped"
+
+
 class _Mortal(QueueSubscriber):
     def __init__(self) -> None:
         super().__init__()

@@ -267,9 +267,10 @@ class Group:
             raise unavailable(exc) from None
         self._thread.start()
 
-    def close(self, *, silent: bool = True) -> None:
+    def close(self, *, silent: bool = True, partitions: bool = True) -> None:
         """Leave the group: stop polling, stop this instance's partitions (their checkpoints
-        flushed, their locks released), release the member slot."""
+        flushed, their locks released; not with `partitions=False`: the store is stopping
+        them), release the member slot."""
         with self._end_lock:
             if self._ended:
                 return
@@ -280,10 +281,19 @@ class Group:
         self._wake.set()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout=self._settings.call_timeout)
-        for index in sorted(self._handles):
-            self._stop(index)
+        if partitions:
+            for index in sorted(self._handles):
+                self._stop(index)
         self._drop()
         self._on_end(self)
+
+    def tell_stopped(self, reason: str) -> None:
+        """Tell the subscriber `SubscriptionStopped` unless it was told already (a member
+        holding no partition when its store stops)."""
+        try:
+            self.relay.tell(SubscriptionStopped(self.handle, reason))
+        except Exception:  # includes pykka.ActorDeadError
+            pass
 
     def failed(self, reason: str) -> None:
         """A partition ended for `reason` (told to the subscriber once): the group ends."""
@@ -307,10 +317,7 @@ class Group:
         if self._closing:
             return
         if not self.relay.is_alive():  # its partitions (if any) notice too; told once
-            try:
-                self.relay.tell(SubscriptionStopped(self.handle, "the subscriber stopped"))
-            except Exception:  # includes pykka.ActorDeadError
-                pass
+            self.tell_stopped("the subscriber stopped")
             return
         slots = self._members()
         self.members = len(slots)
