@@ -1072,6 +1072,11 @@ class EventStore:
         check_name(subscription_name, "subscription_name")
         check_name(stream_uuid, "stream_uuid")
         found = self._pool.run(lambda c: parked.rows(c, stream_uuid, subscription_name))
+        if stream_uuid == checkpoints.ALL_STREAMS:  # a consumer group's, by partition
+            for row_name in self._pool.run(lambda c: groups.row_names(c, subscription_name)):
+                read = functools.partial(parked.rows, stream_uuid=stream_uuid, name=row_name)
+                found += self._pool.run(read)
+            found.sort(key=lambda f: f[0][0])
         serializer = self._settings.serializer
         return [
             ParkedEvent(
@@ -1091,14 +1096,21 @@ class EventStore:
         how many were queued again."""
         check_name(subscription_name, "subscription_name")
         check_name(stream_uuid, "stream_uuid")
-        count = self._pool.run(lambda c: parked.mark_replay(c, stream_uuid, subscription_name))
-        ref = self._registry.peek(_child_id(stream_uuid, subscription_name))
-        if ref is not None and count:
-            try:
-                ref.tell(ReplayParked())
-            except pykka.ActorDeadError:
-                pass
-        return int(count)
+        names = [subscription_name]
+        if stream_uuid == checkpoints.ALL_STREAMS:  # a consumer group's partitions too
+            names += self._pool.run(lambda c: groups.row_names(c, subscription_name))
+        total = 0
+        for name in names:
+            mark = functools.partial(parked.mark_replay, stream_uuid=stream_uuid, name=name)
+            count = self._pool.run(mark)
+            ref = self._registry.peek(_child_id(stream_uuid, name))
+            if ref is not None and count:
+                try:
+                    ref.tell(ReplayParked())
+                except pykka.ActorDeadError:
+                    pass
+            total += int(count)
+        return total
 
     # Transient subscriptions ------------------------------------------------------------------
     def subscribe(

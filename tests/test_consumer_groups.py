@@ -178,6 +178,25 @@ def test_stopping_a_store_tells_its_member_stopped_once_even_without_partitions(
     assert messages[0].reason == "the event store stopped"
 
 
+def test_parked_events_of_a_group_are_listed_and_replayed_by_its_name(
+    store: EventStore,
+) -> None:
+    store.append_to_stream("s", 0, events(2))
+    sub = QueueSubscriber()
+    store.subscribe_to_all_streams("g", sub, partitions=2)
+    assert isinstance(sub.next(), Subscribed)
+    first = sub.next()
+    assert isinstance(first, Events) and [e.event_id for e in first.events] == [1, 2]
+    first.subscription.nack(first.events[1], "park", "bad")
+    wait_until(lambda: store.parked_events("g"), what="the event parked")
+    assert [(p.event.event_id, p.reason) for p in store.parked_events("g")] == [(2, "bad")]
+    assert store.replay_parked("g") == 1
+    replayed = sub.next()
+    assert isinstance(replayed, Events) and [e.event_id for e in replayed.events] == [2]
+    replayed.subscription.ack(replayed.events)
+    wait_until(lambda: not store.parked_events("g"), what="the replayed event acked")
+
+
 class _Mortal(QueueSubscriber):
     def __init__(self) -> None:
         super().__init__()

@@ -134,6 +134,17 @@ def prepare(
             )
 
 
+def row_names(conn: psycopg.Connection[Any], name: str) -> list[str]:
+    """The checkpoint row names of the group `name`'s partitions (none: not a group)."""
+    prefix = f"{name}{MARK}partition "
+    found = conn.execute(
+        "SELECT subscription_name FROM subscriptions WHERE stream_uuid = %(all)s"
+        " AND left(subscription_name, %(n)s) = %(prefix)s ORDER BY subscription_name",
+        {"all": checkpoints.ALL_STREAMS, "n": len(prefix), "prefix": prefix},
+    ).fetchall()
+    return [str(raw) for (raw,) in found if parse_row_name(str(raw)) is not None]
+
+
 def delete_rows(conn: psycopg.Connection[Any], name: str) -> None:
     """Delete every partition checkpoint (and parked event) of the group `name`."""
     prefix = f"{name}{MARK}partition "
