@@ -197,6 +197,19 @@ def test_parked_events_of_a_group_are_listed_and_replayed_by_its_name(
     wait_until(lambda: not store.parked_events("g"), what="the replayed event acked")
 
 
+def test_status_lists_one_row_per_partition_in_order(
+    store: EventStore, dsn: str, schema: str
+) -> None:
+    from eventstore_actors.status import status
+
+    store.subscribe_to_all_streams("g", QueueSubscriber(), partitions=12)
+    wait_until(lambda: sum(_held(store, "g").values()) == 12, what="all 12 held")
+    assert [r.partition for r in store.subscriptions()] == list(range(12))
+    lines = status(dsn, schema).splitlines()
+    assert lines[1].split()[:3] == ["stream_uuid", "subscription_name", "partition"]
+    assert [line.split()[:3] for line in lines[2:]] == [["$all", "g", str(p)] for p in range(12)]
+
+
 class _Mortal(QueueSubscriber):
     def __init__(self) -> None:
         super().__init__()

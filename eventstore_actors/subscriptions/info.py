@@ -78,7 +78,11 @@ def load(
                 partition=None if parsed is None else parsed[1],
             )
         )
-    found.sort(key=lambda f: (f.stream_uuid, f.subscription_name, f.partition or 0))
+    # The database's order (its collation), a group's partitions together and by number.
+    first: dict[tuple[str, str], int] = {}
+    for i, f in enumerate(found):
+        first.setdefault((f.stream_uuid, f.subscription_name), i)
+    found.sort(key=lambda f: (first[f.stream_uuid, f.subscription_name], f.partition or 0))
     return found
 
 
