@@ -30,6 +30,7 @@ from eventstore_actors import (
     SubscriptionStopped,
 )
 from eventstore_actors.storage.reader import PARTITION_SQL, partition_of
+from eventstore_actors.subscriptions.group import assign
 
 ALL = "$all"
 #: The contract: fair shares within 10 s of a join, leave or death.
@@ -58,6 +59,20 @@ def test_the_partition_hash_agrees_in_python_and_in_the_database(dsn: str) -> No
             if count == 7:
                 seen = {int(p) for _, p in rows}
     assert seen == set(range(7))  # and every partition is used
+
+
+def test_every_member_set_gets_a_fair_assignment_of_every_partition() -> None:
+    rng = random.Random(5)
+    for count in (1, 2, 5, 6, 8, 12, 64):
+        for _ in range(100):
+            slots = rng.sample(range(2 * count + 8), rng.randint(1, 2 * count + 8))
+            owned = assign(slots, count)
+            assert set(owned) == set(slots)
+            assert sorted(p for mine in owned.values() for p in mine) == list(range(count))
+            assert _fair(
+                Counter({str(m): len(p) for m, p in owned.items() if p}), len(slots), count
+            )
+            assert assign(list(reversed(slots)), count) == owned  # whoever computes it
 
 
 def test_options_are_checked_before_anything_is_written(store: EventStore) -> None:

@@ -10,8 +10,9 @@ name can carry: user names may not contain `MARK`). So everything a subscription
 PostgreSQL is the coordinator, with advisory locks only (no schema change, no consensus of
 our own): every member (store instance subscribed under the name) holds one member-slot lock
 on its own connection, and every `_POLL` seconds reads from pg_locks which slots are held.
-Members are ranked by slot; member r of P wants the partitions p with p % P == r, which gives
-each between floor(N/P) and ceil(N/P). It stops (checkpoint flushed, lock released) the
+Every member computes the same assignment from the same set of slots (`assign`: rendezvous
+hashing with capacities), which gives each between floor(N/P) and ceil(N/P) and moves few
+partitions when a member joins or leaves. It stops (checkpoint flushed, lock released) the
 partitions it no longer wants, and starts the ones it wants as standby subscriptions, which
 take the partition's lock as soon as its previous holder lets go. A member that dies loses
 its slot and partition locks with its sessions; the others see it on their next poll. Views
@@ -21,6 +22,7 @@ holder meanwhile.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -42,6 +44,7 @@ __all__ = [
     "MARK",
     "Group",
     "GroupSubscription",
+    "assign",
     "check_partitions",
     "parse_row_name",
     "partition_row_name",
@@ -69,6 +72,35 @@ def check_partitions(partitions: Any) -> int | None:
     if partitions < 1:
         raise ValueError(f"partitions must be >= 1, got {partitions}")
     return partitions
+
+
+def assign(slots: Sequence[int], count: int) -> dict[int, set[int]]:
+    """The partitions of each member (by slot): the same on every member for the same slots.
+
+    Rendezvous hashing with capacities: the members in slot order take ceil(N/P) partitions
+    for the first N mod P of them and floor(N/P) for the others; (member, partition) pairs
+    are taken by descending score while both are free. Every partition gets a member (the
+    capacities add up to N), and a member keeps most of its partitions when another joins or
+    leaves (scores do not depend on who else is there).
+    """
+    members = sorted(set(slots))
+    if not members:
+        return {}
+    low, extra = divmod(count, len(members))
+    capacity = {m: low + (1 if i < extra else 0) for i, m in enumerate(members)}
+    pairs = sorted(((_score(m, p), m, p) for m in members for p in range(count)), reverse=True)
+    owned: dict[int, set[int]] = {m: set() for m in members}
+    taken: set[int] = set()
+    for _, member, partition in pairs:
+        if partition not in taken and len(owned[member]) < capacity[member]:
+            owned[member].add(partition)
+            taken.add(partition)
+    return owned
+
+
+def _score(slot: int, partition: int) -> int:
+    digest = hashlib.md5(f"{slot}/{partition}".encode(), usedforsecurity=False).digest()
+    return int.from_bytes(digest[:8], "big")
 
 
 def partition_row_name(name: str, index: int, count: int) -> str:
@@ -332,11 +364,9 @@ class Group:
             return
         slots = self._members()
         self.members = len(slots)
-        if self._slot is None or self._slot not in slots:
-            wanted: set[int] = set()
-        else:
-            rank, members = slots.index(self._slot), len(slots)
-            wanted = {p for p in range(self.count) if p % members == rank}
+        wanted = (
+            assign(slots, self.count).get(self._slot, set()) if self._slot is not None else set()
+        )
         for index in sorted(set(self._handles) - wanted):
             self._stop(index)
         for index in sorted(wanted - set(self._handles)):
