@@ -212,6 +212,29 @@ def test_parked_events_of_a_group_are_listed_and_replayed_by_its_name(
     wait_until(lambda: not store.parked_events("g"), what="the replayed event acked")
 
 
+def test_exactly_once_acks_move_the_partitions_checkpoint_with_the_callers_commit(
+    dsn: str, schema: str, store: EventStore
+) -> None:
+    store.append_to_stream("s", 0, events(3))
+    sub = QueueSubscriber()
+    group = store.subscribe_to_all_streams("g", sub, partitions=3)
+    assert isinstance(sub.next(), Subscribed)
+    batch = sub.batch()
+    index = partition_of("s", 3)
+
+    def stored() -> int:
+        return next(r.checkpoint for r in store.subscriptions() if r.partition == index)
+
+    with psycopg.connect(dsn) as conn:
+        with conn.transaction():
+            group.ack(batch, conn=conn)  # routed to the partition of stream "s"
+            sub.nothing()
+            assert stored() == 0, "visible before the commit"
+        assert stored() == 3
+    store.append_to_stream("s", 3, events(1, start=4))
+    assert [e.event_id for e in sub.batch()] == [4]  # the ack let delivery go on
+
+
 def test_status_lists_one_row_per_partition_in_order(
     store: EventStore, dsn: str, schema: str
 ) -> None:
