@@ -1188,6 +1188,10 @@ class EventStore:
             raise SubscriptionNotFoundError(f"{where} has no partition {partition!r}")
         found = self._pool.run(lambda c: sub_info.load(c, schema, subscription_name, stream_uuid))
         if not found:
+            if stream_uuid == checkpoints.ALL_STREAMS and self._pool.run(
+                lambda c: groups.row_names(c, subscription_name)
+            ):
+                raise SubscriptionNotFoundError(f"{where} is a consumer group: pass partition=")
             raise SubscriptionNotFoundError(f"no {where}")
         return found[0]
 

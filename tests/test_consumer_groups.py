@@ -129,6 +129,8 @@ def test_one_member_gets_every_event_once_in_stream_order(store: EventStore) -> 
     assert info.partition == 2 and info.holder is not None
     with pytest.raises(SubscriptionNotFoundError):
         store.subscription_info("g", partition=4)
+    with pytest.raises(SubscriptionNotFoundError, match="consumer group"):
+        store.subscription_info("g")
     # A second join from the same store, and a group of another N, are refused.
     with pytest.raises(SubscriptionAlreadyExistsError):
         store.subscribe_to_all_streams("g", QueueSubscriber(), partitions=4)
