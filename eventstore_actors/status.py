@@ -48,10 +48,13 @@ def status(dsn: str, schema: str, *, as_json: bool = False) -> str:
         f"{len(subscriptions)} subscriptions"
     ]
     if subscriptions:
-        rows = [list(_COLUMNS)] + [
-            [_cell(row[c]) for c in _COLUMNS] for row in report["subscriptions"]
+        columns: tuple[str, ...] = _COLUMNS
+        if any(sub.partition is not None for sub in subscriptions):  # consumer groups
+            columns = (*_COLUMNS[:2], "partition", *_COLUMNS[2:])
+        rows = [list(columns)] + [
+            [_cell(row[c]) for c in columns] for row in report["subscriptions"]
         ]
-        widths = [max(len(r[i]) for r in rows) for i in range(len(_COLUMNS))]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(columns))]
         for cells in rows:
             padded = (cell.ljust(width) for cell, width in zip(cells, widths, strict=True))
             lines.append("  ".join(padded).rstrip())

@@ -69,6 +69,7 @@ from .storage.outbox import Outbox, check_connection
 from .storage.replica import LsnTracker, ReplicaReads
 from .storage.uuids import new_uuids
 from .streams import Page, StreamInfo
+from .subscriptions import group as groups
 from .subscriptions import info as sub_info
 from .subscriptions.actor import (
     Ack,
@@ -165,6 +166,7 @@ class EventStore:
         self._outbox_appender: Outbox | None = None
         self._acks_in_transaction: checkpoints.InTransaction | None = None
         self._holder = sub_info.holder_text(self._origin)
+        self._groups: dict[str, groups.Group] = {}  # consumer groups joined here, by name
         self.log = log.bind(schema=settings.schema)
 
     # Starting and stopping --------------------------------------------------------------------
@@ -279,6 +281,9 @@ class EventStore:
             if self._stopped:
                 return
             self._stopped = True
+        joined = list(self._groups.values())
+        for group in joined:  # its partitions stop with the others
+            group.close(silent=False, partitions=False)
         self._registry.close("stopped by store.stop()")
         self._ticker.stop()
         try:
@@ -290,6 +295,8 @@ class EventStore:
         _stop_actor(self._supervisor)
         if self._replica is not None:
             self._replica.close()
+        for group in joined:  # told by a partition already, unless it held none
+            group.tell_stopped("the event store stopped")
         self._pool.close()
         self.log.info("event store stopped")
 
@@ -757,9 +764,12 @@ class EventStore:
         checkpoint_after: float | None = None,
         max_retries: int = 10,
         retry_delay: float = 1.0,
+        partitions: int | None = None,
     ) -> Subscription:
         """Subscribe `subscriber` to one stream's events, after the checkpoint or `start_from`."""
         check_name(stream_uuid, "stream_uuid")
+        if partitions is not None:
+            raise ValueError("partitions (consumer groups) apply to all-streams subscriptions only")
         if mixed_batches is not False:
             _check_flag(mixed_batches, "mixed_batches")
             raise ValueError("mixed_batches applies to all-streams subscriptions only")
@@ -798,8 +808,11 @@ class EventStore:
         checkpoint_after: float | None = None,
         max_retries: int = 10,
         retry_delay: float = 1.0,
+        partitions: int | None = None,
     ) -> Subscription:
-        """Subscribe `subscriber` to every stream's events in event_id order."""
+        """Subscribe `subscriber` to every stream's events in event_id order; with
+        `partitions=N`, as one member of a consumer group (see subscriptions.group)."""
+        count = groups.check_partitions(partitions)
         options = _Options.checked(
             standby,
             mixed_batches,
@@ -812,6 +825,10 @@ class EventStore:
             max_retries=max_retries,
             retry_delay=retry_delay,
         )
+        if count is not None:
+            return self._subscribe_group(
+                subscription_name, subscriber, start_from, mapper, max_size, options, count
+            )
         return self._subscribe(
             checkpoints.ALL_STREAMS,
             subscription_name,
@@ -833,6 +850,8 @@ class EventStore:
         options: _Options,
     ) -> Subscription:
         check_name(name, "subscription_name")
+        if groups.MARK in name and options.partition is None:
+            raise ValueError(r"subscription_name must not contain '\x1f' (used by groups)")
         if not callable(getattr(subscriber, "tell", None)):
             raise TypeError("subscriber must be a pykka ActorRef or have a tell(message) method")
         if not (
@@ -893,7 +912,8 @@ class EventStore:
                 except pykka.ActorDeadError:
                     pass
 
-        handle = Subscription(stream_uuid, name, ack, ack_in, _nack=nack)
+        shown = name.partition(groups.MARK)[0]  # a partition shows its group's name
+        handle = Subscription(stream_uuid, shown, ack, ack_in, _nack=nack)
         control = Control(size, subscriber)
         spec = SubscriptionSpec(
             stream_uuid,
@@ -915,6 +935,7 @@ class EventStore:
             max_retries=options.max_retries,
             retry_delay=options.retry_delay,
             replica=self._replica,
+            partition=options.partition,
         )
         ready: pykka.ThreadingFuture[Subscription] = pykka.ThreadingFuture()
         settings = self._settings
@@ -941,6 +962,85 @@ class EventStore:
         except BaseException:
             self._forget_and_stop(child_id, child)
             raise
+
+    def _subscribe_group(
+        self,
+        name: str,
+        subscriber: Any,
+        start_from: str | int,
+        mapper: Callable[[RecordedEvent], Any] | None,
+        max_size: int | None,
+        options: _Options,
+        count: int,
+    ) -> Subscription:
+        """Join the consumer group `name` of `count` partitions (see subscriptions.group)."""
+        check_name(name, "subscription_name")
+        if groups.MARK in name:
+            raise ValueError(r"subscription_name must not contain '\x1f' (used by groups)")
+        if not callable(getattr(subscriber, "tell", None)):
+            raise TypeError("subscriber must be a pykka ActorRef or have a tell(message) method")
+        if not subscriber_alive(subscriber):
+            raise ValueError("the subscriber is not running (a stopped actor?)")
+        # Competing consumers within a partition would break its per-stream order.
+        if (getattr(options, "concurrency_limit", None) or 1) > 1:
+            raise ValueError("partitions cannot be combined with concurrency_limit > 1")
+        if name in self._groups:
+            raise SubscriptionAlreadyExistsError(
+                f"consumer group {name!r} is already subscribed in this store"
+            )
+        start = functools.partial(self._start_position, start_from)
+        schema = self._settings.schema
+        self._pool.run(lambda c: groups.prepare(c, schema, name, count, start))
+        partition_options = dataclasses.replace(options, standby=True)
+
+        def start_partition(index: int, relay: Any) -> Subscription:
+            row = groups.partition_row_name(name, index, count)
+            part = dataclasses.replace(partition_options, partition=(index, count))
+            return self._subscribe(
+                checkpoints.ALL_STREAMS, row, relay, start_from, mapper, max_size, part
+            )
+
+        def stop_partition(index: int) -> None:
+            row = groups.partition_row_name(name, index, count)
+            self._forget_and_stop(_child_id(checkpoints.ALL_STREAMS, row))
+
+        def control(index: int) -> Any:
+            row = groups.partition_row_name(name, index, count)
+            return self._registry.attachment(_child_id(checkpoints.ALL_STREAMS, row))
+
+        def on_end(group: groups.Group) -> None:
+            if self._groups.get(name) is group:
+                del self._groups[name]
+
+        group = groups.Group(
+            self._settings,
+            name,
+            count,
+            subscriber,
+            start_partition,
+            stop_partition,
+            control,
+            on_end,
+        )
+        self._groups[name] = group
+        try:
+            group.start()
+        except BaseException:
+            group.close()
+            raise
+        return group.handle
+
+    def _start_position(self, start_from: str | int, conn: Any) -> int:
+        """Where a new consumer group starts (its partitions all start there)."""
+        if start_from == "origin":
+            return 0
+        if start_from == "current":
+            return reader.last_event_id(conn)
+        if isinstance(start_from, int) and not isinstance(start_from, bool) and start_from >= 0:
+            return start_from
+        raise InvalidStartFromError(
+            f"start_from must be 'origin', 'current' or an int >= 0, got {start_from!r}"
+        )
 
     def _refuse_deleted(self, stream_uuid: str) -> None:
         """StreamDeletedError for a soft-deleted stream (one deleted while the subscription
@@ -1009,6 +1109,11 @@ class EventStore:
         check_name(subscription_name, "subscription_name")
         check_name(stream_uuid, "stream_uuid")
         found = self._pool.run(lambda c: parked.rows(c, stream_uuid, subscription_name))
+        if stream_uuid == checkpoints.ALL_STREAMS:  # a consumer group's, by partition
+            for row_name in self._pool.run(lambda c: groups.row_names(c, subscription_name)):
+                read = functools.partial(parked.rows, stream_uuid=stream_uuid, name=row_name)
+                found += self._pool.run(read)
+            found.sort(key=lambda f: f[0][0])
         serializer = self._settings.serializer
         return [
             ParkedEvent(
@@ -1028,14 +1133,21 @@ class EventStore:
         how many were queued again."""
         check_name(subscription_name, "subscription_name")
         check_name(stream_uuid, "stream_uuid")
-        count = self._pool.run(lambda c: parked.mark_replay(c, stream_uuid, subscription_name))
-        ref = self._registry.peek(_child_id(stream_uuid, subscription_name))
-        if ref is not None and count:
-            try:
-                ref.tell(ReplayParked())
-            except pykka.ActorDeadError:
-                pass
-        return int(count)
+        names = [subscription_name]
+        if stream_uuid == checkpoints.ALL_STREAMS:  # a consumer group's partitions too
+            names += self._pool.run(lambda c: groups.row_names(c, subscription_name))
+        total = 0
+        for name in names:
+            mark = functools.partial(parked.mark_replay, stream_uuid=stream_uuid, name=name)
+            count = self._pool.run(mark)
+            ref = self._registry.peek(_child_id(stream_uuid, name))
+            if ref is not None and count:
+                try:
+                    ref.tell(ReplayParked())
+                except pykka.ActorDeadError:
+                    pass
+            total += int(count)
+        return total
 
     # Transient subscriptions ------------------------------------------------------------------
     def subscribe(
@@ -1103,11 +1215,20 @@ class EventStore:
         check_name(subscription_name, "subscription_name")
         check_name(stream_uuid, "stream_uuid")
         where = f"subscription {subscription_name!r} on {stream_uuid!r}"
-        if partition is not None:  # consumer groups come later: no partition exists yet
-            raise SubscriptionNotFoundError(f"{where} has no partition {partition!r}")
         schema = self._settings.schema
+        if partition is not None:  # a consumer group's partition
+            rows = self._pool.run(lambda c: sub_info.load(c, schema))
+            key = (stream_uuid, subscription_name, partition)
+            for info in rows:
+                if (info.stream_uuid, info.subscription_name, info.partition) == key:
+                    return info
+            raise SubscriptionNotFoundError(f"{where} has no partition {partition!r}")
         found = self._pool.run(lambda c: sub_info.load(c, schema, subscription_name, stream_uuid))
         if not found:
+            if stream_uuid == checkpoints.ALL_STREAMS and self._pool.run(
+                lambda c: groups.row_names(c, subscription_name)
+            ):
+                raise SubscriptionNotFoundError(f"{where} is a consumer group: pass partition=")
             raise SubscriptionNotFoundError(f"no {where}")
         return found[0]
 
@@ -1117,7 +1238,11 @@ class EventStore:
 
     def unsubscribe_from_all_streams(self, subscription_name: str) -> None:
         """Stop the all-streams subscription; its checkpoint is kept, and nothing more is
-        delivered once this returns."""
+        delivered once this returns (a consumer group: this store leaves it)."""
+        group = self._groups.get(subscription_name)
+        if group is not None:
+            group.close()
+            return
         self._forget_and_stop(_child_id(checkpoints.ALL_STREAMS, subscription_name))
 
     def delete_subscription(self, stream_uuid: str, subscription_name: str) -> None:
@@ -1129,7 +1254,12 @@ class EventStore:
 
     def delete_all_streams_subscription(self, subscription_name: str) -> None:
         """Stop the all-streams subscription if it runs here and delete its checkpoint (a
-        new subscription of that name starts from its `start_from` again)."""
+        new subscription of that name starts from its `start_from` again); for a consumer
+        group, every partition's checkpoint."""
+        group = self._groups.get(check_name(subscription_name, "subscription_name"))
+        if group is not None:
+            group.close()
+        self._pool.run(lambda c: groups.delete_rows(c, subscription_name))
         self.delete_subscription(checkpoints.ALL_STREAMS, subscription_name)
 
     def _forget_and_stop(self, child_id: str, only: ChildSpec | None = None) -> None:
@@ -1230,6 +1360,7 @@ class _Options:
     checkpoint_after: float | None = None
     max_retries: int = 10
     retry_delay: float = 1.0
+    partition: tuple[int, int] | None = None  # (index, count): one consumer-group partition
 
     @classmethod
     def checked(

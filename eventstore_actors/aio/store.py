@@ -356,6 +356,7 @@ class AsyncEventStore:
         checkpoint_after: float | None = None,
         max_retries: int = 10,
         retry_delay: float = 1.0,
+        partitions: int | None = None,
         **options: Any,
     ) -> AsyncSubscription[Any]:
         """`EventStore.subscribe_to_stream` without a subscriber: iterate the result."""
@@ -376,6 +377,7 @@ class AsyncEventStore:
             checkpoint_after=checkpoint_after,
             max_retries=max_retries,
             retry_delay=retry_delay,
+            partitions=partitions,
             **options,
         )
         return await self._subscribe(stream_uuid, subscription_name, subscribe)
@@ -425,9 +427,11 @@ class AsyncEventStore:
         checkpoint_after: float | None = None,
         max_retries: int = 10,
         retry_delay: float = 1.0,
+        partitions: int | None = None,
         **options: Any,
     ) -> AsyncSubscription[Any]:
-        """`EventStore.subscribe_to_all_streams` without a subscriber: iterate the result."""
+        """`EventStore.subscribe_to_all_streams` without a subscriber: iterate the result
+        (with `partitions=N`, as one member of a consumer group)."""
         subscribe = functools.partial(
             self._store.subscribe_to_all_streams,
             subscription_name,
@@ -444,6 +448,7 @@ class AsyncEventStore:
             checkpoint_after=checkpoint_after,
             max_retries=max_retries,
             retry_delay=retry_delay,
+            partitions=partitions,
             **options,
         )
         return await self._subscribe(_ALL, subscription_name, subscribe)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 import psycopg
@@ -22,6 +23,7 @@ __all__ = [
     "decode",
     "last_event_id",
     "like_escape",
+    "partition_of",
     "read_all",
     "read_all_covered",
     "read_stream",
@@ -116,6 +118,7 @@ def read_all_covered(
     *,
     event_types: Sequence[str] | None = None,
     stream_prefix: str | None = None,
+    partition: tuple[int, int] | None = None,
 ) -> tuple[list[Row], int]:
     """`read_all` forward, plus how far it covered: every event_id from `start_event_id` to
     `covered` is among the rows or was hard-deleted, so a reader may move on to covered + 1.
@@ -129,7 +132,8 @@ def read_all_covered(
 
     `event_types` and `stream_prefix` filter in the database (before the limit): positions of
     other events are covered like deleted ones, so a filtered subscription steps over them
-    without moving their rows.
+    without moving their rows. So does `partition` (index, count): only the streams whose
+    `partition_of` is that index (a consumer group's partition).
     """
     high = MAX_POSITION if end_event_id is None else end_event_id
     params: dict[str, Any] = {"low": start_event_id, "high": high, "count": count}
@@ -137,8 +141,13 @@ def read_all_covered(
         params["event_types"] = list(event_types)
     if stream_prefix is not None:
         params["stream_pattern"] = like_escape(stream_prefix) + "%"
+    if partition is not None:
+        params["partition"], params["partitions"] = partition
+    query = _all_covered_query(
+        event_types is not None, stream_prefix is not None, partition is not None
+    )
     cur = conn.cursor(binary=True)
-    cur.execute(_all_covered_query(event_types is not None, stream_prefix is not None), params)
+    cur.execute(query, params)
     found = cur.fetchall()
     counter = int(found[0][0]) if found else 0
     rows: list[Row] = [r[1:] for r in found if r[1] is not None]  # type: ignore[misc]
@@ -176,8 +185,10 @@ def read_stream_covered(
 
 
 @cache
-def _all_covered_query(by_type: bool = False, by_prefix: bool = False) -> str:
-    events = all_query(False, by_type, by_prefix).rstrip().rstrip(";")
+def _all_covered_query(
+    by_type: bool = False, by_prefix: bool = False, by_partition: bool = False
+) -> str:
+    events = all_query(False, by_type, by_prefix, by_partition).rstrip().rstrip(";")
     return statement("read/all_covered").replace("{events}", events)
 
 
@@ -209,7 +220,7 @@ def stream_query(backward: bool, by_type: bool = False) -> str:
 
 
 @cache
-def all_query(backward: bool, by_type: bool, by_prefix: bool) -> str:
+def all_query(backward: bool, by_type: bool, by_prefix: bool, by_partition: bool = False) -> str:
     """The text of an all-streams read: one statement per combination of filters, so the
     unfiltered read stays the plain primary-key range scan."""
     filters = ""
@@ -217,11 +228,30 @@ def all_query(backward: bool, by_type: bool, by_prefix: bool) -> str:
         filters += "\n  AND e.event_type = ANY(%(event_types)s)"
     if by_prefix:
         filters += "\n  AND s.stream_uuid LIKE %(stream_pattern)s ESCAPE '\\'"
+    if by_partition:
+        filters += f"\n  AND {PARTITION_SQL} = %(partition)s"
     return (
         statement("read/all_events")
         .replace("{filters}", filters)
         .replace("{dir}", "DESC" if backward else "ASC")
     )
+
+
+#: A stream's partition in a consumer group of %(partitions)s partitions, computed in the
+#: database: the first 32 bits of the MD5 of the UTF-8 stream_uuid, as an unsigned number,
+#: modulo the count. MD5 and these casts are stable across PostgreSQL versions (hashtext is
+#: not promised to be), and `partition_of` computes the same in Python.
+PARTITION_SQL = (
+    "mod(('x' || substr(md5(convert_to(s.stream_uuid, 'UTF8')), 1, 8))::bit(32)::bigint, "
+    "%(partitions)s)"
+)
+
+
+@lru_cache(maxsize=65536)
+def partition_of(stream_uuid: str, partitions: int) -> int:
+    """The partition of `stream_uuid` among `partitions`, as `PARTITION_SQL` computes it."""
+    digest = hashlib.md5(stream_uuid.encode("utf-8"), usedforsecurity=False).digest()
+    return int.from_bytes(digest[:4], "big") % partitions
 
 
 def like_escape(text: str) -> str:

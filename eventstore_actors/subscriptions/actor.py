@@ -90,10 +90,17 @@ class SubscriptionSpec:
     max_retries: int = 10  # nack "retry": then parked
     retry_delay: float = 1.0  # seconds before a retried event is sent again
     replica: ReplicaReads | None = None  # catch-up reads from a standby (replica_dsn)
+    partition: tuple[int, int] | None = None  # (index, count) in a consumer group; in the db
 
     def matches(self, event: RecordedEvent) -> bool:
         """What the database filters keep (for events from the publisher)."""
         if self.event_types is not None and event.event_type not in self.event_types:
+            return False
+        partition = self.partition
+        if (
+            partition is not None
+            and reader.partition_of(event.stream_uuid, partition[1]) != (partition[0])
+        ):
             return False
         prefix = self.stream_prefix
         return prefix is None or event.stream_uuid.startswith(prefix)
@@ -524,9 +531,10 @@ class SubscriptionActor(SupervisedActor):
         start, limit = action.start, action.limit
         types, prefix = self._spec.event_types, self._spec.stream_prefix
         if self._all:
+            part = self._spec.partition
             rows, covered = self._covered(
                 lambda c: reader.read_all_covered(
-                    c, start, limit, event_types=types, stream_prefix=prefix
+                    c, start, limit, event_types=types, stream_prefix=prefix, partition=part
                 ),
                 limit,
             )

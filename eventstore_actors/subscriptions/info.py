@@ -31,7 +31,7 @@ class SubscriptionInfo:
     active: bool  # a subscriber holds it now, in any process
     holder: str | None  # the holding store instance (None when not active); contains its pid
     parked: int
-    partition: int | None = None  # consumer groups (later): which partition this row is
+    partition: int | None = None  # consumer groups: which partition this row is
 
     def to_json(self) -> dict[str, Any]:
         """The fields as a JSON-ready dict (what `eventstore-actors status --json` prints)."""
@@ -52,7 +52,8 @@ def holder_text(origin: str) -> str:
 def load(
     conn: psycopg.Connection[Any], schema: str, name: str | None = None, stream_uuid: str = "$all"
 ) -> list[SubscriptionInfo]:
-    """Every durable subscription of the store (or only `name` on `stream_uuid`)."""
+    """Every durable subscription of the store (or only `name` on `stream_uuid`); a consumer
+    group's partitions are one row each, named after the group, with `partition` set."""
     rows = conn.execute(
         statement("subscriptions/info"), {"name": name, "stream_uuid": stream_uuid}
     ).fetchall()
@@ -63,19 +64,32 @@ def load(
     found = []
     for i, (stream, sub_name, last_seen, holder, head, parked) in enumerate(rows, start=1):
         active = i in held
+        parsed = _partition_of(str(sub_name))
         found.append(
             SubscriptionInfo(
                 stream_uuid=str(stream),
-                subscription_name=str(sub_name),
+                subscription_name=str(sub_name) if parsed is None else parsed[0],
                 checkpoint=int(last_seen),
                 head=int(head or 0),
                 lag=max(0, int(head or 0) - int(last_seen)),
                 active=active,
                 holder=str(holder) if active and holder is not None else None,
                 parked=int(parked),
+                partition=None if parsed is None else parsed[1],
             )
         )
+    # The database's order (its collation), a group's partitions together and by number.
+    first: dict[tuple[str, str], int] = {}
+    for i, f in enumerate(found):
+        first.setdefault((f.stream_uuid, f.subscription_name), i)
+    found.sort(key=lambda f: (first[f.stream_uuid, f.subscription_name], f.partition or 0))
     return found
+
+
+def _partition_of(raw: str) -> tuple[str, int, int] | None:
+    from .group import parse_row_name  # group imports this module
+
+    return parse_row_name(raw)
 
 
 def summary(conn: psycopg.Connection[Any]) -> tuple[int, int, int]:

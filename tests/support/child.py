@@ -8,8 +8,8 @@ reported as ``{"event": "subscribed"|"events", "key": KEY, ...}`` lines, where K
 Commands: ping; append {stream, expected, count, start}; write {streams, events, seed,
 max_batch, pause, seconds} (appends in a background thread, owning `streams`, until `events`
 were appended or `seconds` passed); write_join; subscribe
-{stream ("$all" for all streams), name, auto_ack}; ack {key, position}; unsubscribe {stream,
-name}; stop.
+{stream ("$all" for all streams), name, auto_ack, partitions}; ack {key, position};
+unsubscribe {stream, name}; stop.
 """
 
 from __future__ import annotations
@@ -104,7 +104,9 @@ class Child:
             reporter = Reporter(key, bool(command.get("auto_ack", True)))
             start_from = command.get("start_from", "origin")
             if stream == "$all":
-                sub = self.store.subscribe_to_all_streams(name, reporter, start_from=start_from)
+                sub = self.store.subscribe_to_all_streams(
+                    name, reporter, start_from=start_from, partitions=command.get("partitions")
+                )
             else:
                 sub = self.store.subscribe_to_stream(stream, name, reporter, start_from=start_from)
             self.subs[key] = sub

@@ -15,12 +15,14 @@ __all__ = ["emit", "finish_child", "spawn"]
 _ROOT = Path(__file__).resolve().parents[3]
 
 
-def spawn(name: str, *args: str) -> subprocess.Popen[str]:
-    """Start `eventstore_actors.bench.children.<name>` with this interpreter; stdout piped."""
+def spawn(name: str, *args: str, stdin: bool = False) -> subprocess.Popen[str]:
+    """Start `eventstore_actors.bench.children.<name>` with this interpreter; stdout piped
+    (and stdin, if asked)."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_ROOT), env.get("PYTHONPATH")) if p)
     return subprocess.Popen(
         [sys.executable, "-m", f"{__name__}.{name}", *args],
+        stdin=subprocess.PIPE if stdin else None,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -10,6 +10,7 @@ from ..results import Result
 from .aio import aio_steps, run_aio
 from .appends import run_seed_appends, run_single_appends, seed_append_steps, single_append_steps
 from .catchup import catchup_steps, run_catchup
+from .groups import group_steps, run_groups
 from .growth import growth_steps, run_growth
 from .latency import latency_steps, run_latency
 from .multi import any_append_steps, multi_append_steps, run_any_appends, run_multi_appends
@@ -91,6 +92,12 @@ WORKLOADS: dict[str, Workload] = {
             "asyncio: single-event appends from 50 tasks, catch-up through async for",
             aio_steps,
             run_aio,
+        ),
+        Workload(
+            "groups",
+            "consumer-group catch-up with 1, 2 and 4 processes, 0.2 ms of work per event",
+            group_steps,
+            run_groups,
         ),
         Workload(
             "growth",

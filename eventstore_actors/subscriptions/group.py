@@ -1,0 +1,436 @@
+"""Consumer groups: one all-streams subscription split into partitions across processes.
+
+Streams are split into N partitions by `reader.partition_of` (computed in the database for
+catch-up reads, in Python for published batches). Each partition is an ordinary
+`SubscriptionActor` whose reads and deliveries are filtered to its streams, with its own
+checkpoint row and advisory lock (the row is named after the group with a suffix no user
+name can carry: user names may not contain `MARK`). So everything a subscription guarantees
+(per-stream order, standby, lock loss, checkpoints) holds per partition.
+
+PostgreSQL is the coordinator, with advisory locks only (no schema change, no consensus of
+our own): every member (store instance subscribed under the name) holds one member-slot lock
+on its own connection, and every `_POLL` seconds reads from pg_locks which slots are held.
+Every member computes the same assignment from the same set of slots (`assign`: rendezvous
+hashing with capacities), which gives each between floor(N/P) and ceil(N/P) and moves few
+partitions when a member joins or leaves. It stops (checkpoint flushed, lock released) the
+partitions it no longer wants, and starts the ones it wants as standby subscriptions, which
+take the partition's lock as soon as its previous holder lets go. A member that dies loses
+its slot and partition locks with its sessions; the others see it on their next poll. Views
+may differ for a poll or two during a change; the partition locks keep each partition to one
+holder meanwhile.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import psycopg
+import structlog
+
+from ..config import Settings
+from ..events import RecordedEvent
+from ..sql import statement
+from ..storage import checkpoints, reader
+from ..storage.connection import connect, unavailable
+from ..storage.deadline import guard
+from .control import Control
+from .info import lock_key
+from .messages import Subscribed, Subscription, SubscriptionStopped
+
+__all__ = [
+    "MARK",
+    "Group",
+    "GroupSubscription",
+    "assign",
+    "check_partitions",
+    "parse_row_name",
+    "partition_row_name",
+]
+
+log = structlog.get_logger("eventstore_actors.group")
+
+#: Separates a group's name from its partition or member suffix (refused in user names).
+MARK = "\x1f"
+#: Seconds between membership polls (a change is acted on within two polls).
+_POLL = 0.5
+#: Member slots per partition (plus a few): members beyond 2N + 8 would hold nothing anyway
+#: (with P > N members, each holds at most one partition), so they wait for a free slot
+#: instead of making every poll read more keys.
+_SLOTS_PER_PARTITION = 2
+_SPARE_SLOTS = 8
+
+
+def check_partitions(partitions: Any) -> int | None:
+    """None, or an int >= 1 (TypeError/ValueError otherwise)."""
+    if partitions is None:
+        return None
+    if isinstance(partitions, bool) or not isinstance(partitions, int):
+        raise TypeError(f"partitions must be an int or None, got {type(partitions).__qualname__}")
+    if partitions < 1:
+        raise ValueError(f"partitions must be >= 1, got {partitions}")
+    return partitions
+
+
+def assign(slots: Sequence[int], count: int) -> dict[int, set[int]]:
+    """The partitions of each member (by slot): the same on every member for the same slots.
+
+    Rendezvous hashing with capacities: the members in slot order take ceil(N/P) partitions
+    for the first N mod P of them and floor(N/P) for the others; (member, partition) pairs
+    are taken by descending score while both are free. Every partition gets a member (the
+    capacities add up to N), and a member keeps most of its partitions when another joins or
+    leaves (scores do not depend on who else is there).
+    """
+    members = sorted(set(slots))
+    if not members:
+        return {}
+    low, extra = divmod(count, len(members))
+    capacity = {m: low + (1 if i < extra else 0) for i, m in enumerate(members)}
+    pairs = sorted(((_score(m, p), m, p) for m in members for p in range(count)), reverse=True)
+    owned: dict[int, set[int]] = {m: set() for m in members}
+    taken: set[int] = set()
+    for _, member, partition in pairs:
+        if partition not in taken and len(owned[member]) < capacity[member]:
+            owned[member].add(partition)
+            taken.add(partition)
+    return owned
+
+
+def _score(slot: int, partition: int) -> int:
+    digest = hashlib.md5(f"{slot}/{partition}".encode(), usedforsecurity=False).digest()
+    return int.from_bytes(digest[:8], "big")
+
+
+def partition_row_name(name: str, index: int, count: int) -> str:
+    """The subscriptions row (and lock) name of one partition."""
+    return f"{name}{MARK}partition {index} of {count}"
+
+
+def parse_row_name(raw: str) -> tuple[str, int, int] | None:
+    """(group name, index, count) of a partition row name; None for other names."""
+    name, mark, rest = raw.partition(MARK)
+    if not mark or not rest.startswith("partition "):
+        return None
+    try:
+        index, _, count = rest[len("partition ") :].partition(" of ")
+        return name, int(index), int(count)
+    except ValueError:
+        return None
+
+
+def _member_key(schema: str, name: str, slot: int) -> str:
+    return lock_key(schema, checkpoints.ALL_STREAMS, f"{name}{MARK}member {slot}")
+
+
+def _group_key(schema: str, name: str) -> str:
+    return lock_key(schema, checkpoints.ALL_STREAMS, f"{name}{MARK}group")
+
+
+def prepare(
+    conn: psycopg.Connection[Any],
+    schema: str,
+    name: str,
+    count: int,
+    start: Callable[[psycopg.Connection[Any]], int],
+) -> None:
+    """Create the group's N checkpoint rows (all at one start position), or check that the
+    existing group has N partitions (ValueError otherwise). Serialized per name."""
+    prefix = f"{name}{MARK}partition "
+    with conn.transaction():
+        conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended(%(key)s, 0))",
+            {"key": _group_key(schema, name)},
+        )
+        rows = conn.execute(
+            "SELECT subscription_name FROM subscriptions WHERE stream_uuid = %(all)s"
+            " AND left(subscription_name, %(n)s) = %(prefix)s",
+            {"all": checkpoints.ALL_STREAMS, "n": len(prefix), "prefix": prefix},
+        ).fetchall()
+        counts = {p[2] for (raw,) in rows if (p := parse_row_name(str(raw))) is not None}
+        if counts and counts != {count}:
+            raise ValueError(
+                f"subscription {name!r} is a consumer group of {sorted(counts)[0]} partitions; "
+                f"it cannot be joined with partitions={count} (delete it first to change N)"
+            )
+        position = start(conn)
+        for index in range(count):
+            conn.execute(
+                statement("subscriptions/create"),
+                {
+                    "stream_uuid": checkpoints.ALL_STREAMS,
+                    "subscription_name": partition_row_name(name, index, count),
+                    "last_seen": position,
+                },
+            )
+
+
+def row_names(conn: psycopg.Connection[Any], name: str) -> list[str]:
+    """The checkpoint row names of the group `name`'s partitions (none: not a group)."""
+    prefix = f"{name}{MARK}partition "
+    found = conn.execute(
+        "SELECT subscription_name FROM subscriptions WHERE stream_uuid = %(all)s"
+        " AND left(subscription_name, %(n)s) = %(prefix)s ORDER BY subscription_name",
+        {"all": checkpoints.ALL_STREAMS, "n": len(prefix), "prefix": prefix},
+    ).fetchall()
+    return [str(raw) for (raw,) in found if parse_row_name(str(raw)) is not None]
+
+
+def delete_rows(conn: psycopg.Connection[Any], name: str) -> None:
+    """Delete every partition checkpoint (and parked event) of the group `name`."""
+    prefix = f"{name}{MARK}partition "
+    params = {"all": checkpoints.ALL_STREAMS, "n": len(prefix), "prefix": prefix}
+    with conn.transaction():
+        conn.execute(
+            "DELETE FROM parked_events WHERE stream_uuid = %(all)s"
+            " AND left(subscription_name, %(n)s) = %(prefix)s",
+            params,
+        )
+        conn.execute(
+            "DELETE FROM subscriptions WHERE stream_uuid = %(all)s"
+            " AND left(subscription_name, %(n)s) = %(prefix)s",
+            params,
+        )
+
+
+class GroupSubscription(Subscription):
+    """The handle a consumer-group subscribe returns. Each batch comes with its partition's
+    own handle (`message.subscription`), which acks that partition; acks through this one are
+    routed: events by their stream's partition, an int position to the partition whose last
+    sent batch ends there (other int positions are ignored: ack events, or through
+    `message.subscription`)."""
+
+    _group: Group | None = None
+
+    def ack(self, acked: Sequence[Any] | RecordedEvent | int, *, conn: Any = None) -> None:
+        group = self._group
+        target = None if group is None else group.route(acked)
+        if target is not None:
+            target.ack(acked, conn=conn)
+        else:
+            self._position(acked)  # still checked
+
+    def nack(
+        self, event_or_position: RecordedEvent | int, action: str = "retry", reason: Any = None
+    ) -> None:
+        group = self._group
+        target = None if group is None else group.route(event_or_position)
+        if target is not None:
+            target.nack(event_or_position, action, reason)
+
+
+class _Relay:
+    """The subscriber as every partition sees it: `Subscribed` and `SubscriptionStopped` are
+    told once for the whole group (with the group's handle); nothing follows the stop."""
+
+    def __init__(self, group: Group, subscriber: Any) -> None:
+        self._group = group
+        self.subscriber = subscriber
+        self._lock = threading.Lock()
+        self._announced = False
+        self._stopped = False
+
+    def tell(self, message: Any) -> None:
+        if isinstance(message, Subscribed):
+            with self._lock:  # held while telling: no partition's events overtake it
+                if self._announced or self._stopped:
+                    return
+                self.subscriber.tell(Subscribed(self._group.handle))
+                self._announced = True
+        elif isinstance(message, SubscriptionStopped):
+            with self._lock:
+                if self._stopped:
+                    return
+                self._stopped = True
+            self._group.failed(message.reason)
+            self.subscriber.tell(SubscriptionStopped(self._group.handle, message.reason))
+        elif not self._stopped:
+            self.subscriber.tell(message)
+
+    def silence(self) -> None:
+        """An unsubscribe: nothing more is told."""
+        with self._lock:
+            self._stopped = True
+
+    def is_alive(self) -> bool:
+        is_alive = getattr(self.subscriber, "is_alive", None)
+        return not callable(is_alive) or bool(is_alive())
+
+
+class Group:
+    """One store instance's membership of a consumer group (see the module docstring).
+
+    `start_partition(index, relay)` subscribes one partition (as standby) and returns its
+    handle; `stop_partition(index)` unsubscribes it (checkpoint flushed, lock released);
+    `control(index)` is the partition's `Control` while it runs.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        name: str,
+        count: int,
+        subscriber: Any,
+        start_partition: Callable[[int, Any], Subscription],
+        stop_partition: Callable[[int], None],
+        control: Callable[[int], Any],
+        on_end: Callable[[Group], None],
+    ) -> None:
+        self._settings = settings
+        self.name = name
+        self.count = count
+        self._start_partition = start_partition
+        self._stop_partition = stop_partition
+        self._control = control
+        self._on_end = on_end
+        self.relay = _Relay(self, subscriber)
+        handle = GroupSubscription(checkpoints.ALL_STREAMS, name, _ignore, None)
+        object.__setattr__(handle, "_group", self)
+        self.handle = handle
+        self.log = log.bind(schema=settings.schema, subscription=name, partitions=count)
+        self._handles: dict[int, Subscription] = {}  # the partitions started here
+        self._conn: psycopg.Connection[Any] | None = None
+        self._slot: int | None = None
+        self._wake = threading.Event()
+        self._closing = False
+        self._ended = False
+        self._end_lock = threading.Lock()
+        self._thread = threading.Thread(
+            target=self._run, name=f"eventstore-group-{name}", daemon=True
+        )
+        self.members = 0  # members seen on the last poll
+
+    # Life cycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        """Join (take a member slot, start the wanted partitions), then keep polling."""
+        try:
+            self.step()
+        except psycopg.Error as exc:
+            raise unavailable(exc) from None
+        self._thread.start()
+
+    def close(self, *, silent: bool = True, partitions: bool = True) -> None:
+        """Leave the group: stop polling, stop this instance's partitions (their checkpoints
+        flushed, their locks released; not with `partitions=False`: the store is stopping
+        them), release the member slot."""
+        with self._end_lock:
+            if self._ended:
+                return
+            self._ended = True
+        if silent:
+            self.relay.silence()
+        self._closing = True
+        self._wake.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=self._settings.call_timeout)
+        if partitions:
+            for index in sorted(self._handles):
+                self._stop(index)
+        self._drop()
+        self._on_end(self)
+
+    def tell_stopped(self, reason: str) -> None:
+        """Tell the subscriber `SubscriptionStopped` unless it was told already (a member
+        holding no partition when its store stops)."""
+        try:
+            self.relay.tell(SubscriptionStopped(self.handle, reason))
+        except Exception:  # includes pykka.ActorDeadError
+            pass
+
+    def failed(self, reason: str) -> None:
+        """A partition ended for `reason` (told to the subscriber once): the group ends."""
+        self._closing = True
+        self._wake.set()
+
+    def _run(self) -> None:
+        while not self._wake.wait(_POLL):
+            try:
+                self.step()
+            except Exception as exc:  # the database is away: retried on the next poll
+                self.log.warning("consumer group poll failed", error=str(exc))
+                self._drop()
+        if not self._ended:  # a partition failed: leave, telling nothing more
+            threading.Thread(target=self.close, kwargs={"silent": False}, daemon=True).start()
+
+    # Membership -----------------------------------------------------------------------------
+    def step(self) -> None:
+        """One poll: who is in the group, which partitions are wanted here; stop and start
+        partitions accordingly."""
+        if self._closing:
+            return
+        if not self.relay.is_alive():  # its partitions (if any) notice too; told once
+            self.tell_stopped("the subscriber stopped")
+            return
+        slots = self._members()
+        self.members = len(slots)
+        wanted = (
+            assign(slots, self.count).get(self._slot, set()) if self._slot is not None else set()
+        )
+        for index in sorted(set(self._handles) - wanted):
+            self._stop(index)
+        for index in sorted(wanted - set(self._handles)):
+            if self._closing:
+                return
+            try:
+                self._handles[index] = self._start_partition(index, self.relay)
+            except Exception as exc:  # the previous holder here still ending: next poll
+                self.log.warning("could not start a partition", partition=index, error=str(exc))
+
+    def _members(self) -> list[int]:
+        """The member slots held now (sorted), after taking ours if we have none."""
+        conn = self._connection()
+        schema = self._settings.schema
+        slots = _SLOTS_PER_PARTITION * self.count + _SPARE_SLOTS
+        keys = [_member_key(schema, self.name, k) for k in range(slots)]
+        with guard(conn, self._settings.io_timeout):  # a silent server fails the poll
+            if self._slot is None:
+                for slot, key in enumerate(keys):
+                    row = conn.execute(statement("subscriptions/lock"), {"key": key}).fetchone()
+                    if row and row[0]:
+                        self._slot = slot
+                        break
+            held = conn.execute(statement("subscriptions/held"), {"keys": keys}).fetchall()
+        return sorted(int(r[0]) - 1 for r in held)
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        conn = self._conn
+        if conn is None or conn.closed or conn.broken:
+            self._drop()
+            conn = self._conn = connect(self._settings)
+        return conn
+
+    def _drop(self) -> None:
+        """Close the member connection (the slot goes with it)."""
+        conn, self._conn, self._slot = self._conn, None, None
+        if conn is not None:
+            try:
+                conn.close()
+            except psycopg.Error:
+                pass
+
+    def _stop(self, index: int) -> None:
+        self._handles.pop(index, None)
+        try:
+            self._stop_partition(index)
+        except Exception as exc:
+            self.log.warning("could not stop a partition", partition=index, error=str(exc))
+
+    # Acks through the group's handle --------------------------------------------------------
+    def route(self, acked: Any) -> Subscription | None:
+        """The partition handle an ack or nack through the group's handle is meant for."""
+        last = acked
+        if isinstance(acked, Sequence) and not isinstance(acked, (str, bytes)) and acked:
+            last = acked[-1]
+        if isinstance(last, RecordedEvent):
+            return self._handles.get(reader.partition_of(last.stream_uuid, self.count))
+        if isinstance(last, int) and not isinstance(last, bool):
+            for index, handle in list(self._handles.items()):
+                control = self._control(index)
+                if isinstance(control, Control) and control.delivered == last:
+                    return handle
+        return None
+
+
+def _ignore(position: int) -> None:
+    pass
