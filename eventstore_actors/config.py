@@ -206,6 +206,8 @@ class Settings:
     #: Seconds a replica read waits for the standby to replay this store's last write before
     #: it reads from the primary instead.
     replica_max_lag: float = 5.0
+    #: Whether the store records `store.metrics()` (counters and latency summaries).
+    metrics: bool = True
 
     def __repr__(self) -> str:
         """Like the dataclass repr, with the DSN's password hidden."""
@@ -263,6 +265,8 @@ class Settings:
         lag = self.replica_max_lag
         if not isinstance(lag, (int, float)) or isinstance(lag, bool) or not 0 <= lag < 1e9:
             raise ConfigError(f"replica_max_lag must be a number of seconds >= 0, got {lag!r}")
+        if not isinstance(self.metrics, bool):
+            raise ConfigError(f"metrics must be True or False, got {self.metrics!r}")
         if not isinstance(self.serializer, Serializer):
             raise ConfigError("serializer must have serialize(term) and deserialize(data, type)")
 

@@ -53,6 +53,7 @@ from .events import (
     SnapshotData,
     StreamAppend,
 )
+from .metrics import Metrics, metric_key
 from .notifications.publisher import (
     CatchUp,
     PublisherActor,
@@ -155,7 +156,8 @@ class EventStore:
             self._tracker = LsnTracker()
             self._replica = self._reads = ReplicaReads(settings, pool, self._tracker)
         self._origin = uuid.uuid4().hex  # names this instance's commits in notifications
-        self._registry = Registry()
+        self._registry = Registry(Metrics(settings.metrics))
+        pool.metrics = self._registry.metrics
         self._supervisor = Supervisor.start(
             self._registry, settings.max_restarts, settings.restart_window
         )
@@ -199,6 +201,7 @@ class EventStore:
         enable_hard_deletes: bool = False,
         replica_dsn: str | None = None,
         replica_max_lag: float = 5.0,
+        metrics: bool = True,
     ) -> EventStore:
         """Start the supervisor, writer and publisher on an initialised schema.
 
@@ -234,6 +237,7 @@ class EventStore:
             enable_hard_deletes=enable_hard_deletes,
             replica_dsn=replica_dsn,
             replica_max_lag=replica_max_lag,
+            metrics=metrics,
         )
         logs.quiet_third_party()  # psycopg.pool, unless the application set its level
         _check_installed(settings)
@@ -1270,6 +1274,29 @@ class EventStore:
             control.close(None)
         if ref is not None:
             _stop_actor(ref)
+
+    # Metrics ----------------------------------------------------------------------------------
+    def metrics(self) -> dict[str, float]:
+        """This store instance's counters, gauges and latency summaries (README: Metrics);
+        empty when started with `metrics=False`. The subscription lags cost one pooled
+        query, made here, never on the hot path; without the database they are left out
+        and `subscription_lag_error` is 1."""
+        out = self._registry.metrics.snapshot()
+        if not out:
+            return out
+        out["subscriptions_running"] = float(len(self._registry.members("subscription:")))
+        try:
+            found = self.subscriptions()
+        except StoreUnavailableError:
+            out["subscription_lag_error"] = 1.0
+            return out
+        out["subscription_lag_error"] = 0.0
+        for info in found:
+            labels = {"stream": info.stream_uuid, "name": info.subscription_name}
+            if info.partition is not None:
+                labels["partition"] = str(info.partition)
+            out[metric_key("subscription_lag", **labels)] = float(info.lag)
+        return out
 
     # Snapshots --------------------------------------------------------------------------------
     def record_snapshot(self, snapshot: SnapshotData) -> None:

@@ -16,7 +16,7 @@ only a bug (an unexpected exception) makes it crash.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -41,6 +41,8 @@ class Append:
     one AppendResult per stream of the request, or the caller's error."""
 
     request: AppendRequest
+    #: perf_counter time the caller asked (commit latency starts here, queueing included).
+    at: float = field(default_factory=time.perf_counter)
 
 
 @dataclass(frozen=True)
@@ -53,12 +55,15 @@ class Committed:
     """Told to the publisher after each commit: the rows just committed, in event_id order."""
 
     rows: list[StoredRow]
+    #: perf_counter time of the commit (delivery latency starts here).
+    at: float = field(default_factory=time.perf_counter)
 
 
 _FLUSH = _Flush()
 
-#: An append waiting for its group's commit, with the future its caller waits on.
-_Pending = tuple[AppendRequest, pykka.ThreadingFuture[list[AppendResult]]]
+#: An append waiting for its group's commit, with the future its caller waits on and the
+#: time it was asked (`Append.at`).
+_Pending = tuple[AppendRequest, pykka.ThreadingFuture[list[AppendResult]], float]
 
 #: Reconnect back-off: the first reconnect after a loss is immediate, later consecutive
 #: failures wait this long, doubling up to _BACKOFF_MAX seconds (calls meanwhile fail fast).
@@ -81,6 +86,8 @@ class WriterActor(SupervisedActor):
         self._tracker = tracker  # replica_dsn: the WAL position after each commit
         self._settings = settings
         self._registry = registry
+        self._metrics = registry.metrics
+        self._connected = False  # once connected, a new connection counts as a reconnect
         self._conn: psycopg.Connection[Any] | None = None
         self._pending: list[_Pending] = []
         self._flush_queued = False
@@ -124,6 +131,9 @@ class WriterActor(SupervisedActor):
             except StoreUnavailableError:
                 self._note_failure()
                 raise
+            if self._connected:
+                self._metrics.count("reconnects_total", connection="writer")
+            self._connected = True
             # The lost connection's backend may live on, holding the counter lock.
             end_orphan(self._conn, self._orphan)
             self._orphan = None
@@ -148,7 +158,7 @@ class WriterActor(SupervisedActor):
     def handle(self, message: Any) -> Any:
         if isinstance(message, Append):
             future: pykka.ThreadingFuture[list[AppendResult]] = pykka.ThreadingFuture()
-            self._pending.append((message.request, future))
+            self._pending.append((message.request, future, message.at))
             if self.actor_inbox.empty():
                 self._flush()  # nobody else is waiting: commit now, no extra hop
             elif not self._flush_queued:
@@ -165,7 +175,7 @@ class WriterActor(SupervisedActor):
         limit = self._settings.max_batch_events
         count = 0
         taken = 0
-        for request, _ in self._pending:
+        for request, _, _ in self._pending:
             if taken and count + request.size > limit:
                 break
             count += request.size
@@ -183,12 +193,13 @@ class WriterActor(SupervisedActor):
         try:
             conn = self._connection()
         except StoreUnavailableError as exc:
+            self._metrics.failed(len(batch), type(exc).__name__)
             _fail(batch, exc)
             return
         appender = Appender(conn, self._settings.channel, self._origin)
         try:
             with guard(conn, self._settings.io_timeout):
-                outcomes = appender.append([request for request, _ in batch])
+                outcomes = appender.append([request for request, _, _ in batch])
         except Exception as exc:
             # A bug, not bad input (refused before it gets here) nor a database error (the
             # appender turns those into outcomes): the callers hear of it at once and the
@@ -216,8 +227,15 @@ class WriterActor(SupervisedActor):
         outcomes: list[Outcome],
     ) -> None:
         """Answer each caller; hand what committed to the publisher, even when others failed."""
+        if self._metrics.enabled:  # before any caller hears: its metrics() then counts it
+            self._metrics.committed(
+                len(batch),
+                sum(len(o.rows) for o in outcomes if isinstance(o, Written)),
+                [p[2] for p in batch],
+                [type(o).__name__ for o in outcomes if not isinstance(o, Written)],
+            )
         committed: list[StoredRow] = []
-        for (_, future), outcome in zip(batch, outcomes, strict=True):
+        for (_, future, _), outcome in zip(batch, outcomes, strict=True):
             if isinstance(outcome, Written):
                 committed.extend(outcome.rows)
                 future.set(outcome.results)
@@ -235,5 +253,5 @@ class WriterActor(SupervisedActor):
 
 
 def _fail(batch: list[_Pending], error: Exception) -> None:
-    for _, future in batch:
+    for _, future, _ in batch:
         future.set_exception(exc_info=(type(error), error, None))

@@ -13,6 +13,7 @@ from typing import Any
 import pykka
 
 from ..errors import StoreUnavailableError
+from ..metrics import Metrics
 
 __all__ = ["Registry"]
 
@@ -23,7 +24,9 @@ class Registry:
     Each entry may carry an attachment shared with the senders (a subscription's `Control`).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, metrics: Metrics | None = None) -> None:
+        #: The store's metrics, recorded by its actors (disabled unless the store gives one).
+        self.metrics = metrics if metrics is not None else Metrics(enabled=False)
         self._refs: dict[str, pykka.ActorRef[Any]] = {}
         self._attachments: dict[str, Any] = {}
         self._cond = threading.Condition()

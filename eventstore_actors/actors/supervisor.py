@@ -127,6 +127,7 @@ class Supervisor(pykka.ThreadingActor):
             self._give_up(spec, msg.error)
             return
         spec.generation += 1
+        self._registry.metrics.count("restarts_total", child=_kind(msg.child_id))
         log.warning(
             "restarting child", child=msg.child_id, restart=spec.generation, error=repr(msg.error)
         )
@@ -136,6 +137,7 @@ class Supervisor(pykka.ThreadingActor):
             self._give_up(spec, exc)
 
     def _give_up(self, spec: ChildSpec, error: BaseException) -> None:
+        self._registry.metrics.count("gave_up_total", child=_kind(spec.child_id))
         reason = (
             f"{spec.child_id} failed {len(spec.restarts)} times within {self._window:g} s; "
             f"last error: {error!r}"
@@ -157,6 +159,11 @@ class Supervisor(pykka.ThreadingActor):
             if ref is not None:
                 ref.stop(block=False)
         self._specs.clear()
+
+
+def _kind(child_id: str) -> str:
+    """The metrics label of a child: writer, publisher or subscription."""
+    return child_id.split(":", 1)[0]
 
 
 def _stop_order(child_id: str) -> tuple[int, str]:

@@ -180,6 +180,7 @@ class AsyncEventStore:
         enable_hard_deletes: bool = False,
         replica_dsn: str | None = None,
         replica_max_lag: float = 5.0,
+        metrics: bool = True,
         threads: int | None = None,
     ) -> AsyncEventStore:
         """`EventStore.start(...)` with the same arguments, without blocking the loop; plus
@@ -203,6 +204,7 @@ class AsyncEventStore:
             "enable_hard_deletes": enable_hard_deletes,
             "replica_dsn": replica_dsn,
             "replica_max_lag": replica_max_lag,
+            "metrics": metrics,
         }
         if threads is None:
             threads = _count(pool_size, 10) + _count(pool_overflow, 0) + APPEND_THREADS
@@ -291,6 +293,7 @@ class AsyncEventStore:
     subscription_info = _awaitable(EventStore.subscription_info)
     parked_events = _awaitable(EventStore.parked_events)
     replay_parked = _awaitable(EventStore.replay_parked)
+    metrics = _awaitable(EventStore.metrics)
 
     # Streaming reads: async iterators ----------------------------------------------------------
     stream_forward = _streaming(EventStore.stream_forward)

@@ -33,6 +33,10 @@ class Sizes:
     multi_appends: dict[int, int] = field(default_factory=lambda: {1: 20, 10: 4})
     #: Throughput workloads run this many times per side, alternating; the best time counts.
     repeats: int = 1
+    #: writers -> single-event appends per writer, for metrics on vs off.
+    metrics_appends: dict[int, int] = field(default_factory=lambda: {1: 10, 50: 2})
+    #: Rounds of raw / metrics off / metrics on (a 2 % difference needs several).
+    metrics_repeats: int = 1
 
     def with_growth_large(self, events: int) -> Sizes:
         return replace(self, growth_large=max(events, self.growth_small + 1))
@@ -58,6 +62,8 @@ PRESETS: dict[str, Sizes] = {
         any_appends={10: 150},
         multi_appends={1: 1000, 10: 100},
         repeats=3,
+        metrics_appends={1: 1500, 50: 60},
+        metrics_repeats=5,
     ),
     "quick": Sizes(
         append_rounds={1: 40, 10: 8, 100: 1},
@@ -71,6 +77,8 @@ PRESETS: dict[str, Sizes] = {
         growth_ops=30,
         any_appends={10: 40},
         multi_appends={1: 300, 10: 30},
+        metrics_appends={1: 400, 50: 20},
+        metrics_repeats=3,
     ),
     "smoke": Sizes(
         append_rounds={1: 3, 10: 1, 100: 1},

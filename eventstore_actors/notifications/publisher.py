@@ -21,8 +21,9 @@ noticed and published from the start again.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -81,6 +82,9 @@ class Published:
 
     events: list[RecordedEvent]
     covered: tuple[int, int] | None = None
+    #: perf_counter time of the commit (this process's) or of this publication (read from
+    #: storage): where delivery latency starts.
+    at: float = field(default_factory=time.perf_counter)
 
 
 @dataclass(frozen=True)
@@ -120,14 +124,24 @@ class PublisherActor(SupervisedActor):
         # publisher that failed on every read would exhaust its restarts in a short outage).
         self._resync = True
         self._listener: Listener | None = None
+        self._metrics = registry.metrics
+        self._connects = 0  # of its own connection: after the first, reconnects
 
     def setup(self) -> None:
-        ref = self.actor_ref
+        ref, metrics = self.actor_ref, self._metrics
+        listens = [0]
+
+        def on_connect() -> None:
+            listens[0] += 1
+            if listens[0] > 1:
+                metrics.count("reconnects_total", connection="listener")
+            _notify(ref, CatchUp())
+
         self._listener = Listener(
             self._settings,
             self._origin,
             on_notify=lambda last: _notify(ref, Notified(last)),
-            on_connect=lambda: _notify(ref, CatchUp()),
+            on_connect=on_connect,
             on_stream=lambda kind, stream: _notify(ref, StreamNotice(kind, stream)),
         )
         self._listener.start()  # its first connect tells us CatchUp, which resyncs
@@ -142,6 +156,9 @@ class PublisherActor(SupervisedActor):
             self._close()
         if self._conn is None:
             self._conn = connect(self._settings)  # StoreUnavailableError: resync later
+            self._connects += 1
+            if self._connects > 1:
+                self._metrics.count("reconnects_total", connection="publisher")
         return self._conn
 
     def _close(self) -> None:
@@ -182,7 +199,7 @@ class PublisherActor(SupervisedActor):
         if self._resync:
             self._resync_now()
         if isinstance(message, Committed):
-            self._committed(message.rows)
+            self._committed(message.rows, message.at)
         elif isinstance(message, Notified):
             if message.last_event_id <= self._last_published:
                 self._went_back()
@@ -227,7 +244,7 @@ class PublisherActor(SupervisedActor):
         self._fan_out_catch_up()
         return True
 
-    def _committed(self, rows: Sequence[reader.Row]) -> None:
+    def _committed(self, rows: Sequence[reader.Row], at: float) -> None:
         if not rows:
             return
         if rows[-1][0] <= self._last_published and not self._went_back():
@@ -237,7 +254,7 @@ class PublisherActor(SupervisedActor):
                 self._fill_gap(run[0][0] - 1)
             fresh = [row for row in run if row[0] > self._last_published]
             if fresh and fresh[0][0] == self._last_published + 1:
-                self._publish(fresh, fresh[0][0], fresh[-1][0])
+                self._publish(fresh, fresh[0][0], fresh[-1][0], at)
 
     def _fill_gap(self, up_to: int) -> None:
         """Publish what lies between last_published and `up_to` (events committed elsewhere,
@@ -263,7 +280,9 @@ class PublisherActor(SupervisedActor):
                 return  # nothing committed there (the store was reset meanwhile)
             self._publish(rows, start, covered)
 
-    def _publish(self, rows: Sequence[reader.Row], first: int, last: int) -> None:
+    def _publish(
+        self, rows: Sequence[reader.Row], first: int, last: int, at: float | None = None
+    ) -> None:
         """Fan out `rows`: every committed event with first <= event_id <= last."""
         self._last_published = last
         members = self._registry.members(_SUBSCRIPTIONS)
@@ -278,7 +297,7 @@ class PublisherActor(SupervisedActor):
             self.log.error("cannot decode published events", error=str(exc))
             self._fan_out_catch_up(members)
             return
-        published = Published(events, (first, last))
+        published = Published(events, (first, last), at or time.perf_counter())
         count = len(events)
         for ref, control in members:
             if not isinstance(control, Control):

@@ -13,6 +13,7 @@ import psycopg_pool
 from .. import logs
 from ..config import Settings, redact
 from ..errors import ConfigError, StoreUnavailableError
+from ..metrics import Metrics
 
 __all__ = [
     "ReadPool",
@@ -185,6 +186,7 @@ class ReadPool:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
+        self.metrics = Metrics(enabled=False)  # the store's, once it has one
         self._pool = psycopg_pool.ConnectionPool(
             settings.dsn,
             min_size=settings.pool_size,
@@ -235,6 +237,7 @@ class ReadPool:
         ``pool.check()``, which drops every dead idle connection at once, and one retry.
         Every other database error becomes a contract error: no psycopg class escapes.
         """
+        self.metrics.pool_call()
         for attempt in (1, 2):
             try:
                 with self._pool.connection() as conn:
@@ -264,6 +267,7 @@ class ReadPool:
         if attempt == 2:
             raise unavailable(exc or psycopg.OperationalError("connection lost")) from None
         log.warning("pooled connection lost, checking pool", schema=self._settings.schema)
+        self.metrics.count("reconnects_total", connection="pool")
         self._pool.check()
 
 

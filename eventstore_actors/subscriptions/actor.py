@@ -197,6 +197,8 @@ class SubscriptionActor(SupervisedActor):
         self._sent_before = 0  # last position sent before the lock was lost
         self._all = spec.stream_uuid == checkpoints.ALL_STREAMS
         self._seen_head = 0  # the head the last health check found (replica reads)
+        self._since: float | None = None  # Published.at of the oldest event not yet told
+        self._relock = False  # the lock connection was lost: retaking it is a reconnect
 
     # Lifecycle --------------------------------------------------------------------------------
     def register(self) -> None:
@@ -304,6 +306,9 @@ class SubscriptionActor(SupervisedActor):
         self._backoff = 0.0
         self._next_health_check = time.monotonic() + _HEALTH_INTERVAL
         self.log.info("subscription started", checkpoint=checkpoint)
+        if self._relock:
+            self._relock = False
+            self._registry.metrics.count("reconnects_total", connection="subscription")
         self._load_replay(self._state)
         self.actor_ref.tell(_Pump())
 
@@ -392,6 +397,7 @@ class SubscriptionActor(SupervisedActor):
         if state is not None:
             self._sent_before = state.last_sent
         self._lock.drop()
+        self._relock = True
         self.log.warning("subscription lost its lock connection; reconnecting", error=why)
         if self._backoff == 0:
             self._reconnect()  # at once the first time: a killed backend is back in ms
@@ -463,6 +469,8 @@ class SubscriptionActor(SupervisedActor):
                 # Filtered out: a gap, so the next matching event is read from storage.
                 events, failed = self._select([e for e in own if spec.matches(e)])
                 state.notified(events)
+            if events and self._since is None:
+                self._since = message.at
             if failed is not None:
                 state.must_recheck()  # the end comes right after the last batch
         elif isinstance(message, Nack):
@@ -731,6 +739,8 @@ class SubscriptionActor(SupervisedActor):
                     failure = f"the mapper failed on event {event.event_id}: {exc!r}"
                     break
         if payload:
+            self._registry.metrics.delivered(len(payload), self._since)
+            self._since = None
             try:
                 self._tell(Events(self._handle, payload))
             except pykka.ActorDeadError:

@@ -13,6 +13,7 @@ from .catchup import catchup_steps, run_catchup
 from .groups import group_steps, run_groups
 from .growth import growth_steps, run_growth
 from .latency import latency_steps, run_latency
+from .metrics import metrics_steps, run_metrics
 from .multi import any_append_steps, multi_append_steps, run_any_appends, run_multi_appends
 from .projection import projection_steps, run_projection
 from .reads import read_all_steps, run_read_all, run_seed_reads, seed_read_steps
@@ -98,6 +99,12 @@ WORKLOADS: dict[str, Workload] = {
             "consumer-group catch-up with 1, 2 and 4 processes, 0.2 ms of work per event",
             group_steps,
             run_groups,
+        ),
+        Workload(
+            "metrics",
+            "single-event appends with metrics on vs off, 1 and 50 writers",
+            metrics_steps,
+            run_metrics,
         ),
         Workload(
             "growth",
