@@ -52,6 +52,10 @@ class StoreCollector(Collector):
         self._prefix = prefix
         self._labels = {"schema": sync.settings.schema, **(labels or {})}
 
+    def describe(self) -> list[Metric]:
+        """The families, so that a registry refuses a second collector of the same names."""
+        return list(self.collect())
+
     def collect(self) -> Iterator[Metric]:
         families: dict[str, Metric] = {}
 
@@ -95,7 +99,7 @@ def register(
 ) -> StoreCollector:
     """Register a collector of `store`'s metrics with `registry` (default: prometheus_client's
     global REGISTRY) and return it (`registry.unregister(collector)` removes it). Two stores
-    on one registry need different `prefix`es: their metric names would collide."""
+    on one registry need different `prefix`es: their names would collide (ValueError)."""
     collector = StoreCollector(store, prefix=prefix, labels=labels)
     (registry if registry is not None else REGISTRY).register(collector)
     return collector

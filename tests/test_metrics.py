@@ -256,6 +256,9 @@ def test_prometheus_text_output_contains_the_metrics(store: EventStore, schema: 
     assert [s.labels["name"] for s in lag.samples] == ['we"ird\\name']
     restarts = families["eventstore_restarts"]
     assert {s.labels["child"] for s in restarts.samples} >= {"writer", "subscription"}
+    with pytest.raises(ValueError, match="Duplicated"):
+        prometheus.register(store, registry)  # same names twice
+    prometheus.register(store, registry, prefix="other_")
     registry.unregister(collector)
 
 

@@ -33,9 +33,9 @@ class Sizes:
     multi_appends: dict[int, int] = field(default_factory=lambda: {1: 20, 10: 4})
     #: Throughput workloads run this many times per side, alternating; the best time counts.
     repeats: int = 1
-    #: writers -> single-event appends per writer, for metrics on vs off.
+    #: writers -> single-event appends per writer and round, for metrics on vs off.
     metrics_appends: dict[int, int] = field(default_factory=lambda: {1: 10, 50: 2})
-    #: Rounds of raw / metrics off / metrics on (a 2 % difference needs several).
+    #: Rounds of raw / metrics off / metrics on (a 2 % difference needs many).
     metrics_repeats: int = 1
 
     def with_growth_large(self, events: int) -> Sizes:
@@ -62,8 +62,8 @@ PRESETS: dict[str, Sizes] = {
         any_appends={10: 150},
         multi_appends={1: 1000, 10: 100},
         repeats=3,
-        metrics_appends={1: 1500, 50: 60},
-        metrics_repeats=5,
+        metrics_appends={1: 100, 50: 20},
+        metrics_repeats=20,
     ),
     "quick": Sizes(
         append_rounds={1: 40, 10: 8, 100: 1},
@@ -77,8 +77,8 @@ PRESETS: dict[str, Sizes] = {
         growth_ops=30,
         any_appends={10: 40},
         multi_appends={1: 300, 10: 30},
-        metrics_appends={1: 400, 50: 20},
-        metrics_repeats=3,
+        metrics_appends={1: 50, 50: 10},
+        metrics_repeats=10,
     ),
     "smoke": Sizes(
         append_rounds={1: 3, 10: 1, 100: 1},
