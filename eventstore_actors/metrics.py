@@ -1,10 +1,17 @@
 """Per-store counters and latency summaries, cheap enough for the append path.
 
-One `Metrics` per store, shared by its actors through the store's `Registry`. Everything is
-recorded under one lock, taken once per group commit by the writer (not once per append) and
-once per delivered batch by a subscription; nothing grows with traffic: counters are ints,
-and each summary is a fixed array of log-spaced buckets (8 per power of two, so a percentile
-is within about 6 % of the true value; small integer sizes up to 16 are exact).
+One `Metrics` per store, shared by its actors through the store's `Registry`. Nothing grows
+with traffic: counters are ints, and each summary is a fixed array of log-spaced buckets (8
+per power of two, so a percentile is within about 6 % of the true value; small integer sizes
+up to 16 are exact).
+
+The writer's group commits are the hot path: right after a database round trip the CPU's
+caches are cold, and summing into three summaries there cost about 13 µs per commit
+(measured), 2 % of an uncontended single-event append. So a commit only appends one tuple to
+a list owned by the writer thread, which folds the list into the summaries every
+`_FOLD_EVERY` commits, in a warm loop. `snapshot()` merges what is not folded yet into copies,
+so `metrics()` is exact at any moment. Deliveries (many subscription threads) and rare events
+(restarts, reconnects) take the lock directly.
 
 Percentiles and maxima cover a sliding window (the last one to two `window` periods, 60 s by
 default), so they show the present rather than the whole life of the process; counts and
@@ -21,12 +28,14 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
 __all__ = ["DESCRIPTIONS", "SUMMARIES", "Metrics", "Summary", "metric_key", "parse_key"]
 
 #: Buckets per power of two.
 _SUB = 8
+#: Commits the writer buffers before folding them into the summaries.
+_FOLD_EVERY = 64
 #: Percentiles reported for each summary, as key suffixes.
 _QUANTILES = ((50, "p50"), (95, "p95"), (99, "p99"))
 
@@ -90,7 +99,7 @@ class Summary:
         self._prev = [0] * self._n
         self._max_cur = 0.0
         self._max_prev = 0.0
-        self._started = time.monotonic()
+        self._started = time.perf_counter()
         self.count = 0
         self.total = 0.0
 
@@ -107,6 +116,13 @@ class Summary:
             self._cur[0 if i < 0 else (i if i < self._n else self._n - 1)] += 1
         else:
             self._cur[0] += 1
+
+    def copy(self) -> Summary:
+        twin = Summary.__new__(Summary)
+        for name in Summary.__slots__:
+            setattr(twin, name, getattr(self, name))
+        twin._cur, twin._prev = list(self._cur), list(self._prev)
+        return twin
 
     def _rotate(self, now: float) -> None:
         if now - self._started >= 2 * self._window:  # idle for a whole window: all stale
@@ -153,12 +169,15 @@ class Summary:
 
 
 class Metrics:
-    """A store's metrics; `enabled=False` records nothing and `snapshot()` is empty."""
+    """A store's metrics; `enabled=False` records nothing and `snapshot()` is empty.
+
+    Clocks are `time.perf_counter()` seconds throughout.
+    """
 
     def __init__(self, enabled: bool = True, *, window: float = 60.0) -> None:
         self.enabled = enabled
         self._lock = threading.Lock()
-        self._born = time.monotonic()
+        self._born = time.perf_counter()
         self.appends = 0
         self.events = 0
         self.commits = 0
@@ -167,6 +186,8 @@ class Metrics:
         self.pool_calls = 0
         #: Labelled counters: metric_key(...) -> count.
         self._counters: dict[str, int] = {}
+        #: Group commits not folded yet (appended by the writer thread only).
+        self._commits: list[_Commit] = []
         self.batch_requests = Summary(1, 24, integer=True, window=window)
         self.batch_events = Summary(1, 24, integer=True, window=window)
         # 2**-20 s (about 1 µs) to 2**8 s.
@@ -178,26 +199,40 @@ class Metrics:
         self,
         requests: int,
         events: int,
-        started: Iterable[float],
-        errors: Iterable[str] = (),
+        started: list[float],
+        errors: list[str] | None = None,
     ) -> None:
-        """One group commit decided `requests` appends (started at the perf_counter times
-        `started`), writing `events` events; `errors`: the class names of refused ones."""
-        if not self.enabled:
-            return
-        now = time.perf_counter()
-        clock = time.monotonic()
-        with self._lock:
-            self.appends += requests
-            self.events += events
-            self.commits += 1
-            self.batch_requests.add(requests, clock)
-            self.batch_events.add(events, clock)
-            latency = self.commit_latency
+        """One group commit decided `requests` appends (asked at the perf_counter times
+        `started`), writing `events` events; `errors`: the class names of refused ones.
+        Called by the writer thread only."""
+        if self.enabled:
+            pending = self._commits
+            pending.append((requests, events, time.perf_counter(), started, errors))
+            if len(pending) >= _FOLD_EVERY:
+                with self._lock:
+                    self._fold(pending, self)
+                    self._commits = []
+
+    def _fold(self, pending: list[_Commit], into: Metrics | _Totals) -> None:
+        """Add buffered commits to `into` (this object, or a snapshot's copies)."""
+        batch_requests, batch_events = into.batch_requests, into.batch_events
+        latency = into.commit_latency
+        for requests, events, now, started, errors in pending:
+            into.appends += requests
+            into.events += events
+            into.commits += 1
+            batch_requests.add(requests, now)
+            batch_events.add(events, now)
             for at in started:
-                latency.add(now - at, clock)
-            for error in errors:
-                self._bump(metric_key("append_errors_total", error=error))
+                latency.add(now - at, now)
+            if errors:
+                for error in errors:
+                    key = metric_key("append_errors_total", error=error)
+                    into.counters[key] = into.counters.get(key, 0) + 1
+
+    @property
+    def counters(self) -> dict[str, int]:
+        return self._counters
 
     def failed(self, requests: int, error: str) -> None:
         """`requests` appends failed before reaching the database (no connection)."""
@@ -208,18 +243,17 @@ class Metrics:
             self._bump(metric_key("append_errors_total", error=error), requests)
 
     def delivered(self, events: int, since: float | None) -> None:
-        """A batch of `events` was told to a subscriber; `since`: perf_counter time at which
+        """A batch of `events` is told to a subscriber; `since`: perf_counter time at which
         the oldest event it was waiting to deliver was committed or published (None: none
         was, it came from a catch-up read)."""
         if not self.enabled:
             return
-        clock = time.monotonic()
         now = time.perf_counter()
         with self._lock:
             self.deliveries += 1
             self.delivered_events += events
             if since is not None:
-                self.delivery_latency.add(now - since, clock)
+                self.delivery_latency.add(now - since, now)
 
     def pool_call(self) -> None:
         if self.enabled:
@@ -241,26 +275,53 @@ class Metrics:
         """Every metric recorded so far, as flat keys (see the module docstring)."""
         if not self.enabled:
             return {}
-        clock = time.monotonic()
-        out: dict[str, float] = {}
+        now = time.perf_counter()
         with self._lock:
-            out["uptime_seconds"] = clock - self._born
-            out["appends_total"] = float(self.appends)
-            out["events_written_total"] = float(self.events)
-            out["commits_total"] = float(self.commits)
-            out["deliveries_total"] = float(self.deliveries)
-            out["events_delivered_total"] = float(self.delivered_events)
-            out["pool_calls_total"] = float(self.pool_calls)
-            for key, value in self._counters.items():
-                out[key] = float(value)
-            self.batch_requests.snapshot("commit_batch_requests", clock, out)
-            self.batch_events.snapshot("commit_batch_events", clock, out)
-            self.commit_latency.snapshot("commit_latency_seconds", clock, out)
-            self.delivery_latency.snapshot("delivery_latency_seconds", clock, out)
+            # The writer folds and resets its list under this lock and only appends outside
+            # it: a copy of the list now holds exactly the commits not folded yet.
+            totals = _Totals(self)
+            pending = list(self._commits)
+            delivery = self.delivery_latency.copy()
+        self._fold(pending, totals)
+        out: dict[str, float] = {
+            "uptime_seconds": now - self._born,
+            "appends_total": float(totals.appends),
+            "events_written_total": float(totals.events),
+            "commits_total": float(totals.commits),
+            "deliveries_total": float(totals.deliveries),
+            "events_delivered_total": float(totals.delivered_events),
+            "pool_calls_total": float(totals.pool_calls),
+        }
+        for key, value in totals.counters.items():
+            out[key] = float(value)
+        totals.batch_requests.snapshot("commit_batch_requests", now, out)
+        totals.batch_events.snapshot("commit_batch_events", now, out)
+        totals.commit_latency.snapshot("commit_latency_seconds", now, out)
+        delivery.snapshot("delivery_latency_seconds", now, out)
         # Counters that did not happen yet are still shown, so dashboards find them.
         for name, labels in _ALWAYS:
             out.setdefault(metric_key(name, **labels), 0.0)
         return out
+
+
+#: A buffered group commit: (requests, events, perf_counter time, started times, errors).
+_Commit = tuple[int, int, float, list[float], "list[str] | None"]
+
+
+class _Totals:
+    """Copies of a Metrics' figures (taken under its lock), to fold pending commits into."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.appends = metrics.appends
+        self.events = metrics.events
+        self.commits = metrics.commits
+        self.deliveries = metrics.deliveries
+        self.delivered_events = metrics.delivered_events
+        self.pool_calls = metrics.pool_calls
+        self.counters = dict(metrics.counters)
+        self.batch_requests = metrics.batch_requests.copy()
+        self.batch_events = metrics.batch_events.copy()
+        self.commit_latency = metrics.commit_latency.copy()
 
 
 #: Labelled counters listed at 0 before they first happen.

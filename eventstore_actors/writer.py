@@ -227,13 +227,15 @@ class WriterActor(SupervisedActor):
         outcomes: list[Outcome],
     ) -> None:
         """Answer each caller; hand what committed to the publisher, even when others failed."""
-        if self._metrics.enabled:  # before any caller hears: its metrics() then counts it
-            self._metrics.committed(
-                len(batch),
-                sum(len(o.rows) for o in outcomes if isinstance(o, Written)),
-                [p[2] for p in batch],
-                [type(o).__name__ for o in outcomes if not isinstance(o, Written)],
-            )
+        metrics = self._metrics
+        if metrics.enabled:  # before any caller hears: its metrics() then counts it
+            events, errors = 0, None
+            for outcome in outcomes:
+                if isinstance(outcome, Written):
+                    events += len(outcome.rows)
+                else:
+                    errors = [*(errors or ()), type(outcome).__name__]
+            metrics.committed(len(batch), events, [p[2] for p in batch], errors)
         committed: list[StoredRow] = []
         for (_, future, _), outcome in zip(batch, outcomes, strict=True):
             if isinstance(outcome, Written):

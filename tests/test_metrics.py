@@ -326,7 +326,7 @@ def test_summary_of_small_integers_is_exact() -> None:
 
 def test_summary_window_forgets_old_values_but_keeps_counts() -> None:
     summary = Summary(-19, 8, integer=False, window=10.0)
-    t = time.monotonic()  # its clock
+    t = time.perf_counter()  # its clock
     summary.add(5.0, t)
     summary.add(0.001, t + 15)  # a new window: 5.0 is still in the previous one
     out: dict[str, float] = {}
@@ -348,3 +348,18 @@ def test_disabled_metrics_record_nothing() -> None:
     metrics.committed(3, 3, [0.0, 0.0, 0.0])
     metrics.count("restarts_total", child="writer")
     assert metrics.snapshot() == {}
+
+
+def test_buffered_commits_are_counted_before_and_after_folding() -> None:
+    """Commits are folded into the summaries in batches; a snapshot is exact either way."""
+    metrics = Metrics()
+    now = time.perf_counter()
+    for i in range(150):  # two folds, then 22 commits still buffered
+        metrics.committed(2, 3, [now, now], ["WrongExpectedVersionError"] if i % 50 == 0 else None)
+        out = metrics.snapshot()
+        assert out["commits_total"] == i + 1
+        assert out["appends_total"] == 2 * (i + 1)
+        assert out["commit_latency_seconds_count"] == 2 * (i + 1)
+    assert out["events_written_total"] == 450
+    assert out["commit_batch_requests_max"] == 2 and out["commit_batch_events_p99"] == 3
+    assert out['append_errors_total{error="WrongExpectedVersionError"}'] == 3
