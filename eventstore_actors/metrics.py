@@ -55,6 +55,9 @@ DESCRIPTIONS: dict[str, str] = {
     "subscriptions_running": "subscription actors running in this store instance",
     "subscription_lag": "head position minus stored checkpoint, per durable subscription",
     "subscription_lag_error": "1 when the last metrics() could not read the subscription lags",
+    "replica_reads_total": "reads served by the standby (replica_dsn)",
+    "replica_primary_reads_total": "reads with replica_dsn served by the primary instead "
+    "(the standby lagged or was down)",
 }
 
 #: Each summary's name and what it measures (the README and the Prometheus help text).

@@ -1285,6 +1285,9 @@ class EventStore:
         if not out:
             return out
         out["subscriptions_running"] = float(len(self._registry.members("subscription:")))
+        if self._replica is not None:
+            out["replica_reads_total"] = float(self._replica.replica_reads)
+            out["replica_primary_reads_total"] = float(self._replica.primary_reads)
         try:
             found = self.subscriptions()
         except StoreUnavailableError:
