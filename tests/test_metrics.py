@@ -169,6 +169,29 @@ def test_stream_subscription_lag_uses_stream_positions(store: EventStore) -> Non
     _wait(lambda: store.metrics()[key] == 0)
 
 
+def test_consumer_group_lag_is_per_partition(store: EventStore) -> None:
+    inbox = Inbox()
+    sub = store.subscribe_to_all_streams("grp", inbox, partitions=2)
+    for i in range(6):
+        store.append_to_stream(f"s{i}", 0, _events(1))
+    keys = [f'subscription_lag{{stream="$all",name="grp",partition="{p}"}}' for p in (0, 1)]
+
+    def lags() -> list[float]:
+        m = store.metrics()
+        return [m[k] for k in keys if k in m]
+
+    _wait(lambda: len(lags()) == 2)
+    assert sum(lags()) > 0  # nothing acked yet
+
+    def ack_all() -> bool:  # one batch (one stream) in flight per partition
+        for event in inbox.events():
+            sub.ack(event)
+        return len(inbox.events()) == 6
+
+    _wait(ack_all)
+    _wait(lambda: lags() == [0.0, 0.0])
+
+
 def test_restart_counted_after_a_killed_subscription_actor(store: EventStore) -> None:
     inbox = Inbox()
     store.subscribe_to_all_streams("crashy", inbox)
