@@ -176,7 +176,7 @@ class PublisherActor(SupervisedActor):
             # The usual case: the writer's next rows, right after the last published. No
             # database call, so no connection check and no watchdog on the delivery path.
             rows = message.rows
-            self._publish(rows, rows[0][0], rows[-1][0])
+            self._publish(rows, rows[0][0], rows[-1][0], message.at)
             return
         try:
             # Under the watchdog: a server that stops answering without closing the connection
