@@ -28,7 +28,7 @@ from .actors.registry import Registry
 from .actors.supervised import on_own_thread
 from .actors.supervisor import ChildSpec, Supervisor
 from .actors.ticker import Ticker
-from .config import Settings, redact, resolve_dsn, scrub
+from .config import Settings, redact, resolve_dsn, resolve_session_dsn, scrub
 from .errors import (
     CannotAppendToAllStreamError,
     CannotDeleteAllStreamError,
@@ -63,7 +63,7 @@ from .storage import checkpoints, deletes, links, outbox, parked, reader, snapsh
 from .storage import schema as schema_ops
 from .storage import stream_info as stream_pages
 from .storage.appender import AppendRequest, NewEvent, StreamWrite
-from .storage.connection import ReadPool, connect
+from .storage.connection import ReadPool, check_session_dsn, connect
 from .storage.outbox import Outbox, check_connection
 from .storage.uuids import new_uuids
 from .streams import Page, StreamInfo
@@ -183,6 +183,7 @@ class EventStore:
         health_timeout: float = 5.0,
         io_timeout: float = 15.0,
         enable_hard_deletes: bool = False,
+        session_dsn: str | None = None,
     ) -> EventStore:
         """Start the supervisor, writer and publisher on an initialised schema.
 
@@ -216,6 +217,7 @@ class EventStore:
             health_timeout=health_timeout,
             io_timeout=io_timeout,
             enable_hard_deletes=enable_hard_deletes,
+            session_dsn=resolve_session_dsn(session_dsn),
         )
         logs.quiet_third_party()  # psycopg.pool, unless the application set its level
         _check_installed(settings)
@@ -1350,6 +1352,8 @@ def _check_installed(settings: Settings) -> None:
         raise ConfigError(hint or message) from None
     with conn:
         version = schema_ops.installed_version(conn, settings.schema)
+        if settings.pooled:
+            check_session_dsn(settings, conn)
     if version is None:
         raise ConfigError(hints.not_initialised(settings.schema, settings.dsn))
     if version < schema_ops.SCHEMA_VERSION:

@@ -178,6 +178,7 @@ class AsyncEventStore:
         health_timeout: float = 5.0,
         io_timeout: float = 15.0,
         enable_hard_deletes: bool = False,
+        session_dsn: str | None = None,
         threads: int | None = None,
     ) -> AsyncEventStore:
         """`EventStore.start(...)` with the same arguments, without blocking the loop; plus
@@ -199,6 +200,7 @@ class AsyncEventStore:
             "health_timeout": health_timeout,
             "io_timeout": io_timeout,
             "enable_hard_deletes": enable_hard_deletes,
+            "session_dsn": session_dsn,
         }
         if threads is None:
             threads = _count(pool_size, 10) + _count(pool_overflow, 0) + APPEND_THREADS
