@@ -88,8 +88,23 @@ def suite_pgbouncer(dsn: str) -> Iterator[Any]:
     if reason is not None:
         pytest.fail(f"EVENTSTORE_TEST_PGBOUNCER is set but {reason}")
     pool = int(os.environ.get("EVENTSTORE_TEST_PGBOUNCER_POOL", "5"))
+    import support.pgbouncer
+
     with PgBouncer(dsn, pool_size=pool) as bouncer:
-        yield bouncer
+        support.pgbouncer.SUITE = bouncer
+        try:
+            yield bouncer
+        finally:
+            support.pgbouncer.SUITE = None
+
+
+@pytest.fixture
+def store_env(dsn: str, suite_pgbouncer: Any) -> dict[str, str]:
+    """The eventsourcing module's connection settings: EVENTSTORE_DSN, and in PgBouncer mode
+    the PgBouncer's with EVENTSTORE_SESSION_DSN on the server."""
+    if suite_pgbouncer is None:
+        return {"EVENTSTORE_DSN": dsn}
+    return {"EVENTSTORE_DSN": suite_pgbouncer.dsn(dsn), "EVENTSTORE_SESSION_DSN": dsn}
 
 
 @pytest.fixture
@@ -103,9 +118,16 @@ def make_store(dsn: str, schema: str, suite_pgbouncer: Any) -> Iterator[Callable
     store_dsn = dsn if suite_pgbouncer is None else suite_pgbouncer.dsn(dsn)
 
     def make(**options: Any) -> EventStore:
-        if suite_pgbouncer is not None:
-            options.setdefault("session_dsn", dsn)
-        store = EventStore.start(store_dsn, schema=schema, **options)
+        if suite_pgbouncer is None or options.get("hostname") or options.get("port"):
+            return started_store(dsn, options)  # a route of the test's own: kept
+        # The same role and database on the session connection as through PgBouncer.
+        seed = {"username": "user", "password": "password", "database": "dbname"}
+        given = {seed[k]: str(v) for k, v in options.items() if k in seed and v is not None}
+        options.setdefault("session_dsn", psycopg.conninfo.make_conninfo(dsn, **given))
+        return started_store(store_dsn, options)
+
+    def started_store(target: str, options: dict[str, Any]) -> EventStore:
+        store = EventStore.start(target, schema=schema, **options)
         started.append(store)
         return store
 

@@ -66,23 +66,8 @@ def start(pooled: str, dsn: str, schema: str) -> Iterator[Callable[..., EventSto
             store.stop()
 
 
-def admin_rows(bouncer: PgBouncer, command: str) -> list[dict[str, Any]]:
-    """A SHOW command of PgBouncer's admin console (simple query protocol only)."""
-    admin = bouncer.dsn("postgresql://postgres@127.0.0.1/pgbouncer")
-    with psycopg.connect(admin, autocommit=True) as conn:
-        result = conn.pgconn.exec_(command.encode())
-        names = [result.fname(i) for i in range(result.nfields)]
-        return [
-            {
-                (name or b"").decode(): (result.get_value(r, i) or b"").decode()
-                for i, name in enumerate(names)
-            }
-            for r in range(result.ntuples)
-        ]
-
-
 def servers(bouncer: PgBouncer) -> int:
-    return sum(1 for row in admin_rows(bouncer, "SHOW SERVERS") if row["database"] == "test")
+    return sum(1 for row in bouncer.admin("SHOW SERVERS") if row["database"] == "test")
 
 
 def pool_probe(pooled: str) -> tuple[str, str, str, int]:

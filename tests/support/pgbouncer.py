@@ -25,15 +25,30 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+import psycopg
 import psycopg.conninfo
 
-__all__ = ["BINARY", "PACKAGE", "PgBouncer", "missing"]
+__all__ = ["BINARY", "PACKAGE", "PgBouncer", "missing", "suite_server_ports"]
 
 BINARY = os.environ.get("PGBOUNCER", "/usr/sbin/pgbouncer")
 PACKAGE = "pgbouncer"
 #: What every server connection's search_path is (see the module docstring).
 NOWHERE = "pgbouncer_nowhere"
 _OS_USER = "postgres"
+#: The PgBouncer every `make_store` store goes through in PgBouncer mode (set by conftest).
+SUITE: PgBouncer | None = None
+
+
+def suite_server_ports() -> set[int]:
+    """The local ports of the suite PgBouncer's server connections (none outside that mode):
+    the backends serving this process's stores through it."""
+    if SUITE is None:
+        return set()
+    try:
+        rows = SUITE.admin("SHOW SERVERS")
+    except psycopg.Error:
+        return set()
+    return {int(row["local_port"]) for row in rows if row.get("local_port")}
 
 
 def missing() -> str | None:
@@ -79,6 +94,17 @@ class PgBouncer:
         """`direct_dsn` (same user, database and options) through this PgBouncer."""
         return psycopg.conninfo.make_conninfo(direct_dsn, host="127.0.0.1", port=str(self.port))
 
+    def admin(self, command: str) -> list[dict[str, str]]:
+        """A SHOW command of PgBouncer's admin console (it speaks the simple protocol only)."""
+        admin = f"host=127.0.0.1 port={self.port} dbname=pgbouncer user={_OS_USER}"
+        with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
+            result = conn.pgconn.exec_(command.encode())
+            names = [(result.fname(i) or b"").decode() for i in range(result.nfields)]
+            return [
+                {name: (result.get_value(r, i) or b"").decode() for i, name in enumerate(names)}
+                for r in range(result.ntuples)
+            ]
+
     def _write_config(self) -> Path:
         (self.root / "userlist.txt").write_text(f'"{_OS_USER}" ""\n')
         server = f"host={self.server_host} port={self.server_port}"
@@ -95,6 +121,8 @@ class PgBouncer:
                     "unix_socket_dir =",
                     "auth_type = trust",
                     f"auth_file = {self.root / 'userlist.txt'}",
+                    # other roles (tests create some) are looked up in the server
+                    f"auth_user = {_OS_USER}",
                     "pool_mode = transaction",
                     f"default_pool_size = {self.pool_size}",
                     "min_pool_size = 0",
