@@ -442,6 +442,8 @@ class EventStoreSubscription(ListenNotifySubscription[EventStoreApplicationRecor
             datastore = self._recorder.datastore
             with datastore.session() as conn:
                 conn.execute(pgsql.SQL("LISTEN {}").format(pgsql.Identifier(datastore.channel)))
+                # Commits between the first pull and the LISTEN notified nobody: pull again.
+                self._has_been_notified.set()
                 try:
                     while not self._has_been_stopped and not self._thread_error:
                         for _ in conn.notifies(timeout=0.1, stop_after=1):

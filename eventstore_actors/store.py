@@ -229,7 +229,11 @@ class EventStore:
         except BaseException:
             store.stop()
             raise
-        store.log.info("event store started", dsn=redact(settings.dsn))
+        store.log.info(
+            "event store started",
+            dsn=redact(settings.dsn),
+            **({"session_dsn": redact(settings.session_dsn)} if settings.session_dsn else {}),
+        )
         return store
 
     def _start_children(self) -> None:

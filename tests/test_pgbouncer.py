@@ -117,6 +117,19 @@ def test_session_dsn_is_redacted_and_checked(dsn: str, pooled: str, schema: str)
     assert "session_dsn" in str(refused.value) and secret not in str(refused.value)
 
 
+def test_session_dsn_password_is_never_logged(
+    start: Callable[..., EventStore], dsn: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    secret = "s3cr3t-pw"  # trust authentication: accepted and ignored
+    store = start(session_dsn=psycopg.conninfo.make_conninfo(dsn, password=secret))
+    store.subscribe_to_all_streams("sub", QueueSubscriber())
+    store.append_to_stream("s", 0, events(1))
+    store.stop()
+    shown = capsys.readouterr()
+    assert "session_dsn=" in shown.out + shown.err
+    assert secret not in shown.out + shown.err + repr(store.settings)
+
+
 def test_session_dsn_of_another_database_is_refused(dsn: str, pooled: str, schema: str) -> None:
     other = psycopg.conninfo.make_conninfo(dsn, dbname="postgres")
     with pytest.raises(ConfigError, match="same database"):
@@ -185,8 +198,11 @@ def test_subscriptions_acks_restarts_and_standby(start: Callable[..., EventStore
     standby = QueueSubscriber()
     second.subscribe_to_all_streams("proj", standby, standby=True)
     wait_until(lambda: first.subscription_info("proj").checkpoint == 3)
-    first.append_to_stream("s", 3, events(2, start=4))  # noticed by the store's listener
-    sub.ack(q.batch())
+    # another store's commit: its NOTIFY went through PgBouncer, first's LISTEN is direct
+    second.append_to_stream("s", 3, events(2, start=4))
+    notified = q.batch()
+    assert [e.event_id for e in notified] == [4, 5]
+    sub.ack(notified)
     first.stop()  # the standby takes over after the checkpoint
     second.append_to_stream("s", 5, events(1, start=6))
     standby.subscribed()

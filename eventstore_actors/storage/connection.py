@@ -50,11 +50,15 @@ def connect(settings: Settings, *, session: bool = False) -> psycopg.Connection[
         dsn, kwargs = settings.dsn, pooled_kwargs(settings)
     try:
         conn = psycopg.Connection.connect(dsn, **kwargs)
-        if not session and settings.pooled:
-            configure_pooled(conn)
-        return conn
     except psycopg.Error as exc:
         raise StoreUnavailableError(f"cannot connect to {redact(dsn)}: {reason(exc)}") from None
+    if not session and settings.pooled:
+        try:
+            configure_pooled(conn)
+        except psycopg.Error as exc:
+            conn.close()
+            raise StoreUnavailableError(f"cannot set up {redact(dsn)}: {reason(exc)}") from None
+    return conn
 
 
 # Connections through a transaction pooler (PgBouncer, pool_mode=transaction) ---------------
