@@ -136,6 +136,31 @@ def test_session_dsn_of_another_database_is_refused(dsn: str, pooled: str, schem
         EventStore.start(pooled, schema=schema, session_dsn=other)
 
 
+def test_a_default_isolation_other_than_read_committed_is_refused(
+    dsn: str, pooled: str, schema: str
+) -> None:
+    """Statements outside a transaction cannot choose their isolation through PgBouncer."""
+    role = f"es_pgb_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN")
+        conn.execute(f"ALTER ROLE {role} SET default_transaction_isolation = 'serializable'")
+        conn.execute(f"GRANT USAGE ON SCHEMA {schema} TO {role}")
+        conn.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA {schema} TO {role}")
+    try:
+        session = psycopg.conninfo.make_conninfo(dsn, user=role)
+        with pytest.raises(ConfigError, match="default_transaction_isolation"):
+            EventStore.start(pooled, schema=schema, username=role, session_dsn=session)
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f"ALTER ROLE {role} NOLOGIN")
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s",
+                (role,),
+            )
+            conn.execute(f"DROP OWNED BY {role}")
+            conn.execute(f"DROP ROLE {role}")
+
+
 def test_pooled_connections_keep_no_session_state_and_tell_no_backend_pid(
     dsn: str, pooled: str, schema: str
 ) -> None:

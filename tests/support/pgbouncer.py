@@ -28,7 +28,14 @@ from types import TracebackType
 import psycopg
 import psycopg.conninfo
 
-__all__ = ["BINARY", "PACKAGE", "PgBouncer", "missing", "suite_server_ports"]
+__all__ = [
+    "BINARY",
+    "PACKAGE",
+    "PgBouncer",
+    "missing",
+    "suite_clients",
+    "suite_server_ports",
+]
 
 BINARY = os.environ.get("PGBOUNCER", "/usr/sbin/pgbouncer")
 PACKAGE = "pgbouncer"
@@ -49,6 +56,15 @@ def suite_server_ports() -> set[int]:
     except psycopg.Error:
         return set()
     return {int(row["local_port"]) for row in rows if row.get("local_port")}
+
+
+def suite_clients(application_name: str) -> int:
+    """How many clients of the suite PgBouncer have this application_name (0 outside that
+    mode): the store's connections to PgBouncer, whose server connections are PgBouncer's."""
+    if SUITE is None:
+        return 0
+    rows = SUITE.admin("SHOW CLIENTS")
+    return sum(1 for row in rows if row.get("application_name") == application_name)
 
 
 def missing() -> str | None:
