@@ -33,11 +33,12 @@ from eventstore_actors.storage.connection import backend_pid, connect, qualify
 
 POOL = 2
 
-pytestmark = pytest.mark.skipif(missing() is not None, reason=str(missing()))
-
 
 @pytest.fixture(scope="module")
 def bouncer(dsn: str) -> Iterator[PgBouncer]:
+    reason = missing()
+    if reason is not None:
+        pytest.skip(reason)
     with PgBouncer(dsn, pool_size=POOL) as running:
         yield running
 
