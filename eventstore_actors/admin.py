@@ -28,7 +28,9 @@ log = structlog.get_logger("eventstore_actors.admin")
 @contextmanager
 def _connect(dsn: str) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
     try:
-        conn = psycopg.Connection.connect(dsn, autocommit=True)
+        # Nothing prepared: dsn may be PgBouncer in transaction pooling mode (the migrations
+        # run in one transaction each, with SET LOCAL search_path, so they work through it).
+        conn = psycopg.Connection.connect(dsn, autocommit=True, prepare_threshold=None)
     except psycopg.OperationalError as exc:
         message = scrub(f"cannot connect to {redact(dsn)}: {reason(exc)}", dsn)
         raise ConfigError(hints.missing_database(message, dsn) or message) from None

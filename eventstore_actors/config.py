@@ -20,6 +20,7 @@ __all__ = [
     "Settings",
     "redact",
     "resolve_dsn",
+    "resolve_session_dsn",
     "scrub",
     "validate_schema",
 ]
@@ -165,6 +166,25 @@ def resolve_dsn(dsn: str | None = None, **seed_keys: Any) -> str:
         raise ConfigError(f"invalid DSN: {scrub(str(exc), dsn)}") from None
 
 
+def _shown(name: str, value: Any) -> str:
+    """A Settings field for repr: DSNs without their passwords."""
+    if name in ("dsn", "session_dsn", "replica_dsn") and isinstance(value, str):
+        return repr(redact(value))
+    return repr(value)
+
+
+def resolve_session_dsn(session_dsn: str | None) -> str | None:
+    """`session_dsn` checked like a DSN (no seed keys, no fallback: None stays None)."""
+    if session_dsn is None:
+        return None
+    if not isinstance(session_dsn, str):
+        raise ConfigError(f"session_dsn must be a string, got {type(session_dsn).__qualname__}")
+    try:
+        return resolve_dsn(session_dsn)
+    except ConfigError as exc:
+        raise ConfigError(f"session_dsn: {exc}") from None
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything a running store needs; built once by EventStore.start."""
@@ -208,17 +228,15 @@ class Settings:
     replica_max_lag: float = 5.0
     #: Whether the store records `store.metrics()` (counters and latency summaries).
     metrics: bool = True
+    #: A direct (or session-pooled) connection for what needs a session of its own: LISTEN
+    #: and the subscriptions' advisory locks. When given, `dsn` may point at PgBouncer in
+    #: transaction pooling mode: the store then keeps no session state on `dsn` connections
+    #: (no prepared statements, schema-qualified SQL, no startup `options`).
+    session_dsn: str | None = None
 
     def __repr__(self) -> str:
         """Like the dataclass repr, with the DSN's password hidden."""
-
-        def value(name: str) -> str:
-            given = getattr(self, name)
-            if name in ("dsn", "replica_dsn") and given is not None:
-                return repr(redact(given))
-            return repr(given)
-
-        shown = ", ".join(f"{f.name}={value(f.name)}" for f in fields(self))
+        shown = ", ".join(f"{f.name}={_shown(f.name, getattr(self, f.name))}" for f in fields(self))
         return f"{type(self).__name__}({shown})"
 
     def __post_init__(self) -> None:
@@ -267,8 +285,17 @@ class Settings:
             raise ConfigError(f"replica_max_lag must be a number of seconds >= 0, got {lag!r}")
         if not isinstance(self.metrics, bool):
             raise ConfigError(f"metrics must be True or False, got {self.metrics!r}")
+        if self.session_dsn is not None and not isinstance(self.session_dsn, str):
+            raise ConfigError(
+                f"session_dsn must be a str or None, got {type(self.session_dsn).__qualname__}"
+            )
         if not isinstance(self.serializer, Serializer):
             raise ConfigError("serializer must have serialize(term) and deserialize(data, type)")
+
+    @property
+    def pooled(self) -> bool:
+        """Whether `dsn` may be a transaction pooler (a `session_dsn` was given)."""
+        return self.session_dsn is not None
 
     @property
     def channel(self) -> str:

@@ -52,6 +52,7 @@ from .errors import (
     WrongExpectedVersionError,
 )
 from .events import NO_STREAM, AppendResult, EventData, ExpectedVersion, StreamAppend
+from .storage.connection import configure_pooled, connect, pooled_kwargs
 from .store import EventStore
 
 __all__ = [
@@ -87,17 +88,32 @@ class _StateSerializer:
 class EventStoreDatastore:
     """One running EventStore (writes, group commit) and a pool for reads and transactions."""
 
-    def __init__(self, dsn: str, schema: str, *, pool_size: int = 10, uuid_ids: bool = True):
+    def __init__(
+        self,
+        dsn: str,
+        schema: str,
+        *,
+        pool_size: int = 10,
+        uuid_ids: bool = True,
+        session_dsn: str | None = None,
+    ):
         self.dsn = dsn
         self.schema = schema
         self.uuid_ids = uuid_ids
-        self.store = EventStore.start(dsn, schema=schema, serializer=_StateSerializer())
+        self.store = EventStore.start(
+            dsn, schema=schema, serializer=_StateSerializer(), session_dsn=session_dsn
+        )
+        settings = self.store.settings
+        # With a session_dsn, `dsn` may be PgBouncer (transaction pooling): nothing prepared
+        # there, and the LISTEN of the notification thread on a session connection.
+        kwargs = pooled_kwargs(settings) if settings.pooled else settings.connect_kwargs()
         self.pool: psycopg_pool.ConnectionPool[psycopg.Connection[Any]] = (
             psycopg_pool.ConnectionPool(
-                dsn,
+                settings.dsn,
                 min_size=1,
                 max_size=max(pool_size, 2) * 2,
-                kwargs={"autocommit": True, **self.store.settings.connect_kwargs()},
+                kwargs={**kwargs, "autocommit": True},
+                configure=configure_pooled if settings.pooled else None,
                 open=True,
                 name="eventstore-actors-eventsourcing",
             )
@@ -122,6 +138,21 @@ class EventStoreDatastore:
             raise OperationalError(str(exc)) from exc
         except psycopg.Error as exc:
             raise ProgrammingError(str(exc)) from exc
+
+    @contextmanager
+    def session(self) -> Iterator[psycopg.Connection[Any]]:
+        """A connection that keeps its session (for LISTEN): from the pool, or a dedicated
+        one on `session_dsn` when the pool's `dsn` may be a transaction pooler."""
+        if not self.store.settings.pooled:
+            with self.connection() as conn:
+                yield conn
+            return
+        try:
+            conn = connect(self.store.settings, session=True)
+        except StoreUnavailableError as exc:
+            raise OperationalError(str(exc)) from None
+        with conn:
+            yield conn
 
     def originator_id(self, stream_uuid: str) -> UUID | str:
         return UUID(stream_uuid) if self.uuid_ids else stream_uuid
@@ -409,8 +440,10 @@ class EventStoreSubscription(ListenNotifySubscription[EventStoreApplicationRecor
     def _listen(self) -> None:
         try:
             datastore = self._recorder.datastore
-            with datastore.connection() as conn:
+            with datastore.session() as conn:
                 conn.execute(pgsql.SQL("LISTEN {}").format(pgsql.Identifier(datastore.channel)))
+                # Commits between the first pull and the LISTEN notified nobody: pull again.
+                self._has_been_notified.set()
                 try:
                     while not self._has_been_stopped and not self._thread_error:
                         for _ in conn.notifies(timeout=0.1, stop_after=1):
@@ -527,6 +560,9 @@ class Factory(InfrastructureFactory[EventStoreTrackingRecorder]):
     EVENTSTORE_DSN = "EVENTSTORE_DSN"
     EVENTSTORE_SCHEMA = "EVENTSTORE_SCHEMA"
     EVENTSTORE_POOL_SIZE = "EVENTSTORE_POOL_SIZE"
+    #: With PgBouncer (transaction pooling) as EVENTSTORE_DSN: a direct DSN for LISTEN and
+    #: the subscriptions' locks (`EventStore.start(session_dsn=...)`).
+    EVENTSTORE_SESSION_DSN = "EVENTSTORE_SESSION_DSN"
     ORIGINATOR_ID_TYPE = "ORIGINATOR_ID_TYPE"
     CREATE_TABLE = "CREATE_TABLE"
 
@@ -549,7 +585,11 @@ class Factory(InfrastructureFactory[EventStoreTrackingRecorder]):
             admin.init(dsn, schema)
         pool_size = int(self.env.get(self.EVENTSTORE_POOL_SIZE) or 10)
         self.datastore = EventStoreDatastore(
-            dsn, schema, pool_size=pool_size, uuid_ids=id_type == "uuid"
+            dsn,
+            schema,
+            pool_size=pool_size,
+            uuid_ids=id_type == "uuid",
+            session_dsn=self.env.get(self.EVENTSTORE_SESSION_DSN) or None,
         )
 
     def env_create_table(self) -> bool:

@@ -28,7 +28,7 @@ from .actors.registry import Registry
 from .actors.supervised import on_own_thread
 from .actors.supervisor import ChildSpec, Supervisor
 from .actors.ticker import Ticker
-from .config import Settings, redact, resolve_dsn, scrub
+from .config import Settings, redact, resolve_dsn, resolve_session_dsn, scrub
 from .errors import (
     CannotAppendToAllStreamError,
     CannotDeleteAllStreamError,
@@ -65,7 +65,7 @@ from .storage import checkpoints, deletes, links, outbox, parked, reader, snapsh
 from .storage import schema as schema_ops
 from .storage import stream_info as stream_pages
 from .storage.appender import AppendRequest, NewEvent, StreamWrite
-from .storage.connection import ReadPool, connect
+from .storage.connection import ReadPool, check_session_dsn, connect
 from .storage.outbox import Outbox, check_connection
 from .storage.replica import LsnTracker, ReplicaReads
 from .storage.uuids import new_uuids
@@ -202,6 +202,7 @@ class EventStore:
         replica_dsn: str | None = None,
         replica_max_lag: float = 5.0,
         metrics: bool = True,
+        session_dsn: str | None = None,
     ) -> EventStore:
         """Start the supervisor, writer and publisher on an initialised schema.
 
@@ -238,6 +239,7 @@ class EventStore:
             replica_dsn=replica_dsn,
             replica_max_lag=replica_max_lag,
             metrics=metrics,
+            session_dsn=resolve_session_dsn(session_dsn),
         )
         logs.quiet_third_party()  # psycopg.pool, unless the application set its level
         _check_installed(settings)
@@ -253,6 +255,7 @@ class EventStore:
             "event store started",
             dsn=redact(settings.dsn),
             replica=None if settings.replica_dsn is None else redact(settings.replica_dsn),
+            **({"session_dsn": redact(settings.session_dsn)} if settings.session_dsn else {}),
         )
         return store
 
@@ -1553,6 +1556,8 @@ def _check_installed(settings: Settings) -> None:
         raise ConfigError(hint or message) from None
     with conn:
         version = schema_ops.installed_version(conn, settings.schema)
+        if settings.pooled:
+            check_session_dsn(settings, conn)
     if version is None:
         raise ConfigError(hints.not_initialised(settings.schema, settings.dsn))
     if version < schema_ops.SCHEMA_VERSION:

@@ -4,6 +4,11 @@ The server is, in order: ``EVENTSTORE_TEST_DSN`` if set; else the local server a
 ``postgresql://postgres@127.0.0.1:5432/test`` if it answers within 2 s; else a throwaway
 embedded PostgreSQL (``eventstore-actors[embedded]``) started for the session and deleted after.
 ``EVENTSTORE_TEST_DSN=embedded`` forces the throwaway embedded server.
+
+``EVENTSTORE_TEST_PGBOUNCER=1`` runs every store of `make_store` (and `store`) through a
+PgBouncer in transaction pooling mode started for the session (tests/support/pgbouncer.py;
+pool size ``EVENTSTORE_TEST_PGBOUNCER_POOL``, default 5): ``dsn`` points at it and
+``session_dsn`` at the server. Without the ``pgbouncer`` package that mode fails at once.
 """
 
 from __future__ import annotations
@@ -66,15 +71,63 @@ def schema(dsn: str) -> Iterator[str]:
         admin.drop(dsn, name)
 
 
+def pgbouncer_mode() -> bool:
+    """Whether the stores of `make_store` run through PgBouncer (see the module docstring)."""
+    return os.environ.get("EVENTSTORE_TEST_PGBOUNCER", "") not in ("", "0")
+
+
+@pytest.fixture(scope="session")
+def suite_pgbouncer(dsn: str) -> Iterator[Any]:
+    """The session's PgBouncer in PgBouncer mode, else None."""
+    if not pgbouncer_mode():
+        yield None
+        return
+    from support.pgbouncer import PgBouncer, missing
+
+    reason = missing()
+    if reason is not None:
+        pytest.fail(f"EVENTSTORE_TEST_PGBOUNCER is set but {reason}")
+    pool = int(os.environ.get("EVENTSTORE_TEST_PGBOUNCER_POOL", "5"))
+    import support.pgbouncer
+
+    with PgBouncer(dsn, pool_size=pool) as bouncer:
+        support.pgbouncer.SUITE = bouncer
+        try:
+            yield bouncer
+        finally:
+            support.pgbouncer.SUITE = None
+
+
 @pytest.fixture
-def make_store(dsn: str, schema: str) -> Iterator[Callable[..., EventStore]]:
-    """`make_store(**options)`: `EventStore.start(dsn, schema=schema, **options)`, all stopped."""
+def store_env(dsn: str, suite_pgbouncer: Any) -> dict[str, str]:
+    """The eventsourcing module's connection settings: EVENTSTORE_DSN, and in PgBouncer mode
+    the PgBouncer's with EVENTSTORE_SESSION_DSN on the server."""
+    if suite_pgbouncer is None:
+        return {"EVENTSTORE_DSN": dsn}
+    return {"EVENTSTORE_DSN": suite_pgbouncer.dsn(dsn), "EVENTSTORE_SESSION_DSN": dsn}
+
+
+@pytest.fixture
+def make_store(dsn: str, schema: str, suite_pgbouncer: Any) -> Iterator[Callable[..., EventStore]]:
+    """`make_store(**options)`: `EventStore.start(dsn, schema=schema, **options)`, all stopped.
+
+    In PgBouncer mode `dsn` is the PgBouncer's and `session_dsn` the server's."""
     from eventstore_actors import EventStore
 
     started: list[EventStore] = []
+    store_dsn = dsn if suite_pgbouncer is None else suite_pgbouncer.dsn(dsn)
 
     def make(**options: Any) -> EventStore:
-        store = EventStore.start(dsn, schema=schema, **options)
+        if suite_pgbouncer is None or options.get("hostname") or options.get("port"):
+            return started_store(dsn, options)  # a route of the test's own: kept
+        # The same role and database on the session connection as through PgBouncer.
+        seed = {"username": "user", "password": "password", "database": "dbname"}
+        given = {seed[k]: str(v) for k, v in options.items() if k in seed and v is not None}
+        options.setdefault("session_dsn", psycopg.conninfo.make_conninfo(dsn, **given))
+        return started_store(store_dsn, options)
+
+    def started_store(target: str, options: dict[str, Any]) -> EventStore:
+        store = EventStore.start(target, schema=schema, **options)
         started.append(store)
         return store
 

@@ -36,14 +36,19 @@ class InSchema:
     """Points the module at this test's schema and closes every factory built meanwhile."""
 
     dsn: str
+    env_dsns: dict[str, str]
     schema: str
     factories: list[module.Factory]
 
     @pytest.fixture(autouse=True)
-    def _in_schema(self, dsn: str, schema: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    def _in_schema(
+        self, dsn: str, schema: str, store_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+    ) -> Iterator[None]:
         self.dsn, self.schema, self.factories = dsn, schema, []
+        self.env_dsns = store_env  # in PgBouncer mode: through PgBouncer (see conftest)
         monkeypatch.setenv("PERSISTENCE_MODULE", MODULE)
-        monkeypatch.setenv("EVENTSTORE_DSN", dsn)
+        for key, value in store_env.items():
+            monkeypatch.setenv(key, value)
         monkeypatch.setenv("EVENTSTORE_SCHEMA", schema)
         built = self.factories
         init = module.Factory.__init__
@@ -60,9 +65,7 @@ class InSchema:
                 factory.close()
 
     def factory(self) -> module.Factory:
-        return module.Factory(
-            Environment(env={"EVENTSTORE_DSN": self.dsn, "EVENTSTORE_SCHEMA": self.schema})
-        )
+        return module.Factory(Environment(env={**self.env_dsns, "EVENTSTORE_SCHEMA": self.schema}))
 
 
 class TestAggregateRecorder(InSchema, cases.AggregateRecorderTestCase):
@@ -142,7 +145,8 @@ class TestInfrastructureFactory(InSchema, cases.InfrastructureFactoryTestCase[mo
     def setUp(self) -> None:
         self.env = Environment("TestCase")
         self.env["PERSISTENCE_MODULE"] = MODULE
-        self.env["EVENTSTORE_DSN"] = self.dsn
+        for key, value in self.env_dsns.items():
+            self.env[key] = value
         self.env["EVENTSTORE_SCHEMA"] = self.schema
         super().setUp()
 
@@ -173,8 +177,8 @@ class TestExampleApplication(InSchema, cases_app.ExampleApplicationTestCase):
 
 
 @pytest.fixture
-def es_factory(dsn: str, schema: str) -> Iterator[module.Factory]:
-    factory = module.Factory(Environment(env={"EVENTSTORE_DSN": dsn, "EVENTSTORE_SCHEMA": schema}))
+def es_factory(store_env: dict[str, str], schema: str) -> Iterator[module.Factory]:
+    factory = module.Factory(Environment(env={**store_env, "EVENTSTORE_SCHEMA": schema}))
     try:
         yield factory
     finally:

@@ -22,6 +22,7 @@ from support import (
     kill_backends,
     listener_backends,
     lock_backends,
+    pgbouncer,
     process_backends,
     subscription_lock_key,
     wait_until,
@@ -259,7 +260,9 @@ def test_reads_recover_at_once_after_every_connection_was_killed(
     """RUNTIME-NOTES: a pool walking its dead connections one by one with back-off took up
     to 30 s; the publisher's catch-up reads (and so delivery) waited that long."""
     store.append_to_stream("s", 0, events(2))
-    assert kill_backends(dsn, process_backends(dsn)) >= 3
+    # Through PgBouncer (EVENTSTORE_TEST_PGBOUNCER) the pool's and the writer's clients may all
+    # share one server connection: that one and the listener's are killed then.
+    assert kill_backends(dsn, process_backends(dsn)) >= (2 if pgbouncer.SUITE else 3)
     started = time.monotonic()
     assert len(store.read_all_streams_forward()) == 2
     took = time.monotonic() - started

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import psycopg
 import pytest
+from support import pgbouncer
 
 from eventstore_actors import (
     EventData,
@@ -23,11 +24,14 @@ MakeStore = Callable[..., EventStore]
 
 
 def _backends(dsn: str, app: str) -> list[int]:
+    """The store's connections: its backends, and in PgBouncer mode its PgBouncer clients
+    (counted as -1) instead of PgBouncer's server connections, which outlive any client."""
+    servers = pgbouncer.suite_server_ports()
     with psycopg.connect(dsn, autocommit=True) as conn:
         rows = conn.execute(
-            "SELECT pid FROM pg_stat_activity WHERE application_name = %s", (app,)
+            "SELECT pid, client_port FROM pg_stat_activity WHERE application_name = %s", (app,)
         ).fetchall()
-    return [int(r[0]) for r in rows]
+    return [int(r[0]) for r in rows if r[1] not in servers] + [-1] * pgbouncer.suite_clients(app)
 
 
 def _kill(dsn: str, pids: list[int]) -> None:

@@ -181,6 +181,7 @@ class AsyncEventStore:
         replica_dsn: str | None = None,
         replica_max_lag: float = 5.0,
         metrics: bool = True,
+        session_dsn: str | None = None,
         threads: int | None = None,
     ) -> AsyncEventStore:
         """`EventStore.start(...)` with the same arguments, without blocking the loop; plus
@@ -205,6 +206,7 @@ class AsyncEventStore:
             "replica_dsn": replica_dsn,
             "replica_max_lag": replica_max_lag,
             "metrics": metrics,
+            "session_dsn": session_dsn,
         }
         if threads is None:
             threads = _count(pool_size, 10) + _count(pool_overflow, 0) + APPEND_THREADS

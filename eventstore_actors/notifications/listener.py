@@ -92,7 +92,7 @@ class Listener:
         delay = 0.05
         while not self._stop.is_set():
             try:
-                conn = connect(self._settings)
+                conn = connect(self._settings, session=True)
             except StoreUnavailableError as exc:
                 self._backoff("listener cannot connect; retrying", exc, delay)
                 delay = min(delay * 2, 2.0)

@@ -2,28 +2,36 @@
 
 from __future__ import annotations
 
+import re
 import select
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Any, TypeVar
 
 import psycopg
 import psycopg.conninfo
 import psycopg_pool
+from psycopg import sql as pgsql
 
 from .. import logs
-from ..config import Settings, redact
+from ..config import Settings, redact, scrub
 from ..errors import ConfigError, StoreUnavailableError
 from ..metrics import Metrics
+from .schema import FUNCTIONS, TABLES
 
 __all__ = [
     "ReadPool",
     "backend_pid",
+    "check_session_dsn",
+    "configure_pooled",
     "connect",
     "database_error",
     "end_orphan",
     "is_alive",
     "is_connection_loss",
     "is_transient",
+    "pooled_kwargs",
+    "qualify",
     "reason",
     "reset_to_idle",
     "unavailable",
@@ -33,14 +41,145 @@ log = logs.get_logger("eventstore_actors.storage")  # warnings rate-limited
 T = TypeVar("T")
 
 
-def connect(settings: Settings) -> psycopg.Connection[tuple[object, ...]]:
-    """A new dedicated connection (writer, listener, subscription locks) on the store's schema."""
+def connect(settings: Settings, *, session: bool = False) -> psycopg.Connection[tuple[object, ...]]:
+    """A new dedicated connection on the store's schema: on `dsn`, or with `session` (LISTEN,
+    advisory locks) on `session_dsn` when one is given. A `dsn` connection of a store with a
+    `session_dsn` keeps no session state (see `pooled_kwargs`)."""
+    if session or not settings.pooled:
+        dsn = settings.session_dsn if session and settings.session_dsn else settings.dsn
+        kwargs = settings.connect_kwargs()
+    else:
+        dsn, kwargs = settings.dsn, pooled_kwargs(settings)
     try:
-        return psycopg.Connection.connect(settings.dsn, **settings.connect_kwargs())
+        conn = psycopg.Connection.connect(dsn, **kwargs)
     except psycopg.Error as exc:
-        raise StoreUnavailableError(
-            f"cannot connect to {redact(settings.dsn)}: {reason(exc)}"
+        raise StoreUnavailableError(f"cannot connect to {redact(dsn)}: {reason(exc)}") from None
+    if not session and settings.pooled:
+        try:
+            configure_pooled(conn)
+        except psycopg.Error as exc:
+            conn.close()
+            raise StoreUnavailableError(f"cannot set up {redact(dsn)}: {reason(exc)}") from None
+    return conn
+
+
+# Connections through a transaction pooler (PgBouncer, pool_mode=transaction) ---------------
+#
+# Consecutive transactions of one client may run on different server connections, shared
+# with other clients, and PgBouncer 1.18 refuses the `options` startup parameter: nothing may
+# rely on session state. So on such connections nothing is prepared (prepare_threshold=None
+# also overrides the prepare=True of some statements), every statement names the store's
+# schema (`qualify`, applied by the connections' cursor class), explicit transactions begin
+# with their isolation level (BEGIN ISOLATION LEVEL READ COMMITTED), and TimeZone is set with
+# SET, a parameter PgBouncer tracks per client and sets again on every server connection it
+# assigns (it only decides the zone of the datetimes psycopg returns: the instants are exact
+# whatever the server's zone).
+
+#: The names of the store's tables and functions, as they appear unqualified in its SQL.
+_NAMES = sorted({*TABLES, *FUNCTIONS}, key=len, reverse=True)
+#: String literals, quoted identifiers, dollar-quoted bodies and comments are skipped; a name
+#: is qualified unless it is already (after a dot), is a qualifier itself (before a dot), or
+#: is part of a longer word or of a %(name)s placeholder.
+_TOKENS = re.compile(
+    r"('(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|\$\$.*?\$\$|--[^\n]*)"
+    r"|(?<![.\w$])(?<!%\()(" + "|".join(_NAMES) + r")\b(?!\s*\.)(?!\)s)",
+    re.S,
+)
+
+
+@lru_cache(maxsize=4096)
+def qualify(schema: str, query: str) -> str:
+    """`query` with the store's tables and functions named with their schema."""
+    prefix = f'"{schema}".'
+
+    def replace(match: re.Match[str]) -> str:
+        return match.group(0) if match.group(1) else prefix + match.group(2)
+
+    return _TOKENS.sub(replace, query)
+
+
+@lru_cache(maxsize=64)
+def _qualifying_cursor(schema: str) -> type[psycopg.Cursor[Any]]:
+    """A cursor class that runs every statement schema-qualified (see `qualify`) and never
+    prepares one, whatever its caller asks (prepare=True) or the connection's threshold."""
+
+    def text(cursor: psycopg.Cursor[Any], query: Any) -> Any:
+        if isinstance(query, bytes):
+            query = query.decode()
+        elif isinstance(query, pgsql.Composable):
+            query = query.as_string(cursor)
+        return qualify(schema, query) if isinstance(query, str) else query
+
+    class QualifyingCursor(psycopg.Cursor[Any]):
+        def execute(self, query: Any, *args: Any, **kwargs: Any) -> Any:
+            kwargs["prepare"] = False
+            return super().execute(text(self, query), *args, **kwargs)
+
+        def executemany(self, query: Any, *args: Any, **kwargs: Any) -> None:
+            return super().executemany(text(self, query), *args, **kwargs)
+
+        def stream(self, query: Any, *args: Any, **kwargs: Any) -> Any:
+            return super().stream(text(self, query), *args, **kwargs)
+
+        def copy(self, statement: Any, *args: Any, **kwargs: Any) -> Any:
+            return super().copy(text(self, statement), *args, **kwargs)
+
+    return QualifyingCursor
+
+
+def pooled_kwargs(settings: Settings) -> dict[str, Any]:
+    """Connection keywords for `dsn` when it may be a transaction pooler: those of
+    `Settings.connect_kwargs` without the startup `options`, nothing prepared, and
+    schema-qualified statements."""
+    kwargs = settings.connect_kwargs()
+    given = psycopg.conninfo.conninfo_to_dict(settings.dsn)
+    if given.get("options"):
+        kwargs["options"] = given["options"]  # the DSN's own, if the pooler accepts them
+    else:
+        del kwargs["options"]
+    kwargs["prepare_threshold"] = None
+    kwargs["cursor_factory"] = _qualifying_cursor(settings.schema)
+    return kwargs
+
+
+def configure_pooled(conn: psycopg.Connection[Any]) -> None:
+    """What `pooled_kwargs` cannot say at connect time (see the comment above)."""
+    conn.isolation_level = psycopg.IsolationLevel.READ_COMMITTED
+    conn.execute("SET TimeZone TO 'UTC'")
+
+
+_FINGERPRINT = "SELECT system_identifier, current_database() FROM pg_control_system()"
+
+
+def check_session_dsn(settings: Settings, conn: psycopg.Connection[Any]) -> None:
+    """At start, with a `session_dsn` (ConfigError otherwise): it must reach the database
+    `conn` (on `dsn`) reaches, since a lock taken in another database excludes nobody; and
+    that database's default isolation must be READ COMMITTED, since statements outside an
+    explicit transaction cannot choose theirs through a transaction pooler."""
+    try:
+        session = connect(settings, session=True)
+    except StoreUnavailableError as exc:
+        raise ConfigError(f"session_dsn: {scrub(str(exc), settings.session_dsn)}") from None
+    try:
+        with session:
+            there = session.execute(_FINGERPRINT).fetchone()
+        here = conn.execute(_FINGERPRINT).fetchone()
+        isolation = conn.execute("SHOW default_transaction_isolation").fetchone()
+    except psycopg.Error as exc:
+        raise ConfigError(
+            f"cannot check session_dsn against dsn: {scrub(reason(exc), settings.dsn)}"
         ) from None
+    if here != there:
+        raise ConfigError(
+            f"session_dsn ({redact(settings.session_dsn or '')}) does not reach the database "
+            f"dsn ({redact(settings.dsn)}) reaches: both must lead to the same database"
+        )
+    if isolation is None or isolation[0] != "read committed":
+        raise ConfigError(
+            "with session_dsn, the database's default_transaction_isolation must be "
+            f"'read committed' (it is {isolation[0] if isolation else None!r} on dsn): "
+            "statements outside a transaction cannot set it through a transaction pooler"
+        )
 
 
 def is_alive(conn: psycopg.Connection[Any]) -> bool:
@@ -63,13 +202,20 @@ def is_alive(conn: psycopg.Connection[Any]) -> bool:
 
 def backend_pid(conn: psycopg.Connection[Any] | None) -> int | None:
     """The server process of `conn` (None if unknown): remembered before a lost connection
-    is dropped, so that its backend can be ended if it outlives the client (`end_orphan`)."""
+    is dropped, so that its backend can be ended if it outlives the client (`end_orphan`).
+
+    Asked of the server once (call it on a new connection): behind a pooler (PgBouncer) the
+    pid the client was given is the pooler's invention, and the server process serving it
+    is shared with other clients, so it must never be terminated: None then.
+    """
     if conn is None:
         return None
     try:
-        return int(conn.pgconn.backend_pid) or None
+        told = int(conn.pgconn.backend_pid)
+        row = conn.execute("SELECT pg_backend_pid()").fetchone()
     except Exception:
         return None
+    return told if row is not None and told and int(str(row[0])) == told else None
 
 
 def end_orphan(conn: psycopg.Connection[Any], pid: int | None) -> None:
@@ -191,7 +337,8 @@ class ReadPool:
             settings.dsn,
             min_size=settings.pool_size,
             max_size=settings.pool_size + settings.pool_overflow,
-            kwargs=settings.connect_kwargs(),
+            kwargs=pooled_kwargs(settings) if settings.pooled else settings.connect_kwargs(),
+            configure=configure_pooled if settings.pooled else None,
             open=False,
             name=f"eventstore-actors-{settings.schema}",
             timeout=settings.call_timeout,

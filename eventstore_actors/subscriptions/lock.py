@@ -59,7 +59,7 @@ class LockSession:
         if self._conn is not None and not (self._conn.closed or self._conn.broken):
             return
         self.drop()
-        self._conn = connect(self._settings)
+        self._conn = connect(self._settings, session=True)
         # The lost connection's backend may live on (a frozen network), holding the lock.
         end_orphan(self._conn, self._orphan)
         self._orphan = None

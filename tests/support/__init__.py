@@ -253,6 +253,10 @@ def process_backends(dsn: str, pid: int | None = None) -> dict[int, str]:
     Over a unix socket (client_port -1, e.g. the throwaway embedded server, which only this
     test run uses) every eventstore-actors backend is returned."""
     ports = _client_ports(pid or os.getpid())
+    if pid is None:  # PgBouncer mode: the server connections serving this process's stores
+        from .pgbouncer import suite_server_ports
+
+        ports |= suite_server_ports()
     with psycopg.connect(dsn, autocommit=True) as conn:
         rows = conn.execute(
             "SELECT pid, client_port, query FROM pg_stat_activity "
