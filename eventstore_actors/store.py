@@ -82,6 +82,7 @@ from .subscriptions.actor import (
     subscriber_alive,
     tell_stopped,
 )
+from .subscriptions.consumers import Attach, ConcurrentSubscriptionActor, Detach
 from .subscriptions.control import Control
 from .subscriptions.info import SubscriptionInfo
 from .subscriptions.messages import (
@@ -772,6 +773,9 @@ class EventStore:
         max_retries: int = 10,
         retry_delay: float = 1.0,
         partitions: int | None = None,
+        concurrency_limit: int = 1,
+        partition_by: Callable[[RecordedEvent], Any] | None = None,
+        buffer_size: int = 1,
     ) -> Subscription:
         """Subscribe `subscriber` to one stream's events, after the checkpoint or `start_from`."""
         check_name(stream_uuid, "stream_uuid")
@@ -792,6 +796,7 @@ class EventStore:
             checkpoint_after=checkpoint_after,
             max_retries=max_retries,
             retry_delay=retry_delay,
+            consumers=(concurrency_limit, partition_by, buffer_size),
         )
         return self._subscribe(
             stream_uuid, subscription_name, subscriber, start_from, mapper, max_size, options
@@ -816,6 +821,9 @@ class EventStore:
         max_retries: int = 10,
         retry_delay: float = 1.0,
         partitions: int | None = None,
+        concurrency_limit: int = 1,
+        partition_by: Callable[[RecordedEvent], Any] | None = None,
+        buffer_size: int = 1,
     ) -> Subscription:
         """Subscribe `subscriber` to every stream's events in event_id order; with
         `partitions=N`, as one member of a consumer group (see subscriptions.group)."""
@@ -831,6 +839,7 @@ class EventStore:
             checkpoint_after=checkpoint_after,
             max_retries=max_retries,
             retry_delay=retry_delay,
+            consumers=(concurrency_limit, partition_by, buffer_size),
         )
         if count is not None:
             return self._subscribe_group(
@@ -882,6 +891,11 @@ class EventStore:
         self._refuse_deleted(stream_uuid)
         child_id = _child_id(stream_uuid, name)
         registry = self._registry
+        concurrent = options.concurrency_limit > 1
+        if concurrent:
+            attached = self._attach(child_id, stream_uuid, name, subscriber, options)
+            if attached is not None:
+                return attached
 
         def ack(position: int) -> None:
             ref = registry.peek(child_id)
@@ -920,7 +934,14 @@ class EventStore:
                     pass
 
         shown = name.partition(groups.MARK)[0]  # a partition shows its group's name
-        handle = Subscription(stream_uuid, shown, ack, ack_in, _nack=nack)
+
+        def detach() -> None:
+            self._forget_and_stop(child_id, child)
+
+        if concurrent:
+            handle = self._member_handle(child_id, stream_uuid, shown, nack)
+        else:
+            handle = Subscription(stream_uuid, shown, ack, ack_in, _nack=nack, _detach=detach)
         control = Control(size, subscriber)
         spec = SubscriptionSpec(
             stream_uuid,
@@ -943,23 +964,37 @@ class EventStore:
             retry_delay=options.retry_delay,
             replica=self._replica,
             partition=options.partition,
+            concurrency_limit=options.concurrency_limit,
+            partition_by=options.partition_by,
+            buffer_size=options.buffer_size,
         )
         ready: pykka.ThreadingFuture[Subscription] = pykka.ThreadingFuture()
         settings = self._settings
+        actor = ConcurrentSubscriptionActor if concurrent else SubscriptionActor
 
         def factory(sup: pykka.ActorRef[Any], cid: str, generation: int) -> pykka.ActorRef[Any]:
             first = ready if generation == 0 else None
-            return SubscriptionActor.start(sup, cid, settings, spec, handle, first, registry)
+            return actor.start(sup, cid, settings, spec, handle, first, registry)
 
         def on_give_up(reason: str) -> None:
             told = control.close(reason)
             if told is not None:  # no actor left to tell it; not from the supervisor's thread
-                threading.Thread(
-                    target=tell_stopped, args=(subscriber, handle, told), daemon=True
-                ).start()
+                for member, member_handle, _ in control.members or [(subscriber, handle, 1)]:
+                    threading.Thread(
+                        target=tell_stopped, args=(member, member_handle, told), daemon=True
+                    ).start()
 
         child = ChildSpec(child_id, factory, on_give_up=on_give_up, attachment=control)
-        self._start_subscription(child, stream_uuid, name)
+        try:
+            self._start_subscription(child, stream_uuid, name)
+        except SubscriptionAlreadyExistsError:
+            if not concurrent:
+                raise
+            # Another subscribe of the name started it meanwhile: join it.
+            attached = self._attach(child_id, stream_uuid, name, subscriber, options)
+            if attached is None:
+                raise
+            return attached
         try:
             subscription: Subscription = ready.get(timeout=self._settings.call_timeout)
             return subscription
@@ -1048,6 +1083,93 @@ class EventStore:
         raise InvalidStartFromError(
             f"start_from must be 'origin', 'current' or an int >= 0, got {start_from!r}"
         )
+
+    def _attach(
+        self, child_id: str, stream_uuid: str, name: str, subscriber: Any, options: _Options
+    ) -> Subscription | None:
+        """Competing consumers: join the subscription of that name running here. None when
+        none runs (or it is ending: the caller starts it anew); SubscriptionAlreadyExistsError
+        when it takes no more subscribers."""
+        ref = self._registry.peek(child_id)
+        control = self._registry.attachment(child_id)
+        if ref is None or not isinstance(control, Control) or control.closed:
+            return None
+        handle = self._member_handle(child_id, stream_uuid, name, None)
+        if on_own_thread(ref):
+            raise SubscriptionAlreadyExistsError(
+                f"subscription {name!r} on {stream_uuid!r}: subscribe from outside its "
+                "subscribers' tell() to add a subscriber"
+            )
+        try:
+            reply = ref.ask(
+                Attach(subscriber, handle, options.buffer_size),
+                timeout=self._settings.call_timeout,
+            )
+        except pykka.ActorDeadError:
+            return None
+        except pykka.Timeout:
+            raise StoreUnavailableError("the subscription did not answer in time") from None
+        if reply == "dead":
+            raise ValueError("the subscriber is not running (a stopped actor?)")
+        if reply == "full" or (reply is None and not control.closed):
+            raise SubscriptionAlreadyExistsError(
+                f"subscription {name!r} on {stream_uuid!r} already has its "
+                "concurrency_limit of subscribers (or takes only one)"
+            )
+        return handle if reply is handle else None
+
+    def _member_handle(
+        self,
+        child_id: str,
+        stream_uuid: str,
+        name: str,
+        nack: Callable[[int, str, str | None], None] | None,
+    ) -> Subscription:
+        """A competing consumer's handle: per-event acks, nacks and its own unsubscribe."""
+        registry, timeout = self._registry, self._settings.call_timeout
+
+        def tell(message: Any) -> None:
+            ref = registry.peek(child_id)
+            if ref is not None:
+                try:
+                    ref.tell(message)
+                except pykka.ActorDeadError:
+                    pass
+
+        def ack_each(positions: list[int]) -> None:
+            tell(Ack(positions[-1], handle, each=tuple(positions)))
+
+        def member_nack(position: int, action: str, reason: str | None) -> None:
+            tell(Nack(position, action, reason, handle))
+
+        def no_ack(position: int) -> None:
+            ack_each([position])
+
+        def detach() -> None:
+            control = registry.attachment(child_id)
+            if isinstance(control, Control):
+                control.detached.add(handle)  # checked before every tell
+            ref = registry.peek(child_id)
+            if ref is None:
+                return
+            try:
+                if on_own_thread(ref):
+                    ref.tell(Detach(handle))
+                else:
+                    ref.ask(Detach(handle), timeout=timeout)
+            except (pykka.ActorDeadError, pykka.Timeout):
+                pass
+
+        handle = Subscription(
+            stream_uuid,
+            name,
+            no_ack,
+            None,
+            _nack=nack or member_nack,
+            _ack_each=ack_each,
+            _detach=detach,
+        )
+        return handle
 
     def _refuse_deleted(self, stream_uuid: str) -> None:
         """StreamDeletedError for a soft-deleted stream (one deleted while the subscription
@@ -1394,6 +1516,9 @@ class _Options:
     max_retries: int = 10
     retry_delay: float = 1.0
     partition: tuple[int, int] | None = None  # (index, count): one consumer-group partition
+    concurrency_limit: int = 1
+    partition_by: Callable[[RecordedEvent], Any] | None = None
+    buffer_size: int = 1
 
     @classmethod
     def checked(
@@ -1409,10 +1534,28 @@ class _Options:
         checkpoint_after: Any = None,
         max_retries: Any = 10,
         retry_delay: Any = 1.0,
+        consumers: tuple[Any, Any, Any] = (1, None, 1),
     ) -> _Options:
         if selector is not None and not callable(selector):
             raise TypeError("selector must be callable or None")
+        limit, partition_by, buffer_size = consumers
+        limit, buffer_size = (
+            check_count(limit, "concurrency_limit"),
+            check_count(buffer_size, "buffer_size"),
+        )
+        if partition_by is not None and not callable(partition_by):
+            raise TypeError("partition_by must be callable or None")
+        if limit > 1 and standby is True:
+            raise ValueError("standby does not combine with concurrency_limit > 1")
+        if limit > 1 and mixed_batches is True:
+            raise ValueError(
+                "mixed_batches does not apply with concurrency_limit > 1 (each subscriber's "
+                "batch holds up to buffer_size events of any streams)"
+            )
         return cls(
+            concurrency_limit=limit,
+            partition_by=partition_by,
+            buffer_size=buffer_size,
             standby=_check_flag(standby, "standby"),
             mixed_batches=_check_flag(mixed_batches, "mixed_batches"),
             max_batch=check_count(max_batch, "max_batch"),

@@ -512,3 +512,184 @@ def test_soak_nacks_and_standby_take_overs(
     for _, ref in standbys:
         ref.stop()
     nacker.stop()
+
+
+# Competing consumers ------------------------------------------------------------------------------
+class Group:
+    """What a group of competing consumers saw: deliveries, acks (recorded before they are
+    sent), and which member holds which stream now."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.delivered: dict[int, int] = {}  # event_id -> deliveries
+        self.acked: set[int] = set()
+        self.prefix = 0  # every event_id up to it was acked
+        self.holders: dict[str, dict[int, set[int]]] = {}  # stream -> member -> event_ids
+        self.seen_version: dict[str, int] = {}  # stream -> highest version delivered
+        self.errors: list[str] = []
+        self.exclusive = True  # until a lock kill: after one, redeliveries may overlap
+        self.leaving: set[int] = set()  # members being killed or unsubscribed
+
+    def ack(self, member: int, batch: list[Any]) -> None:
+        with self.lock:
+            for e in batch:
+                self.acked.add(e.event_id)
+                self.holders.get(e.stream_uuid, {}).get(member, set()).discard(e.event_id)
+            while self.prefix + 1 in self.acked:
+                self.prefix += 1
+
+    def forget(self, member: int) -> None:
+        """The member is about to die or leave: what it holds goes to the others."""
+        with self.lock:
+            self.leaving.add(member)
+            for by_member in self.holders.values():
+                by_member.pop(member, None)
+
+
+class CompetingMember(pykka.ThreadingActor):
+    def __init__(self, group: Group, member: int, seed: int) -> None:
+        super().__init__()
+        self.group, self.member, self.rng = group, member, random.Random(seed)
+        self.held: list[Any] = []
+        self.sub: Subscription | None = None
+
+    def on_receive(self, message: Any) -> None:
+        group = self.group
+        if isinstance(message, Events):
+            self.sub = message.subscription
+            with group.lock:
+                for e in message.events:
+                    group.delivered[e.event_id] = group.delivered.get(e.event_id, 0) + 1
+                    stream = e.stream_uuid
+                    # In order: never a version whose predecessor was never delivered.
+                    if e.stream_version > group.seen_version.get(stream, 0) + 1:
+                        group.errors.append(f"{stream} v{e.stream_version} skipped ahead")
+                    seen = group.seen_version.get(stream, 0)
+                    group.seen_version[stream] = max(seen, e.stream_version)
+                    if self.member in group.leaving:
+                        continue
+                    by_member = group.holders.setdefault(stream, {})
+                    others = [m for m, held in by_member.items() if held and m != self.member]
+                    if others and group.exclusive:
+                        group.errors.append(f"{stream} in flight at {others} and {self.member}")
+                    by_member.setdefault(self.member, set()).add(e.event_id)
+            self.held.extend(message.events)
+            roll = self.rng.random()
+            if roll < 0.6:
+                self._ack(self.held)
+            elif roll < 0.8 and self.held:
+                self._ack(self.rng.sample(self.held, self.rng.randint(1, len(self.held))))
+        elif isinstance(message, AckNow):
+            self._ack(self.held)
+
+    def _ack(self, batch: list[Any]) -> None:
+        if not batch or self.sub is None:
+            return
+        self.group.ack(self.member, batch)
+        self.sub.ack(list(batch))
+        self.held = [e for e in self.held if e not in batch]
+
+
+def test_soak_competing_consumers(store: EventStore, dsn: str, schema: str, seed: int) -> None:
+    """Three competing consumers partitioned by stream, acking per event at random, killed,
+    unsubscribed and re-attached, the lock connection killed now and then: every event is
+    delivered, each stream never skips ahead and is in flight at one member at a time (until
+    a lock kill), the checkpoint never passes an event not acked, and ends at the last one."""
+    rng = random.Random(seed)
+    seconds = float(os.environ.get("SOAK_CC_SECONDS", "4"))
+    streams = [f"cc-{i}" for i in range(12)]
+    group = Group()
+    refs: dict[int, pykka.ActorRef[Any]] = {}
+    handles: dict[int, Subscription] = {}
+    next_member = iter(range(1_000_000))
+    options: dict[str, Any] = {
+        "concurrency_limit": 3,
+        "partition_by": lambda e: e.stream_uuid,
+        "max_size": 20,
+    }
+
+    def attach() -> None:
+        member = next(next_member)
+        ref = CompetingMember.start(group, member, rng.randrange(1 << 30))
+        handles[member] = subscribe_retrying(
+            lambda: store.subscribe_to_all_streams(
+                "cc", ref, buffer_size=rng.randint(1, 4), **options
+            ),
+            timeout=5.0,
+        )
+        refs[member] = ref
+
+    for _ in range(3):
+        attach()
+    stop = threading.Event()
+    violations: list[str] = []
+    samples = 0
+
+    def sample() -> None:
+        nonlocal samples
+        last = 0
+        while not stop.wait(0.05):
+            value = checkpoints(dsn, schema).get((ALL, "cc"), 0)
+            samples += 1
+            with group.lock:
+                if value > group.prefix:
+                    violations.append(f"checkpoint {value} > acked prefix {group.prefix}")
+            if value < last:
+                violations.append(f"checkpoint moved back to {value}")
+            last = value
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    versions = dict.fromkeys(streams, 0)
+    deadline = time.monotonic() + seconds
+    actions = {"ack": 0, "kill": 0, "unsubscribe": 0, "lock": 0}
+    last_lock_kill = 0.0
+    while time.monotonic() < deadline:
+        for _ in range(rng.randint(1, 3)):
+            stream = rng.choice(streams)
+            size = rng.randint(1, 4)
+            store.append_to_stream(stream, versions[stream], events(size, versions[stream] + 1))
+            versions[stream] += size
+        time.sleep(rng.uniform(0.01, 0.05))  # pacing, not synchronisation
+        member = rng.choice(list(refs))
+        roll = rng.random()
+        if roll < 0.7:
+            refs[member].tell(AckNow())
+            actions["ack"] += 1
+        elif roll < 0.85:
+            group.forget(member)
+            refs.pop(member).stop()
+            attach()
+            actions["kill"] += 1
+        elif roll < 0.95:
+            group.forget(member)
+            handles.pop(member).unsubscribe()
+            refs.pop(member).stop()
+            attach()
+            actions["unsubscribe"] += 1
+        elif time.monotonic() - last_lock_kill > 1.0:
+            pids = lock_backends(dsn, subscription_lock_key(schema, ALL, "cc"))
+            with group.lock:
+                group.exclusive = False
+            if pids and kill_backends(dsn, pids):
+                last_lock_kill = time.monotonic()
+                actions["lock"] += 1
+    total = sum(versions.values())
+
+    def drained() -> bool:
+        for ref in refs.values():  # redeliveries (after a lock kill) are held at random too
+            ref.tell(AckNow())
+        return checkpoints(dsn, schema).get((ALL, "cc")) == total
+
+    try:
+        wait_until(drained, timeout=45, interval=0.1, what="the checkpoint to reach the end")
+    finally:
+        stop.set()
+        sampler.join(timeout=10)
+    print(f"SOAK_SEED={seed} competing: events={total} actions={actions} samples={samples}")
+    assert sorted(group.delivered) == list(range(1, total + 1))
+    assert not group.errors, group.errors[:10]
+    assert not violations, violations[:10]
+    assert samples > 10
+    for ref in refs.values():
+        ref.stop()

@@ -362,6 +362,9 @@ class AsyncEventStore:
         max_retries: int = 10,
         retry_delay: float = 1.0,
         partitions: int | None = None,
+        concurrency_limit: int = 1,
+        partition_by: Callable[[RecordedEvent], Any] | None = None,
+        buffer_size: int = 1,
         **options: Any,
     ) -> AsyncSubscription[Any]:
         """`EventStore.subscribe_to_stream` without a subscriber: iterate the result."""
@@ -383,6 +386,9 @@ class AsyncEventStore:
             max_retries=max_retries,
             retry_delay=retry_delay,
             partitions=partitions,
+            concurrency_limit=concurrency_limit,
+            partition_by=partition_by,
+            buffer_size=buffer_size,
             **options,
         )
         return await self._subscribe(stream_uuid, subscription_name, subscribe)
@@ -433,6 +439,9 @@ class AsyncEventStore:
         max_retries: int = 10,
         retry_delay: float = 1.0,
         partitions: int | None = None,
+        concurrency_limit: int = 1,
+        partition_by: Callable[[RecordedEvent], Any] | None = None,
+        buffer_size: int = 1,
         **options: Any,
     ) -> AsyncSubscription[Any]:
         """`EventStore.subscribe_to_all_streams` without a subscriber: iterate the result
@@ -454,6 +463,9 @@ class AsyncEventStore:
             max_retries=max_retries,
             retry_delay=retry_delay,
             partitions=partitions,
+            concurrency_limit=concurrency_limit,
+            partition_by=partition_by,
+            buffer_size=buffer_size,
             **options,
         )
         return await self._subscribe(_ALL, subscription_name, subscribe)
@@ -505,6 +517,10 @@ class AsyncEventStore:
     async def _unsubscribe(self, sub: AsyncSubscription[Any]) -> None:
         self._subs.discard(sub)
         if sub._close():
+            handle = sub._handle
+            if handle is not None and handle._ack_each is not None:  # one competing consumer
+                await self._calls.run(handle.unsubscribe)
+                return
             unsubscribe = (
                 self._store.unsubscribe_from_all_streams
                 if sub.stream_uuid == _ALL

@@ -91,6 +91,9 @@ class SubscriptionSpec:
     retry_delay: float = 1.0  # seconds before a retried event is sent again
     replica: ReplicaReads | None = None  # catch-up reads from a standby (replica_dsn)
     partition: tuple[int, int] | None = None  # (index, count) in a consumer group; in the db
+    concurrency_limit: int = 1  # >1: competing consumers (see consumers.py)
+    partition_by: Callable[[RecordedEvent], Any] | None = None
+    buffer_size: int = 1
 
     def matches(self, event: RecordedEvent) -> bool:
         """What the database filters keep (for events from the publisher)."""
@@ -115,6 +118,7 @@ class Ack:
     position: int
     subscription: Subscription
     in_transaction: bool = False
+    each: tuple[int, ...] = ()  # competing consumers: per-event acks (position is the last)
 
 
 @dataclass(frozen=True)

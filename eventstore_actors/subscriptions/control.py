@@ -54,6 +54,10 @@ class Control:
         self.ack_floor = 0
         #: Whether the subscriber was told `Subscribed` (a standby is told at take-over).
         self.announced = False
+        #: Competing consumers: the handles unsubscribed one by one (told nothing more), and
+        #: the (subscriber, handle, buffer_size) of every member (kept across restarts).
+        self.detached: set[Any] = set()
+        self.members: list[tuple[Any, Any, int]] = []
 
     # Inbox accounting ---------------------------------------------------------------------------
     def admit_events(self, count: int) -> Admit:

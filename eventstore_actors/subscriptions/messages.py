@@ -40,6 +40,13 @@ class Subscription:
     _nack: Callable[[int, str, str | None], None] | None = field(
         default=None, repr=False, compare=False, kw_only=True
     )
+    #: Competing consumers: per-event acks (positions), and the unsubscribe of this handle.
+    _ack_each: Callable[[list[int]], None] | None = field(
+        default=None, repr=False, compare=False, kw_only=True
+    )
+    _detach: Callable[[], None] | None = field(
+        default=None, repr=False, compare=False, kw_only=True
+    )
 
     @property
     def all_streams(self) -> bool:
@@ -52,13 +59,20 @@ class Subscription:
         return event.event_id if self.all_streams else event.event_number
 
     def ack(self, acked: Sequence[Any] | RecordedEvent | int, *, conn: Any = None) -> None:
-        """Acknowledge everything up to and including `acked` (cumulative).
+        """Acknowledge everything up to and including `acked` (cumulative); with competing
+        consumers (`concurrency_limit > 1`) each event given: a list acks each event in it,
+        an int the event at that position.
 
         With `conn` (an open psycopg 3 connection to the store's database), the checkpoint is
         written in that connection's current transaction: it moves iff the caller commits, so
         a projection that updates its tables and acks in one transaction applies each event
         exactly once. The store never writes such a position itself.
         """
+        if self._ack_each is not None:
+            if conn is not None:
+                raise ValueError("acks in a transaction need concurrency_limit=1")
+            self._ack_each(self._positions(acked))
+            return
         position = self._position(acked)
         if conn is None:
             self._ack(position)
@@ -84,6 +98,21 @@ class Subscription:
         if self._nack is None:
             raise TypeError("this subscription takes no nacks")
         self._nack(position, action, reason)
+
+    def unsubscribe(self) -> None:
+        """Competing consumers: stop this subscriber only (its events in flight go to the
+        others; the last one leaving ends the subscription, checkpoint kept). Otherwise the
+        same as the store's `unsubscribe_from_*`."""
+        if self._detach is None:
+            raise TypeError("this subscription handle cannot unsubscribe itself")
+        self._detach()
+
+    def _positions(self, acked: Any) -> list[int]:
+        if isinstance(acked, Sequence) and not isinstance(acked, (str, bytes)):
+            if not acked:
+                raise ValueError("ack of an empty list")
+            return [self._position(item) for item in acked]
+        return [self._position(acked)]
 
     def _position(self, acked: Any) -> int:
         if isinstance(acked, bool):

@@ -10,6 +10,7 @@ from ..results import Result
 from .aio import aio_steps, run_aio
 from .appends import run_seed_appends, run_single_appends, seed_append_steps, single_append_steps
 from .catchup import catchup_steps, run_catchup
+from .competing import competing_steps, run_competing
 from .groups import group_steps, run_groups
 from .growth import growth_steps, run_growth
 from .latency import latency_steps, run_latency
@@ -80,6 +81,12 @@ WORKLOADS: dict[str, Workload] = {
             "all-streams subscription replaying stored events with acks",
             catchup_steps,
             run_catchup,
+        ),
+        Workload(
+            "competing",
+            "catch-up with 0.2 ms of work per event, 1 subscriber vs 4 competing consumers",
+            competing_steps,
+            run_competing,
         ),
         Workload(
             "projection",
