@@ -8,7 +8,7 @@ instead of on random pages of it (see the README's measurement).
 
 from __future__ import annotations
 
-import os
+import random as _random
 import time
 import uuid
 
@@ -23,14 +23,21 @@ _set = object.__setattr__
 _UNKNOWN = uuid.SafeUUID.unknown
 
 
+#: The random module's own generator: seeded from the OS at import and again in every forked
+#: child (so two processes never share a sequence), and, unlike os.urandom, it never releases
+#: the GIL: with many appending threads each release costs a wait for the GIL (up to the 5 ms
+#: switch interval) on the append path. Uniqueness, not secrecy, is what these bits are for
+#: (the unique index on event_uuid is the backstop).
+_bits = _random.getrandbits
+
+
 def new_uuids(count: int) -> list[uuid.UUID]:
-    """`count` fresh time-ordered UUIDs (80 random bits from os.urandom per millisecond)."""
+    """`count` fresh time-ordered UUIDs (80 random bits each)."""
     head = ((time.time_ns() // 1_000_000) << 80) | _VERSION | _VARIANT
-    random = os.urandom(10 * count)
-    from_bytes = int.from_bytes
+    bits_of = _bits
     out = []
-    for start in range(0, 10 * count, 10):
-        bits = from_bytes(random[start : start + 10])
+    for _ in range(count):
+        bits = bits_of(80)
         value = head | ((bits >> 64) & _RAND_A) << 64 | (bits & _RAND_B)
         # uuid.UUID(int=...) validates and converts; these values are valid by construction.
         made = _new(uuid.UUID)
