@@ -726,22 +726,27 @@ class SubscriptionActor(SupervisedActor):
                     break
             return good
 
-    def _deliver(self, events: list[RecordedEvent]) -> None:
-        """Send one batch; a mapper failing on an event sends the events before it, then
-        ends the subscription."""
+    def _mapped(self, events: list[RecordedEvent]) -> tuple[list[Any], str | None]:
+        """What to send for `events` (the mapper's results, if any), and why it stopped early:
+        a mapper failing on an event gives the results before it. LockLost first: nothing is
+        sent once the lock connection is gone."""
         if not self._lock.alive():
             raise LockLost("the lock connection is gone")
         mapper = self._spec.mapper
-        payload: list[Any] = events
-        failure: str | None = None
-        if mapper is not None:
-            payload = []
-            for event in events:
-                try:
-                    payload.append(mapper(event))
-                except Exception as exc:
-                    failure = f"the mapper failed on event {event.event_id}: {exc!r}"
-                    break
+        if mapper is None:
+            return events, None
+        payload: list[Any] = []
+        for event in events:
+            try:
+                payload.append(mapper(event))
+            except Exception as exc:
+                return payload, f"the mapper failed on event {event.event_id}: {exc!r}"
+        return payload, None
+
+    def _deliver(self, events: list[RecordedEvent]) -> None:
+        """Send one batch; a mapper failing on an event sends the events before it, then
+        ends the subscription."""
+        payload, failure = self._mapped(events)
         if payload:
             self._registry.metrics.delivered(len(payload), self._since)
             self._since = None

@@ -1,10 +1,10 @@
 """Competing consumers: the state of one subscription with several subscribers (pure, no I/O).
 
-Used instead of `SubscriptionState` when `concurrency_limit > 1`; it takes the same inputs
-(`notified`, `read_done`, `must_recheck`: see there for what "covered" means) and keeps the
-same cursor rules, but hands events out one by one to the subscribers ("members") that have
-room, round robin (the one that was sent to least recently first), each holding at most its
-`buffer_size` events in flight. Acks are per event.
+Used instead of `SubscriptionState` when `concurrency_limit > 1`; it takes events the same
+way (`notified`, `read_done`, `must_recheck`: intake.Intake, which says what "covered"
+means, holds them for both), but hands events out one by one to the subscribers ("members")
+that have room, round robin (the one that was sent to least recently first), each holding at
+most its `buffer_size` events in flight. Acks are per event.
 
 Invariants:
 - `outstanding` lists, ascending, every position received (buffered, in flight, waiting for
@@ -27,6 +27,7 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from .intake import Intake
 from .state import Read
 
 __all__ = ["ConcurrentState", "Deliver"]
@@ -54,7 +55,7 @@ class _Member(Generic[E]):
         return self.buffer_size - len(self.in_flight)
 
 
-class ConcurrentState(Generic[E]):
+class ConcurrentState(Intake[E]):
     def __init__(
         self,
         checkpoint: int,
@@ -63,13 +64,8 @@ class ConcurrentState(Generic[E]):
         key: Callable[[E], Hashable | None] | None = None,
         read_batch_size: int = 1000,
     ) -> None:
-        self.checkpoint = checkpoint
-        self.cursor = checkpoint
-        self.max_size = max_size
-        self.behind = True
-        self.max_notified = 0
+        super().__init__(checkpoint, max_size, position)
         self.paused = False  # retries are timed by the actor per event (see `resume`)
-        self._position = position
         self._key_of = key
         self._read_batch_size = read_batch_size
         self._queue: deque[E] = deque()  # received, not sent, ascending
@@ -126,48 +122,7 @@ class ConcurrentState(Generic[E]):
     def last_sent(self) -> int:
         return self.cursor
 
-    # Inputs (as SubscriptionState) ------------------------------------------------------------
-    def notified(self, events: Sequence[E], covered: tuple[int, int] | None = None) -> int | None:
-        if covered is not None:
-            first, last = covered
-            self.max_notified = max(self.max_notified, last)
-            if last <= self.cursor:
-                return None
-            if self.behind or first > self.cursor + 1:
-                self.behind = True
-                return None
-            self._extend([e for e in events if self._position(e) > self.cursor], last)
-            return self._advance()
-        if not events:
-            return None
-        self.max_notified = max(self.max_notified, self._position(events[-1]))
-        fresh = [e for e in events if self._position(e) > self.cursor]
-        if not fresh:
-            return None
-        if self.behind or self._position(fresh[0]) != self.cursor + 1:
-            self.behind = True
-            return None
-        self._extend(fresh, None)
-        return None
-
-    def must_recheck(self) -> None:
-        self.behind = True
-
-    def read_done(self, events: Sequence[E], limit: int, covered: int | None = None) -> int | None:
-        fresh = [e for e in events if self._position(e) > self.cursor]
-        if covered is None:
-            if fresh and self._position(fresh[0]) != self.cursor + 1:
-                raise AssertionError(f"storage read skipped from {self.cursor} to {fresh[0]}")
-            self._extend(fresh, None)
-            if not events or (len(events) < limit and self.cursor >= self.max_notified):
-                self.behind = False
-            return None
-        if fresh and self._position(fresh[-1]) > covered:
-            raise AssertionError(f"storage read returned {fresh[-1]} beyond its cover {covered}")
-        if self._extend(fresh, covered) and len(events) < limit:
-            self.behind = False
-        return self._advance()
-
+    # Inputs (notified, must_recheck, read_done: see Intake) ------------------------------
     def acked(self, member: int, positions: Sequence[int]) -> tuple[int | None, list[E]]:
         """Per-event acks from `member` (positions not in flight there are ignored). Returns
         the new checkpoint (or None) and the replayed events that were acked."""
@@ -184,7 +139,7 @@ class ConcurrentState(Generic[E]):
                 replayed.append(event)
             else:
                 self._done.add(position)
-        return self._advance(), replayed
+        return self._settle(), replayed
 
     def sent_event(self, member: int, position: int) -> E | None:
         found = self._members.get(member)
@@ -210,7 +165,7 @@ class ConcurrentState(Generic[E]):
                 self._replays.discard(position)
                 return None
             self._done.add(position)
-            return self._advance()
+            return self._settle()
         self._waiting[position] = event
         if key is not None:
             self._blocked[key] = self._blocked.get(key, 0) + 1
@@ -337,12 +292,7 @@ class ConcurrentState(Generic[E]):
         merged = sorted([*events, *self._queue], key=self._position)
         self._queue = deque(merged)
 
-    def _extend(self, events: list[E], covered: int | None) -> bool:
-        room = self.max_size - self.held
-        kept = len(events) <= room
-        if not kept:
-            events = events[: max(0, room)]
-            self.behind = True
+    def _keep(self, events: list[E]) -> None:
         key_of = self._key_of
         for event in events:
             position = self._position(event)
@@ -352,13 +302,8 @@ class ConcurrentState(Generic[E]):
                 if key is not None:
                     self._keys[position] = key
         self._queue.extend(events)
-        if events:
-            self.cursor = self._position(events[-1])
-        if kept and covered is not None and covered > self.cursor:
-            self.cursor = covered
-        return kept
 
-    def _advance(self) -> int | None:
+    def _settle(self) -> int | None:
         outstanding, done = self._outstanding, self._done
         while outstanding and outstanding[0] in done:
             position = outstanding.popleft()

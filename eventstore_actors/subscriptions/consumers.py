@@ -350,19 +350,7 @@ class ConcurrentSubscriptionActor(SubscriptionActor):
         if found.handle in self._control.detached:
             self._remove(member)
             return
-        if not self._lock.alive():
-            raise LockLost("the lock connection is gone")
-        mapper = self._spec.mapper
-        payload: list[Any] = events
-        failure: str | None = None
-        if mapper is not None:
-            payload = []
-            for event in events:
-                try:
-                    payload.append(mapper(event))
-                except Exception as exc:
-                    failure = f"the mapper failed on event {event.event_id}: {exc!r}"
-                    break
+        payload, failure = self._mapped(events)
         if payload:
             if self._control.closed:
                 self._end(None)

@@ -42,6 +42,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from .intake import Intake
+
 __all__ = ["Read", "Send", "SubscriptionState"]
 
 E = TypeVar("E")
@@ -62,7 +64,7 @@ class Read:
     limit: int
 
 
-class SubscriptionState(Generic[E]):
+class SubscriptionState(Intake[E]):
     def __init__(
         self,
         checkpoint: int,
@@ -74,14 +76,9 @@ class SubscriptionState(Generic[E]):
         max_batch: int = 1000,
         mixed: bool = False,
     ) -> None:
-        self.checkpoint = checkpoint  # last acked position (persisted)
-        self.cursor = checkpoint  # last position received
+        super().__init__(checkpoint, max_size, position)
         self.last_sent = checkpoint
         self._sent: list[int] = []  # positions of the last batch sent, ascending
-        self.max_size = max_size
-        self.behind = True  # storage may hold events beyond the cursor
-        self.max_notified = 0
-        self._position = position
         self._stream_key = stream_key
         self._read_batch_size = read_batch_size
         self._max_batch = max(1, max_batch)
@@ -149,64 +146,7 @@ class SubscriptionState(Generic[E]):
     def buffered(self) -> int:
         return len(self._buffer)
 
-    # Inputs -----------------------------------------------------------------------------------
-    def notified(self, events: Sequence[E], covered: tuple[int, int] | None = None) -> int | None:
-        """Committed events from the publisher, in position order (already filtered).
-
-        `covered` = (first, last): every committed position from first to last is among
-        `events` (the others were deleted, or are not this subscription's). Without it only
-        a run that starts right after the cursor is taken. Returns a new checkpoint to store
-        when covered empty positions let it move (see `acked`), else None.
-        """
-        if covered is not None:
-            first, last = covered
-            self.max_notified = max(self.max_notified, last)
-            if last <= self.cursor:
-                return None  # duplicates or the past
-            if self.behind or first > self.cursor + 1:
-                self.behind = True  # a gap, or storage is being read: storage will supply them
-                return None
-            self._extend([e for e in events if self._position(e) > self.cursor], last)
-            return self._settle()
-        if not events:
-            return None
-        self.max_notified = max(self.max_notified, self._position(events[-1]))
-        fresh = [e for e in events if self._position(e) > self.cursor]
-        if not fresh:
-            return None  # duplicates or the past
-        if self.behind or self._position(fresh[0]) != self.cursor + 1:
-            self.behind = True  # a gap, or storage is being read: storage will supply them
-            return None
-        self._extend(fresh, None)
-        return None
-
-    def must_recheck(self) -> None:
-        """Something may have been missed (publisher restart, reconnect): re-read storage."""
-        self.behind = True
-
-    def read_done(self, events: Sequence[E], limit: int, covered: int | None = None) -> int | None:
-        """The result of a `Read` the actor performed.
-
-        `covered`: every position from the read's start up to it is among `events` or gone for
-        good (a full read covers up to its last event only). Without it, the events must
-        continue the cursor without a gap. Returns a new checkpoint to store, as `notified`.
-        """
-        fresh = [e for e in events if self._position(e) > self.cursor]
-        if covered is None:
-            if fresh and self._position(fresh[0]) != self.cursor + 1:
-                raise AssertionError(f"storage read skipped from {self.cursor} to {fresh[0]}")
-            self._extend(fresh, None)
-            if not events or (len(events) < limit and self.cursor >= self.max_notified):
-                self.behind = False
-            return None
-        if fresh and self._position(fresh[-1]) > covered:
-            raise AssertionError(f"storage read returned {fresh[-1]} beyond its cover {covered}")
-        if self._extend(fresh, covered) and len(events) < limit:
-            # Short: it covered everything committed when it ran, which includes whatever
-            # was notified before it.
-            self.behind = False
-        return self._settle()
-
+    # Inputs (notified, must_recheck, read_done: see Intake) ------------------------------
     def acked(self, position: int) -> int | None:
         """A cumulative ack; returns the new checkpoint to persist, or None if nothing moved.
 
@@ -235,20 +175,8 @@ class SubscriptionState(Generic[E]):
             return Read(self.cursor + 1, limit)
         return None
 
-    def _extend(self, events: list[E], covered: int | None) -> bool:
-        """Buffer `events` (fresh, in order) and move the cursor over them, and up to
-        `covered` unless some had to be dropped for room; whether all were kept."""
-        room = self.max_size - self.held
-        kept = len(events) <= room
-        if not kept:
-            events = events[:room]
-            self.behind = True  # the rest is dropped; read from storage once there is room
+    def _keep(self, events: list[E]) -> None:
         self._buffer.extend(events)
-        if events:
-            self.cursor = self._position(events[-1])
-        if kept and covered is not None and covered > self.cursor:
-            self.cursor = covered
-        return kept
 
     def _settle(self) -> int | None:
         """With nothing in flight or buffered, every position up to the cursor is done
