@@ -28,6 +28,8 @@ from types import TracebackType
 import psycopg
 import psycopg.conninfo
 
+from .pgserver import OS_USER, free_port, root_problem
+
 __all__ = [
     "BINARY",
     "PACKAGE",
@@ -41,7 +43,7 @@ BINARY = os.environ.get("PGBOUNCER", "/usr/sbin/pgbouncer")
 PACKAGE = "pgbouncer"
 #: What every server connection's search_path is (see the module docstring).
 NOWHERE = "pgbouncer_nowhere"
-_OS_USER = "postgres"
+_OS_USER = OS_USER
 #: The PgBouncer every `make_store` store goes through in PgBouncer mode (set by conftest).
 SUITE: PgBouncer | None = None
 
@@ -75,20 +77,7 @@ def missing() -> str | None:
             f"PgBouncer is not installed ({BINARY} not found): install the {PACKAGE!r} package "
             f"(apt-get install {PACKAGE}) to run the PgBouncer tests"
         )
-    if os.geteuid() == 0:
-        if shutil.which("runuser") is None:
-            return "running as root and runuser is not available to run pgbouncer as postgres"
-        try:
-            pwd.getpwnam(_OS_USER)
-        except KeyError:
-            return f"running as root and there is no {_OS_USER!r} OS user to run pgbouncer as"
-    return None
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return root_problem("pgbouncer")
 
 
 class PgBouncer:
@@ -101,7 +90,7 @@ class PgBouncer:
         self.pool_size = pool_size
         self.max_clients = max_clients
         self.root = Path(tempfile.mkdtemp(prefix="eventstore-pgbouncer-"))
-        self.port = _free_port()
+        self.port = free_port()
         self.logfile = self.root / "pgbouncer.log"
         self.pidfile = self.root / "pgbouncer.pid"
         self._proc: subprocess.Popen[bytes] | None = None

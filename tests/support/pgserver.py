@@ -20,9 +20,23 @@ from types import TracebackType
 
 import psycopg
 
-__all__ = ["PgServer", "missing_binaries"]
+__all__ = ["OS_USER", "PgServer", "free_port", "missing_binaries", "root_problem"]
 
-_OS_USER = "postgres"
+#: The OS user the servers run as when the tests run as root (they refuse to run as root).
+OS_USER = _OS_USER = "postgres"
+
+
+def root_problem(program: str) -> str | None:
+    """Why `program` cannot be run as OS_USER when we are root (None: it can, or not root)."""
+    if os.geteuid() != 0:
+        return None
+    if shutil.which("runuser") is None:
+        return f"running as root and runuser is not available to run {program} as {_OS_USER}"
+    try:
+        pwd.getpwnam(_OS_USER)
+    except KeyError:
+        return f"running as root and there is no {_OS_USER!r} OS user to run {program} as"
+    return None
 
 
 def missing_binaries() -> str | None:
@@ -30,17 +44,11 @@ def missing_binaries() -> str | None:
     for binary in ("initdb", "pg_ctl"):
         if shutil.which(binary) is None:
             return f"{binary} is not on PATH"
-    if os.geteuid() == 0:
-        if shutil.which("runuser") is None:
-            return "running as root and runuser is not available"
-        try:
-            pwd.getpwnam(_OS_USER)
-        except KeyError:
-            return f"running as root and there is no {_OS_USER!r} OS user to run initdb as"
-    return None
+    return root_problem("initdb")
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -54,7 +62,7 @@ class PgServer:
         self.root = Path(tempfile.mkdtemp(prefix="eventstore-pg-"))
         self.data = self.root / "data"
         self.logfile = self.root / "server.log"
-        self.port = _free_port()
+        self.port = free_port()
         self.dsn = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
         self._as_root = os.geteuid() == 0
 
