@@ -38,9 +38,11 @@ from ..events import RecordedEvent
 from ..notifications.publisher import CatchUp, Published, StreamDeleted
 from ..sql import statement
 from ..storage import checkpoints, deletes, parked, reader
+from ..storage.connection import ReadPool
 from ..storage.replica import ReplicaReads, current_lsn
 from .checkpointing import CheckpointPolicy
 from .control import Control
+from .hub import LockHub, SharedLockSession
 from .info import lock_key
 from .lock import Interrupted, LockLost, LockSession
 from .messages import Events, Subscribed, Subscription, SubscriptionStopped
@@ -94,6 +96,8 @@ class SubscriptionSpec:
     concurrency_limit: int = 1  # >1: competing consumers (see consumers.py)
     partition_by: Callable[[RecordedEvent], Any] | None = None
     buffer_size: int = 1
+    hub: LockHub | None = None  # shared_lock_session: the store's lock connection
+    pool: ReadPool | None = None  # with a hub: catch-up reads from the read pool
 
     def matches(self, event: RecordedEvent) -> bool:
         """What the database filters keep (for events from the publisher)."""
@@ -182,7 +186,10 @@ class SubscriptionActor(SupervisedActor):
         self._registry = registry
         self._handle = handle
         self._ready = ready  # set only for the first start: the subscribe call waits on it
-        self._lock = LockSession(settings, lock_key(settings.schema, spec.stream_uuid, spec.name))
+        key = lock_key(settings.schema, spec.stream_uuid, spec.name)
+        self._lock: LockSession | SharedLockSession = (
+            LockSession(settings, key) if spec.hub is None else SharedLockSession(spec.hub, key)
+        )
         self._state: SubscriptionState[RecordedEvent] | None = None
         self._token = 0
         self._ended = False
@@ -578,7 +585,15 @@ class SubscriptionActor(SupervisedActor):
         """
         replica = self._spec.replica
         if replica is None:
-            return self._lock.run(work)
+            pool = self._spec.pool
+            if pool is None:
+                return self._lock.run(work)
+            try:  # a shared lock connection: reads are single statements, any connection will do
+                return pool.run(work)
+            except StoreUnavailableError:
+                if not self._lock.alive():  # the database went away: so did the lock
+                    raise LockLost("the shared lock connection is gone") from None
+                raise
         found = replica.run_at_least(work, 0, self._lock.run)
         want = self._seen_head
         if self._state is not None:
