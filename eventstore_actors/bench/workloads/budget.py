@@ -1,5 +1,7 @@
 """200 live all-streams subscriptions on one store: connections used, delivery p99 from commit.
 
+`Sizes.budget_subscriptions` of them (200; 10 in the smoke run).
+
 With and without `shared_lock_session` (one lock connection for every subscription, versus a
 dedicated connection each). Each paced append is timed from the moment `append_to_stream` is
 called to each subscriber's receipt (200 samples per append; every subscriber acks at once).
@@ -30,7 +32,6 @@ from ..subscriber import RawListener
 
 __all__ = ["budget_steps", "run_budget"]
 
-SUBSCRIPTIONS = 200
 POOL_SIZE = 4
 #: Seconds between appends (every subscriber must have the event well before the next).
 INTERVAL = 0.02
@@ -74,9 +75,9 @@ def _connections(ctx: Context, application_name: str) -> int:
     return int(row[0]) if row else 0
 
 
-def _wait_all(done: threading.Semaphore) -> None:
+def _wait_all(done: threading.Semaphore, subscriptions: int) -> None:
     deadline = time.monotonic() + WAIT
-    for _ in range(SUBSCRIPTIONS):
+    for _ in range(subscriptions):
         if not done.acquire(timeout=max(0.0, deadline - time.monotonic())):
             raise RuntimeError("not every subscriber received every event")
 
@@ -87,10 +88,10 @@ def _latencies(called: list[float], subscribers: list[_Stamps]) -> list[float]:
     ]
 
 
-def _api(ctx: Context, count: int, shared: bool) -> tuple[list[float], int]:
+def _api(ctx: Context, count: int, shared: bool, subscriptions: int) -> tuple[list[float], int]:
     app = f"bench-budget-{uuid.uuid4().hex[:8]}"
     done = threading.Semaphore(0)
-    subscribers = [_Stamps(count, done) for _ in range(SUBSCRIPTIONS)]
+    subscribers = [_Stamps(count, done) for _ in range(subscriptions)]
     events = api_events(count)
     stream = f"budget-{uuid.uuid4().hex}"
     called: list[float] = []
@@ -107,13 +108,13 @@ def _api(ctx: Context, count: int, shared: bool) -> tuple[list[float], int]:
             called.append(now())
             store.append_to_stream(stream, i, events[i : i + 1])
             next_at = _pace(next_at)
-        _wait_all(done)
+        _wait_all(done, subscriptions)
     return _latencies(called, subscribers), connections
 
 
-def _raw(ctx: Context, count: int) -> tuple[list[float], int]:
+def _raw(ctx: Context, count: int, subscriptions: int) -> tuple[list[float], int]:
     done = threading.Semaphore(0)
-    subscribers = [_Stamps(count, done) for _ in range(SUBSCRIPTIONS)]
+    subscribers = [_Stamps(count, done) for _ in range(subscriptions)]
     inboxes: list[queue.Queue[tuple[float, list[raw.Row]] | None]] = [
         queue.Queue() for _ in subscribers
     ]
@@ -123,7 +124,7 @@ def _raw(ctx: Context, count: int) -> tuple[list[float], int]:
             subscribers[index].add(now(), item[1])
 
     threads = [
-        threading.Thread(target=consume, args=(i,), daemon=True) for i in range(SUBSCRIPTIONS)
+        threading.Thread(target=consume, args=(i,), daemon=True) for i in range(subscriptions)
     ]
     for thread in threads:
         thread.start()
@@ -151,7 +152,7 @@ def _raw(ctx: Context, count: int) -> tuple[list[float], int]:
                 called.append(now())
                 raw.append(conn, stream, i, pairs[i : i + 1], EVENT_TYPE, channel)
                 next_at = _pace(next_at)
-            _wait_all(done)
+            _wait_all(done, subscriptions)
             stop.set()
             fan.join(5)
     finally:
@@ -173,15 +174,16 @@ def budget_steps(ctx: Context) -> int:
 
 def run_budget(ctx: Context) -> list[Result]:
     count = max(10, ctx.sizes.latency_samples // 10) + WARMUP
+    n = ctx.sizes.budget_subscriptions
     ctx.schema.reset()
-    with ctx.step("200 subscriptions, raw fan-out"):
-        raw_ms, raw_conns = _raw(ctx, count)
-    with ctx.step("200 subscriptions, dedicated lock connections"):
-        dedicated_ms, dedicated_conns = _api(ctx, count, shared=False)
-    with ctx.step("200 subscriptions, shared_lock_session"):
-        shared_ms, shared_conns = _api(ctx, count, shared=True)
+    with ctx.step(f"{n} subscriptions, raw fan-out"):
+        raw_ms, raw_conns = _raw(ctx, count, n)
+    with ctx.step(f"{n} subscriptions, dedicated lock connections"):
+        dedicated_ms, dedicated_conns = _api(ctx, count, shared=False, subscriptions=n)
+    with ctx.step(f"{n} subscriptions, shared_lock_session"):
+        shared_ms, shared_conns = _api(ctx, count, shared=True, subscriptions=n)
     extra = {
-        "subscriptions": SUBSCRIPTIONS,
+        "subscriptions": n,
         "pool_size": POOL_SIZE,
         "samples": len(raw_ms),
         "interval_ms": INTERVAL * 1e3,
@@ -194,7 +196,7 @@ def run_budget(ctx: Context) -> list[Result]:
         rows.append(
             Result(
                 "budget",
-                f"200 live subscriptions, connections used, {label}",
+                f"{n} live subscriptions, connections used, {label}",
                 "connections",
                 float(conns),
                 float(raw_conns),
@@ -205,7 +207,7 @@ def run_budget(ctx: Context) -> list[Result]:
         rows.append(
             Result(
                 "budget",
-                f"200 live subscriptions, delivery p99 from append call, {label}",
+                f"{n} live subscriptions, delivery p99 from append call, {label}",
                 "ms",
                 percentile(ms, 99),
                 percentile(raw_ms, 99),
