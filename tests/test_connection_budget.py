@@ -15,7 +15,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from support import events, kill_backends, wait_until
+from support import checkpoints, events, kill_backends, wait_until
 
 from eventstore_actors import Events, EventStore, Subscribed, SubscriptionStopped
 
@@ -71,7 +71,7 @@ def many(make_store: MakeStore) -> tuple[EventStore, str, list[Recorder]]:
 
 
 def test_200_subscriptions_use_the_pool_and_a_handful_of_connections(
-    many: tuple[EventStore, str, list[Recorder]], dsn: str
+    many: tuple[EventStore, str, list[Recorder]], dsn: str, schema: str
 ) -> None:
     store, app, recorders = many
     store.append_to_stream("s", 0, events(3))
@@ -82,11 +82,19 @@ def test_200_subscriptions_use_the_pool_and_a_handful_of_connections(
         what="every subscription to receive the committed events",
     )
     used = backends(dsn, app)
-    print("connections used:", len(used))
     # The pool, the writer, the publisher's LISTEN connection and the lock hub; no more.
     assert len(used) <= POOL + 4, used
     assert len(lock_backends_of(dsn, app)) == 1  # every advisory lock on one connection
     assert not any(r.stopped for r in recorders)
+    # The acks' checkpoints are stored (batched writes on the lock connection).
+    last = max(ids)
+    wait_until(
+        lambda: (
+            [v for (stream, _), v in checkpoints(dsn, schema).items() if stream == "$all"]
+            == [last] * COUNT
+        ),
+        what="every checkpoint stored",
+    )
 
 
 def lock_backends_of(dsn: str, app: str) -> list[int]:
