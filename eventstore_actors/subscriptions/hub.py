@@ -77,6 +77,7 @@ class LockHub:
         self._pending_mutex = threading.Lock()
         self.writes = 0  # batched checkpoint statements run (for tests and the benchmark)
         self._queued = threading.Event()
+        self._head: tuple[int, float] | None = None  # (last event_id, when) from the probe
         self._writer: threading.Thread | None = None
 
     # Called with the mutex held -------------------------------------------------------------
@@ -176,21 +177,28 @@ class LockHub:
     def _write_queued(self) -> None:
         """The hub's thread: writes the queued checkpoints as soon as the connection is free,
         all in one statement (whatever queued while it waited goes in the same one); probes
-        the connection when it was idle for a health interval (a round trip also finds a
-        half-open socket), for every subscription at once."""
+        the connection once per health interval (a round trip also finds a half-open socket),
+        for every subscription at once."""
+        probed = time.monotonic()
         while not self._closed:
-            queued = self._queued.wait(_PROBE_INTERVAL)
+            self._queued.wait(max(0.0, probed + _PROBE_INTERVAL - time.monotonic()))
             self._queued.clear()
             with self._mutex:
                 if self._conn is None or self._closed:
                     continue
-                written = self._flush() if queued else self._probe()
+                written = self._flush()
+                if time.monotonic() >= probed + _PROBE_INTERVAL:
+                    probed = time.monotonic()
+                    written = self._probe() and written
             if not written:
                 time.sleep(self._settings.tick_interval)  # not in a tight loop
 
     def _probe(self) -> bool:
+        """A round trip that also reads the head of all streams, shared by the
+        subscriptions' health checks (see `SharedLockSession.head`)."""
         try:
-            self._run(lambda c: c.execute("SELECT 1"))
+            head = self._run(reader.last_event_id)
+            self._head = (head, time.monotonic())
         except LockLost:
             pass  # every session finds out (alive() is False)
         except (Interrupted, StoreUnavailableError):
@@ -269,6 +277,13 @@ class LockHub:
                 if is_connection_loss(exc, conn):
                     self._lose()
 
+    def head(self) -> int | None:
+        """The last event_id as of the last probe, if recent."""
+        head = self._head
+        if head is None or time.monotonic() - head[1] > 1.5 * _PROBE_INTERVAL:
+            return None
+        return head[0]
+
     def backend(self) -> int | None:
         """The pid of the hub's backend (None: not connected)."""
         with self._holding():
@@ -340,7 +355,12 @@ class SharedLockSession:
             raise
 
     def head(self, stream_uuid: str | None) -> int:
+        """The last position (see `LockSession.head`); for all streams, the hub's probe's
+        (at most 1.5 probe intervals old: a backstop a moment later) while this lock holds."""
         if stream_uuid is None:
+            head = self._hub.head()
+            if head is not None and self.alive():
+                return head
             return self.read(reader.last_event_id)
         return self.read(lambda c: reader.stream_version(c, stream_uuid)) or 0
 
