@@ -233,6 +233,10 @@ class Settings:
     #: transaction pooling mode: the store then keeps no session state on `dsn` connections
     #: (no prepared statements, schema-qualified SQL, no startup `options`).
     session_dsn: str | None = None
+    #: Whether all the store's subscriptions share one session connection (a `LockHub`) for
+    #: their advisory locks and checkpoint writes, instead of one dedicated connection each;
+    #: their catch-up reads then use the read pool. Off by default (see the README).
+    shared_lock_session: bool = False
 
     def __repr__(self) -> str:
         """Like the dataclass repr, with the DSN's password hidden."""
@@ -241,6 +245,10 @@ class Settings:
 
     def __post_init__(self) -> None:
         validate_schema(self.schema)
+        if not isinstance(self.shared_lock_session, bool):
+            raise ConfigError(
+                f"shared_lock_session must be a bool, got {self.shared_lock_session!r}"
+            )
         for name in ("pool_size", "subscription_max_size", "max_batch_events", "max_restarts"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:

@@ -84,6 +84,7 @@ from .subscriptions.actor import (
 )
 from .subscriptions.consumers import Attach, ConcurrentSubscriptionActor, Detach
 from .subscriptions.control import Control
+from .subscriptions.hub import LockHub
 from .subscriptions.info import SubscriptionInfo
 from .subscriptions.messages import (
     ParkedEvent,
@@ -170,6 +171,8 @@ class EventStore:
         self._acks_in_transaction: checkpoints.InTransaction | None = None
         self._holder = sub_info.holder_text(self._origin)
         self._groups: dict[str, groups.Group] = {}  # consumer groups joined here, by name
+        # shared_lock_session: one connection for every subscription's lock and checkpoints.
+        self._hub = LockHub(settings) if settings.shared_lock_session else None
         self.log = log.bind(schema=settings.schema)
 
     # Starting and stopping --------------------------------------------------------------------
@@ -204,6 +207,7 @@ class EventStore:
         replica_max_lag: float = 5.0,
         metrics: bool = True,
         session_dsn: str | None = None,
+        shared_lock_session: bool = False,
     ) -> EventStore:
         """Start the supervisor, writer and publisher on an initialised schema.
 
@@ -241,6 +245,7 @@ class EventStore:
             replica_max_lag=replica_max_lag,
             metrics=metrics,
             session_dsn=resolve_session_dsn(session_dsn),
+            shared_lock_session=shared_lock_session,
         )
         logs.quiet_third_party()  # psycopg.pool, unless the application set its level
         _check_installed(settings)
@@ -303,6 +308,8 @@ class EventStore:
         _stop_actor(self._supervisor)
         if self._replica is not None:
             self._replica.close()
+        if self._hub is not None:
+            self._hub.close()
         for group in joined:  # told by a partition already, unless it held none
             group.tell_stopped("the event store stopped")
         self._pool.close()
@@ -967,6 +974,8 @@ class EventStore:
             concurrency_limit=options.concurrency_limit,
             partition_by=options.partition_by,
             buffer_size=options.buffer_size,
+            hub=self._hub,
+            pool=None if self._hub is None else self._pool,
         )
         ready: pykka.ThreadingFuture[Subscription] = pykka.ThreadingFuture()
         settings = self._settings

@@ -9,6 +9,10 @@ embedded PostgreSQL (``eventstore-actors[embedded]``) started for the session an
 PgBouncer in transaction pooling mode started for the session (tests/support/pgbouncer.py;
 pool size ``EVENTSTORE_TEST_PGBOUNCER_POOL``, default 5): ``dsn`` points at it and
 ``session_dsn`` at the server. Without the ``pgbouncer`` package that mode fails at once.
+
+``EVENTSTORE_TEST_SHARED_LOCKS=1`` starts every store of `make_store` (and `store`) with
+``shared_lock_session=True`` unless the test says otherwise (all subscriptions of a store on
+one lock connection).
 """
 
 from __future__ import annotations
@@ -76,6 +80,10 @@ def pgbouncer_mode() -> bool:
     return os.environ.get("EVENTSTORE_TEST_PGBOUNCER", "") not in ("", "0")
 
 
+def shared_locks_mode() -> bool:
+    return os.environ.get("EVENTSTORE_TEST_SHARED_LOCKS", "") not in ("", "0")
+
+
 @pytest.fixture(scope="session")
 def suite_pgbouncer(dsn: str) -> Iterator[Any]:
     """The session's PgBouncer in PgBouncer mode, else None."""
@@ -118,6 +126,8 @@ def make_store(dsn: str, schema: str, suite_pgbouncer: Any) -> Iterator[Callable
     store_dsn = dsn if suite_pgbouncer is None else suite_pgbouncer.dsn(dsn)
 
     def make(**options: Any) -> EventStore:
+        if shared_locks_mode():
+            options.setdefault("shared_lock_session", True)
         if suite_pgbouncer is None or options.get("hostname") or options.get("port"):
             return started_store(dsn, options)  # a route of the test's own: kept
         # The same role and database on the session connection as through PgBouncer.

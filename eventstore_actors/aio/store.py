@@ -182,6 +182,7 @@ class AsyncEventStore:
         replica_max_lag: float = 5.0,
         metrics: bool = True,
         session_dsn: str | None = None,
+        shared_lock_session: bool = False,
         threads: int | None = None,
     ) -> AsyncEventStore:
         """`EventStore.start(...)` with the same arguments, without blocking the loop; plus
@@ -207,6 +208,7 @@ class AsyncEventStore:
             "replica_max_lag": replica_max_lag,
             "metrics": metrics,
             "session_dsn": session_dsn,
+            "shared_lock_session": shared_lock_session,
         }
         if threads is None:
             threads = _count(pool_size, 10) + _count(pool_overflow, 0) + APPEND_THREADS

@@ -37,6 +37,8 @@ class Sizes:
     metrics_appends: dict[int, int] = field(default_factory=lambda: {1: 10, 50: 2})
     #: Rounds of raw / metrics off / metrics on (a 2 % difference needs many).
     metrics_repeats: int = 1
+    #: Live subscriptions on one store for the connection budget (200 in the issue).
+    budget_subscriptions: int = 200
 
     def with_growth_large(self, events: int) -> Sizes:
         return replace(self, growth_large=max(events, self.growth_small + 1))
@@ -92,5 +94,6 @@ PRESETS: dict[str, Sizes] = {
         growth_ops=3,
         any_appends={10: 2},
         multi_appends={1: 5, 10: 1},
+        budget_subscriptions=10,
     ),
 }

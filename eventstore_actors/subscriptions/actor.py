@@ -22,6 +22,7 @@ soft-deleted, or its checkpoint row is gone: a hard delete removes it).
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,9 +39,11 @@ from ..events import RecordedEvent
 from ..notifications.publisher import CatchUp, Published, StreamDeleted
 from ..sql import statement
 from ..storage import checkpoints, deletes, parked, reader
+from ..storage.connection import ReadPool
 from ..storage.replica import ReplicaReads, current_lsn
 from .checkpointing import CheckpointPolicy
 from .control import Control
+from .hub import LockHub, SharedLockSession
 from .info import lock_key
 from .lock import Interrupted, LockLost, LockSession
 from .messages import Events, Subscribed, Subscription, SubscriptionStopped
@@ -94,6 +97,8 @@ class SubscriptionSpec:
     concurrency_limit: int = 1  # >1: competing consumers (see consumers.py)
     partition_by: Callable[[RecordedEvent], Any] | None = None
     buffer_size: int = 1
+    hub: LockHub | None = None  # shared_lock_session: the store's lock connection
+    pool: ReadPool | None = None  # with a hub: catch-up reads from the read pool
 
     def matches(self, event: RecordedEvent) -> bool:
         """What the database filters keep (for events from the publisher)."""
@@ -182,7 +187,12 @@ class SubscriptionActor(SupervisedActor):
         self._registry = registry
         self._handle = handle
         self._ready = ready  # set only for the first start: the subscribe call waits on it
-        self._lock = LockSession(settings, lock_key(settings.schema, spec.stream_uuid, spec.name))
+        key = lock_key(settings.schema, spec.stream_uuid, spec.name)
+        self._lock: LockSession | SharedLockSession = (
+            LockSession(settings, key)
+            if spec.hub is None
+            else SharedLockSession(spec.hub, key, spec.pool)
+        )
         self._state: SubscriptionState[RecordedEvent] | None = None
         self._token = 0
         self._ended = False
@@ -308,7 +318,10 @@ class SubscriptionActor(SupervisedActor):
                 return
         self._begin(checkpoint)
         self._backoff = 0.0
-        self._next_health_check = time.monotonic() + _HEALTH_INTERVAL
+        interval = _HEALTH_INTERVAL
+        if self._spec.hub is not None:  # many on one store: spread their checks over time
+            interval *= 0.5 + random.random() / 2
+        self._next_health_check = time.monotonic() + interval
         self.log.info("subscription started", checkpoint=checkpoint)
         if self._relock:
             self._relock = False
@@ -578,7 +591,7 @@ class SubscriptionActor(SupervisedActor):
         """
         replica = self._spec.replica
         if replica is None:
-            return self._lock.run(work)
+            return self._lock.read(work)  # with shared_lock_session: from the read pool
         found = replica.run_at_least(work, 0, self._lock.run)
         want = self._seen_head
         if self._state is not None:
@@ -686,7 +699,7 @@ class SubscriptionActor(SupervisedActor):
         if state is None:
             return
         stream, name = self._spec.stream_uuid, self._spec.name
-        found = self._lock.run(lambda c: parked.rows(c, stream, name, replay_only=True))
+        found = self._lock.read(lambda c: parked.rows(c, stream, name, replay_only=True))
         fresh = [row for row, *_ in found if row[0] not in self._replay_queued]
         if not fresh:
             return
@@ -779,7 +792,10 @@ class SubscriptionActor(SupervisedActor):
         if position is None or not self._lock.locked:
             return
         stream, name = self._spec.stream_uuid, self._spec.name
-        self._lock.run(lambda c: checkpoints.advance(c, stream, name, position))
+        if isinstance(self._lock, SharedLockSession):
+            self._lock.advance(stream, name, position)  # batched with the others' writes
+        else:
+            self._lock.run(lambda c: checkpoints.advance(c, stream, name, position))
         self._unsaved_checkpoint = None
         self._policy.written(position, time.monotonic())
 
@@ -821,7 +837,7 @@ class SubscriptionActor(SupervisedActor):
         if self._all:
             return self._lock.head(None)
         stream, name = self._spec.stream_uuid, self._spec.name
-        version, deleted, kept = self._lock.run(lambda c: deletes.watch(c, stream, name))
+        version, deleted, kept = self._lock.read(lambda c: deletes.watch(c, stream, name))
         if deleted or (not kept and version == 0):
             self._end(_deleted(stream))
         elif not kept:

@@ -187,7 +187,7 @@ class ConcurrentSubscriptionActor(SubscriptionActor):
         if cs is None:
             return
         stream, name = self._spec.stream_uuid, self._spec.name
-        found = self._lock.run(lambda c: parked.rows(c, stream, name, replay_only=True))
+        found = self._lock.read(lambda c: parked.rows(c, stream, name, replay_only=True))
         fresh = [row for row, *_ in found if row[0] not in self._replay_queued]
         if not fresh:
             return

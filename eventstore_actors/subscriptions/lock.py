@@ -90,6 +90,10 @@ class LockSession:
                 raise Interrupted(reason(exc)) from None
             raise unavailable(exc) from None
 
+    def read(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:
+        """A read: on this connection (see `SharedLockSession.read`)."""
+        return self.run(work)
+
     def alive(self) -> bool:
         """Whether the lock is still held: the connection is open and its backend alive."""
         return self.locked and self._conn is not None and is_alive(self._conn)

@@ -9,6 +9,7 @@ from ..context import Context
 from ..results import Result
 from .aio import aio_steps, run_aio
 from .appends import run_seed_appends, run_single_appends, seed_append_steps, single_append_steps
+from .budget import budget_steps, run_budget
 from .catchup import catchup_steps, run_catchup
 from .competing import competing_steps, run_competing
 from .groups import group_steps, run_groups
@@ -106,6 +107,13 @@ WORKLOADS: dict[str, Workload] = {
             "consumer-group catch-up with 1, 2 and 4 processes, 0.2 ms of work per event",
             group_steps,
             run_groups,
+        ),
+        Workload(
+            "budget",
+            "200 live subscriptions: connections used and delivery p99, with and without "
+            "shared_lock_session",
+            budget_steps,
+            run_budget,
         ),
         Workload(
             "metrics",

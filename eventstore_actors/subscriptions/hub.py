@@ -1,0 +1,374 @@
+"""One session connection holding every advisory lock of a store's subscriptions.
+
+With `shared_lock_session`, a store's subscriptions do not open a dedicated connection each
+(`LockSession`): they share its `LockHub`, one session connection (on `session_dsn` when given)
+used under a mutex. Each subscription gets a `SharedLockSession`, with the same interface as
+`LockSession` (plus `advance`, the batched checkpoint write).
+
+Fencing: a lock and the checkpoint writes it guards go through the same connection, so they die
+together. Every connection the hub opens starts a new generation; a session's lock belongs to
+the generation it was taken in. When the connection is lost (seen by any session's statement or
+probe), every lock of that generation is lost at once: each session's `alive()` turns False and
+its `run()` raises `LockLost`, so every subscription stops delivering on its next tick (or
+before its next batch), reconnects, retakes its lock and reloads its checkpoint, exactly as
+after losing a dedicated connection.
+
+Checkpoint writes are batched: `SharedLockSession.advance` queues the position and returns; the
+hub's writer thread writes every queued checkpoint of a lock still held in one statement as
+soon as the connection is free (so no subscription writes the others' checkpoints in its
+delivery path). An unlock writes the queued ones first. A queued write whose lock was lost is
+dropped (those events are delivered again: at least once, as after any lost connection).
+
+Advisory locks are re-entrant within one session: the hub keeps the set of names it holds, so a
+second subscription of the same name in this store is refused as another process's would be.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import psycopg
+
+from .. import logs
+from ..config import Settings
+from ..errors import StoreUnavailableError
+from ..sql import statement
+from ..storage import reader
+from ..storage.connection import (
+    ReadPool,
+    backend_pid,
+    connect,
+    end_orphan,
+    is_alive,
+    is_connection_loss,
+    is_transient,
+    reason,
+    unavailable,
+)
+from ..storage.deadline import guard
+from .lock import Interrupted, LockLost
+
+__all__ = ["LockHub", "SharedLockSession"]
+
+T = TypeVar("T")
+log = logs.get_logger("eventstore_actors.subscriptions")
+#: Seconds of idleness after which the hub's thread probes its connection.
+_PROBE_INTERVAL = 1.0
+
+
+class LockHub:
+    """The store's shared lock connection (thread-safe: every call holds `_mutex`)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._mutex = threading.Lock()
+        self._conn: psycopg.Connection[Any] | None = None
+        self._pid: int | None = None
+        self._orphan: int | None = None  # backend of a connection given up while in use
+        self.generation = 0  # bumped by every connection opened
+        self._held: set[str] = set()  # keys locked in the current generation
+        self._closed = False
+        # Checkpoints to write: key -> (generation, stream_uuid, name, position).
+        self._pending: dict[str, tuple[int, str, str, int]] = {}
+        self._pending_mutex = threading.Lock()
+        self.writes = 0  # batched checkpoint statements run (for tests and the benchmark)
+        self._queued = threading.Event()
+        self._head: tuple[int, float] | None = None  # (last event_id, when) from the probe
+        self._writer: threading.Thread | None = None
+
+    # Called with the mutex held -------------------------------------------------------------
+    def _ensure(self) -> None:
+        conn = self._conn
+        if conn is not None and not (conn.closed or conn.broken):
+            return
+        self._lose()
+        if self._closed:
+            raise LockLost("the store is stopping")
+        conn = connect(self._settings, session=True)  # StoreUnavailableError if unreachable
+        try:
+            # The lost connection's backend may live on (a frozen network), holding locks.
+            end_orphan(conn, self._orphan)
+            self._orphan = None
+            self._pid = backend_pid(conn)
+            # Losing the last acks in a server crash only means re-delivery (at least once).
+            with guard(conn, self._settings.io_timeout):
+                conn.execute("SET synchronous_commit = off")
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+        self.generation += 1
+        self._start_writer()
+
+    def _lose(self) -> None:
+        """The connection is gone: so is every lock of its generation."""
+        conn, self._conn = self._conn, None
+        self._held.clear()
+        if conn is not None:
+            self._orphan = self._pid
+            try:
+                conn.close()
+            except psycopg.Error:
+                pass
+
+    def _run(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:
+        conn = self._conn
+        if conn is None:
+            raise LockLost("no lock connection")
+        try:
+            with guard(conn, self._settings.io_timeout):
+                return work(conn)
+        except psycopg.Error as exc:
+            if is_connection_loss(exc, conn):
+                self._lose()
+                raise LockLost(reason(exc)) from None
+            if is_transient(exc):
+                raise Interrupted(reason(exc)) from None
+            raise unavailable(exc) from None
+
+    def _flush(self) -> bool:
+        """Write every queued checkpoint whose lock is still held, in one statement (False:
+        it failed for a reason of the moment, and they are queued again)."""
+        with self._pending_mutex:
+            pending, self._pending = self._pending, {}
+        rows = sorted(
+            (stream, name, position)
+            for key, (generation, stream, name, position) in pending.items()
+            if self._current(key, generation)
+        )
+        if not rows:
+            return True
+        params = {
+            "stream_uuids": [r[0] for r in rows],
+            "subscription_names": [r[1] for r in rows],
+            "positions": [r[2] for r in rows],
+        }
+        self.writes += 1
+        try:
+            self._run(lambda c: c.execute(statement("subscriptions/ack_many"), params))
+        except LockLost:
+            return True  # every lock went with the connection: each session finds out
+        except (Interrupted, StoreUnavailableError) as exc:
+            log.warning("checkpoint writes failed; retried", error=str(exc))
+            with self._pending_mutex:  # queued again, unless a later ack replaced them
+                for key, entry in pending.items():
+                    self._pending.setdefault(key, entry)
+            self._queued.set()
+            return False
+        return True
+
+    @contextmanager
+    def _holding(self) -> Iterator[None]:
+        with self._mutex:
+            yield
+
+    def _start_writer(self) -> None:
+        with self._pending_mutex:
+            if self._writer is None:
+                self._writer = threading.Thread(
+                    target=self._write_queued, name="eventstore-lock-hub", daemon=True
+                )
+                self._writer.start()
+
+    def _write_queued(self) -> None:
+        """The hub's thread: writes the queued checkpoints as soon as the connection is free,
+        all in one statement (whatever queued while it waited goes in the same one); probes
+        the connection once per health interval (a round trip also finds a half-open socket),
+        for every subscription at once."""
+        probed = time.monotonic()
+        while not self._closed:
+            self._queued.wait(max(0.0, probed + _PROBE_INTERVAL - time.monotonic()))
+            self._queued.clear()
+            with self._mutex:
+                if self._conn is None or self._closed:
+                    continue
+                written = self._flush()
+                if time.monotonic() >= probed + _PROBE_INTERVAL:
+                    probed = time.monotonic()
+                    written = self._probe() and written
+            if not written:
+                time.sleep(self._settings.tick_interval)  # not in a tight loop
+
+    def _probe(self) -> bool:
+        """A round trip that also reads the head of all streams, shared by the
+        subscriptions' health checks (see `SharedLockSession.head`)."""
+        try:
+            head = self._run(reader.last_event_id)
+            self._head = (head, time.monotonic())
+        except LockLost:
+            pass  # every session finds out (alive() is False)
+        except (Interrupted, StoreUnavailableError):
+            return False
+        return True
+
+    def _current(self, key: str, generation: int) -> bool:
+        return generation == self.generation and key in self._held and self._conn is not None
+
+    # For SharedLockSession ----------------------------------------------------------------------
+    def connect(self) -> None:
+        with self._holding():
+            self._ensure()
+
+    def try_lock(self, key: str) -> int | None:
+        """The generation the lock was taken in, or None (held elsewhere, or here)."""
+        with self._holding():
+            self._ensure()
+            if key in self._held:
+                return None
+            params = {"key": key}
+            row = self._run(lambda c: c.execute(statement("subscriptions/lock"), params).fetchone())
+            if not (row and row[0]):
+                return None
+            self._held.add(key)
+            return self.generation
+
+    def run(self, key: str, generation: int, work: Callable[[psycopg.Connection[Any]], T]) -> T:
+        """`work` on the connection, if the lock `key` of `generation` is still held."""
+        with self._holding():
+            if not self._current(key, generation):
+                raise LockLost("the shared lock connection was lost")
+            return self._run(work)
+
+    def alive(self, key: str, generation: int) -> bool:
+        """Whether the lock is still held; a round trip only if the socket has something to
+        say (see `is_alive`). A connection busy with another session's call is alive."""
+        if not self._mutex.acquire(blocking=False):
+            return generation == self.generation and key in self._held
+        try:
+            if not self._current(key, generation):
+                return False
+            assert self._conn is not None
+            if is_alive(self._conn):
+                return True
+            self._lose()
+            return False
+        finally:
+            self._mutex.release()
+
+    def advance(
+        self, key: str, generation: int, stream_uuid: str, name: str, position: int
+    ) -> None:
+        """Queue a checkpoint write; the hub's thread writes it with the others queued."""
+        with self._pending_mutex:
+            self._pending[key] = (generation, stream_uuid, name, position)
+        self._queued.set()
+
+    def unlock(self, key: str, generation: int) -> None:
+        """Release the lock if this generation still holds it (else it went with the
+        connection)."""
+        with self._holding():
+            if not self._current(key, generation):
+                return
+            if key in self._pending:
+                self._flush()  # this lock's last checkpoint, before the lock goes
+            if not self._current(key, generation):
+                return
+            self._held.discard(key)
+            conn = self._conn
+            assert conn is not None
+            try:
+                with guard(conn, self._settings.io_timeout):
+                    conn.execute(statement("subscriptions/unlock"), {"key": key})
+            except psycopg.Error as exc:
+                if is_connection_loss(exc, conn):
+                    self._lose()
+
+    def head(self) -> int | None:
+        """The last event_id as of the last probe, if recent."""
+        head = self._head
+        if head is None or time.monotonic() - head[1] > 1.5 * _PROBE_INTERVAL:
+            return None
+        return head[0]
+
+    def backend(self) -> int | None:
+        """The pid of the hub's backend (None: not connected)."""
+        with self._holding():
+            return self._pid if self._conn is not None else None
+
+    def close(self) -> None:
+        """Close the connection (every lock goes with it); no reconnect afterwards."""
+        with self._holding():
+            self._closed = True
+            self._orphan = None
+            self._lose()
+        self._queued.set()
+        writer = self._writer
+        if writer is not None and writer is not threading.current_thread():
+            writer.join(timeout=5.0)
+
+
+class SharedLockSession:
+    """`LockSession`'s interface for one subscription's lock on a `LockHub`."""
+
+    def __init__(self, hub: LockHub, key: str, pool: ReadPool | None = None) -> None:
+        self._hub = hub
+        self._pool = pool
+        self._key = key
+        self._generation = -1
+        self.locked = False
+
+    def connect(self) -> None:
+        self._hub.connect()
+
+    def try_lock(self) -> bool:
+        generation = self._hub.try_lock(self._key)
+        self.locked = generation is not None
+        if generation is not None:
+            self._generation = generation
+        return self.locked
+
+    def run(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:
+        """`work` on the hub's connection while this lock holds: LockLost otherwise."""
+        if not self.locked:
+            raise LockLost("no lock held")
+        try:
+            return self._hub.run(self._key, self._generation, work)
+        except LockLost:
+            self.locked = False
+            raise
+
+    def alive(self) -> bool:
+        return self.locked and self._hub.alive(self._key, self._generation)
+
+    def advance(self, stream_uuid: str, name: str, position: int) -> None:
+        """Queue a checkpoint write (batched with the others'); LockLost if not held."""
+        if not self.locked:
+            raise LockLost("no lock held")
+        self._hub.advance(self._key, self._generation, stream_uuid, name, position)
+
+    def read(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:
+        """A single-statement read, from the read pool (any connection will do) while this
+        lock holds: LockLost otherwise, or when the database went away with the lock."""
+        if self._pool is None:
+            return self.run(work)
+        if not self.alive():
+            raise LockLost("the shared lock connection is gone")
+        try:
+            return self._pool.run(work)
+        except StoreUnavailableError:
+            if not self.alive():
+                raise LockLost("the shared lock connection is gone") from None
+            raise
+
+    def head(self, stream_uuid: str | None) -> int:
+        """The last position (see `LockSession.head`); for all streams, the hub's probe's
+        (at most 1.5 probe intervals old: a backstop a moment later) while this lock holds."""
+        if stream_uuid is None:
+            head = self._hub.head()
+            if head is not None and self.alive():
+                return head
+            return self.read(reader.last_event_id)
+        return self.read(lambda c: reader.stream_version(c, stream_uuid)) or 0
+
+    def release(self) -> None:
+        self.drop()
+
+    def drop(self) -> None:
+        """Let go of the lock (the hub's connection stays for the others)."""
+        if self.locked:
+            self.locked = False
+            self._hub.unlock(self._key, self._generation)

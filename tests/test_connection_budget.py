@@ -1,0 +1,173 @@
+"""The connection budget (`shared_lock_session=True`): a store's subscriptions share one lock
+connection, so 200 subscriptions run within the read pool plus a handful of connections, and
+losing that connection makes every one of them reconnect and resume without loss.
+
+Real PostgreSQL; connections are counted in pg_stat_activity by application_name and the
+shared lock connection is killed with pg_terminate_backend.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+import pytest
+from support import checkpoints, events, kill_backends, wait_until
+
+from eventstore_actors import Events, EventStore, Subscribed, SubscriptionStopped
+
+MakeStore = Callable[..., EventStore]
+COUNT = 200
+POOL = 4
+
+
+class Recorder:
+    """Acks every batch at once and keeps the event ids it was sent (thread-safe)."""
+
+    def __init__(self) -> None:
+        self.ids: list[int] = []
+        self.subscribed = 0
+        self.stopped: str | None = None
+        self._mutex = threading.Lock()
+
+    def tell(self, message: Any) -> None:
+        if isinstance(message, Subscribed):
+            with self._mutex:
+                self.subscribed += 1
+        elif isinstance(message, Events):
+            with self._mutex:
+                self.ids.extend(e.event_id for e in message.events)
+            message.subscription.ack(message.events[-1])
+        elif isinstance(message, SubscriptionStopped):
+            self.stopped = message.reason
+
+    def seen(self) -> set[int]:
+        with self._mutex:
+            return set(self.ids)
+
+
+def backends(dsn: str, application_name: str) -> list[tuple[int, str]]:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pid, backend_type FROM pg_stat_activity WHERE application_name = %s",
+            (application_name,),
+        ).fetchall()
+    return [(int(pid), str(kind)) for pid, kind in rows]
+
+
+@pytest.fixture
+def many(make_store: MakeStore) -> tuple[EventStore, str, list[Recorder]]:
+    app = f"budget-{uuid.uuid4().hex[:8]}"
+    store = make_store(shared_lock_session=True, pool_size=POOL, application_name=app)
+    recorders = [Recorder() for _ in range(COUNT)]
+    for i, recorder in enumerate(recorders):
+        # Various names and start points; all-streams, as a service's projections would be.
+        store.subscribe_to_all_streams(f"projection-{i}-{uuid.uuid4().hex[:4]}", recorder)
+    wait_until(lambda: all(r.subscribed for r in recorders), what="every Subscribed")
+    return store, app, recorders
+
+
+def test_200_subscriptions_use_the_pool_and_a_handful_of_connections(
+    many: tuple[EventStore, str, list[Recorder]], dsn: str, schema: str
+) -> None:
+    store, app, recorders = many
+    store.append_to_stream("s", 0, events(3))
+    ids = {e.event_id for e in store.read_all_streams_forward(0, 10)}
+    wait_until(
+        lambda: all(r.seen() >= ids for r in recorders),
+        timeout=30.0,
+        what="every subscription to receive the committed events",
+    )
+    used = backends(dsn, app)
+    # The pool, the writer, the publisher's LISTEN connection and the lock hub; no more.
+    assert len(used) <= POOL + 4, used
+    assert len(lock_backends_of(dsn, app)) == 1  # every advisory lock on one connection
+    assert not any(r.stopped for r in recorders)
+    # The acks' checkpoints are stored (batched writes on the lock connection).
+    last = max(ids)
+    wait_until(
+        lambda: (
+            [v for (stream, _), v in checkpoints(dsn, schema).items() if stream == "$all"]
+            == [last] * COUNT
+        ),
+        what="every checkpoint stored",
+    )
+
+
+def lock_backends_of(dsn: str, app: str) -> list[int]:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT DISTINCT l.pid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+            "WHERE l.locktype = 'advisory' AND l.granted AND a.application_name = %s",
+            (app,),
+        ).fetchall()
+    return [int(r[0]) for r in rows]
+
+
+def test_killing_the_lock_connection_makes_every_subscription_resume(
+    many: tuple[EventStore, str, list[Recorder]], dsn: str
+) -> None:
+    store, app, recorders = many
+    store.append_to_stream("s", 0, events(2))
+    first = {e.event_id for e in store.read_all_streams_forward(0, 10)}
+    wait_until(lambda: all(r.seen() >= first for r in recorders), timeout=30.0)
+    (hub,) = lock_backends_of(dsn, app)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        locks = conn.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = %s", (hub,)
+        ).fetchone()
+    assert locks is not None and locks[0] >= COUNT
+    assert kill_backends(dsn, [hub]) == 1
+    # Appended while the locks are being retaken: nothing may be lost.
+    store.append_to_stream("s", 2, events(3, start=3))
+
+    def retaken() -> bool:
+        pids = lock_backends_of(dsn, app)
+        if len(pids) != 1 or pids[0] == hub:
+            return False
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = %s",
+                (pids[0],),
+            ).fetchone()
+        return row is not None and row[0] == COUNT
+
+    wait_until(retaken, timeout=30.0, what="every lock retaken on a new connection")
+    every = {e.event_id for e in store.read_all_streams_forward(0, 10)}
+    assert len(every) == 5
+    wait_until(
+        lambda: all(r.seen() >= every for r in recorders),
+        timeout=30.0,
+        what="every subscription to resume without loss",
+    )
+    assert not any(r.stopped for r in recorders)
+
+
+def test_the_shared_lock_excludes_other_stores_and_the_same_store(make_store: MakeStore) -> None:
+    """Advisory locks are re-entrant within a session: the hub itself must refuse a second
+    subscriber of a name it holds; another store's hub is refused by PostgreSQL."""
+    from eventstore_actors import SubscriptionAlreadyExistsError
+
+    first = make_store(shared_lock_session=True)
+    second = make_store(shared_lock_session=True)
+    held = Recorder()
+    sub = first.subscribe_to_all_streams("one", held)
+    with pytest.raises(SubscriptionAlreadyExistsError):
+        first.subscribe_to_all_streams("one", Recorder())
+    with pytest.raises(SubscriptionAlreadyExistsError):
+        second.subscribe_to_all_streams("one", Recorder())
+    sub.unsubscribe()  # released at once: the name is free for the other store
+    again = Recorder()
+    second.subscribe_to_all_streams("one", again)
+    first.append_to_stream("s", 0, events(1))
+    wait_until(lambda: again.seen(), what="the other store's subscriber to receive the event")
+
+
+def test_shared_lock_session_must_be_a_bool(make_store: MakeStore) -> None:
+    from eventstore_actors import ConfigError
+
+    with pytest.raises(ConfigError, match="shared_lock_session"):
+        make_store(shared_lock_session="yes")
