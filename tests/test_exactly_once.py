@@ -313,7 +313,7 @@ def test_a_projection_killed_at_random_points_counts_every_event_exactly_once(
                         timeout=30,
                         what="the projector makes progress",
                     )
-                    time.sleep(rng.uniform(0.0, 0.3))  # a random point, not a synchronisation
+                    time.sleep(rng.uniform(0.0, 0.12))  # a random point, not a synchronisation
                     if count() < EVENTS:
                         kills += 1
                 finally:
