@@ -196,8 +196,8 @@ def test_bench_plot_without_matplotlib_fails_before_running(tmp_path: Path) -> N
 def test_quick_takes_the_same_time_in_help_and_readme() -> None:
     helped = cli("bench", "--help").stdout
     readme = (ROOT / "README.md").read_text()
-    assert "under a minute" in " ".join(helped.split())
-    assert "--quick: under a minute" in readme
+    assert "small sizes (about 1.5 minutes" in " ".join(helped.split())
+    assert "--quick: about 1.5 minutes" in readme
 
 
 def test_embedded_status_and_stop(tmp_path: Path) -> None:

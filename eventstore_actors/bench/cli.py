@@ -39,7 +39,7 @@ def _parser() -> argparse.ArgumentParser:
         action="store_const",
         dest="preset",
         const="quick",
-        help="small sizes (under a minute; the full suite takes about 2.5 minutes)",
+        help="small sizes (about 1.5 minutes; the full suite takes about 7 minutes)",
     )
     size.add_argument(
         "--smoke",
