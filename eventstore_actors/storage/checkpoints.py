@@ -9,7 +9,6 @@ usable. The store never commits or rolls back the caller's transaction.
 
 from __future__ import annotations
 
-import weakref
 from typing import Any
 
 import psycopg
@@ -19,7 +18,7 @@ from psycopg.rows import tuple_row
 from ..errors import CheckpointConflictError
 from ..sql import statement
 from .connection import database_error, is_connection_loss, unavailable
-from .outbox import check_connection
+from .outbox import SameDatabase, check_connection, rollback_to_savepoint
 
 __all__ = ["ALL_STREAMS", "InTransaction", "advance", "claim", "delete", "load_or_create"]
 
@@ -30,7 +29,6 @@ Conn = psycopg.Connection[Any]
 
 _STATUS = psycopg.pq.TransactionStatus
 _SAVEPOINT = "eventstore_actors_ack"
-_FINGERPRINT = "SELECT system_identifier, current_database() FROM pg_control_system()"
 
 
 def load_or_create(conn: Conn, stream_uuid: str, name: str, start_from: int) -> int:
@@ -70,7 +68,7 @@ class InTransaction:
     """Checkpoint writes in callers' transactions, for one store (its schema and database)."""
 
     def __init__(self, schema: str, fingerprint: tuple[Any, ...]) -> None:
-        self._fingerprint = fingerprint
+        self._same_database = SameDatabase(fingerprint)
         # Compare and set: the stored checkpoint must not have passed `floor` (the position
         # the caller's batch began after, or its own last ack): if it has, another holder of
         # the subscription acked these events (a take-over), and writing would apply them twice.
@@ -83,8 +81,6 @@ class InTransaction:
             "SELECT last_seen FROM {}.subscriptions "
             "WHERE stream_uuid = %(stream_uuid)s AND subscription_name = %(subscription_name)s"
         ).format(sql.Identifier(schema))
-        #: Connections already checked to reach the store's database (by backend pid).
-        self._checked: weakref.WeakKeyDictionary[Conn, int] = weakref.WeakKeyDictionary()
 
     @staticmethod
     def check(conn: Any) -> Conn:
@@ -105,7 +101,7 @@ class InTransaction:
             "floor": floor,
         }
         try:
-            self._check_database(conn)
+            self._same_database.check(conn)
             if conn.autocommit and conn.info.transaction_status == _STATUS.IDLE:
                 with conn.transaction(), conn.cursor(row_factory=tuple_row) as cur:
                     self._write(cur, params)
@@ -115,7 +111,7 @@ class InTransaction:
                 with conn.cursor(row_factory=tuple_row) as cur:
                     self._write(cur, params)
             except BaseException:
-                _rollback_to_savepoint(conn)
+                rollback_to_savepoint(conn, _SAVEPOINT)
                 raise
             conn.execute(f"RELEASE SAVEPOINT {_SAVEPOINT}", prepare=False)
         except psycopg.Error as exc:
@@ -133,26 +129,3 @@ class InTransaction:
             raise CheckpointConflictError(
                 params["stream_uuid"], params["subscription_name"], stored, params["floor"]
             )
-
-    def _check_database(self, conn: Conn) -> None:
-        pid = conn.info.backend_pid
-        if self._checked.get(conn) == pid:
-            return
-        with conn.cursor(row_factory=tuple_row) as cur:
-            found = cur.execute(_FINGERPRINT, prepare=False).fetchone()
-        if found != self._fingerprint:
-            raise ValueError(
-                "conn is connected to another database than the event store's "
-                f"({conn.info.dbname!r} on {conn.info.host}:{conn.info.port}): nothing was written"
-            )
-        self._checked[conn] = pid
-
-
-def _rollback_to_savepoint(conn: Conn) -> None:
-    if conn.closed or conn.broken:
-        return
-    try:
-        conn.execute(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}", prepare=False)
-        conn.execute(f"RELEASE SAVEPOINT {_SAVEPOINT}", prepare=False)
-    except psycopg.Error:
-        pass  # the caller's transaction is failed then: theirs to roll back

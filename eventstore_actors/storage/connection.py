@@ -148,7 +148,8 @@ def configure_pooled(conn: psycopg.Connection[Any]) -> None:
     conn.execute("SET TimeZone TO 'UTC'")
 
 
-_FINGERPRINT = "SELECT system_identifier, current_database() FROM pg_control_system()"
+#: What tells databases apart: the cluster's system identifier and the database's name.
+FINGERPRINT = "SELECT system_identifier, current_database() FROM pg_control_system()"
 
 
 def check_session_dsn(settings: Settings, conn: psycopg.Connection[Any]) -> None:
@@ -162,8 +163,8 @@ def check_session_dsn(settings: Settings, conn: psycopg.Connection[Any]) -> None
         raise ConfigError(f"session_dsn: {scrub(str(exc), settings.session_dsn)}") from None
     try:
         with session:
-            there = session.execute(_FINGERPRINT).fetchone()
-        here = conn.execute(_FINGERPRINT).fetchone()
+            there = session.execute(FINGERPRINT).fetchone()
+        here = conn.execute(FINGERPRINT).fetchone()
         isolation = conn.execute("SHOW default_transaction_isolation").fetchone()
     except psycopg.Error as exc:
         raise ConfigError(

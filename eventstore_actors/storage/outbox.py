@@ -28,13 +28,12 @@ from psycopg.rows import tuple_row
 from ..errors import EventStoreError, StoreUnavailableError
 from ..events import AppendResult
 from .appender import AppendRequest, Written, group_outcomes, group_params
-from .connection import database_error, is_connection_loss, unavailable
+from .connection import FINGERPRINT, database_error, is_connection_loss, unavailable
 
-__all__ = ["Outbox", "check_connection", "fingerprint"]
+__all__ = ["Outbox", "SameDatabase", "check_connection", "fingerprint", "rollback_to_savepoint"]
 
 _STATUS = psycopg.pq.TransactionStatus
 _SAVEPOINT = "eventstore_actors_append"
-_FINGERPRINT = "SELECT system_identifier, current_database() FROM pg_control_system()"
 
 
 def check_connection(conn: Any) -> psycopg.Connection[Any]:
@@ -54,6 +53,31 @@ def check_connection(conn: Any) -> psycopg.Connection[Any]:
     return conn
 
 
+class SameDatabase:
+    """Checks that callers' connections reach the store's database (once per backend)."""
+
+    def __init__(self, fingerprint: tuple[Any, ...]) -> None:
+        self._fingerprint = fingerprint
+        #: Connections already checked to reach the store's database (by backend pid).
+        self._checked: weakref.WeakKeyDictionary[psycopg.Connection[Any], int] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def check(self, conn: psycopg.Connection[Any]) -> None:
+        """ValueError, before anything is written, when `conn` reaches another database."""
+        pid = conn.info.backend_pid
+        if self._checked.get(conn) == pid:
+            return
+        with conn.cursor(row_factory=tuple_row) as cur:
+            found = cur.execute(FINGERPRINT, prepare=False).fetchone()
+        if found != self._fingerprint:
+            raise ValueError(
+                "conn is connected to another database than the event store's "
+                f"({conn.info.dbname!r} on {conn.info.host}:{conn.info.port}): nothing was written"
+            )
+        self._checked[conn] = pid
+
+
 class Outbox:
     """Appends on callers' connections for one store (its schema, channel and database)."""
 
@@ -61,7 +85,7 @@ class Outbox:
         self._channel = channel
         # Not the writer's origin: the store's own listener skips only that one.
         self._origin = f"{origin}.outbox"
-        self._fingerprint = fingerprint
+        self._same_database = SameDatabase(fingerprint)
         self._query = sql.SQL(
             "SELECT part, status, first_event_id, last_event_id, first_version, "
             "actual_version, created_at FROM {}.append_events_v2("
@@ -69,10 +93,6 @@ class Outbox:
             "%(event_uuids)s::uuid[], %(event_types)s, %(correlation_ids)s, "
             "%(causation_ids)s, %(data)s, %(metadata)s, %(channel)s, %(origin)s)"
         ).format(sql.Identifier(schema))
-        #: Connections already checked to reach the store's database (by backend pid).
-        self._checked: weakref.WeakKeyDictionary[psycopg.Connection[Any], int] = (
-            weakref.WeakKeyDictionary()
-        )
 
     def append(self, conn: psycopg.Connection[Any], request: AppendRequest) -> list[AppendResult]:
         """Write `request` in `conn`'s current transaction (see the module docstring)."""
@@ -80,7 +100,7 @@ class Outbox:
         own = conn.autocommit and conn.info.transaction_status == _STATUS.IDLE
         committing = False
         try:
-            self._check_database(conn)
+            self._same_database.check(conn)
             if own:
                 with conn.transaction():
                     outcome = self._run(conn, request, params)
@@ -92,15 +112,15 @@ class Outbox:
                 try:
                     outcome = self._run(conn, request, params)
                 except BaseException:
-                    _rollback_to_savepoint(conn)
+                    rollback_to_savepoint(conn)
                     raise
                 if not isinstance(outcome, Written):
-                    _rollback_to_savepoint(conn)
+                    rollback_to_savepoint(conn)
                     raise outcome
                 if outcome.rows:
                     conn.execute(f"RELEASE SAVEPOINT {_SAVEPOINT}", prepare=False)
                 else:  # a retry of a stored append: nothing to keep, not even the lock
-                    _rollback_to_savepoint(conn)
+                    rollback_to_savepoint(conn)
         except psycopg.Error as exc:
             if is_connection_loss(exc, conn):
                 raise unavailable(exc, outcome_unknown=committing) from None
@@ -114,34 +134,21 @@ class Outbox:
             rows = cur.execute(self._query, params, prepare=False).fetchall()
         return group_outcomes([request], rows)[0]
 
-    def _check_database(self, conn: psycopg.Connection[Any]) -> None:
-        pid = conn.info.backend_pid
-        if self._checked.get(conn) == pid:
-            return
-        with conn.cursor(row_factory=tuple_row) as cur:
-            found = cur.execute(_FINGERPRINT, prepare=False).fetchone()
-        if found != self._fingerprint:
-            raise ValueError(
-                "conn is connected to another database than the event store's "
-                f"({conn.info.dbname!r} on {conn.info.host}:{conn.info.port}): nothing was written"
-            )
-        self._checked[conn] = pid
 
-
-def _rollback_to_savepoint(conn: psycopg.Connection[Any]) -> None:
-    """Undo our part of the caller's transaction, releasing the counter lock it took."""
+def rollback_to_savepoint(conn: psycopg.Connection[Any], savepoint: str = _SAVEPOINT) -> None:
+    """Undo our part of the caller's transaction (and the locks it took), leaving it usable."""
     if conn.closed or conn.broken:
         return
     try:
-        conn.execute(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}", prepare=False)
-        conn.execute(f"RELEASE SAVEPOINT {_SAVEPOINT}", prepare=False)
+        conn.execute(f"ROLLBACK TO SAVEPOINT {savepoint}", prepare=False)
+        conn.execute(f"RELEASE SAVEPOINT {savepoint}", prepare=False)
     except psycopg.Error:
         pass  # the caller's transaction is failed then: theirs to roll back
 
 
 def fingerprint(conn: psycopg.Connection[Any]) -> tuple[Any, ...]:
     """What tells the store's database apart: the cluster's system identifier and the name."""
-    found = conn.execute(_FINGERPRINT).fetchone()
+    found = conn.execute(FINGERPRINT).fetchone()
     if found is None:
         raise StoreUnavailableError("cannot identify the store's database")
     return tuple(found)

@@ -696,16 +696,19 @@ class SubscriptionActor(SupervisedActor):
     def _load_replay(self, state: SubscriptionState[RecordedEvent] | None) -> None:
         """Queue the parked events marked for replay (by this or another store) that are
         not queued yet."""
-        if state is None:
-            return
+        if state is not None and (events := self._parked_to_replay()):
+            state.replay(events)
+
+    def _parked_to_replay(self) -> list[RecordedEvent]:
+        """The parked events marked for replay that are not queued yet, now marked queued."""
         stream, name = self._spec.stream_uuid, self._spec.name
         found = self._lock.read(lambda c: parked.rows(c, stream, name, replay_only=True))
         fresh = [row for row, *_ in found if row[0] not in self._replay_queued]
         if not fresh:
-            return
+            return []
         events = self._decode(fresh)
         self._replay_queued.update(e.event_id for e in events)
-        state.replay(events)
+        return events
 
     def _settled(self, checkpoint: int | None) -> None:
         """The state moved its checkpoint over deleted positions: stored like an ack. Not for

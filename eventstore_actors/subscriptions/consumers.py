@@ -183,17 +183,8 @@ class ConcurrentSubscriptionActor(SubscriptionActor):
             self._cs.add_member(member, found.buffer_size)
 
     def _load_replay(self, state: SubscriptionState[RecordedEvent] | None) -> None:
-        cs = self._cs
-        if cs is None:
-            return
-        stream, name = self._spec.stream_uuid, self._spec.name
-        found = self._lock.read(lambda c: parked.rows(c, stream, name, replay_only=True))
-        fresh = [row for row, *_ in found if row[0] not in self._replay_queued]
-        if not fresh:
-            return
-        events = self._decode(fresh)
-        self._replay_queued.update(e.event_id for e in events)
-        cs.replay(events)
+        if self._cs is not None and (events := self._parked_to_replay()):
+            self._cs.replay(events)
 
     def _select(
         self, events: list[RecordedEvent]
