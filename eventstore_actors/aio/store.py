@@ -377,20 +377,7 @@ class AsyncEventStore:
             start_from=start_from,
             mapper=mapper,
             max_size=max_size,
-            standby=standby,
-            mixed_batches=mixed_batches,
-            max_batch=max_batch,
-            selector=selector,
-            event_types=event_types,
-            stream_prefix=stream_prefix,
-            checkpoint_threshold=checkpoint_threshold,
-            checkpoint_after=checkpoint_after,
-            max_retries=max_retries,
-            retry_delay=retry_delay,
-            partitions=partitions,
-            concurrency_limit=concurrency_limit,
-            partition_by=partition_by,
-            buffer_size=buffer_size,
+            **_subscribe_options(locals()),
             **options,
         )
         return await self._subscribe(stream_uuid, subscription_name, subscribe)
@@ -454,20 +441,7 @@ class AsyncEventStore:
             start_from=start_from,
             mapper=mapper,
             max_size=max_size,
-            standby=standby,
-            mixed_batches=mixed_batches,
-            max_batch=max_batch,
-            selector=selector,
-            event_types=event_types,
-            stream_prefix=stream_prefix,
-            checkpoint_threshold=checkpoint_threshold,
-            checkpoint_after=checkpoint_after,
-            max_retries=max_retries,
-            retry_delay=retry_delay,
-            partitions=partitions,
-            concurrency_limit=concurrency_limit,
-            partition_by=partition_by,
-            buffer_size=buffer_size,
+            **_subscribe_options(locals()),
             **options,
         )
         return await self._subscribe(_ALL, subscription_name, subscribe)
@@ -545,3 +519,17 @@ class AsyncEventStore:
             if name.startswith("_") or name in _SPECIAL or not inspect.isfunction(method):
                 raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
             return types.MethodType(_awaitable(method), self)
+
+
+#: The keyword-only options of `EventStore.subscribe_to_*` (the same for both), which the
+#: typed twins above list again for their signatures and pass on as they are.
+_SUBSCRIBE_OPTIONS = tuple(
+    name
+    for name, param in inspect.signature(EventStore.subscribe_to_all_streams).parameters.items()
+    if param.kind is param.KEYWORD_ONLY
+)
+
+
+def _subscribe_options(given: dict[str, Any]) -> dict[str, Any]:
+    """The subscribe options among a twin's `locals()`."""
+    return {name: given[name] for name in _SUBSCRIBE_OPTIONS}
