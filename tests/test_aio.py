@@ -45,7 +45,12 @@ from eventstore_actors import (
     SubscriptionAlreadyExistsError,
     WrongExpectedVersionError,
 )
-from eventstore_actors.aio import AsyncEventStore, AsyncSubscription, SubscriptionStoppedError
+from eventstore_actors.aio import (
+    AsyncEventStore,
+    AsyncSubscription,
+    AsyncTransientSubscription,
+    SubscriptionStoppedError,
+)
 
 Body = Callable[[AsyncEventStore], Awaitable[None]]
 
@@ -149,6 +154,18 @@ def test_every_eventstore_method_has_an_awaitable_twin_with_its_signature() -> N
     start = inspect.signature(AsyncEventStore.start).parameters
     for param in inspect.signature(EventStore.start).parameters.values():
         assert param.name in start and start[param.name].default == param.default
+
+
+def test_async_store_has_every_public_method_name_of_eventstore() -> None:
+    """Every public name of EventStore is a real member of AsyncEventStore (not the fallback
+    of `__getattr__`, which cannot drop a subscriber argument): transient subscriptions too."""
+
+    def public(cls: type) -> set[str]:
+        return {name for name in dir(cls) if not name.startswith("_")}
+
+    assert public(EventStore) - public(AsyncEventStore) == set()
+    assert inspect.iscoroutinefunction(AsyncEventStore.subscribe)
+    assert inspect.iscoroutinefunction(AsyncEventStore.unsubscribe)
 
 
 def test_a_method_added_to_eventstore_later_is_awaitable_at_once(
@@ -440,6 +457,68 @@ def test_stream_subscription_mapper_and_store_ack(dsn: str, schema: str) -> None
         assert [e.stream_version for e in await next_batch(current)] == [5]
         await current.ack(5)
         await store.unsubscribe_from_stream(stream, "from-now")
+
+    run(dsn, schema, body)
+
+
+def test_transient_subscriptions_iterate_live_events_without_acks(dsn: str, schema: str) -> None:
+    async def body(store: AsyncEventStore) -> None:
+        stream, other = new_stream(), new_stream()
+        await store.append_to_stream(stream, 0, events(2))  # before: never delivered
+        everything = await store.subscribe("$all")
+        mine = await store.subscribe(stream, mapper=lambda e: e.stream_version)
+        odd = await store.subscribe("$all", selector=lambda e: e.event_id % 2 == 1)
+        assert isinstance(everything, AsyncTransientSubscription)
+        assert mine.stream_uuid == stream
+        await store.append_to_stream(stream, 2, events(2, 3))
+        await store.append_to_stream(other, 0, events(1))
+        got: list[RecordedEvent] = []
+        while len(got) < 3:
+            got += await next_batch(everything)
+        assert [e.event_id for e in got] == [3, 4, 5]
+        assert await next_batch(mine) == [3, 4]  # no ack needed for the next batch
+        seen: list[int] = []
+        while len(seen) < 2:
+            seen += [e.event_id for e in await next_batch(odd)]
+        assert seen == [3, 5]
+        with pytest.raises(TypeError):
+            await everything.ack(got)
+        assert await store.subscriptions() == []  # transient ones are not listed
+
+        # Both ways of ending one; a running iteration ends, nothing comes after.
+        async def drain(sub: AsyncTransientSubscription[int]) -> int:
+            return len([batch async for batch in sub])
+
+        waiting = asyncio.ensure_future(drain(mine))
+        await asyncio.sleep(0.1)
+        await store.unsubscribe(mine)
+        assert await asyncio.wait_for(waiting, WAIT) == 0
+        await everything.unsubscribe()
+        await store.append_to_stream(stream, 4, events(1))
+        with pytest.raises(StopAsyncIteration):
+            await next_batch(everything)
+        async with odd:
+            pass
+        assert odd.closed
+
+    run(dsn, schema, body)
+
+
+def test_a_transient_subscription_whose_mapper_fails_raises(dsn: str, schema: str) -> None:
+    def mapper(event: RecordedEvent) -> int:
+        if event.stream_version == 2:
+            raise RuntimeError("cannot map")
+        return event.stream_version
+
+    async def body(store: AsyncEventStore) -> None:
+        stream = new_stream()
+        sub = await store.subscribe(stream, mapper=mapper)
+        await store.append_to_stream(stream, 0, events(3))
+        assert await next_batch(sub) == [1]
+        with pytest.raises(SubscriptionStoppedError, match="transient subscription") as stopped:
+            await next_batch(sub)
+        assert stopped.value.subscription is sub
+        await sub.unsubscribe()  # nothing left to stop: no error
 
     run(dsn, schema, body)
 

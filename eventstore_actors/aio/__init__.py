@@ -7,11 +7,22 @@ sub = await store.subscribe_to_all_streams("projection")
 async for events in sub:
     ...
     await sub.ack(events)
+live = await store.subscribe("$all")      # transient: events committed from now on, no acks
+async for events in live: ...
 """
 
 from __future__ import annotations
 
 from .store import AsyncEventStore
-from .subscription import AsyncSubscription, SubscriptionStoppedError
+from .subscription import (
+    AsyncSubscription,
+    AsyncTransientSubscription,
+    SubscriptionStoppedError,
+)
 
-__all__ = ["AsyncEventStore", "AsyncSubscription", "SubscriptionStoppedError"]
+__all__ = [
+    "AsyncEventStore",
+    "AsyncSubscription",
+    "AsyncTransientSubscription",
+    "SubscriptionStoppedError",
+]

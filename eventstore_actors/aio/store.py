@@ -27,9 +27,9 @@ from ..config import Settings
 from ..events import RecordedEvent
 from ..serialization import Serializer
 from ..store import EventStore, _options_checked
-from ..subscriptions.messages import Subscription
+from ..subscriptions.messages import Subscription, TransientSubscription
 from .calls import APPEND_THREADS, Calls, default_threads
-from .subscription import AsyncSubscription
+from .subscription import AsyncSubscription, AsyncTransientSubscription
 
 __all__ = ["AsyncEventStore"]
 
@@ -56,6 +56,8 @@ _SPECIAL = frozenset(
         "unsubscribe_from_all_streams",
         "delete_subscription",
         "delete_all_streams_subscription",
+        "subscribe",
+        "unsubscribe",
     }
 )
 
@@ -380,7 +382,8 @@ class AsyncEventStore:
             **_subscribe_options(locals()),
             **options,
         )
-        return await self._subscribe(stream_uuid, subscription_name, subscribe)
+        sub: AsyncSubscription[Any] = AsyncSubscription(self, stream_uuid, subscription_name)
+        return await self._subscribe(sub, subscribe)
 
     @overload
     async def subscribe_to_all_streams(
@@ -444,12 +447,12 @@ class AsyncEventStore:
             **_subscribe_options(locals()),
             **options,
         )
-        return await self._subscribe(_ALL, subscription_name, subscribe)
+        sub: AsyncSubscription[Any] = AsyncSubscription(self, _ALL, subscription_name)
+        return await self._subscribe(sub, subscribe)
 
     async def _subscribe(
-        self, stream_uuid: str, name: str, subscribe: Callable[[Any], Subscription]
-    ) -> AsyncSubscription[Any]:
-        sub: AsyncSubscription[Any] = AsyncSubscription(self, stream_uuid, name)
+        self, sub: AsyncSubscription[T], subscribe: Callable[[Any], Subscription]
+    ) -> AsyncSubscription[T]:
         # Cancelled meanwhile: `sub` is dropped, so its bridge reads as a dead subscriber and
         # a subscription started anyway stops on its next tick (the name is freed).
         handle = await self._calls.run(subscribe, sub.bridge)
@@ -472,6 +475,52 @@ class AsyncEventStore:
         else:
             await self._calls.run(self._store.ack, subscription, acked, **options)
 
+    # Transient subscriptions ------------------------------------------------------------------
+    @overload
+    async def subscribe(
+        self,
+        stream_uuid: str,
+        *,
+        selector: Callable[[RecordedEvent], Any] | None = ...,
+        mapper: None = ...,
+    ) -> AsyncTransientSubscription[RecordedEvent]: ...
+    @overload
+    async def subscribe(
+        self,
+        stream_uuid: str,
+        *,
+        selector: Callable[[RecordedEvent], Any] | None = ...,
+        mapper: Callable[[RecordedEvent], T],
+    ) -> AsyncTransientSubscription[T]: ...
+    async def subscribe(
+        self,
+        stream_uuid: str,
+        *,
+        selector: Callable[[RecordedEvent], Any] | None = None,
+        mapper: Callable[[RecordedEvent], Any] | None = None,
+    ) -> AsyncTransientSubscription[Any]:
+        """`EventStore.subscribe` without a subscriber: iterate the result. Every event of
+        `stream_uuid` ("$all": of every stream) committed after this returns, in order, in
+        batches; no name, no acks, no checkpoint. End it with ``await store.unsubscribe(sub)``
+        or ``await sub.unsubscribe()``."""
+        sub: AsyncTransientSubscription[Any] = AsyncTransientSubscription(self, stream_uuid)
+        subscribe = functools.partial(
+            self._store.subscribe, stream_uuid, selector=selector, mapper=mapper
+        )
+        await self._subscribe(sub, subscribe)
+        return sub
+
+    async def unsubscribe(
+        self, handle: AsyncTransientSubscription[Any] | TransientSubscription
+    ) -> None:
+        """End a transient subscription: an iteration over it ends, and no batch is yielded
+        (or told) after this returns."""
+        if isinstance(handle, AsyncTransientSubscription):
+            await handle.unsubscribe()
+        else:
+            await self._calls.run(self._store.unsubscribe, handle)
+
+    # Durable subscriptions: the end -----------------------------------------------------------
     async def unsubscribe_from_stream(self, stream_uuid: str, subscription_name: str) -> None:
         """Stop the subscription (checkpoint kept); an iteration over it here ends."""
         self._close_local(stream_uuid, subscription_name)
@@ -494,6 +543,9 @@ class AsyncEventStore:
         self._subs.discard(sub)
         if sub._close():
             handle = sub._handle
+            if isinstance(handle, TransientSubscription):
+                await self._calls.run(handle.unsubscribe)
+                return
             if handle is not None and handle._ack_each is not None:  # one competing consumer
                 await self._calls.run(handle.unsubscribe)
                 return
@@ -506,6 +558,8 @@ class AsyncEventStore:
 
     def _close_local(self, stream_uuid: Any, name: Any) -> None:
         for sub in list(self._subs):
+            if isinstance(sub, AsyncTransientSubscription):
+                continue
             if sub.stream_uuid == stream_uuid and sub.subscription_name == name:
                 self._subs.discard(sub)
                 sub._close()

@@ -16,11 +16,17 @@ How an iteration ends:
 
 Dropping every reference to an `AsyncSubscription` (or closing its loop) counts as its
 subscriber dying: the subscription stops within a second, its checkpoint kept.
+
+A transient subscription (`AsyncEventStore.subscribe`) is iterated the same way, without
+acks: an `AsyncTransientSubscription`. It has no back-pressure (nothing waits for an ack), so
+its batches queue here; a consumer that falls more than `subscription_max_size` batches behind
+ends it with `SubscriptionStoppedError`, as a sync transient subscriber's full inbox does.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import weakref
 from collections.abc import Sequence
 from types import TracebackType
@@ -28,12 +34,17 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ..errors import EventStoreError
 from ..events import RecordedEvent
-from ..subscriptions.messages import Events, Subscription, SubscriptionStopped
+from ..subscriptions.messages import (
+    Events,
+    Subscription,
+    SubscriptionStopped,
+    TransientSubscription,
+)
 
 if TYPE_CHECKING:
     from .store import AsyncEventStore
 
-__all__ = ["AsyncSubscription", "SubscriptionStoppedError"]
+__all__ = ["AsyncSubscription", "AsyncTransientSubscription", "SubscriptionStoppedError"]
 
 T = TypeVar("T")
 
@@ -46,10 +57,12 @@ class SubscriptionStoppedError(EventStoreError):
     the store's stop (see `SubscriptionStopped`); the iteration over it raises this."""
 
     def __init__(self, subscription: AsyncSubscription[Any], reason: str) -> None:
-        super().__init__(
-            f"subscription {subscription.subscription_name!r} on "
-            f"{subscription.stream_uuid!r} stopped: {reason}"
+        what = (
+            "transient subscription"
+            if isinstance(subscription, AsyncTransientSubscription)
+            else f"subscription {subscription.subscription_name!r}"
         )
+        super().__init__(f"{what} on {subscription.stream_uuid!r} stopped: {reason}")
         self.subscription = subscription
         self.reason = reason
 
@@ -83,6 +96,38 @@ class _Bridge:
         return owner is not None and not owner.closed and not self._loop.is_closed()
 
 
+class _TransientBridge(_Bridge):
+    """A transient subscription's subscriber: it counts the batches not yet taken, which the
+    transient actor reads as its subscriber's inbox (`actor_inbox.qsize()`)."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        queue: asyncio.Queue[Any],
+        owner: AsyncSubscription[Any],
+    ) -> None:
+        super().__init__(loop, queue, owner)
+        self._mutex = threading.Lock()
+        self._pending = 0
+
+    def tell(self, message: Any) -> None:
+        with self._mutex:
+            self._pending += 1
+        super().tell(message)
+
+    def taken(self) -> None:
+        with self._mutex:
+            self._pending -= 1
+
+    @property
+    def actor_inbox(self) -> _TransientBridge:
+        return self
+
+    def qsize(self) -> int:
+        with self._mutex:
+            return self._pending
+
+
 class AsyncSubscription(Generic[T]):
     """``async for events in sub:`` yields each batch (a non-empty list of `RecordedEvent`,
     or of what the mapper returned); ``await sub.ack(events)`` acknowledges them and lets
@@ -93,10 +138,13 @@ class AsyncSubscription(Generic[T]):
         self.subscription_name = subscription_name
         self._store = store
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
-        self._bridge = _Bridge(asyncio.get_running_loop(), self._queue, self)
+        self._bridge = self._make_bridge(asyncio.get_running_loop(), self._queue)
         self._handle: Subscription | None = None
         self._closed = False  # our side ended it: iterations end quietly
         self._stopped: str | None = None  # the reason of a SubscriptionStopped
+
+    def _make_bridge(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[Any]) -> _Bridge:
+        return _Bridge(loop, queue, self)
 
     def __repr__(self) -> str:
         return (
@@ -128,6 +176,7 @@ class AsyncSubscription(Generic[T]):
     async def __anext__(self) -> list[T]:
         while not self._closed and self._stopped is None:
             message = await self._queue.get()
+            self._took(message)
             if self._closed:
                 break
             if isinstance(message, Events):
@@ -138,6 +187,9 @@ class AsyncSubscription(Generic[T]):
                 raise SubscriptionStoppedError(self, message.reason)
             # Subscribed (told before the subscribe returned) and _CLOSED: nothing to yield.
         raise StopAsyncIteration
+
+    def _took(self, message: Any) -> None:
+        """A message left the queue (what the bridge counts, for a transient subscription)."""
 
     # Acks and the end ----------------------------------------------------------------------------
     async def ack(self, acked: Sequence[Any] | RecordedEvent | int, **options: Any) -> None:
@@ -187,3 +239,52 @@ class AsyncSubscription(Generic[T]):
         tb: TracebackType | None,
     ) -> None:
         await self.unsubscribe()
+
+
+class AsyncTransientSubscription(AsyncSubscription[T]):
+    """A transient subscription (`AsyncEventStore.subscribe`): ``async for events in sub:``
+    yields each batch of events committed after the subscribe (a non-empty list of
+    `RecordedEvent`, or of what the mapper returned); no name, no acks, no checkpoint.
+    ``await sub.unsubscribe()`` (or ``async with sub:``) ends it: no batch is yielded after
+    that returns. A selector or mapper that fails, or a consumer that falls behind, ends the
+    iteration with `SubscriptionStoppedError`."""
+
+    def __init__(self, store: AsyncEventStore, stream_uuid: str) -> None:
+        super().__init__(store, stream_uuid, "")
+
+    def _make_bridge(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[Any]) -> _Bridge:
+        return _TransientBridge(loop, queue, self)
+
+    def __repr__(self) -> str:
+        return f"AsyncTransientSubscription(stream_uuid={self.stream_uuid!r})"
+
+    @property
+    def subscription(self) -> TransientSubscription:
+        """The sync handle (what `Events.subscription` is)."""
+        handle = super().subscription
+        assert isinstance(handle, TransientSubscription)
+        return handle
+
+    def _took(self, message: Any) -> None:
+        if message is not _CLOSED:
+            bridge = self._bridge
+            assert isinstance(bridge, _TransientBridge)
+            bridge.taken()
+
+    async def ack(self, acked: Any, **options: Any) -> None:
+        """Transient subscriptions take no acks: always TypeError."""
+        raise TypeError("a transient subscription takes no acks")
+
+    async def nack(
+        self, event_or_position: RecordedEvent | int, action: str = "retry", reason: Any = None
+    ) -> None:
+        """Transient subscriptions take no nacks: always TypeError."""
+        raise TypeError("a transient subscription takes no nacks")
+
+    async def unsubscribe(self) -> None:
+        """End it: a running ``async for`` over it ends, and no batch is yielded after this
+        returns."""
+        await self._store._unsubscribe(self)
+
+    async def __aenter__(self) -> AsyncTransientSubscription[T]:
+        return self
