@@ -299,6 +299,111 @@ def test_append_in_the_callers_transaction(dsn: str, schema: str) -> None:
     run(dsn, schema, body)
 
 
+async def _projected(conn: psycopg.AsyncConnection[Any], table: sql.Identifier) -> list[int]:
+    cur = await conn.execute(sql.SQL("SELECT n FROM {} ORDER BY n").format(table))
+    return [row[0] for row in await cur.fetchall()]
+
+
+def test_outbox_appends_in_an_async_connections_transaction(dsn: str, schema: str) -> None:
+    """conn= takes a psycopg AsyncConnection: the append is part of its transaction, with the
+    caller's own writes, committed or rolled back together; a refused append leaves it usable."""
+    table = sql.Identifier(schema, "outbox_rows")
+
+    async def body(store: AsyncEventStore) -> None:
+        stream, other = new_stream(), new_stream()
+        live = await store.subscribe("$all")
+        async with await psycopg.AsyncConnection.connect(dsn) as conn:
+            await conn.execute(sql.SQL("CREATE TABLE {} (n int)").format(table))
+            await conn.commit()
+            # Rolled back: neither the row nor the events.
+            await conn.execute(sql.SQL("INSERT INTO {} VALUES (1)").format(table))
+            result = await store.append_to_stream(stream, NO_STREAM, events(2), conn=conn)
+            assert result is not None and result.last_version == 2
+            with pytest.raises(StreamNotFoundError):
+                await store.read_stream_forward(stream)
+            await conn.rollback()
+            with pytest.raises(StreamNotFoundError):
+                await store.read_stream_forward(stream)
+            assert await _projected(conn, table) == []
+            await conn.rollback()
+
+            # Committed: both, and subscribers get the events after the commit.
+            await conn.execute(sql.SQL("INSERT INTO {} VALUES (2)").format(table))
+            await store.append_to_stream(stream, NO_STREAM, events(2), conn=conn)
+            with pytest.raises(WrongExpectedVersionError):  # under a savepoint: conn usable
+                await store.append_to_stream(stream, 0, events(1), conn=conn)
+            results = await store.append_to_streams(
+                [StreamAppend(other, NO_STREAM, events(1)), StreamAppend(stream, 2, events(1))],
+                conn=conn,
+            )
+            assert [r.last_version for r in results] == [1, 3]
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(anext(live), QUIET)  # nothing before the commit
+            await conn.commit()
+            assert await _projected(conn, table) == [2]
+            assert [e.stream_version for e in await store.read_stream_forward(stream)] == [1, 2, 3]
+            got: list[RecordedEvent] = []
+            while len(got) < 4:
+                got += await next_batch(live)
+            assert sorted(e.stream_uuid for e in got) == sorted([other, stream, stream, stream])
+
+            # An autocommit AsyncConnection outside a transaction block commits at once.
+            await conn.rollback()  # (the read above began one)
+            await conn.set_autocommit(True)
+            await store.append_to_stream(stream, 3, events(1), conn=conn)
+            assert len(await store.read_stream_forward(stream)) == 4
+        await live.unsubscribe()
+
+        # The sync API says where an AsyncConnection goes.
+        async with await psycopg.AsyncConnection.connect(dsn) as conn:
+            with pytest.raises(TypeError, match="asyncio"):
+                store.sync.append_to_stream(stream, 4, events(1), conn=conn)  # type: ignore[arg-type]
+
+    run(dsn, schema, body)
+
+
+def test_exactly_once_acks_in_an_async_connections_transaction(dsn: str, schema: str) -> None:
+    """ack(..., conn=AsyncConnection): the checkpoint moves iff the caller commits, in one
+    transaction with the projection's own rows; the store never writes it on its own."""
+    table = sql.Identifier(schema, "projection_rows")
+
+    async def body(store: AsyncEventStore) -> None:
+        await store.append_to_stream(new_stream(), 0, events(3))
+        await store.append_to_stream(new_stream(), 0, events(2))
+        sub = await store.subscribe_to_all_streams("proj")
+        async with await psycopg.AsyncConnection.connect(dsn) as conn:
+            await conn.execute(sql.SQL("CREATE TABLE {} (n int)").format(table))
+            await conn.commit()
+            first = await next_batch(sub)
+            assert [e.event_id for e in first] == [1, 2, 3]
+            for event in first:
+                await conn.execute(
+                    sql.SQL("INSERT INTO {} VALUES (%s)").format(table), [event.event_id]
+                )
+            await sub.ack(first, conn=conn)
+            second = await next_batch(sub)  # acked: the next batch comes before the commit
+            await asyncio.sleep(QUIET)  # the flush interval passes: the store writes nothing
+            assert checkpoint(dsn, schema, "$all", "proj") == 0, "visible before the commit"
+            await conn.rollback()
+            assert checkpoint(dsn, schema, "$all", "proj") == 0
+            assert await _projected(conn, table) == []
+            await conn.rollback()
+
+            for event in first + second:
+                await conn.execute(
+                    sql.SQL("INSERT INTO {} VALUES (%s)").format(table), [event.event_id]
+                )
+            await store.ack(sub, second, conn=conn)  # the store's ack, same rule
+            await asyncio.sleep(QUIET)
+            assert checkpoint(dsn, schema, "$all", "proj") == 0
+            await conn.commit()
+            assert checkpoint(dsn, schema, "$all", "proj") == 5
+            assert await _projected(conn, table) == [1, 2, 3, 4, 5]
+        await sub.unsubscribe()
+
+    run(dsn, schema, body)
+
+
 # Reading --------------------------------------------------------------------------------------
 def test_reads_stream_info_and_pages(dsn: str, schema: str) -> None:
     async def body(store: AsyncEventStore) -> None:

@@ -23,9 +23,12 @@ from concurrent.futures import Future
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, overload
 
+import psycopg
+
 from ..config import Settings
-from ..events import RecordedEvent
+from ..events import AppendResult, EventData, ExpectedVersion, RecordedEvent, StreamAppend
 from ..serialization import Serializer
+from ..storage.asyncconn import BorrowedAsyncConnection
 from ..store import EventStore, _options_checked
 from ..subscriptions.messages import Subscription, TransientSubscription
 from .calls import APPEND_THREADS, Calls, default_threads
@@ -38,6 +41,9 @@ R = TypeVar("R")
 T = TypeVar("T")
 
 _ALL = "$all"
+
+#: What `conn=` takes here: the caller's psycopg connection, async or not.
+CallerConnection = psycopg.AsyncConnection[Any] | psycopg.Connection[Any]
 
 #: Methods with a shape of their own here; every other public EventStore method is awaitable.
 _SPECIAL = frozenset(
@@ -52,6 +58,8 @@ _SPECIAL = frozenset(
         "subscribe_to_stream",
         "subscribe_to_all_streams",
         "ack",
+        "append_to_stream",
+        "append_to_streams",
         "unsubscribe_from_stream",
         "unsubscribe_from_all_streams",
         "delete_subscription",
@@ -281,9 +289,63 @@ class AsyncEventStore:
         """How many blocking calls may run at once."""
         return self._calls.threads
 
-    # Writing, reading, stream info, snapshots: the sync methods, awaitable ----------------------
-    append_to_stream = _awaitable(EventStore.append_to_stream)
-    append_to_streams = _awaitable(EventStore.append_to_streams)
+    # Writing: conn= may be the caller's AsyncConnection ----------------------------------------
+    async def append_to_stream(
+        self,
+        stream_uuid: str,
+        expected_version: int | ExpectedVersion,
+        events: Sequence[EventData],
+        *,
+        conn: CallerConnection | None = None,
+    ) -> AppendResult | None:
+        """Awaitable `EventStore.append_to_stream`: append `events` atomically if the stream
+        matches `expected_version`; where they went, or None for no events.
+
+        With `conn` (a psycopg `AsyncConnection`, or a sync `Connection`, to the store's
+        database), in that connection's current transaction (the outbox): nothing is visible
+        before the caller commits, nothing stored if it rolls back. Cancelling the caller
+        then waits for the append to finish on `conn` before the cancellation goes on (the
+        connection is the caller's to use again)."""
+        append = self._store.append_to_stream
+        if conn is None:
+            return await self._calls.run(append, stream_uuid, expected_version, events)
+        return await self._on_conn(
+            conn, lambda c: append(stream_uuid, expected_version, events, conn=c)
+        )
+
+    async def append_to_streams(
+        self,
+        appends: Sequence[StreamAppend],
+        *,
+        conn: CallerConnection | None = None,
+    ) -> list[AppendResult]:
+        """Awaitable `EventStore.append_to_streams`: append to several streams all or nothing,
+        each checked against its own expected version; `conn` as for `append_to_stream`."""
+        append = self._store.append_to_streams
+        if conn is None:
+            return await self._calls.run(append, appends)
+        return await self._on_conn(conn, lambda c: append(appends, conn=c))
+
+    async def _on_conn(self, conn: Any, work: Callable[[Any], R]) -> R:
+        """Run `work(conn)` on a thread, an AsyncConnection lent to it (see
+        `storage.asyncconn`). The call is never abandoned: a cancelled caller waits for it to
+        end first, since it runs statements on the caller's connection and in its transaction."""
+        if isinstance(conn, psycopg.AsyncConnection):
+            conn = BorrowedAsyncConnection(conn, asyncio.get_running_loop())
+        future = asyncio.wrap_future(self._calls.submit(work, conn))
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            while not future.done():
+                try:
+                    await asyncio.shield(future)
+                except asyncio.CancelledError:
+                    continue
+                except BaseException:
+                    break
+            raise
+
+    # Reading, stream info, snapshots: the sync methods, awaitable -------------------------------
     read_stream_forward = _awaitable(EventStore.read_stream_forward)
     read_stream_backward = _awaitable(EventStore.read_stream_backward)
     read_all_streams_forward = _awaitable(EventStore.read_all_streams_forward)
@@ -467,13 +529,20 @@ class AsyncEventStore:
         self,
         subscription: AsyncSubscription[Any] | Subscription,
         acked: Sequence[Any] | RecordedEvent | int,
-        **options: Any,
+        *,
+        conn: CallerConnection | None = None,
     ) -> None:
-        """Acknowledge events of a subscription; same as ``await subscription.ack(acked)``."""
+        """Acknowledge events of a subscription; same as
+        ``await subscription.ack(acked, conn=conn)``. With `conn` (a psycopg `AsyncConnection`
+        or `Connection`), the checkpoint is written in that connection's current transaction:
+        it moves iff the caller commits (exactly-once projections)."""
         if isinstance(subscription, AsyncSubscription):
-            await subscription.ack(acked, **options)
+            await subscription.ack(acked, conn=conn)
+        elif conn is None:
+            await self._calls.run(self._store.ack, subscription, acked)
         else:
-            await self._calls.run(self._store.ack, subscription, acked, **options)
+            ack = self._store.ack
+            await self._on_conn(conn, lambda c: ack(subscription, acked, conn=c))
 
     # Transient subscriptions ------------------------------------------------------------------
     @overload

@@ -32,6 +32,8 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+import psycopg
+
 from ..errors import EventStoreError
 from ..events import RecordedEvent
 from ..subscriptions.messages import (
@@ -192,14 +194,25 @@ class AsyncSubscription(Generic[T]):
         """A message left the queue (what the bridge counts, for a transient subscription)."""
 
     # Acks and the end ----------------------------------------------------------------------------
-    async def ack(self, acked: Sequence[Any] | RecordedEvent | int, **options: Any) -> None:
+    async def ack(
+        self,
+        acked: Sequence[Any] | RecordedEvent | int,
+        *,
+        conn: psycopg.AsyncConnection[Any] | psycopg.Connection[Any] | None = None,
+    ) -> None:
         """Acknowledge everything up to and including `acked` (events, an event, or an int
         position: event_id for all streams, stream_version for one stream; with a mapper,
-        ints). Plain acks only queue a message: they run on the loop, without a thread."""
-        if options:  # an ack that writes (such as an ack in the caller's transaction)
-            await self._store._calls.run(self.subscription.ack, acked, **options)
-        else:
+        ints). Plain acks only queue a message: they run on the loop, without a thread.
+
+        With `conn` (a psycopg `AsyncConnection`, or a sync `Connection`, to the store's
+        database), the checkpoint is written in that connection's current transaction: it
+        moves iff the caller commits, so a projection that updates its tables and acks in
+        one transaction applies each event exactly once."""
+        if conn is None:
             self.subscription.ack(acked)
+        else:
+            ack = self.subscription.ack
+            await self._store._on_conn(conn, lambda c: ack(acked, conn=c))
 
     async def nack(
         self, event_or_position: RecordedEvent | int, action: str = "retry", reason: Any = None
@@ -271,7 +284,7 @@ class AsyncTransientSubscription(AsyncSubscription[T]):
             assert isinstance(bridge, _TransientBridge)
             bridge.taken()
 
-    async def ack(self, acked: Any, **options: Any) -> None:
+    async def ack(self, acked: Any, *, conn: Any = None) -> None:
         """Transient subscriptions take no acks: always TypeError."""
         raise TypeError("a transient subscription takes no acks")
 

@@ -19,7 +19,7 @@ the store's listener reports it and subscribers receive the events after that co
 from __future__ import annotations
 
 import weakref
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 from psycopg import sql
@@ -28,6 +28,7 @@ from psycopg.rows import tuple_row
 from ..errors import EventStoreError, StoreUnavailableError
 from ..events import AppendResult
 from .appender import AppendRequest, Written, group_outcomes, group_params
+from .asyncconn import BorrowedAsyncConnection
 from .connection import FINGERPRINT, database_error, is_connection_loss, unavailable
 
 __all__ = ["Outbox", "SameDatabase", "check_connection", "fingerprint", "rollback_to_savepoint"]
@@ -39,7 +40,12 @@ _SAVEPOINT = "eventstore_actors_append"
 def check_connection(conn: Any) -> psycopg.Connection[Any]:
     """The caller's connection, refused (TypeError/ValueError) unless it can take an append
     now. The database it is connected to is checked by `Outbox.append`."""
-    if not isinstance(conn, psycopg.Connection):
+    if isinstance(conn, psycopg.AsyncConnection):
+        raise TypeError(
+            "conn is a psycopg AsyncConnection: pass it to the asyncio API "
+            "(eventstore_actors.aio.AsyncEventStore), whose calls take one"
+        )
+    if not isinstance(conn, (psycopg.Connection, BorrowedAsyncConnection)):
         raise TypeError(f"conn must be a psycopg 3 Connection, got {type(conn).__qualname__}")
     if conn.closed or conn.broken:
         raise ValueError("conn is closed")
@@ -50,7 +56,8 @@ def check_connection(conn: Any) -> psycopg.Connection[Any]:
         )
     if status not in (_STATUS.IDLE, _STATUS.INTRANS):
         raise ValueError("conn is busy (a query or COPY in progress on it)")
-    return conn
+    # A borrowed AsyncConnection (the asyncio API) offers the same API, run on its loop.
+    return cast(psycopg.Connection[Any], conn)
 
 
 class SameDatabase:
