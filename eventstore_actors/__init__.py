@@ -48,11 +48,13 @@ from .subscriptions.messages import (
     SubscriptionStopped,
     TransientSubscription,
 )
+from .subscriptions.options import AllStreamsSubscribeOptions, SubscribeOptions
 
 __all__ = [
     "ANY_VERSION",
     "NO_STREAM",
     "STREAM_EXISTS",
+    "AllStreamsSubscribeOptions",
     "AppendResult",
     "CannotAppendToAllStreamError",
     "CannotDeleteAllStreamError",
@@ -81,6 +83,7 @@ __all__ = [
     "StreamExistsError",
     "StreamInfo",
     "StreamNotFoundError",
+    "SubscribeOptions",
     "Subscribed",
     "Subscriber",
     "Subscription",

@@ -22,6 +22,7 @@ from typing import Any, ParamSpec, TypeVar
 import psycopg
 import pykka
 import structlog
+from typing_extensions import Unpack
 
 from . import hints, logs
 from .actors.registry import Registry
@@ -72,6 +73,7 @@ from .storage.uuids import new_uuids
 from .streams import Page, StreamInfo
 from .subscriptions import group as groups
 from .subscriptions import info as sub_info
+from .subscriptions import options as sub_options
 from .subscriptions.actor import (
     Ack,
     Nack,
@@ -92,6 +94,7 @@ from .subscriptions.messages import (
     Subscription,
     TransientSubscription,
 )
+from .subscriptions.options import AllStreamsSubscribeOptions, SubscribeOptions
 from .subscriptions.transient import TransientActor, TransientControl, TransientSpec
 from .validation import (
     check_backward_start,
@@ -760,6 +763,7 @@ class EventStore:
         )
 
     # Subscriptions ----------------------------------------------------------------------------
+    @sub_options.documented(SubscribeOptions)
     def subscribe_to_stream(
         self,
         stream_uuid: str,
@@ -768,47 +772,45 @@ class EventStore:
         start_from: str | int = "origin",
         mapper: Callable[[RecordedEvent], Any] | None = None,
         max_size: int | None = None,
-        *,
-        standby: bool = False,
-        mixed_batches: bool = False,
-        max_batch: int = 1000,
-        selector: Callable[[RecordedEvent], Any] | None = None,
-        event_types: Collection[str] | None = None,
-        stream_prefix: str | None = None,
-        checkpoint_threshold: int | None = None,
-        checkpoint_after: float | None = None,
-        max_retries: int = 10,
-        retry_delay: float = 1.0,
-        partitions: int | None = None,
-        concurrency_limit: int = 1,
-        partition_by: Callable[[RecordedEvent], Any] | None = None,
-        buffer_size: int = 1,
+        **options: Unpack[SubscribeOptions],
     ) -> Subscription:
-        """Subscribe `subscriber` to one stream's events, after the checkpoint or `start_from`."""
+        """Subscribe `subscriber` to one stream's events, after the checkpoint or `start_from`.
+
+        start_from (default "origin"): where a new subscription starts: "origin" (before the
+            first event), "current" (the position at subscribe time) or an int position;
+            delivery starts after it. An existing subscription resumes after its checkpoint.
+        mapper (default None): fn(event) applied to each event before it is sent; acks then
+            take int positions.
+        max_size (default None: the store's subscription_max_size): events buffered for a
+            subscriber that has not acked yet; beyond it they are dropped and caught up
+            from storage later.
+        """
+        given = sub_options.resolve(options, "subscribe_to_stream")
         check_name(stream_uuid, "stream_uuid")
-        if partitions is not None:
+        if given["partitions"] is not None:
             raise ValueError("partitions (consumer groups) apply to all-streams subscriptions only")
-        if mixed_batches is not False:
-            _check_flag(mixed_batches, "mixed_batches")
+        if given["mixed_batches"] is not False:
+            _check_flag(given["mixed_batches"], "mixed_batches")
             raise ValueError("mixed_batches applies to all-streams subscriptions only")
-        if stream_prefix is not None:
+        if given["stream_prefix"] is not None:
             raise ValueError("stream_prefix applies to all-streams subscriptions only")
-        options = _Options.checked(
-            standby,
-            mixed_batches,
-            max_batch,
-            selector=selector,
-            event_types=event_types,
-            checkpoint_threshold=checkpoint_threshold,
-            checkpoint_after=checkpoint_after,
-            max_retries=max_retries,
-            retry_delay=retry_delay,
-            consumers=(concurrency_limit, partition_by, buffer_size),
+        checked = _Options.checked(
+            given["standby"],
+            given["mixed_batches"],
+            given["max_batch"],
+            selector=given["selector"],
+            event_types=given["event_types"],
+            checkpoint_threshold=given["checkpoint_threshold"],
+            checkpoint_after=given["checkpoint_after"],
+            max_retries=given["max_retries"],
+            retry_delay=given["retry_delay"],
+            consumers=(given["concurrency_limit"], given["partition_by"], given["buffer_size"]),
         )
         return self._subscribe(
-            stream_uuid, subscription_name, subscriber, start_from, mapper, max_size, options
+            stream_uuid, subscription_name, subscriber, start_from, mapper, max_size, checked
         )
 
+    @sub_options.documented(SubscribeOptions, AllStreamsSubscribeOptions)
     def subscribe_to_all_streams(
         self,
         subscription_name: str,
@@ -816,41 +818,38 @@ class EventStore:
         start_from: str | int = "origin",
         mapper: Callable[[RecordedEvent], Any] | None = None,
         max_size: int | None = None,
-        *,
-        standby: bool = False,
-        mixed_batches: bool = False,
-        max_batch: int = 1000,
-        selector: Callable[[RecordedEvent], Any] | None = None,
-        event_types: Collection[str] | None = None,
-        stream_prefix: str | None = None,
-        checkpoint_threshold: int | None = None,
-        checkpoint_after: float | None = None,
-        max_retries: int = 10,
-        retry_delay: float = 1.0,
-        partitions: int | None = None,
-        concurrency_limit: int = 1,
-        partition_by: Callable[[RecordedEvent], Any] | None = None,
-        buffer_size: int = 1,
+        **options: Unpack[AllStreamsSubscribeOptions],
     ) -> Subscription:
         """Subscribe `subscriber` to every stream's events in event_id order; with
-        `partitions=N`, as one member of a consumer group (see subscriptions.group)."""
-        count = groups.check_partitions(partitions)
-        options = _Options.checked(
-            standby,
-            mixed_batches,
-            max_batch,
-            selector=selector,
-            event_types=event_types,
-            stream_prefix=stream_prefix,
-            checkpoint_threshold=checkpoint_threshold,
-            checkpoint_after=checkpoint_after,
-            max_retries=max_retries,
-            retry_delay=retry_delay,
-            consumers=(concurrency_limit, partition_by, buffer_size),
+        `partitions=N`, as one member of a consumer group (see subscriptions.group).
+
+        start_from (default "origin"): where a new subscription starts: "origin" (before the
+            first event), "current" (the last event_id at subscribe time) or an int event_id;
+            delivery starts after it. An existing subscription resumes after its checkpoint.
+        mapper (default None): fn(event) applied to each event before it is sent; acks then
+            take int positions.
+        max_size (default None: the store's subscription_max_size): events buffered for a
+            subscriber that has not acked yet; beyond it they are dropped and caught up
+            from storage later.
+        """
+        given = sub_options.resolve(options, "subscribe_to_all_streams")
+        count = groups.check_partitions(given["partitions"])
+        checked = _Options.checked(
+            given["standby"],
+            given["mixed_batches"],
+            given["max_batch"],
+            selector=given["selector"],
+            event_types=given["event_types"],
+            stream_prefix=given["stream_prefix"],
+            checkpoint_threshold=given["checkpoint_threshold"],
+            checkpoint_after=given["checkpoint_after"],
+            max_retries=given["max_retries"],
+            retry_delay=given["retry_delay"],
+            consumers=(given["concurrency_limit"], given["partition_by"], given["buffer_size"]),
         )
         if count is not None:
             return self._subscribe_group(
-                subscription_name, subscriber, start_from, mapper, max_size, options, count
+                subscription_name, subscriber, start_from, mapper, max_size, checked, count
             )
         return self._subscribe(
             checkpoints.ALL_STREAMS,
@@ -859,7 +858,7 @@ class EventStore:
             start_from,
             mapper,
             max_size,
-            options,
+            checked,
         )
 
     def _subscribe(

@@ -18,6 +18,7 @@ from eventstore_actors import ConfigError, Events, EventStore, RecordedEvent, Su
 
 ROOT = Path(__file__).resolve().parent.parent
 BANK = Path(__file__).resolve().parent / "typed" / "bank.py"
+SUBSCRIBING = BANK.parent / "subscribing.py"
 
 pytest.importorskip("mypy")
 
@@ -92,6 +93,115 @@ def test_a_misspelt_option_is_a_type_error(installed: Path, tmp_path: Path) -> N
     assert 'did you mean "call_timeout"' in result.stdout
     assert '"object" has no attribute "tell"' in result.stdout or "Subscriber" in result.stdout
     assert '"RecordedEvent" has no attribute "no_such_field"' in result.stdout
+
+
+def test_subscribe_options_and_batches_are_typed_in_both_apis(installed: Path) -> None:
+    """Every subscribe option type-checks in the sync and asyncio APIs, and a batch is
+    `list[RecordedEvent]` (also `Events` alone, and the README's isinstance narrowing of a
+    SubscriptionMessage) unless a mapper says otherwise; async streams are AsyncIterators."""
+    result = mypy(installed, SUBSCRIBING)
+    assert result.returncode == 0, result.stdout + result.stderr
+    revealed = {}
+    lines = SUBSCRIBING.read_text().splitlines()
+    for line in result.stdout.splitlines():
+        if "Revealed type is" in line:
+            number = int(line.split(":")[1])
+            mark = lines[number - 1].rpartition("# ")[2]
+            revealed[mark] = line.partition("Revealed type is ")[2].strip('"')
+    event = "eventstore_actors.events.RecordedEvent"
+    assert revealed == {
+        "R1": event,
+        "R2": f"list[{event}]",
+        "R3": f"list[{event}]",
+        "R4": "list[int]",
+        "R5": f"list[{event}]",
+        "R6": f"typing.AsyncIterator[{event}]",
+    }
+
+
+def test_a_misspelt_subscribe_option_is_a_type_error_sync_and_async(
+    installed: Path, tmp_path: Path
+) -> None:
+    program = tmp_path / "typo_options.py"
+    program.write_text(
+        "from eventstore_actors import EventStore, Subscriber\n"
+        "from eventstore_actors.aio import AsyncEventStore\n"
+        "def f(store: EventStore, sub: Subscriber) -> None:\n"
+        "    store.subscribe_to_all_streams('n', sub, max_retrys=3)\n"
+        "    store.subscribe_to_stream('s', 'n', sub, checkpoint_afer=1.0)\n"
+        "    store.subscribe_to_stream('s', 'n', sub, stream_prefix='a')\n"
+        "async def g(store: AsyncEventStore) -> None:\n"
+        "    await store.subscribe_to_all_streams('n', buffer_sise=3)\n"
+        "    await store.subscribe_to_stream('s', 'n', mapper=str, standbye=True)\n"
+        "    await store.subscribe_to_all_streams('n', max_batch='many')\n"
+        "    await store.subscribe('$all', selectr=None)\n"
+    )
+    result = mypy(installed, program)
+    assert result.returncode == 1, result.stdout
+    wrong = {int(line.split(":")[1]) for line in result.stdout.splitlines() if ": error:" in line}
+    assert wrong == {4, 5, 6, 8, 9, 10, 11}, result.stdout
+    assert 'Unexpected keyword argument "max_retrys"' in result.stdout
+
+
+def test_a_misspelt_subscribe_option_is_a_type_error_at_run_time(dsn: str, schema: str) -> None:
+    with EventStore.start(dsn, schema=schema) as store:
+        with pytest.raises(TypeError, match=r"'max_retrys' \(did you mean 'max_retries'\?\)"):
+            store.subscribe_to_all_streams("n", object(), max_retrys=3)  # type: ignore[call-arg, arg-type]
+        with pytest.raises(TypeError, match=r"subscribe_to_stream.*'standbye'"):
+            store.subscribe_to_stream("s", "n", object(), standbye=True)  # type: ignore[call-arg, arg-type]
+        assert store.subscriptions() == []
+
+
+def test_every_subscribe_option_has_a_docstring_line_with_its_default() -> None:
+    """Each option of the TypedDicts (and start_from, mapper, max_size) has a line saying its
+    default and meaning, in the TypedDict's or the method's docstring, and help() on each
+    subscribe method (sync and async) shows every one of them."""
+    from eventstore_actors.aio import AsyncEventStore
+    from eventstore_actors.subscriptions import options
+
+    keys = options.AllStreamsSubscribeOptions.__optional_keys__
+    assert set(keys) == set(options.DEFAULTS)
+    assert options.SubscribeOptions.__optional_keys__ < keys
+    common = options.SubscribeOptions.__optional_keys__
+    for cls, own in (
+        (options.SubscribeOptions, common),
+        (options.AllStreamsSubscribeOptions, keys - common),
+    ):
+        doc = inspect.getdoc(cls) or ""
+        for key in own:
+            line = f"\n{key} (default {options.DEFAULTS[key]!r}): "
+            assert line in doc, f"{cls.__name__}.{key} has no docstring line {line!r}"
+    methods = [
+        EventStore.subscribe_to_stream,
+        EventStore.subscribe_to_all_streams,
+        AsyncEventStore.subscribe_to_stream,
+        AsyncEventStore.subscribe_to_all_streams,
+    ]
+    for method in methods:
+        doc = inspect.getdoc(method) or ""
+        for name in ("start_from", "mapper", "max_size"):
+            assert f"\n{name} (default " in doc, (method.__qualname__, name)
+        wanted = (
+            keys
+            if method.__name__ == "subscribe_to_all_streams"
+            else options.SubscribeOptions.__optional_keys__
+        )
+        for key in wanted:
+            assert f"\n{key} (default " in doc, (method.__qualname__, key)
+    assert len(keys) + 3 == 17  # the 17 options of issue 17
+
+
+def test_async_streams_show_async_iterator_in_help() -> None:
+    import pydoc
+
+    from eventstore_actors.aio import AsyncEventStore
+
+    for name in ("stream_forward", "stream_backward", "stream_all_forward", "stream_all_backward"):
+        method = getattr(AsyncEventStore, name)
+        returned = inspect.signature(method).return_annotation
+        assert "AsyncIterator" in str(returned), (name, returned)
+        text = pydoc.render_doc(method, renderer=pydoc.plaintext)
+        assert "AsyncIterator" in text and "-> Iterator" not in text, text
 
 
 def test_the_typed_program_runs(dsn: str, schema: str) -> None:

@@ -18,19 +18,22 @@ import inspect
 import itertools
 import types
 import weakref
-from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from concurrent.futures import Future
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, overload
 
 import psycopg
+from typing_extensions import Unpack
 
 from ..config import Settings
 from ..events import AppendResult, EventData, ExpectedVersion, RecordedEvent, StreamAppend
 from ..serialization import Serializer
 from ..storage.asyncconn import BorrowedAsyncConnection
 from ..store import EventStore, _options_checked
+from ..subscriptions import options as sub_options
 from ..subscriptions.messages import Subscription, TransientSubscription
+from ..subscriptions.options import AllStreamsSubscribeOptions, SubscribeOptions
 from .calls import APPEND_THREADS, Calls, default_threads
 from .subscription import AsyncSubscription, AsyncTransientSubscription
 
@@ -108,7 +111,9 @@ def _streaming(
     call.__name__ = name
     call.__qualname__ = f"AsyncEventStore.{name}"
     call.__doc__ = f"Async iterator over `EventStore.{name}`: {method.__doc__ or ''}".rstrip(": ")
-    call.__signature__ = signature  # type: ignore[attr-defined]
+    # What help() shows: the sync parameters, and what this returns.
+    shown = signature.replace(return_annotation="AsyncIterator[RecordedEvent]")
+    call.__signature__ = shown  # type: ignore[attr-defined]
     return call
 
 
@@ -386,7 +391,7 @@ class AsyncEventStore:
         start_from: str | int = ...,
         mapper: None = ...,
         max_size: int | None = ...,
-        **options: Any,
+        **options: Unpack[SubscribeOptions],
     ) -> AsyncSubscription[RecordedEvent]: ...
     @overload
     async def subscribe_to_stream(
@@ -397,7 +402,7 @@ class AsyncEventStore:
         *,
         mapper: Callable[[RecordedEvent], T],
         max_size: int | None = ...,
-        **options: Any,
+        **options: Unpack[SubscribeOptions],
     ) -> AsyncSubscription[T]: ...
     @overload
     async def subscribe_to_stream(
@@ -407,8 +412,9 @@ class AsyncEventStore:
         start_from: str | int,
         mapper: Callable[[RecordedEvent], T],
         max_size: int | None = ...,
-        **options: Any,
+        **options: Unpack[SubscribeOptions],
     ) -> AsyncSubscription[T]: ...
+    @sub_options.documented(SubscribeOptions)
     async def subscribe_to_stream(
         self,
         stream_uuid: str,
@@ -416,24 +422,17 @@ class AsyncEventStore:
         start_from: str | int = "origin",
         mapper: Callable[[RecordedEvent], Any] | None = None,
         max_size: int | None = None,
-        *,
-        standby: bool = False,
-        mixed_batches: bool = False,
-        max_batch: int = 1000,
-        selector: Callable[[RecordedEvent], Any] | None = None,
-        event_types: Collection[str] | None = None,
-        stream_prefix: str | None = None,
-        checkpoint_threshold: int | None = None,
-        checkpoint_after: float | None = None,
-        max_retries: int = 10,
-        retry_delay: float = 1.0,
-        partitions: int | None = None,
-        concurrency_limit: int = 1,
-        partition_by: Callable[[RecordedEvent], Any] | None = None,
-        buffer_size: int = 1,
-        **options: Any,
+        **options: Unpack[SubscribeOptions],
     ) -> AsyncSubscription[Any]:
-        """`EventStore.subscribe_to_stream` without a subscriber: iterate the result."""
+        """`EventStore.subscribe_to_stream` without a subscriber: iterate the result.
+
+        start_from (default "origin"): where a new subscription starts: "origin", "current"
+            or an int position; delivery starts after it (an existing one resumes after its
+            checkpoint).
+        mapper (default None): fn(event) applied to each event; acks then take int positions.
+        max_size (default None: the store's subscription_max_size): events buffered ahead
+            of the acks; beyond it they are caught up from storage later.
+        """
         subscribe = functools.partial(
             self._store.subscribe_to_stream,
             stream_uuid,
@@ -441,7 +440,6 @@ class AsyncEventStore:
             start_from=start_from,
             mapper=mapper,
             max_size=max_size,
-            **_subscribe_options(locals()),
             **options,
         )
         sub: AsyncSubscription[Any] = AsyncSubscription(self, stream_uuid, subscription_name)
@@ -454,7 +452,7 @@ class AsyncEventStore:
         start_from: str | int = ...,
         mapper: None = ...,
         max_size: int | None = ...,
-        **options: Any,
+        **options: Unpack[AllStreamsSubscribeOptions],
     ) -> AsyncSubscription[RecordedEvent]: ...
     @overload
     async def subscribe_to_all_streams(
@@ -464,7 +462,7 @@ class AsyncEventStore:
         *,
         mapper: Callable[[RecordedEvent], T],
         max_size: int | None = ...,
-        **options: Any,
+        **options: Unpack[AllStreamsSubscribeOptions],
     ) -> AsyncSubscription[T]: ...
     @overload
     async def subscribe_to_all_streams(
@@ -473,40 +471,33 @@ class AsyncEventStore:
         start_from: str | int,
         mapper: Callable[[RecordedEvent], T],
         max_size: int | None = ...,
-        **options: Any,
+        **options: Unpack[AllStreamsSubscribeOptions],
     ) -> AsyncSubscription[T]: ...
+    @sub_options.documented(SubscribeOptions, AllStreamsSubscribeOptions)
     async def subscribe_to_all_streams(
         self,
         subscription_name: str,
         start_from: str | int = "origin",
         mapper: Callable[[RecordedEvent], Any] | None = None,
         max_size: int | None = None,
-        *,
-        standby: bool = False,
-        mixed_batches: bool = False,
-        max_batch: int = 1000,
-        selector: Callable[[RecordedEvent], Any] | None = None,
-        event_types: Collection[str] | None = None,
-        stream_prefix: str | None = None,
-        checkpoint_threshold: int | None = None,
-        checkpoint_after: float | None = None,
-        max_retries: int = 10,
-        retry_delay: float = 1.0,
-        partitions: int | None = None,
-        concurrency_limit: int = 1,
-        partition_by: Callable[[RecordedEvent], Any] | None = None,
-        buffer_size: int = 1,
-        **options: Any,
+        **options: Unpack[AllStreamsSubscribeOptions],
     ) -> AsyncSubscription[Any]:
         """`EventStore.subscribe_to_all_streams` without a subscriber: iterate the result
-        (with `partitions=N`, as one member of a consumer group)."""
+        (with `partitions=N`, as one member of a consumer group).
+
+        start_from (default "origin"): where a new subscription starts: "origin", "current"
+            or an int event_id; delivery starts after it (an existing one resumes after its
+            checkpoint).
+        mapper (default None): fn(event) applied to each event; acks then take int positions.
+        max_size (default None: the store's subscription_max_size): events buffered ahead
+            of the acks; beyond it they are caught up from storage later.
+        """
         subscribe = functools.partial(
             self._store.subscribe_to_all_streams,
             subscription_name,
             start_from=start_from,
             mapper=mapper,
             max_size=max_size,
-            **_subscribe_options(locals()),
             **options,
         )
         sub: AsyncSubscription[Any] = AsyncSubscription(self, _ALL, subscription_name)
@@ -642,17 +633,3 @@ class AsyncEventStore:
             if name.startswith("_") or name in _SPECIAL or not inspect.isfunction(method):
                 raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
             return types.MethodType(_awaitable(method), self)
-
-
-#: The keyword-only options of `EventStore.subscribe_to_*` (the same for both), which the
-#: typed twins above list again for their signatures and pass on as they are.
-_SUBSCRIBE_OPTIONS = tuple(
-    name
-    for name, param in inspect.signature(EventStore.subscribe_to_all_streams).parameters.items()
-    if param.kind is param.KEYWORD_ONLY
-)
-
-
-def _subscribe_options(given: dict[str, Any]) -> dict[str, Any]:
-    """The subscribe options among a twin's `locals()`."""
-    return {name: given[name] for name in _SUBSCRIBE_OPTIONS}
