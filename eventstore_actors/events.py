@@ -51,7 +51,12 @@ def type_name(value: Any) -> str:
 
 @dataclass(frozen=True)
 class EventData:
-    """An event to append. `event_type` defaults to the class name of `data`."""
+    """An event to append.
+
+    `event_type` None means: the name the store's serializer registered the class of `data`
+    under (a `JsonSerializer(types={name: cls})` mapping), else that class's
+    ``f"{module}.{qualname}"`` (a dict: ``"builtins.dict"``), as `type_name` gives it.
+    """
 
     data: Any
     event_type: str | None = None

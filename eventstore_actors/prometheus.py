@@ -21,7 +21,7 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised by the test in a subprocess
     raise ImportError(
         "eventstore_actors.prometheus needs prometheus_client: "
-        "pip install 'eventstore-actors[metrics]'"
+        "pip install prometheus_client (from a checkout: pip install '.[metrics]')"
     ) from exc
 
 from .metrics import DESCRIPTIONS, SUMMARIES, parse_key

@@ -542,7 +542,12 @@ class EventStore:
     def read_stream_forward(
         self, stream_uuid: str, start_version: int = 0, count: int = 1000
     ) -> list[RecordedEvent]:
-        """Up to `count` events of one stream, from `start_version` (inclusive) on."""
+        """Up to `count` events of one stream, from `start_version` (inclusive) on.
+
+        `count` defaults to 1000 and caps the result without a word: a longer stream returns
+        its first `count` events only. Read on from the last `stream_version` + 1, or use
+        `stream_forward`, which pages through every event.
+        """
         check_name(stream_uuid, "stream_uuid")
         check_position(start_version, "start_version")
         check_count(count, "count")
@@ -554,7 +559,11 @@ class EventStore:
         self, stream_uuid: str, start_version: int = -1, count: int = 1000
     ) -> list[RecordedEvent]:
         """Up to `count` events of one stream, newest first, from `start_version` (inclusive;
-        -1 or past the end: from the last event; 0: none) down."""
+        -1 or past the end: from the last event; 0: none) down.
+
+        `count` defaults to 1000 and caps the result without a word; `stream_backward` pages
+        through every event.
+        """
         check_name(stream_uuid, "stream_uuid")
         start = _from_last(check_backward_start(start_version, "start_version"))
         check_count(count, "count")
@@ -572,7 +581,11 @@ class EventStore:
         stop: int | None = None,
     ) -> list[RecordedEvent]:
         """Up to `count` events of every stream in event_id order, from `start_event_id` on
-        (up to `stop`, inclusive), optionally only some event types or streams."""
+        (up to `stop`, inclusive), optionally only some event types or streams.
+
+        `count` defaults to 1000 and caps the result without a word: read on from the last
+        `event_id` + 1, or use `stream_all_forward`, which pages through every event.
+        """
         check_position(start_event_id, "start_event_id")
         check_count(count, "count")
         return self._read_all(
@@ -588,7 +601,11 @@ class EventStore:
         stream_prefix: str | None = None,
     ) -> list[RecordedEvent]:
         """Up to `count` events of every stream, newest first, from `start_event_id` (-1:
-        the last event) down, optionally only some event types or streams."""
+        the last event) down, optionally only some event types or streams.
+
+        `count` defaults to 1000 and caps the result without a word; `stream_all_backward`
+        pages through every event.
+        """
         start = _from_last(check_backward_start(start_event_id, "start_event_id"))
         check_count(count, "count")
         return self._read_all(
