@@ -632,6 +632,23 @@ def test_a_transient_subscription_whose_mapper_fails_raises(dsn: str, schema: st
     run(dsn, schema, body)
 
 
+def test_a_transient_subscription_that_falls_behind_ends_with_an_error(
+    dsn: str, schema: str
+) -> None:
+    """Nothing waits for acks, so batches queue for the iteration: beyond
+    subscription_max_size of them, the subscription ends (memory stays bounded)."""
+
+    async def body(store: AsyncEventStore) -> None:
+        sub = await store.subscribe("$all")
+        for _ in range(6):  # six appends, six batches, none taken
+            await store.append_to_stream(new_stream(), 0, events(1))
+        with pytest.raises(SubscriptionStoppedError, match="fell behind"):
+            for _ in range(7):
+                await next_batch(sub)
+
+    run(dsn, schema, body, subscription_max_size=2)
+
+
 def test_next_batch_waits_for_the_ack(dsn: str, schema: str) -> None:
     async def body(store: AsyncEventStore) -> None:
         for _ in range(3):  # three streams: three batches
