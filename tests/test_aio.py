@@ -868,6 +868,32 @@ def test_cancelling_a_running_append_cancels_the_wait_only(
     run(dsn, schema, body)
 
 
+def test_cancelling_a_conn_append_waits_for_it_to_leave_the_connection(
+    dsn: str, schema: str, locked_events: Callable[[], _LockedEvents]
+) -> None:
+    """A conn= append runs statements on the caller's AsyncConnection: a cancelled caller gets
+    its CancelledError only once the append is done with that connection, which is then the
+    caller's again, in a usable transaction (here: rolled back, nothing stored)."""
+
+    async def body(store: AsyncEventStore) -> None:
+        stream = new_stream()
+        async with await psycopg.AsyncConnection.connect(dsn) as conn:
+            lock = locked_events()
+            task = asyncio.ensure_future(store.append_to_stream(stream, 0, events(3), conn=conn))
+            await _until_an_append_waits(dsn, schema, task)
+            task.cancel()
+            await asyncio.sleep(QUIET)
+            assert not task.done(), "the caller went on while the append used its connection"
+            lock.release()
+            with pytest.raises(asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(task), WAIT)
+            await conn.rollback()  # the caller's transaction, usable: theirs to end
+            with pytest.raises(StreamNotFoundError):
+                await store.read_stream_forward(stream)
+
+    run(dsn, schema, body)
+
+
 def test_cancelling_a_queued_call_means_it_never_runs(
     dsn: str, schema: str, locked_events: Callable[[], _LockedEvents]
 ) -> None:
