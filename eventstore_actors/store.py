@@ -23,7 +23,7 @@ import psycopg
 import pykka
 import structlog
 
-from . import hints, logs
+from . import hints, lifetime, logs
 from .actors.registry import Registry
 from .actors.supervised import on_own_thread
 from .actors.supervisor import ChildSpec, Supervisor
@@ -163,6 +163,7 @@ class EventStore:
         self._supervisor = Supervisor.start(
             self._registry, settings.max_restarts, settings.restart_window
         )
+        lifetime.track(self)  # stopped at interpreter exit if the application forgets to
         self._ticker = Ticker(self._registry, "subscription:", settings.tick_interval)
         self._stop_lock = threading.Lock()
         self._stopped = False
@@ -294,6 +295,7 @@ class EventStore:
             if self._stopped:
                 return
             self._stopped = True
+        lifetime.forget(self)
         joined = list(self._groups.values())
         for group in joined:  # its partitions stop with the others
             group.close(silent=False, partitions=False)

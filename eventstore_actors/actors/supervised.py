@@ -49,6 +49,9 @@ class Crash:
 class SupervisedActor(pykka.ThreadingActor):
     """A pykka actor that reports its exit to a supervisor after its cleanup has run."""
 
+    #: The store's threads never keep the interpreter alive (see `eventstore_actors.lifetime`).
+    use_daemon_thread = True
+
     def __init__(self, supervisor: pykka.ActorRef[Any] | None, child_id: str) -> None:
         super().__init__()
         self.child_id = child_id
