@@ -21,7 +21,6 @@ from typing import Any, ParamSpec, TypeVar
 
 import psycopg
 import pykka
-import structlog
 
 from . import hints, lifetime, logs
 from .actors.registry import Registry
@@ -110,7 +109,7 @@ from .writer import Append, WriterActor
 
 __all__ = ["EventStore"]
 
-log = structlog.get_logger("eventstore_actors.store")
+log = logs.get_logger("eventstore_actors.store")
 
 #: Seconds a subscribe waits for an ending subscription of the same name to let go of it.
 _ENDING_WAIT = 1.0

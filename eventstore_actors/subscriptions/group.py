@@ -28,8 +28,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import psycopg
-import structlog
 
+from .. import logs
 from ..config import Settings
 from ..events import RecordedEvent
 from ..sql import statement
@@ -50,7 +50,7 @@ __all__ = [
     "partition_row_name",
 ]
 
-log = structlog.get_logger("eventstore_actors.group")
+log = logs.get_logger("eventstore_actors.group")
 
 #: Separates a group's name from its partition or member suffix (refused in user names).
 MARK = "\x1f"
