@@ -944,7 +944,11 @@ class EventStore:
         shown = name.partition(groups.MARK)[0]  # a partition shows its group's name
 
         def detach() -> None:
-            self._forget_and_stop(child_id, child)
+            group = self._groups.get(shown) if options.partition is not None else None
+            if group is not None:  # a consumer group's partition: its subscriber leaves
+                group.leave()
+            else:
+                self._forget_and_stop(child_id, child)
 
         if concurrent:
             handle = self._member_handle(child_id, stream_uuid, shown, nack)

@@ -7,18 +7,24 @@ Each program runs in a child process (the interpreter's exit is what is under te
 
 from __future__ import annotations
 
+import logging
 import os
+import queue
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import psycopg
-from support import events
+import pykka
+import pytest
+from support import QueueSubscriber, events
 
-from eventstore_actors import EventStore
+from eventstore_actors import Events, EventStore, SubscriptionAlreadyExistsError
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Seconds a child may take to exit once its main returned (or it was interrupted).
@@ -223,3 +229,76 @@ def test_an_uncaught_ctrl_c_shows_the_main_thread_only(
     assert "Exception in thread" not in err and "Exception ignored" not in err, err
     assert "eventstore_actors" not in err, err
     assert took < EXIT_WITHIN
+
+
+# --- unsubscribing from the subscriber itself -----------------------------------------------
+
+
+class Unsubscriber(pykka.ThreadingActor):
+    """Unsubscribes through the handle of the first batch, from its own on_receive."""
+
+    def __init__(self, done: queue.Queue[str]) -> None:
+        super().__init__()
+        self.done = done
+
+    def on_receive(self, message: Any) -> None:
+        if isinstance(message, Events):
+            message.subscription.unsubscribe()
+            self.done.put("unsubscribed")
+
+
+class PlainUnsubscriber:
+    """The same, as a plain object: its tell() runs on the subscription's own thread."""
+
+    def __init__(self, done: queue.Queue[str]) -> None:
+        self.done = done
+
+    def tell(self, message: Any) -> None:
+        if isinstance(message, Events):
+            message.subscription.unsubscribe()
+            self.done.put("unsubscribed")
+
+
+@pytest.mark.parametrize("kind", ["actor", "plain"])
+@pytest.mark.parametrize("shape", ["single", "competing", "group", "transient"])
+def test_unsubscribing_from_the_subscriber_does_not_warn(
+    make_store: Callable[..., EventStore],
+    caplog: pytest.LogCaptureFixture,
+    kind: str,
+    shape: str,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="eventstore_actors")
+    store = make_store()
+    done: queue.Queue[str] = queue.Queue()
+    actor = Unsubscriber.start(done) if kind == "actor" else None
+    subscriber: Any = actor if actor is not None else PlainUnsubscriber(done)
+    try:
+        options: dict[str, Any] = {
+            "single": {},
+            "competing": {"concurrency_limit": 2},
+            "group": {"partitions": 2},
+        }.get(shape, {})
+        if shape == "transient":
+            store.subscribe("$all", subscriber)
+        else:
+            store.subscribe_to_all_streams("self-stop", subscriber, **options)
+        for n in range(4):
+            store.append_to_stream(f"s-{n}", 0, events(1))
+        assert done.get(timeout=30) == "unsubscribed"
+        if shape != "transient":
+            # It is gone: the name can be taken again at once (after a group's partitions
+            # have let go, within a bounded wait).
+            deadline = time.monotonic() + 15
+            while True:
+                try:
+                    store.subscribe_to_all_streams("self-stop", QueueSubscriber(), **options)
+                    break
+                except SubscriptionAlreadyExistsError:
+                    assert time.monotonic() < deadline, "the name was never freed"
+                    time.sleep(0.1)  # bounded poll
+        time.sleep(1.0)  # a tick or two: what would warn has had its chance
+    finally:
+        if actor is not None:
+            actor.stop()
+    warnings = [r.getMessage() for r in caplog.records if r.name.startswith("eventstore_actors")]
+    assert warnings == []
