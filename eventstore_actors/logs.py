@@ -36,6 +36,7 @@ Never log a password (DSNs go through `config.redact`), a key or an event's data
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 import time
@@ -122,6 +123,21 @@ def _exception_summary(exc_info: Any) -> str | None:
     return text
 
 
+_SKIPPED = (os.path.dirname(structlog.__file__), __file__)
+
+
+def _stacklevel() -> int:
+    """The stdlib `stacklevel` that gives a record the file and line of the package's code
+    that logged (not structlog's nor this module's). Called from `_render`: two frames up is
+    structlog's call into the stdlib logger."""
+    frame = sys._getframe(3)
+    level = 1
+    while frame is not None and frame.f_code.co_filename.startswith(_SKIPPED):
+        frame = frame.f_back  # type: ignore[assignment]
+        level += 1
+    return level
+
+
 def _render(
     _logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
 ) -> tuple[tuple[str], dict[str, Any]]:
@@ -136,7 +152,8 @@ def _render(
     parts = [event, *(f"{key}={_shown(value)!r}" for key, value in event_dict.items())]
     line = printable(" ".join(parts))  # a repr may still hold a line break
     context = {k: printable(v) if isinstance(v, str) else v for k, v in event_dict.items()}
-    return (line,), {"exc_info": False, "extra": {"eventstore": {"event": event, **context}}}
+    extra = {"eventstore": {"event": event, **context}}
+    return (line,), {"exc_info": False, "extra": extra, "stacklevel": _stacklevel()}
 
 
 def _stdlib_logger(name: str) -> Any:

@@ -246,6 +246,7 @@ def test_caplog_sees_the_store_records(
     started = next(r for r in caplog.records if r.getMessage().startswith("event store started"))
     assert started.name == "eventstore_actors.store"
     assert started.levelno == logging.INFO
+    assert (started.filename, started.funcName) == ("store.py", "start")  # where it logged
     assert started.eventstore["schema"] == store.settings.schema  # type: ignore[attr-defined]
 
 
