@@ -234,33 +234,45 @@ def test_an_uncaught_ctrl_c_shows_the_main_thread_only(
 # --- unsubscribing from the subscriber itself -----------------------------------------------
 
 
-class Unsubscriber(pykka.ThreadingActor):
-    """Unsubscribes through the handle of the first batch, from its own on_receive."""
+def unsubscribe(message: Events[Any], store: EventStore | None) -> None:
+    """Through the batch's handle, or (with `store`) through the store by name."""
+    if store is None:
+        message.subscription.unsubscribe()
+    else:
+        store.unsubscribe_from_all_streams("self-stop")
 
-    def __init__(self, done: queue.Queue[str]) -> None:
+
+class Unsubscriber(pykka.ThreadingActor):
+    """Unsubscribes when the first batch comes, from its own on_receive."""
+
+    def __init__(self, done: queue.Queue[str], store: EventStore | None) -> None:
         super().__init__()
         self.done = done
+        self.store = store
 
     def on_receive(self, message: Any) -> None:
         if isinstance(message, Events):
-            message.subscription.unsubscribe()
+            unsubscribe(message, self.store)
             self.done.put("unsubscribed")
 
 
 class PlainUnsubscriber:
     """The same, as a plain object: its tell() runs on the subscription's own thread."""
 
-    def __init__(self, done: queue.Queue[str]) -> None:
+    def __init__(self, done: queue.Queue[str], store: EventStore | None) -> None:
         self.done = done
+        self.store = store
 
     def tell(self, message: Any) -> None:
         if isinstance(message, Events):
-            message.subscription.unsubscribe()
+            unsubscribe(message, self.store)
             self.done.put("unsubscribed")
 
 
 @pytest.mark.parametrize("kind", ["actor", "plain"])
-@pytest.mark.parametrize("shape", ["single", "competing", "group", "transient"])
+@pytest.mark.parametrize(
+    "shape", ["single", "competing", "group", "transient", "single-by-name", "group-by-name"]
+)
 def test_unsubscribing_from_the_subscriber_does_not_warn(
     make_store: Callable[..., EventStore],
     caplog: pytest.LogCaptureFixture,
@@ -270,14 +282,14 @@ def test_unsubscribing_from_the_subscriber_does_not_warn(
     caplog.set_level(logging.WARNING, logger="eventstore_actors")
     store = make_store()
     done: queue.Queue[str] = queue.Queue()
-    actor = Unsubscriber.start(done) if kind == "actor" else None
-    subscriber: Any = actor if actor is not None else PlainUnsubscriber(done)
+    by_name = store if shape.endswith("-by-name") else None
+    actor = Unsubscriber.start(done, by_name) if kind == "actor" else None
+    subscriber: Any = actor if actor is not None else PlainUnsubscriber(done, by_name)
     try:
         options: dict[str, Any] = {
-            "single": {},
             "competing": {"concurrency_limit": 2},
             "group": {"partitions": 2},
-        }.get(shape, {})
+        }.get(shape.removesuffix("-by-name"), {})
         if shape == "transient":
             store.subscribe("$all", subscriber)
         else:
