@@ -24,7 +24,7 @@ import pykka
 import pytest
 from support import QueueSubscriber, events
 
-from eventstore_actors import Events, EventStore, SubscriptionAlreadyExistsError
+from eventstore_actors import Events, EventStore, SubscriptionAlreadyExistsError, lifetime
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Seconds a child may take to exit once its main returned (or it was interrupted).
@@ -314,3 +314,70 @@ def test_unsubscribing_from_the_subscriber_does_not_warn(
             actor.stop()
     warnings = [r.getMessage() for r in caplog.records if r.name.startswith("eventstore_actors")]
     assert warnings == []
+
+
+# --- exiting while the database path is frozen ----------------------------------------------
+
+#: Starts a store through `sys.argv[1]` (the test's proxy), subscribes, appends, says "ready",
+#: then returns without stop() once told "go" on stdin.
+FROZEN = """
+    import sys, time
+    from eventstore_actors import EventData, EventStore
+
+    class Subscriber:
+        def tell(self, message) -> None:
+            pass
+
+    def main(dsn: str, schema: str) -> None:
+        store = EventStore.start(dsn, schema=schema)
+        store.subscribe_to_all_streams("frozen", Subscriber())
+        store.append_to_stream("s", 0, [EventData(data={"n": 1})])
+        print("ready", flush=True)
+        sys.stdin.readline()
+        print("returning", time.monotonic(), flush=True)   # no store.stop()
+
+    main(sys.argv[1], sys.argv[2])
+"""
+
+
+@pytest.mark.parametrize("interrupt", [False, True])
+def test_exit_is_bounded_when_the_database_path_is_frozen(
+    dsn: str, schema: str, tmp_path: Path, interrupt: bool
+) -> None:
+    from support.proxy import Proxy
+
+    script = tmp_path / "frozen.py"
+    script.write_text(textwrap.dedent(FROZEN))
+    with Proxy.for_dsn(dsn) as proxy:
+        proc = subprocess.Popen(
+            [sys.executable, str(script), proxy.dsn(dsn), schema],
+            cwd=tmp_path,
+            env=child_env(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert proc.stdout is not None and proc.stdin is not None
+            assert proc.stdout.readline() == "ready\n", proc.poll()
+            assert proxy.freeze() > 0  # every connection of the store: silent from now on
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+            assert proc.stdout.readline().startswith("returning")
+            began = time.monotonic()
+            if interrupt:  # Ctrl-C while the store stops itself: out at once
+                time.sleep(0.5)  # let the exit hook begin (its wait is what is interrupted)
+                proc.send_signal(signal.SIGINT)
+            try:
+                _out, err = proc.communicate(timeout=lifetime.EXIT_BUDGET + 5)
+            except subprocess.TimeoutExpired:
+                raise AssertionError("the program did not exit") from None
+            took = time.monotonic() - began
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err, err
+    assert took < (3.0 if interrupt else lifetime.EXIT_BUDGET + 5), took
