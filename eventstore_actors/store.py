@@ -162,7 +162,6 @@ class EventStore:
         self._supervisor = Supervisor.start(
             self._registry, settings.max_restarts, settings.restart_window
         )
-        lifetime.track(self)  # stopped at interpreter exit if the application forgets to
         self._ticker = Ticker(self._registry, "subscription:", settings.tick_interval)
         self._stop_lock = threading.Lock()
         self._stopped = False
@@ -174,6 +173,7 @@ class EventStore:
         # shared_lock_session: one connection for every subscription's lock and checkpoints.
         self._hub = LockHub(settings) if settings.shared_lock_session else None
         self.log = log.bind(schema=settings.schema)
+        lifetime.track(self)  # stopped at interpreter exit if the application forgets to
 
     # Starting and stopping --------------------------------------------------------------------
     @classmethod
