@@ -11,10 +11,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import psycopg
-import structlog
 from psycopg import sql as pgsql
 
-from . import hints
+from . import hints, logs
 from .config import redact, resolve_dsn, scrub, validate_schema
 from .errors import ConfigError, StoreUnavailableError
 from .storage import schema as schema_ops
@@ -22,7 +21,7 @@ from .storage.connection import is_connection_loss, reason
 
 __all__ = ["create", "drop", "init", "migrate", "reset"]
 
-log = structlog.get_logger("eventstore_actors.admin")
+log = logs.get_logger("eventstore_actors.admin")
 
 
 @contextmanager

@@ -8,10 +8,8 @@ import os
 import signal
 import sys
 import traceback
-from collections.abc import Callable, MutableMapping, Sequence
-from typing import Any, NoReturn
-
-import structlog
+from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from . import admin
 from .config import redact, resolve_dsn, scrub, validate_schema
@@ -121,22 +119,24 @@ def _yes_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _scrub_log(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+class _ScrubLog(logging.Filter):
     """No password in a log line, whatever a library put in it."""
-    for key, value in event_dict.items():
-        if isinstance(value, str):
-            event_dict[key] = _safe(value)
-    return event_dict
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = _safe(record.getMessage())
+        record.args = None
+        return True
 
 
 def _configure_logging(verbose: bool) -> None:
-    # The command line is an application, so it (unlike the library) configures structlog.
-    level = logging.DEBUG if verbose else logging.WARNING
-    structlog.configure(
-        processors=[_scrub_log, *structlog.get_config()["processors"]],
-        wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-    )
+    # The command line is an application, so it (unlike the library) configures logging: its
+    # own handler on stderr (stdout carries the commands' output), WARNING unless --verbose.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(_ScrubLog())
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
+    if verbose:  # the store's own lines, not every library's debug output
+        logging.getLogger("eventstore_actors").setLevel(logging.DEBUG)
 
 
 def _confirm(command: str, dsn: str, schema: str, yes: bool) -> None:

@@ -32,9 +32,9 @@ from typing import Any
 
 import psycopg
 import psycopg.conninfo
-import structlog
 from psycopg import sql
 
+from . import logs
 from .errors import ConfigError
 
 __all__ = [
@@ -59,7 +59,7 @@ _INSTALL_HINT = (
     "or set EVENTSTORE_DSN, or pass dsn=..."
 )
 
-_log = structlog.get_logger("eventstore_actors.embedded")
+_log = logs.get_logger("eventstore_actors.embedded")
 _lock = threading.Lock()
 _dsns: dict[Path, str] = {}
 

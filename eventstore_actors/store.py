@@ -21,10 +21,9 @@ from typing import Any, ParamSpec, TypeVar
 
 import psycopg
 import pykka
-import structlog
 from typing_extensions import Unpack
 
-from . import hints, logs
+from . import hints, lifetime, logs
 from .actors.registry import Registry
 from .actors.supervised import on_own_thread
 from .actors.supervisor import ChildSpec, Supervisor
@@ -113,7 +112,7 @@ from .writer import Append, WriterActor
 
 __all__ = ["EventStore"]
 
-log = structlog.get_logger("eventstore_actors.store")
+log = logs.get_logger("eventstore_actors.store")
 
 #: Seconds a subscribe waits for an ending subscription of the same name to let go of it.
 _ENDING_WAIT = 1.0
@@ -177,6 +176,7 @@ class EventStore:
         # shared_lock_session: one connection for every subscription's lock and checkpoints.
         self._hub = LockHub(settings) if settings.shared_lock_session else None
         self.log = log.bind(schema=settings.schema)
+        lifetime.track(self)  # stopped at interpreter exit if the application forgets to
 
     # Starting and stopping --------------------------------------------------------------------
     @classmethod
@@ -297,6 +297,7 @@ class EventStore:
             if self._stopped:
                 return
             self._stopped = True
+        lifetime.forget(self)
         joined = list(self._groups.values())
         for group in joined:  # its partitions stop with the others
             group.close(silent=False, partitions=False)
@@ -959,7 +960,11 @@ class EventStore:
         shown = name.partition(groups.MARK)[0]  # a partition shows its group's name
 
         def detach() -> None:
-            self._forget_and_stop(child_id, child)
+            group = self._groups.get(shown) if options.partition is not None else None
+            if group is not None:  # a consumer group's partition: its subscriber leaves
+                group.leave()
+            else:
+                self._forget_and_stop(child_id, child)
 
         if concurrent:
             handle = self._member_handle(child_id, stream_uuid, shown, nack)

@@ -1,16 +1,24 @@
-"""Logging stays bounded through a database outage: the package's repeated warnings are
-rate-limited, and psycopg's pool logger is quiet unless the application turns it up."""
+"""Logging follows the application (part 3, "Rules tightened"): standard `logging` records
+under `eventstore_actors.*`, nothing on stdout, WARNING and above unless the application asks,
+one whole printable line per record. And it stays bounded through a database outage: the
+package's repeated warnings are rate-limited, and psycopg's pool logger is quiet unless the
+application turns it up."""
 
 from __future__ import annotations
 
 import logging
+import os
+import re
+import subprocess
+import sys
+import textwrap
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
-import structlog
 from support import events, kill_backends, process_backends
 
 from eventstore_actors import EventStore, StoreUnavailableError, logs
@@ -38,16 +46,28 @@ def short_interval(monkeypatch: pytest.MonkeyPatch) -> float:
     return 1.0
 
 
-def test_repeated_warnings_pass_once_per_interval_with_a_count(short_interval: float) -> None:
-    log = logs.get_logger(f"tests.{uuid.uuid4().hex}").bind(actor="writer")
+def package_records(caplog: pytest.LogCaptureFixture) -> list[dict[str, object]]:
+    """The package's records as their context dicts, with "log_level" added."""
+    return [
+        {**r.eventstore, "log_level": r.levelname.lower()}  # type: ignore[attr-defined]
+        for r in caplog.records
+        if r.name.startswith("eventstore_actors") and hasattr(r, "eventstore")
+    ]
+
+
+def test_repeated_warnings_pass_once_per_interval_with_a_count(
+    short_interval: float, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    log = logs.get_logger(f"eventstore_actors.tests.{uuid.uuid4().hex}").bind(actor="writer")
     other = log.bind(subscription="b")
-    with structlog.testing.capture_logs() as captured:
-        for _ in range(50):
-            log.warning("connection lost; reconnecting", error="gone")
-            other.warning("connection lost; reconnecting", error="gone")
-            log.info("not limited")
-        time.sleep(short_interval + 0.1)  # the interval itself is what is under test
+    for _ in range(50):
         log.warning("connection lost; reconnecting", error="gone")
+        other.warning("connection lost; reconnecting", error="gone")
+        log.info("not limited")
+    time.sleep(short_interval + 0.1)  # the interval itself is what is under test
+    log.warning("connection lost; reconnecting", error="gone")
+    captured = package_records(caplog)
     warnings = [e for e in captured if e["log_level"] == "warning"]
     assert len(warnings) == 3  # one per context, then one after the interval
     assert warnings[-1]["suppressed"] == 49
@@ -75,17 +95,17 @@ def run_outage(
     dsn: str, make_store: Callable[..., EventStore], caplog: pytest.LogCaptureFixture
 ) -> tuple[list[dict[str, object]], list[logging.LogRecord]]:
     caplog.set_level(logging.DEBUG)  # root captures whatever psycopg.pool lets through
-    with structlog.testing.capture_logs() as captured:
-        store = make_store(pool_size=4)
-        from support import QueueSubscriber
+    store = make_store(pool_size=4)
+    from support import QueueSubscriber
 
-        subscriber = QueueSubscriber()
-        sub = store.subscribe_to_all_streams("watch", subscriber)
-        subscriber.subscribed()
-        outage(dsn, store, OUTAGE)
-        # After the outage the store works again.
-        store.append_to_stream("after", 0, events(1))
-        assert subscriber.collect(sub, 1, timeout=30, ack=True)
+    subscriber = QueueSubscriber()
+    sub = store.subscribe_to_all_streams("watch", subscriber)
+    subscriber.subscribed()
+    outage(dsn, store, OUTAGE)
+    # After the outage the store works again.
+    store.append_to_stream("after", 0, events(1))
+    assert subscriber.collect(sub, 1, timeout=30, ack=True)
+    captured = package_records(caplog)
     pool_records = [r for r in caplog.records if r.name.startswith("psycopg.pool")]
     return captured, pool_records
 
@@ -125,3 +145,137 @@ def test_an_application_that_turns_the_pool_up_gets_bounded_warnings(
     per_message = Counter((r.levelno, str(r.msg).split(" (")[0]) for r in pool_records)
     bound = int(OUTAGE / short_interval) + 2
     assert not per_message or max(per_message.values()) <= bound, per_message
+
+
+# --- logging follows the application ------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+
+#: A program using the store as a new user would; `sys.argv[3]` is "none" (no logging
+#: configuration at all) or "info" (logging.basicConfig(level=INFO) on stderr). Its consumer
+#: group's subscriber says it stopped after a first batch: every partition then warns, with
+#: the partition's name in the line.
+PROGRAM = """
+    import logging, sys, threading
+    from eventstore_actors import EventData, Events, EventStore, SubscriptionStopped
+
+    if sys.argv[3] == "info":
+        logging.basicConfig(
+            level=logging.INFO, stream=sys.stderr, format="%(name)s|%(levelname)s|%(message)s"
+        )
+
+    class Subscriber:
+        def __init__(self) -> None:
+            self.got = threading.Event()
+            self.stopped = threading.Event()
+        def tell(self, message) -> None:
+            if isinstance(message, Events):
+                self.got.set()
+            elif isinstance(message, SubscriptionStopped):
+                self.stopped.set()
+        def is_alive(self) -> bool:
+            return not self.got.is_set()
+
+    def main(dsn: str, schema: str) -> None:
+        with EventStore.start(dsn, schema=schema) as store:
+            subscriber = Subscriber()
+            store.subscribe_to_all_streams("group", subscriber, partitions=2)
+            for n in range(4):
+                store.append_to_stream(f"s-{n}", 0, [EventData(data={"n": n})])
+            assert subscriber.got.wait(30) and subscriber.stopped.wait(30)
+            store.read_all_streams_forward()
+
+    main(sys.argv[1], sys.argv[2])
+"""
+
+
+def run_program(code: str, tmp_path: Path, *args: str) -> tuple[str, str]:
+    """(stdout, stderr) of `code` run as a script; it must exit 0 within 60 s."""
+    script = tmp_path / "program.py"
+    script.write_text(textwrap.dedent(code))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    done = subprocess.run(
+        [sys.executable, str(script), *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout, done.stderr
+
+
+def assert_printable_lines(text: str) -> None:
+    for line in text.splitlines():
+        assert line.isprintable(), repr(line)
+
+
+def test_without_configuration_only_warnings_reach_stderr_and_nothing_stdout(
+    dsn: str, schema: str, tmp_path: Path
+) -> None:
+    out, err = run_program(PROGRAM, tmp_path, dsn, schema, "none")
+    assert out == ""
+    assert "event store started" not in err  # INFO: not without the application asking
+    assert "subscription stopped" in err, err  # the warnings do show, on stderr
+    assert "group / partition" in err, err  # the partition's name, printable
+    assert_printable_lines(err)
+
+
+def test_an_application_at_info_gets_the_records_through_its_handlers(
+    dsn: str, schema: str, tmp_path: Path
+) -> None:
+    out, err = run_program(PROGRAM, tmp_path, dsn, schema, "info")
+    assert out == ""
+    records = [line.split("|", 2) for line in err.splitlines()]
+    assert all(len(r) == 3 for r in records), err  # every line from the handler, whole
+    names = {name for name, _, _ in records}
+    assert all(name.startswith(("eventstore_actors", "psycopg")) for name in names), names
+    assert ("eventstore_actors.store", "INFO") in {(n, level) for n, level, _ in records}
+    assert any(level == "WARNING" and "group / partition" in m for _, level, m in records)
+    assert_printable_lines(err)
+
+
+def test_caplog_sees_the_store_records(
+    make_store: Callable[..., EventStore], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="eventstore_actors")
+    store = make_store()
+    store.stop()
+    started = next(r for r in caplog.records if r.getMessage().startswith("event store started"))
+    assert started.name == "eventstore_actors.store"
+    assert started.levelno == logging.INFO
+    assert (started.filename, started.funcName) == ("store.py", "start")  # where it logged
+    assert started.eventstore["schema"] == store.settings.schema  # type: ignore[attr-defined]
+
+
+THREADS = """
+    import logging, sys, threading
+    from eventstore_actors import logs
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="<%(message)s>")
+
+    def talk(n: int) -> None:
+        log = logs.get_logger("eventstore_actors.tests").bind(actor=f"thread-{n}")
+        for i in range(200):
+            log.info("line", i=i, filler="x" * 2000, name="odd\\x1fname\\nwith breaks")
+
+    threads = [threading.Thread(target=talk, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+"""
+
+
+def test_lines_from_many_threads_stay_whole(tmp_path: Path) -> None:
+    out, err = run_program(THREADS, tmp_path)
+    assert out == ""
+    lines = err.splitlines()
+    assert len(lines) == 8 * 200
+    pattern = re.compile(
+        r"<line actor='thread-\d' i=\d+ filler='x{2000}' name='odd / name\\nwith breaks'>"
+    )
+    torn = [line[:80] for line in lines if not pattern.fullmatch(line)]
+    assert torn == []

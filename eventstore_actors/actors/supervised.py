@@ -16,7 +16,7 @@ import pykka
 
 from .. import logs
 
-__all__ = ["ChildExited", "Crash", "SupervisedActor", "on_own_thread"]
+__all__ = ["ChildExited", "Crash", "SupervisedActor", "in_actor_thread", "on_own_thread"]
 
 log = logs.get_logger("eventstore_actors.actors")  # warnings rate-limited
 
@@ -28,6 +28,12 @@ def on_own_thread(ref: pykka.ActorRef[Any]) -> bool:
     """Whether the caller runs in `ref`'s own thread (e.g. a subscriber's `tell()` called by
     its subscription actor): a blocking stop or ask of `ref` from there would wait on itself."""
     return getattr(_current, "urn", None) == ref.actor_urn
+
+
+def in_actor_thread() -> bool:
+    """Whether the caller runs in the thread of one of the store's supervised actors (e.g. a
+    plain subscriber's `tell()`): waiting there for other actors to stop may wait on itself."""
+    return getattr(_current, "urn", None) is not None
 
 
 @dataclass(frozen=True)
@@ -48,6 +54,9 @@ class Crash:
 
 class SupervisedActor(pykka.ThreadingActor):
     """A pykka actor that reports its exit to a supervisor after its cleanup has run."""
+
+    #: The store's threads never keep the interpreter alive (see `eventstore_actors.lifetime`).
+    use_daemon_thread = True
 
     def __init__(self, supervisor: pykka.ActorRef[Any] | None, child_id: str) -> None:
         super().__init__()

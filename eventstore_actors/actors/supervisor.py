@@ -48,6 +48,9 @@ class ChildSpec:
 class Supervisor(pykka.ThreadingActor):
     """Owns the store's children; the facade talks to it through its proxy-less ask API."""
 
+    #: The store's threads never keep the interpreter alive (see `eventstore_actors.lifetime`).
+    use_daemon_thread = True
+
     def __init__(self, registry: Registry, max_restarts: int, restart_window: float) -> None:
         super().__init__()
         self._registry = registry

@@ -128,7 +128,7 @@ def _take(events: Iterator[RecordedEvent], size: Any) -> list[RecordedEvent]:
 
 
 def _stop_if_started(future: Future[EventStore]) -> None:
-    """A start whose caller was cancelled: stop what it started (actor threads are not daemons)."""
+    """A start whose caller was cancelled: stop what it started (not left until exit)."""
     if not future.cancelled() and future.exception() is None:
         future.result().stop()
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 import time
 from collections.abc import Sequence
@@ -97,18 +96,6 @@ def _has_matplotlib() -> bool:
     return True
 
 
-def _quiet_library_logs() -> None:
-    # The bench is an application: unless its host already configured structlog, keep the
-    # store's info logs off stdout, where the table goes.
-    import structlog
-
-    if not structlog.is_configured():
-        structlog.configure(
-            wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
-            logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-        )
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -121,7 +108,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     sizes = PRESETS[args.preset]
     if args.growth_size is not None:
         sizes = sizes.with_growth_large(args.growth_size)
-    _quiet_library_logs()
 
     from eventstore_actors import EventStoreError
     from eventstore_actors.config import resolve_dsn

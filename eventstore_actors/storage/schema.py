@@ -8,9 +8,9 @@ that already holds other objects under the store's names.
 from __future__ import annotations
 
 import psycopg
-import structlog
 from psycopg import sql as pgsql
 
+from .. import logs
 from ..errors import ConfigError
 from ..sql import statement
 from .migrations import SCHEMA_VERSION, pending, script
@@ -30,7 +30,7 @@ __all__ = [
     "too_new",
 ]
 
-log = structlog.get_logger("eventstore_actors.admin")
+log = logs.get_logger("eventstore_actors.admin")
 
 #: Everything `sql/schema/v1.sql` and the migrations create in the store's schema (a test
 #: compares these with a fresh install: a migration that adds objects must add them here and

@@ -28,8 +28,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import psycopg
-import structlog
 
+from .. import logs
+from ..actors.supervised import in_actor_thread
 from ..config import Settings
 from ..events import RecordedEvent
 from ..sql import statement
@@ -50,7 +51,7 @@ __all__ = [
     "partition_row_name",
 ]
 
-log = structlog.get_logger("eventstore_actors.group")
+log = logs.get_logger("eventstore_actors.group")
 
 #: Separates a group's name from its partition or member suffix (refused in user names).
 MARK = "\x1f"
@@ -287,6 +288,7 @@ class Group:
         self.relay = _Relay(self, subscriber)
         handle = GroupSubscription(checkpoints.ALL_STREAMS, name, _ignore, None)
         object.__setattr__(handle, "_group", self)
+        object.__setattr__(handle, "_detach", self.leave)  # handle.unsubscribe()
         self.handle = handle
         self.log = log.bind(schema=settings.schema, subscription=name, partitions=count)
         self._handles: dict[int, Subscription] = {}  # the partitions started here
@@ -329,6 +331,17 @@ class Group:
                 self._stop(index)
         self._drop()
         self._on_end(self)
+
+    def leave(self) -> None:
+        """The subscriber's own unsubscribe, through the group's handle or a partition's:
+        nothing more is told once this returns, and this store leaves the group (at once; or
+        just after, on another thread, when called from a partition's own thread: a plain
+        subscriber's tell() must not wait for its own partition to stop)."""
+        self.relay.silence()
+        if in_actor_thread():
+            threading.Thread(target=self.close, name="eventstore-group-leave", daemon=True).start()
+        else:
+            self.close()
 
     def tell_stopped(self, reason: str) -> None:
         """Tell the subscriber `SubscriptionStopped` unless it was told already (a member

@@ -12,13 +12,10 @@ locks, no hand-over), storing its checkpoint once per page, and exits when it ha
 from __future__ import annotations
 
 import itertools
-import logging
 import sys
 import threading
 import time
 from typing import Any
-
-import structlog
 
 from ...storage.reader import PARTITION_SQL
 from . import emit
@@ -99,11 +96,8 @@ def main(argv: list[str]) -> None:
     mode, dsn, schema = argv[0], argv[1], argv[2]
     partitions, work = int(argv[3]), float(argv[4]) / 1e6
     rank, members = int(argv[5]), int(argv[6])
-    # The store's logs go to stderr, warnings only: stdout carries the results.
-    structlog.configure(
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
-    )
+    # The store's logs go to stderr, warnings only (the library's default): stdout carries
+    # the results.
     if mode == "api":
         _api(dsn, schema, partitions, work)
     else:
