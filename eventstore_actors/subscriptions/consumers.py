@@ -40,6 +40,7 @@ from .actor import (
 )
 from .checkpointing import CheckpointPolicy
 from .concurrent import ConcurrentState, Deliver
+from .intake import Intake
 from .lock import LockLost
 from .messages import Events, Subscribed, Subscription
 from .state import SubscriptionState
@@ -181,6 +182,9 @@ class ConcurrentSubscriptionActor(SubscriptionActor):
         self._retry_due = {}
         for member, found in self._members.items():
             self._cs.add_member(member, found.buffer_size)
+
+    def _intake(self) -> Intake[RecordedEvent] | None:
+        return self._cs
 
     def _load_replay(self, state: SubscriptionState[RecordedEvent] | None) -> None:
         if self._cs is not None and (events := self._parked_to_replay()):
