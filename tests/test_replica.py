@@ -7,6 +7,7 @@ and always removed (tests/support/replication.py).
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 import uuid
@@ -15,13 +16,14 @@ from typing import Any
 
 import psycopg
 import pytest
-from support import QueueSubscriber, events, wait_until
+from support import QueueSubscriber, actor_subscriber, events, wait_until
 from support.replication import ReplicaPair, Standby, missing_binaries
 
-from eventstore_actors import EventStore, admin
+from eventstore_actors import Events, EventStore, RecordedEvent, admin
 from eventstore_actors.config import Settings
 from eventstore_actors.errors import ConfigError
 from eventstore_actors.storage.replica import ReplicaReads
+from eventstore_actors.subscriptions import actor as subscription_actor
 
 SECRET = "s3cr3t-replica-pw"
 
@@ -270,3 +272,92 @@ def test_a_standby_that_is_down_sends_reads_to_the_primary(pair: ReplicaPair, rs
             wait_until(back, timeout=15, interval=0.1, what="reads back on the standby")
     finally:
         standby.stop()
+
+
+def _members_collect(
+    queues: list[QueueSubscriber], count: int, timeout: float
+) -> list[RecordedEvent]:
+    """The events the members received (each acks its own: auto_ack actors) until `count`."""
+    got: list[RecordedEvent] = []
+    deadline = time.monotonic() + timeout
+    while len(got) < count:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"got {len(got)} of {count} events within {timeout} s")
+        for q in queues:
+            try:
+                message = q.queue.get(timeout=0.01)
+            except queue.Empty:
+                continue
+            if isinstance(message, Events):
+                got.extend(message.events)
+    return got
+
+
+@pytest.mark.parametrize("kind", ["all", "stream"])
+@pytest.mark.parametrize("resume", [True, False], ids=["replay-resumes", "replay-stuck"])
+def test_competing_consumers_behind_a_lagging_standby_miss_nothing(
+    pair: ReplicaPair,
+    stores: Callable[..., EventStore],
+    resume: bool,
+    kind: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 17 item 11: competing consumers (concurrency_limit > 1) with replica_dsn catch up
+    through the standby, then go live only once they have read what was notified: a standby
+    read that covers less than a notified position is done again once the standby has
+    replayed it (or on the primary after replica_max_lag), as for a single subscriber.
+
+    The health check's backstop (storage read again when the head is beyond the cursor, at
+    most one interval late) is moved out of the test's reach: the guard alone must deliver.
+    Each round is one append of more events than max_size (one notification, the overflow
+    read from storage)."""
+    monkeypatch.setattr(subscription_actor, "_HEALTH_INTERVAL", 60.0)
+    store = stores(replica_max_lag=1.0)
+    writer = stores(replica=False)
+    replica = _replica(store)
+    stream = "l-0"
+    for n in range(5):  # history to catch up with, through the standby
+        if kind == "all":
+            writer.append_to_stream(f"h-{n}", 0, events(20))
+        else:
+            writer.append_to_stream(stream, n * 20, events(20))
+    pair.wait_replayed()
+    refs, queues = [], []
+    for _ in range(2):
+        ref, q = actor_subscriber(auto_ack=True)
+        refs.append(ref)
+        queues.append(q)
+        options: dict[str, Any] = {"max_size": 10, "concurrency_limit": 2, "buffer_size": 5}
+        if kind == "all":
+            sub = store.subscribe_to_all_streams("cc-lagging", ref, "origin", **options)
+        else:
+            sub = store.subscribe_to_stream(stream, "cc-lagging", ref, "origin", **options)
+        assert q.subscribed() is sub
+    try:
+        got = _members_collect(queues, 100, timeout=15)
+        assert replica.replica_reads >= 10 and replica.primary_reads == 0  # caught up there
+        pair.standby.pause_replay()
+        primary_before = replica.primary_reads
+        for n in range(3):
+            if kind == "all":
+                writer.append_to_stream(f"l-{n}", 0, events(20))
+            else:
+                writer.append_to_stream(stream, 100 + n * 20, events(20, start=101 + n * 20))
+            resumer = threading.Timer(0.3, pair.standby.resume_replay)
+            if resume:
+                resumer.start()
+            got += _members_collect(queues, 20, timeout=10)
+            if resume:
+                resumer.join()
+                pair.standby.pause_replay()
+        position = (lambda e: e.event_id) if kind == "all" else (lambda e: e.stream_version)
+        assert sorted(position(e) for e in got) == list(range(1, 161))
+        for q in queues:
+            q.nothing()
+        if resume:
+            assert replica.primary_reads == primary_before  # it waited for the replays
+        else:
+            assert replica.primary_reads > primary_before
+    finally:
+        for ref in refs:
+            ref.stop()

@@ -614,8 +614,9 @@ class SubscriptionActor(SupervisedActor):
             return self._lock.read(work)  # with shared_lock_session: from the read pool
         found = replica.run_at_least(work, 0, self._lock.run)
         want = self._seen_head
-        if self._state is not None:
-            want = max(want, self._state.max_notified)
+        intake = self._intake()
+        if intake is not None:
+            want = max(want, intake.max_notified)
         rows, covered = found[0], found[1]
         if len(rows) >= limit or covered >= want:
             return found

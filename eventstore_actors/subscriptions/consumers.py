@@ -27,6 +27,7 @@ from ..config import Settings
 from ..events import RecordedEvent
 from ..notifications.publisher import CatchUp, Published
 from ..storage import parked
+from . import actor
 from .actor import (
     Ack,
     Nack,
@@ -300,7 +301,7 @@ class ConcurrentSubscriptionActor(SubscriptionActor):
                 del self._retry_due[position]
                 state.resume(position)
         if now >= self._next_health_check:
-            self._next_health_check = now + 1.0
+            self._next_health_check = now + actor._HEALTH_INTERVAL
             self._load_replay(None)
             if self._cs is not state:
                 return
