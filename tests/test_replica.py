@@ -8,6 +8,7 @@ and always removed (tests/support/replication.py).
 from __future__ import annotations
 
 import queue
+import sys
 import threading
 import time
 import uuid
@@ -17,7 +18,8 @@ from typing import Any
 import psycopg
 import pytest
 from support import QueueSubscriber, actor_subscriber, events, wait_until
-from support.replication import ReplicaPair, Standby, missing_binaries
+from support.proxy import Proxy
+from support.replication import ReplicaPair, Standby, lsn, missing_binaries
 
 from eventstore_actors import Events, EventStore, RecordedEvent, admin
 from eventstore_actors.config import Settings
@@ -180,9 +182,13 @@ def test_read_your_writes_falls_back_to_the_primary_after_max_lag(
 
 
 def _served_by_replica(store: EventStore, stream: str) -> bool:
+    return _on_replica(store, stream, 2)
+
+
+def _on_replica(store: EventStore, stream: str, count: int) -> bool:
     replica = _replica(store)
     before = replica.replica_reads
-    assert len(store.read_stream_forward(stream)) == 2
+    assert len(store.read_stream_forward(stream)) == count
     return replica.replica_reads == before + 1
 
 
@@ -361,3 +367,96 @@ def test_competing_consumers_behind_a_lagging_standby_miss_nothing(
     finally:
         for ref in refs:
             ref.stop()
+
+
+def _wait_replayed_by(pair: ReplicaPair, standby: Standby, timeout: float = 30.0) -> None:
+    """Until `standby` has replayed everything the primary has written now."""
+    with psycopg.connect(pair.primary.dsn, autocommit=True) as conn:
+        target = lsn(conn, "pg_current_wal_lsn")
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(standby.dsn, autocommit=True) as conn:
+        while lsn(conn, "pg_last_wal_replay_lsn") < target:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the standby did not replay in time")
+            time.sleep(0.01)
+
+
+def test_the_replayed_position_is_known_per_standby(pair: ReplicaPair, rschema: str) -> None:
+    """Issue 17 item 12c: with a multi-host replica_dsn, how far one standby has replayed says
+    nothing about another: a read that lands on a standby that lags after the first went away
+    still waits for (or goes around) this store's last write. Host A is the pair's standby
+    behind a proxy (closed to take A away), host B a second standby with replay paused."""
+    second = Standby(pair.primary, name="standby-b").start()
+    try:
+        _wait_replayed_by(pair, second)
+        second.pause_replay()
+        with Proxy(pair.standby.port) as proxy:
+            replica_dsn = (
+                f"host=127.0.0.1,127.0.0.1 port={proxy.port},{second.port} "
+                "user=postgres dbname=postgres"
+            )
+            with EventStore.start(
+                pair.primary.dsn, schema=rschema, replica_dsn=replica_dsn, replica_max_lag=1.0
+            ) as store:
+                replica = _replica(store)
+                stream = f"s-{uuid.uuid4().hex[:8]}"
+                store.append_to_stream(stream, 0, events(1))
+                assert len(store.read_stream_forward(stream)) == 1
+                assert replica.replica_reads == 1  # on A, once it replayed the append
+                proxy.close()  # A goes away: the next connection lands on B
+                got = store.read_stream_forward(stream)
+                assert [e.data["n"] for e in got] == [1]  # B lags: read on the primary
+                assert replica.primary_reads == 1
+                second.resume_replay()
+                wait_until(lambda: _on_replica(store, stream, 1), what="reads back on B")
+    finally:
+        second.stop()
+
+
+def test_replica_counters_count_every_read_from_many_threads(
+    pair: ReplicaPair, stores: Callable[..., EventStore]
+) -> None:
+    """Issue 17 item 12g, cleared: the counters are bumped without a lock, but `+= 1` on an int
+    attribute does not let another thread in between on CPython (no eval-breaker check inside
+    it), so no read goes uncounted, on the standby or on the primary, whatever the thread
+    switching. (A free-threaded build would need the lock.)"""
+    store = stores(replica_max_lag=0.2, pool_size=4)
+    replica = _replica(store)
+    stream = f"s-{uuid.uuid4().hex[:8]}"
+    store.append_to_stream(stream, 0, events(1))
+    threads, each = 6, 150
+    errors: list[BaseException] = []
+
+    def reads() -> None:
+        try:
+            for _ in range(each):
+                store.stream_info(stream)
+        except BaseException as exc:
+            errors.append(exc)
+
+    def counted() -> int:
+        return replica.replica_reads + replica.primary_reads
+
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # a thread switch wherever one can happen
+    try:
+        for phase in ("standby", "primary"):
+            if phase == "primary":  # its own write not replayed: reads go to the primary
+                pair.standby.pause_replay()
+                store.append_to_stream(stream, 1, events(1, start=2))
+            before, on_standby = counted(), replica.replica_reads
+            workers = [threading.Thread(target=reads) for _ in range(threads)]
+            for worker in workers:
+                worker.start()
+            for worker in workers:
+                worker.join(timeout=120)
+            assert not errors
+            assert counted() == before + threads * each
+            if phase == "standby":
+                assert replica.replica_reads == on_standby + threads * each
+            else:
+                assert replica.replica_reads == on_standby
+    finally:
+        sys.setswitchinterval(switch)
+    m = store.metrics()
+    assert m["replica_reads_total"] + m["replica_primary_reads_total"] == counted()
