@@ -276,6 +276,36 @@ def test_a_cancelled_park_is_not_lost(store: EventStore, dsn: str, schema: str) 
     assert [(p.event.event_id, p.reason) for p in parked] == [(1, "cannot handle")]
 
 
+def test_a_cancelled_park_of_a_replayed_event_keeps_its_retries(
+    store: EventStore, dsn: str, schema: str
+) -> None:
+    """The same for a replayed parked event whose retries ran out: parked again once, with its
+    count, not given max_retries more tries by the redone nack."""
+    name = "replay-cancelled"
+    subscriber, sub = subscribe(store, name, max_retries=1, retry_delay=0)
+    store.append_to_stream("s", 0, numbered(1, 2))
+    batch = subscriber.batch()
+    sub.nack(batch[0], "park", "first")
+    sub.ack(subscriber.batch())
+    wait_until(lambda: checkpoint(dsn, schema, ALL, name) == 2, what="checkpoint 2")
+    assert store.replay_parked(name) == 1
+    again = subscriber.batch()
+    assert ids(again) == [1]
+    sub.nack(again[0], "retry", "once")
+    again = subscriber.batch()
+    assert ids(again) == [1]
+    with park_cancelled(dsn, schema, name):
+        sub.nack(again[0], "retry", "twice")  # max_retries reached: parked again
+    wait_until(
+        lambda: (
+            [(p.event.event_id, p.retries, p.reason) for p in store.parked_events(name)]
+            == [(1, 1, "twice")]
+        ),
+        what="parked again with its retries",
+    )
+    subscriber.nothing()
+
+
 def test_a_cancelled_park_is_not_lost_with_competing_consumers(
     store: EventStore, dsn: str, schema: str
 ) -> None:

@@ -680,8 +680,8 @@ class SubscriptionActor(SupervisedActor):
         if message.action == "skip":
             self._replay_resolved(state, None)
             return
-        self._retries.pop(key, None)
         self._park(event, message.reason, retries)  # also ends its replay
+        self._retries.pop(key, None)  # after: an interrupted park is redone with its count
         self._replay_queued.discard(event.event_id)
         state.replay_done()
 
