@@ -45,7 +45,8 @@ DESCRIPTIONS: dict[str, str] = {
     "appends_total": "append calls decided by the writer (committed or refused)",
     "append_errors_total": "append calls refused or failed, by error class",
     "events_written_total": "events committed by this store instance",
-    "commits_total": "group commits: writer transactions, each for one or more append calls",
+    "commits_total": "group commits: writer transactions that wrote events, each for one or "
+    "more append calls",
     "deliveries_total": "batches told to durable subscribers",
     "events_delivered_total": "events told to durable subscribers",
     "pool_calls_total": "calls run on the read pool (reads, subscription info, snapshots...)",
@@ -223,9 +224,10 @@ class Metrics:
         for requests, events, now, started, errors in pending:
             into.appends += requests
             into.events += events
-            into.commits += 1
-            batch_requests.add(requests, now)
-            batch_events.add(events, now)
+            if events:  # a batch that wrote nothing (all refused, or retries) committed nothing
+                into.commits += 1
+                batch_requests.add(requests, now)
+                batch_events.add(events, now)
             for at in started:
                 latency.add(now - at, now)
             if errors:

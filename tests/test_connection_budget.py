@@ -9,15 +9,20 @@ shared lock connection is killed with pg_terminate_backend.
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
 
 import psycopg
 import pytest
-from support import checkpoints, events, kill_backends, wait_until
+from support import checkpoints, events, kill_backends, lock_backends, wait_until
 
 from eventstore_actors import Events, EventStore, Subscribed, SubscriptionStopped
+from eventstore_actors.config import Settings
+from eventstore_actors.subscriptions.hub import LockHub, SharedLockSession
+from eventstore_actors.subscriptions.info import lock_key
+from eventstore_actors.subscriptions.lock import LockLost
 
 MakeStore = Callable[..., EventStore]
 COUNT = 200
@@ -171,3 +176,102 @@ def test_shared_lock_session_must_be_a_bool(make_store: MakeStore) -> None:
 
     with pytest.raises(ConfigError, match="shared_lock_session"):
         make_store(shared_lock_session="yes")
+
+
+# The lock hub itself (issue 17 item 12b: both suspicions cleared) ----------------------------
+def _hub(dsn: str, schema: str) -> LockHub:
+    hub = LockHub(Settings(dsn=dsn, schema=schema, application_name="eventstore-actors"))
+    hub.connect()
+    return hub
+
+
+def _sleeping(dsn: str, pid: int) -> bool:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT query LIKE '%%pg_sleep%%' FROM pg_stat_activity WHERE pid = %s", (pid,)
+        ).fetchone()
+    return bool(row and row[0])
+
+
+def test_hub_alive_while_busy_says_what_the_server_holds(dsn: str, schema: str) -> None:
+    """While another session's statement holds the hub's connection, `alive()` answers at once
+    from what the hub knows, and that is what the server holds: the lock is granted to the hub's
+    backend then, and once the backend is gone the busy statement fails at once and every lock
+    of that connection reads as lost (the same answer a dedicated connection's `alive()` gives:
+    its socket is only read when it has something to say)."""
+    hub = _hub(dsn, schema)
+    try:
+        busy = SharedLockSession(hub, lock_key(schema, "$all", "busy"))
+        other = SharedLockSession(hub, lock_key(schema, "$all", "other"))
+        assert busy.try_lock() and other.try_lock()
+        pid = hub.backend()
+        assert pid is not None
+        outcome: list[BaseException] = []
+
+        def sleep() -> None:
+            try:
+                busy.run(lambda c: c.execute("SELECT pg_sleep(30)"))
+            except BaseException as exc:
+                outcome.append(exc)
+
+        sleeper = threading.Thread(target=sleep)
+        sleeper.start()
+        wait_until(lambda: _sleeping(dsn, pid), what="the hub's connection busy")
+        started = time.monotonic()
+        assert other.alive() and busy.alive()
+        assert time.monotonic() - started < 0.5  # not waiting for the busy statement
+        assert lock_backends(dsn, lock_key(schema, "$all", "other")) == [pid]
+        assert kill_backends(dsn, [pid]) == 1
+        sleeper.join(timeout=10)
+        assert not sleeper.is_alive() and isinstance(outcome[0], LockLost)
+        assert not other.alive() and not busy.alive()
+        assert lock_backends(dsn, lock_key(schema, "$all", "other")) == []
+    finally:
+        hub.close()
+
+
+def test_hub_unlock_racing_a_relock_leaves_no_lock_behind(dsn: str, schema: str) -> None:
+    """`unlock` forgets the key before its statement runs, under the hub's mutex: a second
+    subscriber of the name in this store, retrying meanwhile, is refused while it is held here
+    and takes it after; every take is matched by one release on the server (advisory locks are
+    re-entrant: a count left over would keep the name from every other process), so the name
+    ends free for any other session. (The order would only matter if the unlock statement
+    failed without losing the connection; a lost connection releases every lock with it.)"""
+    hub = _hub(dsn, schema)
+    key = lock_key(schema, "$all", "race")
+    try:
+        pid = hub.backend()
+        for _ in range(20):
+            first, second = SharedLockSession(hub, key), SharedLockSession(hub, key)
+            assert first.try_lock()
+            assert not second.try_lock()  # held here: refused, as another process would be
+            go = threading.Barrier(2)
+            took: list[bool] = []
+
+            def relock(
+                session: SharedLockSession = second,
+                took: list[bool] = took,
+                go: threading.Barrier = go,
+            ) -> None:
+                go.wait()
+                deadline = time.monotonic() + 5
+                while not session.try_lock() and time.monotonic() < deadline:
+                    pass
+                took.append(session.locked)
+
+            thread = threading.Thread(target=relock)
+            thread.start()
+            go.wait()
+            first.drop()
+            thread.join(timeout=10)
+            assert took == [True]
+            assert lock_backends(dsn, key) == [pid]
+            second.drop()
+            assert lock_backends(dsn, key) == []  # held once, released once
+        with psycopg.connect(dsn, autocommit=True) as conn:  # free for any other session
+            row = conn.execute(
+                "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (key,)
+            ).fetchone()
+            assert row is not None and row[0] is True
+    finally:
+        hub.close()

@@ -65,9 +65,9 @@ def test_counts_after_known_appends(store: EventStore) -> None:
     assert m["appends_total"] == 5
     assert m["events_written_total"] == 9
     assert m['append_errors_total{error="WrongExpectedVersionError"}'] == 1
-    assert m["commits_total"] == 5  # one at a time: no group to form
-    assert m["commit_batch_requests_count"] == 5
-    assert m["commit_batch_requests_sum"] == 5
+    assert m["commits_total"] == 4  # one at a time; the refused one committed nothing
+    assert m["commit_batch_requests_count"] == 4
+    assert m["commit_batch_requests_sum"] == 4
     assert m["commit_batch_requests_max"] == 1
     assert m["commit_batch_events_sum"] == 9
     assert m["commit_batch_events_max"] == 5
@@ -80,6 +80,52 @@ def test_counts_after_known_appends(store: EventStore) -> None:
     assert m['reconnects_total{connection="writer"}'] == 0
     assert m["subscriptions_running"] == 0
     assert all(isinstance(v, float) for v in m.values())
+
+
+def _transactions_that_wrote_events(dsn: str, schema: str) -> int:
+    """How many transactions wrote the schema's events (each row's xmin names its writer)."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute(f"SELECT count(DISTINCT xmin::text) FROM {schema}.events").fetchone()
+    return int(row[0]) if row else 0
+
+
+def test_commits_total_counts_only_batches_that_wrote_events(
+    store: EventStore, dsn: str, schema: str
+) -> None:
+    """Issue 17 item 12f: a writer batch that wrote nothing (every append in it refused, or an
+    idempotent retry) is not a group commit: commits_total and the batch summaries count the
+    transactions that wrote events, while appends_total, the errors and the latencies count
+    every append the writer decided."""
+    given = [EventData({"n": 1}, "Numbered", event_uuid=uuid.uuid4())]
+    store.append_to_stream("a", 0, given)
+    store.append_to_stream("a", 0, given)  # an idempotent retry: writes nothing
+    with pytest.raises(WrongExpectedVersionError):
+        store.append_to_stream("a", 0, _events(1))  # refused, alone in its batch
+    store.append_to_stream("b", 0, _events(3))
+    errors: list[BaseException] = []
+
+    def append(i: int) -> None:
+        version = 0
+        for k in range(10):
+            try:  # every other one refused: the stream is not new
+                store.append_to_stream(f"c{i}", 0 if k % 2 else version, _events(1))
+                version += 1
+            except WrongExpectedVersionError:
+                assert k % 2
+            except BaseException as exc:
+                errors.append(exc)
+
+    threads = [threading.Thread(target=append, args=(i,)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors
+    m = store.metrics()
+    assert m["commits_total"] == _transactions_that_wrote_events(dsn, schema)
+    assert m["commit_batch_requests_count"] == m["commits_total"]
+    assert m["commit_latency_seconds_count"] == m["appends_total"]
+    assert m["events_written_total"] == 1 + 3 + 6 * 5
 
 
 def test_batch_sizes_under_concurrent_appends(make_store: MakeStore, dsn: str, schema: str) -> None:
@@ -237,6 +283,11 @@ def test_reconnect_counted_after_the_writer_backend_is_terminated(
                 == (0,)
             )
         )
+    # Behind PgBouncer the writer's connection is PgBouncer's, which replaced the terminated
+    # server backends unseen: its own connection is broken there instead.
+    from support.pgbouncer import drop_suite_clients
+
+    drop_suite_clients(str(psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]))
     store.append_to_stream("s", 1, _events(1))  # the dead idle connection is replaced
     m = store.metrics()
     assert m['reconnects_total{connection="writer"}'] == 1

@@ -6,11 +6,19 @@ are the model): `sub.nack`, `max_retries`, `retry_delay`, the parked list in Pos
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
+import psycopg
 import pytest
-from support import QueueSubscriber, checkpoint, wait_until
+from support import (
+    QueueSubscriber,
+    checkpoint,
+    lock_backends,
+    subscription_lock_key,
+    wait_until,
+)
 
 from eventstore_actors import EventData, EventStore, ParkedEvent, RecordedEvent
 
@@ -219,6 +227,100 @@ def test_stream_subscription_park_and_replay(store: EventStore) -> None:
     assert [e.event_number for e in again] == [2]
     sub.ack(again)
     wait_until(lambda: store.parked_events("s-park", "s") == [], what="removed once acked")
+
+
+# A transient failure while parking ---------------------------------------------------------
+@contextmanager
+def park_cancelled(dsn: str, schema: str, name: str) -> Iterator[None]:
+    """After the block, the subscription's park statement waits on a lock another session
+    holds on parked_events and is cancelled there (57014, a failure of the moment: the lock
+    connection is fine); then the table is released."""
+    (pid,) = lock_backends(dsn, subscription_lock_key(schema, ALL, name))
+    with (
+        psycopg.connect(dsn, autocommit=True) as blocker,
+        psycopg.connect(dsn, autocommit=True) as probe,
+    ):
+
+        def parking() -> Any:
+            """The start of the park statement waiting on the lock, or None."""
+            row = probe.execute(
+                "SELECT query_start FROM pg_stat_activity WHERE pid = %s "
+                "AND wait_event_type = 'Lock' AND query LIKE '%%parked_events%%'",
+                (pid,),
+            ).fetchone()
+            return None if row is None else row[0]
+
+        with blocker.transaction():
+            blocker.execute(f"LOCK TABLE {schema}.parked_events IN SHARE MODE")
+            yield
+            wait_until(lambda: parking() is not None, what="the park waiting on the lock")
+            started = parking()
+            probe.execute("SELECT pg_cancel_backend(%s)", (pid,))
+            wait_until(lambda: parking() != started, what="the park statement cancelled")
+
+
+def test_a_cancelled_park_is_not_lost(store: EventStore, dsn: str, schema: str) -> None:
+    """Issue 17 item 12a: the park of a nacked event fails for a reason of the moment: the
+    nack is done again (the event is parked, the events after it come again), no stall."""
+    subscriber, sub = subscribe(store, "park-cancelled")
+    store.append_to_stream("s", 0, numbered(1, 3))
+    batch = subscriber.batch()
+    assert ids(batch) == [1, 2, 3]
+    with park_cancelled(dsn, schema, "park-cancelled"):
+        sub.nack(batch[0], "park", "cannot handle")
+    rest = subscriber.batch(timeout=10)
+    assert ids(rest) == [2, 3]
+    sub.ack(rest)
+    wait_until(lambda: checkpoint(dsn, schema, ALL, "park-cancelled") == 3, what="checkpoint 3")
+    parked = store.parked_events("park-cancelled")
+    assert [(p.event.event_id, p.reason) for p in parked] == [(1, "cannot handle")]
+
+
+def test_a_cancelled_park_of_a_replayed_event_keeps_its_retries(
+    store: EventStore, dsn: str, schema: str
+) -> None:
+    """The same for a replayed parked event whose retries ran out: parked again once, with its
+    count, not given max_retries more tries by the redone nack."""
+    name = "replay-cancelled"
+    subscriber, sub = subscribe(store, name, max_retries=1, retry_delay=0)
+    store.append_to_stream("s", 0, numbered(1, 2))
+    batch = subscriber.batch()
+    sub.nack(batch[0], "park", "first")
+    sub.ack(subscriber.batch())
+    wait_until(lambda: checkpoint(dsn, schema, ALL, name) == 2, what="checkpoint 2")
+    assert store.replay_parked(name) == 1
+    again = subscriber.batch()
+    assert ids(again) == [1]
+    sub.nack(again[0], "retry", "once")
+    again = subscriber.batch()
+    assert ids(again) == [1]
+    with park_cancelled(dsn, schema, name):
+        sub.nack(again[0], "retry", "twice")  # max_retries reached: parked again
+    wait_until(
+        lambda: (
+            [(p.event.event_id, p.retries, p.reason) for p in store.parked_events(name)]
+            == [(1, 1, "twice")]
+        ),
+        what="parked again with its retries",
+    )
+    subscriber.nothing()
+
+
+def test_a_cancelled_park_is_not_lost_with_competing_consumers(
+    store: EventStore, dsn: str, schema: str
+) -> None:
+    subscriber, sub = subscribe(store, "park-cc", concurrency_limit=2, buffer_size=3)
+    store.append_to_stream("s", 0, numbered(1, 3))
+    got = subscriber.collect(sub, 3, ack=False)
+    assert ids(got) == [1, 2, 3]
+    with park_cancelled(dsn, schema, "park-cc"):
+        sub.nack(got[0], "park", "cannot handle")
+    sub.ack(got[1:])
+    wait_until(lambda: checkpoint(dsn, schema, ALL, "park-cc") == 3, what="checkpoint 3")
+    parked = store.parked_events("park-cc")
+    assert [(p.event.event_id, p.reason) for p in parked] == [(1, "cannot handle")]
+    store.append_to_stream("s", 3, numbered(4, 1))
+    assert ids(subscriber.batch()) == [4]
 
 
 # Bad input ---------------------------------------------------------------------------------------

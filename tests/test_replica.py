@@ -7,6 +7,8 @@ and always removed (tests/support/replication.py).
 
 from __future__ import annotations
 
+import queue
+import sys
 import threading
 import time
 import uuid
@@ -15,13 +17,15 @@ from typing import Any
 
 import psycopg
 import pytest
-from support import QueueSubscriber, events, wait_until
-from support.replication import ReplicaPair, Standby, missing_binaries
+from support import QueueSubscriber, actor_subscriber, events, wait_until
+from support.proxy import Proxy
+from support.replication import ReplicaPair, Standby, lsn, missing_binaries
 
-from eventstore_actors import EventStore, admin
+from eventstore_actors import Events, EventStore, RecordedEvent, admin
 from eventstore_actors.config import Settings
 from eventstore_actors.errors import ConfigError
 from eventstore_actors.storage.replica import ReplicaReads
+from eventstore_actors.subscriptions import actor as subscription_actor
 
 SECRET = "s3cr3t-replica-pw"
 
@@ -178,9 +182,13 @@ def test_read_your_writes_falls_back_to_the_primary_after_max_lag(
 
 
 def _served_by_replica(store: EventStore, stream: str) -> bool:
+    return _on_replica(store, stream, 2)
+
+
+def _on_replica(store: EventStore, stream: str, count: int) -> bool:
     replica = _replica(store)
     before = replica.replica_reads
-    assert len(store.read_stream_forward(stream)) == 2
+    assert len(store.read_stream_forward(stream)) == count
     return replica.replica_reads == before + 1
 
 
@@ -270,3 +278,185 @@ def test_a_standby_that_is_down_sends_reads_to_the_primary(pair: ReplicaPair, rs
             wait_until(back, timeout=15, interval=0.1, what="reads back on the standby")
     finally:
         standby.stop()
+
+
+def _members_collect(
+    queues: list[QueueSubscriber], count: int, timeout: float
+) -> list[RecordedEvent]:
+    """The events the members received (each acks its own: auto_ack actors) until `count`."""
+    got: list[RecordedEvent] = []
+    deadline = time.monotonic() + timeout
+    while len(got) < count:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"got {len(got)} of {count} events within {timeout} s")
+        for q in queues:
+            try:
+                message = q.queue.get(timeout=0.01)
+            except queue.Empty:
+                continue
+            if isinstance(message, Events):
+                got.extend(message.events)
+    return got
+
+
+@pytest.mark.parametrize("kind", ["all", "stream"])
+@pytest.mark.parametrize("resume", [True, False], ids=["replay-resumes", "replay-stuck"])
+def test_competing_consumers_behind_a_lagging_standby_miss_nothing(
+    pair: ReplicaPair,
+    stores: Callable[..., EventStore],
+    resume: bool,
+    kind: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 17 item 11: competing consumers (concurrency_limit > 1) with replica_dsn catch up
+    through the standby, then go live only once they have read what was notified: a standby
+    read that covers less than a notified position is done again once the standby has
+    replayed it (or on the primary after replica_max_lag), as for a single subscriber.
+
+    The health check's backstop (storage read again when the head is beyond the cursor, at
+    most one interval late) is moved out of the test's reach: the guard alone must deliver.
+    Each round is one append of more events than max_size (one notification, the overflow
+    read from storage)."""
+    monkeypatch.setattr(subscription_actor, "_HEALTH_INTERVAL", 60.0)
+    store = stores(replica_max_lag=1.0)
+    writer = stores(replica=False)
+    replica = _replica(store)
+    stream = "l-0"
+    for n in range(5):  # history to catch up with, through the standby
+        if kind == "all":
+            writer.append_to_stream(f"h-{n}", 0, events(20))
+        else:
+            writer.append_to_stream(stream, n * 20, events(20))
+    pair.wait_replayed()
+    refs, queues = [], []
+    for _ in range(2):
+        ref, q = actor_subscriber(auto_ack=True)
+        refs.append(ref)
+        queues.append(q)
+        options: dict[str, Any] = {"max_size": 10, "concurrency_limit": 2, "buffer_size": 5}
+        if kind == "all":
+            sub = store.subscribe_to_all_streams("cc-lagging", ref, "origin", **options)
+        else:
+            sub = store.subscribe_to_stream(stream, "cc-lagging", ref, "origin", **options)
+        assert q.subscribed() is sub
+    try:
+        got = _members_collect(queues, 100, timeout=15)
+        assert replica.replica_reads >= 10 and replica.primary_reads == 0  # caught up there
+        pair.standby.pause_replay()
+        primary_before = replica.primary_reads
+        for n in range(3):
+            if kind == "all":
+                writer.append_to_stream(f"l-{n}", 0, events(20))
+            else:
+                writer.append_to_stream(stream, 100 + n * 20, events(20, start=101 + n * 20))
+            resumer = threading.Timer(0.3, pair.standby.resume_replay)
+            if resume:
+                resumer.start()
+            got += _members_collect(queues, 20, timeout=10)
+            if resume:
+                resumer.join()
+                pair.standby.pause_replay()
+        position = (lambda e: e.event_id) if kind == "all" else (lambda e: e.stream_version)
+        assert sorted(position(e) for e in got) == list(range(1, 161))
+        for q in queues:
+            q.nothing()
+        if resume:
+            assert replica.primary_reads == primary_before  # it waited for the replays
+        else:
+            assert replica.primary_reads > primary_before
+    finally:
+        for ref in refs:
+            ref.stop()
+
+
+def _wait_replayed_by(pair: ReplicaPair, standby: Standby, timeout: float = 30.0) -> None:
+    """Until `standby` has replayed everything the primary has written now."""
+    with psycopg.connect(pair.primary.dsn, autocommit=True) as conn:
+        target = lsn(conn, "pg_current_wal_lsn")
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(standby.dsn, autocommit=True) as conn:
+        while lsn(conn, "pg_last_wal_replay_lsn") < target:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the standby did not replay in time")
+            time.sleep(0.01)
+
+
+def test_the_replayed_position_is_known_per_standby(pair: ReplicaPair, rschema: str) -> None:
+    """Issue 17 item 12c: with a multi-host replica_dsn, how far one standby has replayed says
+    nothing about another: a read that lands on a standby that lags after the first went away
+    still waits for (or goes around) this store's last write. Host A is the pair's standby
+    behind a proxy (closed to take A away), host B a second standby with replay paused."""
+    second = Standby(pair.primary, name="standby-b").start()
+    try:
+        _wait_replayed_by(pair, second)
+        second.pause_replay()
+        with Proxy(pair.standby.port) as proxy:
+            replica_dsn = (
+                f"host=127.0.0.1,127.0.0.1 port={proxy.port},{second.port} "
+                "user=postgres dbname=postgres"
+            )
+            with EventStore.start(
+                pair.primary.dsn, schema=rschema, replica_dsn=replica_dsn, replica_max_lag=1.0
+            ) as store:
+                replica = _replica(store)
+                stream = f"s-{uuid.uuid4().hex[:8]}"
+                store.append_to_stream(stream, 0, events(1))
+                assert len(store.read_stream_forward(stream)) == 1
+                assert replica.replica_reads == 1  # on A, once it replayed the append
+                proxy.close()  # A goes away: the next connection lands on B
+                got = store.read_stream_forward(stream)
+                assert [e.data["n"] for e in got] == [1]  # B lags: read on the primary
+                assert replica.primary_reads == 1
+                second.resume_replay()
+                wait_until(lambda: _on_replica(store, stream, 1), what="reads back on B")
+    finally:
+        second.stop()
+
+
+def test_replica_counters_count_every_read_from_many_threads(
+    pair: ReplicaPair, stores: Callable[..., EventStore]
+) -> None:
+    """Issue 17 item 12g, cleared: the counters are bumped without a lock, but `+= 1` on an int
+    attribute does not let another thread in between on CPython (no eval-breaker check inside
+    it), so no read goes uncounted, on the standby or on the primary, whatever the thread
+    switching. (A free-threaded build would need the lock.)"""
+    store = stores(replica_max_lag=0.2, pool_size=4)
+    replica = _replica(store)
+    stream = f"s-{uuid.uuid4().hex[:8]}"
+    store.append_to_stream(stream, 0, events(1))
+    threads, each = 6, 150
+    errors: list[BaseException] = []
+
+    def reads() -> None:
+        try:
+            for _ in range(each):
+                store.stream_info(stream)
+        except BaseException as exc:
+            errors.append(exc)
+
+    def counted() -> int:
+        return replica.replica_reads + replica.primary_reads
+
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # a thread switch wherever one can happen
+    try:
+        for phase in ("standby", "primary"):
+            if phase == "primary":  # its own write not replayed: reads go to the primary
+                pair.standby.pause_replay()
+                store.append_to_stream(stream, 1, events(1, start=2))
+            before, on_standby = counted(), replica.replica_reads
+            workers = [threading.Thread(target=reads) for _ in range(threads)]
+            for worker in workers:
+                worker.start()
+            for worker in workers:
+                worker.join(timeout=120)
+            assert not errors
+            assert counted() == before + threads * each
+            if phase == "standby":
+                assert replica.replica_reads == on_standby + threads * each
+            else:
+                assert replica.replica_reads == on_standby
+    finally:
+        sys.setswitchinterval(switch)
+    m = store.metrics()
+    assert m["replica_reads_total"] + m["replica_primary_reads_total"] == counted()

@@ -4,8 +4,10 @@ Every write of the store (the writer's commits, deletes, links, snapshots) recor
 primary's WAL position right after its commit (`LsnTracker`). A replica read first makes
 sure the standby has replayed up to there (`pg_last_wal_replay_lsn()`), polling for at most
 `replica_max_lag` seconds, else it reads from the primary: a read that starts after an append
-returned sees that append. The standby's replay position is remembered, so reads with no new
-write since the last check cost no extra round trip.
+returned sees that append. The replay position is remembered per connection, so reads with no
+new write since the last check cost no extra round trip (not per store: with a multi-host
+`replica_dsn` a new connection may land on another standby, which may lag where the first did
+not).
 
 A standby that is down or refuses a read (a lost connection, a query cancelled by a replay
 conflict) sends the read to the primary; a lost or refused connection marks the standby down
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -104,7 +107,8 @@ class ReplicaReads:
         self._idle: list[Conn] = []
         self._lock = threading.Lock()
         self._closed = False
-        self.replayed = 0  # the standby's replay position last seen
+        # Each connection's server's replay position last seen on it.
+        self._replayed: weakref.WeakKeyDictionary[Conn, int] = weakref.WeakKeyDictionary()
         self._down_until = 0.0
         self._lagging = False  # lagged past max_lag: no more waiting until it caught up
         self.log = log.bind(replica=redact(self._settings.dsn))
@@ -176,7 +180,7 @@ class ReplicaReads:
             self._down(str(exc))
             return self._on_primary(work, fallback)
         try:
-            if target > self.replayed and not self._wait(conn, target):
+            if target > self._seen(conn) and not self._wait(conn, target):
                 self._release(conn)
                 return self._on_primary(work, fallback)
             result = work(conn)
@@ -208,14 +212,19 @@ class ReplicaReads:
             tracker.stale = False
         return tracker.lsn
 
+    def _seen(self, conn: Conn) -> int:
+        """How far `conn`'s server had replayed when last asked on it (0: never asked)."""
+        with self._lock:
+            return self._replayed.get(conn, 0)
+
     def _wait(self, conn: Conn, target: int) -> bool:
         """Whether the standby replayed `target`, polling for at most replica_max_lag."""
         deadline = time.monotonic() + (0.0 if self._lagging else self._max_lag)
         pause = _POLL_FIRST
         while True:
             replayed = replay_lsn(conn)
-            if replayed > self.replayed:
-                self.replayed = replayed
+            with self._lock:
+                self._replayed[conn] = replayed
             if replayed >= target:
                 self._lagging = False
                 return True

@@ -45,6 +45,7 @@ from .checkpointing import CheckpointPolicy
 from .control import Control
 from .hub import LockHub, SharedLockSession
 from .info import lock_key
+from .intake import Intake
 from .lock import Interrupted, LockLost, LockSession
 from .messages import Events, Subscribed, Subscription, SubscriptionStopped
 from .state import Read, Send, SubscriptionState
@@ -213,6 +214,7 @@ class SubscriptionActor(SupervisedActor):
         self._seen_head = 0  # the head the last health check found (replica reads)
         self._since: float | None = None  # Published.at of the oldest event not yet told
         self._relock = False  # the lock connection was lost: retaking it is a reconnect
+        self._nacks_to_redo: list[Nack] = []  # their park was interrupted: done on a tick
 
     # Lifecycle --------------------------------------------------------------------------------
     def register(self) -> None:
@@ -411,6 +413,7 @@ class SubscriptionActor(SupervisedActor):
     def _lost(self, why: str) -> None:
         """The lock went with the connection: another process may hold the name now."""
         state, self._state = self._state, None
+        self._nacks_to_redo = []  # their events come again after the checkpoint
         if state is not None:
             self._sent_before = state.last_sent
         self._lock.drop()
@@ -446,6 +449,7 @@ class SubscriptionActor(SupervisedActor):
             return
         try:
             if isinstance(message, Tick):
+                self._redo_nacks()
                 self._tick()
             else:
                 self._handle_state(message)
@@ -453,10 +457,26 @@ class SubscriptionActor(SupervisedActor):
             self._lost(str(exc))
         except Interrupted as exc:
             # Cancelled or timed out: the lock still holds; what failed (a read, a checkpoint
-            # write) is done again on a later tick, which pumps the state again.
+            # write, the park of a nacked event) is done again on a later tick, which pumps
+            # the state again.
             self.log.warning("subscription statement interrupted; retrying", error=str(exc))
-            if self._state is not None:
-                self._state.must_recheck()
+            if isinstance(message, Nack):
+                self._nacks_to_redo.append(message)  # its event stays in flight until then
+            intake = self._intake()
+            if intake is not None:
+                intake.must_recheck()
+
+    def _intake(self) -> Intake[RecordedEvent] | None:
+        """The state machine while the lock is held (None otherwise): the one both actors
+        have (`ConcurrentSubscriptionActor` keeps its own elsewhere)."""
+        return self._state
+
+    def _redo_nacks(self) -> None:
+        """The nacks whose park was interrupted, in order (a nack already done is ignored by
+        the state); interrupted again, the first stays for a later tick."""
+        while self._nacks_to_redo:
+            self._handle_state(self._nacks_to_redo[0])
+            self._nacks_to_redo.pop(0)
 
     def _handle_state(self, message: Any) -> None:
         state = self._state
@@ -594,8 +614,9 @@ class SubscriptionActor(SupervisedActor):
             return self._lock.read(work)  # with shared_lock_session: from the read pool
         found = replica.run_at_least(work, 0, self._lock.run)
         want = self._seen_head
-        if self._state is not None:
-            want = max(want, self._state.max_notified)
+        intake = self._intake()
+        if intake is not None:
+            want = max(want, intake.max_notified)
         rows, covered = found[0], found[1]
         if len(rows) >= limit or covered >= want:
             return found
@@ -659,8 +680,8 @@ class SubscriptionActor(SupervisedActor):
         if message.action == "skip":
             self._replay_resolved(state, None)
             return
-        self._retries.pop(key, None)
         self._park(event, message.reason, retries)  # also ends its replay
+        self._retries.pop(key, None)  # after: an interrupted park is redone with its count
         self._replay_queued.discard(event.event_id)
         state.replay_done()
 

@@ -27,6 +27,7 @@ from ..config import Settings
 from ..events import RecordedEvent
 from ..notifications.publisher import CatchUp, Published
 from ..storage import parked
+from . import actor
 from .actor import (
     Ack,
     Nack,
@@ -40,6 +41,7 @@ from .actor import (
 )
 from .checkpointing import CheckpointPolicy
 from .concurrent import ConcurrentState, Deliver
+from .intake import Intake
 from .lock import LockLost
 from .messages import Events, Subscribed, Subscription
 from .state import SubscriptionState
@@ -182,6 +184,9 @@ class ConcurrentSubscriptionActor(SubscriptionActor):
         for member, found in self._members.items():
             self._cs.add_member(member, found.buffer_size)
 
+    def _intake(self) -> Intake[RecordedEvent] | None:
+        return self._cs
+
     def _load_replay(self, state: SubscriptionState[RecordedEvent] | None) -> None:
         if self._cs is not None and (events := self._parked_to_replay()):
             self._cs.replay(events)
@@ -296,7 +301,7 @@ class ConcurrentSubscriptionActor(SubscriptionActor):
                 del self._retry_due[position]
                 state.resume(position)
         if now >= self._next_health_check:
-            self._next_health_check = now + 1.0
+            self._next_health_check = now + actor._HEALTH_INTERVAL
             self._load_replay(None)
             if self._cs is not state:
                 return

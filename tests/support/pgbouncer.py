@@ -34,6 +34,7 @@ __all__ = [
     "BINARY",
     "PACKAGE",
     "PgBouncer",
+    "drop_suite_clients",
     "missing",
     "suite_clients",
     "suite_server_ports",
@@ -67,6 +68,18 @@ def suite_clients(application_name: str) -> int:
         return 0
     rows = SUITE.admin("SHOW CLIENTS")
     return sum(1 for row in rows if row.get("application_name") == application_name)
+
+
+def drop_suite_clients(database: str) -> bool:
+    """Drop every client (and server) connection of `database` at the suite PgBouncer, as a
+    lost network path to it would (False outside that mode). Behind PgBouncer, terminating
+    the server backends is no fault of the store's connections: PgBouncer replaces them
+    unseen, so this is how a test breaks a pooled connection of the store."""
+    if SUITE is None:
+        return False
+    SUITE.admin(f"KILL {database}")  # new clients would wait for the RESUME
+    SUITE.admin(f"RESUME {database}")
+    return True
 
 
 def missing() -> str | None:
