@@ -129,7 +129,7 @@ def test_one_member_gets_every_event_once_in_stream_order(store: EventStore) -> 
     assert info.partition == 2 and info.holder is not None
     with pytest.raises(SubscriptionNotFoundError):
         store.subscription_info("g", partition=4)
-    with pytest.raises(SubscriptionNotFoundError, match="consumer group"):
+    with pytest.raises(ValueError, match="consumer group"):
         store.subscription_info("g")
     # A second join from the same store, and a group of another N, are refused.
     with pytest.raises(SubscriptionAlreadyExistsError):
@@ -160,6 +160,27 @@ def _fair(counts: Counter[str], members: int, partitions: int) -> bool:
         and sum(counts.values()) == partitions
         and all(low <= c <= high for c in counts.values())
     )
+
+
+def test_subscription_info_of_a_group_without_partition_is_a_value_error(
+    store: EventStore,
+) -> None:
+    """API part 2, "Subscription info": the group exists, so not SubscriptionNotFoundError
+    (issue 17, item 20); with a partition it has, its row; with one it lacks, not found."""
+    store.append_to_stream("s", 0, events(1))
+    store.subscribe_to_all_streams("g", QueueSubscriber(), partitions=2)
+    with pytest.raises(ValueError, match="consumer group: pass partition=") as refused:
+        store.subscription_info("g")
+    assert not isinstance(refused.value, SubscriptionNotFoundError)
+    store.unsubscribe_from_all_streams("g")  # the group's rows stay: it still exists
+    with pytest.raises(ValueError, match="consumer group") as again:
+        store.subscription_info("g")
+    assert not isinstance(again.value, SubscriptionNotFoundError)
+    assert store.subscription_info("g", partition=1).partition == 1
+    with pytest.raises(SubscriptionNotFoundError):
+        store.subscription_info("g", partition=2)
+    with pytest.raises(SubscriptionNotFoundError):
+        store.subscription_info("g", "s")  # no group on a stream
 
 
 def test_members_in_one_process_share_and_take_over_on_leave(
