@@ -319,6 +319,20 @@ class Session:
             except psycopg.Error:
                 pass
 
+    def settle(self) -> None:
+        """For an owner that will not reconnect: end the backend of a connection it lost, if
+        any, on a connection opened for that alone (best effort, bounded by connect_timeout)."""
+        if self._orphan is None:
+            return
+        self.close()
+        try:
+            self.get()
+        except StoreUnavailableError as exc:
+            log.warning("could not end an orphaned backend", pid=self._orphan, error=str(exc))
+        finally:
+            self._orphan = None
+            self.close()
+
 
 def reset_to_idle(conn: psycopg.Connection[Any]) -> bool:
     """Whether `conn` is open and outside any transaction, rolling back one left open.

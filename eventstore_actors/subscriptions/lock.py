@@ -104,10 +104,13 @@ class LockSession:
         conn = self._conn
         if conn is not None and self.locked and not (conn.closed or conn.broken):
             try:
-                conn.execute(statement("subscriptions/unlock"), self._key)
-            except psycopg.Error:
-                pass  # closing below releases it anyway
+                with guard(conn, self._settings.io_timeout):
+                    conn.execute(statement("subscriptions/unlock"), self._key)
+            except psycopg.Error as exc:  # closing below releases it, if the server hears it
+                if is_connection_loss(exc, conn):
+                    self._session.lost()  # a frozen path: its backend lives on, locked
         self.drop()
+        self._session.settle()  # no reconnect follows: end such a backend now
 
     def drop(self) -> None:
         """Close without unlocking (the connection is gone or the lock is not held)."""
