@@ -332,7 +332,6 @@ class Group:
             for index in sorted(self._handles):
                 self._stop(index)
         self._drop()
-        self._session.settle()  # a member connection lost on the last poll: its slot too
         self._on_end(self)
 
     def tell_stopped(self, reason: str) -> None:

@@ -102,15 +102,18 @@ class LockSession:
         """Unlock explicitly, then close: closing alone returns before the backend has let
         go of the lock, and a resubscribe right after would be refused."""
         conn = self._conn
+        frozen = False
         if conn is not None and self.locked and not (conn.closed or conn.broken):
             try:
                 with guard(conn, self._settings.io_timeout):
                     conn.execute(statement("subscriptions/unlock"), self._key)
             except psycopg.Error as exc:  # closing below releases it, if the server hears it
                 if is_connection_loss(exc, conn):
-                    self._session.lost()  # a frozen path: its backend lives on, locked
+                    frozen = True  # a frozen path: its backend lives on, locked
+                    self._session.lost()
         self.drop()
-        self._session.settle()  # no reconnect follows: end such a backend now
+        if frozen:  # no reconnect follows to end that backend: now (new connections may pass)
+            self._session.settle()
 
     def drop(self) -> None:
         """Close without unlocking (the connection is gone or the lock is not held)."""
