@@ -1370,7 +1370,8 @@ class EventStore:
     def subscription_info(
         self, subscription_name: str, stream_uuid: str = "$all", *, partition: Any = None
     ) -> SubscriptionInfo:
-        """Where one durable subscription stands; SubscriptionNotFoundError if unknown."""
+        """Where one durable subscription stands; SubscriptionNotFoundError if unknown (or if
+        the group has no such `partition`), ValueError for a consumer group without one."""
         check_name(subscription_name, "subscription_name")
         check_name(stream_uuid, "stream_uuid")
         where = f"subscription {subscription_name!r} on {stream_uuid!r}"
@@ -1387,7 +1388,7 @@ class EventStore:
             if stream_uuid == checkpoints.ALL_STREAMS and self._pool.run(
                 lambda c: groups.row_names(c, subscription_name)
             ):
-                raise SubscriptionNotFoundError(f"{where} is a consumer group: pass partition=")
+                raise ValueError(f"{where} is a consumer group: pass partition=")
             raise SubscriptionNotFoundError(f"no {where}")
         return found[0]
 

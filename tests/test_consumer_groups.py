@@ -11,6 +11,7 @@ from __future__ import annotations
 import queue
 import random
 import signal
+import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from typing import Any
 import psycopg
 import pytest
 from support import ChildProcess, QueueSubscriber, events, wait_until
+from support.proxy import Proxy
 
 from eventstore_actors import (
     EventData,
@@ -29,12 +31,15 @@ from eventstore_actors import (
     SubscriptionNotFoundError,
     SubscriptionStopped,
 )
+from eventstore_actors.sql import statement
 from eventstore_actors.storage.reader import PARTITION_SQL, partition_of
 from eventstore_actors.subscriptions.group import assign
 
 ALL = "$all"
 #: The contract: fair shares within 10 s of a join, leave or death.
 REBALANCE = 10.0
+#: Issue 17, item 2: every partition delivers again this long after a frozen path comes back.
+FROZEN_BOUND = 30.0
 
 
 def test_the_partition_hash_agrees_in_python_and_in_the_database(dsn: str) -> None:
@@ -129,7 +134,7 @@ def test_one_member_gets_every_event_once_in_stream_order(store: EventStore) -> 
     assert info.partition == 2 and info.holder is not None
     with pytest.raises(SubscriptionNotFoundError):
         store.subscription_info("g", partition=4)
-    with pytest.raises(SubscriptionNotFoundError, match="consumer group"):
+    with pytest.raises(ValueError, match="consumer group"):
         store.subscription_info("g")
     # A second join from the same store, and a group of another N, are refused.
     with pytest.raises(SubscriptionAlreadyExistsError):
@@ -160,6 +165,27 @@ def _fair(counts: Counter[str], members: int, partitions: int) -> bool:
         and sum(counts.values()) == partitions
         and all(low <= c <= high for c in counts.values())
     )
+
+
+def test_subscription_info_of_a_group_without_partition_is_a_value_error(
+    store: EventStore,
+) -> None:
+    """API part 2, "Subscription info": the group exists, so not SubscriptionNotFoundError
+    (issue 17, item 20); with a partition it has, its row; with one it lacks, not found."""
+    store.append_to_stream("s", 0, events(1))
+    store.subscribe_to_all_streams("g", QueueSubscriber(), partitions=2)
+    with pytest.raises(ValueError, match="consumer group: pass partition=") as refused:
+        store.subscription_info("g")
+    assert not isinstance(refused.value, SubscriptionNotFoundError)
+    store.unsubscribe_from_all_streams("g")  # the group's rows stay: it still exists
+    with pytest.raises(ValueError, match="consumer group") as again:
+        store.subscription_info("g")
+    assert not isinstance(again.value, SubscriptionNotFoundError)
+    assert store.subscription_info("g", partition=1).partition == 1
+    with pytest.raises(SubscriptionNotFoundError):
+        store.subscription_info("g", partition=2)
+    with pytest.raises(SubscriptionNotFoundError):
+        store.subscription_info("g", "s")  # no group on a stream
 
 
 def test_members_in_one_process_share_and_take_over_on_leave(
@@ -447,3 +473,84 @@ def test_async_facade_takes_partitions(dsn: str, schema: str) -> None:
 
     got = asyncio.run(main())
     assert sorted(e.event_id for e in got) == [1, 2, 3, 4]
+
+
+def test_every_partition_delivers_again_after_a_members_network_path_froze(
+    make_store: Callable[..., EventStore], dsn: str, schema: str
+) -> None:
+    """Issue 17, item 2: a member's connections freeze (packets dropped, no reset: their
+    backends live on, holding the member slot and the partition locks). With the default
+    settings, every partition delivers again within 30 s and keeps doing so: the member
+    reconnects and ends the backend it left behind, as the subscriptions end theirs (else the
+    slot of a member that is gone keeps partitions assigned to nobody, for good)."""
+    n = 4
+    streams = {partition_of(f"s{i}", n): f"s{i}" for i in range(50)}
+    assert sorted(streams) == list(range(n))
+    direct = make_store()
+    with Proxy.for_dsn(dsn) as proxy:
+        # The default settings, whatever the suite's mode (with shared_lock_session, catch-up
+        # reads go through the read pool, whose frozen connections have no deadline yet).
+        proxied = EventStore.start(proxy.dsn(dsn), schema=schema)
+        try:
+            a, b = QueueSubscriber(), QueueSubscriber()
+            proxied.subscribe_to_all_streams("g", a, partitions=n)
+            assert isinstance(a.next(), Subscribed)
+            direct.subscribe_to_all_streams("g", b, partitions=n)
+            wait_until(lambda: _fair(_held(direct, "g"), 2, n), REBALANCE, 0.1, "a 2/2 share")
+            assert proxy.freeze() >= 3  # every connection of the proxied member, at once
+            frozen_at = time.monotonic()  # new connections pass: the path is back for them
+            deadline = frozen_at + FROZEN_BOUND
+            got: set[tuple[str, int]] = set()
+
+            def deliver(version: int) -> None:
+                for stream in streams.values():
+                    direct.append_to_stream(stream, version - 1, events(1, start=version))
+                wanted = {(stream, version) for stream in streams.values()}
+                while not wanted <= got:
+                    stalled = sorted(s for s, _ in wanted - got)
+                    assert time.monotonic() < deadline, f"the partitions of {stalled} stalled"
+                    for sub in (a, b):
+                        try:
+                            message = sub.queue.get(timeout=0.05)
+                        except queue.Empty:
+                            continue
+                        if isinstance(message, Events):
+                            got.update((e.stream_uuid, e.stream_version) for e in message.events)
+                            message.subscription.ack(message.events)  # the next batch may go
+
+            deliver(1)  # the frozen member's partitions too: after it reconnected
+            steady_since: float | None = None  # then the group settles: 2 members, fair
+            while steady_since is None or time.monotonic() - steady_since < 2.0:
+                assert time.monotonic() < deadline - 2.0, "the group did not settle"
+                if _fair(_held(direct, "g"), 2, n):
+                    steady_since = steady_since or time.monotonic()
+                else:
+                    steady_since = None
+                time.sleep(0.1)  # a bounded poll of pg_locks
+            deliver(2)  # and every partition still delivers
+        finally:
+            proxy.thaw()
+            proxied.stop()
+
+
+def test_a_lock_released_over_a_frozen_path_is_let_go_of_at_once(dsn: str, schema: str) -> None:
+    """A partition stopped (handed over) while its connection is frozen: the unlock gets the
+    io_timeout deadline (it blocked for ever), and the backend left behind is ended at once
+    (no reconnect follows to end it): the next holder does not wait for it."""
+    from eventstore_actors.config import Settings
+    from eventstore_actors.subscriptions.lock import LockSession
+
+    key = f"frozen-release-{schema}"
+    with Proxy.for_dsn(dsn) as proxy:
+        lock = LockSession(Settings(dsn=proxy.dsn(dsn), schema=schema, io_timeout=1.0), key)
+        lock.connect()
+        assert lock.try_lock()
+        assert proxy.freeze() == 1
+        releasing = threading.Thread(target=lock.release, daemon=True)
+        releasing.start()
+        releasing.join(timeout=10.0)
+        assert not releasing.is_alive(), "release blocked on the frozen connection"
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            taken = conn.execute(statement("subscriptions/lock"), {"key": key}).fetchone()
+            assert taken == (True,), "the lock stayed with the frozen connection's backend"
+        proxy.thaw()

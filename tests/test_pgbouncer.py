@@ -10,7 +10,9 @@ search_path of its own fails. Skipped, with the package named, when PgBouncer is
 from __future__ import annotations
 
 import threading
+import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
@@ -29,7 +31,9 @@ from eventstore_actors import (
     WrongExpectedVersionError,
 )
 from eventstore_actors.config import Settings
-from eventstore_actors.storage.connection import backend_pid, connect, qualify
+from eventstore_actors.sql import statement
+from eventstore_actors.storage.connection import Session, backend_pid, connect, qualify
+from eventstore_actors.storage.reader import partition_of
 
 POOL = 2
 
@@ -312,3 +316,72 @@ def test_direct_path_is_unchanged(dsn: str, schema: str) -> None:
         assert conn.execute("SHOW search_path").fetchone() == (schema,)
         assert type(conn.cursor()) is psycopg.Cursor
         assert conn.prepare_threshold == 5
+
+
+# Consumer groups: member slots on the session connection (issue 17, item 1) -----------------
+def _advisory_locks_on_pooler_servers(bouncer: PgBouncer, dsn: str) -> int:
+    """Advisory locks held by a backend serving one of PgBouncer's server connections."""
+    ports = [int(r["local_port"]) for r in bouncer.admin("SHOW SERVERS") if r.get("local_port")]
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_locks AS l JOIN pg_stat_activity AS a USING (pid)"
+            " WHERE l.locktype = 'advisory' AND a.client_port = ANY(%s)",
+            (ports,),
+        ).fetchone()
+    return int(row[0])  # type: ignore[index]
+
+
+def test_consumer_group_members_hold_their_slots_on_the_session_connection(
+    start: Callable[..., EventStore], bouncer: PgBouncer, dsn: str
+) -> None:
+    """A member slot taken on `dsn` landed on a server connection PgBouncer shares: it
+    outlived its member (a ghost that partitions were assigned to, never consumed), or two
+    members shared one slot. Every partition must be consumed, before and after a leave."""
+    n = 4
+    streams = {partition_of(f"s{i}", n): f"s{i}" for i in range(50)}
+    assert sorted(streams) == list(range(n))
+    first, second = start(), start()
+    a, b = QueueSubscriber(), QueueSubscriber()
+    first.subscribe_to_all_streams("g", a, partitions=n)
+    a.subscribed()
+    second.subscribe_to_all_streams("g", b, partitions=n)
+
+    def held() -> Counter[str]:
+        return Counter(r.holder for r in first.subscriptions() if r.active)
+
+    wait_until(lambda: sorted(held().values()) == [2, 2], 10.0, 0.1, "a 2/2 share")
+    b.subscribed()
+    second.unsubscribe_from_all_streams("g")  # its slot must go with it
+    wait_until(lambda: list(held().values()) == [n], 10.0, 0.1, "the first holds all")
+    for version, stream in enumerate(streams.values()):
+        first.append_to_stream(stream, 0, events(1, start=version + 1))
+    got: set[str] = set()
+    deadline = time.monotonic() + 10.0
+    while got != set(streams.values()) and time.monotonic() < deadline:
+        got |= {e.stream_uuid for e in a.batch()}
+    assert got == set(streams.values()), "a partition was assigned to a member that is gone"
+    assert _advisory_locks_on_pooler_servers(bouncer, dsn) == 0
+
+
+def test_session_state_is_refused_on_pooled_connections(dsn: str, pooled: str, schema: str) -> None:
+    """The one place: a `dsn` connection of a store with a session_dsn refuses what needs a
+    session (a session-level advisory lock, LISTEN) before sending it; a `Session` is on
+    `session_dsn`."""
+    settings = Settings(dsn=pooled, schema=schema, session_dsn=dsn)
+    with connect(settings) as conn:
+        for query in (
+            statement("subscriptions/lock"),
+            statement("subscriptions/unlock"),
+            "SELECT pg_advisory_lock(1)",
+            "-- a comment\nLISTEN x",
+        ):
+            with pytest.raises(RuntimeError, match="Session"):
+                conn.execute(query, {"key": "k"})
+        conn.execute("SELECT pg_advisory_xact_lock(1), 'pg_advisory_lock(1)'")  # both fine
+    session = Session(settings)
+    try:
+        conn = session.get()
+        assert session.pid == backend_pid(conn) == conn.info.backend_pid  # direct
+        assert conn.execute(statement("subscriptions/lock"), {"key": "k"}).fetchone() == (True,)
+    finally:
+        session.close()

@@ -21,6 +21,7 @@ from .schema import FUNCTIONS, TABLES
 
 __all__ = [
     "ReadPool",
+    "Session",
     "backend_pid",
     "check_session_dsn",
     "configure_pooled",
@@ -30,6 +31,7 @@ __all__ = [
     "is_alive",
     "is_connection_loss",
     "is_transient",
+    "needs_session",
     "pooled_kwargs",
     "qualify",
     "reason",
@@ -44,7 +46,8 @@ T = TypeVar("T")
 def connect(settings: Settings, *, session: bool = False) -> psycopg.Connection[tuple[object, ...]]:
     """A new dedicated connection on the store's schema: on `dsn`, or with `session` (LISTEN,
     advisory locks) on `session_dsn` when one is given. A `dsn` connection of a store with a
-    `session_dsn` keeps no session state (see `pooled_kwargs`)."""
+    `session_dsn` keeps no session state (see `pooled_kwargs`): it refuses a session-level
+    advisory lock or LISTEN. Holders of advisory locks use a `Session`."""
     if session or not settings.pooled:
         dsn = settings.session_dsn if session and settings.session_dsn else settings.dsn
         kwargs = settings.connect_kwargs()
@@ -98,17 +101,44 @@ def qualify(schema: str, query: str) -> str:
     return _TOKENS.sub(replace, query)
 
 
+#: What needs a session of its own (a session-level advisory lock or unlock, LISTEN): on a
+#: pooled connection it would stay on a server connection the pooler shares with others,
+#: after its holder is gone (a member no one is, a lock nobody can release). Looked for
+#: outside string literals, quoted identifiers, dollar-quoted bodies and comments.
+_SESSION_ONLY = re.compile(
+    r"(?<![\w.$])pg_(?:try_)?advisory_(?:un)?lock(?:_shared|_all)?\s*\("
+    r"|(?:^|;)\s*(?:UN)?LISTEN\b",
+    re.I | re.M,
+)
+_SKIPPED = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|\$\$.*?\$\$|--[^\n]*", re.S)
+
+
+@lru_cache(maxsize=4096)
+def needs_session(query: str) -> bool:
+    """Whether `query` takes a session-level advisory lock or LISTENs (see `_SESSION_ONLY`)."""
+    return _SESSION_ONLY.search(_SKIPPED.sub(" ", query)) is not None
+
+
 @lru_cache(maxsize=64)
 def _qualifying_cursor(schema: str) -> type[psycopg.Cursor[Any]]:
     """A cursor class that runs every statement schema-qualified (see `qualify`) and never
-    prepares one, whatever its caller asks (prepare=True) or the connection's threshold."""
+    prepares one, whatever its caller asks (prepare=True) or the connection's threshold; it
+    refuses what needs a session of its own (`_SESSION_ONLY`)."""
 
     def text(cursor: psycopg.Cursor[Any], query: Any) -> Any:
         if isinstance(query, bytes):
             query = query.decode()
         elif isinstance(query, pgsql.Composable):
             query = query.as_string(cursor)
-        return qualify(schema, query) if isinstance(query, str) else query
+        if not isinstance(query, str):
+            return query
+        if needs_session(query):  # a programming error: nothing is sent
+            raise RuntimeError(
+                "a session-level advisory lock or LISTEN on a `dsn` connection of a store with "
+                "a session_dsn (dsn may be a transaction pooler): it must go through a "
+                "storage.connection.Session, on session_dsn"
+            )
+        return qualify(schema, query)
 
     class QualifyingCursor(psycopg.Cursor[Any]):
         def execute(self, query: Any, *args: Any, **kwargs: Any) -> Any:
@@ -237,6 +267,71 @@ def end_orphan(conn: psycopg.Connection[Any], pid: int | None) -> None:
         )
     except psycopg.Error as exc:
         log.warning("could not end an orphaned backend", pid=pid, error=reason(exc))
+
+
+class Session:
+    """The one way the store opens a connection for advisory locks (subscriptions, consumer
+    group members): a dedicated session on `session_dsn` when the store has one (on `dsn`
+    otherwise), one at a time, replaced after a loss.
+
+    `get()` is the open connection, or a new one; `lost()` gives it up after a failure that
+    may leave its backend running on the server (a frozen network path: packets dropped, no
+    reset), still holding its locks; the next `get()` ends that backend (`end_orphan`, by the
+    pid recorded when it opened) before anything else. `close()` closes on purpose.
+    Not thread-safe: one owner at a time.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self.conn: psycopg.Connection[Any] | None = None
+        self.pid: int | None = None  # the open connection's real backend (None behind a pooler)
+        self._orphan: int | None = None  # the backend of the connection lost before it
+
+    def get(self) -> psycopg.Connection[Any]:
+        """The open connection, or a new one (StoreUnavailableError if unreachable)."""
+        conn = self.conn
+        if conn is not None and not (conn.closed or conn.broken):
+            return conn
+        if conn is not None:
+            self.lost()
+        conn = connect(self._settings, session=True)
+        try:
+            end_orphan(conn, self._orphan)
+            pid = backend_pid(conn)  # known now: a broken connection forgets it
+        except BaseException:
+            conn.close()
+            raise
+        self.conn, self.pid, self._orphan = conn, pid, None
+        return conn
+
+    def lost(self) -> None:
+        """Give the connection up after a failure: its backend is ended by the next `get`."""
+        if self.conn is not None:
+            self._orphan = self.pid
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection (its session's locks go with it)."""
+        conn, self.conn, self.pid = self.conn, None, None
+        if conn is not None:
+            try:
+                conn.close()
+            except psycopg.Error:
+                pass
+
+    def settle(self) -> None:
+        """For an owner that will not reconnect: end the backend of a connection it lost, if
+        any, on a connection opened for that alone (best effort, bounded by connect_timeout)."""
+        if self._orphan is None:
+            return
+        self.close()
+        try:
+            self.get()
+        except StoreUnavailableError as exc:
+            log.warning("could not end an orphaned backend", pid=self._orphan, error=str(exc))
+        finally:
+            self._orphan = None
+            self.close()
 
 
 def reset_to_idle(conn: psycopg.Connection[Any]) -> bool:

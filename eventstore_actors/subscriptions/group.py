@@ -9,7 +9,11 @@ name can carry: user names may not contain `MARK`). So everything a subscription
 
 PostgreSQL is the coordinator, with advisory locks only (no schema change, no consensus of
 our own): every member (store instance subscribed under the name) holds one member-slot lock
-on its own connection, and every `_POLL` seconds reads from pg_locks which slots are held.
+on its own session connection (a `Session`: on `session_dsn` when given, so never on a server
+connection a transaction pooler shares), and every `_POLL` seconds reads from pg_locks which
+slots are held. A member connection lost while in use (a frozen network path) may leave its
+backend alive, holding the slot of a member that is gone: the `Session` ends that backend as
+soon as it reconnects, so the others stop counting it within a poll.
 Every member computes the same assignment from the same set of slots (`assign`: rendezvous
 hashing with capacities), which gives each between floor(N/P) and ceil(N/P) and moves few
 partitions when a member joins or leaves. It stops (checkpoint flushed, lock released) the
@@ -35,7 +39,7 @@ from ..config import Settings
 from ..events import RecordedEvent
 from ..sql import statement
 from ..storage import checkpoints, reader
-from ..storage.connection import connect, unavailable
+from ..storage.connection import Session, is_connection_loss, unavailable
 from ..storage.deadline import guard
 from .control import Control
 from .info import lock_key
@@ -292,7 +296,7 @@ class Group:
         self.handle = handle
         self.log = log.bind(schema=settings.schema, subscription=name, partitions=count)
         self._handles: dict[int, Subscription] = {}  # the partitions started here
-        self._conn: psycopg.Connection[Any] | None = None
+        self._session = Session(settings)  # the member slot's connection
         self._slot: int | None = None
         self._wake = threading.Event()
         self._closing = False
@@ -362,7 +366,7 @@ class Group:
                 self.step()
             except Exception as exc:  # the database is away: retried on the next poll
                 self.log.warning("consumer group poll failed", error=str(exc))
-                self._drop()
+                self._drop(lost=is_connection_loss(exc, self._session.conn))
         if not self._ended:  # a partition failed: leave, telling nothing more
             threading.Thread(target=self.close, kwargs={"silent": False}, daemon=True).start()
 
@@ -392,7 +396,10 @@ class Group:
 
     def _members(self) -> list[int]:
         """The member slots held now (sorted), after taking ours if we have none."""
-        conn = self._connection()
+        held_on = self._session.conn
+        conn = self._session.get()
+        if conn is not held_on:
+            self._slot = None  # a new connection holds no slot yet
         schema = self._settings.schema
         slots = _SLOTS_PER_PARTITION * self.count + _SPARE_SLOTS
         keys = [_member_key(schema, self.name, k) for k in range(slots)]
@@ -406,21 +413,14 @@ class Group:
             held = conn.execute(statement("subscriptions/held"), {"keys": keys}).fetchall()
         return sorted(int(r[0]) - 1 for r in held)
 
-    def _connection(self) -> psycopg.Connection[Any]:
-        conn = self._conn
-        if conn is None or conn.closed or conn.broken:
-            self._drop()
-            conn = self._conn = connect(self._settings)
-        return conn
-
-    def _drop(self) -> None:
-        """Close the member connection (the slot goes with it)."""
-        conn, self._conn, self._slot = self._conn, None, None
-        if conn is not None:
-            try:
-                conn.close()
-            except psycopg.Error:
-                pass
+    def _drop(self, *, lost: bool = False) -> None:
+        """Close the member connection (the slot goes with it); `lost`: after a failure that
+        may leave its backend alive, holding the slot (ended when the next one opens)."""
+        self._slot = None
+        if lost:
+            self._session.lost()
+        else:
+            self._session.close()
 
     def _stop(self, index: int) -> None:
         self._handles.pop(index, None)

@@ -40,9 +40,7 @@ from ..sql import statement
 from ..storage import reader
 from ..storage.connection import (
     ReadPool,
-    backend_pid,
-    connect,
-    end_orphan,
+    Session,
     is_alive,
     is_connection_loss,
     is_transient,
@@ -66,9 +64,8 @@ class LockHub:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._mutex = threading.Lock()
-        self._conn: psycopg.Connection[Any] | None = None
-        self._pid: int | None = None
-        self._orphan: int | None = None  # backend of a connection given up while in use
+        self._session = Session(settings)  # ends the backend of a connection lost in use
+        self._conn: psycopg.Connection[Any] | None = None  # the session's, while in use
         self.generation = 0  # bumped by every connection opened
         self._held: set[str] = set()  # keys locked in the current generation
         self._closed = False
@@ -88,17 +85,13 @@ class LockHub:
         self._lose()
         if self._closed:
             raise LockLost("the store is stopping")
-        conn = connect(self._settings, session=True)  # StoreUnavailableError if unreachable
+        conn = self._session.get()  # StoreUnavailableError if unreachable
         try:
-            # The lost connection's backend may live on (a frozen network), holding locks.
-            end_orphan(conn, self._orphan)
-            self._orphan = None
-            self._pid = backend_pid(conn)
             # Losing the last acks in a server crash only means re-delivery (at least once).
             with guard(conn, self._settings.io_timeout):
                 conn.execute("SET synchronous_commit = off")
         except BaseException:
-            conn.close()
+            self._session.lost()
             raise
         self._conn = conn
         self.generation += 1
@@ -106,14 +99,9 @@ class LockHub:
 
     def _lose(self) -> None:
         """The connection is gone: so is every lock of its generation."""
-        conn, self._conn = self._conn, None
+        self._conn = None
         self._held.clear()
-        if conn is not None:
-            self._orphan = self._pid
-            try:
-                conn.close()
-            except psycopg.Error:
-                pass
+        self._session.lost()  # its backend may live on (a frozen network), holding locks
 
     def _run(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:
         conn = self._conn
@@ -287,14 +275,15 @@ class LockHub:
     def backend(self) -> int | None:
         """The pid of the hub's backend (None: not connected)."""
         with self._holding():
-            return self._pid if self._conn is not None else None
+            return self._session.pid if self._conn is not None else None
 
     def close(self) -> None:
         """Close the connection (every lock goes with it); no reconnect afterwards."""
         with self._holding():
             self._closed = True
-            self._orphan = None
-            self._lose()
+            self._conn = None
+            self._held.clear()
+            self._session.close()
         self._queued.set()
         writer = self._writer
         if writer is not None and writer is not threading.current_thread():

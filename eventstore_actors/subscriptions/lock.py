@@ -21,9 +21,7 @@ from ..config import Settings
 from ..sql import statement
 from ..storage import reader
 from ..storage.connection import (
-    backend_pid,
-    connect,
-    end_orphan,
+    Session,
     is_alive,
     is_connection_loss,
     is_transient,
@@ -49,21 +47,16 @@ class LockSession:
     def __init__(self, settings: Settings, key: str) -> None:
         self._settings = settings
         self._key = {"key": key}
-        self._conn: psycopg.Connection[Any] | None = None
+        self._session = Session(settings)  # ends the backend of a connection lost in use
+        self._conn: psycopg.Connection[Any] | None = None  # the session's, while in use
         self.locked = False
-        self._orphan: int | None = None  # backend of a connection given up while in use
-        self._pid: int | None = None
 
     def connect(self) -> None:
         """Open the connection if there is none (StoreUnavailableError if unreachable)."""
         if self._conn is not None and not (self._conn.closed or self._conn.broken):
             return
         self.drop()
-        self._conn = connect(self._settings, session=True)
-        # The lost connection's backend may live on (a frozen network), holding the lock.
-        end_orphan(self._conn, self._orphan)
-        self._orphan = None
-        self._pid = backend_pid(self._conn)  # known now: a broken connection forgets it
+        self._conn = self._session.get()
         # Losing the last acks in a server crash only means re-delivery (at least once).
         self.run(lambda c: c.execute("SET synchronous_commit = off"))
 
@@ -83,7 +76,7 @@ class LockSession:
                 return work(conn)
         except psycopg.Error as exc:
             if is_connection_loss(exc, conn):
-                self._orphan = self._pid
+                self._session.lost()  # its backend may live on (a frozen network), locked
                 self.drop()
                 raise LockLost(reason(exc)) from None
             if is_transient(exc):
@@ -109,18 +102,20 @@ class LockSession:
         """Unlock explicitly, then close: closing alone returns before the backend has let
         go of the lock, and a resubscribe right after would be refused."""
         conn = self._conn
+        frozen = False
         if conn is not None and self.locked and not (conn.closed or conn.broken):
             try:
-                conn.execute(statement("subscriptions/unlock"), self._key)
-            except psycopg.Error:
-                pass  # closing below releases it anyway
+                with guard(conn, self._settings.io_timeout):
+                    conn.execute(statement("subscriptions/unlock"), self._key)
+            except psycopg.Error as exc:  # closing below releases it, if the server hears it
+                if is_connection_loss(exc, conn):
+                    frozen = True  # a frozen path: its backend lives on, locked
+                    self._session.lost()
         self.drop()
+        if frozen:  # no reconnect follows to end that backend: now (new connections may pass)
+            self._session.settle()
 
     def drop(self) -> None:
         """Close without unlocking (the connection is gone or the lock is not held)."""
-        conn, self._conn, self.locked = self._conn, None, False
-        if conn is not None:
-            try:
-                conn.close()
-            except psycopg.Error:
-                pass
+        self._conn, self.locked = None, False
+        self._session.close()
