@@ -13,6 +13,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +21,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from psycopg import sql
+from support.release1 import Release1Process, release_1_tree
 
 from eventstore_actors import ConfigError, EventData, EventStore, SnapshotData, admin
 from eventstore_actors.storage.migrations import SCHEMA_VERSION
@@ -230,3 +232,51 @@ def test_drop_removes_a_store_that_was_never_migrated(dsn: str, v1_schema: str) 
     with psycopg.connect(dsn, autocommit=True) as conn:
         row = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (v1_schema,))
         assert row.fetchone() is None
+
+
+@pytest.fixture(scope="session")
+def release_1(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Release 1's package and SQL, from the git history (skips without git or the commit)."""
+    return release_1_tree(tmp_path_factory.mktemp("release-1"))
+
+
+def count_events(dsn: str, schema: str, stream: str) -> int:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute(
+            sql.SQL(
+                "SELECT count(*) FROM {0}.events AS e JOIN {0}.streams AS s "
+                "ON s.stream_id = e.stream_id WHERE s.stream_uuid = %s"
+            ).format(sql.Identifier(schema)),
+            (stream,),
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def wait_for_events(dsn: str, schema: str, stream: str, at_least: int) -> None:
+    deadline = time.monotonic() + 30
+    while count_events(dsn, schema, stream) < at_least:
+        assert time.monotonic() < deadline, f"{stream} never reached {at_least} events"
+        time.sleep(0.02)
+
+
+def test_migrate_completes_while_release_1_writers_append(
+    dsn: str, v1_schema: str, release_1: Path
+) -> None:
+    """A rolling upgrade: release-1 processes keep appending while `migrate` runs. The
+    migration takes its locks in the writers' order, so neither side meets a deadlock."""
+    streams = [f"r1-{n}" for n in range(4)]
+    with Release1Process(release_1, dsn, v1_schema) as r1:
+        r1.ok({"cmd": "write", "streams": streams})
+        for stream in streams:
+            wait_for_events(dsn, v1_schema, stream, 5)
+        assert admin.migrate(dsn, v1_schema) == SCHEMA_VERSION
+        after = {stream: count_events(dsn, v1_schema, stream) for stream in streams}
+        for stream in streams:  # release 1 goes on writing on the migrated schema
+            wait_for_events(dsn, v1_schema, stream, after[stream] + 5)
+        done = r1.ok({"cmd": "write_stop"}, timeout=90)
+    assert done["errors"] == [] and not done["alive"], done
+    with EventStore.start(dsn, schema=v1_schema) as store:
+        for stream in streams:
+            stored = [e.stream_version for e in store.stream_forward(stream)]
+            assert stored == done["written"][stream]  # every append that returned, in order
