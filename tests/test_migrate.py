@@ -280,3 +280,37 @@ def test_migrate_completes_while_release_1_writers_append(
         for stream in streams:
             stored = [e.stream_version for e in store.stream_forward(stream)]
             assert stored == done["written"][stream]  # every append that returned, in order
+
+
+def test_release_1_writers_cannot_append_to_a_stream_soft_deleted_after_the_migration(
+    dsn: str, v1_schema: str, release_1: Path
+) -> None:
+    """Release 1 knows nothing of soft deletes; the migrated schema refuses its appends to a
+    deleted stream, on each of its append paths (one statement, COPY, its append_events
+    function), and release 1 reports a wrong expected version."""
+    with Release1Process(release_1, dsn, v1_schema) as r1:
+        r1.ok({"cmd": "append", "stream": "r1-doomed", "expected": 0, "count": 2})
+        assert admin.migrate(dsn, v1_schema) == SCHEMA_VERSION
+        with EventStore.start(dsn, schema=v1_schema) as store:
+            store.delete_stream("r1-doomed", 2)
+            for count in (1, 100):  # one statement; COPY (more than 64 events)
+                reply = r1.ok(
+                    {"cmd": "append", "stream": "r1-doomed", "expected": 2, "count": count}
+                )
+                assert reply.get("error") == "WrongExpectedVersionError", reply
+            r1.ok(
+                {"cmd": "append", "stream": "r1-alive", "expected": 0, "count": 1}
+            )  # others go on
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(v1_schema)))
+        with pytest.raises(psycopg.errors.RestrictViolation, match="is deleted"):
+            conn.execute(
+                "SELECT * FROM append_events(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                (["r1-doomed"], [2], [1], ["t"], [None], [None], [b"{}"], [None], "c", "o"),
+            )
+        rows = conn.execute(
+            "SELECT s.stream_uuid, s.stream_version, count(e.event_id), s.deleted_at IS NOT NULL "
+            "FROM streams AS s LEFT JOIN events AS e ON e.stream_id = s.stream_id "
+            "WHERE s.stream_uuid LIKE 'r1-%' GROUP BY 1, 2, 4 ORDER BY 1"
+        ).fetchall()
+    assert rows == [("r1-alive", 1, 1, False), ("r1-doomed", 2, 2, True)]

@@ -79,6 +79,8 @@ FUNCTIONS = (
     "refuse_stream_delete",
     "delete_stream",
     "link_events",
+    # schema version 3
+    "refuse_deleted_stream_append",
 )
 
 #: The columns that tell the store's own schema_version table from another tool's
@@ -109,7 +111,9 @@ def _lock(conn: Conn, schema: str) -> None:
 
 
 def _use(conn: Conn, schema: str) -> None:
-    conn.execute(pgsql.SQL("SET LOCAL search_path TO {}").format(pgsql.Identifier(schema)))
+    # pg_temp last: the functions created here keep this search_path (SET ... FROM CURRENT),
+    # so a temporary table named like one of the store's tables never stands in for it.
+    conn.execute(pgsql.SQL("SET LOCAL search_path TO {}, pg_temp").format(pgsql.Identifier(schema)))
 
 
 def _is_store(conn: Conn, schema: str) -> bool:
