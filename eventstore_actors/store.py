@@ -487,7 +487,9 @@ class EventStore:
         channel, origin = self._settings.channel, self._origin
         self._pool.run(
             self._written(
-                lambda c: deletes.delete_stream(c, stream_uuid, expected, hard, channel, origin)
+                lambda c: deletes.delete_stream(
+                    c, stream_uuid, expected, hard, channel, origin, self._settings.schema
+                )
             )
         )
         self.log.info("stream deleted", stream=stream_uuid, hard=hard)

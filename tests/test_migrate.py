@@ -21,9 +21,18 @@ from pathlib import Path
 import psycopg
 import pytest
 from psycopg import sql
+from support import QueueSubscriber
 from support.release1 import Release1Process, release_1_tree
 
-from eventstore_actors import ConfigError, EventData, EventStore, SnapshotData, admin
+from eventstore_actors import (
+    ConfigError,
+    EventData,
+    EventStore,
+    HardDeletesDisabledError,
+    SnapshotData,
+    StreamNotFoundError,
+    admin,
+)
 from eventstore_actors.storage.migrations import SCHEMA_VERSION
 
 #: Release 1's schema file: sql/schema/v1.sql is the base every store is built on and must
@@ -314,3 +323,39 @@ def test_release_1_writers_cannot_append_to_a_stream_soft_deleted_after_the_migr
             "WHERE s.stream_uuid LIKE 'r1-%' GROUP BY 1, 2, 4 ORDER BY 1"
         ).fetchall()
     assert rows == [("r1-alive", 1, 1, False), ("r1-doomed", 2, 2, True)]
+
+
+def release_1_receives(r1: Release1Process, up_to: int, timeout: float = 20.0) -> list[int]:
+    """The event_ids a release-1 subscription delivers until it reaches `up_to`."""
+    seen: list[int] = []
+    deadline = time.monotonic() + timeout
+    while not seen or seen[-1] < up_to:
+        seen.extend(r1.events(max(0.1, deadline - time.monotonic())))
+    return seen
+
+
+def test_hard_deletes_are_refused_while_release_1_subscriptions_run(
+    dsn: str, v1_schema: str, release_1: Path
+) -> None:
+    """Release 1 cannot read past the gap a hard delete leaves in $all (its subscription
+    stops), so a hard delete is refused, saying why, while a release-1 process holds a
+    subscription; once none does, it goes through (this release's subscriptions do not stop it)."""
+    with Release1Process(release_1, dsn, v1_schema) as r1:
+        r1.ok({"cmd": "subscribe", "name": "r1-live"}, timeout=60)
+        assert release_1_receives(r1, 250) == list(range(1, 251))
+        assert admin.migrate(dsn, v1_schema) == SCHEMA_VERSION
+        with EventStore.start(dsn, schema=v1_schema, enable_hard_deletes=True) as store:
+            with pytest.raises(HardDeletesDisabledError, match=r"earlier release.*'r1-live'"):
+                store.delete_stream("order-2", 100, hard=True)
+            assert len(store.read_stream_forward("order-2", count=200)) == 100
+            store.append_to_stream("later", 0, [EventData({"n": 1})])
+            assert release_1_receives(r1, 251) == [251]
+            # A release-1 subscription that starts behind the (refused) gap reads on.
+            r1.ok({"cmd": "subscribe", "name": "projection"}, timeout=60)  # checkpoint 120
+            assert release_1_receives(r1, 251) == list(range(121, 252))
+    with EventStore.start(dsn, schema=v1_schema, enable_hard_deletes=True) as store:
+        mine = store.subscribe_to_all_streams("v3", QueueSubscriber(), start_from="current")
+        store.delete_stream("order-2", 100, hard=True)  # only this release's subscription runs
+        mine.unsubscribe()
+        with pytest.raises(StreamNotFoundError):
+            store.read_stream_forward("order-2")

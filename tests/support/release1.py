@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
 import threading
+import time
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -107,6 +109,17 @@ class Release1Process(ChildProcess):
         env = dict(os.environ)
         env["PYTHONPATH"] = str(self._tree)
         return [sys.executable, str(SCRIPT), dsn, schema], env
+
+    def request(self, command: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
+        try:
+            return super().request(command, timeout)
+        except AssertionError:
+            if self.proc.poll() is None:  # stuck: the child prints every thread's stack
+                os.kill(self.proc.pid, signal.SIGUSR1)
+                time.sleep(1.0)
+            raise AssertionError(
+                f"release 1 did not answer {command}: {''.join(self.stderr_tail[-120:])}"
+            ) from None
 
     def events(self, timeout: float) -> list[int]:
         """The event_ids of the next subscription batch."""

@@ -3,8 +3,8 @@
 Run by `support.release1.Release1Process` with release 1's own tree first on PYTHONPATH, so
 `eventstore_actors` here is release 1's package, not this checkout's. Usage: ``python
 release1_child.py DSN SCHEMA``. One JSON command per line on stdin, one
-``{"reply": CMD, "ok": bool, ...}`` line per command on stdout; subscription messages are
-``{"event": "events", "ids": [...]}`` lines. Logs go to stderr.
+``{"reply": CMD, "ok": bool, ...}`` line per command on stdout (nothing else goes there);
+subscription messages are ``{"event": "events", "ids": [...]}`` lines. Logs go to stderr.
 
 Commands: ping; append {stream, expected, count} (the error's type and text on failure);
 write {streams} (appends one event at a time to each, a thread per stream, until
@@ -15,7 +15,10 @@ all-streams subscription acking each batch); stop.
 
 from __future__ import annotations
 
+import faulthandler
 import json
+import os
+import signal
 import sys
 import threading
 import time
@@ -26,12 +29,17 @@ import eventstore_actors
 from eventstore_actors import EventData, Events, EventStore
 
 _out = threading.Lock()
+#: Our replies only: release 1 prints its log lines to stdout (structlog's default), from any
+#: thread, which would tear a reply line; everything else written to fd 1 goes to stderr.
+_replies = os.fdopen(os.dup(1), "w")
+os.dup2(2, 1)
+sys.stdout = sys.stderr
 
 
 def emit(message: dict[str, Any]) -> None:
     with _out:
-        sys.stdout.write(json.dumps(message) + "\n")
-        sys.stdout.flush()
+        _replies.write(json.dumps(message) + "\n")
+        _replies.flush()
 
 
 class Reporter:
@@ -92,6 +100,7 @@ class Child:
 
 
 def main() -> None:
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # a stuck child tells where
     child = Child(sys.argv[1], sys.argv[2])
     try:
         for line in sys.stdin:
