@@ -86,12 +86,12 @@ def test_temp_tables_on_the_callers_connection_change_nothing(
 
 
 def test_the_stores_sessions_search_pg_temp_last(
-    make_store: Callable[..., EventStore], schema: str
+    make_store: Callable[..., EventStore], dsn: str, schema: str
 ) -> None:
     store = make_store()
     store.append_to_stream(new_stream(), 0, make_events(2))
-    settings = store.settings
-    with psycopg.connect(settings.dsn, **settings.connect_kwargs()) as conn:
+    # A session as the store opens them (on the server itself: PgBouncer refuses `options`).
+    with psycopg.connect(dsn, **store.settings.connect_kwargs()) as conn:
         temp_namesakes(conn, schema)
         row = conn.execute("SELECT count(*) FROM events").fetchone()
     assert row == (2,)  # the store's table, not the empty temporary one
