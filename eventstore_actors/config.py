@@ -323,7 +323,8 @@ class Settings:
     def connect_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for every connection of the store.
 
-        Autocommit; search_path on the schema; READ COMMITTED whatever the role, database or
+        Autocommit; search_path on the schema, then pg_temp (so that a temporary table never
+        stands in for one of the store's); READ COMMITTED whatever the role, database or
         DSN default (the append and checkpoint logic relies on it, and a serializable default
         made concurrent stores fail); no idle-session timeout (it would silently end the
         listener and the subscription locks); a connect timeout and TCP keepalives, so a
@@ -335,7 +336,7 @@ class Settings:
         options = " ".join(
             [
                 str(given.get("options") or ""),
-                f"-c search_path={self.schema}",
+                f"-c search_path={self.schema},pg_temp",
                 "-c TimeZone=UTC",
                 r"-c default_transaction_isolation=read\ committed",
                 "-c idle_session_timeout=0",

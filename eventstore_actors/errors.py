@@ -69,10 +69,13 @@ class CannotDeleteAllStreamError(EventStoreError):
 
 class HardDeletesDisabledError(EventStoreError):
     """Hard deletes erase events for good; a store allows them only when started with
-    `enable_hard_deletes=True`."""
+    `enable_hard_deletes=True`, and only while no process of an earlier release (whose
+    subscriptions cannot read past the gap a hard delete leaves) holds a subscription."""
 
-    def __init__(self) -> None:
-        super().__init__("hard deletes are disabled: start the store with enable_hard_deletes=True")
+    def __init__(self, reason: str | None = None) -> None:
+        super().__init__(
+            reason or "hard deletes are disabled: start the store with enable_hard_deletes=True"
+        )
 
 
 class DuplicateEventError(EventStoreError):

@@ -469,7 +469,9 @@ class EventStore:
     ) -> None:
         """Delete a stream if it matches `expected_version` (an int, STREAM_EXISTS or
         ANY_VERSION): softly (marked deleted, its events stay in $all), or with `hard=True`
-        for good (its events, links and subscriptions; the store must allow it).
+        for good (its events, links and subscriptions; the store must allow it, and it is
+        refused while a process of an earlier release holds a subscription: see the README's
+        upgrading section).
 
         Through the pool, not the writer: a delete is rare, may take long (a large hard
         delete) and gains nothing from group commit; it serialises with appends on the counter
@@ -491,7 +493,9 @@ class EventStore:
         channel, origin = self._settings.channel, self._origin
         self._pool.run(
             self._written(
-                lambda c: deletes.delete_stream(c, stream_uuid, expected, hard, channel, origin)
+                lambda c: deletes.delete_stream(
+                    c, stream_uuid, expected, hard, channel, origin, self._settings.schema
+                )
             )
         )
         self.log.info("stream deleted", stream=stream_uuid, hard=hard)

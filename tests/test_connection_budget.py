@@ -134,8 +134,9 @@ def test_killing_the_lock_connection_makes_every_subscription_resume(
         if len(pids) != 1 or pids[0] == hub:
             return False
         with psycopg.connect(dsn, autocommit=True) as conn:
-            row = conn.execute(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = %s",
+            row = conn.execute(  # the subscriptions' own locks (not the shared release mark)
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = %s "
+                "AND mode = 'ExclusiveLock'",
                 (pids[0],),
             ).fetchone()
         return row is not None and row[0] == COUNT

@@ -13,6 +13,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,8 +21,18 @@ from pathlib import Path
 import psycopg
 import pytest
 from psycopg import sql
+from support import QueueSubscriber
+from support.release1 import Release1Process, release_1_tree
 
-from eventstore_actors import ConfigError, EventData, EventStore, SnapshotData, admin
+from eventstore_actors import (
+    ConfigError,
+    EventData,
+    EventStore,
+    HardDeletesDisabledError,
+    SnapshotData,
+    StreamNotFoundError,
+    admin,
+)
 from eventstore_actors.storage.migrations import SCHEMA_VERSION
 
 #: Release 1's schema file: sql/schema/v1.sql is the base every store is built on and must
@@ -230,3 +241,121 @@ def test_drop_removes_a_store_that_was_never_migrated(dsn: str, v1_schema: str) 
     with psycopg.connect(dsn, autocommit=True) as conn:
         row = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (v1_schema,))
         assert row.fetchone() is None
+
+
+@pytest.fixture(scope="session")
+def release_1(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Release 1's package and SQL, from the git history (skips without git or the commit)."""
+    return release_1_tree(tmp_path_factory.mktemp("release-1"))
+
+
+def count_events(dsn: str, schema: str, stream: str) -> int:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute(
+            sql.SQL(
+                "SELECT count(*) FROM {0}.events AS e JOIN {0}.streams AS s "
+                "ON s.stream_id = e.stream_id WHERE s.stream_uuid = %s"
+            ).format(sql.Identifier(schema)),
+            (stream,),
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def wait_for_events(dsn: str, schema: str, stream: str, at_least: int) -> None:
+    deadline = time.monotonic() + 30
+    while count_events(dsn, schema, stream) < at_least:
+        assert time.monotonic() < deadline, f"{stream} never reached {at_least} events"
+        time.sleep(0.02)
+
+
+def test_migrate_completes_while_release_1_writers_append(
+    dsn: str, v1_schema: str, release_1: Path
+) -> None:
+    """A rolling upgrade: release-1 processes keep appending while `migrate` runs. The
+    migration takes its locks in the writers' order, so neither side meets a deadlock."""
+    streams = [f"r1-{n}" for n in range(4)]
+    with Release1Process(release_1, dsn, v1_schema) as r1:
+        r1.ok({"cmd": "write", "streams": streams})
+        for stream in streams:
+            wait_for_events(dsn, v1_schema, stream, 5)
+        assert admin.migrate(dsn, v1_schema) == SCHEMA_VERSION
+        after = {stream: count_events(dsn, v1_schema, stream) for stream in streams}
+        for stream in streams:  # release 1 goes on writing on the migrated schema
+            wait_for_events(dsn, v1_schema, stream, after[stream] + 5)
+        done = r1.ok({"cmd": "write_stop"}, timeout=90)
+    assert done["errors"] == [] and not done["alive"], done
+    with EventStore.start(dsn, schema=v1_schema) as store:
+        for stream in streams:
+            stored = [e.stream_version for e in store.stream_forward(stream)]
+            assert stored == done["written"][stream]  # every append that returned, in order
+
+
+def test_release_1_writers_cannot_append_to_a_stream_soft_deleted_after_the_migration(
+    dsn: str, v1_schema: str, release_1: Path
+) -> None:
+    """Release 1 knows nothing of soft deletes; the migrated schema refuses its appends to a
+    deleted stream, on each of its append paths (one statement, COPY, its append_events
+    function), and release 1 reports a wrong expected version."""
+    with Release1Process(release_1, dsn, v1_schema) as r1:
+        r1.ok({"cmd": "append", "stream": "r1-doomed", "expected": 0, "count": 2})
+        assert admin.migrate(dsn, v1_schema) == SCHEMA_VERSION
+        with EventStore.start(dsn, schema=v1_schema) as store:
+            store.delete_stream("r1-doomed", 2)
+            for count in (1, 100):  # one statement; COPY (more than 64 events)
+                reply = r1.ok(
+                    {"cmd": "append", "stream": "r1-doomed", "expected": 2, "count": count}
+                )
+                assert reply.get("error") == "WrongExpectedVersionError", reply
+            r1.ok(
+                {"cmd": "append", "stream": "r1-alive", "expected": 0, "count": 1}
+            )  # others go on
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(v1_schema)))
+        with pytest.raises(psycopg.errors.RestrictViolation, match="is deleted"):
+            conn.execute(
+                "SELECT * FROM append_events(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                (["r1-doomed"], [2], [1], ["t"], [None], [None], [b"{}"], [None], "c", "o"),
+            )
+        rows = conn.execute(
+            "SELECT s.stream_uuid, s.stream_version, count(e.event_id), s.deleted_at IS NOT NULL "
+            "FROM streams AS s LEFT JOIN events AS e ON e.stream_id = s.stream_id "
+            "WHERE s.stream_uuid LIKE 'r1-%' GROUP BY 1, 2, 4 ORDER BY 1"
+        ).fetchall()
+    assert rows == [("r1-alive", 1, 1, False), ("r1-doomed", 2, 2, True)]
+
+
+def release_1_receives(r1: Release1Process, up_to: int, timeout: float = 20.0) -> list[int]:
+    """The event_ids a release-1 subscription delivers until it reaches `up_to`."""
+    seen: list[int] = []
+    deadline = time.monotonic() + timeout
+    while not seen or seen[-1] < up_to:
+        seen.extend(r1.events(max(0.1, deadline - time.monotonic())))
+    return seen
+
+
+def test_hard_deletes_are_refused_while_release_1_subscriptions_run(
+    dsn: str, v1_schema: str, release_1: Path
+) -> None:
+    """Release 1 cannot read past the gap a hard delete leaves in $all (its subscription
+    stops), so a hard delete is refused, saying why, while a release-1 process holds a
+    subscription; once none does, it goes through (this release's subscriptions do not stop it)."""
+    with Release1Process(release_1, dsn, v1_schema) as r1:
+        r1.ok({"cmd": "subscribe", "name": "r1-live"}, timeout=60)
+        assert release_1_receives(r1, 250) == list(range(1, 251))
+        assert admin.migrate(dsn, v1_schema) == SCHEMA_VERSION
+        with EventStore.start(dsn, schema=v1_schema, enable_hard_deletes=True) as store:
+            with pytest.raises(HardDeletesDisabledError, match=r"earlier release.*'r1-live'"):
+                store.delete_stream("order-2", 100, hard=True)
+            assert len(store.read_stream_forward("order-2", count=200)) == 100
+            store.append_to_stream("later", 0, [EventData({"n": 1})])
+            assert release_1_receives(r1, 251) == [251]
+            # A release-1 subscription that starts behind the (refused) gap reads on.
+            r1.ok({"cmd": "subscribe", "name": "projection"}, timeout=60)  # checkpoint 120
+            assert release_1_receives(r1, 251) == list(range(121, 252))
+    with EventStore.start(dsn, schema=v1_schema, enable_hard_deletes=True) as store:
+        mine = store.subscribe_to_all_streams("v3", QueueSubscriber(), start_from="current")
+        store.delete_stream("order-2", 100, hard=True)  # only this release's subscription runs
+        mine.unsubscribe()
+        with pytest.raises(StreamNotFoundError):
+            store.read_stream_forward("order-2")

@@ -176,7 +176,7 @@ def test_pooled_connections_keep_no_session_state_and_tell_no_backend_pid(
         assert conn.execute("SELECT count(*) FROM events").fetchone() == (0,)
     with connect(settings, session=True) as conn:  # direct: the real pid
         assert backend_pid(conn) == conn.info.backend_pid
-        assert conn.execute("SHOW search_path").fetchone() == (schema,)
+        assert conn.execute("SHOW search_path").fetchone() == (f"{schema},pg_temp",)
 
 
 # The core paths through PgBouncer -----------------------------------------------------------
@@ -313,7 +313,7 @@ def test_direct_path_is_unchanged(dsn: str, schema: str) -> None:
     """Without session_dsn, dsn connections keep their startup options and nothing extra."""
     settings = Settings(dsn=dsn, schema=schema)
     with connect(settings) as conn:
-        assert conn.execute("SHOW search_path").fetchone() == (schema,)
+        assert conn.execute("SHOW search_path").fetchone() == (f"{schema},pg_temp",)
         assert type(conn.cursor()) is psycopg.Cursor
         assert conn.prepare_threshold == 5
 

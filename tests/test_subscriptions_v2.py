@@ -46,6 +46,7 @@ from eventstore_actors import (
     SubscriptionStopped,
     TransientSubscription,
 )
+from eventstore_actors.storage.migrations import SCHEMA_VERSION
 from eventstore_actors.subscriptions.transient import fresh_events
 
 ALL = "$all"
@@ -475,7 +476,8 @@ def test_status_command(store: EventStore, dsn: str, schema: str) -> None:
     result = cli("status", "--dsn", dsn, "--schema", schema, "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
-    assert report["schema_version"] == 2 and report["head"] == 3 and report["streams"] == 1
+    assert report["schema_version"] == SCHEMA_VERSION
+    assert report["head"] == 3 and report["streams"] == 1
     (row,) = report["subscriptions"]
     assert row["subscription_name"] == "proj" and row["checkpoint"] == 3 and row["lag"] == 0
     assert row["active"] is True and str(os.getpid()) in row["holder"]
@@ -483,7 +485,9 @@ def test_status_command(store: EventStore, dsn: str, schema: str) -> None:
     result = cli("status", "--dsn", dsn, "--schema", schema)
     assert result.returncode == 0, result.stderr
     table = result.stdout
-    assert "version 2" in table and "head event_id 3" in table and "1 streams" in table
+    assert (
+        f"version {SCHEMA_VERSION}" in table and "head event_id 3" in table and "1 streams" in table
+    )
     assert "proj" in table and "checkpoint" in table and "holder" in table
 
 

@@ -10,13 +10,19 @@ from typing import Any
 
 import psycopg
 
-from ..errors import StreamDeletedError, StreamNotFoundError, WrongExpectedVersionError
+from ..errors import (
+    HardDeletesDisabledError,
+    StreamDeletedError,
+    StreamNotFoundError,
+    WrongExpectedVersionError,
+)
 from ..events import ExpectedVersion
 from ..sql import statement
+from ..subscriptions.info import lock_key
 from . import expected as exp
 from .connection import is_connection_loss, unavailable
 
-__all__ = ["delete_stream", "watch"]
+__all__ = ["delete_stream", "older_holders", "watch"]
 
 Conn = psycopg.Connection[Any]
 
@@ -30,8 +36,21 @@ def delete_stream(
     hard: bool,
     channel: str,
     origin: str,
+    schema: str | None = None,
 ) -> None:
-    """Delete the stream or raise the contract's error (nothing changed then)."""
+    """Delete the stream or raise the contract's error (nothing changed then). With `schema`,
+    a hard delete is refused while a process of an earlier release holds a subscription of
+    that schema's store (see `older_holders`)."""
+    if hard and schema is not None:
+        older = older_holders(conn, schema)
+        if older:
+            stream, name = older[0]
+            raise HardDeletesDisabledError(
+                f"hard deletes are refused while processes of an earlier release hold "
+                f"subscriptions ({len(older)}, e.g. {name!r} on {stream!r}): their "
+                "subscriptions cannot read past the gap a hard delete leaves; upgrade or stop "
+                "them first (soft deletes work meanwhile); nothing was deleted"
+            )
     params = {
         "stream_uuid": stream_uuid,
         "expected": exp.encode(expected),
@@ -49,6 +68,20 @@ def delete_stream(
     if status == _WRONG:
         raise WrongExpectedVersionError(stream_uuid, expected, actual)
     raise AssertionError(f"unexpected delete status {status}")
+
+
+def older_holders(conn: Conn, schema: str) -> list[tuple[str, str]]:
+    """The subscriptions (stream, name) held now by a session of an earlier release: one that
+    holds the subscription's advisory lock without the mark this release's subscriptions take
+    beside it (sql/subscriptions/lock.sql). Release 1 cannot read past a gap in $all: a hard
+    delete while it runs would stop its subscriptions (a rolling upgrade's window)."""
+    rows = conn.execute("SELECT stream_uuid, subscription_name FROM subscriptions").fetchall()
+    if not rows:
+        return []
+    names = [(str(stream), str(name)) for stream, name in rows]
+    keys = [lock_key(schema, stream, name) for stream, name in names]
+    held = conn.execute(statement("delete/older_holders"), {"keys": keys}).fetchall()
+    return [names[int(r[0]) - 1] for r in held]
 
 
 def run_once(conn: Conn, query: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:

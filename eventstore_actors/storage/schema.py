@@ -7,6 +7,8 @@ that already holds other objects under the store's names.
 
 from __future__ import annotations
 
+import time
+
 import psycopg
 from psycopg import sql as pgsql
 
@@ -77,6 +79,8 @@ FUNCTIONS = (
     "refuse_stream_delete",
     "delete_stream",
     "link_events",
+    # schema version 3
+    "refuse_deleted_stream_append",
 )
 
 #: The columns that tell the store's own schema_version table from another tool's
@@ -107,7 +111,9 @@ def _lock(conn: Conn, schema: str) -> None:
 
 
 def _use(conn: Conn, schema: str) -> None:
-    conn.execute(pgsql.SQL("SET LOCAL search_path TO {}").format(pgsql.Identifier(schema)))
+    # pg_temp last: the functions created here keep this search_path (SET ... FROM CURRENT),
+    # so a temporary table named like one of the store's tables never stands in for it.
+    conn.execute(pgsql.SQL("SET LOCAL search_path TO {}, pg_temp").format(pgsql.Identifier(schema)))
 
 
 def _is_store(conn: Conn, schema: str) -> bool:
@@ -187,8 +193,83 @@ def migrate(conn: Conn, schema: str) -> tuple[int | None, int]:
         if before is None:
             raise ConfigError(not_initialised(schema))
         _check_version(before, schema, upgrade=True)
-        _apply(conn, schema, pending(before))
+        versions = pending(before)
+        if versions:
+            _lock_tables(conn, schema)
+        _apply(conn, schema, versions)
     return before, SCHEMA_VERSION
+
+
+#: The order in which the store's sessions take its tables: every append, link and delete
+#: (of this release and of release 1) begins with the counter row, then the streams, then
+#: the events. A migration takes them in the same order, all of them before it changes
+#: anything, so that it queues behind writers instead of deadlocking with them.
+_LOCK_ORDER = (
+    "event_counter",
+    "streams",
+    "events",
+    "links",
+    "parked_events",
+    "subscriptions",
+    "snapshots",
+    "eventsourcing_tracking",
+    "eventsourcing_snapshots",
+)
+#: How long one attempt may wait for the tables after the counter, and how long a migration
+#: goes on trying before it gives up (nothing changed then).
+_LOCK_ATTEMPT_MS = 500
+_LOCK_GIVE_UP_S = 300.0
+
+
+def _lock_tables(conn: Conn, schema: str) -> None:
+    """Lock every table of the store (ACCESS EXCLUSIVE) before a migration changes any.
+
+    The counter first, waiting as long as it takes: writers hold it only for their own short
+    transactions, and those that come later queue behind the migration. Then the others,
+    within _LOCK_ATTEMPT_MS: a session that holds one of them and waits for the counter (a
+    reader in a transaction, an application transaction with an append in it) would
+    otherwise deadlock with us, so the attempt gives everything back (a savepoint) and tries
+    again. Bounded well below deadlock_timeout, so we give way before PostgreSQL has to abort
+    anyone.
+    """
+    rows = conn.execute(
+        "SELECT c.relname::text FROM pg_class AS c JOIN pg_namespace AS n "
+        "ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relkind = 'r' "
+        "AND c.relname = ANY(%s)",
+        (schema, list(_LOCK_ORDER)),
+    ).fetchall()
+    present = {str(r[0]) for r in rows}
+    names = [pgsql.Identifier(schema, t) for t in _LOCK_ORDER if t in present]
+    if not names:
+        return
+    first = pgsql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(names[0])
+    rest = pgsql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(
+        pgsql.SQL(", ").join(names[1:])
+    )
+    row = conn.execute("SELECT current_setting('statement_timeout')").fetchone()
+    timeout = str(row[0]) if row else "0"
+    give_up = time.monotonic() + _LOCK_GIVE_UP_S
+    pause = 0.02
+    while True:
+        try:
+            with conn.transaction():
+                conn.execute(first)
+                if len(names) > 1:
+                    conn.execute(
+                        "SELECT set_config('statement_timeout', %s, true)", (str(_LOCK_ATTEMPT_MS),)
+                    )
+                    conn.execute(rest)
+                    conn.execute("SELECT set_config('statement_timeout', %s, true)", (timeout,))
+            return
+        except (psycopg.errors.QueryCanceled, psycopg.errors.DeadlockDetected):
+            if time.monotonic() > give_up:
+                raise ConfigError(
+                    f"cannot migrate schema {schema!r}: other sessions kept its tables busy for "
+                    f"{_LOCK_GIVE_UP_S:.0f} s; nothing was changed, run the migration again"
+                ) from None
+            log.info("migration waits for the store's tables", schema=schema)
+            time.sleep(pause)
+            pause = min(0.5, pause * 2)
 
 
 def _apply(conn: Conn, schema: str, versions: list[int]) -> None:

@@ -5,6 +5,7 @@
 DROP TABLE IF EXISTS eventsourcing_tracking, eventsourcing_snapshots, parked_events, links, events, streams, event_counter, subscriptions, snapshots, schema_version;
 DROP FUNCTION IF EXISTS refuse_event_change();
 DROP FUNCTION IF EXISTS refuse_stream_delete();
+DROP FUNCTION IF EXISTS refuse_deleted_stream_append();
 DROP FUNCTION IF EXISTS delete_stream(text, bigint, boolean, text, text);
 DROP FUNCTION IF EXISTS link_events(text, bigint, bigint[], text, text);
 DROP FUNCTION IF EXISTS append_events(text[], bigint[], integer[], text[], text[], text[], bytea[], bytea[], text, text);

@@ -300,13 +300,9 @@ class ChildProcess:
     """
 
     def __init__(self, dsn: str, schema: str) -> None:
-        package_root = str(Path(eventstore_actors.__file__).resolve().parent.parent)
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (package_root, env.get("PYTHONPATH", "")) if p
-        )
+        command, env = self._command(dsn, schema)
         self.proc = subprocess.Popen(
-            [sys.executable, str(CHILD_SCRIPT), dsn, schema],
+            command,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -321,6 +317,15 @@ class ChildProcess:
         self._out.start()
         self._err.start()
         self.request({"cmd": "ping"}, timeout=30.0)
+
+    def _command(self, dsn: str, schema: str) -> tuple[list[str], dict[str, str]]:
+        """The child's command line and environment (this checkout's package first)."""
+        package_root = str(Path(eventstore_actors.__file__).resolve().parent.parent)
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (package_root, env.get("PYTHONPATH", "")) if p
+        )
+        return [sys.executable, str(CHILD_SCRIPT), dsn, schema], env
 
     def _read_stdout(self) -> None:
         assert self.proc.stdout is not None
