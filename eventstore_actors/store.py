@@ -915,6 +915,24 @@ class EventStore:
         def ack_in(position: int, conn: Any) -> None:
             # Checked before anything is written; never past what this handle was sent.
             acks = self._in_transaction(conn)
+            replayed = control.replayed(position)
+            if replayed is not None:
+                # A parked event delivered again, below the checkpoint: off the parked list
+                # in the caller's transaction; the checkpoint stays where it is.
+                conflict: CheckpointConflictError | None = None
+                try:
+                    acks.forget_replayed(conn, stream_uuid, name, position, replayed)
+                except CheckpointConflictError as exc:
+                    conflict = exc  # acked by another holder: its replay is over here too
+                ref = registry.peek(child_id)
+                if ref is not None:
+                    try:
+                        ref.tell(Ack(position, handle, in_transaction=True))
+                    except pykka.ActorDeadError:
+                        pass
+                if conflict is not None:
+                    raise conflict
+                return
             position = min(position, control.delivered)
             if position > 0:
                 try:

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import psycopg
 import pytest
 from support import QueueSubscriber, actor_subscriber, checkpoint, events, wait_until
 
@@ -497,6 +498,32 @@ def test_ack_in_a_transaction_is_refused(store: EventStore) -> None:
     ((sub1, _q1),) = group(store, "s", 1, concurrency_limit=2)
     with pytest.raises(ValueError, match="concurrency_limit=1"):
         sub1.ack(1, conn=object())
+
+
+def test_a_replay_is_acked_and_new_events_keep_arriving_acks_in_transactions_refused(
+    store: EventStore, dsn: str, schema: str
+) -> None:
+    """Issue 17, item 3, on the competing path: an ack with conn= is refused before anything
+    is written (also for a replayed event); a plain ack of the replay moves nothing back."""
+    ((sub1, q1),) = group(store, "s", 1, concurrency_limit=2, buffer_size=3)
+    store.append_to_stream("stream", 0, events(3))
+    batch = q1.batch()
+    assert ids(batch) == [1, 2, 3]
+    sub1.nack(batch[1], "park", "later")
+    sub1.ack([batch[0], batch[2]])
+    last_ack(dsn, schema, "s", 3)
+    assert store.replay_parked("s") == 1
+    replayed = q1.batch()
+    assert ids(replayed) == [2]
+    refused = pytest.raises(ValueError, match="concurrency_limit=1")
+    with psycopg.connect(dsn) as conn, conn.transaction(), refused:
+        sub1.ack(replayed, conn=conn)
+    assert [p.event.event_id for p in store.parked_events("s")] == [2]
+    sub1.ack(replayed)
+    wait_until(lambda: store.parked_events("s") == [], what="off the parked list")
+    store.append_to_stream("stream", 3, events(2, start=4))
+    assert ids(q1.collect(sub1, 2)) == [4, 5]
+    last_ack(dsn, schema, "s", 5)
 
 
 @pytest.mark.parametrize(

@@ -341,3 +341,103 @@ def test_a_projection_killed_at_random_points_counts_every_event_exactly_once(
                 )
             )
     assert checkpoint(dsn, schema, "$all", "counter") == EVENTS
+
+
+# Parked replays: acked in the caller's transaction, the checkpoint stays (issue 17, item 3) ----
+def _park_and_replay(store: EventStore, sub: Any, subscriber: QueueSubscriber, dsn: str) -> None:
+    """Events 1-3; 2 is parked, 1 and 3 acked in transactions; then 2 is marked for replay."""
+    store.append_to_stream("s", 0, events(3))
+    batch = subscriber.batch()
+    assert [e.event_id for e in batch] == [1, 2, 3]
+    with psycopg.connect(dsn) as conn:
+        with conn.transaction():
+            sub.ack(1, conn=conn)
+        sub.nack(2, "park", "cannot apply it yet")
+        rest = subscriber.batch()
+        assert [e.event_id for e in rest] == [3]
+        with conn.transaction():
+            sub.ack(rest, conn=conn)
+    assert [p.event.event_id for p in store.parked_events("proj")] == [2]
+    assert store.replay_parked("proj") == 1
+
+
+def test_a_replayed_parked_event_is_acked_in_a_transaction_and_delivery_goes_on(
+    dsn: str, schema: str, store: EventStore
+):
+    sub, subscriber = _subscribed(store)
+    _park_and_replay(store, sub, subscriber, dsn)
+    replayed = subscriber.batch()
+    assert [e.event_id for e in replayed] == [2]
+    with psycopg.connect(dsn) as conn, conn.transaction():
+        sub.ack(replayed, conn=conn)  # no false conflict: it is a replay, below the checkpoint
+    assert checkpoint(dsn, schema, "$all", "proj") == 3  # not moved backwards
+    wait_until(lambda: store.parked_events("proj") == [], what="off the parked list")
+    store.append_to_stream("s", 3, events(2, start=4))
+    newer = subscriber.batch()
+    assert [e.event_id for e in newer] == [4, 5]
+    with psycopg.connect(dsn) as conn, conn.transaction():
+        sub.ack(newer, conn=conn)
+    assert checkpoint(dsn, schema, "$all", "proj") == 5
+
+
+def test_a_rolled_back_replay_ack_keeps_the_event_parked(dsn: str, schema: str, make_store: Any):
+    store = make_store()
+    sub, subscriber = _subscribed(store)
+    _park_and_replay(store, sub, subscriber, dsn)
+    replayed = subscriber.batch()
+    with psycopg.connect(dsn) as conn:
+        conn.execute("BEGIN")
+        sub.ack(replayed, conn=conn)
+        conn.rollback()
+    store.append_to_stream("s", 3, events(1, start=4))
+    assert [e.event_id for e in subscriber.batch()] == [4]  # the ack let delivery go on
+    time.sleep(QUIET)  # ... but the parked row is the caller's to remove: it stays
+    assert [p.event.event_id for p in store.parked_events("proj")] == [2]
+    assert checkpoint(dsn, schema, "$all", "proj") == 3
+
+
+def test_a_replay_acked_by_another_holder_is_a_conflict_that_says_so(
+    dsn: str, schema: str, store: EventStore
+):
+    sub, subscriber = _subscribed(store)
+    _park_and_replay(store, sub, subscriber, dsn)
+    replayed = subscriber.batch()
+    with psycopg.connect(dsn, autocommit=True) as other:  # another holder applied it
+        other.execute(sql.SQL("DELETE FROM {}.parked_events").format(sql.Identifier(schema)))
+    with psycopg.connect(dsn) as conn:
+        conflict = pytest.raises(
+            eventstore_actors.CheckpointConflictError, match=r"parked event 2.*another holder"
+        )
+        with conflict, conn.transaction():
+            sub.ack(replayed, conn=conn)
+    store.append_to_stream("s", 3, events(1, start=4))
+    assert [e.event_id for e in subscriber.batch()] == [4]  # no stall after the conflict
+
+
+def test_conflict_messages_say_which_positions_and_who_acked_them(
+    dsn: str, schema: str, store: EventStore
+):
+    store.append_to_stream("s", 0, events(3))
+    sub, subscriber = _subscribed(store)
+    batch = subscriber.batch()
+    with psycopg.connect(dsn, autocommit=True) as other:
+        other.execute(
+            sql.SQL("UPDATE {}.subscriptions SET last_seen = 2").format(sql.Identifier(schema))
+        )
+    with psycopg.connect(dsn) as conn:
+        taken = pytest.raises(
+            eventstore_actors.CheckpointConflictError,
+            match=r"ack of position 3 .* another holder .* acknowledged positions 1-2",
+        )
+        with taken, conn.transaction():
+            sub.ack(batch, conn=conn)
+        again = subscriber.batch()
+        assert [e.event_id for e in again] == [3]
+        with conn.transaction():
+            sub.ack(again, conn=conn)
+        twice = pytest.raises(
+            eventstore_actors.CheckpointConflictError,
+            match=r"position 3 is already acknowledged .* an earlier transaction",
+        )
+        with twice, conn.transaction():
+            sub.ack(again, conn=conn)

@@ -511,7 +511,14 @@ class SubscriptionActor(SupervisedActor):
                 return
             replaying = state.replaying
             if replaying is not None and _position(replaying, self._all) == message.position:
-                self._replay_resolved(state, None)
+                if message.in_transaction:
+                    # The caller's transaction takes it off the parked list (iff it commits;
+                    # a rollback leaves it parked, marked for replay: it comes again on the
+                    # next start, like the events of a rolled-back ack).
+                    self._acks_in_transaction = True
+                    self._replay_ended(state)
+                else:
+                    self._replay_resolved(state, None)
                 self._pump(state)
                 return
             checkpoint = state.acked(message.position)
@@ -536,7 +543,12 @@ class SubscriptionActor(SupervisedActor):
     def _pump(self, state: SubscriptionState[RecordedEvent]) -> None:
         while self._state is state and (action := state.next_action()) is not None:
             if isinstance(action, Send):
-                self._control.sent(_position(action.events[0], self._all), state.last_sent)
+                replay = state.replaying
+                self._control.sent(
+                    _position(action.events[0], self._all),
+                    state.last_sent,
+                    None if replay is None else replay.event_id,
+                )
                 self._deliver(action.events)
             elif self._fatal is not None:
                 self._end(self._fatal)  # everything before the bad event was sent
@@ -627,6 +639,7 @@ class SubscriptionActor(SupervisedActor):
         replaying = state.replaying
         if replaying is not None:
             if _position(replaying, self._all) == message.position:
+                self._control.replaying = None  # (sent again, if retried)
                 self._nack_replayed(state, replaying, message)
             return
         position, action = message.position, message.action
@@ -666,13 +679,20 @@ class SubscriptionActor(SupervisedActor):
 
     def _replay_resolved(self, state: SubscriptionState[RecordedEvent], _: None) -> None:
         """The replayed event in flight was acked (or skipped): off the parked list."""
-        event = state.replay_done()
+        event = self._replay_ended(state)
         if event is None:
             return
-        self._retries.pop(-event.event_id, None)
         self._replay_queued.discard(event.event_id)
         stream, name, event_id = self._spec.stream_uuid, self._spec.name, event.event_id
         self._lock.run(lambda c: parked.forget(c, stream, name, event_id))
+
+    def _replay_ended(self, state: SubscriptionState[RecordedEvent]) -> RecordedEvent | None:
+        """The replayed event in flight is done with (returned), its parked row left as is."""
+        self._control.replaying = None
+        event = state.replay_done()
+        if event is not None:
+            self._retries.pop(-event.event_id, None)
+        return event
 
     def _retry_later_or_now(self, state: SubscriptionState[RecordedEvent]) -> None:
         delay = self._spec.retry_delay

@@ -52,6 +52,9 @@ class Control:
         #: when it acks (just before its batch in flight, or what it acked itself since).
         #: A stored checkpoint above it means another holder acked these events.
         self.ack_floor = 0
+        #: The replayed parked event in flight, (position, event_id), if any: an ack of it in a
+        #: caller's transaction takes it off the parked list and leaves the checkpoint alone.
+        self.replaying: tuple[int, int] | None = None
         #: Whether the subscriber was told `Subscribed` (a standby is told at take-over).
         self.announced = False
         #: Competing consumers: the handles unsubscribed one by one (told nothing more), and
@@ -106,11 +109,23 @@ class Control:
     def queued_events(self) -> int:
         return self._events
 
-    def sent(self, first: int, last: int) -> None:
-        """The actor is about to send a batch from position `first` to `last`."""
+    def sent(self, first: int, last: int, replay_of: int | None = None) -> None:
+        """The actor is about to send a batch from position `first` to `last`; `replay_of`:
+        it is the replay of the parked event of that event_id (at `first`, below the
+        checkpoint: it moves neither `delivered` nor `ack_floor`)."""
         with self._lock:
+            if replay_of is not None:
+                self.replaying = (first, replay_of)
+                return
+            self.replaying = None
             self.delivered = max(self.delivered, last)
             self.ack_floor = max(self.ack_floor, first - 1)
+
+    def replayed(self, position: int) -> int | None:
+        """The event_id of the replayed parked event in flight at `position`, if any."""
+        with self._lock:
+            replaying = self.replaying
+            return replaying[1] if replaying is not None and replaying[0] == position else None
 
     def acked_in_transaction(self, position: int) -> None:
         """An ack in a caller's transaction wrote `position` (committed or not: a rollback
