@@ -915,6 +915,7 @@ class EventStore:
         def ack_in(position: int, conn: Any) -> None:
             # Checked before anything is written; never past what this handle was sent.
             acks = self._in_transaction(conn)
+            control.acks_in_transaction = True
             replayed = control.replayed(position)
             if replayed is not None:
                 # A parked event delivered again, below the checkpoint: off the parked list

@@ -25,7 +25,7 @@ from psycopg.rows import dict_row
 from support import QUIET, QueueSubscriber, checkpoint, events, wait_until
 
 import eventstore_actors
-from eventstore_actors import EventData, EventStore
+from eventstore_actors import ANY_VERSION, EventData, EventStore
 
 PROJECTOR = Path(__file__).parent / "support" / "projector.py"
 
@@ -441,3 +441,83 @@ def test_conflict_messages_say_which_positions_and_who_acked_them(
         )
         with twice, conn.transaction():
             sub.ack(again, conn=conn)
+
+
+# Filters: filtered-out events advance the checkpoint too (issue 17, item 8) ---------------------
+def _kinds(*types: str) -> list[EventData]:
+    return [EventData({"t": t}, event_type=t) for t in types]
+
+
+FILTERS: dict[str, dict[str, Any]] = {
+    "event_types": {"event_types": ["Keep"]},
+    "selector": {"selector": lambda e: e.event_type == "Keep"},
+}
+
+
+@pytest.mark.parametrize("kind", [*FILTERS, "stream_prefix", "stream"])
+def test_a_filtered_exactly_once_subscription_reaches_lag_zero(
+    dsn: str, schema: str, store: EventStore, kind: str
+):
+    subscriber = QueueSubscriber()
+    stream = "$all"
+    if kind == "stream":  # a stream subscription with event_types
+        stream = "keep-1"
+        sub = store.subscribe_to_stream(stream, "proj", subscriber, event_types=["Keep"])
+        keep, drop = stream, stream
+    elif kind == "stream_prefix":
+        sub = store.subscribe_to_all_streams("proj", subscriber, stream_prefix="keep-")
+        keep, drop = "keep-1", "drop-1"
+    else:
+        sub = store.subscribe_to_all_streams("proj", subscriber, **FILTERS[kind])
+        keep, drop = "keep-1", "keep-2"
+    assert subscriber.subscribed() is sub
+    keeps = ("Keep",) if kind != "stream_prefix" else ("Any",)
+    store.append_to_stream(keep, 0, _kinds(*keeps))
+    store.append_to_stream(drop, ANY_VERSION, _kinds("Drop", "Drop"))
+    batch = subscriber.batch()
+    assert [e.event_type for e in batch] == list(keeps)
+    with psycopg.connect(dsn) as conn, conn.transaction():
+        sub.ack(batch, conn=conn)
+    wait_until(
+        lambda: store.subscription_info("proj", stream).lag == 0, what="lag 0 after a commit"
+    )
+    assert checkpoint(dsn, schema, stream, "proj") == 3
+    # Filtered events after the last delivered one: stored by the subscription itself.
+    store.append_to_stream(drop, ANY_VERSION, _kinds("Drop", "Drop"))
+    wait_until(lambda: store.subscription_info("proj", stream).lag == 0, what="lag 0, idle")
+    assert checkpoint(dsn, schema, stream, "proj") == 5
+    # And the compare-and-set of the next ack still holds.
+    store.append_to_stream(keep, ANY_VERSION, _kinds(*keeps))
+    batch = subscriber.batch()
+    with psycopg.connect(dsn) as conn, conn.transaction():
+        sub.ack(batch, conn=conn)
+    assert checkpoint(dsn, schema, stream, "proj") == 6
+
+
+def test_filtered_events_never_pass_an_uncommitted_or_rolled_back_ack(
+    dsn: str, schema: str, store: EventStore
+):
+    subscriber = QueueSubscriber()
+    sub = store.subscribe_to_all_streams("proj", subscriber, event_types=["Keep"])
+    subscriber.subscribed()
+    store.append_to_stream("s", 0, _kinds("Keep"))
+    with psycopg.connect(dsn) as conn, conn.transaction():
+        sub.ack(subscriber.batch(), conn=conn)
+    store.append_to_stream("s", 1, _kinds("Keep"))
+    batch = subscriber.batch()
+    assert [e.event_id for e in batch] == [2]
+    with psycopg.connect(dsn) as conn:
+        conn.execute("BEGIN")
+        sub.ack(batch, conn=conn)
+        store.append_to_stream("s", 2, _kinds("Drop", "Drop"))
+        time.sleep(QUIET)  # ticks run: the open transaction holds the row, nothing waits on it
+        assert store.subscription_info("proj").checkpoint == 1
+        conn.rollback()
+    time.sleep(QUIET)  # ... and after the rollback, 2 is not acked: 3-4 are not stored
+    assert checkpoint(dsn, schema, "$all", "proj") == 1
+    store.append_to_stream("s", 4, _kinds("Keep"))
+    batch = subscriber.batch()
+    assert [e.event_id for e in batch] == [5]
+    with psycopg.connect(dsn) as conn, conn.transaction():
+        sub.ack(batch, conn=conn)
+    assert checkpoint(dsn, schema, "$all", "proj") == 5

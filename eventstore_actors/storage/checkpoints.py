@@ -21,7 +21,15 @@ from ..sql import statement
 from .connection import database_error, is_connection_loss, unavailable
 from .outbox import SameDatabase, check_connection, rollback_to_savepoint
 
-__all__ = ["ALL_STREAMS", "InTransaction", "advance", "claim", "delete", "load_or_create"]
+__all__ = [
+    "ALL_STREAMS",
+    "InTransaction",
+    "advance",
+    "advance_fenced",
+    "claim",
+    "delete",
+    "load_or_create",
+]
 
 #: The stream_uuid under which all-streams subscriptions are stored.
 ALL_STREAMS = "$all"
@@ -48,6 +56,29 @@ def advance(conn: Conn, stream_uuid: str, name: str, position: int) -> None:
         statement("subscriptions/ack"),
         {"stream_uuid": stream_uuid, "subscription_name": name, "last_seen": position},
     )
+
+
+def advance_fenced(
+    conn: Conn, stream_uuid: str, name: str, position: int, fence: int
+) -> bool | None:
+    """Move the checkpoint of a subscription acked in its callers' transactions forward to
+    `position`, iff the stored checkpoint has reached `fence` (their acks that the
+    subscription saw are committed), never waiting on a row an open transaction holds.
+
+    True: stored (or it was there already); None: the row is held by an open transaction
+    (try again later) or gone; False: it is behind `fence` (a caller's transaction rolled
+    back: the events it had acked come again on the next start, so nothing may pass them).
+    """
+    params = {
+        "stream_uuid": stream_uuid,
+        "subscription_name": name,
+        "last_seen": position,
+        "fence": fence,
+    }
+    row = conn.execute(statement("subscriptions/ack_fenced"), params).fetchone()
+    if row is None or row[0] is None:
+        return None
+    return int(row[0]) >= fence
 
 
 def claim(conn: Conn, stream_uuid: str, name: str, holder: str) -> None:

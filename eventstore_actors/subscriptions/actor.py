@@ -207,7 +207,8 @@ class SubscriptionActor(SupervisedActor):
         self._retries: dict[int, int] = {}  # nack "retry" counts by position
         self._resume_at = 0.0  # when a pending retry may be sent
         self._replay_queued: set[int] = set()  # event_ids of parked events queued again
-        self._acks_in_transaction = False  # acks come with conn=: never write checkpoints
+        self._acks_in_transaction = False  # acks come with conn=: see _flush_checkpoint
+        self._fence = 0  # with them: the highest position they acked (see _flush_checkpoint)
         self._sent_before = 0  # last position sent before the lock was lost
         self._all = spec.stream_uuid == checkpoints.ALL_STREAMS
         self._seen_head = 0  # the head the last health check found (replica reads)
@@ -290,7 +291,7 @@ class SubscriptionActor(SupervisedActor):
         else:
             checkpoint = int(row[0])
         unsaved = self._unsaved_checkpoint  # acked before the lock was lost
-        if unsaved is not None and unsaved > checkpoint:
+        if unsaved is not None and unsaved > checkpoint and not self._in_transactions():
             self._lock.run(lambda c: checkpoints.advance(c, stream, name, unsaved))
             checkpoint = unsaved
         self._unsaved_checkpoint = None
@@ -349,6 +350,7 @@ class SubscriptionActor(SupervisedActor):
                 max_batch=self._spec.max_batch,
             )
         self._sent_before = checkpoint
+        self._fence = checkpoint
         self._retries, self._replay_queued = {}, set()
         self._policy = CheckpointPolicy(
             checkpoint, self._spec.checkpoint_threshold, self._spec.checkpoint_after
@@ -524,11 +526,15 @@ class SubscriptionActor(SupervisedActor):
             checkpoint = state.acked(message.position)
             if message.in_transaction:
                 self._acks_in_transaction = True
-                # The caller's transaction holds that checkpoint: never written here (a write
-                # of ours would also wait on the row lock until the caller commits).
+                self._fence = max(self._fence, message.position)
+                # The caller's transaction holds that checkpoint: never written here.
                 unsaved = self._unsaved_checkpoint
                 if unsaved is not None and unsaved <= message.position:
                     self._unsaved_checkpoint = None
+                if checkpoint is not None and checkpoint > message.position:
+                    # Filtered-out or deleted positions after it: stored here, once the
+                    # caller's transaction has committed (see _flush_checkpoint).
+                    self._note_checkpoint(checkpoint)
             elif checkpoint is not None:
                 self._note_checkpoint(checkpoint)
                 if self._checkpoint_due(acking=True):
@@ -708,7 +714,7 @@ class SubscriptionActor(SupervisedActor):
 
     def _moved(self, checkpoint: int | None) -> None:
         """A nack moved the checkpoint (the events before it are acked): stored like acks."""
-        if checkpoint is not None and not self._acks_in_transaction:
+        if checkpoint is not None:
             self._note_checkpoint(checkpoint)
             if self._checkpoint_due(acking=True):
                 self._flush_checkpoint()
@@ -731,10 +737,9 @@ class SubscriptionActor(SupervisedActor):
         return events
 
     def _settled(self, checkpoint: int | None) -> None:
-        """The state moved its checkpoint over deleted positions: stored like an ack. Not for
-        a subscription acked in its callers' transactions: the position it would move from
-        may belong to a transaction that has not committed yet (and may roll back)."""
-        if checkpoint is not None and not self._acks_in_transaction:
+        """The state moved its checkpoint over filtered-out or deleted positions: stored like
+        an ack (acked in callers' transactions: fenced, see `_flush_checkpoint`)."""
+        if checkpoint is not None:
             self._note_checkpoint(checkpoint)
             if self._policy.tuned and self._checkpoint_due(acking=False):
                 self._flush_checkpoint()
@@ -815,12 +820,31 @@ class SubscriptionActor(SupervisedActor):
         if position is None or not self._lock.locked:
             return
         stream, name = self._spec.stream_uuid, self._spec.name
+        if self._in_transactions():
+            # Acked in callers' transactions, which hold the row until they commit: the
+            # positions no ack of theirs covers (filtered-out, deleted or nacked events) are
+            # stored once their acks seen here are committed (the row reached the fence),
+            # never waiting on the row, and never past an ack whose transaction rolled back.
+            fence = self._fence
+            stored = self._lock.run(
+                lambda c: checkpoints.advance_fenced(c, stream, name, position, fence)
+            )
+            if stored is None:
+                return  # a transaction holds the row: tried again on the next tick
+            self._unsaved_checkpoint = None
+            if stored:
+                self._policy.written(position, time.monotonic())
+            return
         if isinstance(self._lock, SharedLockSession):
             self._lock.advance(stream, name, position)  # batched with the others' writes
         else:
             self._lock.run(lambda c: checkpoints.advance(c, stream, name, position))
         self._unsaved_checkpoint = None
         self._policy.written(position, time.monotonic())
+
+    def _in_transactions(self) -> bool:
+        """Whether the subscriber acks in its own transactions (`ack(..., conn=)`)."""
+        return self._acks_in_transaction or self._control.acks_in_transaction
 
     def _tick(self) -> None:
         if not subscriber_alive(self._spec.subscriber):

@@ -55,6 +55,9 @@ class Control:
         #: The replayed parked event in flight, (position, event_id), if any: an ack of it in a
         #: caller's transaction takes it off the parked list and leaves the checkpoint alone.
         self.replaying: tuple[int, int] | None = None
+        #: Set when an ack in a caller's transaction begins (before its write): from then on
+        #: the subscription's own checkpoint writes never wait on the row (see the actor).
+        self.acks_in_transaction = False
         #: Whether the subscriber was told `Subscribed` (a standby is told at take-over).
         self.announced = False
         #: Competing consumers: the handles unsubscribed one by one (told nothing more), and
