@@ -905,6 +905,13 @@ class EventStore:
                 return attached
 
         def ack(position: int) -> None:
+            late = control.plain_ack(position)
+            if late is not None:
+                # Told after the subscription stopped: stored if it stopped on its own (not
+                # by an unsubscribe) and no later run of the name holds it.
+                if control.reason is not None and not control.acks_in_transaction:
+                    self._store_late_ack(stream_uuid, name, late)
+                return
             ref = registry.peek(child_id)
             if ref is not None:
                 try:
@@ -1246,6 +1253,27 @@ class EventStore:
         ):
             raise TypeError("ack takes the Subscription returned by subscribe_*")
         subscription.ack(acked, conn=conn)
+
+    def _store_late_ack(self, stream_uuid: str, name: str, position: int) -> None:
+        """An ack told after its subscription stopped (e.g. on an event it cannot rebuild,
+        right after the batch before it) and made its final checkpoint write: stored here,
+        forward only, unless a later run of the name holds its lock (then those events are
+        its own to ack). Lost only if the store is stopped or unreachable: then those events
+        are delivered again."""
+        if self._stopped:
+            return
+        key = sub_info.lock_key(self._settings.schema, stream_uuid, name)
+        try:
+            self._pool.run(
+                lambda c: checkpoints.advance_unheld(c, stream_uuid, name, position, key)
+            )
+        except Exception as exc:
+            self.log.warning(
+                "could not store an ack told after its subscription stopped",
+                subscription=name,
+                stream=stream_uuid,
+                error=str(exc),
+            )
 
     def _in_transaction(self, conn: Any) -> checkpoints.InTransaction:
         """The writer of acks in callers' transactions, once `conn` is checked (TypeError,

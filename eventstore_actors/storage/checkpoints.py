@@ -26,6 +26,7 @@ __all__ = [
     "InTransaction",
     "advance",
     "advance_fenced",
+    "advance_unheld",
     "claim",
     "delete",
     "load_or_create",
@@ -38,6 +39,10 @@ Conn = psycopg.Connection[Any]
 
 _STATUS = psycopg.pq.TransactionStatus
 _SAVEPOINT = "eventstore_actors_ack"
+#: The subscriptions' advisory lock (sql/subscriptions/lock.sql), for one transaction, and
+#: how long to wait for it (a stopping subscription lets go of it within a round trip).
+_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(%(key)s, 0))"
+_UNHELD_WAIT = "SET LOCAL lock_timeout = '1s'"
 
 
 def load_or_create(conn: Conn, stream_uuid: str, name: str, start_from: int) -> int:
@@ -79,6 +84,21 @@ def advance_fenced(
     if row is None or row[0] is None:
         return None
     return int(row[0]) >= fence
+
+
+def advance_unheld(conn: Conn, stream_uuid: str, name: str, position: int, key: str) -> bool:
+    """Move the checkpoint forward to `position` iff nobody holds the subscription's lock
+    (`key`, see `subscriptions.info.lock_key`; taken for this transaction only, waiting up
+    to `_UNHELD_WAIT` for a holder that is letting go). False: a subscriber holds it (a later
+    run of the name), and nothing was written."""
+    try:
+        with conn.transaction():
+            conn.execute(_UNHELD_WAIT)
+            conn.execute(_LOCK, {"key": key})
+            advance(conn, stream_uuid, name, position)
+    except psycopg.errors.LockNotAvailable:
+        return False
+    return True
 
 
 def claim(conn: Conn, stream_uuid: str, name: str, holder: str) -> None:

@@ -375,6 +375,11 @@ class SubscriptionActor(SupervisedActor):
             self._ready.set_exception(exc_info=(type(error), error, None))
             self._ready = None
             self._silent = True
+        acked = self._control.final_acks()  # from now on, acks are stored by the handle
+        if acked > max(self._unsaved_checkpoint or 0, self._policy.saved) and not (
+            self._in_transactions()
+        ):
+            self._unsaved_checkpoint = acked  # told after the end (which came right after it)
         try:
             self._flush_checkpoint()
         except Exception as exc:  # the acks since the last write will be delivered again

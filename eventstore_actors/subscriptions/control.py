@@ -58,6 +58,8 @@ class Control:
         #: Set when an ack in a caller's transaction begins (before its write): from then on
         #: the subscription's own checkpoint writes never wait on the row (see the actor).
         self.acks_in_transaction = False
+        self._acked = 0  # the highest plain ack told by the handle (at most `delivered`)
+        self._final = False  # the actor instance made its final checkpoint write
         #: Whether the subscriber was told `Subscribed` (a standby is told at take-over).
         self.announced = False
         #: Competing consumers: the handles unsubscribed one by one (told nothing more), and
@@ -130,6 +132,25 @@ class Control:
             replaying = self.replaying
             return replaying[1] if replaying is not None and replaying[0] == position else None
 
+    def plain_ack(self, position: int) -> int | None:
+        """A plain ack told by the handle (clamped to what was delivered). Returns the
+        position for the caller to store itself when no actor instance will any more (it made
+        its final write: an ack told after a subscription stopped, e.g. on an event it cannot
+        rebuild, right after the batch before it); else None (the actor takes it)."""
+        with self._lock:
+            position = min(position, self.delivered)
+            if position <= self._acked:
+                return None
+            self._acked = position
+            return position if self._final else None
+
+    def final_acks(self) -> int:
+        """For an actor instance's final checkpoint write: the highest plain ack told; the
+        handle stores the acks told from now on itself (until an instance starts again)."""
+        with self._lock:
+            self._final = True
+            return self._acked
+
     def acked_in_transaction(self, position: int) -> None:
         """An ack in a caller's transaction wrote `position` (committed or not: a rollback
         leaves the stored checkpoint lower, which is allowed)."""
@@ -144,6 +165,7 @@ class Control:
             self._events = 0
             self._catch_up = False
             self._tick = False
+            self._final = False
             self._tokens += 1
             self._running = self._tokens
             return self._running
