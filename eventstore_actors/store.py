@@ -971,11 +971,11 @@ class EventStore:
         def detach() -> None:
             self._forget_and_stop(child_id, child)
 
+        control = Control(size, subscriber)
         if concurrent:
-            handle = self._member_handle(child_id, stream_uuid, shown, nack)
+            handle = self._member_handle(child_id, stream_uuid, shown, nack, control)
         else:
             handle = Subscription(stream_uuid, shown, ack, ack_in, _nack=nack, _detach=detach)
-        control = Control(size, subscriber)
         spec = SubscriptionSpec(
             stream_uuid,
             name,
@@ -1129,7 +1129,7 @@ class EventStore:
         control = self._registry.attachment(child_id)
         if ref is None or not isinstance(control, Control) or control.closed:
             return None
-        handle = self._member_handle(child_id, stream_uuid, name, None)
+        handle = self._member_handle(child_id, stream_uuid, name, None, control)
         if on_own_thread(ref):
             raise SubscriptionAlreadyExistsError(
                 f"subscription {name!r} on {stream_uuid!r}: subscribe from outside its "
@@ -1159,6 +1159,7 @@ class EventStore:
         stream_uuid: str,
         name: str,
         nack: Callable[[int, str, str | None], None] | None,
+        control: Control | None,
     ) -> Subscription:
         """A competing consumer's handle: per-event acks, nacks and its own unsubscribe."""
         registry, timeout = self._registry, self._settings.call_timeout
@@ -1172,7 +1173,14 @@ class EventStore:
                     pass
 
         def ack_each(positions: list[int]) -> None:
-            tell(Ack(positions[-1], handle, each=tuple(positions)))
+            message = Ack(positions[-1], handle, each=tuple(positions))
+            if control is None:
+                tell(message)
+                return
+            late = control.each_ack(handle, message.each, lambda: tell(message))
+            # Told after the subscription stopped on its own (see `ack` in _subscribe).
+            if late is not None and control.reason is not None:
+                self._store_late_ack(stream_uuid, name, late)
 
         def member_nack(position: int, action: str, reason: str | None) -> None:
             tell(Nack(position, action, reason, handle))

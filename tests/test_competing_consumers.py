@@ -494,6 +494,32 @@ def test_partition_by_failure_stops_the_subscription(store: EventStore) -> None:
         assert "partition_by failed on event 3" in message.reason
 
 
+@pytest.mark.parametrize("when", ["ack, then stopped", "stopped, then ack"])
+def test_events_acked_before_a_failure_are_stored(
+    store: EventStore, dsn: str, schema: str, when: str
+) -> None:
+    """Issue 17, item 21, with competing consumers: the acks of the events delivered before
+    the one partition_by fails on are stored, also when told after SubscriptionStopped."""
+
+    def fails(event: RecordedEvent) -> Any:
+        if event.data["n"] == 4:
+            raise RuntimeError("boom")
+        return event.stream_uuid
+
+    ((sub1, q1),) = group(store, "s", 1, concurrency_limit=2, buffer_size=3, partition_by=fails)
+    store.append_to_stream("stream", 0, events(5))
+    batch = q1.batch()
+    assert ids(batch) == [1, 2, 3]
+    if when == "ack, then stopped":
+        sub1.ack(batch)
+    message = q1.next(timeout=5)
+    assert isinstance(message, SubscriptionStopped), message
+    if when == "stopped, then ack":
+        sub1.ack(batch[:2])
+        sub1.ack(batch[2])
+    last_ack(dsn, schema, "s", 3)
+
+
 def test_ack_in_a_transaction_is_refused(store: EventStore) -> None:
     ((sub1, _q1),) = group(store, "s", 1, concurrency_limit=2)
     with pytest.raises(ValueError, match="concurrency_limit=1"):

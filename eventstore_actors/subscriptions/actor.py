@@ -375,16 +375,20 @@ class SubscriptionActor(SupervisedActor):
             self._ready.set_exception(exc_info=(type(error), error, None))
             self._ready = None
             self._silent = True
-        acked = self._control.final_acks()  # from now on, acks are stored by the handle
-        if acked > max(self._unsaved_checkpoint or 0, self._policy.saved) and not (
-            self._in_transactions()
-        ):
+        acked = self._final_acks()  # from now on, acks are stored by the handle
+        if acked is not None and acked > max(self._unsaved_checkpoint or 0, self._policy.saved):
             self._unsaved_checkpoint = acked  # told after the end (which came right after it)
         try:
             self._flush_checkpoint()
         except Exception as exc:  # the acks since the last write will be delivered again
             self.log.warning("could not store the last checkpoint", error=str(exc))
         self._lock.release()
+
+    def _final_acks(self) -> int | None:
+        """The position the plain acks told so far complete (queued behind the stop, or told
+        after the end), for the final write; the handle stores any told after this."""
+        acked = self._control.final_acks()
+        return None if self._in_transactions() else acked
 
     def after_exit(self) -> None:
         # After the supervisor was told, so that a subscriber resubscribing from inside its

@@ -230,6 +230,20 @@ class ConcurrentSubscriptionActor(SubscriptionActor):
         if checkpoint is not None:
             self._note_checkpoint(checkpoint)
 
+    def _final_acks(self) -> int | None:
+        """The checkpoint that the per-event acks told since the subscription closed complete
+        (applied to its last state, as those told after the final write: `Control.each_ack`)."""
+        state = self._cs or self._cs_closing
+        ids = dict(self._ids)
+
+        def apply(handle: Any, positions: tuple[int, ...]) -> int | None:
+            member = ids.get(handle)
+            if state is None or member is None:
+                return None
+            return state.acked(member, positions)[0]
+
+        return self._control.final_each(apply)
+
     def after_exit(self) -> None:
         reason = self._control.finished(self._token)
         if reason is not None and not self._silent:

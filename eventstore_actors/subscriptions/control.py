@@ -17,6 +17,7 @@ last: the actor's cleanup, or the supervisor giving up on an actor that already 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from enum import Enum
 from typing import Any
 
@@ -60,6 +61,10 @@ class Control:
         self.acks_in_transaction = False
         self._acked = 0  # the highest plain ack told by the handle (at most `delivered`)
         self._final = False  # the actor instance made its final checkpoint write
+        #: Competing consumers: per-event acks told since the subscription closed, and what
+        #: applies later ones to its last state (see `each_ack`).
+        self._each_late: list[tuple[Any, tuple[int, ...]]] = []
+        self._apply_each: Callable[[Any, tuple[int, ...]], int | None] | None = None
         #: Whether the subscriber was told `Subscribed` (a standby is told at take-over).
         self.announced = False
         #: Competing consumers: the handles unsubscribed one by one (told nothing more), and
@@ -151,6 +156,34 @@ class Control:
             self._final = True
             return self._acked
 
+    def each_ack(
+        self, handle: Any, positions: tuple[int, ...], tell: Callable[[], None]
+    ) -> int | None:
+        """Competing consumers: per-event acks of `handle`. While the subscription is open
+        they are told to the actor (`tell`, under the lock: so queued ahead of the stop of a
+        subscription closing meanwhile); once it closed, kept for its final write; after that
+        write, applied to its last state here: returns the checkpoint they complete, for the
+        caller to store (None: nothing moved)."""
+        with self._lock:
+            if not self._closed:
+                tell()
+                return None
+            if self._apply_each is None:
+                self._each_late.append((handle, positions))
+                return None
+            return self._apply_each(handle, positions)
+
+    def final_each(self, apply: Callable[[Any, tuple[int, ...]], int | None]) -> int | None:
+        """Competing consumers, for an actor instance's final write: `apply` (handle,
+        positions) -> new checkpoint or None takes the per-event acks told since it closed,
+        and any told later (see `each_ack`). Returns the highest checkpoint they complete."""
+        with self._lock:
+            self._final = True
+            self._apply_each = apply
+            late, self._each_late = self._each_late, []
+            moved = [apply(handle, positions) for handle, positions in late]
+            return max((m for m in moved if m is not None), default=None)
+
     def acked_in_transaction(self, position: int) -> None:
         """An ack in a caller's transaction wrote `position` (committed or not: a rollback
         leaves the stored checkpoint lower, which is allowed)."""
@@ -166,6 +199,7 @@ class Control:
             self._catch_up = False
             self._tick = False
             self._final = False
+            self._apply_each, self._each_late = None, []
             self._tokens += 1
             self._running = self._tokens
             return self._running
