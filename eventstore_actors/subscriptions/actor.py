@@ -487,7 +487,7 @@ class SubscriptionActor(SupervisedActor):
             if self._all:
                 covered = message.covered
                 events = [e for e in message.events if spec.matches(e)]
-                events, failed = self._select(events)
+                events, failed = self._select_published(events)
                 if failed is not None and covered is not None:
                     covered = (covered[0], failed.event_id - 1)
                 self._settled(state.notified(events, covered))
@@ -495,7 +495,7 @@ class SubscriptionActor(SupervisedActor):
                 stream = spec.stream_uuid
                 own = [_own(e) for e in message.events if e.stream_uuid == stream]
                 # Filtered out: a gap, so the next matching event is read from storage.
-                events, failed = self._select([e for e in own if spec.matches(e)])
+                events, failed = self._select_published([e for e in own if spec.matches(e)])
                 state.notified(events)
             if events and self._since is None:
                 self._since = message.at
@@ -628,6 +628,19 @@ class SubscriptionActor(SupervisedActor):
             return found
         lsn = self._lock.run(current_lsn)
         return replica.run_at_least(work, lsn, self._lock.run)
+
+    def _select_published(
+        self, events: list[RecordedEvent]
+    ) -> tuple[list[RecordedEvent], RecordedEvent | None]:
+        """`_select` for events from the publisher, where a failure is not final yet
+        (`_fatal` is left as it was): the storage read that follows meets it again right
+        after the events before it (a subscription catching up may not have taken those
+        from the publisher: it reads them from storage), and ends the subscription then."""
+        fatal = self._fatal
+        try:
+            return self._select(events)
+        finally:
+            self._fatal = fatal
 
     def _select(
         self, events: list[RecordedEvent]

@@ -270,14 +270,14 @@ class ConcurrentSubscriptionActor(SubscriptionActor):
             if self._all:
                 covered = message.covered
                 events = [e for e in message.events if spec.matches(e)]
-                events, failed = self._select(events)
+                events, failed = self._select_published(events)
                 if failed is not None and covered is not None:
                     covered = (covered[0], failed.event_id - 1)
                 self._settled(state.notified(events, covered))
             else:
                 stream = spec.stream_uuid
                 own = [_own(e) for e in message.events if e.stream_uuid == stream]
-                events, failed = self._select([e for e in own if spec.matches(e)])
+                events, failed = self._select_published([e for e in own if spec.matches(e)])
                 state.notified(events)
             if events and self._since is None:
                 self._since = message.at
