@@ -521,3 +521,24 @@ def test_filtered_events_never_pass_an_uncommitted_or_rolled_back_ack(
     with psycopg.connect(dsn) as conn, conn.transaction():
         sub.ack(batch, conn=conn)
     assert checkpoint(dsn, schema, "$all", "proj") == 5
+
+
+def test_an_ack_in_a_transaction_after_a_failure_is_stored(dsn: str, schema: str, make_store: Any):
+    """Issue 17, item 21, exactly-once: the ack of the events before one the subscription
+    cannot take is written in the caller's transaction, also after SubscriptionStopped."""
+
+    def mapper(event: Any) -> Any:
+        if event.event_id == 3:
+            raise RuntimeError("cannot map")
+        return event
+
+    store = make_store()
+    store.append_to_stream("s", 0, events(3))
+    subscriber = QueueSubscriber()
+    sub = store.subscribe_to_all_streams("proj", subscriber, mapper=mapper)
+    subscriber.subscribed()
+    assert [e.event_id for e in subscriber.batch()] == [1, 2]
+    assert isinstance(subscriber.next(), eventstore_actors.SubscriptionStopped)
+    with psycopg.connect(dsn) as conn, conn.transaction():
+        sub.ack(2, conn=conn)
+    assert checkpoint(dsn, schema, "$all", "proj") == 2
