@@ -115,18 +115,44 @@ class SubscriptionNotFoundError(EventStoreError):
 
 
 class CheckpointConflictError(EventStoreError):
-    """An ack in a transaction (`ack(..., conn=)`) claims events that another holder of the
-    subscription already acknowledged (it took the subscription over while this batch was
-    in hand). Nothing was written: roll the transaction back, those events were applied
-    there. The subscription goes on after the stored checkpoint."""
+    """An ack in a transaction (`ack(..., conn=)`) claims events that were acknowledged
+    already: by another holder of the subscription (it took the subscription over while this
+    batch was in hand, or replayed the same parked event), or by this subscription in an
+    earlier transaction. Nothing was written: roll the transaction back, those events were
+    applied there. The subscription goes on after the stored checkpoint.
 
-    def __init__(self, stream_uuid: str, name: str, stored: int, expected: int) -> None:
+    `stored` is the stored checkpoint, `position` the position acked (None if unknown)."""
+
+    def __init__(
+        self,
+        stream_uuid: str,
+        name: str,
+        stored: int,
+        expected: int,
+        *,
+        position: int | None = None,
+        detail: str | None = None,
+    ) -> None:
         self.stream_uuid = stream_uuid
         self.subscription_name = name
         self.stored = stored
+        self.position = position
+        if detail is None:
+            acked = "the ack" if position is None else f"the ack of position {position}"
+            if stored > expected:
+                detail = (
+                    f"{acked} is refused: another holder of the subscription took it over "
+                    f"and acknowledged positions {expected + 1}-{stored} after this batch "
+                    f"began (the checkpoint is at {stored}, this batch began after {expected})"
+                )
+            else:
+                detail = (
+                    f"{acked} is refused: position {position} is already acknowledged (the "
+                    f"checkpoint is at {stored}), by this subscription in an earlier "
+                    "transaction"
+                )
         super().__init__(
-            f"subscription {name!r} on {stream_uuid!r}: its checkpoint is at {stored}, beyond "
-            f"{expected} where this batch began; another holder acknowledged these events: "
+            f"subscription {name!r} on {stream_uuid!r}: {detail}; nothing was written: "
             "roll back this transaction"
         )
 

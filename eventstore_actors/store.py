@@ -926,6 +926,13 @@ class EventStore:
                 return attached
 
         def ack(position: int) -> None:
+            late = control.plain_ack(position)
+            if late is not None:
+                # Told after the subscription stopped: stored if it stopped on its own (not
+                # by an unsubscribe) and no later run of the name holds it.
+                if control.reason is not None and not control.acks_in_transaction:
+                    self._store_late_ack(stream_uuid, name, late)
+                return
             ref = registry.peek(child_id)
             if ref is not None:
                 try:
@@ -936,6 +943,25 @@ class EventStore:
         def ack_in(position: int, conn: Any) -> None:
             # Checked before anything is written; never past what this handle was sent.
             acks = self._in_transaction(conn)
+            control.acks_in_transaction = True
+            replayed = control.replayed(position)
+            if replayed is not None:
+                # A parked event delivered again, below the checkpoint: off the parked list
+                # in the caller's transaction; the checkpoint stays where it is.
+                conflict: CheckpointConflictError | None = None
+                try:
+                    acks.forget_replayed(conn, stream_uuid, name, position, replayed)
+                except CheckpointConflictError as exc:
+                    conflict = exc  # acked by another holder: its replay is over here too
+                ref = registry.peek(child_id)
+                if ref is not None:
+                    try:
+                        ref.tell(Ack(position, handle, in_transaction=True))
+                    except pykka.ActorDeadError:
+                        pass
+                if conflict is not None:
+                    raise conflict
+                return
             position = min(position, control.delivered)
             if position > 0:
                 try:
@@ -970,11 +996,11 @@ class EventStore:
             else:
                 self._forget_and_stop(child_id, child)
 
+        control = Control(size, subscriber)
         if concurrent:
-            handle = self._member_handle(child_id, stream_uuid, shown, nack)
+            handle = self._member_handle(child_id, stream_uuid, shown, nack, control)
         else:
             handle = Subscription(stream_uuid, shown, ack, ack_in, _nack=nack, _detach=detach)
-        control = Control(size, subscriber)
         spec = SubscriptionSpec(
             stream_uuid,
             name,
@@ -1128,7 +1154,7 @@ class EventStore:
         control = self._registry.attachment(child_id)
         if ref is None or not isinstance(control, Control) or control.closed:
             return None
-        handle = self._member_handle(child_id, stream_uuid, name, None)
+        handle = self._member_handle(child_id, stream_uuid, name, None, control)
         if on_own_thread(ref):
             raise SubscriptionAlreadyExistsError(
                 f"subscription {name!r} on {stream_uuid!r}: subscribe from outside its "
@@ -1158,6 +1184,7 @@ class EventStore:
         stream_uuid: str,
         name: str,
         nack: Callable[[int, str, str | None], None] | None,
+        control: Control | None,
     ) -> Subscription:
         """A competing consumer's handle: per-event acks, nacks and its own unsubscribe."""
         registry, timeout = self._registry, self._settings.call_timeout
@@ -1171,7 +1198,14 @@ class EventStore:
                     pass
 
         def ack_each(positions: list[int]) -> None:
-            tell(Ack(positions[-1], handle, each=tuple(positions)))
+            message = Ack(positions[-1], handle, each=tuple(positions))
+            if control is None:
+                tell(message)
+                return
+            late = control.each_ack(handle, message.each, lambda: tell(message))
+            # Told after the subscription stopped on its own (see `ack` in _subscribe).
+            if late is not None and control.reason is not None:
+                self._store_late_ack(stream_uuid, name, late)
 
         def member_nack(position: int, action: str, reason: str | None) -> None:
             tell(Nack(position, action, reason, handle))
@@ -1252,6 +1286,27 @@ class EventStore:
         ):
             raise TypeError("ack takes the Subscription returned by subscribe_*")
         subscription.ack(acked, conn=conn)
+
+    def _store_late_ack(self, stream_uuid: str, name: str, position: int) -> None:
+        """An ack told after its subscription stopped (e.g. on an event it cannot rebuild,
+        right after the batch before it) and made its final checkpoint write: stored here,
+        forward only, unless a later run of the name holds its lock (then those events are
+        its own to ack). Lost only if the store is stopped or unreachable: then those events
+        are delivered again."""
+        if self._stopped:
+            return
+        key = sub_info.lock_key(self._settings.schema, stream_uuid, name)
+        try:
+            self._pool.run(
+                lambda c: checkpoints.advance_unheld(c, stream_uuid, name, position, key)
+            )
+        except Exception as exc:
+            self.log.warning(
+                "could not store an ack told after its subscription stopped",
+                subscription=name,
+                stream=stream_uuid,
+                error=str(exc),
+            )
 
     def _in_transaction(self, conn: Any) -> checkpoints.InTransaction:
         """The writer of acks in callers' transactions, once `conn` is checked (TypeError,

@@ -16,7 +16,16 @@ from typing import Any
 import pytest
 from support import QueueSubscriber, checkpoint, wait_until
 
-from eventstore_actors import EventData, Events, EventStore, RecordedEvent, Subscribed
+from eventstore_actors import (
+    EventData,
+    Events,
+    EventStore,
+    JsonSerializer,
+    RecordedEvent,
+    SerializationError,
+    Subscribed,
+    SubscriptionStopped,
+)
 
 ALL = "$all"
 
@@ -254,3 +263,105 @@ def test_large_catch_up_in_order(store: EventStore) -> None:
     store.append_to_stream("stream1", 0, typed("E", 50))
     subscriber, sub = subscribe(store, "large", max_size=5, checkpoint_after=0.1)
     assert _collect(subscriber, sub, 50) == list(range(1, 51))
+
+
+# Acks are stored whatever ends the subscription (issue 17, item 21) -----------------------------
+class Picky(JsonSerializer):
+    """Cannot rebuild events of type Bad."""
+
+    def deserialize(self, data: bytes, type: str | None = None) -> Any:
+        if type == "Bad":
+            raise SerializationError("cannot rebuild Bad")
+        return super().deserialize(data, type)
+
+
+class Mortal(QueueSubscriber):
+    """A subscriber that can die (`is_alive` is what the subscription checks)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.alive = True
+
+    def is_alive(self) -> bool:
+        return self.alive
+
+
+def _fails_on_bad(event: RecordedEvent) -> Any:
+    if event.event_type == "Bad":
+        raise RuntimeError("cannot take Bad")
+    return event
+
+
+ENDS_BY_ITSELF = ["bad event", "mapper", "selector"]
+TUNINGS = {"untuned": {}, "large": {"checkpoint_threshold": 10**9, "checkpoint_after": 10**6}}
+
+
+@pytest.mark.parametrize("tuning", sorted(TUNINGS))
+@pytest.mark.parametrize("when", ["ack, then stopped", "stopped, then ack"])
+@pytest.mark.parametrize("reason", ENDS_BY_ITSELF)
+def test_events_acked_before_a_failure_are_stored(
+    make_store: Any, dsn: str, schema: str, reason: str, when: str, tuning: str
+) -> None:
+    """Events 1-3, then one the subscription cannot take (4): 1-3 are delivered, the
+    subscription stops, and the ack of 3 is stored, whether it comes before the
+    SubscriptionStopped is read or after."""
+    options: dict[str, Any] = dict(TUNINGS[tuning])
+    if reason == "bad event":
+        store = make_store(serializer=Picky())
+    else:
+        store = make_store()
+        options["mapper" if reason == "mapper" else "selector"] = _fails_on_bad
+    store.append_to_stream("s", 0, [*typed("E", 3), *typed("Bad", 1), *typed("E", 1)])
+    subscriber, sub = subscribe(store, "fails", **options)
+    batch = subscriber.batch()
+    assert [e.event_id for e in batch] == [1, 2, 3]
+    if when == "ack, then stopped":
+        sub.ack(batch)
+    message = subscriber.next()
+    assert isinstance(message, SubscriptionStopped), message
+    if when == "stopped, then ack":
+        sub.ack(batch)
+    wait_until(lambda: stored(dsn, schema, "fails") == 3, timeout=5, what="checkpoint 3")
+    again, _ = subscribe(store, "fails", **options)  # the name is free; 1-3 come no more
+    assert isinstance(again.next(), SubscriptionStopped)
+
+
+@pytest.mark.parametrize("tuning", sorted(TUNINGS))
+@pytest.mark.parametrize("reason", ["unsubscribe", "subscriber death", "store stop"])
+def test_acks_are_stored_whatever_stops_the_subscription(
+    make_store: Any, dsn: str, schema: str, reason: str, tuning: str
+) -> None:
+    store = make_store()
+    subscriber = Mortal()
+    sub = store.subscribe_to_all_streams("ends", subscriber, **TUNINGS[tuning])
+    subscriber.subscribed()
+    store.append_to_stream("s", 0, typed("E", 3))
+    sub.ack(subscriber.batch())
+    if reason == "unsubscribe":
+        store.unsubscribe_from_all_streams("ends")
+    elif reason == "subscriber death":
+        subscriber.alive = False
+        message = subscriber.next()
+        assert isinstance(message, SubscriptionStopped), message
+    else:
+        store.stop()
+    wait_until(lambda: stored(dsn, schema, "ends") == 3, timeout=5, what="checkpoint 3")
+
+
+def test_an_ack_told_after_a_failure_is_not_stored_once_a_later_run_holds_the_name(
+    make_store: Any, dsn: str, schema: str
+) -> None:
+    """Those events are the later run's to ack (see test_a_stale_handle_cannot_ack_a_later_
+    subscription): the late ack of the run that stopped is dropped."""
+    picky = make_store(serializer=Picky())
+    picky.append_to_stream("s", 0, [*typed("E", 3), *typed("Bad", 1)])
+    subscriber, sub = subscribe(picky, "fails")
+    batch = subscriber.batch()
+    assert isinstance(subscriber.next(), SubscriptionStopped)
+    later, _ = subscribe(make_store(), "fails")  # it can rebuild every event
+    assert [e.event_id for e in later.batch()] == [1, 2, 3, 4]
+    started = time.monotonic()
+    sub.ack(batch)
+    assert time.monotonic() - started < 3.0
+    time.sleep(0.3)
+    assert stored(dsn, schema, "fails") == 0

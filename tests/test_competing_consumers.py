@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import psycopg
 import pytest
 from support import QueueSubscriber, actor_subscriber, checkpoint, events, wait_until
 
@@ -493,10 +494,62 @@ def test_partition_by_failure_stops_the_subscription(store: EventStore) -> None:
         assert "partition_by failed on event 3" in message.reason
 
 
+@pytest.mark.parametrize("when", ["ack, then stopped", "stopped, then ack"])
+def test_events_acked_before_a_failure_are_stored(
+    store: EventStore, dsn: str, schema: str, when: str
+) -> None:
+    """Issue 17, item 21, with competing consumers: the acks of the events delivered before
+    the one partition_by fails on are stored, also when told after SubscriptionStopped."""
+
+    def fails(event: RecordedEvent) -> Any:
+        if event.data["n"] == 4:
+            raise RuntimeError("boom")
+        return event.stream_uuid
+
+    ((sub1, q1),) = group(store, "s", 1, concurrency_limit=2, buffer_size=3, partition_by=fails)
+    store.append_to_stream("stream", 0, events(5))
+    batch = q1.batch()
+    assert ids(batch) == [1, 2, 3]
+    if when == "ack, then stopped":
+        sub1.ack(batch)
+    message = q1.next(timeout=5)
+    assert isinstance(message, SubscriptionStopped), message
+    if when == "stopped, then ack":
+        sub1.ack(batch[:2])
+        sub1.ack(batch[2])
+    last_ack(dsn, schema, "s", 3)
+
+
 def test_ack_in_a_transaction_is_refused(store: EventStore) -> None:
     ((sub1, _q1),) = group(store, "s", 1, concurrency_limit=2)
     with pytest.raises(ValueError, match="concurrency_limit=1"):
         sub1.ack(1, conn=object())
+
+
+def test_a_replay_is_acked_and_new_events_keep_arriving_acks_in_transactions_refused(
+    store: EventStore, dsn: str, schema: str
+) -> None:
+    """Issue 17, item 3, on the competing path: an ack with conn= is refused before anything
+    is written (also for a replayed event); a plain ack of the replay moves nothing back."""
+    ((sub1, q1),) = group(store, "s", 1, concurrency_limit=2, buffer_size=3)
+    store.append_to_stream("stream", 0, events(3))
+    batch = q1.batch()
+    assert ids(batch) == [1, 2, 3]
+    sub1.nack(batch[1], "park", "later")
+    sub1.ack([batch[0], batch[2]])
+    last_ack(dsn, schema, "s", 3)
+    assert store.replay_parked("s") == 1
+    replayed = q1.batch()
+    assert ids(replayed) == [2]
+    refused = pytest.raises(ValueError, match="concurrency_limit=1")
+    with psycopg.connect(dsn) as conn, conn.transaction(), refused:
+        sub1.ack(replayed, conn=conn)
+    assert [p.event.event_id for p in store.parked_events("s")] == [2]
+    sub1.ack(replayed)
+    wait_until(lambda: store.parked_events("s") == [], what="off the parked list")
+    store.append_to_stream("stream", 3, events(2, start=4))
+    assert ids(q1.collect(sub1, 2)) == [4, 5]
+    last_ack(dsn, schema, "s", 5)
 
 
 @pytest.mark.parametrize(

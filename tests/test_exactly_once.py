@@ -25,7 +25,7 @@ from psycopg.rows import dict_row
 from support import QUIET, QueueSubscriber, checkpoint, events, wait_until
 
 import eventstore_actors
-from eventstore_actors import EventData, EventStore
+from eventstore_actors import ANY_VERSION, EventData, EventStore
 
 PROJECTOR = Path(__file__).parent / "support" / "projector.py"
 
@@ -341,3 +341,204 @@ def test_a_projection_killed_at_random_points_counts_every_event_exactly_once(
                 )
             )
     assert checkpoint(dsn, schema, "$all", "counter") == EVENTS
+
+
+# Parked replays: acked in the caller's transaction, the checkpoint stays (issue 17, item 3) ----
+def _park_and_replay(store: EventStore, sub: Any, subscriber: QueueSubscriber, dsn: str) -> None:
+    """Events 1-3; 2 is parked, 1 and 3 acked in transactions; then 2 is marked for replay."""
+    store.append_to_stream("s", 0, events(3))
+    batch = subscriber.batch()
+    assert [e.event_id for e in batch] == [1, 2, 3]
+    with psycopg.connect(dsn) as conn:
+        with conn.transaction():
+            sub.ack(1, conn=conn)
+        sub.nack(2, "park", "cannot apply it yet")
+        rest = subscriber.batch()
+        assert [e.event_id for e in rest] == [3]
+        with conn.transaction():
+            sub.ack(rest, conn=conn)
+    assert [p.event.event_id for p in store.parked_events("proj")] == [2]
+    assert store.replay_parked("proj") == 1
+
+
+def test_a_replayed_parked_event_is_acked_in_a_transaction_and_delivery_goes_on(
+    dsn: str, schema: str, store: EventStore
+):
+    sub, subscriber = _subscribed(store)
+    _park_and_replay(store, sub, subscriber, dsn)
+    replayed = subscriber.batch()
+    assert [e.event_id for e in replayed] == [2]
+    with psycopg.connect(dsn) as conn, conn.transaction():
+        sub.ack(replayed, conn=conn)  # no false conflict: it is a replay, below the checkpoint
+    assert checkpoint(dsn, schema, "$all", "proj") == 3  # not moved backwards
+    wait_until(lambda: store.parked_events("proj") == [], what="off the parked list")
+    store.append_to_stream("s", 3, events(2, start=4))
+    newer = subscriber.batch()
+    assert [e.event_id for e in newer] == [4, 5]
+    with psycopg.connect(dsn) as conn, conn.transaction():
+        sub.ack(newer, conn=conn)
+    assert checkpoint(dsn, schema, "$all", "proj") == 5
+
+
+def test_a_rolled_back_replay_ack_keeps_the_event_parked(dsn: str, schema: str, make_store: Any):
+    store = make_store()
+    sub, subscriber = _subscribed(store)
+    _park_and_replay(store, sub, subscriber, dsn)
+    replayed = subscriber.batch()
+    with psycopg.connect(dsn) as conn:
+        conn.execute("BEGIN")
+        sub.ack(replayed, conn=conn)
+        conn.rollback()
+    store.append_to_stream("s", 3, events(1, start=4))
+    assert [e.event_id for e in subscriber.batch()] == [4]  # the ack let delivery go on
+    time.sleep(QUIET)  # ... but the parked row is the caller's to remove: it stays
+    assert [p.event.event_id for p in store.parked_events("proj")] == [2]
+    assert checkpoint(dsn, schema, "$all", "proj") == 3
+
+
+def test_a_replay_acked_by_another_holder_is_a_conflict_that_says_so(
+    dsn: str, schema: str, store: EventStore
+):
+    sub, subscriber = _subscribed(store)
+    _park_and_replay(store, sub, subscriber, dsn)
+    replayed = subscriber.batch()
+    with psycopg.connect(dsn, autocommit=True) as other:  # another holder applied it
+        other.execute(sql.SQL("DELETE FROM {}.parked_events").format(sql.Identifier(schema)))
+    with psycopg.connect(dsn) as conn:
+        conflict = pytest.raises(
+            eventstore_actors.CheckpointConflictError, match=r"parked event 2.*another holder"
+        )
+        with conflict, conn.transaction():
+            sub.ack(replayed, conn=conn)
+    store.append_to_stream("s", 3, events(1, start=4))
+    assert [e.event_id for e in subscriber.batch()] == [4]  # no stall after the conflict
+
+
+def test_conflict_messages_say_which_positions_and_who_acked_them(
+    dsn: str, schema: str, store: EventStore
+):
+    store.append_to_stream("s", 0, events(3))
+    sub, subscriber = _subscribed(store)
+    batch = subscriber.batch()
+    with psycopg.connect(dsn, autocommit=True) as other:
+        other.execute(
+            sql.SQL("UPDATE {}.subscriptions SET last_seen = 2").format(sql.Identifier(schema))
+        )
+    with psycopg.connect(dsn) as conn:
+        taken = pytest.raises(
+            eventstore_actors.CheckpointConflictError,
+            match=r"ack of position 3 .* another holder .* acknowledged positions 1-2",
+        )
+        with taken, conn.transaction():
+            sub.ack(batch, conn=conn)
+        again = subscriber.batch()
+        assert [e.event_id for e in again] == [3]
+        with conn.transaction():
+            sub.ack(again, conn=conn)
+        twice = pytest.raises(
+            eventstore_actors.CheckpointConflictError,
+            match=r"position 3 is already acknowledged .* an earlier transaction",
+        )
+        with twice, conn.transaction():
+            sub.ack(again, conn=conn)
+
+
+# Filters: filtered-out events advance the checkpoint too (issue 17, item 8) ---------------------
+def _kinds(*types: str) -> list[EventData]:
+    return [EventData({"t": t}, event_type=t) for t in types]
+
+
+FILTERS: dict[str, dict[str, Any]] = {
+    "event_types": {"event_types": ["Keep"]},
+    "selector": {"selector": lambda e: e.event_type == "Keep"},
+}
+
+
+@pytest.mark.parametrize("kind", [*FILTERS, "stream_prefix", "stream"])
+def test_a_filtered_exactly_once_subscription_reaches_lag_zero(
+    dsn: str, schema: str, store: EventStore, kind: str
+):
+    subscriber = QueueSubscriber()
+    stream = "$all"
+    if kind == "stream":  # a stream subscription with event_types
+        stream = "keep-1"
+        sub = store.subscribe_to_stream(stream, "proj", subscriber, event_types=["Keep"])
+        keep, drop = stream, stream
+    elif kind == "stream_prefix":
+        sub = store.subscribe_to_all_streams("proj", subscriber, stream_prefix="keep-")
+        keep, drop = "keep-1", "drop-1"
+    else:
+        sub = store.subscribe_to_all_streams("proj", subscriber, **FILTERS[kind])
+        keep, drop = "keep-1", "keep-2"
+    assert subscriber.subscribed() is sub
+    keeps = ("Keep",) if kind != "stream_prefix" else ("Any",)
+    store.append_to_stream(keep, 0, _kinds(*keeps))
+    store.append_to_stream(drop, ANY_VERSION, _kinds("Drop", "Drop"))
+    batch = subscriber.batch()
+    assert [e.event_type for e in batch] == list(keeps)
+    with psycopg.connect(dsn) as conn, conn.transaction():
+        sub.ack(batch, conn=conn)
+    wait_until(
+        lambda: store.subscription_info("proj", stream).lag == 0, what="lag 0 after a commit"
+    )
+    assert checkpoint(dsn, schema, stream, "proj") == 3
+    # Filtered events after the last delivered one: stored by the subscription itself.
+    store.append_to_stream(drop, ANY_VERSION, _kinds("Drop", "Drop"))
+    wait_until(lambda: store.subscription_info("proj", stream).lag == 0, what="lag 0, idle")
+    assert checkpoint(dsn, schema, stream, "proj") == 5
+    # And the compare-and-set of the next ack still holds.
+    store.append_to_stream(keep, ANY_VERSION, _kinds(*keeps))
+    batch = subscriber.batch()
+    with psycopg.connect(dsn) as conn, conn.transaction():
+        sub.ack(batch, conn=conn)
+    assert checkpoint(dsn, schema, stream, "proj") == 6
+
+
+def test_filtered_events_never_pass_an_uncommitted_or_rolled_back_ack(
+    dsn: str, schema: str, store: EventStore
+):
+    subscriber = QueueSubscriber()
+    sub = store.subscribe_to_all_streams("proj", subscriber, event_types=["Keep"])
+    subscriber.subscribed()
+    store.append_to_stream("s", 0, _kinds("Keep"))
+    with psycopg.connect(dsn) as conn, conn.transaction():
+        sub.ack(subscriber.batch(), conn=conn)
+    store.append_to_stream("s", 1, _kinds("Keep"))
+    batch = subscriber.batch()
+    assert [e.event_id for e in batch] == [2]
+    with psycopg.connect(dsn) as conn:
+        conn.execute("BEGIN")
+        sub.ack(batch, conn=conn)
+        store.append_to_stream("s", 2, _kinds("Drop", "Drop"))
+        time.sleep(QUIET)  # ticks run: the open transaction holds the row, nothing waits on it
+        assert store.subscription_info("proj").checkpoint == 1
+        conn.rollback()
+    time.sleep(QUIET)  # ... and after the rollback, 2 is not acked: 3-4 are not stored
+    assert checkpoint(dsn, schema, "$all", "proj") == 1
+    store.append_to_stream("s", 4, _kinds("Keep"))
+    batch = subscriber.batch()
+    assert [e.event_id for e in batch] == [5]
+    with psycopg.connect(dsn) as conn, conn.transaction():
+        sub.ack(batch, conn=conn)
+    assert checkpoint(dsn, schema, "$all", "proj") == 5
+
+
+def test_an_ack_in_a_transaction_after_a_failure_is_stored(dsn: str, schema: str, make_store: Any):
+    """Issue 17, item 21, exactly-once: the ack of the events before one the subscription
+    cannot take is written in the caller's transaction, also after SubscriptionStopped."""
+
+    def mapper(event: Any) -> Any:
+        if event.event_id == 3:
+            raise RuntimeError("cannot map")
+        return event
+
+    store = make_store()
+    store.append_to_stream("s", 0, events(3))
+    subscriber = QueueSubscriber()
+    sub = store.subscribe_to_all_streams("proj", subscriber, mapper=mapper)
+    subscriber.subscribed()
+    assert [e.event_id for e in subscriber.batch()] == [1, 2]
+    assert isinstance(subscriber.next(), eventstore_actors.SubscriptionStopped)
+    with psycopg.connect(dsn) as conn, conn.transaction():
+        sub.ack(2, conn=conn)
+    assert checkpoint(dsn, schema, "$all", "proj") == 2

@@ -9,6 +9,7 @@ usable. The store never commits or rolls back the caller's transaction.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -20,7 +21,16 @@ from ..sql import statement
 from .connection import database_error, is_connection_loss, unavailable
 from .outbox import SameDatabase, check_connection, rollback_to_savepoint
 
-__all__ = ["ALL_STREAMS", "InTransaction", "advance", "claim", "delete", "load_or_create"]
+__all__ = [
+    "ALL_STREAMS",
+    "InTransaction",
+    "advance",
+    "advance_fenced",
+    "advance_unheld",
+    "claim",
+    "delete",
+    "load_or_create",
+]
 
 #: The stream_uuid under which all-streams subscriptions are stored.
 ALL_STREAMS = "$all"
@@ -29,6 +39,10 @@ Conn = psycopg.Connection[Any]
 
 _STATUS = psycopg.pq.TransactionStatus
 _SAVEPOINT = "eventstore_actors_ack"
+#: The subscriptions' advisory lock (sql/subscriptions/lock.sql), for one transaction, and
+#: how long to wait for it (a stopping subscription lets go of it within a round trip).
+_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(%(key)s, 0))"
+_UNHELD_WAIT = "SET LOCAL lock_timeout = '1s'"
 
 
 def load_or_create(conn: Conn, stream_uuid: str, name: str, start_from: int) -> int:
@@ -47,6 +61,44 @@ def advance(conn: Conn, stream_uuid: str, name: str, position: int) -> None:
         statement("subscriptions/ack"),
         {"stream_uuid": stream_uuid, "subscription_name": name, "last_seen": position},
     )
+
+
+def advance_fenced(
+    conn: Conn, stream_uuid: str, name: str, position: int, fence: int
+) -> bool | None:
+    """Move the checkpoint of a subscription acked in its callers' transactions forward to
+    `position`, iff the stored checkpoint has reached `fence` (their acks that the
+    subscription saw are committed), never waiting on a row an open transaction holds.
+
+    True: stored (or it was there already); None: the row is held by an open transaction
+    (try again later) or gone; False: it is behind `fence` (a caller's transaction rolled
+    back: the events it had acked come again on the next start, so nothing may pass them).
+    """
+    params = {
+        "stream_uuid": stream_uuid,
+        "subscription_name": name,
+        "last_seen": position,
+        "fence": fence,
+    }
+    row = conn.execute(statement("subscriptions/ack_fenced"), params).fetchone()
+    if row is None or row[0] is None:
+        return None
+    return int(row[0]) >= fence
+
+
+def advance_unheld(conn: Conn, stream_uuid: str, name: str, position: int, key: str) -> bool:
+    """Move the checkpoint forward to `position` iff nobody holds the subscription's lock
+    (`key`, see `subscriptions.info.lock_key`; taken for this transaction only, waiting up
+    to `_UNHELD_WAIT` for a holder that is letting go). False: a subscriber holds it (a later
+    run of the name), and nothing was written."""
+    try:
+        with conn.transaction():
+            conn.execute(_UNHELD_WAIT)
+            conn.execute(_LOCK, {"key": key})
+            advance(conn, stream_uuid, name, position)
+    except psycopg.errors.LockNotAvailable:
+        return False
+    return True
 
 
 def claim(conn: Conn, stream_uuid: str, name: str, holder: str) -> None:
@@ -81,6 +133,11 @@ class InTransaction:
             "SELECT last_seen FROM {}.subscriptions "
             "WHERE stream_uuid = %(stream_uuid)s AND subscription_name = %(subscription_name)s"
         ).format(sql.Identifier(schema))
+        self._forget_parked = sql.SQL(
+            "DELETE FROM {}.parked_events "
+            "WHERE stream_uuid = %(stream_uuid)s AND subscription_name = %(subscription_name)s "
+            "AND event_id = %(event_id)s"
+        ).format(sql.Identifier(schema))
 
     @staticmethod
     def check(conn: Any) -> Conn:
@@ -92,7 +149,8 @@ class InTransaction:
         connection outside a transaction block: in a transaction of its own, committed).
 
         CheckpointConflictError, with nothing written, when the stored checkpoint is already
-        at `position` or above `floor`: those events were acked by someone else.
+        at `position` or above `floor`: those events were acked already (by this subscription
+        in an earlier transaction, or by another holder after a take-over).
         """
         params = {
             "stream_uuid": stream_uuid,
@@ -100,16 +158,42 @@ class InTransaction:
             "last_seen": position,
             "floor": floor,
         }
+        self._run(conn, self._write, params)
+
+    def forget_replayed(
+        self, conn: Conn, stream_uuid: str, name: str, position: int, event_id: int
+    ) -> None:
+        """The ack of a replayed parked event (at `position`, at or below the checkpoint) in
+        `conn`'s current transaction: its row leaves the parked list iff the caller commits;
+        the checkpoint stays where it is.
+
+        CheckpointConflictError, with nothing written, when the row is gone already: another
+        holder of the subscription replayed and acknowledged the event.
+        """
+        params = {
+            "stream_uuid": stream_uuid,
+            "subscription_name": name,
+            "last_seen": position,
+            "event_id": event_id,
+        }
+        self._run(conn, self._forget, params)
+
+    def _run(
+        self,
+        conn: Conn,
+        work: Callable[[psycopg.Cursor[tuple[Any, ...]], dict[str, Any]], None],
+        params: dict[str, Any],
+    ) -> None:
         try:
             self._same_database.check(conn)
             if conn.autocommit and conn.info.transaction_status == _STATUS.IDLE:
                 with conn.transaction(), conn.cursor(row_factory=tuple_row) as cur:
-                    self._write(cur, params)
+                    work(cur, params)
                 return
             conn.execute(f"SAVEPOINT {_SAVEPOINT}", prepare=False)
             try:
                 with conn.cursor(row_factory=tuple_row) as cur:
-                    self._write(cur, params)
+                    work(cur, params)
             except BaseException:
                 rollback_to_savepoint(conn, _SAVEPOINT)
                 raise
@@ -127,5 +211,33 @@ class InTransaction:
         if row is not None:  # (no row: the subscription was deleted; nothing to move)
             stored = int(row[0])
             raise CheckpointConflictError(
-                params["stream_uuid"], params["subscription_name"], stored, params["floor"]
+                params["stream_uuid"],
+                params["subscription_name"],
+                stored,
+                params["floor"],
+                position=params["last_seen"],
+            )
+
+    def _forget(self, cur: psycopg.Cursor[tuple[Any, ...]], params: dict[str, Any]) -> None:
+        cur.execute(self._forget_parked, params, prepare=False)
+        if cur.rowcount > 0:
+            return
+        row = cur.execute(self._stored, params, prepare=False).fetchone()
+        if row is not None:  # (no row: the subscription was deleted; nothing to remove)
+            stream, name, event_id = (
+                params["stream_uuid"],
+                params["subscription_name"],
+                params["event_id"],
+            )
+            raise CheckpointConflictError(
+                stream,
+                name,
+                int(row[0]),
+                params["last_seen"],
+                position=params["last_seen"],
+                detail=(
+                    f"the ack of the replayed parked event {event_id} (position "
+                    f"{params['last_seen']}) is refused: it is no longer parked, another "
+                    "holder of the subscription replayed and acknowledged it"
+                ),
             )

@@ -208,7 +208,8 @@ class SubscriptionActor(SupervisedActor):
         self._retries: dict[int, int] = {}  # nack "retry" counts by position
         self._resume_at = 0.0  # when a pending retry may be sent
         self._replay_queued: set[int] = set()  # event_ids of parked events queued again
-        self._acks_in_transaction = False  # acks come with conn=: never write checkpoints
+        self._acks_in_transaction = False  # acks come with conn=: see _flush_checkpoint
+        self._fence = 0  # with them: the highest position they acked (see _flush_checkpoint)
         self._sent_before = 0  # last position sent before the lock was lost
         self._all = spec.stream_uuid == checkpoints.ALL_STREAMS
         self._seen_head = 0  # the head the last health check found (replica reads)
@@ -292,7 +293,7 @@ class SubscriptionActor(SupervisedActor):
         else:
             checkpoint = int(row[0])
         unsaved = self._unsaved_checkpoint  # acked before the lock was lost
-        if unsaved is not None and unsaved > checkpoint:
+        if unsaved is not None and unsaved > checkpoint and not self._in_transactions():
             self._lock.run(lambda c: checkpoints.advance(c, stream, name, unsaved))
             checkpoint = unsaved
         self._unsaved_checkpoint = None
@@ -351,6 +352,7 @@ class SubscriptionActor(SupervisedActor):
                 max_batch=self._spec.max_batch,
             )
         self._sent_before = checkpoint
+        self._fence = checkpoint
         self._retries, self._replay_queued = {}, set()
         self._policy = CheckpointPolicy(
             checkpoint, self._spec.checkpoint_threshold, self._spec.checkpoint_after
@@ -375,11 +377,20 @@ class SubscriptionActor(SupervisedActor):
             self._ready.set_exception(exc_info=(type(error), error, None))
             self._ready = None
             self._silent = True
+        acked = self._final_acks()  # from now on, acks are stored by the handle
+        if acked is not None and acked > max(self._unsaved_checkpoint or 0, self._policy.saved):
+            self._unsaved_checkpoint = acked  # told after the end (which came right after it)
         try:
             self._flush_checkpoint()
         except Exception as exc:  # the acks since the last write will be delivered again
             self.log.warning("could not store the last checkpoint", error=str(exc))
         self._lock.release()
+
+    def _final_acks(self) -> int | None:
+        """The position the plain acks told so far complete (queued behind the stop, or told
+        after the end), for the final write; the handle stores any told after this."""
+        acked = self._control.final_acks()
+        return None if self._in_transactions() else acked
 
     def after_exit(self) -> None:
         # After the supervisor was told, so that a subscriber resubscribing from inside its
@@ -496,7 +507,7 @@ class SubscriptionActor(SupervisedActor):
             if self._all:
                 covered = message.covered
                 events = [e for e in message.events if spec.matches(e)]
-                events, failed = self._select(events)
+                events, failed = self._select_published(events)
                 if failed is not None and covered is not None:
                     covered = (covered[0], failed.event_id - 1)
                 self._settled(state.notified(events, covered))
@@ -504,7 +515,7 @@ class SubscriptionActor(SupervisedActor):
                 stream = spec.stream_uuid
                 own = [_own(e) for e in message.events if e.stream_uuid == stream]
                 # Filtered out: a gap, so the next matching event is read from storage.
-                events, failed = self._select([e for e in own if spec.matches(e)])
+                events, failed = self._select_published([e for e in own if spec.matches(e)])
                 state.notified(events)
             if events and self._since is None:
                 self._since = message.at
@@ -531,17 +542,28 @@ class SubscriptionActor(SupervisedActor):
                 return
             replaying = state.replaying
             if replaying is not None and _position(replaying, self._all) == message.position:
-                self._replay_resolved(state, None)
+                if message.in_transaction:
+                    # The caller's transaction takes it off the parked list (iff it commits;
+                    # a rollback leaves it parked, marked for replay: it comes again on the
+                    # next start, like the events of a rolled-back ack).
+                    self._acks_in_transaction = True
+                    self._replay_ended(state)
+                else:
+                    self._replay_resolved(state, None)
                 self._pump(state)
                 return
             checkpoint = state.acked(message.position)
             if message.in_transaction:
                 self._acks_in_transaction = True
-                # The caller's transaction holds that checkpoint: never written here (a write
-                # of ours would also wait on the row lock until the caller commits).
+                self._fence = max(self._fence, message.position)
+                # The caller's transaction holds that checkpoint: never written here.
                 unsaved = self._unsaved_checkpoint
                 if unsaved is not None and unsaved <= message.position:
                     self._unsaved_checkpoint = None
+                if checkpoint is not None and checkpoint > message.position:
+                    # Filtered-out or deleted positions after it: stored here, once the
+                    # caller's transaction has committed (see _flush_checkpoint).
+                    self._note_checkpoint(checkpoint)
             elif checkpoint is not None:
                 self._note_checkpoint(checkpoint)
                 if self._checkpoint_due(acking=True):
@@ -556,7 +578,12 @@ class SubscriptionActor(SupervisedActor):
     def _pump(self, state: SubscriptionState[RecordedEvent]) -> None:
         while self._state is state and (action := state.next_action()) is not None:
             if isinstance(action, Send):
-                self._control.sent(_position(action.events[0], self._all), state.last_sent)
+                replay = state.replaying
+                self._control.sent(
+                    _position(action.events[0], self._all),
+                    state.last_sent,
+                    None if replay is None else replay.event_id,
+                )
                 self._deliver(action.events)
             elif self._fatal is not None:
                 self._end(self._fatal)  # everything before the bad event was sent
@@ -623,6 +650,19 @@ class SubscriptionActor(SupervisedActor):
         lsn = self._lock.run(current_lsn)
         return replica.run_at_least(work, lsn, self._lock.run)
 
+    def _select_published(
+        self, events: list[RecordedEvent]
+    ) -> tuple[list[RecordedEvent], RecordedEvent | None]:
+        """`_select` for events from the publisher, where a failure is not final yet
+        (`_fatal` is left as it was): the storage read that follows meets it again right
+        after the events before it (a subscription catching up may not have taken those
+        from the publisher: it reads them from storage), and ends the subscription then."""
+        fatal = self._fatal
+        try:
+            return self._select(events)
+        finally:
+            self._fatal = fatal
+
     def _select(
         self, events: list[RecordedEvent]
     ) -> tuple[list[RecordedEvent], RecordedEvent | None]:
@@ -648,6 +688,7 @@ class SubscriptionActor(SupervisedActor):
         replaying = state.replaying
         if replaying is not None:
             if _position(replaying, self._all) == message.position:
+                self._control.replaying = None  # (sent again, if retried)
                 self._nack_replayed(state, replaying, message)
             return
         position, action = message.position, message.action
@@ -687,13 +728,20 @@ class SubscriptionActor(SupervisedActor):
 
     def _replay_resolved(self, state: SubscriptionState[RecordedEvent], _: None) -> None:
         """The replayed event in flight was acked (or skipped): off the parked list."""
-        event = state.replay_done()
+        event = self._replay_ended(state)
         if event is None:
             return
-        self._retries.pop(-event.event_id, None)
         self._replay_queued.discard(event.event_id)
         stream, name, event_id = self._spec.stream_uuid, self._spec.name, event.event_id
         self._lock.run(lambda c: parked.forget(c, stream, name, event_id))
+
+    def _replay_ended(self, state: SubscriptionState[RecordedEvent]) -> RecordedEvent | None:
+        """The replayed event in flight is done with (returned), its parked row left as is."""
+        self._control.replaying = None
+        event = state.replay_done()
+        if event is not None:
+            self._retries.pop(-event.event_id, None)
+        return event
 
     def _retry_later_or_now(self, state: SubscriptionState[RecordedEvent]) -> None:
         delay = self._spec.retry_delay
@@ -709,7 +757,7 @@ class SubscriptionActor(SupervisedActor):
 
     def _moved(self, checkpoint: int | None) -> None:
         """A nack moved the checkpoint (the events before it are acked): stored like acks."""
-        if checkpoint is not None and not self._acks_in_transaction:
+        if checkpoint is not None:
             self._note_checkpoint(checkpoint)
             if self._checkpoint_due(acking=True):
                 self._flush_checkpoint()
@@ -732,10 +780,9 @@ class SubscriptionActor(SupervisedActor):
         return events
 
     def _settled(self, checkpoint: int | None) -> None:
-        """The state moved its checkpoint over deleted positions: stored like an ack. Not for
-        a subscription acked in its callers' transactions: the position it would move from
-        may belong to a transaction that has not committed yet (and may roll back)."""
-        if checkpoint is not None and not self._acks_in_transaction:
+        """The state moved its checkpoint over filtered-out or deleted positions: stored like
+        an ack (acked in callers' transactions: fenced, see `_flush_checkpoint`)."""
+        if checkpoint is not None:
             self._note_checkpoint(checkpoint)
             if self._policy.tuned and self._checkpoint_due(acking=False):
                 self._flush_checkpoint()
@@ -816,12 +863,31 @@ class SubscriptionActor(SupervisedActor):
         if position is None or not self._lock.locked:
             return
         stream, name = self._spec.stream_uuid, self._spec.name
+        if self._in_transactions():
+            # Acked in callers' transactions, which hold the row until they commit: the
+            # positions no ack of theirs covers (filtered-out, deleted or nacked events) are
+            # stored once their acks seen here are committed (the row reached the fence),
+            # never waiting on the row, and never past an ack whose transaction rolled back.
+            fence = self._fence
+            stored = self._lock.run(
+                lambda c: checkpoints.advance_fenced(c, stream, name, position, fence)
+            )
+            if stored is None:
+                return  # a transaction holds the row: tried again on the next tick
+            self._unsaved_checkpoint = None
+            if stored:
+                self._policy.written(position, time.monotonic())
+            return
         if isinstance(self._lock, SharedLockSession):
             self._lock.advance(stream, name, position)  # batched with the others' writes
         else:
             self._lock.run(lambda c: checkpoints.advance(c, stream, name, position))
         self._unsaved_checkpoint = None
         self._policy.written(position, time.monotonic())
+
+    def _in_transactions(self) -> bool:
+        """Whether the subscriber acks in its own transactions (`ack(..., conn=)`)."""
+        return self._acks_in_transaction or self._control.acks_in_transaction
 
     def _tick(self) -> None:
         if not subscriber_alive(self._spec.subscriber):

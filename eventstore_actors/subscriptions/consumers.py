@@ -235,6 +235,20 @@ class ConcurrentSubscriptionActor(SubscriptionActor):
         if checkpoint is not None:
             self._note_checkpoint(checkpoint)
 
+    def _final_acks(self) -> int | None:
+        """The checkpoint that the per-event acks told since the subscription closed complete
+        (applied to its last state, as those told after the final write: `Control.each_ack`)."""
+        state = self._cs or self._cs_closing
+        ids = dict(self._ids)
+
+        def apply(handle: Any, positions: tuple[int, ...]) -> int | None:
+            member = ids.get(handle)
+            if state is None or member is None:
+                return None
+            return state.acked(member, positions)[0]
+
+        return self._control.final_each(apply)
+
     def after_exit(self) -> None:
         reason = self._control.finished(self._token)
         if reason is not None and not self._silent:
@@ -261,14 +275,14 @@ class ConcurrentSubscriptionActor(SubscriptionActor):
             if self._all:
                 covered = message.covered
                 events = [e for e in message.events if spec.matches(e)]
-                events, failed = self._select(events)
+                events, failed = self._select_published(events)
                 if failed is not None and covered is not None:
                     covered = (covered[0], failed.event_id - 1)
                 self._settled(state.notified(events, covered))
             else:
                 stream = spec.stream_uuid
                 own = [_own(e) for e in message.events if e.stream_uuid == stream]
-                events, failed = self._select([e for e in own if spec.matches(e)])
+                events, failed = self._select_published([e for e in own if spec.matches(e)])
                 state.notified(events)
             if events and self._since is None:
                 self._since = message.at

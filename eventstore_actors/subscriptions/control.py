@@ -17,6 +17,7 @@ last: the actor's cleanup, or the supervisor giving up on an actor that already 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from enum import Enum
 from typing import Any
 
@@ -52,6 +53,18 @@ class Control:
         #: when it acks (just before its batch in flight, or what it acked itself since).
         #: A stored checkpoint above it means another holder acked these events.
         self.ack_floor = 0
+        #: The replayed parked event in flight, (position, event_id), if any: an ack of it in a
+        #: caller's transaction takes it off the parked list and leaves the checkpoint alone.
+        self.replaying: tuple[int, int] | None = None
+        #: Set when an ack in a caller's transaction begins (before its write): from then on
+        #: the subscription's own checkpoint writes never wait on the row (see the actor).
+        self.acks_in_transaction = False
+        self._acked = 0  # the highest plain ack told by the handle (at most `delivered`)
+        self._final = False  # the actor instance made its final checkpoint write
+        #: Competing consumers: per-event acks told since the subscription closed, and what
+        #: applies later ones to its last state (see `each_ack`).
+        self._each_late: list[tuple[Any, tuple[int, ...]]] = []
+        self._apply_each: Callable[[Any, tuple[int, ...]], int | None] | None = None
         #: Whether the subscriber was told `Subscribed` (a standby is told at take-over).
         self.announced = False
         #: Competing consumers: the handles unsubscribed one by one (told nothing more), and
@@ -106,11 +119,70 @@ class Control:
     def queued_events(self) -> int:
         return self._events
 
-    def sent(self, first: int, last: int) -> None:
-        """The actor is about to send a batch from position `first` to `last`."""
+    def sent(self, first: int, last: int, replay_of: int | None = None) -> None:
+        """The actor is about to send a batch from position `first` to `last`; `replay_of`:
+        it is the replay of the parked event of that event_id (at `first`, below the
+        checkpoint: it moves neither `delivered` nor `ack_floor`)."""
         with self._lock:
+            if replay_of is not None:
+                self.replaying = (first, replay_of)
+                return
+            self.replaying = None
             self.delivered = max(self.delivered, last)
             self.ack_floor = max(self.ack_floor, first - 1)
+
+    def replayed(self, position: int) -> int | None:
+        """The event_id of the replayed parked event in flight at `position`, if any."""
+        with self._lock:
+            replaying = self.replaying
+            return replaying[1] if replaying is not None and replaying[0] == position else None
+
+    def plain_ack(self, position: int) -> int | None:
+        """A plain ack told by the handle (clamped to what was delivered). Returns the
+        position for the caller to store itself when no actor instance will any more (it made
+        its final write: an ack told after a subscription stopped, e.g. on an event it cannot
+        rebuild, right after the batch before it); else None (the actor takes it)."""
+        with self._lock:
+            position = min(position, self.delivered)
+            if position <= self._acked:
+                return None
+            self._acked = position
+            return position if self._final else None
+
+    def final_acks(self) -> int:
+        """For an actor instance's final checkpoint write: the highest plain ack told; the
+        handle stores the acks told from now on itself (until an instance starts again)."""
+        with self._lock:
+            self._final = True
+            return self._acked
+
+    def each_ack(
+        self, handle: Any, positions: tuple[int, ...], tell: Callable[[], None]
+    ) -> int | None:
+        """Competing consumers: per-event acks of `handle`. While the subscription is open
+        they are told to the actor (`tell`, under the lock: so queued ahead of the stop of a
+        subscription closing meanwhile); once it closed, kept for its final write; after that
+        write, applied to its last state here: returns the checkpoint they complete, for the
+        caller to store (None: nothing moved)."""
+        with self._lock:
+            if not self._closed:
+                tell()
+                return None
+            if self._apply_each is None:
+                self._each_late.append((handle, positions))
+                return None
+            return self._apply_each(handle, positions)
+
+    def final_each(self, apply: Callable[[Any, tuple[int, ...]], int | None]) -> int | None:
+        """Competing consumers, for an actor instance's final write: `apply` (handle,
+        positions) -> new checkpoint or None takes the per-event acks told since it closed,
+        and any told later (see `each_ack`). Returns the highest checkpoint they complete."""
+        with self._lock:
+            self._final = True
+            self._apply_each = apply
+            late, self._each_late = self._each_late, []
+            moved = [apply(handle, positions) for handle, positions in late]
+            return max((m for m in moved if m is not None), default=None)
 
     def acked_in_transaction(self, position: int) -> None:
         """An ack in a caller's transaction wrote `position` (committed or not: a rollback
@@ -126,6 +198,8 @@ class Control:
             self._events = 0
             self._catch_up = False
             self._tick = False
+            self._final = False
+            self._apply_each, self._each_late = None, []
             self._tokens += 1
             self._running = self._tokens
             return self._running

@@ -66,7 +66,9 @@ class Subscription:
         With `conn` (an open psycopg 3 connection to the store's database), the checkpoint is
         written in that connection's current transaction: it moves iff the caller commits, so
         a projection that updates its tables and acks in one transaction applies each event
-        exactly once. The store never writes such a position itself.
+        exactly once. The store never writes such a position itself (positions no such ack
+        covers, events a filter left out, it stores once the acks before them are committed).
+        The ack of a replayed parked event takes it off the parked list in that transaction.
         """
         if self._ack_each is not None:
             if conn is not None:
