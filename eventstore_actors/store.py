@@ -430,6 +430,7 @@ class EventStore:
         self, request: AppendRequest, conn: psycopg.Connection[Any] | None = None
     ) -> list[AppendResult]:
         _assign_uuids(request)
+        self._refuse_own_lock_wait(conn)
         if conn is not None:
             return self._outbox().append(conn, request)
         timeout = self._settings.call_timeout
@@ -484,6 +485,7 @@ class EventStore:
             raise TypeError(f"hard must be True or False, got {type(hard).__qualname__}")
         if hard and not self._settings.enable_hard_deletes:
             raise HardDeletesDisabledError()
+        self._refuse_own_lock_wait()
         channel, origin = self._settings.channel, self._origin
         self._pool.run(
             self._written(
@@ -515,6 +517,7 @@ class EventStore:
             if event_id in seen:
                 raise links.duplicate(stream_uuid, event_id)
             seen.add(event_id)
+        self._refuse_own_lock_wait()
         channel, origin = self._settings.channel, self._origin
         result = self._pool.run(
             self._written(
@@ -523,6 +526,25 @@ class EventStore:
         )
         tell_stream_subscriptions(self._registry, stream_uuid, CatchUp())
         return result
+
+    def _refuse_own_lock_wait(self, conn: psycopg.Connection[Any] | None = None) -> None:
+        """StoreUnavailableError, before anything is sent, when this call would wait on the
+        counter row lock held by a transaction of this very thread: one that appended with
+        conn= and has not ended (on a connection other than `conn`). It would wait for ever
+        (the thread that could end that transaction is the one waiting)."""
+        box = self._outbox_appender
+        if box is None:
+            return
+        pids = box.lock_holders(but=conn)
+        if not pids:
+            return
+        schema = self._settings.schema
+        if self._pool.run(lambda c: outbox.holds_counter_lock(c, schema, pids)):
+            raise StoreUnavailableError(
+                "this thread's open transaction on a connection given as conn= appended and "
+                "holds the store's append lock until it ends: this call would wait for it "
+                "for ever; commit or roll that transaction back first (nothing was sent)"
+            )
 
     def _outbox(self) -> Outbox:
         """The appender on callers' connections, made on first use (it needs one query to

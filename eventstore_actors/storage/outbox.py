@@ -18,6 +18,7 @@ the store's listener reports it and subscribers receive the events after that co
 
 from __future__ import annotations
 
+import threading
 import weakref
 from typing import Any
 
@@ -30,7 +31,14 @@ from ..events import AppendResult
 from .appender import AppendRequest, Written, group_outcomes, group_params
 from .connection import FINGERPRINT, database_error, is_connection_loss, unavailable
 
-__all__ = ["Outbox", "SameDatabase", "check_connection", "fingerprint", "rollback_to_savepoint"]
+__all__ = [
+    "Outbox",
+    "SameDatabase",
+    "check_connection",
+    "fingerprint",
+    "holds_counter_lock",
+    "rollback_to_savepoint",
+]
 
 _STATUS = psycopg.pq.TransactionStatus
 _SAVEPOINT = "eventstore_actors_append"
@@ -86,6 +94,9 @@ class Outbox:
         # Not the writer's origin: the store's own listener skips only that one.
         self._origin = f"{origin}.outbox"
         self._same_database = SameDatabase(fingerprint)
+        #: Per thread: the callers' connections whose open transaction appended (and so
+        #: holds the counter row lock until it ends); see `lock_holders`.
+        self._holders = threading.local()
         self._query = sql.SQL(
             "SELECT part, status, first_event_id, last_event_id, first_version, "
             "actual_version, created_at FROM {}.append_events_v2("
@@ -119,6 +130,7 @@ class Outbox:
                     raise outcome
                 if outcome.rows:
                     conn.execute(f"RELEASE SAVEPOINT {_SAVEPOINT}", prepare=False)
+                    self._held(conn)
                 else:  # a retry of a stored append: nothing to keep, not even the lock
                     rollback_to_savepoint(conn)
         except psycopg.Error as exc:
@@ -126,6 +138,27 @@ class Outbox:
                 raise unavailable(exc, outcome_unknown=committing) from None
             raise database_error(exc, "append") from None
         return outcome.results
+
+    def _held(self, conn: psycopg.Connection[Any]) -> None:
+        held = getattr(self._holders, "conns", None)
+        if held is None:
+            held = self._holders.conns = weakref.WeakSet()
+        held.add(conn)
+
+    def lock_holders(self, but: psycopg.Connection[Any] | None = None) -> list[int]:
+        """The backend pids of the connections of this thread (other than `but`) whose
+        transaction may still hold the counter row lock: an append with conn= in a
+        transaction not yet ended. No round trip (`holds_counter_lock` tells for sure)."""
+        held = getattr(self._holders, "conns", None)
+        if not held:
+            return []
+        pids = []
+        for conn in list(held):
+            if conn.closed or conn.info.transaction_status == _STATUS.IDLE:
+                held.discard(conn)  # committed or rolled back: the lock is gone
+            elif conn is not but:
+                pids.append(conn.info.backend_pid)
+        return pids
 
     def _run(
         self, conn: psycopg.Connection[Any], request: AppendRequest, params: dict[str, Any]
@@ -152,3 +185,16 @@ def fingerprint(conn: psycopg.Connection[Any]) -> tuple[Any, ...]:
     if found is None:
         raise StoreUnavailableError("cannot identify the store's database")
     return tuple(found)
+
+
+def holds_counter_lock(conn: psycopg.Connection[Any], schema: str, pids: list[int]) -> bool:
+    """Whether one of the backends `pids` holds a lock taken to write the counter row of
+    `schema` (held to the end of its transaction). Behind a transaction pooler the pids
+    are the pooler's: no match then."""
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_locks WHERE pid = ANY(%s) "
+        "AND locktype = 'relation' AND relation = %s::regclass AND granted "
+        "AND mode IN ('RowShareLock', 'RowExclusiveLock'))",
+        (pids, f'"{schema}".event_counter'),
+    ).fetchone()
+    return bool(row and row[0])
