@@ -35,7 +35,6 @@ from .errors import (
     CheckpointConflictError,
     ConfigError,
     HardDeletesDisabledError,
-    InvalidStartFromError,
     SerializationError,
     SnapshotNotFoundError,
     StoreUnavailableError,
@@ -104,6 +103,7 @@ from .validation import (
     check_optional_text,
     check_position,
     check_sort,
+    check_start_from,
     check_stream_prefix,
 )
 from .writer import Append, WriterActor
@@ -899,15 +899,7 @@ class EventStore:
             raise ValueError(r"subscription_name must not contain '\x1f' (used by groups)")
         if not callable(getattr(subscriber, "tell", None)):
             raise TypeError("subscriber must be a pykka ActorRef or have a tell(message) method")
-        if not (
-            start_from in ("origin", "current")
-            or (
-                isinstance(start_from, int) and not isinstance(start_from, bool) and start_from >= 0
-            )
-        ):
-            raise InvalidStartFromError(
-                f"start_from must be 'origin', 'current' or an int >= 0, got {start_from!r}"
-            )
+        check_start_from(start_from)
         if mapper is not None and not callable(mapper):
             raise TypeError("mapper must be callable or None")
         size = (
@@ -1105,15 +1097,11 @@ class EventStore:
 
     def _start_position(self, start_from: str | int, conn: Any) -> int:
         """Where a new consumer group starts (its partitions all start there)."""
-        if start_from == "origin":
+        if check_start_from(start_from) == "origin":
             return 0
         if start_from == "current":
             return reader.last_event_id(conn)
-        if isinstance(start_from, int) and not isinstance(start_from, bool) and start_from >= 0:
-            return start_from
-        raise InvalidStartFromError(
-            f"start_from must be 'origin', 'current' or an int >= 0, got {start_from!r}"
-        )
+        return int(start_from)
 
     def _attach(
         self, child_id: str, stream_uuid: str, name: str, subscriber: Any, options: _Options
