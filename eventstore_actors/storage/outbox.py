@@ -28,8 +28,9 @@ from psycopg.rows import tuple_row
 
 from ..errors import EventStoreError, StoreUnavailableError
 from ..events import AppendResult
-from .appender import AppendRequest, Written, group_outcomes, group_params
-from .connection import FINGERPRINT, database_error, is_connection_loss, unavailable
+from ..sql import statement
+from .appender import AppendRequest, Written, compare_replays, group_outcomes, group_params
+from .connection import FINGERPRINT, database_error, is_connection_loss, qualify, unavailable
 
 __all__ = [
     "Outbox",
@@ -104,6 +105,7 @@ class Outbox:
             "%(event_uuids)s::uuid[], %(event_types)s, %(correlation_ids)s, "
             "%(causation_ids)s, %(data)s, %(metadata)s, %(channel)s, %(origin)s)"
         ).format(sql.Identifier(schema))
+        self._stored_content = qualify(schema, statement("append/stored_content"))
 
     def append(self, conn: psycopg.Connection[Any], request: AppendRequest) -> list[AppendResult]:
         """Write `request` in `conn`'s current transaction (see the module docstring)."""
@@ -165,7 +167,8 @@ class Outbox:
     ) -> Written | EventStoreError:
         with conn.cursor(row_factory=tuple_row) as cur:
             rows = cur.execute(self._query, params, prepare=False).fetchall()
-        return group_outcomes([request], rows)[0]
+        outcomes = group_outcomes([request], rows)
+        return compare_replays(conn, [request], outcomes, self._stored_content)[0]
 
 
 def rollback_to_savepoint(conn: psycopg.Connection[Any], savepoint: str = _SAVEPOINT) -> None:
