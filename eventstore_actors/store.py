@@ -500,12 +500,16 @@ class EventStore:
         stream_uuid: str,
         expected_version: int | ExpectedVersion,
         events_or_event_ids: Sequence[RecordedEvent | int],
+        *,
+        conn: psycopg.Connection[Any] | None = None,
     ) -> AppendResult:
         """Add existing events (RecordedEvents or event_ids) to a stream without copying
         them, after its last position, if it matches `expected_version`; the positions they
         took (`first_version`..`last_version`) and the first and last event_ids linked.
 
-        Through the pool like deletes (see `delete_stream`), under the counter row lock.
+        Through the pool like deletes (see `delete_stream`), under the counter row lock; with
+        `conn=` (a psycopg 3 connection to the store's database) in that connection's current
+        transaction, as appends with `conn=` are (see `append_to_stream`).
         """
         check_name(stream_uuid, "stream_uuid")
         if stream_uuid == checkpoints.ALL_STREAMS:
@@ -517,6 +521,12 @@ class EventStore:
             if event_id in seen:
                 raise links.duplicate(stream_uuid, event_id)
             seen.add(event_id)
+        if conn is not None:
+            conn = check_connection(conn)
+            self._refuse_own_lock_wait(conn)
+            result = self._outbox().link(conn, stream_uuid, expected, event_ids)
+            tell_stream_subscriptions(self._registry, stream_uuid, CatchUp())
+            return result
         self._refuse_own_lock_wait()
         channel, origin = self._settings.channel, self._origin
         result = self._pool.run(

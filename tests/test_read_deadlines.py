@@ -171,3 +171,35 @@ def test_link_while_this_thread_holds_the_counter_lock_in_its_transaction(
     assert store.link_to_stream("links", 0, [1]).last_version == 1
     store.delete_stream("s-1", 1)
     assert [e.stream_uuid for e in store.read_all_streams_forward()] == ["s-1", "s-2"]
+
+
+def test_link_to_stream_with_conn_in_the_transaction_that_appended(
+    make_store: Callable[..., EventStore], dsn: str
+) -> None:
+    """link_to_stream(..., conn=) runs in the caller's transaction: after an append of that
+    same transaction (which holds the counter row lock) it links at once, visible only once
+    the caller commits; a refused link leaves the transaction usable."""
+    store = make_store(io_timeout=IO_TIMEOUT)
+    store.append_to_stream("s-1", 0, events(1))
+    with psycopg.connect(dsn) as conn:
+        outcome: dict[str, Any] = {}
+
+        def scenario() -> None:
+            appended = store.append_to_stream("s-2", 0, events(1, start=2), conn=conn)
+            assert appended is not None
+            outcome["link"] = store.link_to_stream(
+                "links", 0, [1, appended.last_event_id], conn=conn
+            )
+            try:
+                store.link_to_stream("links", 0, [1], conn=conn)  # wrong expected version
+            except Exception as exc:
+                outcome["refused"] = exc
+
+        _, error = bounded(scenario, BOUND)
+        assert error is None, repr(error)
+        assert outcome["link"].first_version == 1 and outcome["link"].last_version == 2
+        assert type(outcome["refused"]).__name__ == "WrongExpectedVersionError"
+        with pytest.raises(Exception, match="links"):
+            store.read_stream_forward("links")  # not committed yet
+        conn.commit()
+    assert [e.event_id for e in store.read_stream_forward("links")] == [1, 2]

@@ -27,8 +27,9 @@ from psycopg import sql
 from psycopg.rows import tuple_row
 
 from ..errors import EventStoreError, StoreUnavailableError
-from ..events import AppendResult
+from ..events import AppendResult, ExpectedVersion
 from ..sql import statement
+from . import links
 from .appender import AppendRequest, Written, compare_replays, group_outcomes, group_params
 from .connection import FINGERPRINT, database_error, is_connection_loss, qualify, unavailable
 
@@ -106,6 +107,7 @@ class Outbox:
             "%(causation_ids)s, %(data)s, %(metadata)s, %(channel)s, %(origin)s)"
         ).format(sql.Identifier(schema))
         self._stored_content = qualify(schema, statement("append/stored_content"))
+        self._link = qualify(schema, statement("link/link_events"))
 
     def append(self, conn: psycopg.Connection[Any], request: AppendRequest) -> list[AppendResult]:
         """Write `request` in `conn`'s current transaction (see the module docstring)."""
@@ -140,6 +142,47 @@ class Outbox:
                 raise unavailable(exc, outcome_unknown=committing) from None
             raise database_error(exc, "append") from None
         return outcome.results
+
+    def link(
+        self,
+        conn: psycopg.Connection[Any],
+        stream_uuid: str,
+        expected: int | ExpectedVersion,
+        event_ids: list[int],
+    ) -> AppendResult:
+        """`link_to_stream` in `conn`'s current transaction, like `append` (the counter row
+        lock is taken there, so a link after an append of the same transaction never waits
+        for that transaction)."""
+        params = links.params(stream_uuid, expected, event_ids, self._channel, self._origin)
+        own = conn.autocommit and conn.info.transaction_status == _STATUS.IDLE
+        committing = False
+
+        def run() -> AppendResult:
+            with conn.cursor(row_factory=tuple_row) as cur:
+                row = cur.execute(self._link, params, prepare=False).fetchone()
+            assert row is not None
+            return links.outcome(stream_uuid, expected, event_ids, *row)
+
+        try:
+            self._same_database.check(conn)
+            if own:
+                with conn.transaction():
+                    result = run()  # a contract error rolls the transaction back
+                    committing = True
+            else:
+                conn.execute(f"SAVEPOINT {_SAVEPOINT}", prepare=False)
+                try:
+                    result = run()
+                except BaseException:
+                    rollback_to_savepoint(conn)
+                    raise
+                conn.execute(f"RELEASE SAVEPOINT {_SAVEPOINT}", prepare=False)
+                self._held(conn)
+        except psycopg.Error as exc:
+            if is_connection_loss(exc, conn):
+                raise unavailable(exc, outcome_unknown=committing) from None
+            raise database_error(exc, "link") from None
+        return result
 
     def _held(self, conn: psycopg.Connection[Any]) -> None:
         held = getattr(self._holders, "conns", None)
