@@ -213,9 +213,9 @@ class Settings:
     #: is probed, and seconds the probe may take before the connection is given up as dead.
     health_interval: float = 5.0
     health_timeout: float = 5.0
-    #: Seconds one database call on a dedicated connection (an append, a catch-up read, a
-    #: checkpoint write) may take before the connection is given up as dead: a server that
-    #: still acknowledges packets but never answers would otherwise block that actor for ever.
+    #: Seconds one database call (an append, a catch-up read, a checkpoint write, a pool
+    #: call: a read, delete, link...) may take before the connection is given up as dead: a
+    #: server that still acknowledges packets but never answers would otherwise block for ever.
     io_timeout: float = 15.0
     #: Whether `delete_stream(..., hard=True)` may erase events for good (GDPR erasure);
     #: off by default, so that no call can destroy history by accident.

@@ -6,10 +6,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import psycopg
+
 from .config import Settings
 from .errors import ConfigError
 from .storage import schema as schema_ops
-from .storage.connection import connect
+from .storage.connection import connect, is_connection_loss, unavailable
+from .storage.deadline import guard
 from .subscriptions import info
 
 __all__ = ["status"]
@@ -28,12 +31,18 @@ _COLUMNS = (
 
 def status(dsn: str, schema: str, *, as_json: bool = False) -> str:
     """The report `eventstore-actors status` prints (a table, or JSON)."""
-    with connect(Settings(dsn=dsn, schema=schema)) as conn:
-        version = schema_ops.installed_version(conn, schema)
-        if version is None:
-            raise ConfigError(schema_ops.not_initialised(schema))
-        _, head, streams = info.summary(conn)
-        subscriptions = info.load(conn, schema)
+    settings = Settings(dsn=dsn, schema=schema)
+    try:
+        with connect(settings) as conn, guard(conn, settings.io_timeout):  # a frozen path ends
+            version = schema_ops.installed_version(conn, schema)
+            if version is None:
+                raise ConfigError(schema_ops.not_initialised(schema))
+            _, head, streams = info.summary(conn)
+            subscriptions = info.load(conn, schema)
+    except psycopg.Error as exc:
+        if not is_connection_loss(exc):
+            raise
+        raise unavailable(exc) from None
     report: dict[str, Any] = {
         "schema": schema,
         "schema_version": version,

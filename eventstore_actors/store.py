@@ -35,7 +35,6 @@ from .errors import (
     CheckpointConflictError,
     ConfigError,
     HardDeletesDisabledError,
-    InvalidStartFromError,
     SerializationError,
     SnapshotNotFoundError,
     StoreUnavailableError,
@@ -106,6 +105,7 @@ from .validation import (
     check_optional_text,
     check_position,
     check_sort,
+    check_start_from,
     check_stream_prefix,
 )
 from .writer import Append, WriterActor
@@ -434,6 +434,7 @@ class EventStore:
         self, request: AppendRequest, conn: psycopg.Connection[Any] | None = None
     ) -> list[AppendResult]:
         _assign_uuids(request)
+        self._refuse_own_lock_wait(conn)
         if conn is not None:
             return self._outbox().append(conn, request)
         timeout = self._settings.call_timeout
@@ -490,6 +491,7 @@ class EventStore:
             raise TypeError(f"hard must be True or False, got {type(hard).__qualname__}")
         if hard and not self._settings.enable_hard_deletes:
             raise HardDeletesDisabledError()
+        self._refuse_own_lock_wait()
         channel, origin = self._settings.channel, self._origin
         self._pool.run(
             self._written(
@@ -506,12 +508,16 @@ class EventStore:
         stream_uuid: str,
         expected_version: int | ExpectedVersion,
         events_or_event_ids: Sequence[RecordedEvent | int],
+        *,
+        conn: psycopg.Connection[Any] | None = None,
     ) -> AppendResult:
         """Add existing events (RecordedEvents or event_ids) to a stream without copying
         them, after its last position, if it matches `expected_version`; the positions they
         took (`first_version`..`last_version`) and the first and last event_ids linked.
 
-        Through the pool like deletes (see `delete_stream`), under the counter row lock.
+        Through the pool like deletes (see `delete_stream`), under the counter row lock; with
+        `conn=` (a psycopg 3 connection to the store's database) in that connection's current
+        transaction, as appends with `conn=` are (see `append_to_stream`).
         """
         check_name(stream_uuid, "stream_uuid")
         if stream_uuid == checkpoints.ALL_STREAMS:
@@ -523,6 +529,13 @@ class EventStore:
             if event_id in seen:
                 raise links.duplicate(stream_uuid, event_id)
             seen.add(event_id)
+        if conn is not None:
+            conn = check_connection(conn)
+            self._refuse_own_lock_wait(conn)
+            result = self._outbox().link(conn, stream_uuid, expected, event_ids)
+            tell_stream_subscriptions(self._registry, stream_uuid, CatchUp())
+            return result
+        self._refuse_own_lock_wait()
         channel, origin = self._settings.channel, self._origin
         result = self._pool.run(
             self._written(
@@ -531,6 +544,25 @@ class EventStore:
         )
         tell_stream_subscriptions(self._registry, stream_uuid, CatchUp())
         return result
+
+    def _refuse_own_lock_wait(self, conn: psycopg.Connection[Any] | None = None) -> None:
+        """StoreUnavailableError, before anything is sent, when this call would wait on the
+        counter row lock held by a transaction of this very thread: one that appended with
+        conn= and has not ended (on a connection other than `conn`). It would wait for ever
+        (the thread that could end that transaction is the one waiting)."""
+        box = self._outbox_appender
+        if box is None:
+            return
+        pids = box.lock_holders(but=conn)
+        if not pids:
+            return
+        schema = self._settings.schema
+        if self._pool.run(lambda c: outbox.holds_counter_lock(c, schema, pids)):
+            raise StoreUnavailableError(
+                "this thread's open transaction on a connection given as conn= appended and "
+                "holds the store's append lock until it ends: this call would wait for it "
+                "for ever; commit or roll that transaction back first (nothing was sent)"
+            )
 
     def _outbox(self) -> Outbox:
         """The appender on callers' connections, made on first use (it needs one query to
@@ -898,15 +930,7 @@ class EventStore:
             raise ValueError(r"subscription_name must not contain '\x1f' (used by groups)")
         if not callable(getattr(subscriber, "tell", None)):
             raise TypeError("subscriber must be a pykka ActorRef or have a tell(message) method")
-        if not (
-            start_from in ("origin", "current")
-            or (
-                isinstance(start_from, int) and not isinstance(start_from, bool) and start_from >= 0
-            )
-        ):
-            raise InvalidStartFromError(
-                f"start_from must be 'origin', 'current' or an int >= 0, got {start_from!r}"
-            )
+        check_start_from(start_from)
         if mapper is not None and not callable(mapper):
             raise TypeError("mapper must be callable or None")
         size = (
@@ -1134,15 +1158,11 @@ class EventStore:
 
     def _start_position(self, start_from: str | int, conn: Any) -> int:
         """Where a new consumer group starts (its partitions all start there)."""
-        if start_from == "origin":
+        if check_start_from(start_from) == "origin":
             return 0
         if start_from == "current":
             return reader.last_event_id(conn)
-        if isinstance(start_from, int) and not isinstance(start_from, bool) and start_from >= 0:
-            return start_from
-        raise InvalidStartFromError(
-            f"start_from must be 'origin', 'current' or an int >= 0, got {start_from!r}"
-        )
+        return int(start_from)
 
     def _attach(
         self, child_id: str, stream_uuid: str, name: str, subscriber: Any, options: _Options

@@ -6,10 +6,12 @@ import uuid
 from collections.abc import Collection
 from typing import Any
 
+from .errors import InvalidStartFromError
 from .events import ExpectedVersion
 from .streams import SORT_FIELDS
 
 __all__ = [
+    "MAX_BIGINT",
     "MAX_NAME_BYTES",
     "check_backward_start",
     "check_count",
@@ -21,6 +23,7 @@ __all__ = [
     "check_optional_text",
     "check_position",
     "check_sort",
+    "check_start_from",
     "check_stream_prefix",
     "check_text",
 ]
@@ -29,6 +32,10 @@ __all__ = [
 #: event_type, correlation_id, causation_id. Generous, and safe for the unique indexes: a
 #: btree row holds at most about 2,700 bytes, and the subscriptions index holds two names.
 MAX_NAME_BYTES = 1024
+
+#: The largest integer PostgreSQL's bigint holds: positions, versions, counts and event_ids
+#: beyond it are a ValueError before anything is sent.
+MAX_BIGINT = 2**63 - 1
 
 
 def check_text(value: Any, name: str) -> str:
@@ -91,8 +98,8 @@ def check_position(value: Any, name: str) -> int:
         raise TypeError(f"{name} must be an int, got {type(value).__qualname__}")
     if value < 0:
         raise ValueError(f"{name} must be >= 0, got {value}")
-    if value >= 2**63:
-        raise ValueError(f"{name} is too large: {value}")
+    if value > MAX_BIGINT:
+        raise ValueError(f"{name} is too large: {value} (at most {MAX_BIGINT}, a bigint)")
     return value
 
 
@@ -140,6 +147,18 @@ def check_sort(sort_by: Any, sort_dir: Any) -> tuple[str, bool]:
     if not isinstance(sort_dir, str) or sort_dir not in ("asc", "desc"):
         raise ValueError(f"sort_dir must be 'asc' or 'desc', got {sort_dir!r}")
     return sort_by, sort_dir == "desc"
+
+
+def check_start_from(value: Any) -> str | int:
+    """ "origin", "current" or an int position >= 0 (InvalidStartFromError otherwise; a
+    position beyond bigint: ValueError)."""
+    if value in ("origin", "current") and isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return check_position(value, "start_from")
+    raise InvalidStartFromError(
+        f"start_from must be 'origin', 'current' or an int >= 0, got {value!r}"
+    )
 
 
 def check_expected_version(value: Any, name: str = "expected_version") -> int | ExpectedVersion:

@@ -189,6 +189,26 @@ def test_reset_empties_every_table_and_restarts_ids(
     assert [e.event_id for e in store.read_all_streams_forward()] == [1, 2]
 
 
+def test_reset_empties_the_eventsourcing_modules_tables(
+    dsn: str, schema: str, store: EventStore
+) -> None:
+    """Item 12(d) of issue 17: the tracking rows (and snapshots) of eventstore_actors.eventsourcing
+    went through a reset: a downstream application then skipped every new notification."""
+    tracking = sql.Identifier(schema, "eventsourcing_tracking")
+    snaps = sql.Identifier(schema, "eventsourcing_snapshots")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("INSERT INTO {} VALUES ('app', 42)").format(tracking))
+        conn.execute(sql.SQL("INSERT INTO {} VALUES ('agg', 1, 't', 'x')").format(snaps))
+    store.stop()
+
+    admin.reset(dsn, schema)
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for table in (tracking, snaps):
+            row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table)).fetchone()
+            assert row == (0,), table
+
+
 # --- create ---------------------------------------------------------------------------------------
 
 

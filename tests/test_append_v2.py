@@ -9,6 +9,7 @@ than 64 events in a group).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -36,6 +37,7 @@ from eventstore_actors import (
     EventStore,
     ExpectedVersion,
     RecordedEvent,
+    StreamAppend,
     StreamDeletedError,
     StreamExistsError,
     StreamNotFoundError,
@@ -323,6 +325,54 @@ def test_retry_with_the_same_uuids_writes_nothing_and_returns_the_first_result(
         assert store.append_to_stream(stream, expected, events) == first
     assert len(everything(store)) == size + 1
     assert len(store.read_stream_forward(stream, 0, 1000)) == size
+
+
+def _changed(event: EventData, what: str) -> EventData:
+    """`event` with the same event_uuid and one thing changed."""
+    if what == "event_type":
+        return dataclasses.replace(event, event_type="tests.Other")
+    if what == "data":
+        return dataclasses.replace(event, data={"n": -1})
+    return dataclasses.replace(event, metadata={"changed": True})
+
+
+@pytest.mark.parametrize("what", ["event_type", "data", "metadata"])
+@pytest.mark.parametrize("via", ["writer", "conn"])
+@pytest.mark.parametrize("size", [3, 70], ids=["function", "copy"])
+def test_a_retry_with_another_event_under_a_stored_uuid_is_a_duplicate(
+    store: EventStore, dsn: str, size: int, via: str, what: str
+) -> None:
+    """Item 17 of issue 17 (part 3, "Idempotency compares the event")."""
+    stream = new_stream()
+    events = evs(size, given=True)
+    first = store.append_to_stream(stream, 0, events)
+    before = everything(store)
+    changed = [*events[:-1], _changed(events[-1], what)]
+
+    def append(batch: list[EventData]) -> Any:
+        if via == "writer":
+            return store.append_to_stream(stream, ANY_VERSION, batch)
+        with psycopg.connect(dsn) as conn:
+            return store.append_to_stream(stream, ANY_VERSION, batch, conn=conn)
+
+    with pytest.raises(DuplicateEventError, match="used for a different event"):
+        append(changed)
+    assert everything(store) == before
+    assert append(events) == first  # an identical retry still returns the earlier result
+    assert everything(store) == before
+
+
+def test_a_changed_retry_in_append_to_streams_writes_nothing(store: EventStore) -> None:
+    a, b = new_stream(), new_stream()
+    ea, eb = evs(2, given=True), evs(2, given=True)
+    first = store.append_to_streams([StreamAppend(a, 0, ea), StreamAppend(b, 0, eb)])
+    before = everything(store)
+    with pytest.raises(DuplicateEventError, match="used for a different event"):
+        store.append_to_streams(
+            [StreamAppend(a, 2, ea), StreamAppend(b, 2, [eb[0], _changed(eb[1], "data")])]
+        )
+    assert everything(store) == before
+    assert store.append_to_streams([StreamAppend(a, 2, ea), StreamAppend(b, 2, eb)]) == first
 
 
 def test_retry_after_later_appends_to_the_stream(store: EventStore) -> None:

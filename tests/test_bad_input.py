@@ -363,3 +363,95 @@ def test_bad_start_options(make_store: Callable[..., EventStore], dsn: str) -> N
         for name in ["Bad-Schema", "1abc", "a;drop table x", ""]
     ]
     expect_each(cases, (*ARG_ERRORS, EventStoreError))
+
+
+# --- bounds (issue 17 item 10) --------------------------------------------------------------------
+
+BEYOND_BIGINT = 2**63
+LONG_NAME = "é" * 513  # 1,026 bytes in UTF-8 (513 characters)
+
+
+class _Sink:
+    def tell(self, message: Any) -> None:
+        pass
+
+
+def test_every_integer_beyond_bigint_is_a_value_error_before_anything_is_sent(
+    store: EventStore,
+) -> None:
+    store.append_to_stream("s", 0, [good()])
+    big = BEYOND_BIGINT
+    sink = _Sink()
+    expect_each(
+        [
+            ("start_from $all", lambda: store.subscribe_to_all_streams("a", sink, start_from=big)),
+            (
+                "start_from stream",
+                lambda: store.subscribe_to_stream("s", "b", sink, start_from=big),
+            ),
+            (
+                "start_from group",
+                lambda: store.subscribe_to_all_streams("g", sink, start_from=big, partitions=2),
+            ),
+            ("partitions", lambda: store.subscribe_to_all_streams("p", sink, partitions=big)),
+            ("expected_version", lambda: store.append_to_stream("s", big, [good()])),
+            ("delete expected", lambda: store.delete_stream("s", big)),
+            ("link expected", lambda: store.link_to_stream("l", big, [1])),
+            ("link event_id", lambda: store.link_to_stream("l", 0, [big])),
+            ("start_version", lambda: store.read_stream_forward("s", big)),
+            ("count", lambda: store.read_stream_forward("s", 0, big)),
+            ("backward start", lambda: store.read_stream_backward("s", big)),
+            ("start_event_id", lambda: store.read_all_streams_forward(big)),
+            ("stop", lambda: store.read_all_streams_forward(stop=big)),
+            ("read_batch_size", lambda: drain(store.stream_all_forward, 0, big)),
+            ("page_size", lambda: store.paginate_streams(page_size=big)),
+            ("source_version", lambda: store.record_snapshot(SnapshotData("x", big, "T", {}))),
+            ("max_size", lambda: store.subscribe_to_all_streams("m", sink, max_size=big)),
+        ],
+        ValueError,
+    )
+    assert store.subscriptions() == []
+    assert_nothing_written_and_store_works(store, before=1)
+
+
+def test_an_ack_position_beyond_bigint_is_a_value_error(store: EventStore) -> None:
+    from support import QueueSubscriber
+
+    store.append_to_stream("s", 0, [good()])
+    subscriber = QueueSubscriber()
+    store.subscribe_to_all_streams("acker", subscriber)
+    sub = subscriber.subscribed()
+    assert [e.event_id for e in subscriber.collect(sub, 1)] == [1]
+    expect_each(
+        [
+            ("ack", lambda: sub.ack(BEYOND_BIGINT)),
+            ("ack list", lambda: sub.ack([1, BEYOND_BIGINT])),
+            ("nack", lambda: sub.nack(BEYOND_BIGINT)),
+        ],
+        ValueError,
+    )
+    sub.ack(1)  # the subscription is fine
+
+
+def test_names_longer_than_1024_utf8_bytes_are_a_value_error(store: EventStore) -> None:
+    sink = _Sink()
+    assert len(LONG_NAME) * 4 > 1024 and len(LONG_NAME.encode()) == 1026
+    expect_each(
+        [
+            ("stream_uuid", lambda: store.append_to_stream(LONG_NAME, 0, [good()])),
+            (
+                "event_type",
+                lambda: store.append_to_stream("s", 0, [EventData({}, event_type=LONG_NAME)]),
+            ),
+            ("subscription_name", lambda: store.subscribe_to_all_streams(LONG_NAME, sink)),
+            ("stream subscription", lambda: store.subscribe_to_stream("s", LONG_NAME, sink)),
+            ("read", lambda: store.read_stream_forward(LONG_NAME)),
+            ("subscription_info", lambda: store.subscription_info(LONG_NAME)),
+            ("event_types filter", lambda: store.read_all_streams_forward(event_types=[LONG_NAME])),
+        ],
+        ValueError,
+    )
+    # 1,024 bytes exactly are fine.
+    name = "é" * 512
+    store.append_to_stream(name, 0, [EventData({}, event_type=name)])
+    assert store.read_stream_forward(name)[0].event_type == name

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 import psycopg
+from psycopg.rows import tuple_row
 
 from ..errors import EventStoreError, StoreUnavailableError
 from ..events import AppendResult, ExpectedVersion
@@ -36,6 +37,7 @@ __all__ = [
     "StoredRow",
     "StreamWrite",
     "Written",
+    "compare_replays",
     "group_outcomes",
     "group_params",
 ]
@@ -170,7 +172,25 @@ class Appender:
         When that transaction fails because of one request's data (a constraint, a trigger, a
         limit), every request is retried in a transaction of its own so that only the bad one
         fails. A lost connection or a cancelled statement fails the whole group at once.
+        A request found already stored (a retry) is compared with what is stored: another
+        event under one of its UUIDs makes it a DuplicateEventError (see `compare_replays`).
         """
+        outcomes = self._decide(requests)
+        if self.connection_lost:
+            return outcomes
+        try:
+            return compare_replays(self._conn, requests, outcomes)
+        except psycopg.Error as exc:
+            self._rollback()
+            if is_connection_loss(exc, self._conn):
+                self.connection_lost = True
+            failed = database_error(exc, "append")
+            return [
+                failed if _replay(req, out) else out
+                for req, out in zip(requests, outcomes, strict=True)
+            ]
+
+    def _decide(self, requests: list[AppendRequest]) -> list[Outcome]:
         try:
             return self._append(requests)
         except psycopg.Error as exc:
@@ -359,6 +379,60 @@ class Appender:
             self._committing = True
             conn.execute("COMMIT")
         return outcomes
+
+
+def _replay(req: AppendRequest, outcome: Outcome) -> bool:
+    """Whether `outcome` found `req` already stored (a retry): written, nothing committed."""
+    return req.given_uuids and isinstance(outcome, Written) and not outcome.rows
+
+
+def compare_replays(
+    conn: psycopg.Connection[Any],
+    requests: list[AppendRequest],
+    outcomes: list[Outcome],
+    query: str | None = None,
+) -> list[Outcome]:
+    """`outcomes`, where a request found already stored is a DuplicateEventError unless each
+    stored event has the event_type, data and metadata (as serialized) of the one sent.
+
+    A retry writes nothing, so reading what is stored afterwards (events never change; the
+    read is one round trip, only when a retry was found) decides it. `query`: the statement,
+    when `conn` needs it schema-qualified (the caller's own connection)."""
+    replays = [
+        i for i, (req, out) in enumerate(zip(requests, outcomes, strict=True)) if _replay(req, out)
+    ]
+    if not replays:
+        return outcomes
+    sent = {
+        ev.event_uuid: (write.stream_uuid, ev)
+        for i in replays
+        for write in requests[i].writes
+        for ev in write.events
+    }
+    with conn.cursor(row_factory=tuple_row) as cur:
+        rows = cur.execute(
+            query or statement("append/stored_content"), {"event_uuids": list(sent)}
+        ).fetchall()
+    different: dict[uuid.UUID, str] = {}
+    for event_uuid, event_type, data, metadata in rows:
+        stream_uuid, ev = sent[event_uuid]
+        stored = (event_type, _bytes(data), _bytes(metadata))
+        if stored != (ev.event_type, _bytes(ev.data), _bytes(ev.metadata)):
+            different[event_uuid] = stream_uuid
+    if not different:
+        return outcomes
+    result = list(outcomes)
+    for i in replays:
+        for write in requests[i].writes:
+            found = next((ev.event_uuid for ev in write.events if ev.event_uuid in different), None)
+            if found is not None:
+                result[i] = exp.different_event(write.stream_uuid, found)
+                break
+    return result
+
+
+def _bytes(value: Any) -> bytes | None:
+    return None if value is None else bytes(value)
 
 
 def _event_columns(events: Sequence[NewEvent]) -> dict[str, Any]:

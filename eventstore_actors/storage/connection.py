@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 import select
+import threading
+import time
 from collections.abc import Callable
 from functools import lru_cache
 from typing import Any, TypeVar
@@ -17,6 +19,7 @@ from .. import logs
 from ..config import Settings, redact, scrub
 from ..errors import ConfigError, StoreUnavailableError
 from ..metrics import Metrics
+from .deadline import guard
 from .schema import FUNCTIONS, TABLES
 
 __all__ = [
@@ -429,7 +432,8 @@ class ReadPool:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self.metrics = Metrics(enabled=False)  # the store's, once it has one
-        self._pool = psycopg_pool.ConnectionPool(
+        self._checking = threading.Lock()  # one background pool check at a time
+        self._pool = _Pool(
             settings.dsn,
             min_size=settings.pool_size,
             max_size=settings.pool_size + settings.pool_overflow,
@@ -440,6 +444,7 @@ class ReadPool:
             timeout=settings.call_timeout,
             reconnect_timeout=60.0,
         )
+        self._pool.probe_timeout = min(settings.io_timeout, settings.health_timeout)
 
     def open(self) -> None:
         """Open the pool and wait until it is full: fails fast with ConfigError (a silent
@@ -475,19 +480,32 @@ class ReadPool:
     def run(self, work: Callable[[psycopg.Connection[tuple[object, ...]]], T]) -> T:
         """Run `work` on a pooled connection; retry once on a connection lost under it.
 
+        The whole call, waiting for a connection and the retry included, has `io_timeout`:
+        `work` runs under the watchdog (storage/deadline.py), which shuts the socket of a
+        call that outlives it, so a frozen network path fails the call with
+        StoreUnavailableError instead of blocking it for ever.
+
         psycopg-pool's own `check` callback walks dead connections one by one with back-off
         (seconds after a server restart); instead the first dead connection seen triggers
-        ``pool.check()``, which drops every dead idle connection at once, and one retry.
+        ``pool.check()`` in the background, which drops every dead idle connection at once
+        (each probe under the watchdog too), and one retry.
         Every other database error becomes a contract error: no psycopg class escapes.
         """
         self.metrics.pool_call()
+        io_timeout = self._settings.io_timeout
+        end = time.monotonic() + io_timeout
+        lost: psycopg.Error | None = None
         for attempt in (1, 2):
+            left = end - time.monotonic()
+            if left <= 0:
+                raise self._late(io_timeout, lost)
             try:
-                with self._pool.connection() as conn:
+                with self._pool.connection(timeout=left) as conn:
                     if not is_alive(conn):
                         raise _StaleConnection()
                     try:
-                        return work(conn)
+                        with guard(conn, left):
+                            return work(conn)
                     except psycopg.Error as exc:
                         if is_connection_loss(exc, conn):
                             raise _Lost(exc) from None
@@ -495,23 +513,57 @@ class ReadPool:
             except psycopg_pool.PoolClosed:
                 raise StoreUnavailableError("the event store is stopped") from None
             except _StaleConnection:
-                self._recover(attempt, None)
-            except _Lost as lost:
-                self._recover(attempt, lost.error)
+                self._recover(attempt, None, end)
+            except _Lost as exc:
+                lost = exc.error
+                self._recover(attempt, lost, end)
             except psycopg_pool.PoolTimeout as exc:
                 raise unavailable(exc) from None
             except psycopg.Error as exc:  # from the pool itself (getting or returning conn)
                 if not is_connection_loss(exc):
                     raise database_error(exc) from None
-                self._recover(attempt, exc)
+                lost = exc
+                self._recover(attempt, exc, end)
         raise AssertionError("unreachable")
 
-    def _recover(self, attempt: int, exc: psycopg.Error | None) -> None:
+    @staticmethod
+    def _late(io_timeout: float, lost: psycopg.Error | None) -> StoreUnavailableError:
+        why = f" ({reason(lost)})" if lost is not None else ""
+        return StoreUnavailableError(
+            f"database unavailable: no answer within io_timeout ({io_timeout:g} s){why}"
+        )
+
+    def _recover(self, attempt: int, exc: psycopg.Error | None, end: float) -> None:
         if attempt == 2:
             raise unavailable(exc or psycopg.OperationalError("connection lost")) from None
         log.warning("pooled connection lost, checking pool", schema=self._settings.schema)
         self.metrics.count("reconnects_total", connection="pool")
-        self._pool.check()
+        # Dead idle connections (a server restart) fail their probe at once; on a frozen path
+        # a probe takes up to probe_timeout: the caller waits no longer than its deadline.
+        if self._checking.acquire(blocking=False):
+            checker = threading.Thread(
+                target=self._check, name="eventstore-pool-check", daemon=True
+            )
+            checker.start()
+            checker.join(max(0.0, end - time.monotonic()))
+
+    def _check(self) -> None:
+        try:
+            self._pool.check()
+        except Exception as exc:  # a closed pool: nothing to check
+            log.debug("pool check ended", error=reason(exc))
+        finally:
+            self._checking.release()
+
+
+class _Pool(psycopg_pool.ConnectionPool):
+    """A pool whose connection probes (`check`) run under the watchdog."""
+
+    probe_timeout = 5.0
+
+    def check_connection(self, conn: psycopg.Connection[Any]) -> None:  # type: ignore[override]
+        with guard(conn, self.probe_timeout):
+            psycopg_pool.ConnectionPool.check_connection(conn)
 
 
 class _StaleConnection(Exception):

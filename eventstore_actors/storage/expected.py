@@ -26,6 +26,7 @@ __all__ = [
     "STATUS_SKIPPED",
     "Expected",
     "check",
+    "different_event",
     "duplicate",
     "encode",
     "failure",
@@ -103,6 +104,14 @@ def status_error(
     if status == _WRONG:
         return WrongExpectedVersionError(stream_uuid, expected, actual)
     raise AssertionError(f"unexpected append status {status}")
+
+
+def different_event(stream_uuid: str, event_uuid: object) -> DuplicateEventError:
+    return DuplicateEventError(
+        f"append to stream {stream_uuid!r}: event_uuid {event_uuid} was used for a different "
+        "event (another event_type, data or metadata is stored under it), so this is not a "
+        "retry of the stored append; nothing was written"
+    )
 
 
 def duplicate(stream_uuid: str) -> DuplicateEventError:

@@ -18,7 +18,7 @@ from ..sql import statement
 from . import expected as exp
 from .deletes import run_once
 
-__all__ = ["duplicate", "link"]
+__all__ = ["duplicate", "link", "outcome", "params"]
 
 _LINKED, _DUPLICATE, _EVENT_NOT_FOUND = 0, 6, 8
 
@@ -33,14 +33,41 @@ def link(
 ) -> AppendResult:
     """Link `event_ids` (distinct, not empty) into the stream, in that order, or raise the
     contract's error (nothing written then)."""
-    params = {
+    query, args = (
+        statement("link/link_events"),
+        params(stream_uuid, expected, event_ids, channel, origin),
+    )
+    ((status, first, actual, bad),) = run_once(conn, query, args)
+    return outcome(stream_uuid, expected, event_ids, status, first, actual, bad)
+
+
+def params(
+    stream_uuid: str,
+    expected: int | ExpectedVersion,
+    event_ids: Sequence[int],
+    channel: str,
+    origin: str,
+) -> dict[str, Any]:
+    """The arguments of link/link_events.sql."""
+    return {
         "stream_uuid": stream_uuid,
         "expected": exp.encode(expected),
         "event_ids": list(event_ids),
         "channel": channel,
         "origin": origin,
     }
-    ((status, first, actual, bad),) = run_once(conn, statement("link/link_events"), params)
+
+
+def outcome(
+    stream_uuid: str,
+    expected: int | ExpectedVersion,
+    event_ids: Sequence[int],
+    status: int,
+    first: int,
+    actual: int,
+    bad: int,
+) -> AppendResult:
+    """The result of link_events()'s row, or the contract's error."""
     if status == _LINKED:
         return AppendResult(stream_uuid, first, actual, event_ids[0], event_ids[-1])
     if status == _EVENT_NOT_FOUND:

@@ -18,6 +18,7 @@ the store's listener reports it and subscribers receive the events after that co
 
 from __future__ import annotations
 
+import threading
 import weakref
 from typing import Any, cast
 
@@ -26,12 +27,21 @@ from psycopg import sql
 from psycopg.rows import tuple_row
 
 from ..errors import EventStoreError, StoreUnavailableError
-from ..events import AppendResult
-from .appender import AppendRequest, Written, group_outcomes, group_params
+from ..events import AppendResult, ExpectedVersion
+from ..sql import statement
+from . import links
+from .appender import AppendRequest, Written, compare_replays, group_outcomes, group_params
 from .asyncconn import BorrowedAsyncConnection
-from .connection import FINGERPRINT, database_error, is_connection_loss, unavailable
+from .connection import FINGERPRINT, database_error, is_connection_loss, qualify, unavailable
 
-__all__ = ["Outbox", "SameDatabase", "check_connection", "fingerprint", "rollback_to_savepoint"]
+__all__ = [
+    "Outbox",
+    "SameDatabase",
+    "check_connection",
+    "fingerprint",
+    "holds_counter_lock",
+    "rollback_to_savepoint",
+]
 
 _STATUS = psycopg.pq.TransactionStatus
 _SAVEPOINT = "eventstore_actors_append"
@@ -93,6 +103,9 @@ class Outbox:
         # Not the writer's origin: the store's own listener skips only that one.
         self._origin = f"{origin}.outbox"
         self._same_database = SameDatabase(fingerprint)
+        #: Per thread: the callers' connections whose open transaction appended (and so
+        #: holds the counter row lock until it ends); see `lock_holders`.
+        self._holders = threading.local()
         self._query = sql.SQL(
             "SELECT part, status, first_event_id, last_event_id, first_version, "
             "actual_version, created_at FROM {}.append_events_v2("
@@ -100,6 +113,8 @@ class Outbox:
             "%(event_uuids)s::uuid[], %(event_types)s, %(correlation_ids)s, "
             "%(causation_ids)s, %(data)s, %(metadata)s, %(channel)s, %(origin)s)"
         ).format(sql.Identifier(schema))
+        self._stored_content = qualify(schema, statement("append/stored_content"))
+        self._link = qualify(schema, statement("link/link_events"))
 
     def append(self, conn: psycopg.Connection[Any], request: AppendRequest) -> list[AppendResult]:
         """Write `request` in `conn`'s current transaction (see the module docstring)."""
@@ -126,6 +141,7 @@ class Outbox:
                     raise outcome
                 if outcome.rows:
                     conn.execute(f"RELEASE SAVEPOINT {_SAVEPOINT}", prepare=False)
+                    self._held(conn)
                 else:  # a retry of a stored append: nothing to keep, not even the lock
                     rollback_to_savepoint(conn)
         except psycopg.Error as exc:
@@ -134,12 +150,75 @@ class Outbox:
             raise database_error(exc, "append") from None
         return outcome.results
 
+    def link(
+        self,
+        conn: psycopg.Connection[Any],
+        stream_uuid: str,
+        expected: int | ExpectedVersion,
+        event_ids: list[int],
+    ) -> AppendResult:
+        """`link_to_stream` in `conn`'s current transaction, like `append` (the counter row
+        lock is taken there, so a link after an append of the same transaction never waits
+        for that transaction)."""
+        params = links.params(stream_uuid, expected, event_ids, self._channel, self._origin)
+        own = conn.autocommit and conn.info.transaction_status == _STATUS.IDLE
+        committing = False
+
+        def run() -> AppendResult:
+            with conn.cursor(row_factory=tuple_row) as cur:
+                row = cur.execute(self._link, params, prepare=False).fetchone()
+            assert row is not None
+            return links.outcome(stream_uuid, expected, event_ids, *row)
+
+        try:
+            self._same_database.check(conn)
+            if own:
+                with conn.transaction():
+                    result = run()  # a contract error rolls the transaction back
+                    committing = True
+            else:
+                conn.execute(f"SAVEPOINT {_SAVEPOINT}", prepare=False)
+                try:
+                    result = run()
+                except BaseException:
+                    rollback_to_savepoint(conn)
+                    raise
+                conn.execute(f"RELEASE SAVEPOINT {_SAVEPOINT}", prepare=False)
+                self._held(conn)
+        except psycopg.Error as exc:
+            if is_connection_loss(exc, conn):
+                raise unavailable(exc, outcome_unknown=committing) from None
+            raise database_error(exc, "link") from None
+        return result
+
+    def _held(self, conn: psycopg.Connection[Any]) -> None:
+        held = getattr(self._holders, "conns", None)
+        if held is None:
+            held = self._holders.conns = weakref.WeakSet()
+        held.add(conn)
+
+    def lock_holders(self, but: psycopg.Connection[Any] | None = None) -> list[int]:
+        """The backend pids of the connections of this thread (other than `but`) whose
+        transaction may still hold the counter row lock: an append with conn= in a
+        transaction not yet ended. No round trip (`holds_counter_lock` tells for sure)."""
+        held = getattr(self._holders, "conns", None)
+        if not held:
+            return []
+        pids = []
+        for conn in list(held):
+            if conn.closed or conn.info.transaction_status == _STATUS.IDLE:
+                held.discard(conn)  # committed or rolled back: the lock is gone
+            elif conn is not but:
+                pids.append(conn.info.backend_pid)
+        return pids
+
     def _run(
         self, conn: psycopg.Connection[Any], request: AppendRequest, params: dict[str, Any]
     ) -> Written | EventStoreError:
         with conn.cursor(row_factory=tuple_row) as cur:
             rows = cur.execute(self._query, params, prepare=False).fetchall()
-        return group_outcomes([request], rows)[0]
+        outcomes = group_outcomes([request], rows)
+        return compare_replays(conn, [request], outcomes, self._stored_content)[0]
 
 
 def rollback_to_savepoint(conn: psycopg.Connection[Any], savepoint: str = _SAVEPOINT) -> None:
@@ -159,3 +238,16 @@ def fingerprint(conn: psycopg.Connection[Any]) -> tuple[Any, ...]:
     if found is None:
         raise StoreUnavailableError("cannot identify the store's database")
     return tuple(found)
+
+
+def holds_counter_lock(conn: psycopg.Connection[Any], schema: str, pids: list[int]) -> bool:
+    """Whether one of the backends `pids` holds a lock taken to write the counter row of
+    `schema` (held to the end of its transaction). Behind a transaction pooler the pids
+    are the pooler's: no match then."""
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_locks WHERE pid = ANY(%s) "
+        "AND locktype = 'relation' AND relation = %s::regclass AND granted "
+        "AND mode IN ('RowShareLock', 'RowExclusiveLock'))",
+        (pids, f'"{schema}".event_counter'),
+    ).fetchone()
+    return bool(row and row[0])

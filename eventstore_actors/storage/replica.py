@@ -30,6 +30,7 @@ from .. import logs
 from ..config import Settings, redact
 from ..errors import StoreUnavailableError
 from .connection import ReadPool, connect, is_alive, is_connection_loss, reason, reset_to_idle
+from .deadline import guard
 
 __all__ = ["LsnTracker", "ReplicaReads", "current_lsn", "replay_lsn"]
 
@@ -180,10 +181,13 @@ class ReplicaReads:
             self._down(str(exc))
             return self._on_primary(work, fallback)
         try:
-            if target > self._seen(conn) and not self._wait(conn, target):
+            with guard(conn, self._settings.io_timeout):  # a frozen standby: the primary
+                fresh = target <= self._seen(conn) or self._wait(conn, target)
+                if fresh:
+                    result = work(conn)
+            if not fresh:
                 self._release(conn)
                 return self._on_primary(work, fallback)
-            result = work(conn)
         except psycopg.Error as exc:
             if is_connection_loss(exc, conn):
                 _close(conn)

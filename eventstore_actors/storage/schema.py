@@ -364,9 +364,19 @@ def _drop_schema_if_empty(conn: Conn, schema: str) -> None:
         log.info("schema kept: it holds objects the store did not create", schema=schema)
 
 
+#: The `eventsourcing` module's tables (from version 2 on): emptied by `reset` too.
+_EVENTSOURCING_TABLES = ("eventsourcing_tracking", "eventsourcing_snapshots")
+
+
 def reset(conn: Conn, schema: str) -> None:
-    """Empty every table and restart ids at 1."""
+    """Empty every table (the `eventsourcing` module's too) and restart ids at 1."""
     with conn.transaction():
         _lock(conn, schema)
         _use(conn, schema)
         conn.execute(statement("admin/reset"))
+        for table in _EVENTSOURCING_TABLES:
+            found = conn.execute(
+                "SELECT to_regclass(%s) IS NOT NULL", (f'"{schema}".{table}',)
+            ).fetchone()
+            if found and found[0]:
+                conn.execute(pgsql.SQL("TRUNCATE {}").format(pgsql.Identifier(schema, table)))

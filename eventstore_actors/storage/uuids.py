@@ -8,6 +8,7 @@ instead of on random pages of it (see the README's measurement).
 
 from __future__ import annotations
 
+import os
 import random as _random
 import time
 import uuid
@@ -23,12 +24,23 @@ _set = object.__setattr__
 _UNKNOWN = uuid.SafeUUID.unknown
 
 
-#: The random module's own generator: seeded from the OS at import and again in every forked
-#: child (so two processes never share a sequence), and, unlike os.urandom, it never releases
-#: the GIL: with many appending threads each release costs a wait for the GIL (up to the 5 ms
-#: switch interval) on the append path. Uniqueness, not secrecy, is what these bits are for
-#: (the unique index on event_uuid is the backstop).
-_bits = _random.getrandbits
+#: A generator of the store's own, seeded from the OS at import and again in every forked
+#: child (so two processes never share a sequence). Not the random module's shared one: an
+#: application that calls random.seed(0) in two processes would make both produce the same
+#: UUIDs. Unlike os.urandom it never releases the GIL: with many appending threads each
+#: release costs a wait for the GIL (up to the 5 ms switch interval) on the append path.
+#: Uniqueness, not secrecy, is what these bits are for (the unique index on event_uuid is
+#: the backstop).
+_generator = _random.Random(os.urandom(32))
+_bits = _generator.getrandbits
+
+
+def _reseed() -> None:
+    _generator.seed(os.urandom(32))
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reseed)
 
 
 def new_uuids(count: int) -> list[uuid.UUID]:

@@ -41,6 +41,7 @@ from ..sql import statement
 from ..storage import checkpoints, reader
 from ..storage.connection import Session, is_connection_loss, unavailable
 from ..storage.deadline import guard
+from ..validation import MAX_BIGINT
 from .control import Control
 from .info import lock_key
 from .messages import Subscribed, Subscription, SubscriptionStopped
@@ -76,6 +77,8 @@ def check_partitions(partitions: Any) -> int | None:
         raise TypeError(f"partitions must be an int or None, got {type(partitions).__qualname__}")
     if partitions < 1:
         raise ValueError(f"partitions must be >= 1, got {partitions}")
+    if partitions > MAX_BIGINT:
+        raise ValueError(f"partitions is too large: {partitions} (at most {MAX_BIGINT})")
     return partitions
 
 

@@ -10,6 +10,7 @@ from typing import Any, Generic, Protocol, TypeAlias, runtime_checkable
 from typing_extensions import TypeVar
 
 from ..events import RecordedEvent
+from ..validation import MAX_BIGINT
 
 __all__ = [
     "NACK_ACTIONS",
@@ -122,6 +123,8 @@ class Subscription:
         if isinstance(acked, int):
             if acked < 0:
                 raise ValueError(f"ack position must be >= 0, got {acked}")
+            if acked > MAX_BIGINT:
+                raise ValueError(f"ack position is too large: {acked} (at most {MAX_BIGINT})")
             return acked
         if isinstance(acked, RecordedEvent):
             return self.position_of(acked)
