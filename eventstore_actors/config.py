@@ -235,7 +235,7 @@ class Settings:
     session_dsn: str | None = None
     #: Whether all the store's subscriptions share one session connection (a `LockHub`) for
     #: their advisory locks and checkpoint writes, instead of one dedicated connection each;
-    #: their catch-up reads then use the read pool. Off by default (see the README).
+    #: their catch-up reads then use the read pool. Off by default (see docs/scale-out.md).
     shared_lock_session: bool = False
 
     def __repr__(self) -> str:

@@ -61,7 +61,7 @@ DESCRIPTIONS: dict[str, str] = {
     "(the standby lagged or was down)",
 }
 
-#: Each summary's name and what it measures (the README and the Prometheus help text).
+#: Each summary's name and what it measures (docs/scale-out.md and the Prometheus help text).
 SUMMARIES: dict[str, str] = {
     "commit_batch_requests": "append calls committed together in one group commit",
     "commit_batch_events": "events written by one group commit",

@@ -217,7 +217,7 @@ class EventStore:
         Every option is a keyword, so a type checker catches a misspelt one (at run time it
         is a ConfigError); a bad value is a ConfigError too. `username`, `password`,
         `database`, `hostname` and `port` (the seed's keys) are merged over the DSN. The other
-        options are those of `config.Settings`, documented there and in the README.
+        options are those of `config.Settings`, documented there and in docs/getting-started.md.
         """
         seed = {
             "username": username,
@@ -1512,7 +1512,7 @@ class EventStore:
 
     # Metrics ----------------------------------------------------------------------------------
     def metrics(self) -> dict[str, float]:
-        """This store instance's counters, gauges and latency summaries (README: Metrics);
+        """This store instance's counters, gauges and latency summaries (docs/scale-out.md);
         empty when started with `metrics=False`. The subscription lags cost one pooled
         query, made here, never on the hot path; without the database they are left out
         and `subscription_lag_error` is 1."""

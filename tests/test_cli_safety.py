@@ -193,11 +193,11 @@ def test_bench_plot_without_matplotlib_fails_before_running(tmp_path: Path) -> N
     assert time.monotonic() - began < 30
 
 
-def test_quick_takes_the_same_time_in_help_and_readme() -> None:
+def test_quick_takes_the_same_time_in_help_and_the_benchmarks_guide() -> None:
     helped = cli("bench", "--help").stdout
-    readme = (ROOT / "README.md").read_text()
+    guide = (ROOT / "docs" / "benchmarks.md").read_text()
     assert "small sizes (about 1.5 minutes" in " ".join(helped.split())
-    assert "--quick: about 1.5 minutes" in readme
+    assert "--quick: about 1.5 minutes" in guide
 
 
 def test_embedded_status_and_stop(tmp_path: Path) -> None:

@@ -1,6 +1,6 @@
-"""Ctrl-C and SIGTERM end the README's subscriber example and `eventstore-actors demo` at
-once, with no traceback (a running actor thread used to keep the interpreter alive after the
-store stopped, and a second Ctrl-C printed a threading traceback)."""
+"""Ctrl-C and SIGTERM end the subscriber example of docs/subscriptions.md and
+`eventstore-actors demo` at once, with no traceback (a running actor thread used to keep the
+interpreter alive after the store stopped, and a second Ctrl-C printed a threading traceback)."""
 
 from __future__ import annotations
 
@@ -93,8 +93,8 @@ def running() -> Iterator[list[Running]]:
 
 
 def readme_example() -> str:
-    """The README's subscriber example, exactly as written."""
-    text = (ROOT / "README.md").read_text()
+    """The subscriber example of docs/subscriptions.md, exactly as written."""
+    text = (ROOT / "docs" / "subscriptions.md").read_text()
     marker = text.index("<!-- example: subscriber")
     block = re.search(r"```python\n(.*?)```", text[marker:], re.S)
     assert block is not None

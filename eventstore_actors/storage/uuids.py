@@ -3,7 +3,7 @@
 A 48-bit Unix time in milliseconds, then the version (7), 12 random bits, the variant and 62
 random bits. UUIDs made in the same millisecond are in random order among themselves, which
 is enough: new index entries land near the right edge of the unique index on event_uuid
-instead of on random pages of it (see the README's measurement).
+instead of on random pages of it (see the measurement in docs/streams.md).
 """
 
 from __future__ import annotations

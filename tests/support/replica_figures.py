@@ -1,5 +1,6 @@
-"""Figures for the README's replica section: read and append latency without a replica, with
-one, and a read right after this store's own append (waits for the standby's replay).
+"""Figures for the replica section of docs/scale-out.md: read and append latency without a
+replica, with one, and a read right after this store's own append (waits for the standby's
+replay).
 
     PYTHONPATH=. python tests/support/replica_figures.py [rounds]
 

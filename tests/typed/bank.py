@@ -1,4 +1,4 @@
-"""A small typed user program: the bank account service of the README, checked with
+"""A small typed user program: the bank account service of the guides, checked with
 `mypy --strict` against the installed package (tests/test_typing.py) and run for real.
 
 An aggregate rebuilt from its stream with optimistic retries, a projection actor fed by a
