@@ -471,8 +471,8 @@ class EventStore:
         """Delete a stream if it matches `expected_version` (an int, STREAM_EXISTS or
         ANY_VERSION): softly (marked deleted, its events stay in $all), or with `hard=True`
         for good (its events, links and subscriptions; the store must allow it, and it is
-        refused while a process of an earlier release holds a subscription: see the README's
-        upgrading section).
+        refused while a process of an earlier release holds a subscription: see
+        docs/upgrading.md).
 
         Through the pool, not the writer: a delete is rare, may take long (a large hard
         delete) and gains nothing from group commit; it serialises with appends on the counter

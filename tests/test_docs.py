@@ -1,8 +1,9 @@
-"""The documentation a user reads first stays true: the README's options table lists every
-option of `EventStore.start`, its install lines work from a checkout, the silent `count` cap
-of reads is documented, `EventData.event_type`'s default is what the store does, and the
-README says which database the tests use and how long they take. (Every subscribe option's
-docstring line: tests/test_typing.py.)"""
+"""The documentation a user reads first stays true: the options table of
+docs/getting-started.md lists every option of `EventStore.start`, the install lines of the
+README and docs/ work from a checkout, the silent `count` cap of reads is documented
+(docs/streams.md), `EventData.event_type`'s default is what the store does, and the README's
+front page says, next to the test command, which database the tests use and how long they
+take. (Every subscribe option's docstring line: tests/test_typing.py.)"""
 
 from __future__ import annotations
 
@@ -18,13 +19,18 @@ from eventstore_actors import EventData, EventStore, JsonSerializer
 from eventstore_actors.aio import AsyncEventStore
 from eventstore_actors.config import Settings
 
-README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+GETTING_STARTED = (ROOT / "docs" / "getting-started.md").read_text()
+STREAMS = (ROOT / "docs" / "streams.md").read_text()
+#: Everything a user reads: the front page and every guide.
+ALL_DOCS = "\n".join([README, *(page.read_text() for page in sorted((ROOT / "docs").glob("*.md")))])
 
 
 def _options_table() -> set[str]:
-    """The option names in the first column of the README's table of start options."""
-    start = README.index("Options (the seed's connection keys are accepted too):")
-    table = README[start:].split("\n\n")[1]
+    """The option names in the first column of the table of start options (getting started)."""
+    start = GETTING_STARTED.index("Options (the seed's connection keys are accepted too):")
+    table = GETTING_STARTED[start:].split("\n\n")[1]
     names: set[str] = set()
     for row in table.splitlines()[2:]:
         first = row.split("|")[1]
@@ -32,17 +38,18 @@ def _options_table() -> set[str]:
     return names
 
 
-def test_every_settings_option_is_in_the_readme_options_table() -> None:
+def test_every_settings_option_is_in_the_options_table() -> None:
     listed = _options_table()
     missing = [f.name for f in dataclasses.fields(Settings) if f.name not in listed]
-    assert missing == [], f"options missing from the README's table: {missing}"
+    assert missing == [], f"options missing from docs/getting-started.md's table: {missing}"
 
 
-def test_readme_installs_extras_from_the_checkout() -> None:
+def test_the_docs_install_extras_from_the_checkout() -> None:
     """The package is installed from a checkout: `pip install 'eventstore-actors[x]'` fails."""
-    assert re.findall(r"pip install '?eventstore-actors\[", README) == []
+    assert re.findall(r"pip install '?eventstore-actors\[", ALL_DOCS) == []
+    assert "pip install '.[embedded]'" in README
     for extra in ("metrics", "eventsourcing", "embedded"):
-        assert f"pip install '.[{extra}]'" in README, extra
+        assert f"pip install '.[{extra}]'" in ALL_DOCS, extra
 
 
 @pytest.mark.parametrize(
@@ -61,11 +68,14 @@ def test_the_count_cap_of_reads_is_documented(name: str) -> None:
         doc = inspect.getdoc(method) or ""
         assert f"`count` defaults to {default}" in doc, (cls.__name__, name)
         assert "without a word" in doc, (cls.__name__, name)
-    assert "`count` defaults to 1,000" in README
+    assert "`count` defaults to 1,000" in STREAMS
 
 
 def test_readme_says_which_database_the_tests_use_and_how_long_they_take() -> None:
-    tests = README[README.index("Tests (they use") :][:700]
+    """On the front page, right before the test command (and so before the first heading)."""
+    start = README.index("Tests (they use")
+    tests = README[start : README.index("pip install -e '.[dev]' && python -m pytest -q")]
+    assert "## " not in tests
     assert "the database `test`" in tests
     assert "postgresql://postgres@127.0.0.1:5432/test" in tests
     assert re.search(r"\d+-\d+ minutes", tests)

@@ -97,8 +97,9 @@ def test_a_misspelt_option_is_a_type_error(installed: Path, tmp_path: Path) -> N
 
 def test_subscribe_options_and_batches_are_typed_in_both_apis(installed: Path) -> None:
     """Every subscribe option type-checks in the sync and asyncio APIs, and a batch is
-    `list[RecordedEvent]` (also `Events` alone, and the README's isinstance narrowing of a
-    SubscriptionMessage) unless a mapper says otherwise; async streams are AsyncIterators."""
+    `list[RecordedEvent]` (also `Events` alone, and docs/getting-started.md's isinstance
+    narrowing of a SubscriptionMessage) unless a mapper says otherwise; async streams are
+    AsyncIterators."""
     result = mypy(installed, SUBSCRIBING)
     assert result.returncode == 0, result.stdout + result.stderr
     revealed = {}

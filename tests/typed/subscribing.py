@@ -24,7 +24,7 @@ from eventstore_actors.aio import AsyncEventStore
 
 
 class Projection:
-    """The README's subscriber: `message.events` holds RecordedEvent."""
+    """The subscriber of docs/getting-started.md: `message.events` holds RecordedEvent."""
 
     def tell(self, message: SubscriptionMessage) -> None:
         if isinstance(message, Events):
