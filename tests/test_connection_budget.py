@@ -275,3 +275,57 @@ def test_hub_unlock_racing_a_relock_leaves_no_lock_behind(dsn: str, schema: str)
             assert row is not None and row[0] is True
     finally:
         hub.close()
+
+
+def test_hub_keeps_the_lock_until_the_last_checkpoint_is_written(dsn: str, schema: str) -> None:
+    """A subscription that stops hands its last acked checkpoint to the hub's unlock; when
+    that write fails for a reason of the moment (here: another session holds the row lock and
+    the write is cancelled, a real pg_cancel_backend), the lock stays held and the hub's thread
+    writes the checkpoint once it can, then lets the lock go. Before: the key was forgotten
+    with the write still queued, so the thread dropped it and the events since the previous
+    checkpoint came again (issue 17 item 21, in the shared mode)."""
+    table = f'"{schema}".subscriptions'
+    where = "stream_uuid = '$all' AND subscription_name = 'final'"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            f"INSERT INTO {table} (stream_uuid, subscription_name, last_seen) "
+            "VALUES ('$all', 'final', 0)"
+        )
+    hub = _hub(dsn, schema)
+    key = lock_key(schema, "$all", "final")
+    blocker = psycopg.connect(dsn)
+    try:
+        pid = hub.backend()
+        assert pid is not None
+        session = SharedLockSession(hub, key)
+        assert session.try_lock()
+        session.advance("$all", "final", 5)
+        wait_until(lambda: checkpoints(dsn, schema)[("$all", "final")] == 5)
+        blocker.execute(f"SELECT 1 FROM {table} WHERE {where} FOR UPDATE")
+        session.advance("$all", "final", 9)  # the last ack: its write waits for the row
+
+        dropper = threading.Thread(target=session.drop)
+        dropper.start()
+
+        def cancelled_until_dropped() -> bool:
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                conn.execute(
+                    "SELECT pg_cancel_backend(pid) FROM pg_stat_activity "
+                    "WHERE pid = %s AND wait_event_type = 'Lock'",
+                    (pid,),
+                )
+            dropper.join(timeout=0.05)
+            return not dropper.is_alive()
+
+        wait_until(cancelled_until_dropped, what="the unlock's checkpoint write cancelled")
+        assert checkpoints(dsn, schema)[("$all", "final")] == 5  # not written yet
+        assert lock_backends(dsn, key) == [pid]  # so the name is not free yet
+        blocker.rollback()
+        wait_until(
+            lambda: checkpoints(dsn, schema)[("$all", "final")] == 9,
+            what="the last checkpoint written",
+        )
+        wait_until(lambda: lock_backends(dsn, key) == [], what="the lock released")
+    finally:
+        blocker.close()
+        hub.close()
