@@ -231,12 +231,13 @@ def test_hub_alive_while_busy_says_what_the_server_holds(dsn: str, schema: str) 
 
 
 def test_hub_unlock_racing_a_relock_leaves_no_lock_behind(dsn: str, schema: str) -> None:
-    """`unlock` forgets the key before its statement runs, under the hub's mutex: a second
+    """`unlock` forgets the key once its statement ran, under the hub's mutex: a second
     subscriber of the name in this store, retrying meanwhile, is refused while it is held here
     and takes it after; every take is matched by one release on the server (advisory locks are
     re-entrant: a count left over would keep the name from every other process), so the name
-    ends free for any other session. (The order would only matter if the unlock statement
-    failed without losing the connection; a lost connection releases every lock with it.)"""
+    ends free for any other session. (An unlock statement that fails without losing the
+    connection leaves the key held, retried by the hub's thread; a lost connection releases
+    every lock with it.)"""
     hub = _hub(dsn, schema)
     key = lock_key(schema, "$all", "race")
     try:
