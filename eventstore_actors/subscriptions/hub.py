@@ -16,8 +16,11 @@ after losing a dedicated connection.
 Checkpoint writes are batched: `SharedLockSession.advance` queues the position and returns; the
 hub's writer thread writes every queued checkpoint of a lock still held in one statement as
 soon as the connection is free (so no subscription writes the others' checkpoints in its
-delivery path). An unlock writes the queued ones first. A queued write whose lock was lost is
-dropped (those events are delivered again: at least once, as after any lost connection).
+delivery path). An unlock writes the queued ones first; if that write (or the unlock itself)
+fails for a reason of the moment (a cancel, a timeout), the lock stays held and the hub's thread
+retries both, in that order, so the last acked checkpoint of a subscription that stops is
+never dropped. A queued write whose lock was lost is dropped (those events are delivered
+again: at least once, as after any lost connection).
 
 Advisory locks are re-entrant within one session: the hub keeps the set of names it holds, so a
 second subscription of the same name in this store is refused as another process's would be.
@@ -68,6 +71,8 @@ class LockHub:
         self._conn: psycopg.Connection[Any] | None = None  # the session's, while in use
         self.generation = 0  # bumped by every connection opened
         self._held: set[str] = set()  # keys locked in the current generation
+        # Keys let go of whose last checkpoint or unlock is still to be done (by the thread).
+        self._releasing: set[str] = set()
         self._closed = False
         # Checkpoints to write: key -> (generation, stream_uuid, name, position).
         self._pending: dict[str, tuple[int, str, str, int]] = {}
@@ -101,6 +106,7 @@ class LockHub:
         """The connection is gone: so is every lock of its generation."""
         self._conn = None
         self._held.clear()
+        self._releasing.clear()
         self._session.lost()  # its backend may live on (a frozen network), holding locks
 
     def _run(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:
@@ -174,7 +180,7 @@ class LockHub:
             with self._mutex:
                 if self._conn is None or self._closed:
                     continue
-                written = self._flush()
+                written = self._flush() and self._release_pending()
                 if time.monotonic() >= probed + _PROBE_INTERVAL:
                     probed = time.monotonic()
                     written = self._probe() and written
@@ -191,6 +197,39 @@ class LockHub:
             pass  # every session finds out (alive() is False)
         except (Interrupted, StoreUnavailableError):
             return False
+        return True
+
+    def _release(self, key: str) -> bool:
+        """Unlock `key` (held in this generation), unless its last checkpoint is still queued
+        or the unlock fails for a reason of the moment: then the key stays held, left to the
+        thread (False). A lost connection released it with the others."""
+        if key in self._pending:
+            self._releasing.add(key)
+            return False
+        conn = self._conn
+        assert conn is not None
+        try:
+            with guard(conn, self._settings.io_timeout):
+                conn.execute(statement("subscriptions/unlock"), {"key": key})
+        except psycopg.Error as exc:
+            if is_connection_loss(exc, conn):
+                self._lose()
+                return True
+            log.warning("subscription unlock failed; retried", error=reason(exc))
+            self._releasing.add(key)
+            self._queued.set()
+            return False
+        self._held.discard(key)
+        self._releasing.discard(key)
+        return True
+
+    def _release_pending(self) -> bool:
+        """The thread's part of `unlock`: the keys whose checkpoint is now written."""
+        for key in sorted(self._releasing):
+            if self._conn is None:
+                break
+            if key in self._held and not self._release(key):
+                return False  # retried after a tick
         return True
 
     def _current(self, key: str, generation: int) -> bool:
@@ -249,21 +288,12 @@ class LockHub:
         """Release the lock if this generation still holds it (else it went with the
         connection)."""
         with self._holding():
-            if not self._current(key, generation):
+            if not self._current(key, generation) or key in self._releasing:
                 return
             if key in self._pending:
                 self._flush()  # this lock's last checkpoint, before the lock goes
-            if not self._current(key, generation):
-                return
-            self._held.discard(key)
-            conn = self._conn
-            assert conn is not None
-            try:
-                with guard(conn, self._settings.io_timeout):
-                    conn.execute(statement("subscriptions/unlock"), {"key": key})
-            except psycopg.Error as exc:
-                if is_connection_loss(exc, conn):
-                    self._lose()
+            if self._current(key, generation):
+                self._release(key)  # or, if still queued, once the thread wrote it
 
     def head(self) -> int | None:
         """The last event_id as of the last probe, if recent."""
@@ -280,6 +310,8 @@ class LockHub:
     def close(self) -> None:
         """Close the connection (every lock goes with it); no reconnect afterwards."""
         with self._holding():
+            if self._conn is not None and self._pending:
+                self._flush()  # a last try for the checkpoints still queued
             self._closed = True
             self._conn = None
             self._held.clear()
