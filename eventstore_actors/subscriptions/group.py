@@ -44,6 +44,7 @@ from ..storage.deadline import guard
 from .control import Control
 from .info import lock_key
 from .messages import Subscribed, Subscription, SubscriptionStopped
+from .naming import MARK, parse_row_name, partition_row_name
 
 __all__ = [
     "MARK",
@@ -57,8 +58,6 @@ __all__ = [
 
 log = logs.get_logger("eventstore_actors.group")
 
-#: Separates a group's name from its partition or member suffix (refused in user names).
-MARK = "\x1f"
 #: Seconds between membership polls (a change is acted on within two polls).
 _POLL = 0.5
 #: Member slots per partition (plus a few): members beyond 2N + 8 would hold nothing anyway
@@ -106,23 +105,6 @@ def assign(slots: Sequence[int], count: int) -> dict[int, set[int]]:
 def _score(slot: int, partition: int) -> int:
     digest = hashlib.md5(f"{slot}/{partition}".encode(), usedforsecurity=False).digest()
     return int.from_bytes(digest[:8], "big")
-
-
-def partition_row_name(name: str, index: int, count: int) -> str:
-    """The subscriptions row (and lock) name of one partition."""
-    return f"{name}{MARK}partition {index} of {count}"
-
-
-def parse_row_name(raw: str) -> tuple[str, int, int] | None:
-    """(group name, index, count) of a partition row name; None for other names."""
-    name, mark, rest = raw.partition(MARK)
-    if not mark or not rest.startswith("partition "):
-        return None
-    try:
-        index, _, count = rest[len("partition ") :].partition(" of ")
-        return name, int(index), int(count)
-    except ValueError:
-        return None
 
 
 def _member_key(schema: str, name: str, slot: int) -> str:

@@ -17,6 +17,7 @@ from typing import Any
 import psycopg
 
 from ..sql import statement
+from .naming import parse_row_name
 
 __all__ = ["SubscriptionInfo", "holder_text", "load", "lock_key", "summary"]
 
@@ -64,7 +65,7 @@ def load(
     found = []
     for i, (stream, sub_name, last_seen, holder, head, parked) in enumerate(rows, start=1):
         active = i in held
-        parsed = _partition_of(str(sub_name))
+        parsed = parse_row_name(str(sub_name))
         found.append(
             SubscriptionInfo(
                 stream_uuid=str(stream),
@@ -84,12 +85,6 @@ def load(
         first.setdefault((f.stream_uuid, f.subscription_name), i)
     found.sort(key=lambda f: (first[f.stream_uuid, f.subscription_name], f.partition or 0))
     return found
-
-
-def _partition_of(raw: str) -> tuple[str, int, int] | None:
-    from .group import parse_row_name  # group imports this module
-
-    return parse_row_name(raw)
 
 
 def summary(conn: psycopg.Connection[Any]) -> tuple[int, int, int]:
