@@ -117,6 +117,22 @@ def test_the_package_has_no_import_cycle() -> None:
     assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
 
 
+def test_storage_imports_nothing_above_it() -> None:
+    """storage/ is the lowest layer: it never imports the subscriptions, the notifications,
+    the actors, the store or its async facade (they ask storage, not the other way round)."""
+    above = ("subscriptions", "notifications", "actors", "aio", "store", "writer")
+    upward = {
+        name: sorted(
+            d
+            for d in deps
+            if any(d == f"{PACKAGE}.{a}" or d.startswith(f"{PACKAGE}.{a}.") for a in above)
+        )
+        for name, deps in import_graph().items()
+        if name.startswith(f"{PACKAGE}.storage.")
+    }
+    assert not {k: v for k, v in upward.items() if v}
+
+
 #: What reads as SQL in a string: a statement's opening words, a session setting, a call of
 #: a PostgreSQL function (pg_...). Upper-case keywords only, so prose does not match.
 _SQL = re.compile(
