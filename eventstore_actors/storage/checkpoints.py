@@ -55,6 +55,19 @@ def load_or_create(conn: Conn, stream_uuid: str, name: str, start_from: int) -> 
     return int(row[0]) if row else start_from
 
 
+def read(conn: Conn, stream_uuid: str, name: str) -> int | None:
+    """The stored checkpoint of the subscription (None: it has no row)."""
+    key = {"stream_uuid": stream_uuid, "subscription_name": name}
+    row = conn.execute(statement("subscriptions/read"), key).fetchone()
+    return None if row is None else int(row[0])
+
+
+def create(conn: Conn, stream_uuid: str, name: str, last_seen: int) -> None:
+    """Create the subscription's row at `last_seen`, unless it has one."""
+    key = {"stream_uuid": stream_uuid, "subscription_name": name, "last_seen": last_seen}
+    conn.execute(statement("subscriptions/create"), key)
+
+
 def advance(conn: Conn, stream_uuid: str, name: str, position: int) -> None:
     """Move the checkpoint forward to `position` (never backwards)."""
     conn.execute(
@@ -88,7 +101,7 @@ def advance_fenced(
 
 def advance_unheld(conn: Conn, stream_uuid: str, name: str, position: int, key: str) -> bool:
     """Move the checkpoint forward to `position` iff nobody holds the subscription's lock
-    (`key`, see `subscriptions.info.lock_key`; taken for this transaction only, waiting up
+    (`key`, see `storage.locks.lock_key`; taken for this transaction only, waiting up
     to `_UNHELD_WAIT` for a holder that is letting go). False: a subscriber holds it (a later
     run of the name), and nothing was written."""
     try:

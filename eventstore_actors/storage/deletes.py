@@ -18,9 +18,9 @@ from ..errors import (
 )
 from ..events import ExpectedVersion
 from ..sql import statement
-from ..subscriptions.info import lock_key
 from . import expected as exp
 from .connection import is_connection_loss, unavailable
+from .locks import lock_key
 
 __all__ = ["delete_stream", "older_holders", "watch"]
 

@@ -37,7 +37,6 @@ from ..config import Settings
 from ..errors import InvalidStartFromError, StoreUnavailableError, SubscriptionAlreadyExistsError
 from ..events import RecordedEvent
 from ..notifications.publisher import CatchUp, Published, StreamDeleted
-from ..sql import statement
 from ..storage import checkpoints, deletes, parked, reader
 from ..storage.connection import ReadPool
 from ..storage.replica import ReplicaReads, current_lsn
@@ -284,18 +283,17 @@ class SubscriptionActor(SupervisedActor):
 
     def _start_locked(self) -> None:
         stream, name = self._spec.stream_uuid, self._spec.name
-        key = {"stream_uuid": stream, "subscription_name": name}
-        row = self._lock.run(lambda c: c.execute(statement("subscriptions/read"), key).fetchone())
+        stored = self._lock.run(lambda c: checkpoints.read(c, stream, name))
         first = self._ready is not None
         if first and not subscriber_alive(self._spec.subscriber):
             raise ValueError("the subscriber is not running (a stopped actor?)")
-        if row is None:
+        if stored is None:
             start = self._start_position()
             checkpoint = self._lock.run(
                 lambda c: checkpoints.load_or_create(c, stream, name, start)
             )
         else:
-            checkpoint = int(row[0])
+            checkpoint = stored
         unsaved = self._unsaved_checkpoint  # acked before the lock was lost
         if unsaved is not None and unsaved > checkpoint and not self._in_transactions():
             self._lock.run(lambda c: checkpoints.advance(c, stream, name, unsaved))
@@ -308,7 +306,7 @@ class SubscriptionActor(SupervisedActor):
             try:
                 self._tell(Subscribed(self._handle))
             except pykka.ActorDeadError:
-                if row is None:  # nothing may be left behind by a subscribe that raises
+                if stored is None:  # nothing may be left behind by a subscribe that raises
                     self._lock.run(lambda c: checkpoints.delete(c, stream, name))
                 raise ValueError("the subscriber is not running (a stopped actor?)") from None
             self._control.announced = True

@@ -18,8 +18,7 @@ from typing import Any, TypeVar
 import psycopg
 
 from ..config import Settings
-from ..sql import statement
-from ..storage import reader
+from ..storage import locks, reader
 from ..storage.connection import (
     Session,
     is_alive,
@@ -46,7 +45,7 @@ class Interrupted(Exception):
 class LockSession:
     def __init__(self, settings: Settings, key: str) -> None:
         self._settings = settings
-        self._key = {"key": key}
+        self._key = key
         self._session = Session(settings)  # ends the backend of a connection lost in use
         self._conn: psycopg.Connection[Any] | None = None  # the session's, while in use
         self.locked = False
@@ -57,12 +56,10 @@ class LockSession:
             return
         self.drop()
         self._conn = self._session.get()
-        # Losing the last acks in a server crash only means re-delivery (at least once).
-        self.run(lambda c: c.execute("SET synchronous_commit = off"))
+        self.run(locks.relax_commits)  # a lost ack is only a re-delivery
 
     def try_lock(self) -> bool:
-        row = self.run(lambda c: c.execute(statement("subscriptions/lock"), self._key).fetchone())
-        self.locked = bool(row and row[0])
+        self.locked = self.run(lambda c: locks.try_lock(c, self._key))
         return self.locked
 
     def run(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:
@@ -106,7 +103,7 @@ class LockSession:
         if conn is not None and self.locked and not (conn.closed or conn.broken):
             try:
                 with guard(conn, self._settings.io_timeout):
-                    conn.execute(statement("subscriptions/unlock"), self._key)
+                    locks.unlock(conn, self._key)
             except psycopg.Error as exc:  # closing below releases it, if the server hears it
                 if is_connection_loss(exc, conn):
                     frozen = True  # a frozen path: its backend lives on, locked
