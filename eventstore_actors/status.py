@@ -11,8 +11,9 @@ import psycopg
 from .config import Settings
 from .errors import ConfigError
 from .storage import schema as schema_ops
-from .storage.connection import connect, is_connection_loss, unavailable
+from .storage.connection import connect
 from .storage.deadline import guard
+from .storage.errors import is_connection_loss, unavailable
 from .subscriptions import info
 
 __all__ = ["status"]

@@ -21,13 +21,8 @@ from ..errors import EventStoreError, StoreUnavailableError
 from ..events import AppendResult, ExpectedVersion
 from ..sql import statement
 from . import expected as exp
-from .connection import (
-    database_error,
-    is_connection_loss,
-    is_transient,
-    reset_to_idle,
-    unavailable,
-)
+from .connection import reset_to_idle
+from .errors import database_error, is_connection_loss, is_transient, unavailable
 
 __all__ = [
     "AppendRequest",

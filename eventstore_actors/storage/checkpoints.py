@@ -18,7 +18,7 @@ from psycopg.rows import tuple_row
 
 from ..errors import CheckpointConflictError
 from ..sql import statement
-from .connection import database_error, is_connection_loss, unavailable
+from .errors import database_error, is_connection_loss, unavailable
 from .outbox import SameDatabase, check_connection, rollback_to_savepoint
 
 __all__ = [

@@ -20,7 +20,7 @@ from ..events import ExpectedVersion
 from ..sql import statement
 from ..subscriptions.info import lock_key
 from . import expected as exp
-from .connection import is_connection_loss, unavailable
+from .errors import is_connection_loss, unavailable
 
 __all__ = ["delete_stream", "older_holders", "watch"]
 

@@ -32,7 +32,9 @@ from ..sql import statement
 from . import links
 from .appender import AppendRequest, Written, compare_replays, group_outcomes, group_params
 from .asyncconn import BorrowedAsyncConnection
-from .connection import FINGERPRINT, database_error, is_connection_loss, qualify, unavailable
+from .connection import FINGERPRINT
+from .errors import database_error, is_connection_loss, unavailable
+from .pooler import qualify
 
 __all__ = [
     "Outbox",

@@ -39,7 +39,7 @@ from ..events import RecordedEvent
 from ..notifications.publisher import CatchUp, Published, StreamDeleted
 from ..sql import statement
 from ..storage import checkpoints, deletes, parked, reader
-from ..storage.connection import ReadPool
+from ..storage.pool import ReadPool
 from ..storage.replica import ReplicaReads, current_lsn
 from .checkpointing import CheckpointPolicy
 from .control import Control

@@ -39,8 +39,9 @@ from ..config import Settings
 from ..events import RecordedEvent
 from ..sql import statement
 from ..storage import checkpoints, reader
-from ..storage.connection import Session, is_connection_loss, unavailable
 from ..storage.deadline import guard
+from ..storage.errors import is_connection_loss, unavailable
+from ..storage.sessions import Session
 from ..validation import MAX_BIGINT
 from .control import Control
 from .info import lock_key

@@ -38,16 +38,11 @@ from ..config import Settings
 from ..errors import StoreUnavailableError
 from ..sql import statement
 from ..storage import reader
-from ..storage.connection import (
-    ReadPool,
-    Session,
-    is_alive,
-    is_connection_loss,
-    is_transient,
-    reason,
-    unavailable,
-)
+from ..storage.connection import is_alive
 from ..storage.deadline import guard
+from ..storage.errors import is_connection_loss, is_transient, reason, unavailable
+from ..storage.pool import ReadPool
+from ..storage.sessions import Session
 from .lock import Interrupted, LockLost
 
 __all__ = ["LockHub", "SharedLockSession"]

@@ -20,15 +20,10 @@ import psycopg
 from ..config import Settings
 from ..sql import statement
 from ..storage import reader
-from ..storage.connection import (
-    Session,
-    is_alive,
-    is_connection_loss,
-    is_transient,
-    reason,
-    unavailable,
-)
+from ..storage.connection import is_alive
 from ..storage.deadline import guard
+from ..storage.errors import is_connection_loss, is_transient, reason, unavailable
+from ..storage.sessions import Session
 
 __all__ = ["Interrupted", "LockLost", "LockSession"]
 
