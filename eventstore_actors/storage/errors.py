@@ -33,15 +33,17 @@ __all__ = [
 #: SQLSTATEs that end the session: the server is shutting down, crashing or restarting.
 _SESSION_ENDED = {"57P01", "57P02", "57P03", "57P04", "57P05"}
 
-#: SQLSTATE classes of a statement refused for what it carries: data exceptions (22),
-#: integrity constraint violations (23), syntax errors or access rule violations (42).
-_REFUSED_CLASSES = ("22", "23", "42")
-#: ... except a missing privilege (42501): the role's configuration, not the input.
-_NOT_REFUSED = {"42501"}
+#: SQLSTATE classes of a statement refused for what it carries: data exceptions (22: an
+#: invalid value) and integrity constraint violations (23: a check, a unique index, a
+#: foreign key). Not class 42: every statement is the store's own, so a syntax or access
+#: rule error there says the schema or the role is not what the store expects (a table
+#: dropped under it, a privilege revoked), not that the caller's input was bad.
+_REFUSED_CLASSES = ("22", "23")
 
 
-def is_gone(conn: psycopg.Connection[Any]) -> bool:
-    """Whether `conn` is closed or broken (no statement can run on it any more)."""
+def is_gone(conn: Any) -> bool:
+    """Whether `conn` (a psycopg connection, or one that offers its API) is closed or broken:
+    no statement can run on it any more."""
     return bool(conn.closed or conn.broken)
 
 
@@ -75,10 +77,10 @@ def is_transient(exc: BaseException) -> bool:
 
 def is_refused(exc: BaseException) -> bool:
     """Whether the database refused the statement for what it carries (the caller's bad
-    input: an invalid value, a constraint, a statement it cannot run): SQLSTATE classes 22,
-    23 and 42, but for a missing privilege. Retrying the same work cannot succeed."""
+    input: an invalid value, a violated constraint; see `_REFUSED_CLASSES`). Retrying the
+    same work cannot succeed."""
     sqlstate = getattr(exc, "sqlstate", None) or ""
-    return sqlstate[:2] in _REFUSED_CLASSES and sqlstate not in _NOT_REFUSED
+    return sqlstate[:2] in _REFUSED_CLASSES
 
 
 def reason(exc: BaseException) -> str:
@@ -98,9 +100,15 @@ def database_error(exc: BaseException, what: str = "operation") -> EventStoreErr
     """The contract's error for a database error on a connection that is still fine.
 
     The statement did not take effect (a failed autocommit statement or a rolled-back
-    transaction), so the outcome is known; the message says why in plain words.
+    transaction), so the outcome is known; the message says why in plain words. A statement
+    refused for what it carries (`is_refused`) is an EventStoreError, never a
+    StoreUnavailableError: the database is there, and the same call would fail again.
     """
     sqlstate = getattr(exc, "sqlstate", None) or ""
+    if is_refused(exc):
+        return EventStoreError(
+            f"the {what} did not happen: the database refused it ({sqlstate}): {reason(exc)}"
+        )
     if sqlstate == "57014":
         cause = "the database cancelled it (statement timeout or cancel request)"
     elif sqlstate[:2] == "40":

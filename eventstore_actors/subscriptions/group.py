@@ -40,7 +40,7 @@ from ..events import RecordedEvent
 from ..sql import statement
 from ..storage import checkpoints, reader
 from ..storage.deadline import guard
-from ..storage.errors import is_connection_loss, unavailable
+from ..storage.errors import is_connection_loss, translate
 from ..storage.sessions import Session
 from ..validation import MAX_BIGINT
 from .control import Control
@@ -317,7 +317,7 @@ class Group:
         try:
             self.step()
         except psycopg.Error as exc:
-            raise unavailable(exc) from None
+            raise translate(exc, self._session.conn, "join") from None
         self._thread.start()
 
     def close(self, *, silent: bool = True, partitions: bool = True) -> None:
