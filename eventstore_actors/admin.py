@@ -17,7 +17,7 @@ from . import hints, logs
 from .config import redact, resolve_dsn, scrub, validate_schema
 from .errors import ConfigError, StoreUnavailableError
 from .storage import schema as schema_ops
-from .storage.connection import is_connection_loss, reason
+from .storage.errors import is_connection_loss, reason
 
 __all__ = ["create", "drop", "init", "migrate", "reset"]
 

@@ -11,8 +11,9 @@ import psycopg
 from .config import Settings
 from .errors import ConfigError
 from .storage import schema as schema_ops
-from .storage.connection import connect, is_connection_loss, unavailable
+from .storage.connection import connect
 from .storage.deadline import guard
+from .storage.errors import translate
 from .subscriptions import info
 
 __all__ = ["status"]
@@ -40,9 +41,7 @@ def status(dsn: str, schema: str, *, as_json: bool = False) -> str:
             _, head, streams = info.summary(conn)
             subscriptions = info.load(conn, schema)
     except psycopg.Error as exc:
-        if not is_connection_loss(exc):
-            raise
-        raise unavailable(exc) from None
+        raise translate(exc, what="status report") from None
     report: dict[str, Any] = {
         "schema": schema,
         "schema_version": version,

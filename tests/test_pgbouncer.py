@@ -33,8 +33,10 @@ from eventstore_actors import (
 )
 from eventstore_actors.config import Settings
 from eventstore_actors.sql import statement
-from eventstore_actors.storage.connection import Session, backend_pid, connect, qualify
+from eventstore_actors.storage.connection import connect
+from eventstore_actors.storage.pooler import qualify
 from eventstore_actors.storage.reader import partition_of
+from eventstore_actors.storage.sessions import Session, backend_pid
 
 POOL = 2
 

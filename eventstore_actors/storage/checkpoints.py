@@ -18,7 +18,7 @@ from psycopg.rows import tuple_row
 
 from ..errors import CheckpointConflictError
 from ..sql import statement
-from .connection import database_error, is_connection_loss, unavailable
+from .errors import translate
 from .outbox import SameDatabase, check_connection, rollback_to_savepoint
 
 __all__ = [
@@ -212,9 +212,7 @@ class InTransaction:
                 raise
             conn.execute(f"RELEASE SAVEPOINT {_SAVEPOINT}", prepare=False)
         except psycopg.Error as exc:
-            if is_connection_loss(exc, conn):
-                raise unavailable(exc) from None
-            raise database_error(exc, "ack") from None
+            raise translate(exc, conn, "ack") from None
 
     def _write(self, cur: psycopg.Cursor[tuple[Any, ...]], params: dict[str, Any]) -> None:
         cur.execute(self._query, params, prepare=False)

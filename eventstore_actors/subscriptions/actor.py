@@ -38,7 +38,7 @@ from ..errors import InvalidStartFromError, StoreUnavailableError, SubscriptionA
 from ..events import RecordedEvent
 from ..notifications.publisher import CatchUp, Published, StreamDeleted
 from ..storage import checkpoints, deletes, parked, reader
-from ..storage.connection import ReadPool
+from ..storage.pool import ReadPool
 from ..storage.replica import ReplicaReads, current_lsn
 from .checkpointing import CheckpointPolicy
 from .control import Control

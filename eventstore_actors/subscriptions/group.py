@@ -39,8 +39,9 @@ from ..config import Settings
 from ..events import RecordedEvent
 from ..storage import checkpoints, locks, reader
 from ..storage import subscriptions as subscription_rows
-from ..storage.connection import Session, is_connection_loss, unavailable
 from ..storage.deadline import guard
+from ..storage.errors import is_connection_loss, translate
+from ..storage.sessions import Session
 from ..validation import MAX_BIGINT
 from .control import Control
 from .messages import Subscribed, Subscription, SubscriptionStopped
@@ -271,7 +272,7 @@ class Group:
         try:
             self.step()
         except psycopg.Error as exc:
-            raise unavailable(exc) from None
+            raise translate(exc, self._session.conn, "join") from None
         self._thread.start()
 
     def close(self, *, silent: bool = True, partitions: bool = True) -> None:

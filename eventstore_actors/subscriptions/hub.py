@@ -38,20 +38,15 @@ import psycopg
 
 from .. import logs
 from ..config import Settings
-from ..errors import StoreUnavailableError
+from ..errors import EventStoreError, StoreUnavailableError
 from ..sql import statement
 from ..storage import reader
-from ..storage.connection import (
-    ReadPool,
-    Session,
-    is_alive,
-    is_connection_loss,
-    is_transient,
-    reason,
-    unavailable,
-)
+from ..storage.connection import is_alive
 from ..storage.deadline import guard
-from .lock import Interrupted, LockLost
+from ..storage.errors import is_connection_loss, is_gone, reason
+from ..storage.pool import ReadPool
+from ..storage.sessions import Session
+from .lock import Interrupted, LockLost, run_guarded
 
 __all__ = ["LockHub", "SharedLockSession"]
 
@@ -85,7 +80,7 @@ class LockHub:
     # Called with the mutex held -------------------------------------------------------------
     def _ensure(self) -> None:
         conn = self._conn
-        if conn is not None and not (conn.closed or conn.broken):
+        if conn is not None and not is_gone(conn):
             return
         self._lose()
         if self._closed:
@@ -113,16 +108,7 @@ class LockHub:
         conn = self._conn
         if conn is None:
             raise LockLost("no lock connection")
-        try:
-            with guard(conn, self._settings.io_timeout):
-                return work(conn)
-        except psycopg.Error as exc:
-            if is_connection_loss(exc, conn):
-                self._lose()
-                raise LockLost(reason(exc)) from None
-            if is_transient(exc):
-                raise Interrupted(reason(exc)) from None
-            raise unavailable(exc) from None
+        return run_guarded(conn, self._settings.io_timeout, work, self._lose)
 
     def _flush(self) -> bool:
         """Write every queued checkpoint whose lock is still held, in one statement (False:
@@ -146,7 +132,7 @@ class LockHub:
             self._run(lambda c: c.execute(statement("subscriptions/ack_many"), params))
         except LockLost:
             return True  # every lock went with the connection: each session finds out
-        except (Interrupted, StoreUnavailableError) as exc:
+        except (Interrupted, EventStoreError) as exc:  # a refused statement too: retried
             log.warning("checkpoint writes failed; retried", error=str(exc))
             with self._pending_mutex:  # queued again, unless a later ack replaced them
                 for key, entry in pending.items():
@@ -195,7 +181,7 @@ class LockHub:
             self._head = (head, time.monotonic())
         except LockLost:
             pass  # every session finds out (alive() is False)
-        except (Interrupted, StoreUnavailableError):
+        except (Interrupted, EventStoreError):
             return False
         return True
 
