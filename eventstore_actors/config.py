@@ -99,9 +99,17 @@ def redact(dsn: str) -> str:
     return psycopg.conninfo.make_conninfo("", **params)
 
 
+def _hide_value(found: re.Match[str]) -> str:
+    """password=VALUE with VALUE as ***; one already hidden is kept whole (an unquoted match
+    also takes the quote that closes a quoted DSN around it: 'host=h password=***')."""
+    if found.group(1).rstrip("'") == "***":
+        return found.group(0)
+    return found.group(0)[: found.start(1) - found.start(0)] + "***"
+
+
 def _hide_inner_passwords(text: str) -> str:
     text = _EMBEDDED_USERINFO_RE.sub(lambda m: f"{m.group(1)}***@", text)
-    return _KEY_PASSWORD_RE.sub(lambda m: m.group(0)[: m.start(1) - m.start(0)] + "***", text)
+    return _KEY_PASSWORD_RE.sub(_hide_value, text)
 
 
 def _secrets(dsn: str) -> set[str]:
@@ -134,7 +142,7 @@ def scrub(text: str, *dsns: str | None) -> str:
             continue
         for secret in sorted(_secrets(dsn), key=len, reverse=True):
             text = text.replace(secret, "***")
-    return _KEY_PASSWORD_RE.sub(lambda m: m.group(0)[: m.start(1) - m.start(0)] + "***", text)
+    return _KEY_PASSWORD_RE.sub(_hide_value, text)
 
 
 def _check_scheme(dsn: str) -> None:
