@@ -404,7 +404,14 @@ def _initdb(ep: Any, path: Path) -> None:
 
 def _launch(ep: Any, path: Path, *, tcp: bool) -> None:
     """pg_ctl start: a unix socket in the data directory (else in a fresh short directory),
-    and with `tcp` also 127.0.0.1 on a free port."""
+    and with `tcp` also 127.0.0.1 on a free port. Without unix sockets (Windows): only TCP."""
+    import socket
+
+    if not hasattr(socket, "AF_UNIX"):
+        options = f'-h "127.0.0.1" -p {_free_port()}'
+        args = ["-D", str(path), "-w", "-t", "60", "-o", options, "-l", str(path / "log")]
+        _run(ep, "pg_ctl", [*args, "start"], cwd=path)
+        return
     socket_dir = path
     if len(str(path / ".s.PGSQL.65535").encode()) > 100:  # sun_path holds 108 bytes
         socket_dir = Path(tempfile.mkdtemp(prefix="eventstore-actors-sock-"))
