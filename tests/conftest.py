@@ -62,7 +62,9 @@ def dsn() -> Iterator[str]:
 
     # Also on 127.0.0.1 (a free port), and the tests use that: the TCP proxy of the
     # network-fault tests and PgBouncer (run as another OS user) reach it like any server.
-    with throwaway_server(tcp=True) as embedded:
+    # As many connections as the CI server allows (400): the embedded default (100) runs out
+    # in the soak tests of a whole run.
+    with throwaway_server(tcp=True, max_connections=400) as embedded:
         yield tcp_dsn(embedded) or embedded
 
 
