@@ -17,7 +17,7 @@ from . import hints, logs
 from .config import redact, resolve_dsn, scrub, validate_schema
 from .errors import ConfigError, StoreUnavailableError
 from .storage import schema as schema_ops
-from .storage.connection import is_connection_loss, reason
+from .storage.errors import is_connection_loss, reason
 
 __all__ = ["create", "drop", "init", "migrate", "reset"]
 
@@ -48,11 +48,13 @@ def _one_line(exc: psycopg.Error) -> str:
     return " ".join(" ".join(p.split()) for p in parts if p)
 
 
-def create(dsn: str | None = None, schema: str = "public") -> None:
-    """Create the database named in the DSN if missing, then the tables."""
+def create(dsn: str | None = None, schema: str = "public") -> bool:
+    """Create the database named in the DSN if missing, then the tables. True when anything
+    was created, False when both were there already (nothing to do)."""
     schema = validate_schema(schema)
     dsn = resolve_dsn(dsn)
     dbname = str(psycopg.conninfo.conninfo_to_dict(dsn).get("dbname") or "")
+    created = False
     if dbname:
         with _connect(psycopg.conninfo.make_conninfo(dsn, dbname="postgres")) as conn:
             exists = conn.execute(
@@ -62,9 +64,10 @@ def create(dsn: str | None = None, schema: str = "public") -> None:
                 try:
                     conn.execute(pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(dbname)))
                     log.info("database created", database=dbname)
+                    created = True
                 except psycopg.errors.DuplicateDatabase:
                     pass
-    init(dsn, schema)
+    return init(dsn, schema) or created
 
 
 @contextmanager
@@ -77,8 +80,9 @@ def _store_connection(
         yield conn, schema
 
 
-def init(dsn: str | None = None, schema: str = "public") -> None:
-    """Create the tables in an existing database.
+def init(dsn: str | None = None, schema: str = "public") -> bool:
+    """Create the tables in an existing database; True when they were created, False when the
+    store was there already (nothing to do).
 
     Refuses (ConfigError, nothing changed) a schema that is not a store yet but already holds
     objects under the store's names (a `snapshots` table of the application, say).
@@ -86,6 +90,8 @@ def init(dsn: str | None = None, schema: str = "public") -> None:
     with _store_connection(dsn, schema) as (conn, schema):
         if schema_ops.init(conn, schema):
             log.info("store initialised", schema=schema)
+            return True
+        return False
 
 
 def migrate(dsn: str | None = None, schema: str = "public") -> int:
@@ -94,11 +100,17 @@ def migrate(dsn: str | None = None, schema: str = "public") -> int:
     One transaction under the migration lock, keeping every event, stream, checkpoint and
     snapshot; idempotent, and safe when several processes run it at once.
     """
+    return _migrate(dsn, schema)[1]
+
+
+def _migrate(dsn: str | None, schema: str) -> tuple[int | None, int]:
+    """`migrate`, returning (the version before, the version now): the command line says
+    when there was nothing to do."""
     with _store_connection(dsn, schema) as (conn, schema):
         before, now = schema_ops.migrate(conn, schema)
         if before != now:
             log.info("store migrated", schema=schema, from_version=before, to_version=now)
-        return now
+        return before, now
 
 
 def drop(dsn: str | None = None, schema: str = "public") -> bool:

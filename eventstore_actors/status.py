@@ -8,11 +8,14 @@ from typing import Any
 
 import psycopg
 
+from . import hints
 from .config import Settings
-from .errors import ConfigError
+from .errors import ConfigError, StoreUnavailableError
 from .storage import schema as schema_ops
-from .storage.connection import connect, is_connection_loss, unavailable
+from .storage.connection import connect
 from .storage.deadline import guard
+from .storage.errors import translate
+from .storage.migrations import SCHEMA_VERSION
 from .subscriptions import info
 
 __all__ = ["status"]
@@ -33,16 +36,25 @@ def status(dsn: str, schema: str, *, as_json: bool = False) -> str:
     """The report `eventstore-actors status` prints (a table, or JSON)."""
     settings = Settings(dsn=dsn, schema=schema)
     try:
-        with connect(settings) as conn, guard(conn, settings.io_timeout):  # a frozen path ends
+        conn = connect(settings)
+    except StoreUnavailableError as exc:
+        hint = hints.missing_database(str(exc), dsn, schema)
+        if hint is None:
+            raise
+        raise ConfigError(hint) from None
+    try:
+        with conn, guard(conn, settings.io_timeout):  # a frozen path ends
             version = schema_ops.installed_version(conn, schema)
             if version is None:
-                raise ConfigError(schema_ops.not_initialised(schema))
+                raise ConfigError(hints.not_initialised(schema, dsn))
+            if version < SCHEMA_VERSION:  # its tables lack columns this report reads
+                raise ConfigError(schema_ops.outdated(schema, version))
+            if version > SCHEMA_VERSION:
+                raise ConfigError(schema_ops.too_new(schema, version))
             _, head, streams = info.summary(conn)
             subscriptions = info.load(conn, schema)
     except psycopg.Error as exc:
-        if not is_connection_loss(exc):
-            raise
-        raise unavailable(exc) from None
+        raise translate(exc, what="status report") from None
     report: dict[str, Any] = {
         "schema": schema,
         "schema_version": version,

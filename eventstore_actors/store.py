@@ -64,8 +64,9 @@ from .storage import checkpoints, deletes, links, outbox, parked, reader, snapsh
 from .storage import schema as schema_ops
 from .storage import stream_info as stream_pages
 from .storage.appender import AppendRequest, NewEvent, StreamWrite
-from .storage.connection import ReadPool, check_session_dsn, connect
+from .storage.connection import check_session_dsn, connect
 from .storage.outbox import Outbox, check_connection
+from .storage.pool import ReadPool
 from .storage.replica import LsnTracker, ReplicaReads
 from .storage.uuids import new_uuids
 from .streams import Page, StreamInfo

@@ -28,9 +28,10 @@ from .config import Settings
 from .errors import StoreUnavailableError
 from .events import AppendResult
 from .storage.appender import Appender, AppendRequest, Outcome, StoredRow, Written
-from .storage.connection import backend_pid, connect, end_orphan, is_alive, reset_to_idle
+from .storage.connection import connect, is_alive, reset_to_idle
 from .storage.deadline import guard
 from .storage.replica import LsnTracker
+from .storage.sessions import backend_pid, end_orphan
 
 __all__ = ["Append", "Committed", "WriterActor"]
 

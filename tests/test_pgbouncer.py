@@ -9,6 +9,7 @@ search_path of its own fails. Skipped, with the package named, when PgBouncer is
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -32,8 +33,10 @@ from eventstore_actors import (
 )
 from eventstore_actors.config import Settings
 from eventstore_actors.sql import statement
-from eventstore_actors.storage.connection import Session, backend_pid, connect, qualify
+from eventstore_actors.storage.connection import connect
+from eventstore_actors.storage.pooler import qualify
 from eventstore_actors.storage.reader import partition_of
+from eventstore_actors.storage.sessions import Session, backend_pid
 
 POOL = 2
 
@@ -71,8 +74,11 @@ def start(pooled: str, dsn: str, schema: str) -> Iterator[Callable[..., EventSto
             store.stop()
 
 
-def servers(bouncer: PgBouncer) -> int:
-    return sum(1 for row in bouncer.admin("SHOW SERVERS") if row["database"] == "test")
+def servers(bouncer: PgBouncer, dsn: str) -> int:
+    """PgBouncer's server connections to the tests' database (`test`, or the embedded
+    server's `eventstore`)."""
+    dbname = psycopg.conninfo.conninfo_to_dict(dsn).get("dbname")
+    return sum(1 for row in bouncer.admin("SHOW SERVERS") if row["database"] == dbname)
 
 
 def pool_probe(pooled: str) -> tuple[str, str, str, int]:
@@ -123,16 +129,17 @@ def test_session_dsn_is_redacted_and_checked(dsn: str, pooled: str, schema: str)
 
 
 def test_session_dsn_password_is_never_logged(
-    start: Callable[..., EventStore], dsn: str, capsys: pytest.CaptureFixture[str]
+    start: Callable[..., EventStore], dsn: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG, logger="eventstore_actors")
     secret = "s3cr3t-pw"  # trust authentication: accepted and ignored
     store = start(session_dsn=psycopg.conninfo.make_conninfo(dsn, password=secret))
     store.subscribe_to_all_streams("sub", QueueSubscriber())
     store.append_to_stream("s", 0, events(1))
     store.stop()
-    shown = capsys.readouterr()
-    assert "session_dsn=" in shown.out + shown.err
-    assert secret not in shown.out + shown.err + repr(store.settings)
+    shown = "\n".join(f"{r.getMessage()} {getattr(r, 'eventstore', '')!r}" for r in caplog.records)
+    assert "session_dsn" in shown  # the start-up line names it ...
+    assert secret not in shown + repr(store.settings)  # ... without its password
 
 
 def test_session_dsn_of_another_database_is_refused(dsn: str, pooled: str, schema: str) -> None:
@@ -180,7 +187,9 @@ def test_pooled_connections_keep_no_session_state_and_tell_no_backend_pid(
 
 
 # The core paths through PgBouncer -----------------------------------------------------------
-def test_every_write_and_read_path(start: Callable[..., EventStore], bouncer: PgBouncer) -> None:
+def test_every_write_and_read_path(
+    start: Callable[..., EventStore], bouncer: PgBouncer, dsn: str
+) -> None:
     store = start()
     assert store.append_to_stream("a", 0, events(3)).last_version == 3
     store.append_to_streams(
@@ -210,7 +219,8 @@ def test_every_write_and_read_path(start: Callable[..., EventStore], bouncer: Pg
     store.record_snapshot(SnapshotData("agg", 4, "T", {"n": 4}))
     assert store.read_snapshot("agg").data == {"n": 4}
     store.delete_snapshot("agg")
-    assert servers(bouncer) <= POOL  # the store's many clients shared two server connections
+    # the store's many clients shared two server connections
+    assert 0 < servers(bouncer, dsn) <= POOL
     assert "prepared statement" not in bouncer.log_text()
 
 

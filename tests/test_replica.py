@@ -460,3 +460,94 @@ def test_replica_counters_count_every_read_from_many_threads(
         sys.setswitchinterval(switch)
     m = store.metrics()
     assert m["replica_reads_total"] + m["replica_primary_reads_total"] == counted()
+
+
+class _Gate:
+    """A plain subscriber whose first `Events` blocks the subscription's actor (it is told in
+    the actor's thread) until `open` is set; every message goes to `queue`."""
+
+    def __init__(self) -> None:
+        self.queue: queue.Queue[Any] = queue.Queue()
+        self.open = threading.Event()
+        self.blocked = threading.Event()
+
+    def tell(self, message: Any) -> None:
+        self.queue.put(message)
+        if isinstance(message, Events) and not self.open.is_set():
+            self.blocked.set()
+            self.open.wait(30)
+
+
+@pytest.mark.parametrize("kind", ["all", "stream"])
+@pytest.mark.parametrize("concurrency", [1, 2], ids=["single", "competing"])
+@pytest.mark.parametrize("resume", [True, False], ids=["replay-resumes", "replay-stuck"])
+def test_a_catch_up_instead_of_events_waits_for_the_lagging_standby(
+    pair: ReplicaPair,
+    stores: Callable[..., EventStore],
+    rschema: str,
+    resume: bool,
+    concurrency: int,
+    kind: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """When the publisher's flow control tells a `CatchUp` instead of the events (the
+    subscription's inbox is full), the subscription does not know their positions; its read
+    from the standby must still cover them before it goes live: it waits for the standby to
+    replay the primary's WAL position of after the CatchUp (or reads the primary after
+    replica_max_lag). Before: the notified position stayed at the last events told, a standby
+    that had replayed those but not the rest gave a short read that covered it, and the
+    subscription went live without the rest (only the health check, at most one interval
+    later, found them; here it is moved out of reach). Both actors (concurrency_limit 1, 2)."""
+    monkeypatch.setattr(subscription_actor, "_HEALTH_INTERVAL", 60.0)
+    store = stores(replica_max_lag=1.0)
+    writer = stores(replica=False)
+    gate = _Gate()
+    options: dict[str, Any] = {"max_size": 10, "concurrency_limit": concurrency}
+    if kind == "all":
+        sub = store.subscribe_to_all_streams("cu-lagging", gate, "origin", **options)
+    else:
+        sub = store.subscribe_to_stream("c-0", "cu-lagging", gate, "origin", **options)
+    (control,) = [c for _, c in store._registry.members("subscription:")]
+    version = 0
+
+    def append(count: int) -> None:
+        nonlocal version
+        if kind == "all":
+            writer.append_to_stream(f"c-{version}", 0, events(count))
+        else:
+            writer.append_to_stream("c-0", version, events(count, start=version + 1))
+        version += count
+
+    append(1)  # told; its subscriber holds the actor
+    assert gate.blocked.wait(10)
+    append(5)  # queued in the actor's inbox as events: 5 of max_size 10
+    wait_until(lambda: control.queued_events >= 5, what="the 5 events queued")
+    pair.wait_replayed()  # the standby has the first 6 ...
+    pair.standby.pause_replay()  # ... and not the next 10
+    append(10)  # more than the inbox has room for: a CatchUp instead
+    wait_until(lambda: control._catch_up, what="a CatchUp queued instead of the events")
+    resumer = threading.Timer(0.3, pair.standby.resume_replay)
+    if resume:
+        resumer.start()
+    replica = _replica(store)
+    primary_before = replica.primary_reads
+    gate.open.set()
+    got: list[RecordedEvent] = []
+    deadline = time.monotonic() + 10
+    while len(got) < 16:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise AssertionError(f"got {len(got)} of 16 events within 10 s")
+        try:
+            message = gate.queue.get(timeout=remaining)
+        except queue.Empty:
+            continue
+        if isinstance(message, Events):
+            got.extend(message.events)
+            message.subscription.ack(list(message.events))
+    resumer.cancel()
+    position = (lambda e: e.event_id) if kind == "all" else (lambda e: e.stream_version)
+    assert sorted(position(e) for e in got) == list(range(1, 17))
+    assert sub is not None
+    if not resume:
+        assert replica.primary_reads > primary_before  # after replica_max_lag

@@ -85,6 +85,37 @@ def test_redact_and_scrub() -> None:
         assert_clean(scrub(f"error about {dsn} and password={SECRET}", dsn)), name
 
 
+#: The forms a DSN with a password takes: the tests' server may be a unix socket (the embedded
+#: server: key/value with host=/path), and a password may hide inside another parameter.
+SOCKET = "host=/tmp/eventstore-actors-x/pgdata port=5432 user=postgres dbname=eventstore"
+DSN_FORMS = {
+    "uri-userinfo": f"postgresql://postgres:{SECRET}@127.0.0.1:5432/test",
+    "uri-query": f"postgresql://postgres@127.0.0.1:5432/test?password={SECRET}",
+    "uri-socket": f"postgresql://postgres:{SECRET}@/eventstore?host=/tmp/x",
+    "uri-socket-query": f"postgresql:///eventstore?host=/tmp/x&password={SECRET}",
+    "uri-multi-host": f"postgres://u:{SECRET}@h1:5432,h2:5433/db?target_session_attrs=any",
+    "uri-percent-encoded": f"postgresql://u:{quote(ODD_SECRET, safe='')}@h/db",
+    "keyvalue": f"host=h user=u password={SECRET} dbname=d",
+    "keyvalue-quoted": f"host=h password='{ODD_SECRET}' dbname=d",
+    "keyvalue-socket": f"{SOCKET} password={SECRET}",
+    "keyvalue-sslpassword": f"host=h sslpassword={SECRET}",
+    # a URI query appended to a key/value DSN: libpq reads it as part of the dbname
+    "keyvalue-with-uri-query": f"{SOCKET}?password={SECRET}",
+    "uri-as-dbname": f"dbname='postgresql://u:{SECRET}@h/db'",
+    "password-in-options": f"host=h options='-c password={SECRET}'",
+}
+
+
+@pytest.mark.parametrize("form", sorted(DSN_FORMS))
+def test_no_password_in_a_repr_whatever_the_dsn_form(form: str) -> None:
+    dsn = DSN_FORMS[form]
+    assert_clean(redact(dsn))
+    assert_clean(scrub(f"could not connect with {dsn}", dsn))
+    settings = Settings(dsn=dsn, session_dsn=dsn, replica_dsn=dsn)
+    assert_clean(repr(settings))
+    assert_clean(str(settings))
+
+
 # --- errors -------------------------------------------------------------------------------
 
 

@@ -24,6 +24,7 @@ from support import QueueSubscriber, events, wait_until
 from eventstore_actors import (
     EventData,
     EventStore,
+    EventStoreError,
     SnapshotData,
     StoreUnavailableError,
     StreamNotFoundError,
@@ -514,3 +515,38 @@ def test_a_copy_append_refused_just_before_commit_is_not_outcome_unknown(
     assert len(store.read_stream_forward("jump")) == 100
     assert [e.event_id for e in store.read_all_streams_forward()] == list(range(1, 101))
     assert _writer(store) is writer
+
+
+def test_a_statement_refused_for_its_data_is_not_store_unavailable(
+    store: EventStore, dsn: str, schema: str
+) -> None:
+    """The database refusing what a call carries (here a CHECK the application added: a
+    constraint violation, SQLSTATE class 23) is the caller's bad input, not the database
+    being away: an EventStoreError that is not a StoreUnavailableError, on every path (the
+    writer, in one transaction or COPY; the caller's transaction; the pool), with nothing
+    written, and the store goes on."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL(
+                "ALTER TABLE {}.events ADD CONSTRAINT wf_forbidden "
+                "CHECK (event_type <> 'tests.Forbidden'); "
+                "ALTER TABLE {}.snapshots ADD CONSTRAINT wf_forbidden "
+                "CHECK (source_type <> 'tests.Forbidden')"
+            ).format(sql.Identifier(schema), sql.Identifier(schema))
+        )
+    forbidden = EventData({"x": 1}, "tests.Forbidden")
+    refused: list[Callable[[], object]] = [
+        lambda: store.append_to_stream("one", 0, [forbidden]),
+        lambda: store.append_to_stream("copy", 0, [*events(99), forbidden]),
+        lambda: store.record_snapshot(SnapshotData("src", 1, "tests.Forbidden", {"x": 1})),
+    ]
+    with psycopg.connect(dsn) as caller:
+        refused.append(lambda: store.append_to_stream("outbox", 0, [forbidden], conn=caller))
+        for call in refused:
+            with pytest.raises(EventStoreError, match="wf_forbidden") as failed:
+                call()
+            assert not isinstance(failed.value, StoreUnavailableError), repr(failed.value)
+        caller.rollback()
+    assert store.read_all_streams_forward() == []
+    store.append_to_stream("fine", 0, events(2))
+    assert len(store.read_stream_forward("fine")) == 2

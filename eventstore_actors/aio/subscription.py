@@ -28,9 +28,9 @@ from __future__ import annotations
 import asyncio
 import threading
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import psycopg
 
@@ -43,12 +43,21 @@ from ..subscriptions.messages import (
     TransientSubscription,
 )
 
-if TYPE_CHECKING:
-    from .store import AsyncEventStore
-
 __all__ = ["AsyncSubscription", "AsyncTransientSubscription", "SubscriptionStoppedError"]
 
 T = TypeVar("T")
+R = TypeVar("R")
+
+
+class _Owner(Protocol):
+    """What a subscription asks of the store that made it (`AsyncEventStore`): run an ack on a
+    connection, and end the subscription. Declared here so this module need not import the
+    store's."""
+
+    async def _on_conn(self, conn: Any, work: Callable[[Any], R]) -> R: ...
+
+    async def _unsubscribe(self, sub: AsyncSubscription[Any]) -> None: ...
+
 
 #: Wakes an iteration waiting for a message: the subscription was closed on our side.
 _CLOSED = object()
@@ -135,7 +144,7 @@ class AsyncSubscription(Generic[T]):
     or of what the mapper returned); ``await sub.ack(events)`` acknowledges them and lets
     the next batch come. ``async with sub:`` unsubscribes on exit."""
 
-    def __init__(self, store: AsyncEventStore, stream_uuid: str, subscription_name: str) -> None:
+    def __init__(self, store: _Owner, stream_uuid: str, subscription_name: str) -> None:
         self.stream_uuid = stream_uuid  # "$all" for an all-streams subscription
         self.subscription_name = subscription_name
         self._store = store
@@ -262,7 +271,7 @@ class AsyncTransientSubscription(AsyncSubscription[T]):
     that returns. A selector or mapper that fails, or a consumer that falls behind, ends the
     iteration with `SubscriptionStoppedError`."""
 
-    def __init__(self, store: AsyncEventStore, stream_uuid: str) -> None:
+    def __init__(self, store: _Owner, stream_uuid: str) -> None:
         super().__init__(store, stream_uuid, "")
 
     def _make_bridge(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[Any]) -> _Bridge:

@@ -35,8 +35,9 @@ from ..config import Settings
 from ..errors import StoreUnavailableError
 from ..events import RecordedEvent
 from ..storage import reader
-from ..storage.connection import connect, is_alive, unavailable
+from ..storage.connection import connect, is_alive
 from ..storage.deadline import guard
+from ..storage.errors import unavailable
 from ..subscriptions.control import Admit, Control
 from ..writer import Committed
 from .listener import Listener

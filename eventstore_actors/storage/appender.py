@@ -21,13 +21,8 @@ from ..errors import EventStoreError, StoreUnavailableError
 from ..events import AppendResult, ExpectedVersion
 from ..sql import statement
 from . import expected as exp
-from .connection import (
-    database_error,
-    is_connection_loss,
-    is_transient,
-    reset_to_idle,
-    unavailable,
-)
+from .connection import reset_to_idle
+from .errors import database_error, is_connection_loss, is_transient, unavailable
 
 __all__ = [
     "AppendRequest",
@@ -195,15 +190,24 @@ class Appender:
             return self._append(requests)
         except psycopg.Error as exc:
             self._rollback()
-            if is_connection_loss(exc, self._conn):
-                self.connection_lost = True
-                committing = self._committing
-                return [unavailable(exc, outcome_unknown=committing) for _ in requests]
-            if is_transient(exc):
-                return [database_error(exc, "append") for _ in requests]
+            # A lost connection or a reason of the moment fails every request (an error each).
+            failed: list[Outcome] = [e for e in (self._failed(exc) for _ in requests) if e]
+            if failed:
+                return failed
             if len(requests) == 1:
                 return [self._rejected(requests[0], exc)]
         return self._one_by_one(requests)
+
+    def _failed(self, exc: psycopg.Error) -> EventStoreError | None:
+        """The error of a statement that failed every request it carried whatever their data
+        (a lost connection: `connection_lost` is set; a reason of the moment), or None when
+        the requests' own data may be the cause (see `_rejected`)."""
+        if is_connection_loss(exc, self._conn):
+            self.connection_lost = True
+            return unavailable(exc, outcome_unknown=self._committing)
+        if is_transient(exc):
+            return database_error(exc, "append")
+        return None
 
     def _one_by_one(self, requests: list[AppendRequest]) -> list[Outcome]:
         """Each request in its own transaction; what committed stays committed whatever
@@ -222,13 +226,7 @@ class Appender:
                 outcomes.extend(self._append([req]))
             except psycopg.Error as exc:
                 self._rollback()
-                if is_connection_loss(exc, self._conn):
-                    self.connection_lost = True
-                    outcomes.append(unavailable(exc, outcome_unknown=self._committing))
-                elif is_transient(exc):
-                    outcomes.append(database_error(exc, "append"))
-                else:
-                    outcomes.append(self._rejected(req, exc))
+                outcomes.append(self._failed(exc) or self._rejected(req, exc))
         return outcomes
 
     def _rejected(self, req: AppendRequest, exc: psycopg.Error) -> EventStoreError:

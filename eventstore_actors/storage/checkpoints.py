@@ -18,7 +18,7 @@ from psycopg.rows import tuple_row
 
 from ..errors import CheckpointConflictError
 from ..sql import statement
-from .connection import database_error, is_connection_loss, unavailable
+from .errors import translate
 from .outbox import SameDatabase, check_connection, rollback_to_savepoint
 
 __all__ = [
@@ -55,6 +55,19 @@ def load_or_create(conn: Conn, stream_uuid: str, name: str, start_from: int) -> 
     return int(row[0]) if row else start_from
 
 
+def read(conn: Conn, stream_uuid: str, name: str) -> int | None:
+    """The stored checkpoint of the subscription (None: it has no row)."""
+    key = {"stream_uuid": stream_uuid, "subscription_name": name}
+    row = conn.execute(statement("subscriptions/read"), key).fetchone()
+    return None if row is None else int(row[0])
+
+
+def create(conn: Conn, stream_uuid: str, name: str, last_seen: int) -> None:
+    """Create the subscription's row at `last_seen`, unless it has one."""
+    key = {"stream_uuid": stream_uuid, "subscription_name": name, "last_seen": last_seen}
+    conn.execute(statement("subscriptions/create"), key)
+
+
 def advance(conn: Conn, stream_uuid: str, name: str, position: int) -> None:
     """Move the checkpoint forward to `position` (never backwards)."""
     conn.execute(
@@ -88,7 +101,7 @@ def advance_fenced(
 
 def advance_unheld(conn: Conn, stream_uuid: str, name: str, position: int, key: str) -> bool:
     """Move the checkpoint forward to `position` iff nobody holds the subscription's lock
-    (`key`, see `subscriptions.info.lock_key`; taken for this transaction only, waiting up
+    (`key`, see `storage.locks.lock_key`; taken for this transaction only, waiting up
     to `_UNHELD_WAIT` for a holder that is letting go). False: a subscriber holds it (a later
     run of the name), and nothing was written."""
     try:
@@ -199,9 +212,7 @@ class InTransaction:
                 raise
             conn.execute(f"RELEASE SAVEPOINT {_SAVEPOINT}", prepare=False)
         except psycopg.Error as exc:
-            if is_connection_loss(exc, conn):
-                raise unavailable(exc) from None
-            raise database_error(exc, "ack") from None
+            raise translate(exc, conn, "ack") from None
 
     def _write(self, cur: psycopg.Cursor[tuple[Any, ...]], params: dict[str, Any]) -> None:
         cur.execute(self._query, params, prepare=False)

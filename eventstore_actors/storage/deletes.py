@@ -18,9 +18,9 @@ from ..errors import (
 )
 from ..events import ExpectedVersion
 from ..sql import statement
-from ..subscriptions.info import lock_key
 from . import expected as exp
-from .connection import is_connection_loss, unavailable
+from .errors import translate
+from .locks import lock_key
 
 __all__ = ["delete_stream", "older_holders", "watch"]
 
@@ -87,13 +87,11 @@ def older_holders(conn: Conn, schema: str) -> list[tuple[str, str]]:
 def run_once(conn: Conn, query: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
     """One autocommit statement that writes, never retried: a connection lost while it ran
     leaves its outcome unknown (StoreUnavailableError saying so), since it may have
-    committed. Other database errors propagate (the pool turns them into contract errors)."""
+    committed; another database error means it did not happen (storage/errors.py)."""
     try:
         return conn.execute(query, params).fetchall()
     except psycopg.Error as exc:
-        if is_connection_loss(exc, conn):
-            raise unavailable(exc, outcome_unknown=True) from None
-        raise
+        raise translate(exc, conn, committing=True) from None
 
 
 def watch(conn: Conn, stream_uuid: str, subscription_name: str) -> tuple[int, bool, bool]:

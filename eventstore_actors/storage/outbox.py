@@ -32,7 +32,9 @@ from ..sql import statement
 from . import links
 from .appender import AppendRequest, Written, compare_replays, group_outcomes, group_params
 from .asyncconn import BorrowedAsyncConnection
-from .connection import FINGERPRINT, database_error, is_connection_loss, qualify, unavailable
+from .connection import FINGERPRINT
+from .errors import is_gone, translate
+from .pooler import qualify
 
 __all__ = [
     "Outbox",
@@ -57,7 +59,7 @@ def check_connection(conn: Any) -> psycopg.Connection[Any]:
         )
     if not isinstance(conn, (psycopg.Connection, BorrowedAsyncConnection)):
         raise TypeError(f"conn must be a psycopg 3 Connection, got {type(conn).__qualname__}")
-    if conn.closed or conn.broken:
+    if is_gone(conn):
         raise ValueError("conn is closed")
     status = conn.info.transaction_status
     if status == _STATUS.INERROR:
@@ -145,9 +147,7 @@ class Outbox:
                 else:  # a retry of a stored append: nothing to keep, not even the lock
                     rollback_to_savepoint(conn)
         except psycopg.Error as exc:
-            if is_connection_loss(exc, conn):
-                raise unavailable(exc, outcome_unknown=committing) from None
-            raise database_error(exc, "append") from None
+            raise translate(exc, conn, "append", committing=committing) from None
         return outcome.results
 
     def link(
@@ -186,9 +186,7 @@ class Outbox:
                 conn.execute(f"RELEASE SAVEPOINT {_SAVEPOINT}", prepare=False)
                 self._held(conn)
         except psycopg.Error as exc:
-            if is_connection_loss(exc, conn):
-                raise unavailable(exc, outcome_unknown=committing) from None
-            raise database_error(exc, "link") from None
+            raise translate(exc, conn, "link", committing=committing) from None
         return result
 
     def _held(self, conn: psycopg.Connection[Any]) -> None:
@@ -223,7 +221,7 @@ class Outbox:
 
 def rollback_to_savepoint(conn: psycopg.Connection[Any], savepoint: str = _SAVEPOINT) -> None:
     """Undo our part of the caller's transaction (and the locks it took), leaving it usable."""
-    if conn.closed or conn.broken:
+    if is_gone(conn):
         return
     try:
         conn.execute(f"ROLLBACK TO SAVEPOINT {savepoint}", prepare=False)

@@ -29,8 +29,10 @@ import psycopg
 from .. import logs
 from ..config import Settings, redact
 from ..errors import StoreUnavailableError
-from .connection import ReadPool, connect, is_alive, is_connection_loss, reason, reset_to_idle
+from .connection import connect, is_alive, reset_to_idle
 from .deadline import guard
+from .errors import is_connection_loss, reason
+from .pool import ReadPool
 
 __all__ = ["LsnTracker", "ReplicaReads", "current_lsn", "replay_lsn"]
 

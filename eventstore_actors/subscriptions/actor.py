@@ -37,9 +37,8 @@ from ..config import Settings
 from ..errors import InvalidStartFromError, StoreUnavailableError, SubscriptionAlreadyExistsError
 from ..events import RecordedEvent
 from ..notifications.publisher import CatchUp, Published, StreamDeleted
-from ..sql import statement
 from ..storage import checkpoints, deletes, parked, reader
-from ..storage.connection import ReadPool
+from ..storage.pool import ReadPool
 from ..storage.replica import ReplicaReads, current_lsn
 from .checkpointing import CheckpointPolicy
 from .control import Control
@@ -213,6 +212,10 @@ class SubscriptionActor(SupervisedActor):
         self._sent_before = 0  # last position sent before the lock was lost
         self._all = spec.stream_uuid == checkpoints.ALL_STREAMS
         self._seen_head = 0  # the head the last health check found (replica reads)
+        # A CatchUp was told (replica reads): the next short read must cover what was
+        # committed by then, as of the primary's WAL position taken for it (None: not yet).
+        self._catch_up_due = False
+        self._catch_up_lsn: int | None = None
         self._since: float | None = None  # Published.at of the oldest event not yet told
         self._relock = False  # the lock connection was lost: retaking it is a reconnect
         self._nacks_to_redo: list[Nack] = []  # their park was interrupted: done on a tick
@@ -280,18 +283,17 @@ class SubscriptionActor(SupervisedActor):
 
     def _start_locked(self) -> None:
         stream, name = self._spec.stream_uuid, self._spec.name
-        key = {"stream_uuid": stream, "subscription_name": name}
-        row = self._lock.run(lambda c: c.execute(statement("subscriptions/read"), key).fetchone())
+        stored = self._lock.run(lambda c: checkpoints.read(c, stream, name))
         first = self._ready is not None
         if first and not subscriber_alive(self._spec.subscriber):
             raise ValueError("the subscriber is not running (a stopped actor?)")
-        if row is None:
+        if stored is None:
             start = self._start_position()
             checkpoint = self._lock.run(
                 lambda c: checkpoints.load_or_create(c, stream, name, start)
             )
         else:
-            checkpoint = int(row[0])
+            checkpoint = stored
         unsaved = self._unsaved_checkpoint  # acked before the lock was lost
         if unsaved is not None and unsaved > checkpoint and not self._in_transactions():
             self._lock.run(lambda c: checkpoints.advance(c, stream, name, unsaved))
@@ -304,7 +306,7 @@ class SubscriptionActor(SupervisedActor):
             try:
                 self._tell(Subscribed(self._handle))
             except pykka.ActorDeadError:
-                if row is None:  # nothing may be left behind by a subscribe that raises
+                if stored is None:  # nothing may be left behind by a subscribe that raises
                     self._lock.run(lambda c: checkpoints.delete(c, stream, name))
                 raise ValueError("the subscriber is not running (a stopped actor?)") from None
             self._control.announced = True
@@ -448,6 +450,7 @@ class SubscriptionActor(SupervisedActor):
             self._control.took_events(len(message.events))
         elif isinstance(message, CatchUp):
             self._control.took_catch_up()
+            self._catch_up_due, self._catch_up_lsn = True, None
         if isinstance(message, Ack) and (self._ended or self._control.closed):
             self._ack_on_close(message)
         if self._ended:
@@ -635,10 +638,22 @@ class SubscriptionActor(SupervisedActor):
         go live too early, so the read is done again once the standby has replayed the
         primary's WAL position of now (that notification's commit is before it), waiting at
         most replica_max_lag, else on the primary: no busy loop, nothing missed.
+
+        A `CatchUp` stands for events committed and not told (the publisher's flow control
+        coalesced them, or a resync): their positions are not known here, but their commits
+        are before the primary's WAL position of the first read after it, so the reads wait
+        for that position until one is short (the one that would go live).
         """
         replica = self._spec.replica
         if replica is None:
             return self._lock.read(work)  # with shared_lock_session: from the read pool
+        if self._catch_up_due:
+            if self._catch_up_lsn is None:
+                self._catch_up_lsn = self._lock.run(current_lsn)
+            found = replica.run_at_least(work, self._catch_up_lsn, self._lock.run)
+            if len(found[0]) < limit:
+                self._catch_up_due, self._catch_up_lsn = False, None
+            return found
         found = replica.run_at_least(work, 0, self._lock.run)
         want = self._seen_head
         intake = self._intake()

@@ -37,14 +37,15 @@ from .. import logs
 from ..actors.supervised import in_actor_thread
 from ..config import Settings
 from ..events import RecordedEvent
-from ..sql import statement
-from ..storage import checkpoints, reader
-from ..storage.connection import Session, is_connection_loss, unavailable
+from ..storage import checkpoints, locks, reader
+from ..storage import subscriptions as subscription_rows
 from ..storage.deadline import guard
+from ..storage.errors import is_connection_loss, translate
+from ..storage.sessions import Session
 from ..validation import MAX_BIGINT
 from .control import Control
-from .info import lock_key
 from .messages import Subscribed, Subscription, SubscriptionStopped
+from .naming import MARK, parse_row_name, partition_row_name
 
 __all__ = [
     "MARK",
@@ -58,8 +59,6 @@ __all__ = [
 
 log = logs.get_logger("eventstore_actors.group")
 
-#: Separates a group's name from its partition or member suffix (refused in user names).
-MARK = "\x1f"
 #: Seconds between membership polls (a change is acted on within two polls).
 _POLL = 0.5
 #: Member slots per partition (plus a few): members beyond 2N + 8 would hold nothing anyway
@@ -111,29 +110,17 @@ def _score(slot: int, partition: int) -> int:
     return int.from_bytes(digest[:8], "big")
 
 
-def partition_row_name(name: str, index: int, count: int) -> str:
-    """The subscriptions row (and lock) name of one partition."""
-    return f"{name}{MARK}partition {index} of {count}"
-
-
-def parse_row_name(raw: str) -> tuple[str, int, int] | None:
-    """(group name, index, count) of a partition row name; None for other names."""
-    name, mark, rest = raw.partition(MARK)
-    if not mark or not rest.startswith("partition "):
-        return None
-    try:
-        index, _, count = rest[len("partition ") :].partition(" of ")
-        return name, int(index), int(count)
-    except ValueError:
-        return None
-
-
 def _member_key(schema: str, name: str, slot: int) -> str:
-    return lock_key(schema, checkpoints.ALL_STREAMS, f"{name}{MARK}member {slot}")
+    return locks.lock_key(schema, checkpoints.ALL_STREAMS, f"{name}{MARK}member {slot}")
+
+
+def _prefix(name: str) -> str:
+    """What the names of the group `name`'s partition rows start with."""
+    return f"{name}{MARK}partition "
 
 
 def _group_key(schema: str, name: str) -> str:
-    return lock_key(schema, checkpoints.ALL_STREAMS, f"{name}{MARK}group")
+    return locks.lock_key(schema, checkpoints.ALL_STREAMS, f"{name}{MARK}group")
 
 
 def prepare(
@@ -145,18 +132,10 @@ def prepare(
 ) -> None:
     """Create the group's N checkpoint rows (all at one start position), or check that the
     existing group has N partitions (ValueError otherwise). Serialized per name."""
-    prefix = f"{name}{MARK}partition "
     with conn.transaction():
-        conn.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended(%(key)s, 0))",
-            {"key": _group_key(schema, name)},
-        )
-        rows = conn.execute(
-            "SELECT subscription_name FROM subscriptions WHERE stream_uuid = %(all)s"
-            " AND left(subscription_name, %(n)s) = %(prefix)s",
-            {"all": checkpoints.ALL_STREAMS, "n": len(prefix), "prefix": prefix},
-        ).fetchall()
-        counts = {p[2] for (raw,) in rows if (p := parse_row_name(str(raw))) is not None}
+        locks.lock_for_transaction(conn, _group_key(schema, name))
+        rows = subscription_rows.names_with_prefix(conn, checkpoints.ALL_STREAMS, _prefix(name))
+        counts = {p[2] for raw in rows if (p := parse_row_name(raw)) is not None}
         if counts and counts != {count}:
             raise ValueError(
                 f"subscription {name!r} is a consumer group of {sorted(counts)[0]} partitions; "
@@ -164,42 +143,19 @@ def prepare(
             )
         position = start(conn)
         for index in range(count):
-            conn.execute(
-                statement("subscriptions/create"),
-                {
-                    "stream_uuid": checkpoints.ALL_STREAMS,
-                    "subscription_name": partition_row_name(name, index, count),
-                    "last_seen": position,
-                },
-            )
+            row = partition_row_name(name, index, count)
+            checkpoints.create(conn, checkpoints.ALL_STREAMS, row, position)
 
 
 def row_names(conn: psycopg.Connection[Any], name: str) -> list[str]:
     """The checkpoint row names of the group `name`'s partitions (none: not a group)."""
-    prefix = f"{name}{MARK}partition "
-    found = conn.execute(
-        "SELECT subscription_name FROM subscriptions WHERE stream_uuid = %(all)s"
-        " AND left(subscription_name, %(n)s) = %(prefix)s ORDER BY subscription_name",
-        {"all": checkpoints.ALL_STREAMS, "n": len(prefix), "prefix": prefix},
-    ).fetchall()
-    return [str(raw) for (raw,) in found if parse_row_name(str(raw)) is not None]
+    found = subscription_rows.names_with_prefix(conn, checkpoints.ALL_STREAMS, _prefix(name))
+    return [raw for raw in found if parse_row_name(raw) is not None]
 
 
 def delete_rows(conn: psycopg.Connection[Any], name: str) -> None:
     """Delete every partition checkpoint (and parked event) of the group `name`."""
-    prefix = f"{name}{MARK}partition "
-    params = {"all": checkpoints.ALL_STREAMS, "n": len(prefix), "prefix": prefix}
-    with conn.transaction():
-        conn.execute(
-            "DELETE FROM parked_events WHERE stream_uuid = %(all)s"
-            " AND left(subscription_name, %(n)s) = %(prefix)s",
-            params,
-        )
-        conn.execute(
-            "DELETE FROM subscriptions WHERE stream_uuid = %(all)s"
-            " AND left(subscription_name, %(n)s) = %(prefix)s",
-            params,
-        )
+    subscription_rows.delete_with_prefix(conn, checkpoints.ALL_STREAMS, _prefix(name))
 
 
 class GroupSubscription(Subscription):
@@ -316,7 +272,7 @@ class Group:
         try:
             self.step()
         except psycopg.Error as exc:
-            raise unavailable(exc) from None
+            raise translate(exc, self._session.conn, "join") from None
         self._thread.start()
 
     def close(self, *, silent: bool = True, partitions: bool = True) -> None:
@@ -409,12 +365,11 @@ class Group:
         with guard(conn, self._settings.io_timeout):  # a silent server fails the poll
             if self._slot is None:
                 for slot, key in enumerate(keys):
-                    row = conn.execute(statement("subscriptions/lock"), {"key": key}).fetchone()
-                    if row and row[0]:
+                    if locks.try_lock(conn, key):
                         self._slot = slot
                         break
-            held = conn.execute(statement("subscriptions/held"), {"keys": keys}).fetchall()
-        return sorted(int(r[0]) - 1 for r in held)
+            held = locks.held(conn, keys)
+        return sorted(i - 1 for i in held)
 
     def _drop(self, *, lost: bool = False) -> None:
         """Close the member connection (the slot goes with it); `lost`: after a failure that

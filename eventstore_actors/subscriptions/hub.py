@@ -16,8 +16,11 @@ after losing a dedicated connection.
 Checkpoint writes are batched: `SharedLockSession.advance` queues the position and returns; the
 hub's writer thread writes every queued checkpoint of a lock still held in one statement as
 soon as the connection is free (so no subscription writes the others' checkpoints in its
-delivery path). An unlock writes the queued ones first. A queued write whose lock was lost is
-dropped (those events are delivered again: at least once, as after any lost connection).
+delivery path). An unlock writes the queued ones first; if that write (or the unlock itself)
+fails for a reason of the moment (a cancel, a timeout), the lock stays held and the hub's thread
+retries both, in that order, so the last acked checkpoint of a subscription that stops is
+never dropped. A queued write whose lock was lost is dropped (those events are delivered
+again: at least once, as after any lost connection).
 
 Advisory locks are re-entrant within one session: the hub keeps the set of names it holds, so a
 second subscription of the same name in this store is refused as another process's would be.
@@ -35,20 +38,15 @@ import psycopg
 
 from .. import logs
 from ..config import Settings
-from ..errors import StoreUnavailableError
+from ..errors import EventStoreError, StoreUnavailableError
 from ..sql import statement
 from ..storage import reader
-from ..storage.connection import (
-    ReadPool,
-    Session,
-    is_alive,
-    is_connection_loss,
-    is_transient,
-    reason,
-    unavailable,
-)
+from ..storage.connection import is_alive
 from ..storage.deadline import guard
-from .lock import Interrupted, LockLost
+from ..storage.errors import is_connection_loss, is_gone, reason
+from ..storage.pool import ReadPool
+from ..storage.sessions import Session
+from .lock import Interrupted, LockLost, run_guarded
 
 __all__ = ["LockHub", "SharedLockSession"]
 
@@ -68,6 +66,8 @@ class LockHub:
         self._conn: psycopg.Connection[Any] | None = None  # the session's, while in use
         self.generation = 0  # bumped by every connection opened
         self._held: set[str] = set()  # keys locked in the current generation
+        # Keys let go of whose last checkpoint or unlock is still to be done (by the thread).
+        self._releasing: set[str] = set()
         self._closed = False
         # Checkpoints to write: key -> (generation, stream_uuid, name, position).
         self._pending: dict[str, tuple[int, str, str, int]] = {}
@@ -80,7 +80,7 @@ class LockHub:
     # Called with the mutex held -------------------------------------------------------------
     def _ensure(self) -> None:
         conn = self._conn
-        if conn is not None and not (conn.closed or conn.broken):
+        if conn is not None and not is_gone(conn):
             return
         self._lose()
         if self._closed:
@@ -101,22 +101,14 @@ class LockHub:
         """The connection is gone: so is every lock of its generation."""
         self._conn = None
         self._held.clear()
+        self._releasing.clear()
         self._session.lost()  # its backend may live on (a frozen network), holding locks
 
     def _run(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:
         conn = self._conn
         if conn is None:
             raise LockLost("no lock connection")
-        try:
-            with guard(conn, self._settings.io_timeout):
-                return work(conn)
-        except psycopg.Error as exc:
-            if is_connection_loss(exc, conn):
-                self._lose()
-                raise LockLost(reason(exc)) from None
-            if is_transient(exc):
-                raise Interrupted(reason(exc)) from None
-            raise unavailable(exc) from None
+        return run_guarded(conn, self._settings.io_timeout, work, self._lose)
 
     def _flush(self) -> bool:
         """Write every queued checkpoint whose lock is still held, in one statement (False:
@@ -140,7 +132,7 @@ class LockHub:
             self._run(lambda c: c.execute(statement("subscriptions/ack_many"), params))
         except LockLost:
             return True  # every lock went with the connection: each session finds out
-        except (Interrupted, StoreUnavailableError) as exc:
+        except (Interrupted, EventStoreError) as exc:  # a refused statement too: retried
             log.warning("checkpoint writes failed; retried", error=str(exc))
             with self._pending_mutex:  # queued again, unless a later ack replaced them
                 for key, entry in pending.items():
@@ -174,7 +166,7 @@ class LockHub:
             with self._mutex:
                 if self._conn is None or self._closed:
                     continue
-                written = self._flush()
+                written = self._flush() and self._release_pending()
                 if time.monotonic() >= probed + _PROBE_INTERVAL:
                     probed = time.monotonic()
                     written = self._probe() and written
@@ -189,8 +181,41 @@ class LockHub:
             self._head = (head, time.monotonic())
         except LockLost:
             pass  # every session finds out (alive() is False)
-        except (Interrupted, StoreUnavailableError):
+        except (Interrupted, EventStoreError):
             return False
+        return True
+
+    def _release(self, key: str) -> bool:
+        """Unlock `key` (held in this generation), unless its last checkpoint is still queued
+        or the unlock fails for a reason of the moment: then the key stays held, left to the
+        thread (False). A lost connection released it with the others."""
+        if key in self._pending:
+            self._releasing.add(key)
+            return False
+        conn = self._conn
+        assert conn is not None
+        try:
+            with guard(conn, self._settings.io_timeout):
+                conn.execute(statement("subscriptions/unlock"), {"key": key})
+        except psycopg.Error as exc:
+            if is_connection_loss(exc, conn):
+                self._lose()
+                return True
+            log.warning("subscription unlock failed; retried", error=reason(exc))
+            self._releasing.add(key)
+            self._queued.set()
+            return False
+        self._held.discard(key)
+        self._releasing.discard(key)
+        return True
+
+    def _release_pending(self) -> bool:
+        """The thread's part of `unlock`: the keys whose checkpoint is now written."""
+        for key in sorted(self._releasing):
+            if self._conn is None:
+                break
+            if key in self._held and not self._release(key):
+                return False  # retried after a tick
         return True
 
     def _current(self, key: str, generation: int) -> bool:
@@ -249,21 +274,12 @@ class LockHub:
         """Release the lock if this generation still holds it (else it went with the
         connection)."""
         with self._holding():
-            if not self._current(key, generation):
+            if not self._current(key, generation) or key in self._releasing:
                 return
             if key in self._pending:
                 self._flush()  # this lock's last checkpoint, before the lock goes
-            if not self._current(key, generation):
-                return
-            self._held.discard(key)
-            conn = self._conn
-            assert conn is not None
-            try:
-                with guard(conn, self._settings.io_timeout):
-                    conn.execute(statement("subscriptions/unlock"), {"key": key})
-            except psycopg.Error as exc:
-                if is_connection_loss(exc, conn):
-                    self._lose()
+            if self._current(key, generation):
+                self._release(key)  # or, if still queued, once the thread wrote it
 
     def head(self) -> int | None:
         """The last event_id as of the last probe, if recent."""
@@ -280,6 +296,8 @@ class LockHub:
     def close(self) -> None:
         """Close the connection (every lock goes with it); no reconnect afterwards."""
         with self._holding():
+            if self._conn is not None and self._pending:
+                self._flush()  # a last try for the checkpoints still queued
             self._closed = True
             self._conn = None
             self._held.clear()

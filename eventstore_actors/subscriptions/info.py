@@ -3,12 +3,12 @@
 The checkpoint, the head of what it follows and the parked count come from the tables; whether
 it is held ("active") comes from pg_locks, so a holder that died (its session ended, its lock
 with it) shows as inactive at once, whatever the `holder` column still says. The holder text
-is written by the subscription when it takes the lock.
+is written by the subscription when it takes the lock. The statements are in `storage`
+(`storage.subscriptions`, `storage.locks`); `lock_key` and `summary` are theirs, named here too.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 from dataclasses import asdict, dataclass
@@ -16,7 +16,9 @@ from typing import Any
 
 import psycopg
 
-from ..sql import statement
+from ..storage.locks import held, lock_key
+from ..storage.subscriptions import info_rows, summary
+from .naming import parse_row_name
 
 __all__ = ["SubscriptionInfo", "holder_text", "load", "lock_key", "summary"]
 
@@ -38,11 +40,6 @@ class SubscriptionInfo:
         return asdict(self)
 
 
-def lock_key(schema: str, stream_uuid: str, name: str) -> str:
-    """The text whose hash is the subscription's advisory lock key."""
-    return json.dumps(["eventstore_actors", schema, stream_uuid, name])
-
-
 def holder_text(origin: str) -> str:
     """What names a store instance as a holder: host, OS pid and the instance's own id (two
     stores in one process are two holders)."""
@@ -54,17 +51,13 @@ def load(
 ) -> list[SubscriptionInfo]:
     """Every durable subscription of the store (or only `name` on `stream_uuid`); a consumer
     group's partitions are one row each, named after the group, with `partition` set."""
-    rows = conn.execute(
-        statement("subscriptions/info"), {"name": name, "stream_uuid": stream_uuid}
-    ).fetchall()
+    rows = info_rows(conn, name, stream_uuid)
     keys = [lock_key(schema, str(r[0]), str(r[1])) for r in rows]
-    held: set[int] = set()
-    if keys:
-        held = {int(r[0]) for r in conn.execute(statement("subscriptions/held"), {"keys": keys})}
+    taken: set[int] = set(held(conn, keys)) if keys else set()
     found = []
     for i, (stream, sub_name, last_seen, holder, head, parked) in enumerate(rows, start=1):
-        active = i in held
-        parsed = _partition_of(str(sub_name))
+        active = i in taken
+        parsed = parse_row_name(str(sub_name))
         found.append(
             SubscriptionInfo(
                 stream_uuid=str(stream),
@@ -84,16 +77,3 @@ def load(
         first.setdefault((f.stream_uuid, f.subscription_name), i)
     found.sort(key=lambda f: (first[f.stream_uuid, f.subscription_name], f.partition or 0))
     return found
-
-
-def _partition_of(raw: str) -> tuple[str, int, int] | None:
-    from .group import parse_row_name  # group imports this module
-
-    return parse_row_name(raw)
-
-
-def summary(conn: psycopg.Connection[Any]) -> tuple[int, int, int]:
-    """(schema version, head event_id, number of streams)."""
-    row = conn.execute(statement("subscriptions/summary")).fetchone()
-    assert row is not None
-    return int(row[0] or 0), int(row[1] or 0), int(row[2] or 0)

@@ -18,17 +18,11 @@ from typing import Any, TypeVar
 import psycopg
 
 from ..config import Settings
-from ..sql import statement
-from ..storage import reader
-from ..storage.connection import (
-    Session,
-    is_alive,
-    is_connection_loss,
-    is_transient,
-    reason,
-    unavailable,
-)
+from ..storage import locks, reader
+from ..storage.connection import is_alive
 from ..storage.deadline import guard
+from ..storage.errors import is_connection_loss, is_gone, is_transient, reason, translate
+from ..storage.sessions import Session
 
 __all__ = ["Interrupted", "LockLost", "LockSession"]
 
@@ -43,45 +37,58 @@ class Interrupted(Exception):
     """A statement failed for a reason of the moment; the connection and the lock are fine."""
 
 
+def run_guarded(
+    conn: psycopg.Connection[Any],
+    seconds: float,
+    work: Callable[[psycopg.Connection[Any]], T],
+    lost: Callable[[], None],
+) -> T:
+    """Run `work` on a lock connection under the watchdog. If the connection is gone:
+    `lost()`, then LockLost; a statement failed for a reason of the moment: Interrupted;
+    any other statement error becomes the contract's error (a real failure of the
+    subscription; storage/errors.py)."""
+    try:
+        with guard(conn, seconds):
+            return work(conn)
+    except psycopg.Error as exc:
+        if is_connection_loss(exc, conn):
+            lost()
+            raise LockLost(reason(exc)) from None
+        if is_transient(exc):
+            raise Interrupted(reason(exc)) from None
+        raise translate(exc, conn) from None
+
+
 class LockSession:
     def __init__(self, settings: Settings, key: str) -> None:
         self._settings = settings
-        self._key = {"key": key}
+        self._key = key
         self._session = Session(settings)  # ends the backend of a connection lost in use
         self._conn: psycopg.Connection[Any] | None = None  # the session's, while in use
         self.locked = False
 
     def connect(self) -> None:
         """Open the connection if there is none (StoreUnavailableError if unreachable)."""
-        if self._conn is not None and not (self._conn.closed or self._conn.broken):
+        if self._conn is not None and not is_gone(self._conn):
             return
         self.drop()
         self._conn = self._session.get()
-        # Losing the last acks in a server crash only means re-delivery (at least once).
-        self.run(lambda c: c.execute("SET synchronous_commit = off"))
+        self.run(locks.relax_commits)  # a lost ack is only a re-delivery
 
     def try_lock(self) -> bool:
-        row = self.run(lambda c: c.execute(statement("subscriptions/lock"), self._key).fetchone())
-        self.locked = bool(row and row[0])
+        self.locked = self.run(lambda c: locks.try_lock(c, self._key))
         return self.locked
 
     def run(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:
-        """Run `work` on the connection. LockLost if the connection is gone; a statement
-        error becomes StoreUnavailableError (a real failure of the subscription)."""
+        """Run `work` on the connection (see `run_guarded`)."""
         conn = self._conn
         if conn is None:
             raise LockLost("no lock connection")
-        try:
-            with guard(conn, self._settings.io_timeout):
-                return work(conn)
-        except psycopg.Error as exc:
-            if is_connection_loss(exc, conn):
-                self._session.lost()  # its backend may live on (a frozen network), locked
-                self.drop()
-                raise LockLost(reason(exc)) from None
-            if is_transient(exc):
-                raise Interrupted(reason(exc)) from None
-            raise unavailable(exc) from None
+        return run_guarded(conn, self._settings.io_timeout, work, self._lose)
+
+    def _lose(self) -> None:
+        self._session.lost()  # its backend may live on (a frozen network), locked
+        self.drop()
 
     def read(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:
         """A read: on this connection (see `SharedLockSession.read`)."""
@@ -103,10 +110,10 @@ class LockSession:
         go of the lock, and a resubscribe right after would be refused."""
         conn = self._conn
         frozen = False
-        if conn is not None and self.locked and not (conn.closed or conn.broken):
+        if conn is not None and self.locked and not is_gone(conn):
             try:
                 with guard(conn, self._settings.io_timeout):
-                    conn.execute(statement("subscriptions/unlock"), self._key)
+                    locks.unlock(conn, self._key)
             except psycopg.Error as exc:  # closing below releases it, if the server hears it
                 if is_connection_loss(exc, conn):
                     frozen = True  # a frozen path: its backend lives on, locked

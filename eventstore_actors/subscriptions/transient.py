@@ -33,7 +33,7 @@ from ..errors import StoreUnavailableError
 from ..events import RecordedEvent
 from ..notifications.publisher import CatchUp, Published
 from ..storage import reader
-from ..storage.connection import ReadPool
+from ..storage.pool import ReadPool
 from .control import Admit, Control
 from .messages import Events, SubscriptionStopped, TransientSubscription
 
