@@ -137,6 +137,72 @@ class Subscriptions:
         max_size: int | None,
         options: Checked,
     ) -> Subscription:
+        size = self._checked_size(name, subscriber, start_from, mapper, max_size, options)
+        self._refuse_deleted(stream_uuid)
+        child_id = registry_id(stream_uuid, name)
+        registry = self._registry
+        concurrent = options.concurrency_limit > 1
+        if concurrent:
+            attached = self._attach(child_id, stream_uuid, name, subscriber, options)
+            if attached is not None:
+                return attached
+        control = Control(size, subscriber)
+        acks = _SingleAcks(self, stream_uuid, name, child_id, control, options.partition)
+        if concurrent:
+            handle = self._member_handle(child_id, stream_uuid, acks.shown, acks.nack, control)
+        else:
+            handle = Subscription(
+                stream_uuid, acks.shown, acks.ack, acks.ack_in, _nack=acks.nack, _detach=acks.detach
+            )
+        acks.handle = handle
+        spec = self._spec(stream_uuid, name, subscriber, start_from, mapper, size, control, options)
+        ready: pykka.ThreadingFuture[Subscription] = pykka.ThreadingFuture()
+        settings = self._settings
+        actor = ConcurrentSubscriptionActor if concurrent else SubscriptionActor
+
+        def factory(sup: pykka.ActorRef[Any], cid: str, generation: int) -> pykka.ActorRef[Any]:
+            first = ready if generation == 0 else None
+            return actor.start(sup, cid, settings, spec, handle, first, registry)
+
+        def on_give_up(reason: str) -> None:
+            told = control.close(reason)
+            if told is not None:  # no actor left to tell it; not from the supervisor's thread
+                for member, member_handle, _ in control.members or [(subscriber, handle, 1)]:
+                    threading.Thread(
+                        target=tell_stopped, args=(member, member_handle, told), daemon=True
+                    ).start()
+
+        child = acks.child = ChildSpec(child_id, factory, on_give_up=on_give_up, attachment=control)
+        try:
+            self._start_subscription(child, stream_uuid, name)
+        except SubscriptionAlreadyExistsError:
+            if not concurrent:
+                raise
+            # Another subscribe of the name started it meanwhile: join it.
+            attached = self._attach(child_id, stream_uuid, name, subscriber, options)
+            if attached is None:
+                raise
+            return attached
+        try:
+            subscription: Subscription = ready.get(timeout=self._settings.call_timeout)
+            return subscription
+        except pykka.Timeout:
+            self._forget_and_stop(child_id, child)
+            raise StoreUnavailableError("the subscription did not start in time") from None
+        except BaseException:
+            self._forget_and_stop(child_id, child)
+            raise
+
+    def _checked_size(
+        self,
+        name: str,
+        subscriber: Any,
+        start_from: str | int,
+        mapper: Callable[[RecordedEvent], Any] | None,
+        max_size: int | None,
+        options: Checked,
+    ) -> int:
+        """The subscribe arguments checked (TypeError, ValueError); the buffer's size."""
         check_name(name, "subscription_name")
         if groups.MARK in name and options.partition is None:
             raise ValueError(r"subscription_name must not contain '\x1f' (used by groups)")
@@ -152,92 +218,21 @@ class Subscriptions:
         )
         if not subscriber_alive(subscriber):
             raise ValueError("the subscriber is not running (a stopped actor?)")
-        self._refuse_deleted(stream_uuid)
-        child_id = registry_id(stream_uuid, name)
-        registry = self._registry
-        concurrent = options.concurrency_limit > 1
-        if concurrent:
-            attached = self._attach(child_id, stream_uuid, name, subscriber, options)
-            if attached is not None:
-                return attached
+        return size
 
-        def ack(position: int) -> None:
-            late = control.plain_ack(position)
-            if late is not None:
-                # Told after the subscription stopped: stored if it stopped on its own (not
-                # by an unsubscribe) and no later run of the name holds it.
-                if control.reason is not None and not control.acks_in_transaction:
-                    self._store_late_ack(stream_uuid, name, late)
-                return
-            ref = registry.peek(child_id)
-            if ref is not None:
-                try:
-                    ref.tell(Ack(position, handle))
-                except pykka.ActorDeadError:
-                    pass
-
-        def ack_in(position: int, conn: Any) -> None:
-            # Checked before anything is written; never past what this handle was sent.
-            acks = self._in_transaction(conn)
-            control.acks_in_transaction = True
-            replayed = control.replayed(position)
-            if replayed is not None:
-                # A parked event delivered again, below the checkpoint: off the parked list
-                # in the caller's transaction; the checkpoint stays where it is.
-                conflict: CheckpointConflictError | None = None
-                try:
-                    acks.forget_replayed(conn, stream_uuid, name, position, replayed)
-                except CheckpointConflictError as exc:
-                    conflict = exc  # acked by another holder: its replay is over here too
-                ref = registry.peek(child_id)
-                if ref is not None:
-                    try:
-                        ref.tell(Ack(position, handle, in_transaction=True))
-                    except pykka.ActorDeadError:
-                        pass
-                if conflict is not None:
-                    raise conflict
-                return
-            position = min(position, control.delivered)
-            if position > 0:
-                try:
-                    acks.advance(conn, stream_uuid, name, position, control.ack_floor)
-                except CheckpointConflictError as exc:
-                    ref = registry.peek(child_id)
-                    if ref is not None:  # it goes on after the stored checkpoint
-                        ref.tell(Resync(exc.stored, handle))
-                    raise
-                control.acked_in_transaction(position)
-            ref = registry.peek(child_id)
-            if ref is not None:
-                try:
-                    ref.tell(Ack(position, handle, in_transaction=True))
-                except pykka.ActorDeadError:
-                    pass
-
-        def nack(position: int, action: str, reason: str | None) -> None:
-            ref = registry.peek(child_id)
-            if ref is not None:
-                try:
-                    ref.tell(Nack(position, action, reason, handle))
-                except pykka.ActorDeadError:
-                    pass
-
-        shown = name.partition(groups.MARK)[0]  # a partition shows its group's name
-
-        def detach() -> None:
-            group = self._groups.get(shown) if options.partition is not None else None
-            if group is not None:  # a consumer group's partition: its subscriber leaves
-                group.leave()
-            else:
-                self._forget_and_stop(child_id, child)
-
-        control = Control(size, subscriber)
-        if concurrent:
-            handle = self._member_handle(child_id, stream_uuid, shown, nack, control)
-        else:
-            handle = Subscription(stream_uuid, shown, ack, ack_in, _nack=nack, _detach=detach)
-        spec = SubscriptionSpec(
+    def _spec(
+        self,
+        stream_uuid: str,
+        name: str,
+        subscriber: Any,
+        start_from: str | int,
+        mapper: Callable[[RecordedEvent], Any] | None,
+        size: int,
+        control: Control,
+        options: Checked,
+    ) -> SubscriptionSpec:
+        """What the subscription's actor runs with (every restart of it)."""
+        return SubscriptionSpec(
             stream_uuid,
             name,
             subscriber,
@@ -264,42 +259,6 @@ class Subscriptions:
             hub=self._hub,
             pool=None if self._hub is None else self._pool,
         )
-        ready: pykka.ThreadingFuture[Subscription] = pykka.ThreadingFuture()
-        settings = self._settings
-        actor = ConcurrentSubscriptionActor if concurrent else SubscriptionActor
-
-        def factory(sup: pykka.ActorRef[Any], cid: str, generation: int) -> pykka.ActorRef[Any]:
-            first = ready if generation == 0 else None
-            return actor.start(sup, cid, settings, spec, handle, first, registry)
-
-        def on_give_up(reason: str) -> None:
-            told = control.close(reason)
-            if told is not None:  # no actor left to tell it; not from the supervisor's thread
-                for member, member_handle, _ in control.members or [(subscriber, handle, 1)]:
-                    threading.Thread(
-                        target=tell_stopped, args=(member, member_handle, told), daemon=True
-                    ).start()
-
-        child = ChildSpec(child_id, factory, on_give_up=on_give_up, attachment=control)
-        try:
-            self._start_subscription(child, stream_uuid, name)
-        except SubscriptionAlreadyExistsError:
-            if not concurrent:
-                raise
-            # Another subscribe of the name started it meanwhile: join it.
-            attached = self._attach(child_id, stream_uuid, name, subscriber, options)
-            if attached is None:
-                raise
-            return attached
-        try:
-            subscription: Subscription = ready.get(timeout=self._settings.call_timeout)
-            return subscription
-        except pykka.Timeout:
-            self._forget_and_stop(child_id, child)
-            raise StoreUnavailableError("the subscription did not start in time") from None
-        except BaseException:
-            self._forget_and_stop(child_id, child)
-            raise
 
     def _subscribe_group(
         self,
@@ -623,3 +582,87 @@ class Subscriptions:
             control.close(None)
         if ref is not None:
             stop_actor(ref)
+
+
+class _SingleAcks:
+    """The acks, nacks and unsubscribe of one subscription's handle (a competing consumers'
+    subscription: the nacks of its first subscriber's handle), told to its actor."""
+
+    def __init__(
+        self,
+        service: Subscriptions,
+        stream_uuid: str,
+        name: str,
+        child_id: str,
+        control: Control,
+        partition: tuple[int, int] | None,
+    ) -> None:
+        self._service = service
+        self._stream_uuid = stream_uuid
+        self._name = name
+        self._child_id = child_id
+        self._control = control
+        self._partition = partition
+        self.shown = name.partition(groups.MARK)[0]  # a partition shows its group's name
+        self.handle: Subscription  # set once made, before the actor starts
+        self.child: ChildSpec  # likewise
+
+    def _tell(self, message: Any) -> None:
+        ref = self._service._registry.peek(self._child_id)
+        if ref is not None:
+            try:
+                ref.tell(message)
+            except pykka.ActorDeadError:
+                pass
+
+    def ack(self, position: int) -> None:
+        control = self._control
+        late = control.plain_ack(position)
+        if late is not None:
+            # Told after the subscription stopped: stored if it stopped on its own (not
+            # by an unsubscribe) and no later run of the name holds it.
+            if control.reason is not None and not control.acks_in_transaction:
+                self._service._store_late_ack(self._stream_uuid, self._name, late)
+            return
+        self._tell(Ack(position, self.handle))
+
+    def ack_in(self, position: int, conn: Any) -> None:
+        stream_uuid, name, control = self._stream_uuid, self._name, self._control
+        # Checked before anything is written; never past what this handle was sent.
+        acks = self._service._in_transaction(conn)
+        control.acks_in_transaction = True
+        replayed = control.replayed(position)
+        if replayed is not None:
+            # A parked event delivered again, below the checkpoint: off the parked list
+            # in the caller's transaction; the checkpoint stays where it is.
+            conflict: CheckpointConflictError | None = None
+            try:
+                acks.forget_replayed(conn, stream_uuid, name, position, replayed)
+            except CheckpointConflictError as exc:
+                conflict = exc  # acked by another holder: its replay is over here too
+            self._tell(Ack(position, self.handle, in_transaction=True))
+            if conflict is not None:
+                raise conflict
+            return
+        position = min(position, control.delivered)
+        if position > 0:
+            try:
+                acks.advance(conn, stream_uuid, name, position, control.ack_floor)
+            except CheckpointConflictError as exc:
+                ref = self._service._registry.peek(self._child_id)
+                if ref is not None:  # it goes on after the stored checkpoint
+                    ref.tell(Resync(exc.stored, self.handle))
+                raise
+            control.acked_in_transaction(position)
+        self._tell(Ack(position, self.handle, in_transaction=True))
+
+    def nack(self, position: int, action: str, reason: str | None) -> None:
+        self._tell(Nack(position, action, reason, self.handle))
+
+    def detach(self) -> None:
+        groups_here = self._service._groups
+        group = groups_here.get(self.shown) if self._partition is not None else None
+        if group is not None:  # a consumer group's partition: its subscriber leaves
+            group.leave()
+        else:
+            self._service._forget_and_stop(self._child_id, self.child)
