@@ -22,7 +22,6 @@ import pykka
 from ..actors.supervised import on_own_thread
 from ..actors.supervisor import ChildSpec
 from ..errors import (
-    CheckpointConflictError,
     StoreUnavailableError,
     StreamDeletedError,
     SubscriptionAlreadyExistsError,
@@ -34,17 +33,15 @@ from ..validation import check_count, check_name, check_start_from
 from . import group as groups
 from . import info as sub_info
 from . import options as sub_options
+from .acks import SingleAcks, member_handle
 from .actor import (
-    Ack,
-    Nack,
-    Resync,
     SubscriptionActor,
     SubscriptionSpec,
     subscriber_alive,
     tell_stopped,
 )
 from .arguments import Checked, check_flag, registry_id
-from .consumers import Attach, ConcurrentSubscriptionActor, Detach
+from .consumers import Attach, ConcurrentSubscriptionActor
 from .control import Control
 from .hub import LockHub
 from .messages import Subscription, TransientSubscription
@@ -147,9 +144,20 @@ class Subscriptions:
             if attached is not None:
                 return attached
         control = Control(size, subscriber)
-        acks = _SingleAcks(self, stream_uuid, name, child_id, control, options.partition)
+        acks = SingleAcks(
+            self, self._registry, child_id, stream_uuid, name, control, options.partition
+        )
         if concurrent:
-            handle = self._member_handle(child_id, stream_uuid, acks.shown, acks.nack, control)
+            handle = member_handle(
+                self,
+                self._registry,
+                child_id,
+                stream_uuid,
+                acks.shown,
+                acks.nack,
+                control,
+                self._settings.call_timeout,
+            )
         else:
             handle = Subscription(
                 stream_uuid, acks.shown, acks.ack, acks.ack_in, _nack=acks.nack, _detach=acks.detach
@@ -187,10 +195,10 @@ class Subscriptions:
             subscription: Subscription = ready.get(timeout=self._settings.call_timeout)
             return subscription
         except pykka.Timeout:
-            self._forget_and_stop(child_id, child)
+            self.forget_and_stop(child_id, child)
             raise StoreUnavailableError("the subscription did not start in time") from None
         except BaseException:
-            self._forget_and_stop(child_id, child)
+            self.forget_and_stop(child_id, child)
             raise
 
     def _checked_size(
@@ -299,7 +307,7 @@ class Subscriptions:
 
         def stop_partition(index: int) -> None:
             row = groups.partition_row_name(name, index, count)
-            self._forget_and_stop(registry_id(checkpoints.ALL_STREAMS, row))
+            self.forget_and_stop(registry_id(checkpoints.ALL_STREAMS, row))
 
         def control(index: int) -> Any:
             row = groups.partition_row_name(name, index, count)
@@ -345,7 +353,16 @@ class Subscriptions:
         control = self._registry.attachment(child_id)
         if ref is None or not isinstance(control, Control) or control.closed:
             return None
-        handle = self._member_handle(child_id, stream_uuid, name, None, control)
+        handle = member_handle(
+            self,
+            self._registry,
+            child_id,
+            stream_uuid,
+            name,
+            None,
+            control,
+            self._settings.call_timeout,
+        )
         if on_own_thread(ref):
             raise SubscriptionAlreadyExistsError(
                 f"subscription {name!r} on {stream_uuid!r}: subscribe from outside its "
@@ -368,67 +385,6 @@ class Subscriptions:
                 "concurrency_limit of subscribers (or takes only one)"
             )
         return handle if reply is handle else None
-
-    def _member_handle(
-        self,
-        child_id: str,
-        stream_uuid: str,
-        name: str,
-        nack: Callable[[int, str, str | None], None] | None,
-        control: Control | None,
-    ) -> Subscription:
-        """A competing consumer's handle: per-event acks, nacks and its own unsubscribe."""
-        registry, timeout = self._registry, self._settings.call_timeout
-
-        def tell(message: Any) -> None:
-            ref = registry.peek(child_id)
-            if ref is not None:
-                try:
-                    ref.tell(message)
-                except pykka.ActorDeadError:
-                    pass
-
-        def ack_each(positions: list[int]) -> None:
-            message = Ack(positions[-1], handle, each=tuple(positions))
-            if control is None:
-                tell(message)
-                return
-            late = control.each_ack(handle, message.each, lambda: tell(message))
-            # Told after the subscription stopped on its own (see `ack` in _subscribe).
-            if late is not None and control.reason is not None:
-                self._store_late_ack(stream_uuid, name, late)
-
-        def member_nack(position: int, action: str, reason: str | None) -> None:
-            tell(Nack(position, action, reason, handle))
-
-        def no_ack(position: int) -> None:
-            ack_each([position])
-
-        def detach() -> None:
-            control = registry.attachment(child_id)
-            if isinstance(control, Control):
-                control.detached.add(handle)  # checked before every tell
-            ref = registry.peek(child_id)
-            if ref is None:
-                return
-            try:
-                if on_own_thread(ref):
-                    ref.tell(Detach(handle))
-                else:
-                    ref.ask(Detach(handle), timeout=timeout)
-            except (pykka.ActorDeadError, pykka.Timeout):
-                pass
-
-        handle = Subscription(
-            stream_uuid,
-            name,
-            no_ack,
-            None,
-            _nack=nack or member_nack,
-            _ack_each=ack_each,
-            _detach=detach,
-        )
-        return handle
 
     def _refuse_deleted(self, stream_uuid: str) -> None:
         """StreamDeletedError for a soft-deleted stream (one deleted while the subscription
@@ -461,6 +417,10 @@ class Subscriptions:
                     ) from None
                 time.sleep(0.01)
 
+    def group(self, name: str) -> groups.Group | None:
+        """The consumer group `name` joined here, if any."""
+        return self._groups.get(name)
+
     def ack(self, subscription: Any, acked: Any, conn: Any) -> None:
         """`EventStore.ack`: the handle's own ack."""
         if not isinstance(subscription, Subscription) or isinstance(
@@ -469,7 +429,7 @@ class Subscriptions:
             raise TypeError("ack takes the Subscription returned by subscribe_*")
         subscription.ack(acked, conn=conn)
 
-    def _store_late_ack(self, stream_uuid: str, name: str, position: int) -> None:
+    def store_late_ack(self, stream_uuid: str, name: str, position: int) -> None:
         """An ack told after its subscription stopped (e.g. on an event it cannot rebuild,
         right after the batch before it) and made its final checkpoint write: stored here,
         forward only, unless a later run of the name holds its lock (then those events are
@@ -490,7 +450,7 @@ class Subscriptions:
                 error=str(exc),
             )
 
-    def _in_transaction(self, conn: Any) -> checkpoints.InTransaction:
+    def in_transaction(self, conn: Any) -> checkpoints.InTransaction:
         """The writer of acks in callers' transactions, once `conn` is checked (TypeError,
         ValueError); made on first use (it needs one query to identify the database)."""
         checkpoints.InTransaction.check(conn)
@@ -519,7 +479,7 @@ class Subscriptions:
         child_id = f"subscription:transient:{uuid.uuid4().hex}"
         head = self._pool.run(reader.last_event_id)
         control = TransientControl(self._settings.subscription_max_size, subscriber, head)
-        handle = TransientSubscription.make(stream_uuid, lambda: self._forget_and_stop(child_id))
+        handle = TransientSubscription.make(stream_uuid, lambda: self.forget_and_stop(child_id))
         spec = TransientSpec(stream_uuid, subscriber, selector, mapper, control)
         settings, pool, registry = self._settings, self._pool, self._registry
 
@@ -547,9 +507,7 @@ class Subscriptions:
 
     def unsubscribe_from_stream(self, stream_uuid: Any, subscription_name: Any) -> None:
         """`EventStore.unsubscribe_from_stream`."""
-        self._forget_and_stop(
-            registry_id(check_name(stream_uuid, "stream_uuid"), subscription_name)
-        )
+        self.forget_and_stop(registry_id(check_name(stream_uuid, "stream_uuid"), subscription_name))
 
     def unsubscribe_from_all_streams(self, subscription_name: Any) -> None:
         """`EventStore.unsubscribe_from_all_streams` (a group: this store leaves it)."""
@@ -557,13 +515,13 @@ class Subscriptions:
         if group is not None:
             group.close()
             return
-        self._forget_and_stop(registry_id(checkpoints.ALL_STREAMS, subscription_name))
+        self.forget_and_stop(registry_id(checkpoints.ALL_STREAMS, subscription_name))
 
     def delete_subscription(self, stream_uuid: Any, subscription_name: Any) -> None:
         """`EventStore.delete_subscription`."""
         check_name(stream_uuid, "stream_uuid")
         check_name(subscription_name, "subscription_name")
-        self._forget_and_stop(registry_id(stream_uuid, subscription_name))
+        self.forget_and_stop(registry_id(stream_uuid, subscription_name))
         self._pool.run(lambda c: checkpoints.delete(c, stream_uuid, subscription_name))
 
     def delete_all_streams_subscription(self, subscription_name: Any) -> None:
@@ -574,7 +532,7 @@ class Subscriptions:
         self._pool.run(lambda c: groups.delete_rows(c, subscription_name))
         self.delete_subscription(checkpoints.ALL_STREAMS, subscription_name)
 
-    def _forget_and_stop(self, child_id: str, only: ChildSpec | None = None) -> None:
+    def forget_and_stop(self, child_id: str, only: ChildSpec | None = None) -> None:
         """Unsubscribe: nothing more is told to the subscriber once this returns (or, called
         from inside the subscriber's own tell(), once that tell returns)."""
         ref, control = self._runtime.ask_supervisor("forget_child", child_id, only)
@@ -582,87 +540,3 @@ class Subscriptions:
             control.close(None)
         if ref is not None:
             stop_actor(ref)
-
-
-class _SingleAcks:
-    """The acks, nacks and unsubscribe of one subscription's handle (a competing consumers'
-    subscription: the nacks of its first subscriber's handle), told to its actor."""
-
-    def __init__(
-        self,
-        service: Subscriptions,
-        stream_uuid: str,
-        name: str,
-        child_id: str,
-        control: Control,
-        partition: tuple[int, int] | None,
-    ) -> None:
-        self._service = service
-        self._stream_uuid = stream_uuid
-        self._name = name
-        self._child_id = child_id
-        self._control = control
-        self._partition = partition
-        self.shown = name.partition(groups.MARK)[0]  # a partition shows its group's name
-        self.handle: Subscription  # set once made, before the actor starts
-        self.child: ChildSpec  # likewise
-
-    def _tell(self, message: Any) -> None:
-        ref = self._service._registry.peek(self._child_id)
-        if ref is not None:
-            try:
-                ref.tell(message)
-            except pykka.ActorDeadError:
-                pass
-
-    def ack(self, position: int) -> None:
-        control = self._control
-        late = control.plain_ack(position)
-        if late is not None:
-            # Told after the subscription stopped: stored if it stopped on its own (not
-            # by an unsubscribe) and no later run of the name holds it.
-            if control.reason is not None and not control.acks_in_transaction:
-                self._service._store_late_ack(self._stream_uuid, self._name, late)
-            return
-        self._tell(Ack(position, self.handle))
-
-    def ack_in(self, position: int, conn: Any) -> None:
-        stream_uuid, name, control = self._stream_uuid, self._name, self._control
-        # Checked before anything is written; never past what this handle was sent.
-        acks = self._service._in_transaction(conn)
-        control.acks_in_transaction = True
-        replayed = control.replayed(position)
-        if replayed is not None:
-            # A parked event delivered again, below the checkpoint: off the parked list
-            # in the caller's transaction; the checkpoint stays where it is.
-            conflict: CheckpointConflictError | None = None
-            try:
-                acks.forget_replayed(conn, stream_uuid, name, position, replayed)
-            except CheckpointConflictError as exc:
-                conflict = exc  # acked by another holder: its replay is over here too
-            self._tell(Ack(position, self.handle, in_transaction=True))
-            if conflict is not None:
-                raise conflict
-            return
-        position = min(position, control.delivered)
-        if position > 0:
-            try:
-                acks.advance(conn, stream_uuid, name, position, control.ack_floor)
-            except CheckpointConflictError as exc:
-                ref = self._service._registry.peek(self._child_id)
-                if ref is not None:  # it goes on after the stored checkpoint
-                    ref.tell(Resync(exc.stored, self.handle))
-                raise
-            control.acked_in_transaction(position)
-        self._tell(Ack(position, self.handle, in_transaction=True))
-
-    def nack(self, position: int, action: str, reason: str | None) -> None:
-        self._tell(Nack(position, action, reason, self.handle))
-
-    def detach(self) -> None:
-        groups_here = self._service._groups
-        group = groups_here.get(self.shown) if self._partition is not None else None
-        if group is not None:  # a consumer group's partition: its subscriber leaves
-            group.leave()
-        else:
-            self._service._forget_and_stop(self._child_id, self.child)
