@@ -211,11 +211,7 @@ class Subscriptions:
         options: Checked,
     ) -> int:
         """The subscribe arguments checked (TypeError, ValueError); the buffer's size."""
-        check_name(name, "subscription_name")
-        if groups.MARK in name and options.partition is None:
-            raise ValueError(r"subscription_name must not contain '\x1f' (used by groups)")
-        if not callable(getattr(subscriber, "tell", None)):
-            raise TypeError("subscriber must be a pykka ActorRef or have a tell(message) method")
+        _check_name_and_subscriber(name, subscriber, partition=options.partition is not None)
         check_start_from(start_from)
         if mapper is not None and not callable(mapper):
             raise TypeError("mapper must be callable or None")
@@ -279,11 +275,7 @@ class Subscriptions:
         count: int,
     ) -> Subscription:
         """Join the consumer group `name` of `count` partitions (see subscriptions.group)."""
-        check_name(name, "subscription_name")
-        if groups.MARK in name:
-            raise ValueError(r"subscription_name must not contain '\x1f' (used by groups)")
-        if not callable(getattr(subscriber, "tell", None)):
-            raise TypeError("subscriber must be a pykka ActorRef or have a tell(message) method")
+        _check_name_and_subscriber(name, subscriber, partition=False)
         if not subscriber_alive(subscriber):
             raise ValueError("the subscriber is not running (a stopped actor?)")
         # Competing consumers within a partition would break its per-stream order.
@@ -540,3 +532,13 @@ class Subscriptions:
             control.close(None)
         if ref is not None:
             stop_actor(ref)
+
+
+def _check_name_and_subscriber(name: Any, subscriber: Any, *, partition: bool) -> None:
+    """A subscription's name (one with the groups' mark only for a group's partition, named
+    by the group) and its subscriber's type: TypeError or ValueError."""
+    check_name(name, "subscription_name")
+    if groups.MARK in name and not partition:
+        raise ValueError(r"subscription_name must not contain '\x1f' (used by groups)")
+    if not callable(getattr(subscriber, "tell", None)):
+        raise TypeError("subscriber must be a pykka ActorRef or have a tell(message) method")
