@@ -28,9 +28,10 @@ from typing_extensions import Unpack
 
 from ..config import Settings
 from ..events import AppendResult, EventData, ExpectedVersion, RecordedEvent, StreamAppend
+from ..options import options_checked, start_options
 from ..serialization import Serializer
 from ..storage.asyncconn import BorrowedAsyncConnection
-from ..store import EventStore, _options_checked
+from ..store import EventStore
 from ..subscriptions import options as sub_options
 from ..subscriptions.messages import Subscription, TransientSubscription
 from ..subscriptions.options import AllStreamsSubscribeOptions, SubscribeOptions
@@ -167,7 +168,7 @@ class AsyncEventStore:
 
     # Starting and stopping --------------------------------------------------------------------
     @classmethod
-    @_options_checked
+    @options_checked
     async def start(
         cls,
         dsn: str | None = None,
@@ -202,43 +203,11 @@ class AsyncEventStore:
     ) -> AsyncEventStore:
         """`EventStore.start(...)` with the same arguments, without blocking the loop; plus
         `threads` (see `AsyncEventStore`). Cancelling it stops whatever it started."""
-        options: dict[str, Any] = {
-            "username": username,
-            "password": password,
-            "database": database,
-            "hostname": hostname,
-            "port": port,
-            "max_batch_events": max_batch_events,
-            "call_timeout": call_timeout,
-            "max_restarts": max_restarts,
-            "restart_window": restart_window,
-            "tick_interval": tick_interval,
-            "application_name": application_name,
-            "connect_timeout": connect_timeout,
-            "health_interval": health_interval,
-            "health_timeout": health_timeout,
-            "io_timeout": io_timeout,
-            "enable_hard_deletes": enable_hard_deletes,
-            "replica_dsn": replica_dsn,
-            "replica_max_lag": replica_max_lag,
-            "metrics": metrics,
-            "session_dsn": session_dsn,
-            "shared_lock_session": shared_lock_session,
-        }
+        options = start_options(locals())  # every parameter but cls, dsn and threads
         if threads is None:
             threads = _count(pool_size, 10) + _count(pool_overflow, 0) + APPEND_THREADS
         calls = Calls(threads)
-        future = calls.submit(
-            _start_primed,
-            calls,
-            dsn,
-            schema=schema,
-            pool_size=pool_size,
-            pool_overflow=pool_overflow,
-            serializer=serializer,
-            subscription_max_size=subscription_max_size,
-            **options,
-        )
+        future = calls.submit(_start_primed, calls, dsn, **options)
         try:
             store = await asyncio.wrap_future(future)
         except asyncio.CancelledError:

@@ -341,7 +341,7 @@ def _runs(rows: Sequence[reader.Row]) -> list[Sequence[reader.Row]]:
 
 def stream_prefix(stream_uuid: str) -> str:
     """The child-id prefix of the subscriptions to one stream (child ids are
-    "subscription:" + json.dumps([stream_uuid, name]), see store._child_id)."""
+    "subscription:" + json.dumps([stream_uuid, name]), see subscriptions.arguments.registry_id)."""
     return _SUBSCRIPTIONS + json.dumps([stream_uuid])[:-1] + ", "
 
 

@@ -1,0 +1,80 @@
+"""Snapshots: one per source_uuid, serialized with the store's serializer; written through
+the pool, read from the pool or the standby."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .errors import SerializationError, SnapshotNotFoundError
+from .events import SnapshotData
+from .runtime import Runtime
+from .storage import snapshots
+from .validation import check_name, check_position
+
+__all__ = ["Snapshots"]
+
+
+class Snapshots:
+    """`record_snapshot`, `read_snapshot` and `delete_snapshot` of one store."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._settings = runtime.settings
+        self._pool = runtime.pool
+        self._reads = runtime.reads
+        self._written = runtime.written
+
+    def record_snapshot(self, snapshot: Any) -> None:
+        """`EventStore.record_snapshot`: checked and serialized, then upserted."""
+        if not isinstance(snapshot, SnapshotData):
+            raise TypeError("record_snapshot takes a SnapshotData")
+        check_name(snapshot.source_uuid, "source_uuid")
+        check_name(snapshot.source_type, "source_type")
+        check_position(snapshot.source_version, "source_version")
+        if snapshot.metadata is not None and not isinstance(snapshot.metadata, Mapping):
+            raise TypeError("metadata must be a mapping or None")
+        serialize = self._settings.serializer.serialize
+        row = {
+            "source_uuid": snapshot.source_uuid,
+            "source_version": snapshot.source_version,
+            "source_type": snapshot.source_type,
+            "data": serialize(snapshot.data),
+            "metadata": None if snapshot.metadata is None else serialize(dict(snapshot.metadata)),
+        }
+        if not isinstance(row["data"], bytes) or not isinstance(
+            row["metadata"], (bytes, type(None))
+        ):
+            raise SerializationError("the serializer must return bytes")
+        self._pool.run(self._written(lambda c: snapshots.upsert(c, row)))
+
+    def read_snapshot(self, source_uuid: Any) -> SnapshotData:
+        """`EventStore.read_snapshot`: deserialized (SerializationError says which)."""
+        check_name(source_uuid, "source_uuid")
+        row = self._reads.run(lambda c: snapshots.read(c, source_uuid))
+        if row is None:
+            raise SnapshotNotFoundError(source_uuid)
+        uuid, version, source_type, data, metadata, created_at = row
+        deserialize = self._settings.serializer.deserialize
+        try:
+            data = deserialize(data, source_type)
+            metadata = None if metadata is None else deserialize(metadata, None)
+        except Exception as exc:  # a custom serializer may raise anything
+            reason = (
+                str(exc) if isinstance(exc, SerializationError) else f"{type(exc).__name__}: {exc}"
+            )
+            raise SerializationError(
+                f"cannot read the snapshot of {uuid!r} (type {source_type!r}): {reason}"
+            ) from exc
+        return SnapshotData(
+            source_uuid=uuid,
+            source_version=version,
+            source_type=source_type,
+            data=data,
+            metadata=metadata,
+            created_at=created_at,
+        )
+
+    def delete_snapshot(self, source_uuid: Any) -> None:
+        """`EventStore.delete_snapshot`."""
+        check_name(source_uuid, "source_uuid")
+        self._pool.run(self._written(lambda c: snapshots.delete(c, source_uuid)))
