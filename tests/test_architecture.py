@@ -103,7 +103,7 @@ def test_the_graph_sees_the_package_imports() -> None:
     graph = import_graph()
     # A module-level import, an import into a package's __init__, and a relative one.
     assert f"{PACKAGE}.store" in graph[PACKAGE]
-    assert f"{PACKAGE}.storage.connection" in graph[f"{PACKAGE}.store"]
+    assert f"{PACKAGE}.storage.connection" in graph[f"{PACKAGE}.runtime"]
     assert f"{PACKAGE}.subscriptions.messages" in graph[f"{PACKAGE}.aio.subscription"]
 
 
