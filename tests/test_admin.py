@@ -8,7 +8,6 @@ test/storage/protect_against_update_and_delete_test.exs).
 from __future__ import annotations
 
 import logging
-import os
 import subprocess
 import sys
 import threading
@@ -22,6 +21,7 @@ import psycopg
 import psycopg.conninfo
 import pytest
 from psycopg import sql
+from support.cli import cli
 
 from eventstore_actors import (
     ConfigError,
@@ -414,23 +414,6 @@ def test_database_refuses_update_and_delete_of_events(
 
 
 # --- the command line -----------------------------------------------------------------------------
-
-
-def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if k != "EVENTSTORE_DSN"}
-    environment["PYTHONPATH"] = os.pathsep.join(
-        [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]
-    )
-    environment.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "eventstore_actors.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=REPO,
-        env=environment,
-        check=False,
-    )
 
 
 def test_cli_init_reset_drop(dsn: str, fresh_schema: str) -> None:

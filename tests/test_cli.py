@@ -4,10 +4,8 @@
 
 from __future__ import annotations
 
-import os
 import shlex
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,28 +13,13 @@ from pathlib import Path
 import psycopg
 import pytest
 from psycopg import sql
+from support.cli import cli
 
 from eventstore_actors import __version__, admin
 from eventstore_actors.storage.migrations import SCHEMA_VERSION
 
 ROOT = Path(__file__).resolve().parent.parent
 V1_SQL = (ROOT / "sql" / "schema" / "v1.sql").read_text(encoding="utf-8")
-
-
-def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if k != "EVENTSTORE_DSN"}
-    environment["PYTHONPATH"] = str(ROOT)
-    environment.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "eventstore_actors.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-        env=environment,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
 
 
 def one_line_error(result: subprocess.CompletedProcess[str]) -> str:

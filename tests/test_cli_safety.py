@@ -15,28 +15,11 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from support.cli import cli
 
 from eventstore_actors import ConfigError, EventStore, admin
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def cli(
-    *args: str, env: dict[str, str] | None = None, stdin: int | None = subprocess.DEVNULL
-) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if k != "EVENTSTORE_DSN"}
-    environment["PYTHONPATH"] = str(ROOT)
-    environment.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "eventstore_actors.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-        env=environment,
-        stdin=stdin,
-        check=False,
-    )
 
 
 def with_db(dsn: str, dbname: str) -> str:

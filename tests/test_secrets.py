@@ -4,9 +4,7 @@
 from __future__ import annotations
 
 import logging
-import os
 import subprocess
-import sys
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -16,6 +14,7 @@ from urllib.parse import quote
 import psycopg
 import pytest
 from support import QueueSubscriber, events, kill_backends, process_backends, wait_until
+from support.cli import cli
 
 from eventstore_actors import (
     ConfigError,
@@ -218,22 +217,6 @@ def _append_works(store: EventStore) -> bool:
 
 
 # --- the command line ---------------------------------------------------------------------
-
-
-def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if k != "EVENTSTORE_DSN"}
-    environment["PYTHONPATH"] = str(ROOT)
-    environment.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "eventstore_actors.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-        env=environment,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
 
 
 COMMANDS = ["create", "init", "drop", "reset", "migrate", "demo", "status", "bench"]
