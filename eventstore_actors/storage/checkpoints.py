@@ -9,7 +9,7 @@ usable. The store never commits or rolls back the caller's transaction.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import psycopg
@@ -26,6 +26,7 @@ __all__ = [
     "InTransaction",
     "advance",
     "advance_fenced",
+    "advance_many",
     "advance_unheld",
     "claim",
     "delete",
@@ -73,6 +74,19 @@ def advance(conn: Conn, stream_uuid: str, name: str, position: int) -> None:
     conn.execute(
         statement("subscriptions/ack"),
         {"stream_uuid": stream_uuid, "subscription_name": name, "last_seen": position},
+    )
+
+
+def advance_many(conn: Conn, rows: Sequence[tuple[str, str, int]]) -> None:
+    """Move several subscriptions' checkpoints forward in one statement: `rows` of
+    (stream_uuid, subscription_name, position), each never moved backwards."""
+    conn.execute(
+        statement("subscriptions/ack_many"),
+        {
+            "stream_uuids": [r[0] for r in rows],
+            "subscription_names": [r[1] for r in rows],
+            "positions": [r[2] for r in rows],
+        },
     )
 
 

@@ -39,8 +39,7 @@ import psycopg
 from .. import logs
 from ..config import Settings
 from ..errors import EventStoreError, StoreUnavailableError
-from ..sql import statement
-from ..storage import reader
+from ..storage import checkpoints, locks, reader
 from ..storage.connection import is_alive
 from ..storage.deadline import guard
 from ..storage.errors import is_connection_loss, is_gone, reason
@@ -89,7 +88,7 @@ class LockHub:
         try:
             # Losing the last acks in a server crash only means re-delivery (at least once).
             with guard(conn, self._settings.io_timeout):
-                conn.execute("SET synchronous_commit = off")
+                locks.relax_commits(conn)
         except BaseException:
             self._session.lost()
             raise
@@ -122,14 +121,9 @@ class LockHub:
         )
         if not rows:
             return True
-        params = {
-            "stream_uuids": [r[0] for r in rows],
-            "subscription_names": [r[1] for r in rows],
-            "positions": [r[2] for r in rows],
-        }
         self.writes += 1
         try:
-            self._run(lambda c: c.execute(statement("subscriptions/ack_many"), params))
+            self._run(lambda c: checkpoints.advance_many(c, rows))
         except LockLost:
             return True  # every lock went with the connection: each session finds out
         except (Interrupted, EventStoreError) as exc:  # a refused statement too: retried
@@ -196,7 +190,7 @@ class LockHub:
         assert conn is not None
         try:
             with guard(conn, self._settings.io_timeout):
-                conn.execute(statement("subscriptions/unlock"), {"key": key})
+                locks.unlock(conn, key)
         except psycopg.Error as exc:
             if is_connection_loss(exc, conn):
                 self._lose()
@@ -232,9 +226,7 @@ class LockHub:
             self._ensure()
             if key in self._held:
                 return None
-            params = {"key": key}
-            row = self._run(lambda c: c.execute(statement("subscriptions/lock"), params).fetchone())
-            if not (row and row[0]):
+            if not self._run(lambda c: locks.try_lock(c, key)):
                 return None
             self._held.add(key)
             return self.generation
