@@ -224,8 +224,12 @@ class Proxy:
             return
         except OSError:
             pass
-        self._selector.unregister(sock)
-        self._held.remove(sock)
+        try:
+            self._selector.unregister(sock)
+        except (KeyError, ValueError):  # cut() closed and forgot it meanwhile
+            pass
+        if sock in self._held:
+            self._held.remove(sock)
         sock.close()
 
     def _pump(self, pair: _Pair, side: str, mask: int) -> None:
