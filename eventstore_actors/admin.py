@@ -11,11 +11,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import psycopg
-from psycopg import sql as pgsql
 
 from . import hints, logs
 from .config import redact, resolve_dsn, scrub, validate_schema
 from .errors import ConfigError, StoreUnavailableError
+from .storage import databases
 from .storage import schema as schema_ops
 from .storage.errors import is_connection_loss, reason
 
@@ -57,16 +57,9 @@ def create(dsn: str | None = None, schema: str = "public") -> bool:
     created = False
     if dbname:
         with _connect(psycopg.conninfo.make_conninfo(dsn, dbname="postgres")) as conn:
-            exists = conn.execute(
-                "SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)
-            ).fetchone()
-            if not exists:
-                try:
-                    conn.execute(pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(dbname)))
-                    log.info("database created", database=dbname)
-                    created = True
-                except psycopg.errors.DuplicateDatabase:
-                    pass
+            if databases.ensure_database(conn, dbname):
+                log.info("database created", database=dbname)
+                created = True
     return init(dsn, schema) or created
 
 

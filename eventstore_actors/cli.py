@@ -294,15 +294,14 @@ def _stop_everything() -> None:
 def _holds_events(dsn: str, schema: str) -> bool:
     """Whether `schema` holds a store with events (the demo would empty it)."""
     import psycopg
-    from psycopg import sql
 
-    query = sql.SQL("SELECT EXISTS (SELECT 1 FROM {}.events)").format(sql.Identifier(schema))
+    from .storage.schema import holds_events
+
     try:
         with psycopg.connect(dsn, connect_timeout=10) as conn:
-            row = conn.execute(query).fetchone()
+            return holds_events(conn, schema)
     except psycopg.Error:
         return False  # no store there, or no server: the demo itself says so
-    return bool(row and row[0])
 
 
 def _embedded(action: str, data_dir: str | None) -> int:

@@ -38,10 +38,10 @@ from typing import Any
 
 import psycopg
 import psycopg.conninfo
-from psycopg import sql
 
 from . import logs
 from .errors import ConfigError
+from .storage.databases import ensure_database
 
 __all__ = [
     "DATABASE",
@@ -606,15 +606,7 @@ def _ensure_database(dsn: str) -> None:
     """Create the database `DATABASE` if it does not exist (safe against concurrent callers)."""
     try:
         with psycopg.connect(dsn, dbname="postgres", autocommit=True, connect_timeout=10) as conn:
-            exists = conn.execute(
-                "SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)
-            ).fetchone()
-            if exists is None:
-                # Another process may create it first.
-                with contextlib.suppress(
-                    psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation
-                ):
-                    conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE)))
+            ensure_database(conn, DATABASE)
     except psycopg.Error as exc:
         raise ConfigError(
             f"cannot prepare the embedded database {DATABASE!r}: {type(exc).__name__}: {exc}"

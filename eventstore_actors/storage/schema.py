@@ -23,6 +23,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "TABLES",
     "drop",
+    "holds_events",
     "init",
     "installed_version",
     "migrate",
@@ -319,6 +320,14 @@ def installed_version(conn: Conn, schema: str) -> int | None:
     query = pgsql.SQL("SELECT max(version) FROM {}.schema_version").format(pgsql.Identifier(schema))
     found = conn.execute(query).fetchone()
     return int(found[0]) if found and found[0] is not None else None  # type: ignore[call-overload]
+
+
+def holds_events(conn: Conn, schema: str) -> bool:
+    """Whether `schema` holds a store with at least one event (psycopg.Error if it holds no
+    store)."""
+    query = pgsql.SQL("SELECT EXISTS (SELECT 1 FROM {}.events)").format(pgsql.Identifier(schema))
+    row = conn.execute(query).fetchone()
+    return bool(row and row[0])
 
 
 def drop(conn: Conn, schema: str) -> bool:
