@@ -67,20 +67,35 @@ def is_connection_loss(exc: BaseException, conn: psycopg.Connection[Any] | None 
     return sqlstate.startswith("08") or sqlstate in _SESSION_ENDED
 
 
+#: Failures of the moment, by SQLSTATE or SQLSTATE class, with what they mean in plain words.
+_TRANSIENT = {
+    "57014": "the database cancelled it (statement timeout or cancel request)",
+    "40": "the database aborted it (serialization failure or deadlock); retry",
+    "55P03": "a lock was not available in time",
+    "53": "the database is out of resources",
+}
+
+
+def _sqlstate(exc: BaseException) -> str:
+    return getattr(exc, "sqlstate", None) or ""
+
+
+def _transient_cause(sqlstate: str) -> str | None:
+    return _TRANSIENT.get(sqlstate) or _TRANSIENT.get(sqlstate[:2])
+
+
 def is_transient(exc: BaseException) -> bool:
     """Whether `exc` failed the statement for a reason of the moment, not of its data: a
     statement timeout or cancel (57014), a serialization failure or deadlock (class 40), a
     lock timeout (55P03), resources (class 53). Retrying the same work may well succeed."""
-    sqlstate = getattr(exc, "sqlstate", None) or ""
-    return sqlstate == "57014" or sqlstate == "55P03" or sqlstate[:2] in ("40", "53")
+    return _transient_cause(_sqlstate(exc)) is not None
 
 
 def is_refused(exc: BaseException) -> bool:
     """Whether the database refused the statement for what it carries (the caller's bad
     input: an invalid value, a violated constraint; see `_REFUSED_CLASSES`). Retrying the
     same work cannot succeed."""
-    sqlstate = getattr(exc, "sqlstate", None) or ""
-    return sqlstate[:2] in _REFUSED_CLASSES
+    return _sqlstate(exc)[:2] in _REFUSED_CLASSES
 
 
 def reason(exc: BaseException) -> str:
@@ -104,21 +119,12 @@ def database_error(exc: BaseException, what: str = "operation") -> EventStoreErr
     refused for what it carries (`is_refused`) is an EventStoreError, never a
     StoreUnavailableError: the database is there, and the same call would fail again.
     """
-    sqlstate = getattr(exc, "sqlstate", None) or ""
+    sqlstate = _sqlstate(exc)
     if is_refused(exc):
         return EventStoreError(
             f"the {what} did not happen: the database refused it ({sqlstate}): {reason(exc)}"
         )
-    if sqlstate == "57014":
-        cause = "the database cancelled it (statement timeout or cancel request)"
-    elif sqlstate[:2] == "40":
-        cause = "the database aborted it (serialization failure or deadlock); retry"
-    elif sqlstate == "55P03":
-        cause = "a lock was not available in time"
-    elif sqlstate[:2] == "53":
-        cause = "the database is out of resources"
-    else:
-        cause = "the database refused it"
+    cause = _transient_cause(sqlstate) or "the database refused it"
     return StoreUnavailableError(f"the {what} did not happen: {cause}: {reason(exc)}")
 
 
