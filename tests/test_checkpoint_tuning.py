@@ -362,6 +362,5 @@ def test_an_ack_told_after_a_failure_is_not_stored_once_a_later_run_holds_the_na
     assert [e.event_id for e in later.batch()] == [1, 2, 3, 4]
     started = time.monotonic()
     sub.ack(batch)
-    assert time.monotonic() - started < 3.0
-    time.sleep(0.3)
+    assert time.monotonic() - started < 3.0  # a late ack is stored (or not) before it returns
     assert stored(dsn, schema, "fails") == 0

@@ -279,7 +279,7 @@ class Subscriptions:
         if not subscriber_alive(subscriber):
             raise ValueError("the subscriber is not running (a stopped actor?)")
         # Competing consumers within a partition would break its per-stream order.
-        if (getattr(options, "concurrency_limit", None) or 1) > 1:
+        if options.concurrency_limit > 1:
             raise ValueError("partitions cannot be combined with concurrency_limit > 1")
         if name in self._groups:
             raise SubscriptionAlreadyExistsError(
