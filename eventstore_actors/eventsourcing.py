@@ -6,33 +6,10 @@ this module's name, so the library's topics for them (``eventstore_actors.events
 stay what they were.
 """
 
-from .integrations.eventsourcing import (
-    EventStoreAggregateRecorder,
-    EventStoreApplicationRecorder,
-    EventStoreDatastore,
-    EventStoreProcessRecorder,
-    EventStoreSnapshotRecorder,
-    EventStoreTrackingRecorder,
-    Factory,
-)
+from .integrations import eventsourcing as _integration
+from .integrations.eventsourcing import *  # noqa: F403 (the names of its __all__)
 
-for _cls in (
-    EventStoreAggregateRecorder,
-    EventStoreApplicationRecorder,
-    EventStoreDatastore,
-    EventStoreProcessRecorder,
-    EventStoreSnapshotRecorder,
-    EventStoreTrackingRecorder,
-    Factory,
-):
-    _cls.__module__ = __name__
+__all__ = list(_integration.__all__)
 
-__all__ = [
-    "EventStoreAggregateRecorder",
-    "EventStoreApplicationRecorder",
-    "EventStoreDatastore",
-    "EventStoreProcessRecorder",
-    "EventStoreSnapshotRecorder",
-    "EventStoreTrackingRecorder",
-    "Factory",
-]
+for _name in __all__:
+    getattr(_integration, _name).__module__ = __name__
