@@ -15,9 +15,8 @@ from ..actors.supervisor import ChildSpec
 from ..errors import CheckpointConflictError
 from ..storage import checkpoints
 from . import group as groups
-from .actor import Ack, Nack, Resync
-from .consumers import Detach
 from .control import Control
+from .inbox import Ack, Detach, Nack, Resync
 from .messages import Subscription
 
 __all__ = ["Owner", "SingleAcks", "member_handle"]

@@ -1,8 +1,8 @@
 """The subscriptions of one store: durable ones (single subscriber, competing consumers,
 consumer groups), transient ones, acks, unsubscribes and deletes.
 
-A subscription is a supervised actor (`actor.SubscriptionActor`, or
-`consumers.ConcurrentSubscriptionActor` with concurrency_limit > 1) started here with its
+A subscription is a supervised actor (`actor.SubscriptionActor`, one class for a single
+subscriber, competing consumers and a group's partitions: see `delivery`) started here with its
 `Control` (what callers' threads and the actor share) and its handle; a consumer group is a
 `group.Group` whose partitions are subscriptions started here too.
 """
@@ -41,9 +41,9 @@ from .actor import (
     tell_stopped,
 )
 from .arguments import Checked, check_flag, registry_id
-from .consumers import Attach, ConcurrentSubscriptionActor
 from .control import Control
 from .hub import LockHub
+from .inbox import Attach
 from .messages import Subscription, TransientSubscription
 from .transient import TransientActor, TransientControl, TransientSpec
 
@@ -166,11 +166,10 @@ class Subscriptions:
         spec = self._spec(stream_uuid, name, subscriber, start_from, mapper, size, control, options)
         ready: pykka.ThreadingFuture[Subscription] = pykka.ThreadingFuture()
         settings = self._settings
-        actor = ConcurrentSubscriptionActor if concurrent else SubscriptionActor
 
         def factory(sup: pykka.ActorRef[Any], cid: str, generation: int) -> pykka.ActorRef[Any]:
             first = ready if generation == 0 else None
-            return actor.start(sup, cid, settings, spec, handle, first, registry)
+            return SubscriptionActor.start(sup, cid, settings, spec, handle, first, registry)
 
         def on_give_up(reason: str) -> None:
             told = control.close(reason)
