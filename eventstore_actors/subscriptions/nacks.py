@@ -61,6 +61,17 @@ class Nacks:
             del self.retry_due[found]
         return ready
 
+    def _decide(self, key: int, action: str) -> tuple[str, int]:
+        """What a nack does ("retry" while retries remain, counted here; then "park") and
+        the retries counted before it; `key`: the position, or -event_id for a replay."""
+        retries = self.retries.get(key, 0)
+        if action == "retry":
+            if retries < self._spec.max_retries:
+                self.retries[key] = retries + 1
+                return action, retries
+            return "park", retries
+        return action, retries
+
     def _retry_later_or_now(
         self, state: SubscriptionState[RecordedEvent] | ConcurrentState[RecordedEvent], at: int
     ) -> None:
@@ -84,14 +95,11 @@ class Nacks:
         event = state.sent_event(at)
         if event is None:
             return None  # not in flight (acked already, or from an earlier batch)
-        retries = self.retries.get(at, 0)
+        action, retries = self._decide(at, action)
         if action == "retry":
-            if retries < self._spec.max_retries:
-                self.retries[at] = retries + 1
-                moved = state.nacked(at, resolved=False)
-                self._retry_later_or_now(state, at)
-                return moved
-            action = "park"
+            moved = state.nacked(at, resolved=False)
+            self._retry_later_or_now(state, at)
+            return moved
         if action == "park":
             self.park(event, message.reason, retries)
         self.retries.pop(at, None)
@@ -101,13 +109,12 @@ class Nacks:
         self, state: SubscriptionState[RecordedEvent], event: RecordedEvent, message: Nack
     ) -> None:
         key = -event.event_id  # replayed events count apart from new ones
-        retries = self.retries.get(key, 0)
-        if message.action == "retry" and retries < self._spec.max_retries:
-            self.retries[key] = retries + 1
+        action, retries = self._decide(key, message.action)
+        if action == "retry":
             state.replay_done(retry=True)
             self._retry_later_or_now(state, message.position)
             return
-        if message.action == "skip":
+        if action == "skip":
             self.replay_resolved(state)
             return
         self.park(event, message.reason, retries)  # also ends its replay
@@ -141,15 +148,11 @@ class Nacks:
             return None
         replay = state.is_replay(at)
         count_key = -event.event_id if replay else at
-        retries = self.retries.get(count_key, 0)
-        action = message.action
+        action, retries = self._decide(count_key, message.action)
         if action == "retry":
-            if retries < self._spec.max_retries:
-                self.retries[count_key] = retries + 1
-                state.nacked(member, at, resolved=False)
-                self._retry_later_or_now(state, at)
-                return None
-            action = "park"
+            state.nacked(member, at, resolved=False)
+            self._retry_later_or_now(state, at)
+            return None
         if action == "park":
             self.park(event, message.reason, retries)
         self.retries.pop(count_key, None)

@@ -154,14 +154,11 @@ class Subscriptions:
                 child_id,
                 stream_uuid,
                 acks.shown,
-                acks.nack,
                 control,
                 self._settings.call_timeout,
             )
         else:
-            handle = Subscription(
-                stream_uuid, acks.shown, acks.ack, acks.ack_in, _nack=acks.nack, _detach=acks.detach
-            )
+            handle = Subscription(stream_uuid, acks.shown, acks)
         acks.handle = handle
         spec = self._spec(stream_uuid, name, subscriber, start_from, mapper, size, control, options)
         ready: pykka.ThreadingFuture[Subscription] = pykka.ThreadingFuture()
@@ -350,7 +347,6 @@ class Subscriptions:
             child_id,
             stream_uuid,
             name,
-            None,
             control,
             self._settings.call_timeout,
         )
