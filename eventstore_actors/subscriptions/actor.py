@@ -16,12 +16,7 @@ A subscription that ends for any other reason than its subscriber's own unsubscr
 the supervisor giving up) tells its subscribers `SubscriptionStopped`, then nothing more (see
 `Control`).
 
-Positions: event_id for all streams; event_number for one stream (its own events' stream
-version, or a link's position in it). Catch-up reads say how far they covered, so gaps left by
-hard deletes are stepped over (see `SubscriptionState`). A stream subscription learns that its
-stream was deleted from `StreamDeleted` (told by the deleting store, or by the publisher on
-another process's notification), from its reads, or on its health check (the stream is
-soft-deleted, or its checkpoint row is gone: a hard delete removes it).
+Positions, catch-up reads and how a deleted stream is noticed: see `reading.py`.
 
 Where things happen: a batch is delivered in `_deliver` (one subscriber, one batch), an ack
 arrives in `_on_ack` (cumulative or per event), a nack in `_on_nack` (see `nacks.py`).
@@ -58,16 +53,7 @@ from .saving import CheckpointSaver
 from .spec import SubscriptionSpec
 from .state import Read, Send, SubscriptionState
 
-__all__ = [
-    "Ack",
-    "Nack",
-    "ReplayParked",
-    "Resync",
-    "SubscriptionActor",
-    "SubscriptionSpec",
-    "subscriber_alive",
-    "tell_stopped",
-]
+__all__ = ["SubscriptionActor", "SubscriptionSpec"]
 
 #: Seconds between checks that the lock connection is still alive.
 _HEALTH_INTERVAL = 1.0
@@ -228,7 +214,7 @@ class SubscriptionActor(SupervisedActor):
         if self._relock:
             self._relock = False
             self._registry.metrics.count("reconnects_total", connection="subscription")
-        self._load_replay(self._state)
+        self._nacks.load_replay(self._state)
         self.actor_ref.tell(Pump())
 
     def _begin(self, checkpoint: int) -> None:
@@ -424,14 +410,14 @@ class SubscriptionActor(SupervisedActor):
             else:
                 self._on_nack(state, member, message)
         elif isinstance(message, ReplayParked):
-            self._load_replay(state)
+            self._nacks.load_replay(state)
         elif isinstance(message, Resync):
             if message.subscription is not self._handle or message.stored <= state.checkpoint:
                 return
             # Whatever is in flight was acked by another holder: go on after what it stored.
             self.log.warning("checkpoint acked elsewhere; resuming after it", stored=message.stored)
             self._begin(message.stored)
-            self._load_replay(self._state)
+            self._nacks.load_replay(self._state)
             if self._state is not None:
                 self._pump(self._state)
             return
@@ -450,12 +436,6 @@ class SubscriptionActor(SupervisedActor):
     def _on_nack(self, state: _State, member: int, message: Nack) -> None:
         """A nack arrives (from `member`): see nacks.py."""
         self._acking.nack(state, member, message)
-
-    def _load_replay(self, state: _State | None) -> None:
-        """Queue the parked events marked for replay (by this or another store) that are
-        not queued yet."""
-        if state is not None and (events := self._nacks.to_replay()):
-            state.replay(events)
 
     # Delivery ---------------------------------------------------------------------------------
     def _pump(self, state: _State) -> None:
@@ -570,7 +550,7 @@ class SubscriptionActor(SupervisedActor):
             state.resume(at)  # a retry's delay passed
         if now >= self._next_health_check:  # a round trip: also finds half-open sockets
             self._next_health_check = now + _HEALTH_INTERVAL
-            self._load_replay(state)  # replay_parked called by another process
+            self._nacks.load_replay(state)  # replay_parked called by another process
             if self._state is not state:
                 return
             head, gone = self._reads.head()  # also a backstop for a lost notification

@@ -176,6 +176,14 @@ class Nacks:
         stream, name, event_id = self._spec.stream_uuid, self._spec.name, event.event_id
         self._lock.run(lambda c: parked.forget(c, stream, name, event_id))
 
+    def load_replay(
+        self, state: SubscriptionState[RecordedEvent] | ConcurrentState[RecordedEvent] | None
+    ) -> None:
+        """Queue the parked events marked for replay (by this or another store) that are
+        not queued yet."""
+        if state is not None and (events := self.to_replay()):
+            state.replay(events)
+
     def to_replay(self) -> list[RecordedEvent]:
         """The parked events marked for replay that are not queued yet, now marked queued."""
         stream, name = self._spec.stream_uuid, self._spec.name

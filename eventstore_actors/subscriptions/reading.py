@@ -5,6 +5,13 @@ The actor owns one `Reads` per instance; it says how far each read covered (see
 `intake.Intake`) and stops right before the first event that cannot be decoded or that the
 selector (or, for competing consumers, `partition_by`) fails on: `fatal` then says why, and
 the actor ends the subscription once everything before that event was delivered.
+
+Positions: event_id for all streams; event_number for one stream (its own events' stream
+version, or a link's position in it). Catch-up reads say how far they covered, so gaps left by
+hard deletes are stepped over (see `SubscriptionState`). A stream subscription learns that its
+stream was deleted from `StreamDeleted` (told by the deleting store, or by the publisher on
+another process's notification), from its reads, or on its health check (`head`: the stream
+is soft-deleted, or its checkpoint row is gone: a hard delete removes it).
 """
 
 from __future__ import annotations

@@ -34,17 +34,14 @@ from . import group as groups
 from . import info as sub_info
 from . import options as sub_options
 from .acks import SingleAcks, member_handle
-from .actor import (
-    SubscriptionActor,
-    SubscriptionSpec,
-    subscriber_alive,
-    tell_stopped,
-)
+from .actor import SubscriptionActor
 from .arguments import Checked, check_flag, registry_id
 from .control import Control
+from .delivery import subscriber_alive, tell_stopped
 from .hub import LockHub
 from .inbox import Attach
 from .messages import Subscription, TransientSubscription
+from .spec import SubscriptionSpec
 from .transient import TransientActor, TransientControl, TransientSpec
 
 __all__ = ["Subscriptions"]
