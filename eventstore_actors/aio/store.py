@@ -33,6 +33,7 @@ from ..serialization import Serializer
 from ..storage.asyncconn import BorrowedAsyncConnection
 from ..store import EventStore
 from ..subscriptions import options as sub_options
+from ..subscriptions.handles import MemberSubscription
 from ..subscriptions.messages import Subscription, TransientSubscription
 from ..subscriptions.options import AllStreamsSubscribeOptions, SubscribeOptions
 from .calls import APPEND_THREADS, Calls, default_threads
@@ -575,7 +576,7 @@ class AsyncEventStore:
             if isinstance(handle, TransientSubscription):
                 await self._calls.run(handle.unsubscribe)
                 return
-            if handle is not None and handle._ack_each is not None:  # one competing consumer
+            if isinstance(handle, MemberSubscription):  # one competing consumer
                 await self._calls.run(handle.unsubscribe)
                 return
             unsubscribe = (

@@ -15,10 +15,9 @@ from ..actors.supervisor import ChildSpec
 from ..errors import CheckpointConflictError
 from ..storage import checkpoints
 from . import group as groups
-from .actor import Ack, Nack, Resync
-from .consumers import Detach
 from .control import Control
-from .messages import Subscription
+from .handles import MemberSubscription, Subscription
+from .inbox import Ack, Detach, Nack, Resync
 
 __all__ = ["Owner", "SingleAcks", "member_handle"]
 
@@ -57,8 +56,8 @@ class _Teller:
 
 
 class SingleAcks(_Teller):
-    """The acks, nacks and unsubscribe of one subscription's handle (a competing consumers'
-    subscription: the nacks of its first subscriber's handle), told to its actor."""
+    """The port of one subscription's handle (`handles.Port`): its acks, nacks and
+    unsubscribe, told to its actor."""
 
     def __init__(
         self,
@@ -132,7 +131,8 @@ class SingleAcks(_Teller):
 
 
 class _MemberAcks(_Teller):
-    """A competing consumer's handle: per-event acks, nacks and its own unsubscribe."""
+    """The port of a competing consumer's handle (`handles.MemberPort`): per-event acks,
+    nacks and its own unsubscribe."""
 
     def __init__(
         self,
@@ -165,8 +165,11 @@ class _MemberAcks(_Teller):
     def nack(self, position: int, action: str, reason: str | None) -> None:
         self._tell(Nack(position, action, reason, self.handle))
 
-    def no_ack(self, position: int) -> None:
+    def ack(self, position: int) -> None:
         self.ack_each([position])
+
+    def ack_in(self, position: int, conn: Any) -> None:
+        raise ValueError("acks in a transaction need concurrency_limit=1")
 
     def detach(self) -> None:
         handle, registry = self.handle, self._registry
@@ -191,19 +194,10 @@ def member_handle(
     child_id: str,
     stream_uuid: str,
     name: str,
-    nack: Any,
     control: Control | None,
     timeout: float,
 ) -> Subscription:
-    """A competing consumer's handle (`nack`: the first subscriber's, None: its own)."""
+    """A competing consumer's handle."""
     acks = _MemberAcks(owner, registry, child_id, stream_uuid, name, control, timeout)
-    acks.handle = Subscription(
-        stream_uuid,
-        name,
-        acks.no_ack,
-        None,
-        _nack=nack or acks.nack,
-        _ack_each=acks.ack_each,
-        _detach=acks.detach,
-    )
+    acks.handle = MemberSubscription(stream_uuid, name, acks)
     return acks.handle

@@ -119,6 +119,11 @@ class ConcurrentState(Intake[E]):
         return len(self._queue) + len(self._waiting) + len(self._replay)
 
     @property
+    def buffered(self) -> int:
+        """Events received and not sent yet, retries and replays left out."""
+        return len(self._queue)
+
+    @property
     def last_sent(self) -> int:
         return self.cursor
 

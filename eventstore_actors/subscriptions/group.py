@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -158,6 +159,7 @@ def delete_rows(conn: psycopg.Connection[Any], name: str) -> None:
     subscription_rows.delete_with_prefix(conn, checkpoints.ALL_STREAMS, _prefix(name))
 
 
+@dataclass(frozen=True, eq=False)
 class GroupSubscription(Subscription):
     """The handle a consumer-group subscribe returns. Each batch comes with its partition's
     own handle (`message.subscription`), which acks that partition; acks through this one are
@@ -165,7 +167,7 @@ class GroupSubscription(Subscription):
     sent batch ends there (other int positions are ignored: ack events, or through
     `message.subscription`)."""
 
-    _group: Group | None = None
+    _group: Group | None = field(default=None, repr=False, compare=False)
 
     def ack(self, acked: Sequence[Any] | RecordedEvent | int, *, conn: Any = None) -> None:
         group = self._group
@@ -182,6 +184,11 @@ class GroupSubscription(Subscription):
         target = None if group is None else group.route(event_or_position)
         if target is not None:
             target.nack(event_or_position, action, reason)
+
+    def unsubscribe(self) -> None:
+        """Leave the group: this store's partitions go to the other members."""
+        if self._group is not None:
+            self._group.leave()
 
 
 class _Relay:
@@ -249,10 +256,7 @@ class Group:
         self._control = control
         self._on_end = on_end
         self.relay = _Relay(self, subscriber)
-        handle = GroupSubscription(checkpoints.ALL_STREAMS, name, _ignore, None)
-        object.__setattr__(handle, "_group", self)
-        object.__setattr__(handle, "_detach", self.leave)  # handle.unsubscribe()
-        self.handle = handle
+        self.handle = GroupSubscription(checkpoints.ALL_STREAMS, name, _group=self)
         self.log = log.bind(schema=settings.schema, subscription=name, partitions=count)
         self._handles: dict[int, Subscription] = {}  # the partitions started here
         self._session = Session(settings)  # the member slot's connection
@@ -401,7 +405,3 @@ class Group:
                 if isinstance(control, Control) and control.delivered == last:
                     return handle
         return None
-
-
-def _ignore(position: int) -> None:
-    pass

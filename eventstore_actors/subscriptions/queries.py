@@ -14,8 +14,8 @@ from ..storage import checkpoints, parked, reader
 from ..validation import check_name
 from . import group as groups
 from . import info as sub_info
-from .actor import ReplayParked
 from .arguments import registry_id
+from .inbox import ReplayParked
 from .info import SubscriptionInfo
 from .messages import ParkedEvent
 

@@ -1,8 +1,8 @@
 """The subscriptions of one store: durable ones (single subscriber, competing consumers,
 consumer groups), transient ones, acks, unsubscribes and deletes.
 
-A subscription is a supervised actor (`actor.SubscriptionActor`, or
-`consumers.ConcurrentSubscriptionActor` with concurrency_limit > 1) started here with its
+A subscription is a supervised actor (`actor.SubscriptionActor`, one class for a single
+subscriber, competing consumers and a group's partitions: see `delivery`) started here with its
 `Control` (what callers' threads and the actor share) and its handle; a consumer group is a
 `group.Group` whose partitions are subscriptions started here too.
 """
@@ -34,17 +34,14 @@ from . import group as groups
 from . import info as sub_info
 from . import options as sub_options
 from .acks import SingleAcks, member_handle
-from .actor import (
-    SubscriptionActor,
-    SubscriptionSpec,
-    subscriber_alive,
-    tell_stopped,
-)
+from .actor import SubscriptionActor
 from .arguments import Checked, check_flag, registry_id
-from .consumers import Attach, ConcurrentSubscriptionActor
 from .control import Control
+from .delivery import subscriber_alive, tell_stopped
 from .hub import LockHub
+from .inbox import Attach
 from .messages import Subscription, TransientSubscription
+from .spec import SubscriptionSpec
 from .transient import TransientActor, TransientControl, TransientSpec
 
 __all__ = ["Subscriptions"]
@@ -154,23 +151,19 @@ class Subscriptions:
                 child_id,
                 stream_uuid,
                 acks.shown,
-                acks.nack,
                 control,
                 self._settings.call_timeout,
             )
         else:
-            handle = Subscription(
-                stream_uuid, acks.shown, acks.ack, acks.ack_in, _nack=acks.nack, _detach=acks.detach
-            )
+            handle = Subscription(stream_uuid, acks.shown, acks)
         acks.handle = handle
         spec = self._spec(stream_uuid, name, subscriber, start_from, mapper, size, control, options)
         ready: pykka.ThreadingFuture[Subscription] = pykka.ThreadingFuture()
         settings = self._settings
-        actor = ConcurrentSubscriptionActor if concurrent else SubscriptionActor
 
         def factory(sup: pykka.ActorRef[Any], cid: str, generation: int) -> pykka.ActorRef[Any]:
             first = ready if generation == 0 else None
-            return actor.start(sup, cid, settings, spec, handle, first, registry)
+            return SubscriptionActor.start(sup, cid, settings, spec, handle, first, registry)
 
         def on_give_up(reason: str) -> None:
             told = control.close(reason)
@@ -351,7 +344,6 @@ class Subscriptions:
             child_id,
             stream_uuid,
             name,
-            None,
             control,
             self._settings.call_timeout,
         )

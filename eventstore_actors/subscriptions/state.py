@@ -121,8 +121,9 @@ class SubscriptionState(Intake[E]):
             return None
         return self._sent_events[self._sent.index(position)]
 
-    def resume(self) -> None:
-        """The retry delay passed: the retried event may go out."""
+    def resume(self, position: int | None = None) -> None:
+        """The retry delay passed: the retried event may go out (one at a time: `position`
+        is not needed, as for `ConcurrentState.resume`)."""
         self.paused = False
 
     def replay(self, events: Sequence[E]) -> None:
@@ -144,6 +145,11 @@ class SubscriptionState(Intake[E]):
 
     @property
     def buffered(self) -> int:
+        return len(self._buffer)
+
+    @property
+    def queued(self) -> int:
+        """Events received and not sent yet (as `ConcurrentState.queued`): the buffer."""
         return len(self._buffer)
 
     # Inputs (notified, must_recheck, read_done: see Intake) ------------------------------
