@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 
 import pykka
 
+from .. import tracing
 from ..actors.registry import Registry
 from ..actors.supervised import SupervisedActor
 from ..actors.ticker import Tick
@@ -219,6 +220,7 @@ class SubscriptionActor(SupervisedActor):
         self._since: float | None = None  # Published.at of the oldest event not yet told
         self._relock = False  # the lock connection was lost: retaking it is a reconnect
         self._nacks_to_redo: list[Nack] = []  # their park was interrupted: done on a tick
+        self._traces = tracing.Deliveries(spec.name, self._all)  # spans when tracing
 
     # Lifecycle --------------------------------------------------------------------------------
     def register(self) -> None:
@@ -374,6 +376,7 @@ class SubscriptionActor(SupervisedActor):
         raise InvalidStartFromError(f"invalid start_from {start!r}")
 
     def cleanup(self) -> None:
+        self._traces.close()
         if self._ready is not None:  # the subscribe raises: the subscriber is told nothing
             error = StoreUnavailableError("the subscription stopped while starting")
             self._ready.set_exception(exc_info=(type(error), error, None))
@@ -444,6 +447,8 @@ class SubscriptionActor(SupervisedActor):
 
     # Messages ---------------------------------------------------------------------------------
     def handle(self, message: Any) -> Any:
+        if isinstance(message, Ack):
+            self._traces.acked(message.position, message.each)
         if isinstance(message, Tick):
             self._control.took_tick()
         elif isinstance(message, Published):
@@ -849,6 +854,7 @@ class SubscriptionActor(SupervisedActor):
         if payload:
             self._registry.metrics.delivered(len(payload), self._since)
             self._since = None
+            self._traces.delivered(events[: len(payload)])
             try:
                 self._tell(Events(self._handle, payload))
             except pykka.ActorDeadError:

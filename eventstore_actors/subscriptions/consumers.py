@@ -367,6 +367,7 @@ class ConcurrentSubscriptionActor(SubscriptionActor):
                 return
             self._registry.metrics.delivered(len(payload), self._since)
             self._since = None
+            self._traces.delivered(events[: len(payload)])
             try:
                 found.subscriber.tell(Events(found.handle, payload))
             except pykka.ActorDeadError:
