@@ -24,12 +24,19 @@ __all__ = ["TRACE_KEYS", "Deliveries", "append_span", "same_metadata"]
 TRACE_KEYS = ("traceparent", "tracestate")
 
 
+_loaded: ModuleType | None = None  # integrations.otel, once imported
+
+
 def _otel() -> ModuleType | None:
     """The OpenTelemetry integration when a tracer provider is configured, else None."""
+    global _loaded
     if "opentelemetry.trace" not in sys.modules:
         return None
-    from .integrations import otel
+    otel = _loaded
+    if otel is None:
+        from .integrations import otel as module
 
+        otel = _loaded = module
     return otel if otel.configured() else None
 
 
@@ -67,7 +74,8 @@ def same_metadata(serializer: Serializer) -> Callable[[bytes | None, bytes | Non
 class Deliveries:
     """A subscription actor's delivered batches, as spans when tracing (see
     `integrations.otel.Deliveries`); the actor calls `delivered` before telling a batch,
-    `acked` on each ack from its subscriber and `close` when it stops."""
+    `acked` and `nacked` on each ack and nack from its subscribers and `close` when it
+    stops."""
 
     __slots__ = ("_name", "_open", "_position")
 
@@ -90,6 +98,12 @@ class Deliveries:
         """An ack told: cumulative up to `position`, or per event (`each`)."""
         if self._open is not None:
             self._open.acked(position, each)
+
+    def nacked(self, position: int) -> None:
+        """A nack told: that event is settled for the batch that held it (a retry is a
+        delivery of its own)."""
+        if self._open is not None:
+            self._open.acked(position, (position,))
 
     def close(self) -> None:
         """The actor stops: the open spans end (unacked)."""

@@ -401,6 +401,25 @@ def test_competing_consumers_end_their_batches_at_the_per_event_acks(
         assert [ids(link.context) for link in deliver.links] == [ids(append.context)]
 
 
+def test_a_nacked_event_is_settled_for_its_batch(
+    store: EventStore, spans: InMemorySpanExporter
+) -> None:
+    q = QueueSubscriber()
+    sub = store.subscribe_to_all_streams("group", q, concurrency_limit=2, buffer_size=10)
+    q.subscribed()
+    store.append_to_stream("s", 0, events(2))
+    received: list[RecordedEvent] = []
+    while len(received) < 2:
+        received += q.batch()
+    sub.ack(received[1])  # per event: the first is still out
+    sub.nack(received[0], "park", "bad data")
+    ended = wait_until(
+        lambda: (d := deliveries(spans)) and sum(_count(s) for s in d) == 2 and d,
+        what="the batches' spans to end",
+    )
+    assert all(dict(s.attributes or {})["eventstore.acked"] is True for s in ended)
+
+
 def _count(span: ReadableSpan) -> int:
     return int(dict(span.attributes or {})["eventstore.event_count"])  # type: ignore[arg-type]
 

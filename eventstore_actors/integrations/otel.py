@@ -133,8 +133,9 @@ class _Open:
 
 class Deliveries:
     """The open `eventstore.deliver` spans of one subscription actor (used by its thread
-    only): a span per batch told to a subscriber, ended once each of its positions is acked,
-    or unacked when the subscription stops (`close`)."""
+    only): a span per batch told to a subscriber, ended once each of its positions is acked
+    (or nacked: settled for this delivery), or unacked when the subscription stops
+    (`close`)."""
 
     def __init__(self, name: str) -> None:
         self._name = name

@@ -449,6 +449,8 @@ class SubscriptionActor(SupervisedActor):
     def handle(self, message: Any) -> Any:
         if isinstance(message, Ack):
             self._traces.acked(message.position, message.each)
+        elif isinstance(message, Nack):
+            self._traces.nacked(message.position)
         if isinstance(message, Tick):
             self._control.took_tick()
         elif isinstance(message, Published):
