@@ -319,6 +319,28 @@ def test_a_delivered_batch_is_a_span_linked_to_its_producer_ended_at_ack(
     assert deliver.start_time is not None and append.end_time is not None
 
 
+def test_an_asyncio_subscription_is_traced_the_same(
+    dsn: str, schema: str, spans: InMemorySpanExporter
+) -> None:
+    async def main() -> None:
+        async with await AsyncEventStore.start(dsn, schema=schema) as store:
+            sub = await store.subscribe_to_all_streams("projection")
+            await store.append_to_stream("s", 0, events(2))
+            batch = await asyncio.wait_for(anext(sub), 10)
+            assert deliveries(spans) == []
+            await sub.ack(batch)
+            for _ in range(500):  # bounded: the ack reaches the actor on its thread
+                if deliveries(spans):
+                    break
+                await asyncio.sleep(0.02)
+            [deliver] = deliveries(spans)
+            [append] = named(spans, "eventstore.append")
+            assert [ids(link.context) for link in deliver.links] == [ids(append.context)]
+            assert dict(deliver.attributes or {})["eventstore.event_count"] == 2
+
+    asyncio.run(main())
+
+
 def test_each_batch_ends_at_the_ack_that_covers_it(
     store: EventStore, spans: InMemorySpanExporter
 ) -> None:
@@ -391,10 +413,7 @@ def test_competing_consumers_end_their_batches_at_the_per_event_acks(
         received += q.batch()
     sub.ack(received[1])
     sub.ack(received[0])
-    ended = wait_until(
-        lambda: (d := deliveries(spans)) and sum(_count(s) for s in d) == 2 and d,
-        what="the batches' spans to end",
-    )
+    ended = ended_for(spans, 2)
     for deliver in ended:
         assert dict(deliver.attributes or {})["eventstore.subscription"] == "group"
         assert dict(deliver.attributes or {})["eventstore.acked"] is True
@@ -413,11 +432,17 @@ def test_a_nacked_event_is_settled_for_its_batch(
         received += q.batch()
     sub.ack(received[1])  # per event: the first is still out
     sub.nack(received[0], "park", "bad data")
-    ended = wait_until(
-        lambda: (d := deliveries(spans)) and sum(_count(s) for s in d) == 2 and d,
+    ended = ended_for(spans, 2)
+    assert all(dict(s.attributes or {})["eventstore.acked"] is True for s in ended)
+
+
+def ended_for(exporter: InMemorySpanExporter, count: int) -> list[ReadableSpan]:
+    """The deliver spans, once they cover `count` events (bounded wait)."""
+    wait_until(
+        lambda: sum(_count(s) for s in deliveries(exporter)) == count,
         what="the batches' spans to end",
     )
-    assert all(dict(s.attributes or {})["eventstore.acked"] is True for s in ended)
+    return deliveries(exporter)
 
 
 def _count(span: ReadableSpan) -> int:
