@@ -25,7 +25,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import pykka
@@ -42,6 +42,7 @@ from ..storage.pool import ReadPool
 from ..storage.replica import ReplicaReads, current_lsn
 from .checkpointing import CheckpointPolicy
 from .control import Control
+from .health import SubscriptionHealth
 from .hub import LockHub, SharedLockSession
 from .info import lock_key
 from .intake import Intake
@@ -99,6 +100,7 @@ class SubscriptionSpec:
     buffer_size: int = 1
     hub: LockHub | None = None  # shared_lock_session: the store's lock connection
     pool: ReadPool | None = None  # with a hub: catch-up reads from the read pool
+    health: SubscriptionHealth = field(default_factory=SubscriptionHealth)  # see health.py
 
     def matches(self, event: RecordedEvent) -> bool:
         """What the database filters keep (for events from the publisher)."""
@@ -407,6 +409,7 @@ class SubscriptionActor(SupervisedActor):
         if self._ended:
             return
         self._ended = True
+        self._spec.health.ended(reason)
         self._control.close(reason)
         self._closing, self._state = self._state, None
         if reason is not None:
@@ -479,6 +482,7 @@ class SubscriptionActor(SupervisedActor):
             intake = self._intake()
             if intake is not None:
                 intake.must_recheck()
+        self._spec.health.update(self._intake(), isinstance(message, (Ack, Nack)))
 
     def _intake(self) -> Intake[RecordedEvent] | None:
         """The state machine while the lock is held (None otherwise): the one both actors

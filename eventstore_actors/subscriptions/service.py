@@ -43,6 +43,7 @@ from .actor import (
 from .arguments import Checked, check_flag, registry_id
 from .consumers import Attach, ConcurrentSubscriptionActor
 from .control import Control
+from .health import HealthMonitor, SubscriptionHealth
 from .hub import LockHub
 from .messages import Subscription, TransientSubscription
 from .transient import TransientActor, TransientControl, TransientSpec
@@ -69,10 +70,19 @@ class Subscriptions:
         self._acks_lock = threading.Lock()
         self._acks_in_transaction: checkpoints.InTransaction | None = None
         self.log = runtime.log
+        registry = runtime.registry
+        self._health = HealthMonitor(
+            runtime.pool,
+            registry.metrics,
+            self._holder,
+            runtime.settings.schema,
+            lambda: registry.closed_reason is not None,
+        )
 
     def leave_groups(self) -> Callable[[], None]:
         """The store stops: close the consumer groups joined here (their partitions stop with
         the other actors); returns what to do once the actors are stopped."""
+        self._health.stop()  # stopping cleanly: its subscriptions become idle, not stopped
         joined = list(self._groups.values())
         for group in joined:  # its partitions stop with the others
             group.close(silent=False, partitions=False)
@@ -163,7 +173,10 @@ class Subscriptions:
                 stream_uuid, acks.shown, acks.ack, acks.ack_in, _nack=acks.nack, _detach=acks.detach
             )
         acks.handle = handle
+        health = SubscriptionHealth(stream_uuid, name, options.stall_after)
         spec = self._spec(stream_uuid, name, subscriber, start_from, mapper, size, control, options)
+        spec = dataclasses.replace(spec, health=health)
+        self._health.watch(health)
         ready: pykka.ThreadingFuture[Subscription] = pykka.ThreadingFuture()
         settings = self._settings
         actor = ConcurrentSubscriptionActor if concurrent else SubscriptionActor
@@ -173,6 +186,7 @@ class Subscriptions:
             return actor.start(sup, cid, settings, spec, handle, first, registry)
 
         def on_give_up(reason: str) -> None:
+            health.ended(reason)
             told = control.close(reason)
             if told is not None:  # no actor left to tell it; not from the supervisor's thread
                 for member, member_handle, _ in control.members or [(subscriber, handle, 1)]:
