@@ -115,6 +115,7 @@ class SubscriptionHealth:
         self.finished = False
         # Monitor side.
         self.stalled = False
+        self.stalls = 0  # how many times it stalled
         self.written: tuple[int, str | None] | None = None  # (run, state) last written
         self.stop_until = 0.0  # how long the 'stopped' write is tried
 
@@ -184,6 +185,7 @@ class HealthMonitor:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._failing = False
+        self._stalls = 0  # stalls found by this store
 
     def watch(self, health: SubscriptionHealth) -> None:
         """Look after `health` from now on (the thread starts with the first one)."""
@@ -235,11 +237,18 @@ class HealthMonitor:
             run = health.run
             state = health.desired(now)
             if health.stalled and not was:
+                health.stalls += 1
+                self._stalls += 1
                 self._metrics.count("subscription_stalls_total")
-                log.warning(
-                    "subscription stalled: events delivered and not acked",
+                # Bound, so that each stall is its own line: the rate limit of repeated
+                # warnings (logs.py) keys on the bound context.
+                log.bind(
                     subscription=health.name,
                     stream=health.stream_uuid,
+                    stall=self._stalls,
+                    holder=self._holder,
+                ).warning(
+                    "subscription stalled: events delivered and not acked",
                     stall_after=health.stall_after,
                 )
             elif was and not health.stalled:
