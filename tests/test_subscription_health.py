@@ -13,7 +13,9 @@ import asyncio
 import json
 import logging
 import math
+import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -21,14 +23,20 @@ import pytest
 from psycopg import sql
 from support import QueueSubscriber, events, wait_until
 from support.cli import cli
+from support.release1 import release_tree, run_release
 
 from eventstore_actors import (
     Events,
     EventStore,
     SubscriptionInfo,
     SubscriptionStopped,
+    admin,
 )
 from eventstore_actors.aio import AsyncEventStore
+from eventstore_actors.storage.migrations import SCHEMA_VERSION
+
+#: The last commit of the previous release (schema version 3).
+RELEASE_3 = "726adba"
 
 #: A short stall_after for the tests, and how long a stall may take to be found (the spec's
 #: bound: stall_after + 5 s).
@@ -369,3 +377,59 @@ def test_health_adds_no_write_per_append_or_ack(dsn: str, schema: str, store: Ev
         ).fetchone()
     assert row is not None and 1 <= row[0] <= 20
     assert acked_at == (True, "live")
+
+
+# Migration from schema version 3 ---------------------------------------------------------------
+@pytest.fixture(scope="session")
+def release_3(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The previous release's package and SQL (schema version 3), from the git history."""
+    return release_tree(tmp_path_factory.mktemp("release-3"), RELEASE_3)
+
+
+def test_migrate_from_schema_3_keeps_checkpoints_and_adds_health(dsn: str, release_3: Path) -> None:
+    name = f"r3_{uuid.uuid4().hex[:12]}"
+    # A store made and used by the previous release's own code: a subscription that acked 2
+    # of 3 events, then went away.
+    shown = run_release(
+        release_3,
+        "import sys, queue\n"
+        "from eventstore_actors import admin, EventStore, EventData, Events\n"
+        "from eventstore_actors.storage.migrations import SCHEMA_VERSION\n"
+        "admin.init(sys.argv[1], sys.argv[2])\n"
+        "q = queue.Queue()\n"
+        "class S:\n"
+        "    def tell(self, m): q.put(m)\n"
+        "with EventStore.start(sys.argv[1], schema=sys.argv[2]) as store:\n"
+        "    store.append_to_stream('s', 0, [EventData({'n': n}) for n in range(3)])\n"
+        "    sub = store.subscribe_to_all_streams('p', S(), max_batch=2)\n"
+        "    while True:\n"
+        "        m = q.get(timeout=10)\n"
+        "        if isinstance(m, Events):\n"
+        "            sub.ack(m.events); break\n"
+        "    import time\n"
+        "    end = time.monotonic() + 10\n"
+        "    while store.subscription_info('p').checkpoint != 2 and time.monotonic() < end:\n"
+        "        time.sleep(0.02)\n"
+        "    print(SCHEMA_VERSION, store.subscription_info('p').checkpoint)\n",
+        dsn,
+        name,
+    )
+    try:
+        assert shown.split()[-2:] == ["3", "2"]
+        assert admin.migrate(dsn, name) == SCHEMA_VERSION == 4
+        assert admin.migrate(dsn, name) == 4  # again: nothing left to do
+        with EventStore.start(dsn, schema=name) as store:
+            (found,) = store.subscriptions()
+            assert (found.checkpoint, found.lag, found.state) == (2, 1, "idle")
+            assert found.last_ack_at is None and found.lag_seconds is not None
+            sub = QueueSubscriber()
+            handle = store.subscribe_to_all_streams("p", sub, stall_after=STALL)
+            sub.subscribed()
+            batch = sub.batch()
+            assert [e.event_id for e in batch] == [3]
+            state_becomes(store, "stalled", timeout=FOUND_WITHIN)
+            handle.ack(batch)
+            found = state_becomes(store, "live", timeout=5.0)
+            assert found.checkpoint == 3 and found.last_ack_at is not None
+    finally:
+        admin.drop(dsn, name)
