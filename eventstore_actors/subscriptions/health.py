@@ -111,6 +111,7 @@ class SubscriptionHealth:
         self.run = 0  # counts runs (lock taken, restart, resync): each starts catching up
         self.since: float | None = None  # the stall clock: oldest unacked delivery, or ack
         self.live = False  # caught up once in this run
+        self.caught_up_at: int | None = None  # the cursor when its reads first reached the head
         self.reason: str | None = None  # set once it ended (with a reason)
         self.finished = False
         # Monitor side.
@@ -127,6 +128,7 @@ class SubscriptionHealth:
             self.intake = intake
             self.run += 1
             self.live = False
+            self.caught_up_at = None
             self.since = None
         if intake is None:
             self.since = None
@@ -136,8 +138,13 @@ class SubscriptionHealth:
                 self.since = time.monotonic()  # delivered now, or acked: the clock restarts
         else:
             self.since = None
-        if not self.live and not intake.behind and intake.held == 0:
-            self.live = True  # level with the head: everything read is acked
+        if not self.live:
+            # Live once every event stored before it caught up (its first read that reached
+            # the head) is acked: busy from the start, it still gets there.
+            if self.caught_up_at is None and not intake.behind:
+                self.caught_up_at = intake.cursor
+            if self.caught_up_at is not None and intake.checkpoint >= self.caught_up_at:
+                self.live = True
         if answered and self.stalled and self.wake is not None:
             self.wake()  # cleared at once, not on the next look
 
