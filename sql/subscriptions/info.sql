@@ -17,14 +17,16 @@ SELECT s.stream_uuid, s.subscription_name, s.last_seen, s.holder,
            THEN (SELECT e.created_at FROM events AS e WHERE e.event_id > s.last_seen
                  ORDER BY e.event_id LIMIT 1)
            ELSE (SELECT min(x.at) FROM (
-                   (SELECT e.created_at FROM events AS e JOIN streams AS st
-                      ON st.stream_id = e.stream_id
-                    WHERE st.stream_uuid = s.stream_uuid AND e.stream_version > s.last_seen
+                   (SELECT e.created_at FROM events AS e
+                    WHERE e.stream_id = (SELECT st.stream_id FROM streams AS st
+                                         WHERE st.stream_uuid = s.stream_uuid)
+                      AND e.stream_version > s.last_seen
                     ORDER BY e.stream_version LIMIT 1)
                    UNION ALL
-                   (SELECT k.created_at FROM links AS k JOIN streams AS st
-                      ON st.stream_id = k.stream_id
-                    WHERE st.stream_uuid = s.stream_uuid AND k.event_number > s.last_seen
+                   (SELECT k.created_at FROM links AS k
+                    WHERE k.stream_id = (SELECT st.stream_id FROM streams AS st
+                                         WHERE st.stream_uuid = s.stream_uuid)
+                      AND k.event_number > s.last_seen
                     ORDER BY k.event_number LIMIT 1)) AS x(at))
        END)::float8 AS lag_seconds,
        s.last_ack_at, s.health, s.health_reason
