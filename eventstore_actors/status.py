@@ -18,7 +18,7 @@ from .storage.errors import translate
 from .storage.migrations import SCHEMA_VERSION
 from .subscriptions import info
 
-__all__ = ["UNHEALTHY", "healthy", "status"]
+__all__ = ["UNHEALTHY", "healthy", "report", "status"]
 
 _COLUMNS = (
     "stream_uuid",
@@ -70,16 +70,16 @@ def report(dsn: str, schema: str, *, as_json: bool = False) -> tuple[str, bool]:
             subscriptions = info.load(conn, schema)
     except psycopg.Error as exc:
         raise translate(exc, what="status report") from None
-    report: dict[str, Any] = {
+    shown: dict[str, Any] = {
         "schema": schema,
         "schema_version": version,
         "head": head,
         "streams": streams,
         "subscriptions": [s.to_json() for s in subscriptions],
     }
-    ok = healthy(report["subscriptions"])
+    ok = healthy(shown["subscriptions"])
     if as_json:
-        return json.dumps(report, indent=2), ok
+        return json.dumps(shown, indent=2), ok
     lines = [
         f"schema {schema}: version {version}, head event_id {head}, {streams} streams, "
         f"{len(subscriptions)} subscriptions"
@@ -89,7 +89,7 @@ def report(dsn: str, schema: str, *, as_json: bool = False) -> tuple[str, bool]:
         if any(sub.partition is not None for sub in subscriptions):  # consumer groups
             columns = (*_COLUMNS[:2], "partition", *_COLUMNS[2:])
         rows = [list(columns)] + [
-            [_cell(row[c]) for c in columns] for row in report["subscriptions"]
+            [_cell(row[c]) for c in columns] for row in shown["subscriptions"]
         ]
         widths = [max(len(r[i]) for r in rows) for i in range(len(columns))]
         for cells in rows:

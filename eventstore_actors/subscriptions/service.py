@@ -176,7 +176,6 @@ class Subscriptions:
         health = SubscriptionHealth(stream_uuid, name, options.stall_after)
         spec = self._spec(stream_uuid, name, subscriber, start_from, mapper, size, control, options)
         spec = dataclasses.replace(spec, health=health)
-        self._health.watch(health)
         ready: pykka.ThreadingFuture[Subscription] = pykka.ThreadingFuture()
         settings = self._settings
         actor = ConcurrentSubscriptionActor if concurrent else SubscriptionActor
@@ -207,6 +206,7 @@ class Subscriptions:
             return attached
         try:
             subscription: Subscription = ready.get(timeout=self._settings.call_timeout)
+            self._health.watch(health)  # started: looked after until it ends
             return subscription
         except pykka.Timeout:
             self.forget_and_stop(child_id, child)
