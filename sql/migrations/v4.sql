@@ -8,7 +8,9 @@
 -- so an ack costs one column more and an append nothing), and the state its holder last
 -- wrote ('live', 'stalled'; 'stopped' once nobody holds it after it gave up on an error),
 -- why and when. Written only on a change of state, never per event. Nullable, no default:
--- adding them rewrites nothing and holds the table's lock for a moment only.
+-- adding them rewrites nothing and holds the table's lock for a moment only. Locking order:
+-- this block locks only subscriptions, which delete_stream() locks after streams and events,
+-- so it must stay after any block that locks those (else a concurrent delete could deadlock).
 ALTER TABLE subscriptions ADD COLUMN IF NOT EXISTS last_ack_at timestamptz;
 ALTER TABLE subscriptions ADD COLUMN IF NOT EXISTS health text;
 ALTER TABLE subscriptions ADD COLUMN IF NOT EXISTS health_reason text;
