@@ -235,6 +235,21 @@ def test_competing_consumers_and_group_partitions_stall_too(store: EventStore) -
     )
 
 
+def test_an_ack_in_the_callers_transaction_clears_a_stall_and_sets_last_ack_at(
+    dsn: str, store: EventStore
+) -> None:
+    sub = QueueSubscriber()
+    handle = store.subscribe_to_all_streams("p", sub, stall_after=STALL)
+    sub.subscribed()
+    store.append_to_stream("s", 0, events(2))
+    batch = sub.batch()
+    state_becomes(store, "stalled", timeout=FOUND_WITHIN)
+    with psycopg.connect(dsn) as conn, conn.transaction():
+        handle.ack(batch, conn=conn)
+    found = state_becomes(store, "live", timeout=5.0)
+    assert found.checkpoint == 2 and found.last_ack_at is not None
+
+
 # Stopped ----------------------------------------------------------------------------------------
 def failing(event: Any) -> Any:
     raise RuntimeError("the projection cannot map this event")
