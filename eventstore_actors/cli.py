@@ -83,12 +83,20 @@ def _parser() -> argparse.ArgumentParser:
     _connection_options(demo, default_schema="demo")
     status = commands.add_parser(
         "status",
-        help="schema version, head, streams and every subscription's checkpoint, lag and holder",
+        help="schema version, head, streams and every subscription's checkpoint, lag, holder "
+        "and state",
         description="Print the schema version, the head event_id, the number of streams and "
-        "one row per durable subscription (checkpoint, head, lag, active, holder, parked).",
+        "one row per durable subscription (checkpoint, head, lag, active, holder, parked, "
+        "lag_seconds, state). With --check, exit with status 2 when any subscription is "
+        "stalled or stopped (0 otherwise), for monitoring scripts and cron.",
     )
     _connection_options(status)
     status.add_argument("--json", action="store_true", help="print one JSON object instead")
+    status.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 2 when any subscription is stalled or stopped, 0 otherwise",
+    )
     _yes_option(demo)
     demo.add_argument(
         "--follow",
@@ -202,7 +210,8 @@ def _connection_options(parser: argparse.ArgumentParser, default_schema: str = "
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; the exit status: 0 success, 1 failure, 2 usage, 130 Ctrl-C."""
+    """Run the command line; the exit status: 0 success, 1 failure, 2 usage (and `status
+    --check` finding a stalled or stopped subscription), 130 Ctrl-C."""
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list[:1] == ["bench"]:
         from .bench.cli import main as bench_main
@@ -226,10 +235,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_demo(dsn, schema, embedded=from_embedded, follow=args.follow)
             return 0
         if args.command == "status":
-            from .status import status
+            from .status import report
 
-            print(status(dsn, schema, as_json=args.json))
-            return 0
+            text, healthy = report(dsn, schema, as_json=args.json)
+            print(text)
+            return 2 if args.check and not healthy else 0
         if args.command in _DESTRUCTIVE:
             _confirm(args.command, dsn, schema, args.yes)
         outcome: object = None

@@ -55,6 +55,14 @@ DESCRIPTIONS: dict[str, str] = {
     "reconnects_total": "connections re-established after a loss, by connection",
     "subscriptions_running": "subscription actors running in this store instance",
     "subscription_lag": "head position minus stored checkpoint, per durable subscription",
+    "subscription_lag_seconds": "age in seconds of the oldest event not yet acked (0: none), "
+    "per durable subscription",
+    "subscription_stalled": "1 while the durable subscription is stalled (events delivered and "
+    "not acked for stall_after seconds), else 0",
+    "subscription_stalls_total": "stalls found by this store instance (each also logged once "
+    "as a WARNING)",
+    "subscriptions_stalled": "durable subscriptions stalled now (any process)",
+    "subscriptions_stopped": "durable subscriptions stopped on an error and not held (any process)",
     "subscription_lag_error": "1 when the last metrics() could not read the subscription lags",
     "replica_reads_total": "reads served by the standby (replica_dsn)",
     "replica_primary_reads_total": "reads with replica_dsn served by the primary instead "
@@ -339,6 +347,7 @@ _ALWAYS: tuple[tuple[str, Mapping[str, str]], ...] = (
     ("reconnects_total", {"connection": "publisher"}),
     ("reconnects_total", {"connection": "subscription"}),
     ("reconnects_total", {"connection": "pool"}),
+    ("subscription_stalls_total", {}),
 )
 
 

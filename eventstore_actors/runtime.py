@@ -207,6 +207,10 @@ class Runtime:
             if info.partition is not None:
                 labels["partition"] = str(info.partition)
             out[metric_key("subscription_lag", **labels)] = float(info.lag)
+            out[metric_key("subscription_lag_seconds", **labels)] = info.lag_seconds or 0.0
+            out[metric_key("subscription_stalled", **labels)] = float(info.state == "stalled")
+        out["subscriptions_stalled"] = float(sum(i.state == "stalled" for i in found))
+        out["subscriptions_stopped"] = float(sum(i.state == "stopped" for i in found))
         return out
 
 

@@ -18,7 +18,7 @@ from .storage.errors import translate
 from .storage.migrations import SCHEMA_VERSION
 from .subscriptions import info
 
-__all__ = ["status"]
+__all__ = ["UNHEALTHY", "healthy", "report", "status"]
 
 _COLUMNS = (
     "stream_uuid",
@@ -29,11 +29,26 @@ _COLUMNS = (
     "active",
     "holder",
     "parked",
+    "lag_seconds",
+    "state",
 )
+#: The states `status --check` reports as a failure (exit code 2), for monitoring and cron.
+UNHEALTHY = ("stalled", "stopped")
 
 
 def status(dsn: str, schema: str, *, as_json: bool = False) -> str:
     """The report `eventstore-actors status` prints (a table, or JSON)."""
+    return report(dsn, schema, as_json=as_json)[0]
+
+
+def healthy(subscriptions: list[dict[str, Any]]) -> bool:
+    """Whether no subscription (rows of the report) is stalled or stopped."""
+    return not any(s["state"] in UNHEALTHY for s in subscriptions)
+
+
+def report(dsn: str, schema: str, *, as_json: bool = False) -> tuple[str, bool]:
+    """The report `eventstore-actors status` prints (a table, or JSON), and whether every
+    subscription is healthy (none stalled or stopped: what `status --check` exits 0 for)."""
     settings = Settings(dsn=dsn, schema=schema)
     try:
         conn = connect(settings)
@@ -55,15 +70,16 @@ def status(dsn: str, schema: str, *, as_json: bool = False) -> str:
             subscriptions = info.load(conn, schema)
     except psycopg.Error as exc:
         raise translate(exc, what="status report") from None
-    report: dict[str, Any] = {
+    shown: dict[str, Any] = {
         "schema": schema,
         "schema_version": version,
         "head": head,
         "streams": streams,
         "subscriptions": [s.to_json() for s in subscriptions],
     }
+    ok = healthy(shown["subscriptions"])
     if as_json:
-        return json.dumps(report, indent=2)
+        return json.dumps(shown, indent=2), ok
     lines = [
         f"schema {schema}: version {version}, head event_id {head}, {streams} streams, "
         f"{len(subscriptions)} subscriptions"
@@ -73,18 +89,20 @@ def status(dsn: str, schema: str, *, as_json: bool = False) -> str:
         if any(sub.partition is not None for sub in subscriptions):  # consumer groups
             columns = (*_COLUMNS[:2], "partition", *_COLUMNS[2:])
         rows = [list(columns)] + [
-            [_cell(row[c]) for c in columns] for row in report["subscriptions"]
+            [_cell(row[c]) for c in columns] for row in shown["subscriptions"]
         ]
         widths = [max(len(r[i]) for r in rows) for i in range(len(columns))]
         for cells in rows:
             padded = (cell.ljust(width) for cell, width in zip(cells, widths, strict=True))
             lines.append("  ".join(padded).rstrip())
-    return "\n".join(lines)
+    return "\n".join(lines), ok
 
 
 def _cell(value: Any) -> str:
     if value is None:
         return "-"
+    if isinstance(value, float):
+        return f"{value:.1f}"
     if isinstance(value, bool):
         return "yes" if value else "no"
     return str(value)

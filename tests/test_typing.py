@@ -189,7 +189,7 @@ def test_every_subscribe_option_has_a_docstring_line_with_its_default() -> None:
         )
         for key in wanted:
             assert f"\n{key} (default " in doc, (method.__qualname__, key)
-    assert len(keys) + 3 == 17  # the 17 options of issue 17
+    assert len(keys) + 3 == 18  # the 17 options of issue 17, and stall_after (issue 21)
 
 
 def test_async_streams_show_async_iterator_in_help() -> None:

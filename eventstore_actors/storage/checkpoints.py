@@ -152,7 +152,7 @@ class InTransaction:
         # the caller's batch began after, or its own last ack): if it has, another holder of
         # the subscription acked these events (a take-over), and writing would apply them twice.
         self._query = sql.SQL(
-            "UPDATE {}.subscriptions SET last_seen = %(last_seen)s "
+            "UPDATE {}.subscriptions SET last_seen = %(last_seen)s, last_ack_at = now() "
             "WHERE stream_uuid = %(stream_uuid)s AND subscription_name = %(subscription_name)s "
             "AND last_seen < %(last_seen)s AND last_seen <= %(floor)s"
         ).format(sql.Identifier(schema))

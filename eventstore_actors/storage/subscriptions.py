@@ -6,23 +6,32 @@ with a prefix (a consumer group's partitions).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import psycopg
 
 from ..sql import statement
 
-__all__ = ["delete_with_prefix", "info_rows", "names_with_prefix", "summary"]
+__all__ = [
+    "delete_with_prefix",
+    "info_rows",
+    "names_with_prefix",
+    "summary",
+    "write_health",
+    "write_stopped",
+]
 
-#: (stream_uuid, subscription_name, last_seen, holder, head, parked)
+#: (stream_uuid, subscription_name, last_seen, holder, head, parked, lag_seconds, last_ack_at,
+#: health, health_reason)
 InfoRow = tuple[Any, ...]
 
 
 def info_rows(
     conn: psycopg.Connection[Any], name: str | None = None, stream_uuid: str = "$all"
 ) -> list[InfoRow]:
-    """Every subscription row (or only `name` on `stream_uuid`) as (stream_uuid,
-    subscription_name, last_seen, holder, head, parked), in the database's order."""
+    """Every subscription row (or only `name` on `stream_uuid`) as `InfoRow`s, in the
+    database's order."""
     return conn.execute(
         statement("subscriptions/info"), {"name": name, "stream_uuid": stream_uuid}
     ).fetchall()
@@ -54,3 +63,41 @@ def delete_with_prefix(conn: psycopg.Connection[Any], stream_uuid: str, prefix: 
     with conn.transaction():
         conn.execute(statement("subscriptions/delete_parked_with_prefix"), params)
         conn.execute(statement("subscriptions/delete_with_prefix"), params)
+
+
+def write_health(
+    conn: psycopg.Connection[Any],
+    holder: str,
+    rows: Sequence[tuple[str, str, str | None, str | None]],
+) -> None:
+    """Subscription health as its holder sees it: `rows` of (stream_uuid, subscription_name,
+    health, reason), each written only while the row names `holder` (one statement)."""
+    conn.execute(
+        statement("subscriptions/health"),
+        {
+            "holder": holder,
+            "stream_uuids": [r[0] for r in rows],
+            "subscription_names": [r[1] for r in rows],
+            "healths": [r[2] for r in rows],
+            "reasons": [r[3] for r in rows],
+        },
+    )
+
+
+def write_stopped(
+    conn: psycopg.Connection[Any], stream_uuid: str, name: str, reason: str, key: str
+) -> bool:
+    """Mark the subscription 'stopped' (it gave up on an error) iff nobody holds its lock
+    (`key`; taken for this transaction only, waiting up to a second for a holder that is
+    letting go). False: a subscriber holds it, nothing was written."""
+    try:
+        with conn.transaction():
+            conn.execute(statement("subscriptions/lock_timeout"))
+            conn.execute(statement("subscriptions/lock_xact"), {"key": key})
+            conn.execute(
+                statement("subscriptions/stopped"),
+                {"stream_uuid": stream_uuid, "subscription_name": name, "reason": reason},
+            )
+    except psycopg.errors.LockNotAvailable:
+        return False
+    return True

@@ -261,6 +261,7 @@ class SubscriptionActor(SupervisedActor):
         if self._ended:
             return
         self._ended = True
+        self._spec.health.ended(reason)
         self._control.close(reason)
         self._closing, self._state = self._state, None
         if reason is not None:
@@ -333,10 +334,17 @@ class SubscriptionActor(SupervisedActor):
 
     # Messages ---------------------------------------------------------------------------------
     def handle(self, message: Any) -> Any:
+        answered = isinstance(message, (Ack, Nack))
         if isinstance(message, Ack):
             self._traces.acked(message.position, message.each)
         elif isinstance(message, Nack):
             self._traces.nacked(message.position)
+        try:
+            return self._on_message(message)
+        finally:
+            self._spec.health.update(self._state, answered)  # see health.py: no I/O
+
+    def _on_message(self, message: Any) -> Any:
         if isinstance(message, Attach):
             return self._attach(message)
         if isinstance(message, Detach):

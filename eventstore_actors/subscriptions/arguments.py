@@ -18,6 +18,7 @@ from ..validation import (
     check_position,
     check_stream_prefix,
 )
+from .health import check_stall_after
 
 __all__ = ["Checked", "check_flag", "check_seconds", "registry_id"]
 
@@ -40,6 +41,7 @@ class Checked:
     concurrency_limit: int = 1
     partition_by: Callable[[RecordedEvent], Any] | None = None
     buffer_size: int = 1
+    stall_after: float = 60.0  # seconds without an ack: "stalled" (subscriptions.health)
 
     @classmethod
     def of(cls, given: Mapping[str, Any]) -> Checked:
@@ -92,6 +94,7 @@ class Checked:
             checkpoint_after=check_seconds(checkpoint_after, "checkpoint_after"),
             max_retries=check_position(given["max_retries"], "max_retries"),
             retry_delay=check_seconds(given["retry_delay"], "retry_delay") or 0.0,
+            stall_after=check_stall_after(given["stall_after"]),
         )
 
 

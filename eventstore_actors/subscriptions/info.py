@@ -3,8 +3,10 @@
 The checkpoint, the head of what it follows and the parked count come from the tables; whether
 it is held ("active") comes from pg_locks, so a holder that died (its session ended, its lock
 with it) shows as inactive at once, whatever the `holder` column still says. The holder text
-is written by the subscription when it takes the lock. The statements are in `storage`
-(`storage.subscriptions`, `storage.locks`); `lock_key` and `summary` are theirs, named here too.
+is written by the subscription when it takes the lock. Health (`lag_seconds`, `state`,
+`last_ack_at`) is read from the same rows (see `subscriptions.health`). The statements are in
+`storage` (`storage.subscriptions`, `storage.locks`); `lock_key` and `summary` are theirs,
+named here too.
 """
 
 from __future__ import annotations
@@ -12,12 +14,14 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from typing import Any
 
 import psycopg
 
 from ..storage.locks import held, lock_key
 from ..storage.subscriptions import info_rows, summary
+from .health import state_of
 from .naming import parse_row_name
 
 __all__ = ["SubscriptionInfo", "holder_text", "load", "lock_key", "summary"]
@@ -34,10 +38,17 @@ class SubscriptionInfo:
     holder: str | None  # the holding store instance (None when not active); contains its pid
     parked: int
     partition: int | None = None  # consumer groups: which partition this row is
+    lag_seconds: float | None = None  # age of the oldest event not yet acked; None at lag 0
+    state: str = "idle"  # "live" | "catching_up" | "stalled" | "stopped" | "idle"
+    last_ack_at: datetime | None = None  # when the stored checkpoint last moved
 
     def to_json(self) -> dict[str, Any]:
-        """The fields as a JSON-ready dict (what `eventstore-actors status --json` prints)."""
-        return asdict(self)
+        """The fields as a JSON-ready dict (what `eventstore-actors status --json` prints;
+        `last_ack_at` in ISO 8601)."""
+        found = asdict(self)
+        if self.last_ack_at is not None:
+            found["last_ack_at"] = self.last_ack_at.isoformat()
+        return found
 
 
 def holder_text(origin: str) -> str:
@@ -55,20 +66,26 @@ def load(
     keys = [lock_key(schema, str(r[0]), str(r[1])) for r in rows]
     taken: set[int] = set(held(conn, keys)) if keys else set()
     found = []
-    for i, (stream, sub_name, last_seen, holder, head, parked) in enumerate(rows, start=1):
+    for i, row in enumerate(rows, start=1):
+        stream, sub_name, last_seen, holder, head, parked = row[:6]
+        age, last_ack_at, written = row[6], row[7], row[8]
         active = i in taken
         parsed = parse_row_name(str(sub_name))
+        lag = max(0, int(head or 0) - int(last_seen))
         found.append(
             SubscriptionInfo(
                 stream_uuid=str(stream),
                 subscription_name=str(sub_name) if parsed is None else parsed[0],
                 checkpoint=int(last_seen),
                 head=int(head or 0),
-                lag=max(0, int(head or 0) - int(last_seen)),
+                lag=lag,
                 active=active,
                 holder=str(holder) if active and holder is not None else None,
                 parked=int(parked),
                 partition=None if parsed is None else parsed[1],
+                lag_seconds=None if lag == 0 or age is None else max(0.0, float(age)),
+                state=state_of(active, lag, None if written is None else str(written)),
+                last_ack_at=last_ack_at,
             )
         )
     # The database's order (its collation), a group's partitions together and by number.

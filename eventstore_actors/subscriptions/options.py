@@ -48,6 +48,9 @@ class SubscribeOptions(TypedDict, total=False):
     partition_by (default None): fn(event) -> key, with concurrency_limit > 1: events of one
         key go to one subscriber at a time, in order.
     buffer_size (default 1): events in flight per subscriber when concurrency_limit > 1.
+    stall_after (default 60.0): seconds without an ack, counted from the delivery of the
+        oldest unacked event, after which the held subscription is "stalled" (one WARNING,
+        a metric, its state in subscriptions(); cleared when acks resume). A number > 0.
     """
 
     standby: bool
@@ -61,6 +64,7 @@ class SubscribeOptions(TypedDict, total=False):
     concurrency_limit: int
     partition_by: Callable[[RecordedEvent], Any] | None
     buffer_size: int
+    stall_after: float
 
 
 class AllStreamsSubscribeOptions(SubscribeOptions, total=False):
@@ -93,6 +97,7 @@ DEFAULTS: Mapping[str, Any] = {
     "concurrency_limit": 1,
     "partition_by": None,
     "buffer_size": 1,
+    "stall_after": 60.0,
     "mixed_batches": False,
     "stream_prefix": None,
     "partitions": None,

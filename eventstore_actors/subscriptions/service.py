@@ -38,6 +38,7 @@ from .actor import SubscriptionActor
 from .arguments import Checked, check_flag, registry_id
 from .control import Control
 from .delivery import subscriber_alive, tell_stopped
+from .health import HealthMonitor, SubscriptionHealth
 from .hub import LockHub
 from .inbox import Attach
 from .messages import Subscription, TransientSubscription
@@ -66,10 +67,19 @@ class Subscriptions:
         self._acks_lock = threading.Lock()
         self._acks_in_transaction: checkpoints.InTransaction | None = None
         self.log = runtime.log
+        registry = runtime.registry
+        self._health = HealthMonitor(
+            runtime.pool,
+            registry.metrics,
+            self._holder,
+            runtime.settings.schema,
+            lambda: registry.closed_reason is not None,
+        )
 
     def leave_groups(self) -> Callable[[], None]:
         """The store stops: close the consumer groups joined here (their partitions stop with
         the other actors); returns what to do once the actors are stopped."""
+        self._health.stop()  # stopping cleanly: its subscriptions become idle, not stopped
         joined = list(self._groups.values())
         for group in joined:  # its partitions stop with the others
             group.close(silent=False, partitions=False)
@@ -157,7 +167,9 @@ class Subscriptions:
         else:
             handle = Subscription(stream_uuid, acks.shown, acks)
         acks.handle = handle
+        health = SubscriptionHealth(stream_uuid, name, options.stall_after)
         spec = self._spec(stream_uuid, name, subscriber, start_from, mapper, size, control, options)
+        spec = dataclasses.replace(spec, health=health)
         ready: pykka.ThreadingFuture[Subscription] = pykka.ThreadingFuture()
         settings = self._settings
 
@@ -166,6 +178,7 @@ class Subscriptions:
             return SubscriptionActor.start(sup, cid, settings, spec, handle, first, registry)
 
         def on_give_up(reason: str) -> None:
+            health.ended(reason)
             told = control.close(reason)
             if told is not None:  # no actor left to tell it; not from the supervisor's thread
                 for member, member_handle, _ in control.members or [(subscriber, handle, 1)]:
@@ -186,6 +199,7 @@ class Subscriptions:
             return attached
         try:
             subscription: Subscription = ready.get(timeout=self._settings.call_timeout)
+            self._health.watch(health)  # started: looked after until it ends
             return subscription
         except pykka.Timeout:
             self.forget_and_stop(child_id, child)

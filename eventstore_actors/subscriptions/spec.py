@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..events import RecordedEvent
@@ -11,6 +11,7 @@ from ..storage import reader
 from ..storage.pool import ReadPool
 from ..storage.replica import ReplicaReads
 from .control import Control
+from .health import SubscriptionHealth
 from .hub import LockHub
 
 __all__ = ["SubscriptionSpec"]
@@ -43,6 +44,7 @@ class SubscriptionSpec:
     buffer_size: int = 1
     hub: LockHub | None = None  # shared_lock_session: the store's lock connection
     pool: ReadPool | None = None  # with a hub: catch-up reads from the read pool
+    health: SubscriptionHealth = field(default_factory=SubscriptionHealth)  # see health.py
 
     def matches(self, event: RecordedEvent) -> bool:
         """What the database filters keep (for events from the publisher)."""

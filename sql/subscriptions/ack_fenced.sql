@@ -8,7 +8,7 @@ WITH found AS (
     WHERE stream_uuid = %(stream_uuid)s AND subscription_name = %(subscription_name)s
     FOR UPDATE SKIP LOCKED
 ), moved AS (
-    UPDATE subscriptions AS s SET last_seen = %(last_seen)s
+    UPDATE subscriptions AS s SET last_seen = %(last_seen)s, last_ack_at = now()
     FROM found
     WHERE s.stream_uuid = %(stream_uuid)s AND s.subscription_name = %(subscription_name)s
       AND found.last_seen >= %(fence)s AND found.last_seen < %(last_seen)s

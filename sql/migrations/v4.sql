@@ -1,0 +1,20 @@
+-- Schema version 4 (migration from version 3). Applied like v3.sql: one transaction, under
+-- the migration lock, with search_path set to the store's schema and pg_temp last. Nothing
+-- is removed or renamed: processes of earlier releases that are still running keep working.
+
+-- v4 block: subscription health
+-- What a subscription's health needs across processes (subscriptions.health): when its
+-- checkpoint last moved (written by the checkpoint UPDATE that already happens on an ack,
+-- so an ack costs one column more and an append nothing), and the state its holder last
+-- wrote ('live', 'stalled'; 'stopped' once nobody holds it after it gave up on an error),
+-- why and when. Written only on a change of state, never per event. Nullable, no default:
+-- adding them rewrites nothing and holds the table's lock for a moment only. Locking order:
+-- this block locks only subscriptions, which delete_stream() locks after streams and events,
+-- so it must stay after any block that locks those (else a concurrent delete could deadlock).
+ALTER TABLE subscriptions ADD COLUMN IF NOT EXISTS last_ack_at timestamptz;
+ALTER TABLE subscriptions ADD COLUMN IF NOT EXISTS health text;
+ALTER TABLE subscriptions ADD COLUMN IF NOT EXISTS health_reason text;
+ALTER TABLE subscriptions ADD COLUMN IF NOT EXISTS health_at timestamptz;
+-- end of v4 block: subscription health
+
+INSERT INTO schema_version (version) VALUES (4) ON CONFLICT (version) DO NOTHING;
