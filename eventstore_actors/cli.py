@@ -15,7 +15,7 @@ from typing import NoReturn
 
 from . import __version__, admin
 from .config import redact, resolve_dsn, scrub, validate_schema
-from .errors import EventStoreError
+from .errors import ConfigError, EventStoreError
 
 __all__ = ["main"]
 
@@ -89,6 +89,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     _connection_options(status)
     status.add_argument("--json", action="store_true", help="print one JSON object instead")
+    console = commands.add_parser(
+        "console",
+        help="serve the web console (overview, streams, $all tail, subscriptions, parked)",
+        description="Serve the operator's console over HTTP (needs the 'console' extra: pip "
+        "install 'eventstore-actors[console]'). Read-only unless --allow-writes, which also "
+        "needs the token in $EVENTSTORE_CONSOLE_TOKEN, sent with every write.",
+    )
+    _connection_options(console)
+    console.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    console.add_argument("--port", type=int, default=8765, help="port (default: 8765)")
+    console.add_argument(
+        "--allow-writes",
+        action="store_true",
+        help="allow replaying parked events (POST, with the token of $EVENTSTORE_CONSOLE_TOKEN)",
+    )
     _yes_option(demo)
     demo.add_argument(
         "--follow",
@@ -225,6 +240,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 _confirm("demo", dsn, schema, args.yes)
             run_demo(dsn, schema, embedded=from_embedded, follow=args.follow)
             return 0
+        if args.command == "console":
+            return _console(dsn, schema, args)
         if args.command == "status":
             from .status import status
 
@@ -274,6 +291,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         _print(f"eventstore-actors drop: nothing to drop (no store in schema {schema})")
     else:
         _print(f"eventstore-actors {args.command}: done (schema {schema})")
+    return 0
+
+
+def _console(dsn: str, schema: str, args: argparse.Namespace) -> int:
+    """Serve the console until Ctrl-C or SIGTERM, then stop the store."""
+    try:
+        import uvicorn
+
+        from .console import app
+    except ImportError as exc:
+        raise ConfigError(
+            f"the console needs the 'console' extra ({exc.name} is missing): "
+            "pip install 'eventstore-actors[console]'"
+        ) from None
+    from .store import EventStore
+
+    store = EventStore.start(dsn, schema=schema)
+    try:
+        web = app(store, allow_writes=args.allow_writes)
+        _print(
+            f"eventstore-actors console: http://{args.host}:{args.port}/ (schema {schema}, "
+            f"{'writes allowed with the token' if args.allow_writes else 'read-only'})",
+            err=True,
+        )
+        config = uvicorn.Config(
+            web,
+            host=args.host,
+            port=args.port,
+            log_level="debug" if args.verbose else "warning",
+            timeout_graceful_shutdown=2,
+        )
+        uvicorn.Server(config).run()
+    finally:
+        store.stop()
     return 0
 
 
