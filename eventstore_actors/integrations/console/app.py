@@ -91,6 +91,11 @@ def _int(request: Request, name: str, default: int | None) -> int | None:
         raise ValueError(f"{name} must be an integer, got {raw!r}") from None
 
 
+def _page(request: Request) -> int:
+    found = _int(request, "page", 1)
+    return 1 if found is None else found
+
+
 def app(store: EventStore, *, allow_writes: bool = False, token: str | None = None) -> Starlette:
     """The console as an ASGI app, to serve with uvicorn or mount in an application.
 
@@ -156,9 +161,7 @@ def app(store: EventStore, *, allow_writes: bool = False, token: str | None = No
         lambda b, d, r: pages.overview(b, d, read_only=read_only),
     )
     streams = page(
-        lambda r: data.streams_page(
-            store, r.query_params.get("prefix", ""), _int(r, "page", 1) or 1
-        ),
+        lambda r: data.streams_page(store, r.query_params.get("prefix", ""), _page(r)),
         lambda b, d, r: pages.streams(b, d, read_only=read_only),
     )
     stream = page(
