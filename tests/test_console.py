@@ -339,7 +339,7 @@ def test_the_console_command_serves_until_sigterm(dsn: str, schema: str) -> None
         found: Callable[[], Any] = overview
         assert wait_until(found, timeout=30, interval=0.1, what="the console")["schema"] == schema
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=30)
+        _, err = proc.communicate(timeout=30)
         # SIGTERM stops it like Ctrl-C (as every command): 130, the store stopped first.
         assert proc.returncode == 130, err
         assert f"http://127.0.0.1:{port}/" in err and "read-only" in err

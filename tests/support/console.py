@@ -9,9 +9,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from support import QueueSubscriber, wait_until
-
 from eventstore_actors import EventData, EventStore
+from support import QueueSubscriber, wait_until
 
 #: Data that would run if the console inserted it as HTML.
 SCRIPT = "<script>window.__pwned = true;</script><img src=x onerror='window.__pwned=1'>"
