@@ -44,7 +44,8 @@ _PID_RE = re.compile(r"\bpid (\d+)\b")
 
 
 def _time(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()
+    """ISO 8601 in UTC, whatever the session's time zone."""
+    return None if value is None else value.astimezone(UTC).isoformat()
 
 
 def _jsonable(value: Any) -> Any:

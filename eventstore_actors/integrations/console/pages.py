@@ -58,8 +58,8 @@ def streams(base: str, d: dict[str, Any], *, read_only: bool) -> str:
             f'<a href="{stream_href(base, s["stream_uuid"])}">{escape(s["stream_uuid"])}</a>',
             escape(s["stream_version"]),
             escape(s["status"]),
-            escape(s["created_at"]),
-            escape(s["deleted_at"]),
+            escape(short_time(s["created_at"])),
+            escape(short_time(s["deleted_at"])),
         ]
         for s in d["streams"]
     )
@@ -125,13 +125,18 @@ def _compact(event: dict[str, Any]) -> str:
     return f"<code>{escape(text)}</code>"
 
 
+def short_time(iso: str | None) -> str | None:
+    """An ISO timestamp as `2026-01-31 12:00:00.123` (UTC, short enough for the tables)."""
+    return None if iso is None else iso[:23].replace("T", " ")
+
+
 def tail_row(base: str, e: dict[str, Any]) -> list[str]:
     return [
         escape(e["event_id"]),
         f'<a href="{stream_href(base, e["stream_uuid"])}">{escape(e["stream_uuid"])}</a>',
         escape(e["stream_version"]),
         escape(e["event_type"]),
-        escape(e["created_at"]),
+        escape(short_time(e["created_at"])),
         _compact(e),
     ]
 

@@ -34,7 +34,7 @@
     stream.appendChild(a);
     cell(row, event.stream_version);
     cell(row, event.event_type);
-    cell(row, event.created_at);
+    cell(row, event.created_at ? event.created_at.slice(0, 23).replace("T", " ") : null);
     const data = cell(row, "");
     if (event.forgotten) {
       data.textContent = "forgotten";
