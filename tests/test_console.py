@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
@@ -109,6 +109,15 @@ def test_events_per_second_counts_only_the_last_minute(store: EventStore) -> Non
     later = datetime.now(UTC).replace(microsecond=0)
     later = later.fromtimestamp(later.timestamp() + 120, UTC)
     assert _events_per_second(store, 120, later) == 0.0  # two minutes on: none
+    # Five appends of 200 (each its own created_at): a minute after the third began, the
+    # minute holds the last three.
+    starts = [
+        store.append_to_stream("s", 120 + 200 * i, [EventData({"n": n}) for n in range(200)])
+        for i in range(5)
+    ]
+    third = store.read_all_streams_forward(starts[2].first_event_id, 1)[0].created_at
+    head = starts[-1].last_event_id
+    assert _events_per_second(store, head, third + timedelta(seconds=60)) == 10.0
 
 
 def test_streams_search_by_prefix_and_paginate(store: EventStore) -> None:

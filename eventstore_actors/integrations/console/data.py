@@ -13,6 +13,8 @@ import json
 import os
 import re
 import socket
+import threading
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -27,6 +29,7 @@ from ... import (
 from ...status import status
 
 __all__ = [
+    "SchemaVersion",
     "event_json",
     "overview",
     "parked",
@@ -75,9 +78,11 @@ def event_json(event: RecordedEvent) -> dict[str, Any]:
 
 
 def _events_per_second(store: EventStore, head: int, now: datetime) -> float:
-    """Events appended in the last minute / 60: the oldest event_id of that minute is found
-    with one-event backward reads of $all (an index lookup each), first stepping back in
-    doubling strides, then bisecting: a dozen reads at most for a million events a minute."""
+    """Events appended in the last minute / 60. The first event_id of that minute is found
+    with one-event backward reads of $all (an index lookup each): stepping back in strides
+    growing 16-fold until an event older than the minute, then narrowing that bracket by
+    interpolating on the events' times (bisecting when that stalls), to within 1 % of the
+    count: 15 to 20 reads for a million events a minute, fewer for fewer."""
     cutoff = now - timedelta(seconds=60)
 
     def at(event_id: int) -> RecordedEvent | None:
@@ -87,32 +92,38 @@ def _events_per_second(store: EventStore, head: int, now: datetime) -> float:
     newest = at(head) if head > 0 else None
     if newest is None or newest.created_at < cutoff:
         return 0.0
-    # newest.event_id is inside the minute; find `old`, an event_id before it (or 0).
-    inside, stride, old = newest.event_id, 1, 0
-    while True:
-        probe = inside - stride
-        if probe < 1:
-            break
-        event = at(probe)
+    # (inside, inside_at): an event within the minute; (old, old_at): one before it, or 0.
+    inside, inside_at = newest.event_id, newest.created_at
+    old, old_at = 0, cutoff
+    stride = 64
+    while inside - stride >= 1:
+        event = at(inside - stride)
         if event is None:
             break
         if event.created_at < cutoff:
-            old = event.event_id
+            old, old_at = event.event_id, event.created_at
             break
-        inside, stride = event.event_id, stride * 2
-    while inside - old > 1:  # old is before the minute, inside within it
+        inside, inside_at, stride = event.event_id, event.created_at, stride * 16
+    guess = True
+    while inside - old > max(1, (newest.event_id - inside) // 100):
         middle = (inside + old) // 2
+        span = (inside_at - old_at).total_seconds()
+        if guess and old and span > 0:  # where the cutoff falls, if appends were steady
+            share = (cutoff - old_at).total_seconds() / span
+            middle = min(inside - 1, max(old + 1, old + round(share * (inside - old))))
+        width = inside - old
         event = at(middle)
         if event is None or event.event_id <= old:
             old = middle
         elif event.created_at < cutoff:
-            old = event.event_id
+            old, old_at = event.event_id, event.created_at
         else:
-            inside = event.event_id
+            inside, inside_at = event.event_id, event.created_at
+        guess = inside - old <= width // 2  # a guess that did not halve it: bisect next
     return round((newest.event_id - inside + 1) / 60.0, 3)
 
 
-def _instances(subs: list[SubscriptionInfo]) -> list[dict[str, Any]]:
+def _instances(subs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The store instances seen: this console's process, and every instance holding a
     subscription (its holder text names its host and pid)."""
     here = {
@@ -122,13 +133,14 @@ def _instances(subs: list[SubscriptionInfo]) -> list[dict[str, Any]]:
     }
     found: dict[str, dict[str, Any]] = {}
     for sub in subs:
-        if sub.holder is None:
+        holder = sub.get("holder")
+        if not holder:
             continue
-        match = _PID_RE.search(sub.holder)
+        match = _PID_RE.search(str(holder))
         entry = found.setdefault(
-            sub.holder,
+            str(holder),
             {
-                "instance": sub.holder,
+                "instance": str(holder),
                 "pid": int(match.group(1)) if match else None,
                 "subscriptions": 0,
             },
@@ -137,20 +149,38 @@ def _instances(subs: list[SubscriptionInfo]) -> list[dict[str, Any]]:
     return [here, *sorted(found.values(), key=lambda e: str(e["instance"]))]
 
 
-def overview(store: EventStore) -> dict[str, Any]:
+class SchemaVersion:
+    """The schema version `eventstore-actors status` reports, asked again at most once a
+    minute (`status` opens a connection of its own; only a migration changes the answer, and
+    a running store refuses to work on a schema migrated past it anyway)."""
+
+    def __init__(self, ttl: float = 60.0) -> None:
+        self._ttl = ttl
+        self._lock = threading.Lock()
+        self._known: tuple[float, int] | None = None
+
+    def get(self, store: EventStore) -> int:
+        with self._lock:
+            if self._known is None or time.monotonic() - self._known[0] > self._ttl:
+                settings = store.settings
+                report = json.loads(status(settings.dsn, settings.schema, as_json=True))
+                self._known = (time.monotonic(), int(report["schema_version"]))
+            return self._known[1]
+
+
+def overview(store: EventStore, schema_version: SchemaVersion) -> dict[str, Any]:
     """The store at a glance: schema version, head, events per second over the last minute,
     stream and subscription counts, the store instances seen."""
-    settings = store.settings
-    report = json.loads(status(settings.dsn, settings.schema, as_json=True))
-    subs = store.subscriptions()
-    head = int(report["head"])
+    head = store.stream_info("$all").stream_version
+    streams = store.paginate_streams(page_size=1).total_entries  # an index-only count
+    subs = [_subscription_row(s) for s in store.subscriptions()]
     now = datetime.now(UTC)
     return {
-        "schema": settings.schema,
-        "schema_version": report["schema_version"],
+        "schema": store.settings.schema,
+        "schema_version": schema_version.get(store),
         "head": head,
         "events_per_second": _events_per_second(store, head, now),
-        "streams": report["streams"],
+        "streams": streams,
         "subscriptions": len(subs),
         "instances": _instances(subs),
         "at": now.isoformat(),
