@@ -11,7 +11,7 @@ import signal
 import sys
 import traceback
 from collections.abc import Callable, Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from . import __version__, admin
 from .config import redact, resolve_dsn, scrub, validate_schema
@@ -294,6 +294,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
 def _console(dsn: str, schema: str, args: argparse.Namespace) -> int:
     """Serve the console until Ctrl-C or SIGTERM, then stop the store."""
     try:
@@ -309,7 +312,13 @@ def _console(dsn: str, schema: str, args: argparse.Namespace) -> int:
 
     store = EventStore.start(dsn, schema=schema)
     try:
-        web = app(store, allow_writes=args.allow_writes)
+        web: Any = app(store, allow_writes=args.allow_writes)
+        if args.host in _LOOPBACK:
+            # Only requests addressed to this machine: a web page elsewhere cannot reach the
+            # console by pointing a host name of its own at 127.0.0.1 (DNS rebinding).
+            from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+            web = TrustedHostMiddleware(web, allowed_hosts=["127.0.0.1", "localhost", "::1"])
         _print(
             f"eventstore-actors console: http://{args.host}:{args.port}/ (schema {schema}, "
             f"{'writes allowed with the token' if args.allow_writes else 'read-only'})",

@@ -347,6 +347,13 @@ def test_the_console_command_serves_until_sigterm(dsn: str, schema: str) -> None
 
         found: Callable[[], Any] = overview
         assert wait_until(found, timeout=30, interval=0.1, what="the console")["schema"] == schema
+        # On a loopback address it answers only requests addressed to this machine.
+        rebound = httpx.get(
+            f"http://127.0.0.1:{port}/api/overview", headers={"Host": "evil.example"}, timeout=5
+        )
+        assert rebound.status_code == 400
+        local = httpx.get(f"http://localhost:{port}/api/overview", timeout=5)
+        assert local.status_code == 200
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
         # SIGTERM stops it like Ctrl-C (as every command): 130, the store stopped first.
