@@ -124,13 +124,9 @@ def _events_per_second(store: EventStore, head: int, now: datetime) -> float:
 
 
 def _instances(subs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The store instances seen: this console's process, and every instance holding a
-    subscription (its holder text names its host and pid)."""
-    here = {
-        "instance": f"{socket.gethostname()} pid {os.getpid()} (this console)",
-        "pid": os.getpid(),
-        "subscriptions": 0,
-    }
+    """The store instances seen: every instance holding a subscription (its holder text names
+    its host and pid), and this console's process if it holds none."""
+    here = f"{socket.gethostname()} pid {os.getpid()}"
     found: dict[str, dict[str, Any]] = {}
     for sub in subs:
         holder = sub.get("holder")
@@ -142,11 +138,17 @@ def _instances(subs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             {
                 "instance": str(holder),
                 "pid": int(match.group(1)) if match else None,
+                "this_process": str(holder).startswith(here + " "),
                 "subscriptions": 0,
             },
         )
         entry["subscriptions"] += 1
-    return [here, *sorted(found.values(), key=lambda e: str(e["instance"]))]
+    rows = sorted(found.values(), key=lambda e: (not e["this_process"], str(e["instance"])))
+    if not any(e["this_process"] for e in rows):
+        rows.insert(
+            0, {"instance": here, "pid": os.getpid(), "this_process": True, "subscriptions": 0}
+        )
+    return rows
 
 
 class SchemaVersion:

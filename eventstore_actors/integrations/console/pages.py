@@ -34,15 +34,19 @@ def overview(base: str, d: dict[str, Any], *, read_only: bool) -> str:
     instances = table(
         ["store instance", "pid", "subscriptions held"],
         (
-            [escape(i["instance"]), escape(i["pid"]), escape(i["subscriptions"])]
+            [
+                escape(i["instance"]) + (" <em>(this console)</em>" if i["this_process"] else ""),
+                escape(i["pid"]),
+                escape(i["subscriptions"]),
+            ]
             for i in d["instances"]
         ),
         id="instances",
     )
     body = (
         f"{summary}<h2>Store instances</h2>"
-        "<p class=note>This console's own process, and every store instance holding a "
-        f"subscription now.</p>{instances}"
+        "<p class=note>Every store instance holding a subscription now, and this console's "
+        f"own process.</p>{instances}"
     )
     return layout(base, "overview", "Overview", body, read_only=read_only)
 
