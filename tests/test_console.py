@@ -245,6 +245,34 @@ def test_the_tail_streams_new_events_as_server_sent_events(seeded: EventStore) -
     assert re.findall(r"^id: (\d+)$", again.text, re.M) == ["4"]
     page = web.get("/tail").text
     assert 'data-after="4"' in page and "/static/console.js" in page
+    assert web.get("/api/tail/events", params={"after": -1}).status_code == 400
+    assert web.get("/api/tail/events", params={"after": "x"}).status_code == 400
+    assert web.get("/api/tail", params={"after": -1}).status_code == 400
+
+
+def test_odd_and_large_data_is_shown(store: EventStore) -> None:
+    from eventstore_actors.integrations.console.html import SHOWN
+
+    store.append_to_stream(
+        "odd",
+        0,
+        [
+            EventData({1: "int key", "nested": [None, True, 1.5]}),
+            EventData({"big": "<" * (SHOWN * 2)}),
+        ],
+    )
+    web = client(store)
+    events = web.get("/api/streams/odd").json()["events"]  # strict JSON
+    assert events[1]["data"] == {"1": "int key", "nested": [None, True, 1.5]}
+    assert len(events[0]["data"]["big"]) == SHOWN * 2  # the JSON twin has all of it
+    page = web.get("/streams/odd").text
+    assert "more characters" in page and len(page) < SHOWN * 5 + 20_000
+    tail = web.get("/api/tail/events", params={"after": 0, "wait": 0.2}).text
+    assert '"1":"int key"' in tail
+    # A serializer of the user's may give floats JSON cannot hold: they are shown as text.
+    from eventstore_actors.integrations.console.data import _jsonable
+
+    assert _jsonable({"x": float("nan"), "y": [float("inf")]}) == {"x": "NaN", "y": ["Infinity"]}
 
 
 def test_subscriptions_and_parked_events(seeded: EventStore) -> None:

@@ -190,23 +190,29 @@ def app(store: EventStore, *, allow_writes: bool = False, token: str | None = No
             last_id = request.headers.get("last-event-id", "")
             after = int(last_id) if last_id.strip() else _int(request, "after", None)
             wait = float(request.query_params.get("wait", "30"))
+            if after is not None and after < 0:
+                raise ValueError(f"after must be 0 or more, got {after}")
         except ValueError as exc:
             return failure(request, exc, api=True)
         wait = min(max(wait, 0.1), 300.0)
 
         async def stream(after: int | None) -> AsyncIterator[str]:
-            if after is None:
-                after = (await run_in_threadpool(data.tail, store, None, 0))["last_event_id"]
-            yield f"retry: 1000\n: after {after}\n\n"
-            end = time.monotonic() + wait
-            while time.monotonic() < end:
-                found = await run_in_threadpool(data.tail, store, after, 100)
-                for event in found["events"]:
-                    text = json.dumps(event, separators=(",", ":"))
-                    yield f"id: {event['event_id']}\nevent: event\ndata: {text}\n\n"
-                after = found["last_event_id"]
-                if len(found["events"]) < 100:
-                    await anyio.sleep(min(_POLL, max(0.0, end - time.monotonic())))
+            try:
+                if after is None:
+                    after = (await run_in_threadpool(data.tail, store, None, 0))["last_event_id"]
+                yield f"retry: 1000\n: after {after}\n\n"
+                end = time.monotonic() + wait
+                while time.monotonic() < end:
+                    found = await run_in_threadpool(data.tail, store, after, 100)
+                    for event in found["events"]:
+                        text = json.dumps(event, separators=(",", ":"))
+                        yield f"id: {event['event_id']}\nevent: event\ndata: {text}\n\n"
+                    after = found["last_event_id"]
+                    if len(found["events"]) < 100:
+                        await anyio.sleep(min(_POLL, max(0.0, end - time.monotonic())))
+            except StoreUnavailableError:
+                # The browser reconnects (after `retry`) from the last id it got.
+                yield ": the store is unavailable; reconnecting later\n\n"
 
         return StreamingResponse(
             stream(after), media_type="text/event-stream", headers={"X-Accel-Buffering": "no"}

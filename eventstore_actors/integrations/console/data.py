@@ -52,8 +52,9 @@ def _time(value: datetime | None) -> str | None:
 
 
 def _jsonable(value: Any) -> Any:
-    """`value` as JSON would hold it (anything else as its text), so it can be pretty-printed."""
-    return json.loads(json.dumps(value, default=str))
+    """`value` as JSON would hold it (anything else, and NaN or infinities, as text), so it
+    can be pretty-printed and sent as strict JSON."""
+    return json.loads(json.dumps(value, default=str), parse_constant=str)
 
 
 def event_json(event: RecordedEvent) -> dict[str, Any]:
@@ -280,6 +281,8 @@ def stream_page(store: EventStore, stream_uuid: str, before: int | None) -> dict
 
 def tail(store: EventStore, after: int | None, count: int = PAGE_SIZE) -> dict[str, Any]:
     """$all's events after `after` (oldest first), or the last `count` when `after` is None."""
+    if after is not None and after < 0:
+        raise ValueError(f"after must be 0 or more, got {after}")
     if after is None and count < 1:
         events = []
     elif after is None:

@@ -80,8 +80,19 @@ def facts(pairs: Iterable[tuple[str, Any]]) -> str:
     return f"<dl class=facts>{items}</dl>"
 
 
+#: Characters of one value's JSON shown on a page (the JSON twin has all of it).
+SHOWN = 20_000
+
+
 def json_block(value: Any) -> str:
-    return f"<pre class=json>{escape(pretty(value))}</pre>"
+    text = pretty(value)
+    if len(text) > SHOWN:
+        rest = len(text) - SHOWN
+        return (
+            f"<pre class=json>{escape(text[:SHOWN])}</pre>"
+            f"<p class=note>… {rest:,} more characters: see this page's JSON under /api/</p>"
+        )
+    return f"<pre class=json>{escape(text)}</pre>"
 
 
 def event_card(base: str, event: dict[str, Any]) -> str:
