@@ -89,21 +89,6 @@ def _parser() -> argparse.ArgumentParser:
     )
     _connection_options(status)
     status.add_argument("--json", action="store_true", help="print one JSON object instead")
-    console = commands.add_parser(
-        "console",
-        help="serve the web console (overview, streams, $all tail, subscriptions, parked)",
-        description="Serve the operator's console over HTTP (needs the 'console' extra: pip "
-        "install 'eventstore-actors[console]'). Read-only unless --allow-writes, which also "
-        "needs the token in $EVENTSTORE_CONSOLE_TOKEN, sent with every write.",
-    )
-    _connection_options(console)
-    console.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
-    console.add_argument("--port", type=int, default=8765, help="port (default: 8765)")
-    console.add_argument(
-        "--allow-writes",
-        action="store_true",
-        help="allow replaying parked events (POST, with the token of $EVENTSTORE_CONSOLE_TOKEN)",
-    )
     _yes_option(demo)
     demo.add_argument(
         "--follow",
@@ -120,6 +105,21 @@ def _parser() -> argparse.ArgumentParser:
     embedded.add_argument("action", choices=["status", "stop"])
     embedded.add_argument("--data-dir", help="only this data directory")
     embedded.add_argument("-v", "--verbose", action="store_true", help="log to stderr")
+    console = commands.add_parser(
+        "console",
+        help="serve the web console (overview, streams, $all tail, subscriptions, parked)",
+        description="Serve the operator's console over HTTP (needs the 'console' extra: pip "
+        "install 'eventstore-actors[console]'). Read-only unless --allow-writes, which also "
+        "needs the token in $EVENTSTORE_CONSOLE_TOKEN, sent with every write.",
+    )
+    _connection_options(console)
+    console.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    console.add_argument("--port", type=int, default=8765, help="port (default: 8765)")
+    console.add_argument(
+        "--allow-writes",
+        action="store_true",
+        help="allow replaying parked events (POST, with the token of $EVENTSTORE_CONSOLE_TOKEN)",
+    )
     commands.add_parser(
         "bench",
         help="run the benchmark suite (see `eventstore-actors bench --help`)",
@@ -233,6 +233,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         schema = validate_schema(args.schema)
         from_embedded = args.dsn is None and not os.environ.get("EVENTSTORE_DSN")
         dsn = resolve_dsn(args.dsn)
+        if args.command == "console":
+            return _console(dsn, schema, args)
         if args.command == "demo":
             from .demo import run_demo
 
@@ -240,8 +242,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 _confirm("demo", dsn, schema, args.yes)
             run_demo(dsn, schema, embedded=from_embedded, follow=args.follow)
             return 0
-        if args.command == "console":
-            return _console(dsn, schema, args)
         if args.command == "status":
             from .status import status
 
