@@ -11,11 +11,11 @@ import signal
 import sys
 import traceback
 from collections.abc import Callable, Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from . import __version__, admin
 from .config import redact, resolve_dsn, scrub, validate_schema
-from .errors import EventStoreError
+from .errors import ConfigError, EventStoreError
 
 __all__ = ["main"]
 
@@ -113,6 +113,21 @@ def _parser() -> argparse.ArgumentParser:
     embedded.add_argument("action", choices=["status", "stop"])
     embedded.add_argument("--data-dir", help="only this data directory")
     embedded.add_argument("-v", "--verbose", action="store_true", help="log to stderr")
+    console = commands.add_parser(
+        "console",
+        help="serve the web console (overview, streams, $all tail, subscriptions, parked)",
+        description="Serve the operator's console over HTTP (needs the 'console' extra: pip "
+        "install 'eventstore-actors[console]'). Read-only unless --allow-writes, which also "
+        "needs the token in $EVENTSTORE_CONSOLE_TOKEN, sent with every write.",
+    )
+    _connection_options(console)
+    console.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    console.add_argument("--port", type=int, default=8765, help="port (default: 8765)")
+    console.add_argument(
+        "--allow-writes",
+        action="store_true",
+        help="allow replaying parked events (POST, with the token of $EVENTSTORE_CONSOLE_TOKEN)",
+    )
     commands.add_parser(
         "bench",
         help="run the benchmark suite (see `eventstore-actors bench --help`)",
@@ -227,6 +242,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         schema = validate_schema(args.schema)
         from_embedded = args.dsn is None and not os.environ.get("EVENTSTORE_DSN")
         dsn = resolve_dsn(args.dsn)
+        if args.command == "console":
+            return _console(dsn, schema, args)
         if args.command == "demo":
             from .demo import run_demo
 
@@ -284,6 +301,49 @@ def main(argv: Sequence[str] | None = None) -> int:
         _print(f"eventstore-actors drop: nothing to drop (no store in schema {schema})")
     else:
         _print(f"eventstore-actors {args.command}: done (schema {schema})")
+    return 0
+
+
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def _console(dsn: str, schema: str, args: argparse.Namespace) -> int:
+    """Serve the console until Ctrl-C or SIGTERM, then stop the store."""
+    try:
+        import uvicorn
+
+        from .console import app
+    except ImportError as exc:
+        raise ConfigError(
+            f"the console needs the 'console' extra ({exc.name} is missing): "
+            "pip install 'eventstore-actors[console]'"
+        ) from None
+    from .store import EventStore
+
+    store = EventStore.start(dsn, schema=schema)
+    try:
+        web: Any = app(store, allow_writes=args.allow_writes)
+        if args.host in _LOOPBACK:
+            # Only requests addressed to this machine: a web page elsewhere cannot reach the
+            # console by pointing a host name of its own at 127.0.0.1 (DNS rebinding).
+            from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+            web = TrustedHostMiddleware(web, allowed_hosts=["127.0.0.1", "localhost", "::1"])
+        _print(
+            f"eventstore-actors console: http://{args.host}:{args.port}/ (schema {schema}, "
+            f"{'writes allowed with the token' if args.allow_writes else 'read-only'})",
+            err=True,
+        )
+        config = uvicorn.Config(
+            web,
+            host=args.host,
+            port=args.port,
+            log_level="debug" if args.verbose else "warning",
+            timeout_graceful_shutdown=2,
+        )
+        uvicorn.Server(config).run()
+    finally:
+        store.stop()
     return 0
 
 
