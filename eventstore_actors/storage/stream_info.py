@@ -9,7 +9,7 @@ import psycopg
 
 from ..sql import statement
 from ..streams import SORT_FIELDS
-from .reader import StreamRow, like_escape
+from .reader import StreamRow, first_version_sql, like_escape, stream_row
 
 __all__ = ["page"]
 
@@ -49,6 +49,7 @@ def page_query(sort_by: str, descending: bool, search: bool) -> str:
         .replace("{where}", where)
         .replace("{order}", order)
         .replace("{page_order}", page_order)
+        .replace("{first_version}", first_version_sql())
     )
 
 
@@ -69,9 +70,5 @@ def page(
         params["pattern"] = "%" + like_escape(search) + "%"
     rows = conn.execute(page_query(sort_by, descending, search is not None), params).fetchall()
     total = int(rows[0][0]) if rows else 0  # type: ignore[call-overload]
-    entries: list[StreamRow] = [
-        (str(r[1]), int(r[2]), r[3], r[4])  # type: ignore[misc]
-        for r in rows
-        if r[1] is not None
-    ]
+    entries: list[StreamRow] = [stream_row(r[1:]) for r in rows if r[1] is not None]
     return total, entries
