@@ -49,7 +49,6 @@ def page_query(sort_by: str, descending: bool, search: bool) -> str:
         .replace("{where}", where)
         .replace("{order}", order)
         .replace("{page_order}", page_order)
-        .replace("{first_version}", first_version_sql())
     )
 
 
@@ -71,4 +70,11 @@ def page(
     rows = conn.execute(page_query(sort_by, descending, search is not None), params).fetchall()
     total = int(rows[0][0]) if rows else 0  # type: ignore[call-overload]
     entries: list[StreamRow] = [stream_row(r[1:]) for r in rows if r[1] is not None]
+    aged = [e[0] for e in entries if e[6] is not None]
+    if aged:  # the age limit's part of first_version: a look-up per entry, so not in the page
+        query = statement("retention/first_versions").replace(
+            "{first_version}", first_version_sql()
+        )
+        firsts = {str(r[0]): int(r[1]) for r in conn.execute(query, {"streams": aged})}  # type: ignore[call-overload]
+        entries = [(*e[:4], firsts.get(e[0], e[4]), *e[5:]) for e in entries]  # type: ignore[misc]
     return total, entries
