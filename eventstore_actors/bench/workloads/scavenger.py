@@ -130,15 +130,11 @@ def run_scavenger(ctx: Context) -> list[Result]:
                     # Alone then scavenging, then the other way round.
                     if n % 2:
                         cut += slice_size
-                        busy.append(
-                            _scavenging(ctx, store, long_stream, cut, (writers, per_writer))
-                        )
+                        busy.append(_scavenging(ctx, store, long_stream, cut, load))
                     alone.append(_appends(store, writers, per_writer))
                     if not n % 2:
                         cut += slice_size
-                        busy.append(
-                            _scavenging(ctx, store, long_stream, cut, (writers, per_writer))
-                        )
+                        busy.append(_scavenging(ctx, store, long_stream, cut, load))
             events = writers * per_writer
             valid = [seconds for seconds, left, _ in busy if left > 0]
             extra: dict[str, Any] = {
