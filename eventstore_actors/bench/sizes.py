@@ -73,7 +73,7 @@ PRESETS: dict[str, Sizes] = {
         metrics_appends={1: 100, 50: 20},
         metrics_repeats=20,
         scavenger_hidden=600_000,
-        scavenger_appends={1: 300, 10: 100},
+        scavenger_appends={1: 150, 10: 60},
         scavenger_repeats=5,
     ),
     "quick": Sizes(
@@ -91,7 +91,7 @@ PRESETS: dict[str, Sizes] = {
         metrics_appends={1: 50, 50: 10},
         metrics_repeats=10,
         scavenger_hidden=200_000,
-        scavenger_appends={1: 150, 10: 50},
+        scavenger_appends={1: 100, 10: 40},
         scavenger_repeats=3,
     ),
     "smoke": Sizes(

@@ -48,7 +48,7 @@ INTERVAL = 5.0
 #: Most events (and links) one batch deletes: one short transaction.
 BATCH = 2000
 #: The rest after each batch, as a share of the batch's own time.
-PAUSE_RATIO = 1.0
+PAUSE_RATIO = 3.0
 #: Streams fetched per look-up of the partial index.
 _PAGE = 100
 
@@ -162,7 +162,7 @@ class ScavengerActor(SupervisedActor):
         if done < BATCH:  # this stream has nothing hidden left (a batch of each kind)
             self._after = stream_id
             self._queue.pop(0)
-        self._rest.wait(min(0.5, (time.monotonic() - started) * PAUSE_RATIO) if done else 0)
+        self._rest.wait(min(1.0, (time.monotonic() - started) * PAUSE_RATIO) if done else 0)
         self.actor_ref.tell(_CONTINUE)
 
     def _end(self) -> None:
