@@ -93,9 +93,13 @@ def purge(conn: Conn, lock: str, stream_id: int, bound: int, batch: int) -> Purg
         row = conn.execute(statement("retention/begin_purge"), {"key": lock}).fetchone()
         if row is None or not row[1]:
             return 0, False
-        deleted = conn.execute(statement("retention/purge_events"), params).rowcount
-        deleted += conn.execute(statement("retention/purge_links"), params).rowcount
-    return max(deleted, 0), True
+        ids = [int(r[0]) for r in conn.execute(statement("retention/purge_events"), params)]
+        if ids:
+            conn.execute(statement("retention/purge_references"), {"event_ids": ids})
+        deleted = len(ids) + max(
+            conn.execute(statement("retention/purge_links"), params).rowcount, 0
+        )
+    return deleted, True
 
 
 def settings(
