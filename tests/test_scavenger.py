@@ -67,6 +67,7 @@ def test_truncated_rows_links_and_parked_entries_are_deleted(
     assert versions(store.read_stream_forward(source)) == [6, 7, 8, 9, 10]
     assert [e.event_id for e in store.read_stream_forward(linking)] == [9]
     store.append_to_stream(source, 10, make_events(1))
+    assert store.metrics()["scavenged_rows_total"] >= 5
 
 
 def test_rows_beyond_max_count_are_deleted_as_the_stream_grows(
