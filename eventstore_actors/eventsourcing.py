@@ -189,6 +189,15 @@ def _version_offset_sql(schema: str, stream_id: str) -> pgsql.Composed:
     )
 
 
+#: Whether event `e` of stream `s` is readable under the stream's retention (schema v4; the
+#: same condition as the store's own reads, sql/read/all_events.sql).
+_READABLE = (
+    "e.stream_version >= greatest(s.first_version,"
+    " s.stream_version - coalesce(s.max_count, s.stream_version) + 1)"
+    " AND (s.max_age IS NULL OR e.created_at >= now() - s.max_age)"
+)
+
+
 class EventStoreAggregateRecorder(AggregateRecorder):
     """An aggregate's events are the stream named by its originator_id."""
 
@@ -201,6 +210,7 @@ class EventStoreAggregateRecorder(AggregateRecorder):
             " CROSS JOIN LATERAL (SELECT {offset} AS off) o"
             " JOIN {schema}.events e ON e.stream_id = s.stream_id"
             " WHERE s.stream_uuid = %(id)s"
+            f" AND {_READABLE}"
             " AND (%(gt)s::bigint IS NULL OR e.stream_version + o.off > %(gt)s)"
             " AND (%(lte)s::bigint IS NULL OR e.stream_version + o.off <= %(lte)s)"
         ).format(schema=schema, offset=_version_offset_sql(datastore.schema, "s.stream_id"))
@@ -359,6 +369,7 @@ class EventStoreApplicationRecorder(EventStoreAggregateRecorder, ApplicationReco
             " FROM {schema}.events e JOIN {schema}.streams s ON s.stream_id = e.stream_id"
             " WHERE e.event_id >= %(start)s"
             " AND (%(stop)s::bigint IS NULL OR e.event_id <= %(stop)s)"
+            f" AND {_READABLE}"
         ).format(schema=schema, offset=_version_offset_sql(datastore.schema, "e.stream_id"))
         self._max = pgsql.SQL("SELECT last_event_id FROM {}.event_counter").format(schema)
 

@@ -92,7 +92,7 @@ PRESETS: dict[str, Sizes] = {
         metrics_repeats=10,
         scavenger_hidden=200_000,
         scavenger_appends={1: 100, 10: 40},
-        scavenger_repeats=3,
+        scavenger_repeats=5,
     ),
     "smoke": Sizes(
         append_rounds={1: 3, 10: 1, 100: 1},

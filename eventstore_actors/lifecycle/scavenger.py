@@ -46,9 +46,9 @@ CHILD_ID = "scavenger"
 #: a minute. A pass over a store without retention is one index probe.
 INTERVAL = 5.0
 #: Most events (and links) one batch deletes: one short transaction.
-BATCH = 2000
+BATCH = 1000
 #: The rest after each batch, as a share of the batch's own time.
-PAUSE_RATIO = 3.0
+PAUSE_RATIO = 6.0
 #: Streams fetched per look-up of the partial index.
 _PAGE = 100
 

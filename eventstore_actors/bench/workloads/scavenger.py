@@ -14,6 +14,7 @@ slower. The rows deleted per second by the scavenger are in `extra`.
 
 from __future__ import annotations
 
+import statistics
 import time
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -145,6 +146,9 @@ def run_scavenger(ctx: Context) -> list[Result]:
                 "rows_left_after_appends": [left for _, left, _ in busy],
                 "valid_rounds": len(valid),
                 "scavenged_rows_per_s": [slice_size / gone for _, _, gone in busy],
+                "median_ratio": statistics.median(alone) / statistics.median(valid)
+                if valid
+                else None,
                 "alone_runs_s": alone,
                 "scavenging_runs_s": [seconds for seconds, _, _ in busy],
             }
