@@ -332,8 +332,9 @@ class EventStore:
 
     # Stream info ------------------------------------------------------------------------------
     def stream_info(self, stream_uuid: str) -> StreamInfo:
-        """A stream's version, creation and deletion times and status ("$all" too);
-        StreamNotFoundError if it has no events. A soft-deleted stream shows as "deleted"."""
+        """A stream's version, creation and deletion times and status ("$all" too), and its
+        retention (first readable version, max_count, max_age); StreamNotFoundError if it has
+        no events. A soft-deleted stream shows as "deleted"."""
         return self._reads.stream_info(stream_uuid)
 
     def paginate_streams(

@@ -121,6 +121,9 @@ class ScavengerActor(SupervisedActor):
             return
         try:
             with guard(conn, self._settings.io_timeout):
+                queue = rows.candidates(conn, 0, _PAGE)  # none: the whole pass, one probe
+                if not queue:
+                    return
                 older = deletes.older_holders(conn, self._settings.schema)
         except psycopg.Error as exc:
             self._failed(exc)
@@ -128,7 +131,7 @@ class ScavengerActor(SupervisedActor):
         if older:
             self.log.info("scavenger idle: a process of an earlier release holds subscriptions")
             return
-        self._busy, self._again, self._after, self._queue = True, False, 0, []
+        self._busy, self._again, self._after, self._queue = True, False, 0, queue
         self.actor_ref.tell(_CONTINUE)
 
     def _step(self) -> None:
