@@ -219,6 +219,8 @@ def _stop(stop: Any) -> int | None:
 
 
 def _stream_info(row: reader.StreamRow) -> StreamInfo:
-    stream_uuid, version, created_at, deleted_at = row
+    stream_uuid, version, created_at, deleted_at, first, max_count, max_age = row
     status = "created" if deleted_at is None else "deleted"
-    return StreamInfo(stream_uuid, version, created_at, deleted_at, status)
+    return StreamInfo(
+        stream_uuid, version, created_at, deleted_at, status, first, max_count, max_age
+    )

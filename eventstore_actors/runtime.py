@@ -22,6 +22,7 @@ from .actors.supervisor import ChildSpec, Supervisor
 from .actors.ticker import Ticker
 from .config import Settings, redact, resolve_dsn, resolve_session_dsn, scrub
 from .errors import ConfigError, StoreUnavailableError
+from .lifecycle import scavenger
 from .metrics import Metrics, metric_key
 from .notifications.publisher import PublisherActor
 from .options import StartOptions
@@ -107,13 +108,14 @@ class Runtime:
             self.registry, settings.max_restarts, settings.restart_window
         )
         self.ticker = Ticker(self.registry, "subscription:", settings.tick_interval)
+        self.scavenger_ticker = Ticker(self.registry, scavenger.CHILD_ID, scavenger.INTERVAL)
         self._stop_lock = threading.Lock()
         self.stopped = False
         self.log = log.bind(schema=settings.schema)
 
     def start_children(self) -> None:
-        """The writer and the publisher (critical: the store stops if they give up), then
-        the ticker of the subscriptions."""
+        """The writer and the publisher (critical: the store stops if they give up), the
+        retention scavenger (restarted when it fails), then the tickers."""
         settings, registry, origin, tracker = (
             self.settings,
             self.registry,
@@ -138,7 +140,15 @@ class Runtime:
                 critical=True,
             ),
         )
+        self.ask_supervisor(
+            "start_child",
+            ChildSpec(
+                scavenger.CHILD_ID,
+                lambda sup, cid, _: scavenger.ScavengerActor.start(sup, cid, settings, registry),
+            ),
+        )
         self.ticker.start()
+        self.scavenger_ticker.start()
 
     def stop(self, owner: _Stoppable, leave: Callable[[], Callable[[], None]]) -> None:
         """Stop every actor and close every connection, once. `leave()` runs first (before
@@ -152,6 +162,7 @@ class Runtime:
         then = leave()
         self.registry.close("stopped by store.stop()")
         self.ticker.stop()
+        self.scavenger_ticker.stop()
         try:
             refs = self.supervisor.proxy().begin_shutdown().get(timeout=10.0)
         except (pykka.ActorDeadError, pykka.Timeout):

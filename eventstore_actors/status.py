@@ -11,6 +11,7 @@ import psycopg
 from . import hints
 from .config import Settings
 from .errors import ConfigError, StoreUnavailableError
+from .storage import retention
 from .storage import schema as schema_ops
 from .storage.connection import connect
 from .storage.deadline import guard
@@ -68,6 +69,7 @@ def report(dsn: str, schema: str, *, as_json: bool = False) -> tuple[str, bool]:
                 raise ConfigError(schema_ops.too_new(schema, version))
             _, head, streams = info.summary(conn)
             subscriptions = info.load(conn, schema)
+            kept, limited = retention.settings(conn, _RETENTION_SHOWN)
     except psycopg.Error as exc:
         raise translate(exc, what="status report") from None
     shown: dict[str, Any] = {
@@ -76,6 +78,18 @@ def report(dsn: str, schema: str, *, as_json: bool = False) -> tuple[str, bool]:
         "head": head,
         "streams": streams,
         "subscriptions": [s.to_json() for s in subscriptions],
+        "retention": {
+            "streams": kept,
+            "shown": [
+                {
+                    "stream_uuid": stream,
+                    "first_version": first,
+                    "max_count": count,
+                    "max_age_seconds": None if age is None else age.total_seconds(),
+                }
+                for stream, first, count, age in limited
+            ],
+        },
     }
     ok = healthy(shown["subscriptions"])
     if as_json:
@@ -95,7 +109,35 @@ def report(dsn: str, schema: str, *, as_json: bool = False) -> tuple[str, bool]:
         for cells in rows:
             padded = (cell.ljust(width) for cell, width in zip(cells, widths, strict=True))
             lines.append("  ".join(padded).rstrip())
+    lines.extend(_retention_lines(kept, limited))
     return "\n".join(lines), ok
+
+
+#: Streams with retention listed by `status` (their number is always shown).
+_RETENTION_SHOWN = 20
+
+
+def _retention_lines(kept: int, limited: list[Any]) -> list[str]:
+    """The retention part of the report: how many streams have one, and the first few."""
+    if not kept:
+        return []
+    more = f" (first {len(limited)} shown)" if kept > len(limited) else ""
+    lines = [f"{kept} streams with retention{more}:"]
+    for stream, first, count, age in limited:
+        limits = [f"first_version {first}"]
+        limits.append(f"max_count {'-' if count is None else count}")
+        limits.append(f"max_age {'-' if age is None else _age(age)}")
+        lines.append(f"  {stream}  " + "  ".join(limits))
+    return lines
+
+
+def _age(age: Any) -> str:
+    """A max_age as the CLI would take it: 30d, 12h, 90s."""
+    seconds = age.total_seconds()
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
 
 
 def _cell(value: Any) -> str:

@@ -11,6 +11,7 @@ subscriptions are supervised actors of their own. Every method is thread-safe.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterator, Sequence
+from datetime import timedelta
 from types import TracebackType
 from typing import Any
 
@@ -26,6 +27,7 @@ from .events import (
     SnapshotData,
     StreamAppend,
 )
+from .lifecycle.retention import Retention
 from .options import options_checked, start_options
 from .reads import Reads
 from .runtime import Runtime
@@ -55,6 +57,7 @@ class EventStore:
         self._replica = runtime.replica
         self._writes = Writes(runtime)
         self._admin = StreamAdmin(runtime, self._writes)
+        self._retention = Retention(runtime)
         self._reads = Reads(runtime)
         self._snapshots = Snapshots(runtime)
         self._subscriptions = Subscriptions(runtime)
@@ -192,6 +195,28 @@ class EventStore:
             stream_uuid, expected_version, events_or_event_ids, conn=conn
         )
 
+    # Retention -------------------------------------------------------------------------------
+    def set_stream_retention(
+        self,
+        stream_uuid: str,
+        *,
+        max_count: int | None = None,
+        max_age: timedelta | None = None,
+    ) -> None:
+        """Keep at most `max_count` events of the stream and none older than `max_age`; the
+        others are hidden from every read at once and deleted later by the scavenger (see
+        docs/retention.md). None: no limit (stops further hiding; nothing comes back).
+        ValueError for max_count < 1, a non-positive max_age or "$all";
+        StreamNotFoundError for a missing stream; nothing changed then."""
+        self._retention.set_stream_retention(stream_uuid, max_count, max_age)
+
+    def truncate_stream(self, stream_uuid: str, before_version: int) -> int:
+        """Hide every event of the stream before `before_version` (at most its version + 1:
+        all of them) from every read at once, for good; the rows are deleted later by the
+        scavenger. How many events it newly hid (0 when repeated). The stream's version is
+        unchanged and appends carry on from it."""
+        return self._retention.truncate_stream(stream_uuid, before_version)
+
     # Reading ----------------------------------------------------------------------------------
     def read_stream_forward(
         self, stream_uuid: str, start_version: int = 0, count: int = 1000
@@ -307,8 +332,9 @@ class EventStore:
 
     # Stream info ------------------------------------------------------------------------------
     def stream_info(self, stream_uuid: str) -> StreamInfo:
-        """A stream's version, creation and deletion times and status ("$all" too);
-        StreamNotFoundError if it has no events. A soft-deleted stream shows as "deleted"."""
+        """A stream's version, creation and deletion times and status ("$all" too), and its
+        retention (first readable version, max_count, max_age); StreamNotFoundError if it has
+        no events. A soft-deleted stream shows as "deleted"."""
         return self._reads.stream_info(stream_uuid)
 
     def paginate_streams(

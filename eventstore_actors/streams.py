@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Generic, TypeVar
 
 __all__ = ["SORT_FIELDS", "Page", "StreamInfo"]
@@ -23,6 +23,11 @@ class StreamInfo:
     created_at: datetime | None
     deleted_at: datetime | None
     status: str  # "created" or "deleted"
+    #: Retention (see docs/retention.md): the first position still readable (the stream's
+    #: version + 1 once every event is hidden), and the limits in force (None: no limit).
+    first_version: int = 1
+    max_count: int | None = None
+    max_age: timedelta | None = None
 
 
 @dataclass(frozen=True)

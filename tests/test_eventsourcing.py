@@ -251,3 +251,17 @@ def test_snapshots_keep_their_history(es_factory: module.Factory) -> None:
     snapshots.insert_events([StoredEvent(a, 7, "s", b"7")])
     assert [s.originator_version for s in snapshots.select_events(a)] == [3, 7]
     assert snapshots.select_events(a, lte=5, desc=True, limit=1)[0].state == b"3"
+
+
+def test_retention_hides_events_from_the_recorders(es_factory: module.Factory) -> None:
+    """Notifications are $all reads and aggregates are stream reads: both skip events that
+    the stream's retention hides (docs/retention.md)."""
+    from uuid import uuid4
+
+    recorder = es_factory.application_recorder()
+    a, b = uuid4(), uuid4()
+    recorder.insert_events([StoredEvent(a, v, "t", b"x") for v in (1, 2, 3)])
+    recorder.insert_events([StoredEvent(b, 1, "t", b"y")])
+    es_factory.datastore.store.truncate_stream(str(a), 3)
+    assert [n.id for n in recorder.select_notifications(1, 10)] == [3, 4]
+    assert [e.originator_version for e in recorder.select_events(a)] == [3]

@@ -332,6 +332,8 @@ class AsyncEventStore:
     delete_snapshot = _awaitable(EventStore.delete_snapshot)
     delete_stream = _awaitable(EventStore.delete_stream)
     link_to_stream = _awaitable(EventStore.link_to_stream)
+    set_stream_retention = _awaitable(EventStore.set_stream_retention)
+    truncate_stream = _awaitable(EventStore.truncate_stream)
     subscriptions = _awaitable(EventStore.subscriptions)
     subscription_info = _awaitable(EventStore.subscription_info)
     parked_events = _awaitable(EventStore.parked_events)

@@ -39,6 +39,12 @@ class Sizes:
     metrics_repeats: int = 1
     #: Live subscriptions on one store for the connection budget (200 in the issue).
     budget_subscriptions: int = 200
+    #: Events of the stream the scavenger workload hides slice by slice (all rounds share it).
+    scavenger_hidden: int = 2_000
+    #: writers -> single-event appends per writer and side, alone and while scavenging.
+    scavenger_appends: dict[int, int] = field(default_factory=lambda: {10: 3})
+    #: Rounds of (alone, while scavenging).
+    scavenger_repeats: int = 1
 
     def with_growth_large(self, events: int) -> Sizes:
         return replace(self, growth_large=max(events, self.growth_small + 1))
@@ -66,6 +72,9 @@ PRESETS: dict[str, Sizes] = {
         repeats=3,
         metrics_appends={1: 100, 50: 20},
         metrics_repeats=20,
+        scavenger_hidden=600_000,
+        scavenger_appends={1: 150, 10: 60},
+        scavenger_repeats=5,
     ),
     "quick": Sizes(
         append_rounds={1: 40, 10: 8, 100: 1},
@@ -81,6 +90,9 @@ PRESETS: dict[str, Sizes] = {
         multi_appends={1: 300, 10: 30},
         metrics_appends={1: 50, 50: 10},
         metrics_repeats=10,
+        scavenger_hidden=200_000,
+        scavenger_appends={1: 100, 10: 40},
+        scavenger_repeats=5,
     ),
     "smoke": Sizes(
         append_rounds={1: 3, 10: 1, 100: 1},

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cache, lru_cache
 from typing import Any
 
@@ -42,8 +42,9 @@ Row = tuple[
     int, str, int, str, str | None, str | None, bytes, bytes | None, datetime, uuid.UUID, int
 ]
 
-#: A streams row: stream_uuid, stream_version, created_at, deleted_at (None: not deleted).
-StreamRow = tuple[str, int, datetime, datetime | None]
+#: A streams row: stream_uuid, stream_version, created_at, deleted_at (None: not deleted),
+#: and its retention: the first readable position, max_count, max_age (None: no limit).
+StreamRow = tuple[str, int, datetime, datetime | None, int, int | None, timedelta | None]
 
 #: Larger than any event_id or stream_version.
 MAX_POSITION = 2**63 - 1
@@ -260,9 +261,27 @@ def like_escape(text: str) -> str:
 
 
 def stream_state(conn: Conn, stream_uuid: str) -> StreamRow | None:
-    """The stream's row (uuid, version, created_at, deleted_at), or None: no such stream."""
-    row = conn.execute(statement("read/stream_state"), {"stream_uuid": stream_uuid}).fetchone()
-    return None if row is None else (str(row[0]), int(row[1]), row[2], row[3])  # type: ignore[misc]
+    """The stream's row (see StreamRow), or None: no such stream."""
+    row = conn.execute(_stream_state_query(), {"stream_uuid": stream_uuid}).fetchone()
+    return None if row is None else stream_row(row)
+
+
+def stream_row(row: Sequence[Any]) -> StreamRow:
+    """A StreamRow from the columns of read/stream_state.sql (or a page's)."""
+    count = None if row[5] is None else int(row[5])
+    return (str(row[0]), int(row[1]), row[2], row[3], int(row[4]), count, row[6])
+
+
+@cache
+def _stream_state_query() -> str:
+    return statement("read/stream_state").replace("{first_version}", first_version_sql())
+
+
+@cache
+def first_version_sql() -> str:
+    """The SQL expression of a streams row `s`'s first readable position (schema v4)."""
+    text = statement("retention/first_version")
+    return "\n".join(line for line in text.splitlines() if not line.startswith("--"))
 
 
 def stream_version(conn: Conn, stream_uuid: str) -> int | None:

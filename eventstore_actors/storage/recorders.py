@@ -61,6 +61,15 @@ def _ordered(select: pgsql.Composed, order_by: pgsql.Composable, desc: bool, lim
     return statement + pgsql.SQL(" LIMIT %(limit)s") if limit else statement
 
 
+#: Whether event `e` of stream `s` is readable under the stream's retention (schema v4; the
+#: same condition as the store's own reads, sql/read/all_events.sql).
+_READABLE = (
+    "e.stream_version >= greatest(s.first_version,"
+    " s.stream_version - coalesce(s.max_count, s.stream_version) + 1)"
+    " AND (s.max_age IS NULL OR e.created_at >= now() - s.max_age)"
+)
+
+
 class RecorderQueries:
     """The recorders' statements for one schema, composed once."""
 
@@ -72,6 +81,7 @@ class RecorderQueries:
             " CROSS JOIN LATERAL (SELECT {offset} AS off) o"
             " JOIN {schema}.events e ON e.stream_id = s.stream_id"
             " WHERE s.stream_uuid = %(id)s"
+            f" AND {_READABLE}"
             " AND (%(gt)s::bigint IS NULL OR e.stream_version + o.off > %(gt)s)"
             " AND (%(lte)s::bigint IS NULL OR e.stream_version + o.off <= %(lte)s)"
         ).format(schema=ident, offset=_version_offset(schema, "s.stream_id"))
@@ -84,6 +94,7 @@ class RecorderQueries:
             " FROM {schema}.events e JOIN {schema}.streams s ON s.stream_id = e.stream_id"
             " WHERE e.event_id >= %(start)s"
             " AND (%(stop)s::bigint IS NULL OR e.event_id <= %(stop)s)"
+            f" AND {_READABLE}"
         ).format(schema=ident, offset=_version_offset(schema, "e.stream_id"))
         self._max_event_id = pgsql.SQL("SELECT last_event_id FROM {}.event_counter").format(ident)
         tracking = pgsql.SQL("{}.eventsourcing_tracking").format(ident)

@@ -71,6 +71,8 @@ RELATIONS = (
     "parked_events_pkey",
     "eventsourcing_tracking_pkey",
     "eventsourcing_snapshots_pkey",
+    # schema version 4
+    "streams_retention_idx",
 )
 FUNCTIONS = (
     "append_events",

@@ -9,7 +9,7 @@ import psycopg
 
 from ..sql import statement
 from ..streams import SORT_FIELDS
-from .reader import StreamRow, like_escape
+from .reader import StreamRow, first_version_sql, like_escape, stream_row
 
 __all__ = ["page"]
 
@@ -69,9 +69,12 @@ def page(
         params["pattern"] = "%" + like_escape(search) + "%"
     rows = conn.execute(page_query(sort_by, descending, search is not None), params).fetchall()
     total = int(rows[0][0]) if rows else 0  # type: ignore[call-overload]
-    entries: list[StreamRow] = [
-        (str(r[1]), int(r[2]), r[3], r[4])  # type: ignore[misc]
-        for r in rows
-        if r[1] is not None
-    ]
+    entries: list[StreamRow] = [stream_row(r[1:]) for r in rows if r[1] is not None]
+    aged = [e[0] for e in entries if e[6] is not None]
+    if aged:  # the age limit's part of first_version: a look-up per entry, so not in the page
+        query = statement("retention/first_versions").replace(
+            "{first_version}", first_version_sql()
+        )
+        firsts = {str(r[0]): int(r[1]) for r in conn.execute(query, {"streams": aged})}  # type: ignore[call-overload]
+        entries = [(*e[:4], firsts.get(e[0], e[4]), *e[5:]) for e in entries]  # type: ignore[misc]
     return total, entries

@@ -1,6 +1,20 @@
--- Schema version 4 (migration from version 3). Applied like v3.sql: one transaction, under
--- the migration lock, with search_path set to the store's schema and pg_temp last. Nothing
--- is removed or renamed: processes of earlier releases that are still running keep working.
+-- Schema version 4 (migration from version 3). Applied like v2.sql and v3.sql: one
+-- transaction, under the migration lock, with search_path set to the store's schema and
+-- pg_temp last. Each topic writes its own block; nothing is removed or renamed.
+
+-- v4 block: retention
+-- Per-stream retention (lifecycle/retention.py). first_version: every position below it is
+-- hidden for good (truncate_stream, and the limits in force when they are changed); max_count
+-- and max_age: limits applied by every read as it runs (storage/retention.py). Hidden rows
+-- are deleted later, in bounded batches, by the scavenger actor (lifecycle/scavenger.py).
+-- Adding columns with a constant default or none rewrites nothing.
+ALTER TABLE streams ADD COLUMN IF NOT EXISTS first_version bigint NOT NULL DEFAULT 1;
+ALTER TABLE streams ADD COLUMN IF NOT EXISTS max_count bigint;
+ALTER TABLE streams ADD COLUMN IF NOT EXISTS max_age interval;
+-- The streams the scavenger visits: those with anything hidden or a limit.
+CREATE INDEX IF NOT EXISTS streams_retention_idx ON streams (stream_id)
+    WHERE first_version > 1 OR max_count IS NOT NULL OR max_age IS NOT NULL;
+-- end of v4 block: retention
 
 -- v4 block: subscription health
 -- What a subscription's health needs across processes (subscriptions.health): when its

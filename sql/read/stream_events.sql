@@ -8,7 +8,10 @@
 -- ASC forward, "<=" and DESC backward. With live_only, a soft-deleted stream reads as no
 -- rows (the caller then asks stream_state why). The filters filled in (empty, or a
 -- condition on the event type for filtered subscriptions) apply before each part's LIMIT, so
--- a read that comes back short really reached the end of what matches.
+-- a read that comes back short really reached the end of what matches. Retention (schema
+-- v4, storage/retention.py): positions below the stream's first readable one or older than
+-- its max_age are left out by each part's index condition and filter, and so is a linked
+-- event hidden by its own stream's retention (before the LIMIT, like a filter).
 SELECT r.* FROM (
     (SELECT e.event_id, %(stream_uuid)s::text, e.stream_version, e.event_type,
             e.correlation_id, e.causation_id, e.data, e.metadata, e.created_at, e.event_uuid,
@@ -17,7 +20,12 @@ SELECT r.* FROM (
      WHERE e.stream_id = (SELECT s.stream_id FROM streams AS s
                           WHERE s.stream_uuid = %(stream_uuid)s
                             AND (s.deleted_at IS NULL OR NOT %(live_only)s))
-       AND e.stream_version {cmp} %(start)s{filters}
+       AND e.stream_version {cmp} %(start)s
+       AND e.stream_version >= (SELECT greatest(s.first_version,
+                                                s.stream_version - coalesce(s.max_count, s.stream_version) + 1)
+                                FROM streams AS s WHERE s.stream_uuid = %(stream_uuid)s)
+       AND e.created_at >= (SELECT coalesce(now() - s.max_age, '-infinity')
+                            FROM streams AS s WHERE s.stream_uuid = %(stream_uuid)s){filters}
      ORDER BY e.stream_version {dir}
      LIMIT %(count)s)
     UNION ALL
@@ -28,7 +36,17 @@ SELECT r.* FROM (
            WHERE k.stream_id = (SELECT s.stream_id FROM streams AS s
                                 WHERE s.stream_uuid = %(stream_uuid)s
                                   AND (s.deleted_at IS NULL OR NOT %(live_only)s))
-             AND k.event_number {cmp} %(start)s{link_filters}
+             AND k.event_number {cmp} %(start)s
+             AND k.event_number >= (SELECT greatest(s.first_version,
+                                                    s.stream_version - coalesce(s.max_count, s.stream_version) + 1)
+                                    FROM streams AS s WHERE s.stream_uuid = %(stream_uuid)s)
+             AND k.created_at >= (SELECT coalesce(now() - s.max_age, '-infinity')
+                                  FROM streams AS s WHERE s.stream_uuid = %(stream_uuid)s)
+             AND EXISTS (SELECT 1 FROM events AS v JOIN streams AS w ON w.stream_id = v.stream_id
+                         WHERE v.event_id = k.event_id
+                           AND v.stream_version >= greatest(w.first_version,
+                                   w.stream_version - coalesce(w.max_count, w.stream_version) + 1)
+                           AND (w.max_age IS NULL OR v.created_at >= now() - w.max_age)){link_filters}
            ORDER BY k.event_number {dir}
            LIMIT %(count)s) AS l
      CROSS JOIN LATERAL (

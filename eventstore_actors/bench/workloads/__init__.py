@@ -19,6 +19,7 @@ from .metrics import metrics_steps, run_metrics
 from .multi import any_append_steps, multi_append_steps, run_any_appends, run_multi_appends
 from .projection import projection_steps, run_projection
 from .reads import read_all_steps, run_read_all, run_seed_reads, seed_read_steps
+from .scavenger import run_scavenger, scavenger_steps
 
 __all__ = ["WORKLOADS", "Workload"]
 
@@ -126,6 +127,13 @@ WORKLOADS: dict[str, Workload] = {
             "append/read cost and replay peak RSS, 10k vs 1M events stored",
             growth_steps,
             run_growth,
+        ),
+        Workload(
+            "scavenger",
+            "single-event appends while the retention scavenger deletes a large hidden range, "
+            "vs appends alone",
+            scavenger_steps,
+            run_scavenger,
         ),
     ]
 }

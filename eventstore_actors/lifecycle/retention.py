@@ -1,0 +1,78 @@
+"""`EventStore.set_stream_retention` and `EventStore.truncate_stream`: checked, then one short
+transaction through the pool (storage/retention.py); the scavenger is woken to delete what
+became hidden. See docs/retention.md for the model."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from ..runtime import Runtime
+from ..storage import checkpoints
+from ..storage import retention as rows
+from ..validation import check_count, check_name
+from .scavenger import wake
+
+__all__ = ["Retention", "check_max_age", "check_max_count"]
+
+
+def check_max_count(value: Any) -> int | None:
+    """None or an int >= 1 (TypeError/ValueError otherwise)."""
+    if value is None:
+        return None
+    return check_count(value, "max_count")
+
+
+def check_max_age(value: Any) -> timedelta | None:
+    """None or a positive timedelta (TypeError/ValueError otherwise)."""
+    if value is None:
+        return None
+    if not isinstance(value, timedelta):
+        raise TypeError(f"max_age must be a timedelta or None, got {type(value).__qualname__}")
+    if value <= timedelta(0):
+        raise ValueError(f"max_age must be positive, got {value!r}")
+    return value
+
+
+def _check_stream(stream_uuid: Any) -> str:
+    name = check_name(stream_uuid, "stream_uuid")
+    if name == checkpoints.ALL_STREAMS:
+        raise ValueError('"$all" has no retention: it holds every stream\'s events')
+    return name
+
+
+class Retention:
+    """Retention limits and truncation of one store's streams."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+        self._pool = runtime.pool
+        self.log = runtime.log
+
+    def set_stream_retention(self, stream_uuid: Any, max_count: Any, max_age: Any) -> None:
+        """`EventStore.set_stream_retention`: every argument checked before the database."""
+        stream = _check_stream(stream_uuid)
+        count = check_max_count(max_count)
+        age = check_max_age(max_age)
+        self._runtime.refuse_stopped()
+        self._pool.run(self._runtime.written(lambda c: rows.set_limits(c, stream, count, age)))
+        self.log.info(
+            "stream retention set",
+            stream=stream,
+            max_count=count,
+            max_age_seconds=None if age is None else age.total_seconds(),
+        )
+        wake(self._runtime.registry)
+
+    def truncate_stream(self, stream_uuid: Any, before_version: Any) -> int:
+        """`EventStore.truncate_stream`: the number of events it newly hid."""
+        stream = _check_stream(stream_uuid)
+        before = check_count(before_version, "before_version")
+        self._runtime.refuse_stopped()
+        hidden: int = self._pool.run(
+            self._runtime.written(lambda c: rows.truncate(c, stream, before))
+        )
+        self.log.info("stream truncated", stream=stream, before_version=before, hidden=hidden)
+        if hidden:
+            wake(self._runtime.registry)
+        return hidden

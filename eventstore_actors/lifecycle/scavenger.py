@@ -1,0 +1,201 @@
+"""The scavenger: a supervised actor that deletes the rows retention has hidden.
+
+Reads stop returning hidden events at once (storage/retention.py); the rows themselves go
+here, later, in bounded batches: each batch deletes at most `BATCH` events of one stream (and
+as many of its links) in its own short transaction holding row locks only, so a stream of a
+million hidden events never locks a table and appends carry on. After each batch the actor
+rests for a while proportional to the batch's time (`PAUSE_RATIO`), which bounds the share of
+the database it takes, and lets its inbox run (a stop is never kept waiting by a long pass).
+
+A pass starts on every `Tick` (every `INTERVAL` seconds, from the store's own ticker) and
+whenever this process sets a retention or truncates a stream (`wake`); it visits the streams
+that have retention (a partial index) in stream_id order. Only one process of a store
+scavenges at a time (a transaction-level advisory lock per batch); the others find it taken
+and leave the work to it. Like hard deletes, it stays idle while a process of an earlier
+release holds a subscription (such a subscription cannot read past a gap). A lost connection
+is reopened at the next pass; any other failure ends the actor and its supervisor restarts it
+with a fresh connection.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+import pykka
+
+from ..actors.registry import Registry
+from ..actors.supervised import SupervisedActor
+from ..actors.ticker import Tick
+from ..config import Settings
+from ..errors import StoreUnavailableError
+from ..storage import deletes
+from ..storage import retention as rows
+from ..storage.connection import connect
+from ..storage.deadline import guard
+from ..storage.errors import is_connection_loss
+
+__all__ = ["BATCH", "CHILD_ID", "INTERVAL", "ScavengerActor", "Wake", "wake"]
+
+#: The scavenger's child id (and its ticker's prefix).
+CHILD_ID = "scavenger"
+#: Seconds between passes: rows hidden by a limit (or by another process) are gone well within
+#: a minute. A pass over a store without retention is one index probe.
+INTERVAL = 5.0
+#: Most events (and links) one batch deletes: one short transaction.
+BATCH = 1000
+#: The rest after each batch, as a share of the batch's own time.
+PAUSE_RATIO = 6.0
+#: Streams fetched per look-up of the partial index.
+_PAGE = 100
+
+
+@dataclass(frozen=True)
+class Wake:
+    """Start a pass now (retention set or a stream truncated in this process)."""
+
+
+@dataclass(frozen=True)
+class _Continue:
+    """The next batch of the pass under way."""
+
+
+_CONTINUE = _Continue()
+
+
+def wake(registry: Registry) -> None:
+    """Tell the store's scavenger to start a pass (nothing if it is not running)."""
+    ref = registry.peek(CHILD_ID)
+    if ref is not None:
+        try:
+            ref.tell(Wake())
+        except pykka.ActorDeadError:
+            pass
+
+
+class ScavengerActor(SupervisedActor):
+    """Deletes hidden rows of streams with retention, a bounded batch at a time."""
+
+    def __init__(
+        self,
+        supervisor: pykka.ActorRef[Any] | None,
+        child_id: str,
+        settings: Settings,
+        registry: Registry,
+    ) -> None:
+        super().__init__(supervisor, child_id)
+        self._settings = settings
+        self._metrics = registry.metrics
+        self._lock = f"eventstore_actors.scavenger.{settings.schema}"
+        self._conn: psycopg.Connection[Any] | None = None
+        self._busy = False
+        self._again = False  # woken during a pass: another pass right after it
+        self._after = 0  # the last stream_id looked at in this pass
+        self._queue: list[tuple[int, int]] = []
+        self._rest = threading.Event()  # never set: a bounded wait between batches
+        #: Rows deleted since the actor started (read by tests and the metrics).
+        self.deleted = 0
+
+    def cleanup(self) -> None:
+        self._close()
+
+    def handle(self, message: Any) -> Any:
+        if isinstance(message, (Tick, Wake)):
+            if self._busy:
+                self._again = True
+                return None
+            self._begin()
+        elif isinstance(message, _Continue):
+            self._step()
+        else:
+            return super().handle(message)
+        return None
+
+    # A pass -----------------------------------------------------------------------------------
+    def _begin(self) -> None:
+        conn = self._connection()
+        if conn is None:
+            return
+        try:
+            with guard(conn, self._settings.io_timeout):
+                queue = rows.candidates(conn, 0, _PAGE)  # none: the whole pass, one probe
+                if not queue:
+                    return
+                older = deletes.older_holders(conn, self._settings.schema)
+        except psycopg.Error as exc:
+            self._failed(exc)
+            return
+        if older:
+            self.log.info("scavenger idle: a process of an earlier release holds subscriptions")
+            return
+        self._busy, self._again, self._after, self._queue = True, False, 0, queue
+        self.actor_ref.tell(_CONTINUE)
+
+    def _step(self) -> None:
+        conn = self._connection()
+        if conn is None:
+            self._end()
+            return
+        started = time.monotonic()
+        try:
+            with guard(conn, self._settings.io_timeout):
+                if not self._queue:
+                    self._queue = rows.candidates(conn, self._after, _PAGE)
+                    if not self._queue:
+                        self._end()
+                        return
+                stream_id, bound = self._queue[0]
+                if bound <= 1:
+                    done, free = 0, True
+                else:
+                    done, free = rows.purge(conn, self._lock, stream_id, bound, BATCH)
+        except psycopg.Error as exc:
+            self._failed(exc)
+            self._end()
+            return
+        if not free:  # another process scavenges this store
+            self._end()
+            return
+        if done:
+            self.deleted += done
+            self._metrics.count("scavenged_rows_total", done)
+        if done < BATCH:  # this stream has nothing hidden left (a batch of each kind)
+            self._after = stream_id
+            self._queue.pop(0)
+        self._rest.wait(min(1.0, (time.monotonic() - started) * PAUSE_RATIO) if done else 0)
+        self.actor_ref.tell(_CONTINUE)
+
+    def _end(self) -> None:
+        self._busy = False
+        if self._again:
+            self._again = False
+            self.actor_ref.tell(Wake())
+
+    # The connection ---------------------------------------------------------------------------
+    def _connection(self) -> psycopg.Connection[Any] | None:
+        if self._conn is not None and not self._conn.closed:
+            return self._conn
+        try:
+            self._conn = connect(self._settings)
+        except StoreUnavailableError as exc:
+            self.log.warning("scavenger cannot connect; retrying at the next pass", error=str(exc))
+            return None
+        return self._conn
+
+    def _failed(self, exc: psycopg.Error) -> None:
+        """A lost connection is reopened at the next pass; anything else fails the actor."""
+        if not is_connection_loss(exc, self._conn):
+            raise exc
+        self.log.warning("scavenger lost its connection; reconnecting at the next pass")
+        self._close()
+
+    def _close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except psycopg.Error:
+                pass

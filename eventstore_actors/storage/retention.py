@@ -1,0 +1,117 @@
+"""Retention in the database: per-stream limits, truncation, and the scavenger's batches.
+
+A stream's events are hidden at once and deleted later. Hidden means below the stream's
+first readable position: `streams.first_version` (moved by truncate_stream, and to where the
+old limits had got when the limits change), the last `max_count` positions, and events older
+than `max_age`. Every read applies these rules in its own statement, on the stream row it
+reads anyway (sql/read/*.sql), so the effect is immediate and costs no round trip. The
+scavenger (lifecycle/scavenger.py) then deletes the hidden rows in bounded batches, each its
+own short transaction holding row locks only, with what a hard delete removes with them.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from functools import cache
+from typing import Any
+
+import psycopg
+
+from ..errors import StreamNotFoundError
+from ..sql import statement
+from .reader import first_version_sql
+
+__all__ = [
+    "PurgeResult",
+    "candidates",
+    "purge",
+    "set_limits",
+    "settings",
+    "truncate",
+]
+
+Conn = psycopg.Connection[Any]
+
+
+@cache
+def _query(name: str) -> str:
+    return statement(f"retention/{name}").replace("{first_version}", first_version_sql())
+
+
+def set_limits(
+    conn: Conn, stream_uuid: str, max_count: int | None, max_age: timedelta | None
+) -> None:
+    """Set a stream's limits (arguments already checked); StreamNotFoundError if it has no
+    events. What the old limits hid stays hidden."""
+    params = {"stream_uuid": stream_uuid, "max_count": max_count, "max_age": max_age}
+    if conn.execute(_query("set_limits"), params).fetchone() is None:
+        raise StreamNotFoundError(stream_uuid)
+
+
+def truncate(conn: Conn, stream_uuid: str, before_version: int) -> int:
+    """Hide every position of the stream below `before_version` (>= 1, checked); how many
+    readable positions that hid. StreamNotFoundError, or ValueError when `before_version` is
+    above the stream's version + 1: nothing changed then.
+
+    One transaction holding the stream's row lock (appends to that stream wait for it) while
+    it counts what it hides."""
+    with conn.transaction():
+        row = conn.execute(_query("lock_stream"), {"stream_uuid": stream_uuid}).fetchone()
+        if row is None or int(row[1]) == 0:
+            raise StreamNotFoundError(stream_uuid)
+        stream_id, version, first = int(row[0]), int(row[1]), int(row[2])
+        if before_version > version + 1:
+            raise ValueError(
+                f"before_version {before_version} is beyond stream {stream_uuid!r} (version "
+                f"{version}: at most {version + 1}, which hides every event); nothing changed"
+            )
+        if before_version <= first:
+            return 0
+        found = conn.execute(
+            _query("visible_count"), {"stream_id": stream_id, "low": first, "high": before_version}
+        ).fetchone()
+        conn.execute(_query("truncate"), {"stream_id": stream_id, "before": before_version})
+    return int(found[0]) if found else 0  # type: ignore[call-overload]
+
+
+def candidates(conn: Conn, after: int, limit: int) -> list[tuple[int, int]]:
+    """(stream_id, first readable position) of up to `limit` streams with retention whose
+    stream_id is above `after`, in stream_id order."""
+    rows = conn.execute(_query("candidates"), {"after": after, "limit": limit}).fetchall()
+    return [(int(r[0]), int(r[1])) for r in rows]  # type: ignore[call-overload]
+
+
+PurgeResult = tuple[int, bool]
+
+
+def purge(conn: Conn, lock: str, stream_id: int, bound: int, batch: int) -> PurgeResult:
+    """One batch: up to `batch` hidden events of the stream (position < `bound`) and up to
+    `batch` of its hidden links, deleted in one short transaction. (rows deleted, whether the
+    scavenger's lock `lock` was free: False means another process scavenges, nothing done)."""
+    params = {"stream_id": stream_id, "bound": bound, "batch": batch}
+    with conn.transaction():
+        row = conn.execute(statement("retention/begin_purge"), {"key": lock}).fetchone()
+        if row is None or not row[1]:
+            return 0, False
+        ids = [int(r[0]) for r in conn.execute(statement("retention/purge_events"), params)]
+        if ids:
+            conn.execute(statement("retention/purge_references"), {"event_ids": ids})
+        deleted = len(ids) + max(
+            conn.execute(statement("retention/purge_links"), params).rowcount, 0
+        )
+    return deleted, True
+
+
+def settings(
+    conn: Conn, limit: int
+) -> tuple[int, list[tuple[str, int, int | None, timedelta | None]]]:
+    """(number of streams with retention, up to `limit` of them as (stream_uuid, first
+    readable position, max_count, max_age)), for the status report."""
+    rows = conn.execute(_query("settings"), {"limit": limit}).fetchall()
+    total = int(rows[0][0]) if rows else 0  # type: ignore[call-overload]
+    found = [
+        (str(r[1]), int(r[2]), None if r[3] is None else int(r[3]), r[4])  # type: ignore[call-overload]
+        for r in rows
+        if r[1] is not None
+    ]
+    return total, found

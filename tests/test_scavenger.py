@@ -1,0 +1,171 @@
+"""The scavenger (lifecycle/scavenger.py): rows hidden by retention are deleted for good, in
+bounded batches, by a supervised actor that survives crashes and lost connections."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql as pgsql
+from support import kill_backends, process_backends, wait_until
+from support.factory import make_events, new_stream, versions
+
+from eventstore_actors import ANY_VERSION, EventStore
+from eventstore_actors.actors.supervised import Crash
+from eventstore_actors.lifecycle import scavenger
+from eventstore_actors.storage import retention
+
+#: Seconds within which hidden rows must be gone (the spec: within a minute).
+GONE = 30.0
+
+
+def query(dsn: str, schema: str, text: str, *args: Any) -> list[tuple[Any, ...]]:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(pgsql.SQL("SET search_path TO {}").format(pgsql.Identifier(schema)))
+        cur = conn.execute(text, args)
+        return cur.fetchall() if cur.description else []
+
+
+def stored_versions(dsn: str, schema: str, stream: str) -> list[int]:
+    found = query(
+        dsn,
+        schema,
+        "SELECT e.stream_version FROM events AS e JOIN streams AS s USING (stream_id) "
+        "WHERE s.stream_uuid = %s ORDER BY 1",
+        stream,
+    )
+    return [int(r[0]) for r in found]
+
+
+def stream_of(store: EventStore, count: int, stream: str | None = None) -> str:
+    stream = stream or new_stream()
+    store.append_to_stream(stream, ANY_VERSION, make_events(count))
+    return stream
+
+
+def test_truncated_rows_links_and_parked_entries_are_deleted(
+    store: EventStore, dsn: str, schema: str
+) -> None:
+    source = stream_of(store, 10)  # event_ids 1-10
+    linking = new_stream()
+    store.link_to_stream(linking, 0, [2, 3, 9])
+    query(
+        dsn,
+        schema,
+        "INSERT INTO parked_events (stream_uuid, subscription_name, event_id, reason) "
+        "VALUES ('$all', 'p', 3, 'test'), ('$all', 'p', 9, 'test')",
+    )
+    assert store.truncate_stream(source, 6) == 5
+    wait_until(lambda: stored_versions(dsn, schema, source) == [6, 7, 8, 9, 10], GONE)
+    assert query(dsn, schema, "SELECT event_id FROM links ORDER BY 1") == [(9,)]
+    assert query(dsn, schema, "SELECT event_id FROM parked_events") == [(9,)]
+    # The stream itself stays, at its version; reads and appends are as before.
+    info = store.stream_info(source)
+    assert (info.stream_version, info.first_version) == (10, 6)
+    assert versions(store.read_stream_forward(source)) == [6, 7, 8, 9, 10]
+    assert [e.event_id for e in store.read_stream_forward(linking)] == [9]
+    store.append_to_stream(source, 10, make_events(1))
+    assert store.metrics()["scavenged_rows_total"] >= 5
+
+
+def test_rows_beyond_max_count_are_deleted_as_the_stream_grows(
+    store: EventStore, dsn: str, schema: str
+) -> None:
+    stream = stream_of(store, 5)
+    store.set_stream_retention(stream, max_count=2)
+    wait_until(lambda: stored_versions(dsn, schema, stream) == [4, 5], GONE)
+    store.append_to_stream(stream, 5, make_events(3))
+    # Not woken by the append: the next periodic pass finds them.
+    wait_until(lambda: stored_versions(dsn, schema, stream) == [7, 8], GONE)
+
+
+def test_a_linking_streams_hidden_positions_are_deleted(
+    store: EventStore, dsn: str, schema: str
+) -> None:
+    source = stream_of(store, 4)
+    linking = new_stream()
+    store.link_to_stream(linking, 0, [1, 2, 3, 4])
+    store.truncate_stream(linking, 3)
+    count = "SELECT count(*) FROM links"
+    wait_until(lambda: query(dsn, schema, count) == [(2,)], GONE)
+    assert stored_versions(dsn, schema, source) == [1, 2, 3, 4], "the linked events stay"
+
+
+def test_one_batch_deletes_at_most_its_size(store: EventStore, dsn: str, schema: str) -> None:
+    """The storage step the actor repeats: a bounded batch, the lowest positions first."""
+    stream = stream_of(store, 30)
+    (stream_id,) = query(
+        dsn, schema, "SELECT stream_id FROM streams WHERE stream_uuid = %s", stream
+    )[0]
+    settings = store.settings
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(pgsql.SQL("SET search_path TO {}").format(pgsql.Identifier(schema)))
+        assert retention.purge(conn, f"tests.{uuid.uuid4()}", stream_id, 21, 7) == (7, True)
+        assert stored_versions(dsn, schema, stream)[0] == 8
+        # Another process holding the scavenger's lock: nothing is done, and it says so.
+        key = "tests.held"
+        with psycopg.connect(dsn, autocommit=True) as other, other.transaction():
+            other.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (key,))
+            assert retention.purge(conn, key, stream_id, 21, 7) == (0, False)
+    assert settings.schema == schema
+
+
+def test_the_actor_works_through_many_batches(
+    store: EventStore, dsn: str, schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(scavenger, "BATCH", 10)
+    streams = [stream_of(store, 45) for _ in range(3)]
+    for stream in streams:
+        store.truncate_stream(stream, 41)
+    for stream in streams:
+        wait_until(lambda s=stream: stored_versions(dsn, schema, s) == [41, 42, 43, 44, 45], GONE)  # type: ignore[misc]
+
+
+def test_the_scavenger_is_restarted_after_a_crash(store: EventStore, dsn: str, schema: str) -> None:
+    registry = store._registry
+    first = wait_until(lambda: registry.peek(scavenger.CHILD_ID))
+    first.tell(Crash(RuntimeError("injected bug")))
+    second = wait_until(
+        lambda: (
+            (ref := registry.peek(scavenger.CHILD_ID)) is not None
+            and ref.actor_urn != first.actor_urn
+            and ref.is_alive()
+            and ref
+        ),
+        what="a new scavenger",
+    )
+    assert second
+    stream = stream_of(store, 6)
+    store.truncate_stream(stream, 5)
+    wait_until(lambda: stored_versions(dsn, schema, stream) == [5, 6], GONE)
+
+
+def test_the_scavenger_reconnects_after_losing_its_connection(
+    store: EventStore, dsn: str, schema: str
+) -> None:
+    stream = stream_of(store, 6)
+    store.truncate_stream(stream, 3)
+    wait_until(lambda: stored_versions(dsn, schema, stream) == [3, 4, 5, 6], GONE)
+    first = store._registry.peek(scavenger.CHILD_ID)
+    # Its last statement was the (empty) look-up that ended its pass.
+    own = wait_until(
+        lambda: [pid for pid, text in process_backends(dsn).items() if "scavenger" in text],
+        what="the scavenger's backend",
+    )
+    assert kill_backends(dsn, own) == 1
+    store.truncate_stream(stream, 5)
+    wait_until(lambda: stored_versions(dsn, schema, stream) == [5, 6], GONE)
+    assert store._registry.peek(scavenger.CHILD_ID) is first, "reconnected, not restarted"
+
+
+def test_streams_with_nothing_hidden_keep_every_row(
+    store: EventStore, dsn: str, schema: str
+) -> None:
+    kept = stream_of(store, 3)
+    store.set_stream_retention(kept, max_count=10)  # visited first (lower stream_id)
+    cut = stream_of(store, 3)
+    store.truncate_stream(cut, 3)
+    wait_until(lambda: stored_versions(dsn, schema, cut) == [3], GONE)
+    assert stored_versions(dsn, schema, kept) == [1, 2, 3]
