@@ -94,7 +94,7 @@ class JsonSerializer:
         self._decode = decoder.decode
         #: The decoder's scanner: what `decode` calls once the document has no whitespace
         #: around it (the serializer writes none); see `fast_json`.
-        self._scan = decoder.scan_once
+        self._scan: Callable[[str, int], tuple[Any, int]] = decoder.scan_once  # type: ignore[attr-defined]
 
     def type_name_of(self, value: Any) -> str | None:
         """The name `value`'s class is registered under; None: not registered."""
@@ -142,10 +142,9 @@ def fast_json(serializer: object) -> FastJson | None:
     the decoding: `storage.reader.decode` scans each document directly and falls back to
     `_loads` for anything else (whitespace around it, or invalid: the same value or error).
     """
-    cls = type(serializer)
     if (
         not isinstance(serializer, JsonSerializer)
-        or cls.deserialize is not JsonSerializer.deserialize
+        or type(serializer).deserialize is not JsonSerializer.deserialize
     ):
         return None
     return serializer._scan, serializer._readers, serializer._loads
