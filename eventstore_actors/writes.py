@@ -90,15 +90,22 @@ class Writes:
             raise TypeError(f"{what} must be a sequence of EventData")
         if not events:
             return None
-        return StreamWrite(stream_uuid, expected, [self._serialize(e) for e in events])
+        checked_types: set[str] = set()
+        return StreamWrite(
+            stream_uuid, expected, [self._serialize(e, checked_types) for e in events]
+        )
 
-    def _serialize(self, event: Any) -> NewEvent:
+    def _serialize(self, event: Any, checked_types: set[str]) -> NewEvent:
+        """`checked_types`: event types of this call already checked (a batch's events
+        mostly share one)."""
         if not isinstance(event, EventData):
             raise TypeError(f"events must be EventData instances, got {type(event).__qualname__}")
         event_type = event.event_type
         if event_type is None:  # the serializer's stable name, else module.qualname
             event_type = inferred_type_name(self._settings.serializer, event.data)
-        check_name(event_type, "event_type")
+        if type(event_type) is not str or event_type not in checked_types:
+            check_name(event_type, "event_type")
+            checked_types.add(event_type)
         if event.metadata is not None and not isinstance(event.metadata, Mapping):
             raise TypeError("metadata must be a mapping or None")
         given = check_event_uuid(event.event_uuid)
@@ -195,4 +202,5 @@ def _assign_uuids(request: AppendRequest) -> None:
         events = write.events
         missing = [i for i, ev in enumerate(events) if ev.event_uuid is _NO_UUID]
         for i, fresh in zip(missing, new_uuids(len(missing)), strict=True):
-            events[i] = events[i]._replace(event_uuid=fresh)
+            ev = events[i]  # NewEvent(...) directly: _replace costs 4x as much
+            events[i] = NewEvent(ev[0], ev[1], ev[2], ev[3], ev[4], fresh)
