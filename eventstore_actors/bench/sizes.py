@@ -40,6 +40,9 @@ class Sizes:
     #: Live subscriptions on one store for the connection budget (200 in the issue).
     budget_subscriptions: int = 200
 
+    def with_repeats(self, repeats: int) -> Sizes:
+        return replace(self, repeats=repeats, metrics_repeats=max(repeats, self.metrics_repeats))
+
     def with_growth_large(self, events: int) -> Sizes:
         return replace(self, growth_large=max(events, self.growth_small + 1))
 
