@@ -106,18 +106,23 @@ class Writes:
         if type(event_type) is not str or event_type not in checked_types:
             check_name(event_type, "event_type")
             checked_types.add(event_type)
-        if event.metadata is not None and not isinstance(event.metadata, Mapping):
+        meta = event.metadata
+        # type() first: isinstance against the Mapping ABC costs more than the rest here.
+        if meta is not None and type(meta) is not dict and not isinstance(meta, Mapping):
             raise TypeError("metadata must be a mapping or None")
-        given = check_event_uuid(event.event_uuid)
+        given = None if event.event_uuid is None else check_event_uuid(event.event_uuid)
         serialize = self._settings.serializer.serialize
         data = serialize(event.data)
-        metadata = None if event.metadata is None else serialize(dict(event.metadata))
-        if not isinstance(data, bytes) or not isinstance(metadata, (bytes, type(None))):
+        metadata = None if meta is None else serialize(dict(meta))
+        if type(data) is not bytes and not isinstance(data, bytes):
             raise SerializationError("the serializer must return bytes")
+        if metadata is not None and not isinstance(metadata, bytes):
+            raise SerializationError("the serializer must return bytes")
+        correlation, causation = event.correlation_id, event.causation_id
         return NewEvent(
             event_type,
-            check_optional_name(event.correlation_id, "correlation_id"),
-            check_optional_name(event.causation_id, "causation_id"),
+            None if correlation is None else check_optional_name(correlation, "correlation_id"),
+            None if causation is None else check_optional_name(causation, "causation_id"),
             data,
             metadata,
             given if given is not None else _NO_UUID,
