@@ -11,6 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from .context import Context
+from .gate import (
+    DEFAULT_BASELINE,
+    compare,
+    format_comparison,
+    load_baseline,
+    save_baseline,
+)
 from .machine import busy_warning, describe, load_average, summary
 from .progress import Progress
 from .report import format_seed_table, format_table, write_json, write_plot
@@ -73,7 +80,46 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--strict", action="store_true", help="exit with status 2 when a target is missed"
     )
+    parser.add_argument(
+        "--repeats",
+        type=_positive,
+        metavar="N",
+        help="runs per side of each throughput workload, alternating raw and API; the best "
+        "counts (default: 3 for the full suite, 1 for --quick and --smoke)",
+    )
+    parser.add_argument(
+        "--check",
+        nargs="?",
+        type=Path,
+        const=DEFAULT_BASELINE,
+        metavar="PATH",
+        help="compare each API/raw ratio with the one stored for this preset in PATH "
+        "(default: bench/baseline-ratios.json of the checkout) and exit with status 3, "
+        "naming the workload, when one fell more than the tolerance below it",
+    )
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        metavar="F",
+        help="with --check: the relative drop allowed, 0 to 1 (default: the file's, else 0.25)",
+    )
+    parser.add_argument(
+        "--save-ratios",
+        nargs="?",
+        type=Path,
+        const=DEFAULT_BASELINE,
+        metavar="PATH",
+        help="store this run's ratios for this preset in PATH (default as --check), keeping "
+        "the others",
+    )
     return parser
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
 
 
 def _selected(only: list[str] | None, parser: argparse.ArgumentParser) -> list[str]:
@@ -105,9 +151,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.plot is not None and not _has_matplotlib():
         # Checked first: finding out after a 2.5-minute run is no use.
         parser.error("--plot needs matplotlib: pip install 'eventstore-actors[bench]'")
+    if args.tolerance is not None and not 0 <= args.tolerance < 1:
+        parser.error("--tolerance must be from 0 to below 1 (0.25: a 25 % drop is allowed)")
+    baseline = None
+    if args.check is not None:
+        try:  # before the run: a missing file is no news after minutes of benchmarking
+            baseline = load_baseline(args.check)
+        except ValueError as exc:
+            parser.error(f"--check: {exc}")
     sizes = PRESETS[args.preset]
     if args.growth_size is not None:
         sizes = sizes.with_growth_large(args.growth_size)
+    if args.repeats is not None:
+        sizes = sizes.with_repeats(args.repeats)
 
     from eventstore_actors import EventStoreError
     from eventstore_actors.config import resolve_dsn
@@ -181,8 +237,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.plot, results, f"eventstore-actors ({args.preset})", sys.stderr
     ):
         return 1
+    if args.save_ratios is not None:
+        save_baseline(args.save_ratios, results, args.preset)
+        print(f"\nratios of this run stored for {args.preset} in {args.save_ratios}")
     if failed:
         return 1
+    if baseline is not None:
+        tolerance = baseline.tolerance if args.tolerance is None else args.tolerance
+        comparisons = compare(results, baseline, args.preset, tolerance)
+        regressed = [c for c in comparisons if c.regressed]
+        print(f"\ncheck against {args.check} ({args.preset}, tolerance {tolerance:.0%}):")
+        print(format_comparison(comparisons, tolerance))
+        if regressed:
+            lost = ", ".join(f"{c.name} [{c.workload}]" for c in regressed)
+            print(f"eventstore-actors bench: regressed: {lost}", file=sys.stderr)
+            return 3
     if args.strict and any(r.passed is False for r in results):
         return 2
     return 0

@@ -46,6 +46,9 @@ class Sizes:
     #: Rounds of (alone, while scavenging).
     scavenger_repeats: int = 1
 
+    def with_repeats(self, repeats: int) -> Sizes:
+        return replace(self, repeats=repeats, metrics_repeats=max(repeats, self.metrics_repeats))
+
     def with_growth_large(self, events: int) -> Sizes:
         return replace(self, growth_large=max(events, self.growth_small + 1))
 

@@ -333,6 +333,11 @@ class Appender:
                 or write.expected_version is ExpectedVersion.ANY_VERSION
             }
         )
+        # A new stream is created at the version every write to it in the batch leads to.
+        hoped: dict[str, int] = dict.fromkeys(new_uuids, 0)
+        for write in writes:
+            if write.stream_uuid in hoped:
+                hoped[write.stream_uuid] += len(write.events)
         given = [
             ev.event_uuid
             for req in requests
@@ -340,18 +345,29 @@ class Appender:
             for write in req.writes
             for ev in write.events
         ]
-        stored_cur = None
+        stored_cur = created_cur = None
         with conn.pipeline():
             conn.execute("BEGIN")
             counter = conn.execute(statement("append/lock_counter"))
             if new_uuids:
-                conn.execute(statement("append/create_streams"), {"stream_uuids": new_uuids})
+                created_cur = conn.execute(
+                    statement("append/create_streams"),
+                    {"stream_uuids": new_uuids, "stream_versions": list(hoped.values())},
+                )
             found = conn.execute(statement("append/stream_versions"), {"stream_uuids": uuids})
             if given:
                 stored_cur = conn.execute(statement("append/stored_events"), {"event_uuids": given})
             last_event_id, now = counter.fetchone()  # type: ignore[misc]
-            streams = {row[0]: (row[1], row[2], row[3]) for row in found.fetchall()}
+            # The row's stream_version now, by stream_id: for a stream created here, the
+            # version it was created at; to the checks it is a new stream (version 0).
+            in_row = {} if created_cur is None else dict(created_cur.fetchall())
+            streams = {
+                row[0]: (row[1], 0 if row[1] in in_row else row[2], row[3])
+                for row in found.fetchall()
+            }
             stored = {} if stored_cur is None else {r[0]: r[1:] for r in stored_cur.fetchall()}
+        for sid, version, _ in streams.values():
+            in_row.setdefault(sid, version)
         outcomes, rows, versions = _assign(requests, streams, stored, last_event_id, now)
         if not rows:
             conn.execute("ROLLBACK")
@@ -364,11 +380,16 @@ class Appender:
         unused = [
             sid for sid, version, _ in streams.values() if version == 0 and sid not in versions
         ]
+        # Rows not at their final version: streams appended to, but not those created at
+        # it; streams created for appends that failed go back to 0 to be dropped.
+        moved = {sid: v for sid, v in versions.items() if in_row.get(sid) != v}
+        moved.update((sid, 0) for sid in unused if in_row.get(sid) != 0)
         with conn.pipeline():
-            conn.execute(
-                statement("append/update_streams"),
-                {"stream_ids": list(versions), "stream_versions": list(versions.values())},
-            )
+            if moved:
+                conn.execute(
+                    statement("append/update_streams"),
+                    {"stream_ids": list(moved), "stream_versions": list(moved.values())},
+                )
             if unused:
                 conn.execute(statement("append/drop_unused_streams"), {"stream_ids": unused})
             conn.execute(statement("append/update_counter"), {"last_event_id": last})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from functools import cache, lru_cache
 from typing import Any
@@ -13,6 +13,7 @@ import psycopg
 
 from ..events import RecordedEvent
 from ..serialization import EventDecodeError, Serializer
+from ..serialization.jsonserializer import fast_json
 from ..sql import statement
 
 __all__ = [
@@ -300,12 +301,17 @@ def decode(rows: Iterable[Row], serializer: Serializer) -> list[RecordedEvent]:
     """RecordedEvents from stored rows, data and metadata deserialized.
 
     The hot path of every read and delivery: events are built without the frozen dataclass's
-    __init__ (one object.__setattr__ per field), by filling the instance dict directly. An
-    event the serializer cannot rebuild raises SerializationError (EventDecodeError) naming
-    it: never skipped, never half-decoded.
+    __init__ (one object.__setattr__ per field), by giving each instance its dict whole. With
+    the stock JsonSerializer its deserialize is inlined (`fast_json`). An event the
+    serializer cannot rebuild raises SerializationError (EventDecodeError) naming it: never
+    skipped, never half-decoded.
     """
+    fast = fast_json(serializer)
+    if fast is not None:
+        return _decode_json(rows, *fast)
     deserialize = serializer.deserialize
     new = object.__new__
+    set_dict = object.__setattr__
     events = []
     for (
         event_id,
@@ -326,18 +332,92 @@ def decode(rows: Iterable[Row], serializer: Serializer) -> list[RecordedEvent]:
         except Exception as exc:  # a custom serializer may raise anything
             raise EventDecodeError(event_id, event_type, stream_uuid, exc) from exc
         event = new(RecordedEvent)
-        event.__dict__.update(
-            event_id=event_id,
-            stream_uuid=stream_uuid,
-            stream_version=version,
-            event_type=event_type,
-            data=data,
-            metadata=meta,
-            correlation_id=correlation,
-            causation_id=causation,
-            created_at=at,
-            event_uuid=event_uuid,
-            event_number=number,
+        set_dict(
+            event,
+            "__dict__",
+            {
+                "event_id": event_id,
+                "stream_uuid": stream_uuid,
+                "stream_version": version,
+                "event_type": event_type,
+                "data": data,
+                "metadata": meta,
+                "correlation_id": correlation,
+                "causation_id": causation,
+                "created_at": at,
+                "event_uuid": event_uuid,
+                "event_number": number,
+            },
+        )
+        events.append(event)
+    return events
+
+
+def _decode_json(
+    rows: Iterable[Row],
+    scan: Callable[[str, int], tuple[Any, int]],
+    readers: Mapping[str | None, Callable[[Any], Any]],
+    loads: Callable[[bytes], Any],
+) -> list[RecordedEvent]:
+    """`decode` for the stock JsonSerializer, its `deserialize` inlined: each document is
+    scanned from its first character; one that does not end where its text ends (whitespace
+    around it) or does not scan goes through `loads` (JSONDecoder.decode: the same value,
+    or the same error)."""
+    new = object.__new__
+    set_dict = object.__setattr__
+    events = []
+    for (
+        event_id,
+        stream_uuid,
+        version,
+        event_type,
+        correlation,
+        causation,
+        data,
+        meta,
+        at,
+        event_uuid,
+        number,
+    ) in rows:
+        try:  # free in 3.11 unless it raises
+            try:
+                text = str(data, "utf-8")
+                value, end = scan(text, 0)
+                if end != len(text):
+                    value = loads(data)
+            except Exception:  # StopIteration, JSONDecodeError, UnicodeDecodeError...
+                value = loads(data)
+            read = readers.get(event_type)
+            if read is not None:
+                value = read(value)
+            metadata = None
+            if meta is not None:
+                try:
+                    text = str(meta, "utf-8")
+                    metadata, end = scan(text, 0)
+                    if end != len(text):
+                        metadata = loads(meta)
+                except Exception:
+                    metadata = loads(meta)
+        except Exception as exc:
+            raise EventDecodeError(event_id, event_type, stream_uuid, exc) from exc
+        event = new(RecordedEvent)
+        set_dict(
+            event,
+            "__dict__",
+            {
+                "event_id": event_id,
+                "stream_uuid": stream_uuid,
+                "stream_version": version,
+                "event_type": event_type,
+                "data": value,
+                "metadata": metadata,
+                "correlation_id": correlation,
+                "causation_id": causation,
+                "created_at": at,
+                "event_uuid": event_uuid,
+                "event_number": number,
+            },
         )
         events.append(event)
     return events
