@@ -367,6 +367,13 @@ def test_health_adds_no_write_per_append_or_ack(dsn: str, schema: str, store: Ev
     sub.subscribed()
     state_becomes(store, "live")
     table = sql.Identifier(schema, "subscriptions")
+
+    def written() -> Any:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            row = conn.execute(sql.SQL("SELECT health FROM {}").format(table)).fetchone()
+        return row and row[0]
+
+    wait_until(lambda: written() == "live")  # the holder's one write of its state
     counter = sql.Identifier(schema, "health_test_updates")
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE TABLE {} (n bigint)").format(counter))

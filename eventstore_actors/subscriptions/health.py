@@ -55,6 +55,9 @@ _INTERVAL = 0.25
 #: How long the monitor keeps trying to mark a subscription that gave up 'stopped' while
 #: its lock is still held (its actor is letting go of it, or another process took it over).
 _STOP_WRITE_FOR = 15.0
+#: Seconds after which a written state is written again (a no-op when the row still holds
+#: it): a write that raced the holder's claim (which clears the row) is repaired.
+_REWRITE_AFTER = 5.0
 #: Reasons for `SubscriptionStopped` that are not an error of the subscription.
 _NOT_ERRORS = ("the event store stopped", "the subscription's checkpoint was deleted")
 
@@ -118,6 +121,7 @@ class SubscriptionHealth:
         self.stalled = False
         self.stalls = 0  # how many times it stalled
         self.written: tuple[int, str | None] | None = None  # (run, state) last written
+        self.written_at = 0.0  # when (monotonic)
         self.stop_until = 0.0  # how long the 'stopped' write is tried
 
     # Actor side -------------------------------------------------------------------------------
@@ -266,13 +270,15 @@ class HealthMonitor:
                 continue
             if health.written is None or health.written[0] != run:
                 health.written = (run, None)  # its claim of the lock cleared the row
-            if health.written[1] != state:
+            if health.written[1] != state or (
+                state is not None and now - health.written_at >= _REWRITE_AFTER
+            ):
                 writes.append((health, run, state))
         if writes:
             rows = [(h.stream_uuid, h.name, state, None) for h, _, state in writes]
             self._pool.run(lambda c: write_health(c, self._holder, rows))
             for health, run, state in writes:
-                health.written = (run, state)
+                health.written, health.written_at = (run, state), now
 
     def _stopped(self, health: SubscriptionHealth, now: float) -> None:
         """An ended subscription: marked 'stopped' (it gave up on an error) once nobody
