@@ -12,6 +12,7 @@ import pykka
 
 from .errors import CannotAppendToAllStreamError, SerializationError, StoreUnavailableError
 from .events import NIL_UUID, AppendResult, EventData, StreamAppend
+from .lifecycle.encryption import sealing
 from .runtime import Runtime
 from .serialization import inferred_type_name
 from .storage import checkpoints, outbox
@@ -107,13 +108,19 @@ class Writes:
         metadata = None if event.metadata is None else serialize(dict(event.metadata))
         if not isinstance(data, bytes) or not isinstance(metadata, (bytes, type(None))):
             raise SerializationError("the serializer must return bytes")
+        correlation_id = check_optional_name(event.correlation_id, "correlation_id")
+        causation_id = check_optional_name(event.causation_id, "causation_id")
+        subject = None if event.subject is None else check_name(event.subject, "subject")
+        if subject is not None:  # encrypted under the subject's key (created on first use)
+            data = sealing(self._settings.serializer, "an event").seal(subject, data, given)
         return NewEvent(
             event_type,
-            check_optional_name(event.correlation_id, "correlation_id"),
-            check_optional_name(event.causation_id, "causation_id"),
+            correlation_id,
+            causation_id,
             data,
             metadata,
             given if given is not None else _NO_UUID,
+            subject,
         )
 
     def append(

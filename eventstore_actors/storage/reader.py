@@ -11,7 +11,9 @@ from typing import Any
 
 import psycopg
 
-from ..events import RecordedEvent
+from ..errors import EventStoreError
+from ..events import FORGOTTEN, RecordedEvent
+from ..lifecycle.encryption import Keyring, keyring_of
 from ..serialization import EventDecodeError, Serializer
 from ..sql import statement
 
@@ -36,10 +38,23 @@ __all__ = [
 #: A stored event before deserialization, as plain tuple (reads) or StoredRow (appends):
 #: event_id, stream_uuid, stream_version, event_type, correlation_id, causation_id, data,
 #: metadata, created_at, event_uuid, event_number (the position in what was read: the
-#: stream's for stream reads, event_id for all-streams reads). Reads skip building a
-#: NamedTuple per row: it is the hot path.
+#: stream's for stream reads, event_id for all-streams reads), subject (the data subject:
+#: data is then encrypted) and whether that subject is forgotten. Reads skip building a
+#: NamedTuple per row: it is the hot path. `decode` also takes rows of the first 11 columns.
 Row = tuple[
-    int, str, int, str, str | None, str | None, bytes, bytes | None, datetime, uuid.UUID, int
+    int,
+    str,
+    int,
+    str,
+    str | None,
+    str | None,
+    bytes,
+    bytes | None,
+    datetime,
+    uuid.UUID,
+    int,
+    str | None,
+    bool,
 ]
 
 #: A streams row: stream_uuid, stream_version, created_at, deleted_at (None: not deleted).
@@ -284,25 +299,37 @@ def decode(rows: Iterable[Row], serializer: Serializer) -> list[RecordedEvent]:
     __init__ (one object.__setattr__ per field), by filling the instance dict directly. An
     event the serializer cannot rebuild raises SerializationError (EventDecodeError) naming
     it: never skipped, never half-decoded.
+
+    An event with a data subject has encrypted data: decrypted with the store's keyring (its
+    serializer is a SealedSerializer), or FORGOTTEN (`forgotten=True`) when the row says the
+    subject is forgotten or its key is gone since. Ciphertext is never returned: a store
+    without encryption, or whose key cannot decrypt it, raises EventDecodeError.
     """
     deserialize = serializer.deserialize
+    keyring = keyring_of(serializer)
     new = object.__new__
     events = []
-    for (
-        event_id,
-        stream_uuid,
-        version,
-        event_type,
-        correlation,
-        causation,
-        data,
-        meta,
-        at,
-        event_uuid,
-        number,
-    ) in rows:
+    for row in rows:
+        (
+            event_id,
+            stream_uuid,
+            version,
+            event_type,
+            correlation,
+            causation,
+            data,
+            meta,
+            at,
+            event_uuid,
+            number,
+            subject,
+            forgotten,
+        ) = row if len(row) == 13 else (*row[:11], None, False)
         try:  # free in 3.11 unless it raises
-            data = deserialize(data, event_type)
+            if subject is None:
+                data = deserialize(data, event_type)
+            else:
+                data, forgotten = _open(keyring, subject, data, forgotten, event_type, deserialize)
             meta = None if meta is None else deserialize(meta, None)
         except Exception as exc:  # a custom serializer may raise anything
             raise EventDecodeError(event_id, event_type, stream_uuid, exc) from exc
@@ -319,6 +346,32 @@ def decode(rows: Iterable[Row], serializer: Serializer) -> list[RecordedEvent]:
             created_at=at,
             event_uuid=event_uuid,
             event_number=number,
+            subject=subject,
+            forgotten=bool(forgotten),
         )
         events.append(event)
     return events
+
+
+def _open(
+    keyring: Keyring | None,
+    subject: str,
+    sealed: bytes,
+    forgotten: bool | None,
+    type_: str,
+    deserialize: Any,
+) -> tuple[Any, bool]:
+    """The data of an event with a subject, and whether it is forgotten."""
+    if forgotten:
+        if keyring is not None:
+            keyring.evict(subject)
+        return FORGOTTEN, True
+    if keyring is None:
+        raise EventStoreError(
+            "its data is encrypted and this store runs without encryption (start it with "
+            "encryption=Encryption(...))"
+        )
+    plain = keyring.open(subject, sealed)
+    if plain is None:  # forgotten since the row was read
+        return FORGOTTEN, True
+    return deserialize(plain, type_), False

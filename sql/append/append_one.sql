@@ -11,14 +11,15 @@ WITH c AS (
 s AS ({stream}),
 e AS (
     INSERT INTO events (event_id, stream_id, stream_version, event_type, correlation_id,
-                        causation_id, data, metadata, created_at, event_uuid)
+                        causation_id, data, metadata, created_at, event_uuid, subject)
     SELECT c.base + u.ord, s.stream_id, s.version + u.ord, u.event_type, u.correlation_id,
-           u.causation_id, u.data, u.metadata, c.ts, u.event_uuid
+           u.causation_id, u.data, u.metadata, c.ts, u.event_uuid, u.subject
     FROM c LEFT JOIN s ON true,
          unnest(%(event_types)s::text[], %(correlation_ids)s::text[], %(causation_ids)s::text[],
-                %(data)s::bytea[], %(metadata)s::bytea[], %(event_uuids)s::uuid[])
+                %(data)s::bytea[], %(metadata)s::bytea[], %(event_uuids)s::uuid[],
+                %(subjects)s::text[])
              WITH ORDINALITY AS u(event_type, correlation_id, causation_id, data, metadata,
-                                  event_uuid, ord)
+                                  event_uuid, subject, ord)
 )
 SELECT c.base + 1, c.ts, s.version,
        pg_notify(%(channel)s, (c.base + 1) || ',' || (c.base + %(n)s) || ',' || %(origin)s)

@@ -2,9 +2,11 @@
 -- one range scan of the events primary key (forward or backward), each row joined to its
 -- stream by primary key. Gaps left by hard-deleted events are simply not there.
 -- storage/reader.py fills in the optional conditions on the event type and the stream_uuid
--- prefix, and the direction (ASC or DESC).
+-- prefix, and the direction (ASC or DESC). The last two columns: the data subject and whether
+-- it is forgotten, read in the same snapshot as the row.
 SELECT e.event_id, s.stream_uuid, e.stream_version, e.event_type, e.correlation_id,
-       e.causation_id, e.data, e.metadata, e.created_at, e.event_uuid, e.event_id
+       e.causation_id, e.data, e.metadata, e.created_at, e.event_uuid, e.event_id, e.subject,
+       CASE WHEN e.subject IS NULL THEN false ELSE EXISTS (SELECT 1 FROM forgotten_subjects AS f WHERE f.subject = e.subject) END
 FROM events AS e JOIN streams AS s ON s.stream_id = e.stream_id
 WHERE e.event_id >= %(low)s AND e.event_id <= %(high)s{filters}
 ORDER BY e.event_id {dir}

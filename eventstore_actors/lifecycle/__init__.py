@@ -1,0 +1,1 @@
+"""Data lifecycle: personal data encrypted per subject, and forgetting it (crypto-shredding)."""
