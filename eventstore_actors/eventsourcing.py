@@ -68,6 +68,20 @@ __all__ = [
 
 #: The metadata key that keeps an event's originator_version.
 _VERSION_KEY = "originator_version"
+
+
+def _state(data: Any) -> bytes:
+    """An event's stored data; the reads give NULL for an event with a data subject
+    (encrypted, docs/personal-data.md): this module writes none, and never hands an
+    application ciphertext."""
+    if data is None:
+        raise ProgrammingError(
+            "an event with a data subject (encrypted personal data, written through the "
+            "EventStore API) cannot be read through the eventsourcing module"
+        )
+    return bytes(data)
+
+
 #: Streams whose first version is not 1, remembered so later inserts skip the retry.
 _OFFSET_CACHE = 10_000
 
@@ -196,7 +210,8 @@ class EventStoreAggregateRecorder(AggregateRecorder):
         self.datastore = datastore
         schema = pgsql.Identifier(datastore.schema)
         self._select = pgsql.SQL(
-            "SELECT e.stream_version + o.off AS v, e.event_type, e.data"
+            "SELECT e.stream_version + o.off AS v, e.event_type,"
+            " CASE WHEN e.subject IS NULL THEN e.data END"
             " FROM {schema}.streams s"
             " CROSS JOIN LATERAL (SELECT {offset} AS off) o"
             " JOIN {schema}.events e ON e.stream_id = s.stream_id"
@@ -355,7 +370,8 @@ class EventStoreApplicationRecorder(EventStoreAggregateRecorder, ApplicationReco
         super().__init__(datastore)
         schema = pgsql.Identifier(datastore.schema)
         self._notifications = pgsql.SQL(
-            "SELECT e.event_id, s.stream_uuid, e.stream_version + {offset}, e.event_type, e.data"
+            "SELECT e.event_id, s.stream_uuid, e.stream_version + {offset}, e.event_type,"
+            " CASE WHEN e.subject IS NULL THEN e.data END"
             " FROM {schema}.events e JOIN {schema}.streams s ON s.stream_id = e.stream_id"
             " WHERE e.event_id >= %(start)s"
             " AND (%(stop)s::bigint IS NULL OR e.event_id <= %(stop)s)"
@@ -392,7 +408,7 @@ class EventStoreApplicationRecorder(EventStoreAggregateRecorder, ApplicationReco
                 originator_id=originator_id(stream_uuid),
                 originator_version=version,
                 topic=topic,
-                state=bytes(state),
+                state=_state(state),
             )
             for event_id, stream_uuid, version, topic, state in rows
         ]
@@ -648,4 +664,4 @@ def _select_stored(
     params = {"id": str(originator_id), "gt": gt, "lte": lte, "limit": limit}
     with datastore.connection() as conn:
         rows = conn.execute(statement, params, prepare=True).fetchall()
-    return [StoredEvent(originator_id, v, topic, bytes(state)) for v, topic, state in rows]
+    return [StoredEvent(originator_id, v, topic, _state(state)) for v, topic, state in rows]

@@ -11,6 +11,7 @@ import psycopg
 from . import hints
 from .config import Settings
 from .errors import ConfigError, StoreUnavailableError
+from .storage import keys
 from .storage import schema as schema_ops
 from .storage.connection import connect
 from .storage.deadline import guard
@@ -53,6 +54,7 @@ def status(dsn: str, schema: str, *, as_json: bool = False) -> str:
                 raise ConfigError(schema_ops.too_new(schema, version))
             _, head, streams = info.summary(conn)
             subscriptions = info.load(conn, schema)
+            forgotten = keys.forgotten_count(conn)
     except psycopg.Error as exc:
         raise translate(exc, what="status report") from None
     report: dict[str, Any] = {
@@ -60,13 +62,14 @@ def status(dsn: str, schema: str, *, as_json: bool = False) -> str:
         "schema_version": version,
         "head": head,
         "streams": streams,
+        "forgotten_subjects": forgotten,
         "subscriptions": [s.to_json() for s in subscriptions],
     }
     if as_json:
         return json.dumps(report, indent=2)
     lines = [
         f"schema {schema}: version {version}, head event_id {head}, {streams} streams, "
-        f"{len(subscriptions)} subscriptions"
+        f"{len(subscriptions)} subscriptions, {forgotten} forgotten data subjects"
     ]
     if subscriptions:
         columns: tuple[str, ...] = _COLUMNS

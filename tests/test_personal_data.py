@@ -478,3 +478,88 @@ def test_rotate_master_key_rewraps_keys_without_touching_events(
     assert [e.data for e in rotated.read_stream_forward("s")] == [{"who": "quin"}, {"who": "rob"}]
     with pytest.raises(EventStoreError):
         _encrypted(make_store, KEY).read_stream_forward("s")
+
+
+def test_cli_rotates_the_master_key_from_the_environment(
+    make_store: Callable[..., EventStore],
+    dsn: str,
+    schema: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from eventstore_actors.cli import main
+
+    _encrypted(make_store).append_to_stream(
+        "s", ANY_VERSION, [EventData({"a": 1}, "A", subject="sam")]
+    )
+    monkeypatch.setenv("EVENTSTORE_MASTER_KEY", base64.b64encode(KEY).decode())
+    monkeypatch.delenv("EVENTSTORE_NEW_MASTER_KEY", raising=False)
+    assert main(["rotate-master-key", "--dsn", dsn, "--schema", schema]) == 1
+    assert "EVENTSTORE_NEW_MASTER_KEY" in capsys.readouterr().err
+    monkeypatch.setenv("EVENTSTORE_NEW_MASTER_KEY", base64.b64encode(OTHER_KEY).decode())
+    assert main(["rotate-master-key", "--dsn", dsn, "--schema", schema]) == 0
+    out, err = capsys.readouterr()
+    assert "1 data key(s) re-wrapped" in out
+    assert base64.b64encode(KEY).decode() not in out + err
+    # Again: nothing left to re-wrap (the key is already wrapped by the new one).
+    assert main(["rotate-master-key", "--dsn", dsn, "--schema", schema]) == 0
+    assert "0 data key(s)" in capsys.readouterr().out
+    assert _encrypted(make_store, OTHER_KEY).read_stream_forward("s")[0].data == {"a": 1}
+
+
+def test_status_counts_forgotten_subjects(
+    make_store: Callable[..., EventStore], dsn: str, schema: str
+) -> None:
+    import json
+
+    from eventstore_actors.status import status
+
+    store = _encrypted(make_store)
+    store.forget_subject("tom")
+    store.forget_subject("uma")
+    assert json.loads(status(dsn, schema, as_json=True))["forgotten_subjects"] == 2
+    assert "2 forgotten data subjects" in status(dsn, schema)
+
+
+async def _aio_forget(dsn: str, schema: str) -> tuple[int, bool, Any]:
+    from eventstore_actors.aio import AsyncEventStore
+
+    store = await AsyncEventStore.start(dsn, schema=schema, encryption=Encryption(master_key=KEY))
+    try:
+        await store.append_to_stream("s", ANY_VERSION, [EventData({"a": 1}, "A", subject="val")])
+        count = await store.forget_subject("val")
+        return count, await store.is_forgotten("val"), (await store.read_stream_forward("s"))[0]
+    finally:
+        await store.stop()
+
+
+def test_asyncio_api(dsn: str, schema: str) -> None:
+    import asyncio
+
+    count, forgotten, event = asyncio.run(_aio_forget(dsn, schema))
+    assert count == 1 and forgotten and event.data is FORGOTTEN and event.forgotten
+
+
+def test_eventsourcing_module_never_returns_ciphertext(
+    make_store: Callable[..., EventStore], dsn: str, schema: str
+) -> None:
+    from eventsourcing.persistence import ProgrammingError
+
+    from eventstore_actors.eventsourcing import (
+        EventStoreApplicationRecorder,
+        EventStoreDatastore,
+    )
+
+    _encrypted(make_store).append_to_stream(
+        "s", ANY_VERSION, [EventData({"a": 1}, "A", subject="wes"), EventData({"b": 2}, "B")]
+    )
+    datastore = EventStoreDatastore(dsn, schema, uuid_ids=False)
+    try:
+        recorder = EventStoreApplicationRecorder(datastore)
+        with pytest.raises(ProgrammingError):
+            recorder.select_notifications(1, 10)
+        [plain] = recorder.select_notifications(2, 10)
+        assert plain.state == b'{"b":2}'
+    finally:
+        datastore.store.stop()
+        datastore.pool.close()
