@@ -496,6 +496,7 @@ class EventStore:
         SubjectForgottenError. The number of its stored events (0 when unknown, which is
         still marked forgotten, or already forgotten). See docs/personal-data.md."""
         self._runtime.refuse_stopped()
+        self._writes.refuse_own_lock_wait()  # it takes the lock appends take
         runtime = self._runtime
         return forgetting.forget_subject(
             runtime.pool,

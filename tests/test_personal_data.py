@@ -563,3 +563,63 @@ def test_eventsourcing_module_never_returns_ciphertext(
     finally:
         datastore.store.stop()
         datastore.pool.close()
+
+
+def test_appends_in_the_callers_transaction(
+    make_store: Callable[..., EventStore], dsn: str, schema: str
+) -> None:
+    store = _encrypted(make_store)
+    with psycopg.connect(dsn) as conn:
+        store.append_to_stream(
+            "s", ANY_VERSION, [EventData({"a": 1}, "A", subject="xia")], conn=conn
+        )
+        conn.commit()
+        assert store.read_stream_forward("s")[0].data == {"a": 1}
+        store.forget_subject("xia")
+        with pytest.raises(SubjectForgottenError):
+            store.append_to_stream(
+                "s", ANY_VERSION, [EventData({"a": 2}, "A", subject="xia")], conn=conn
+            )
+        # The caller's transaction is still usable, nothing of the refused append in it.
+        store.append_to_stream("s", ANY_VERSION, [EventData({"b": 3}, "B")], conn=conn)
+        conn.commit()
+    events = store.read_stream_forward("s")
+    assert [e.forgotten for e in events] == [True, False]
+
+
+def _forget_without_notice(dsn: str, schema: str, subject: str) -> None:
+    """What another process's forget does in the database, its notification not arrived yet."""
+    with psycopg.connect(dsn) as conn:
+        conn.execute(f'SET search_path TO "{schema}"')
+        conn.execute("SELECT 1 FROM event_counter WHERE id = 1 FOR UPDATE")
+        conn.execute("DELETE FROM data_keys WHERE subject = %s", (subject,))
+        conn.execute("INSERT INTO forgotten_subjects (subject) VALUES (%s)", (subject,))
+
+
+@pytest.mark.parametrize("batch", [1, 3, 100])
+def test_the_database_refuses_a_forgotten_subject_whatever_the_cache(
+    make_store: Callable[..., EventStore], dsn: str, schema: str, batch: int
+) -> None:
+    """A store whose cache still holds the key (the forget's notification not yet there)
+    writes nothing either: the trigger refuses it, on each append path (one statement,
+    the group function with caller-given UUIDs, COPY for large batches, conn=)."""
+    store = _encrypted(make_store)
+    store.append_to_stream("s", ANY_VERSION, [EventData({"a": 0}, "A", subject="yan")])
+    store.record_snapshot(SnapshotData("src", 1, "T", {"a": 0}, subject="yan"))
+    keyring = store.settings.serializer.keyring  # type: ignore[attr-defined]
+    _forget_without_notice(dsn, schema, "yan")
+    assert keyring.cached("yan")
+    events = [EventData({"a": i}, "A", subject="yan") for i in range(batch)]
+    with pytest.raises(SubjectForgottenError):
+        store.append_to_stream("s", ANY_VERSION, events)
+    given = [EventData({"a": 1}, "A", subject="yan", event_uuid=uuid.uuid4())]
+    with pytest.raises(SubjectForgottenError):
+        store.append_to_stream("s", ANY_VERSION, given)
+    with psycopg.connect(dsn) as conn, pytest.raises(SubjectForgottenError):
+        store.append_to_stream("s", ANY_VERSION, events, conn=conn)
+    with pytest.raises(SubjectForgottenError):
+        store.record_snapshot(SnapshotData("src", 2, "T", {"a": 2}, subject="yan"))
+    assert len(store.read_stream_forward("s")) == 1
+    assert store.read_snapshot("src").source_version == 1
+    # Reads do not trust the cache either.
+    assert store.read_stream_forward("s")[0].data is FORGOTTEN

@@ -279,9 +279,9 @@ class Keyring:
         if self.key_store is not None:
             if is_forgotten(subject):
                 raise SubjectForgottenError("the data subject of this write is forgotten")
-            raw = self.key_store.get(subject)
+            raw = _kms(self.key_store.get, subject)
             if raw is None:
-                raw = self.key_store.create(subject)
+                raw = _kms(self.key_store.create, subject)
             key = _Key(raw)
         else:
             wrapped, forgotten = fetch(subject)
@@ -320,7 +320,7 @@ class Keyring:
     def _for_read(self, subject: str) -> _Key | None:
         fetch, _, is_forgotten = self._attached()
         if self.key_store is not None:
-            raw = self.key_store.get(subject)
+            raw = _kms(self.key_store.get, subject)
             if raw is None:
                 if is_forgotten(subject):
                     return None
@@ -347,6 +347,17 @@ class Keyring:
         return self._fetch, self._create, self._is_forgotten
 
 
+def _kms(call: Callable[[str], Any], subject: str) -> Any:
+    """A call of the application's KeyStore; its failure as an EventStoreError that names
+    neither the subject nor the KeyStore's own message (either may hold personal data)."""
+    try:
+        return call(subject)
+    except EventStoreError:
+        raise
+    except Exception as exc:
+        raise EventStoreError(f"the KeyStore failed ({type(exc).__name__})") from None
+
+
 class SealedSerializer:
     """The store's serializer when it runs with encryption: the application's serializer,
     plus the store's `keyring` that the shared decode step (storage/reader.decode) and the
@@ -367,10 +378,7 @@ class SealedSerializer:
 
 def keyring_of(serializer: Any) -> Keyring | None:
     """The store's keyring when it runs with encryption (its serializer is sealed)."""
-    keyring = (
-        getattr(serializer, "keyring", None) if isinstance(serializer, SealedSerializer) else None
-    )
-    return keyring
+    return serializer.keyring if isinstance(serializer, SealedSerializer) else None
 
 
 def sealing(serializer: Any, what: str) -> Keyring:
