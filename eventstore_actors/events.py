@@ -55,9 +55,6 @@ class _Forgotten:
     def __reduce__(self) -> str:
         return "FORGOTTEN"
 
-    def __bool__(self) -> bool:
-        return False
-
 
 #: What `RecordedEvent.data` (and a snapshot's data) holds once its subject is forgotten.
 FORGOTTEN: Any = _Forgotten()
