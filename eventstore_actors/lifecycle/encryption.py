@@ -196,15 +196,17 @@ def rewrapper(old: bytes, new: bytes) -> Callable[[bytes], bytes | None]:
 
 
 class _Key:
-    """One subject's data key, ready to use."""
+    """One subject's data key, ready to use: `aead` decrypts with the associated data `aad`
+    (the subject in UTF-8)."""
 
-    __slots__ = ("aead", "key")
+    __slots__ = ("aad", "aead", "key")
 
-    def __init__(self, key: bytes) -> None:
+    def __init__(self, key: bytes, subject: str) -> None:
         if not isinstance(key, (bytes, bytearray)) or len(key) != _KEY:
             raise EventStoreError(f"a data key must be {_KEY} bytes")
         self.key = bytes(key)
         self.aead = _aesgcm()(self.key)
+        self.aad = subject.encode("utf-8")
 
 
 #: Fetches a subject's wrapped key and whether it is forgotten (the store's database).
@@ -227,7 +229,9 @@ class Keyring:
     def __init__(self, master: bytes | None, key_store: KeyStore | None) -> None:
         self._master = master
         self.key_store = key_store
-        self._cache: dict[str, _Key] = {}
+        #: subject -> its key; read without the lock by the decode step's fast path
+        #: (storage/reader.decode), which falls back to `open` on a miss.
+        self.cache: dict[str, _Key] = {}
         self._lock = threading.Lock()
         self._fetch: Fetch | None = None
         self._create: Create | None = None
@@ -252,27 +256,27 @@ class Keyring:
     # The cache --------------------------------------------------------------------------------
     def cached(self, subject: str) -> bool:
         """Whether `subject`'s key is in this store's cache (tests, metrics)."""
-        return subject in self._cache
+        return subject in self.cache
 
     def evict(self, subject: str | None = None) -> None:
         """Drop `subject`'s key from the cache (None: every key)."""
         with self._lock:
             if subject is None:
-                self._cache.clear()
+                self.cache.clear()
             else:
-                self._cache.pop(subject, None)
+                self.cache.pop(subject, None)
 
     # Writing ----------------------------------------------------------------------------------
     def seal(self, subject: str, plain: bytes, event_uuid: uuid.UUID | None = None) -> bytes:
         """`plain` encrypted under `subject`'s key (created on first use);
         SubjectForgottenError when the subject is forgotten."""
-        key = self._cache.get(subject) or self._for_write(subject)
+        key = self.cache.get(subject) or self._for_write(subject)
         if event_uuid is None:
             nonce = self._nonce()
         else:
             mac = hmac.new(key.key, b"nonce" + event_uuid.bytes + plain, hashlib.sha256)
             nonce = mac.digest()[:_NONCE]
-        return _VERSION + nonce + key.aead.encrypt(nonce, plain, subject.encode("utf-8"))
+        return _VERSION + nonce + key.aead.encrypt(nonce, plain, key.aad)
 
     def _for_write(self, subject: str) -> _Key:
         fetch, create, is_forgotten = self._attached()
@@ -282,7 +286,7 @@ class Keyring:
             raw = _kms(self.key_store.get, subject)
             if raw is None:
                 raw = _kms(self.key_store.create, subject)
-            key = _Key(raw)
+            key = _Key(raw, subject)
         else:
             wrapped, forgotten = fetch(subject)
             if wrapped is None and not forgotten:
@@ -291,9 +295,9 @@ class Keyring:
                 wrapped, forgotten = create(subject, fresh)
             if forgotten or wrapped is None:
                 raise SubjectForgottenError("the data subject of this write is forgotten")
-            key = _Key(self._unwrap(wrapped))
+            key = _Key(self._unwrap(wrapped), subject)
         with self._lock:
-            self._cache[subject] = key
+            self.cache[subject] = key
         return key
 
     # Reading ----------------------------------------------------------------------------------
@@ -301,7 +305,7 @@ class Keyring:
         """The plaintext of `sealed` (stored data of an event of `subject`), or None when the
         subject's key is gone because it was forgotten. EventStoreError when it cannot be
         decrypted (never the ciphertext)."""
-        key = self._cache.get(subject)
+        key = self.cache.get(subject)
         if key is None:
             key = self._for_read(subject)
             if key is None:
@@ -309,9 +313,7 @@ class Keyring:
         if len(sealed) < 1 + _NONCE + 16 or sealed[0] != 1:
             raise EventStoreError("the stored data is not in the encrypted format")
         try:
-            return key.aead.decrypt(
-                sealed[1 : 1 + _NONCE], sealed[1 + _NONCE :], subject.encode("utf-8")
-            )
+            return key.aead.decrypt(sealed[1 : 1 + _NONCE], sealed[1 + _NONCE :], key.aad)
         except _invalid_tag():
             raise EventStoreError(
                 "the stored data cannot be decrypted with its subject's data key"
@@ -325,16 +327,16 @@ class Keyring:
                 if is_forgotten(subject):
                     return None
                 raise EventStoreError("the KeyStore has no data key for this event's subject")
-            key = _Key(raw)
+            key = _Key(raw, subject)
         else:
             wrapped, forgotten = fetch(subject)
             if forgotten:
                 return None
             if wrapped is None:
                 raise EventStoreError("no data key is stored for this event's subject")
-            key = _Key(self._unwrap(wrapped))
+            key = _Key(self._unwrap(wrapped), subject)
         with self._lock:
-            self._cache[subject] = key
+            self.cache[subject] = key
         return key
 
     def _unwrap(self, wrapped: bytes) -> bytes:

@@ -307,6 +307,7 @@ def decode(rows: Iterable[Row], serializer: Serializer) -> list[RecordedEvent]:
     """
     deserialize = serializer.deserialize
     keyring = keyring_of(serializer)
+    keys = {} if keyring is None else keyring.cache
     new = object.__new__
     events = []
     for row in rows:
@@ -328,6 +329,10 @@ def decode(rows: Iterable[Row], serializer: Serializer) -> list[RecordedEvent]:
         try:  # free in 3.11 unless it raises
             if subject is None:
                 data = deserialize(data, event_type)
+            elif not forgotten and (key := keys.get(subject)) is not None:  # the hot path
+                if data[0] != 1:
+                    raise EventStoreError("the stored data is not in the encrypted format")
+                data = deserialize(key.aead.decrypt(data[1:13], data[13:], key.aad), event_type)
             else:
                 data, forgotten = _open(keyring, subject, data, forgotten, event_type, deserialize)
             meta = None if meta is None else deserialize(meta, None)
