@@ -51,8 +51,16 @@ SMALL_BATCH_EVENTS = 64
 UUID_CONSTRAINT = "events_event_uuid_key"
 
 
-def _one(stream: str) -> str:
-    return statement("append/append_one").replace("{stream}", statement(f"append/{stream}"))
+#: The check of the events' data subjects in the one-statement append (append_one.sql).
+_SUBJECTS_CHECK = "\n    WHERE (SELECT refuse_forgotten_subjects(%(subjects)s) FROM c)"
+
+
+def _one(stream: str, check: str = "") -> str:
+    return (
+        statement("append/append_one")
+        .replace("{stream}", statement(f"append/{stream}"))
+        .replace("{check}", check)
+    )
 
 
 #: The one-statement append, by the kind of expected version.
@@ -60,6 +68,16 @@ _APPEND_NEW = _one("stream_new")
 _APPEND_EXISTING = _one("stream_existing")
 _APPEND_EXISTS = _one("stream_exists")
 _APPEND_ANY = _one("stream_any")
+#: The same for events with a data subject: refused when one is forgotten (SQLSTATE EAF01).
+_SEALED = {
+    query: _one(stream, _SUBJECTS_CHECK)
+    for query, stream in (
+        (_APPEND_NEW, "stream_new"),
+        (_APPEND_EXISTING, "stream_existing"),
+        (_APPEND_EXISTS, "stream_exists"),
+        (_APPEND_ANY, "stream_any"),
+    )
+}
 
 _COPY_TYPES = [
     "int8",
@@ -302,6 +320,8 @@ class Appender:
             query = _APPEND_NEW
         else:
             query = _APPEND_EXISTING
+        if _has_subjects(write.events):
+            query = _SEALED[query]
         params = {
             "n": len(write.events),
             "stream_uuid": write.stream_uuid,
@@ -368,6 +388,9 @@ class Appender:
         if not rows:
             conn.execute("ROLLBACK")
             return outcomes
+        subjects = [row[-1] for row in rows if row[-1] is not None]
+        if subjects:  # under the counter lock taken above (SQLSTATE EAF01: rolled back)
+            conn.execute(statement("append/check_subjects"), {"subjects": subjects})
         with conn.cursor() as cur, cur.copy(statement("append/copy_events")) as copy:
             copy.set_types(_COPY_TYPES)
             for row in rows:
@@ -441,6 +464,10 @@ def compare_replays(
                 result[i] = exp.different_event(write.stream_uuid, found)
                 break
     return result
+
+
+def _has_subjects(events: Sequence[NewEvent]) -> bool:
+    return any(ev.subject is not None for ev in events)
 
 
 def _bytes(value: Any) -> bytes | None:

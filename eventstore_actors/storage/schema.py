@@ -91,6 +91,7 @@ FUNCTIONS = (
     "refuse_deleted_stream_append",
     # schema version 4: personal data
     "refuse_forgotten_subject",
+    "refuse_forgotten_subjects",
     "append_events_v4",
 )
 

@@ -12,3 +12,4 @@ DROP FUNCTION IF EXISTS append_events(text[], bigint[], integer[], text[], text[
 DROP FUNCTION IF EXISTS append_events_v2(text[], bigint[], integer[], integer[], boolean[], uuid[], text[], text[], text[], bytea[], bytea[], text, text);
 DROP FUNCTION IF EXISTS append_events_v4(text[], bigint[], integer[], integer[], boolean[], uuid[], text[], text[], text[], bytea[], bytea[], text[], text, text);
 DROP FUNCTION IF EXISTS refuse_forgotten_subject();
+DROP FUNCTION IF EXISTS refuse_forgotten_subjects(text[]);

@@ -24,10 +24,23 @@ CREATE TABLE IF NOT EXISTS forgotten_subjects (
     forgotten_at  timestamptz NOT NULL DEFAULT now()
 );
 
--- No event or snapshot of a forgotten subject is ever written, whatever the writer. This is
--- VOLATILE: its query sees every commit before it, and appenders hold the counter row lock
--- (taken first, as forget_subject does) when they insert, so an append that waited for a
--- forget finds the subject forgotten. The message names no subject (it may reach logs).
+-- No event or snapshot of a forgotten subject is ever written. Appends check their events'
+-- subjects once, with refuse_forgotten_subjects, after taking the counter row lock (as
+-- forget_subject does first): VOLATILE, so its query sees every commit before it, and an
+-- append that waited for a forget finds the subject forgotten. (A trigger per event row cost
+-- about as much as the insert itself.) Snapshots are refused by a trigger. Messages name no
+-- subject (they may reach logs).
+CREATE OR REPLACE FUNCTION refuse_forgotten_subjects(p_subjects text[]) RETURNS boolean
+LANGUAGE plpgsql VOLATILE SET search_path FROM CURRENT AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM forgotten_subjects AS f WHERE f.subject = ANY(p_subjects)) THEN
+        RAISE EXCEPTION 'the data subject of this write is forgotten'
+            USING ERRCODE = 'EAF01';
+    END IF;
+    RETURN true;
+END
+$$;
+
 CREATE OR REPLACE FUNCTION refuse_forgotten_subject() RETURNS trigger
 LANGUAGE plpgsql VOLATILE SET search_path FROM CURRENT AS $$
 BEGIN
@@ -38,11 +51,6 @@ BEGIN
     RETURN NEW;
 END
 $$;
-
-CREATE OR REPLACE TRIGGER events_subject_not_forgotten
-    BEFORE INSERT ON events
-    FOR EACH ROW WHEN (NEW.subject IS NOT NULL)
-    EXECUTE FUNCTION refuse_forgotten_subject();
 
 CREATE OR REPLACE TRIGGER snapshots_subject_not_forgotten
     BEFORE INSERT OR UPDATE ON snapshots
@@ -102,6 +110,9 @@ DECLARE
     v_d        bigint;
 BEGIN
     SELECT c.last_event_id INTO v_last FROM event_counter AS c WHERE c.id = 1 FOR UPDATE;
+    IF EXISTS (SELECT 1 FROM unnest(p_subjects) AS u(subject) WHERE u.subject IS NOT NULL) THEN
+        PERFORM refuse_forgotten_subjects(p_subjects);  -- under the counter lock
+    END IF;
     v_first := v_last + 1;
     created_at := now();
     WHILE v_start <= v_parts LOOP
