@@ -19,12 +19,14 @@ from .errors import (
     StreamDeletedError,
     StreamExistsError,
     StreamNotFoundError,
+    SubjectForgottenError,
     SubscriptionAlreadyExistsError,
     SubscriptionNotFoundError,
     WrongExpectedVersionError,
 )
 from .events import (
     ANY_VERSION,
+    FORGOTTEN,
     NO_STREAM,
     STREAM_EXISTS,
     AppendResult,
@@ -34,6 +36,7 @@ from .events import (
     SnapshotData,
     StreamAppend,
 )
+from .lifecycle.encryption import Encryption, KeyStore
 from .serialization import JsonSerializer, Serializer
 from .store import EventStore
 from .streams import Page, StreamInfo
@@ -52,6 +55,7 @@ from .subscriptions.options import AllStreamsSubscribeOptions, SubscribeOptions
 
 __all__ = [
     "ANY_VERSION",
+    "FORGOTTEN",
     "NO_STREAM",
     "STREAM_EXISTS",
     "AllStreamsSubscribeOptions",
@@ -61,6 +65,7 @@ __all__ = [
     "CheckpointConflictError",
     "ConfigError",
     "DuplicateEventError",
+    "Encryption",
     "EventData",
     "EventNotFoundError",
     "EventStore",
@@ -70,6 +75,7 @@ __all__ = [
     "HardDeletesDisabledError",
     "InvalidStartFromError",
     "JsonSerializer",
+    "KeyStore",
     "Page",
     "ParkedEvent",
     "RecordedEvent",
@@ -83,6 +89,7 @@ __all__ = [
     "StreamExistsError",
     "StreamInfo",
     "StreamNotFoundError",
+    "SubjectForgottenError",
     "SubscribeOptions",
     "Subscribed",
     "Subscriber",

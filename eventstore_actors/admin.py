@@ -15,11 +15,11 @@ import psycopg
 from . import hints, logs
 from .config import redact, resolve_dsn, scrub, validate_schema
 from .errors import ConfigError, StoreUnavailableError
-from .storage import databases
+from .storage import databases, keys
 from .storage import schema as schema_ops
 from .storage.errors import is_connection_loss, reason
 
-__all__ = ["create", "drop", "init", "migrate", "reset"]
+__all__ = ["create", "drop", "init", "migrate", "reset", "rotate_master_key"]
 
 log = logs.get_logger("eventstore_actors.admin")
 
@@ -127,3 +127,27 @@ def reset(dsn: str | None = None, schema: str = "public") -> None:
         if schema_ops.installed_version(conn, schema) is None:
             raise ConfigError(hints.not_initialised(schema, dsn))
         schema_ops.reset(conn, schema)
+
+
+def rotate_master_key(
+    dsn: str | None = None, schema: str = "public", *, old: bytes, new: bytes
+) -> int:
+    """Re-wrap every data key of the schema from the master key `old` to `new` (32 bytes
+    each, ConfigError otherwise) in one transaction; events are not touched. Returns how many
+    keys were re-wrapped. Keys already wrapped by `new` are left as they are, so running it
+    again (after stores still on `old` created keys meanwhile) finishes the job; a key that
+    neither unwraps raises EventStoreError and nothing changes. Restart the stores with
+    `new` afterwards (see docs/personal-data.md)."""
+    from .lifecycle.encryption import rewrapper
+
+    rewrap = rewrapper(old, new)
+    dsn = resolve_dsn(dsn)
+    with _store_connection(dsn, schema) as (conn, schema):
+        version = schema_ops.installed_version(conn, schema)
+        if version is None:
+            raise ConfigError(hints.not_initialised(schema, dsn))
+        if version < 4:
+            raise ConfigError(schema_ops.outdated(schema, version))
+        count = keys.rewrap_all(conn, schema, rewrap)
+    log.info("master key rotated", schema=schema, keys=count)
+    return count

@@ -20,6 +20,7 @@ __all__ = [
     "StreamDeletedError",
     "StreamExistsError",
     "StreamNotFoundError",
+    "SubjectForgottenError",
     "SubscriptionAlreadyExistsError",
     "SubscriptionNotFoundError",
     "WrongExpectedVersionError",
@@ -185,3 +186,8 @@ class StoreUnavailableError(EventStoreError):
         if outcome_unknown:
             message += " (the commit outcome is unknown: the events may or may not be stored)"
         super().__init__(message)
+
+
+class SubjectForgottenError(EventStoreError):
+    """The event or snapshot names a data subject that was forgotten (`forget_subject`): a
+    subject is forgotten for ever, nothing was written. The message never names the subject."""

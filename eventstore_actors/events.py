@@ -11,6 +11,7 @@ from typing import Any
 
 __all__ = [
     "ANY_VERSION",
+    "FORGOTTEN",
     "NIL_UUID",
     "NO_STREAM",
     "STREAM_EXISTS",
@@ -37,6 +38,26 @@ class ExpectedVersion(enum.Enum):
     def __repr__(self) -> str:
         return self.name
 
+
+class _Forgotten:
+    """The data of an event or snapshot whose subject was forgotten (one instance)."""
+
+    _instance: _Forgotten | None = None
+
+    def __new__(cls) -> _Forgotten:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "FORGOTTEN"
+
+    def __reduce__(self) -> str:
+        return "FORGOTTEN"
+
+
+#: What `RecordedEvent.data` (and a snapshot's data) holds once its subject is forgotten.
+FORGOTTEN: Any = _Forgotten()
 
 ANY_VERSION = ExpectedVersion.ANY_VERSION
 NO_STREAM = ExpectedVersion.NO_STREAM
@@ -66,6 +87,9 @@ class EventData:
     #: Unique in the whole store; None: the store assigns a fresh one. A retried append with
     #: the same UUIDs is recognised and writes nothing (see `append_to_stream`).
     event_uuid: uuid.UUID | None = None
+    #: The data subject (a person, a customer) whose personal data the event carries: its
+    #: `data` is stored encrypted under that subject's key (needs `encryption=`).
+    subject: str | None = None
 
 
 @dataclass(frozen=True)
@@ -86,6 +110,8 @@ class RecordedEvent:
     #: position in a linking stream, event_id for $all. Not compared: an event read from its
     #: stream and the same event read from $all are equal.
     event_number: int = field(default=0, compare=False)
+    subject: str | None = None
+    forgotten: bool = False
 
 
 @dataclass(frozen=True)
@@ -118,3 +144,5 @@ class SnapshotData:
     data: Any
     metadata: Mapping[str, Any] | None = None
     created_at: datetime | None = None
+    #: The data subject whose personal data the snapshot carries (see `EventData.subject`).
+    subject: str | None = None

@@ -16,6 +16,7 @@ from typing import Any, ParamSpec, TypeVar, cast
 from typing_extensions import TypedDict
 
 from .errors import ConfigError
+from .lifecycle.encryption import Encryption
 from .serialization import Serializer
 
 __all__ = ["StartOptions", "options_checked", "start_options"]
@@ -55,6 +56,7 @@ class StartOptions(TypedDict, total=False):
     metrics: bool
     session_dsn: str | None
     shared_lock_session: bool
+    encryption: Encryption | None
 
 
 def options_checked(start: Callable[_P, _R]) -> Callable[_P, _R]:

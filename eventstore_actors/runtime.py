@@ -23,6 +23,8 @@ from .actors.ticker import Ticker
 from .config import Settings, redact, resolve_dsn, resolve_session_dsn, scrub
 from .errors import ConfigError, StoreUnavailableError
 from .lifecycle import scavenger
+from .lifecycle.encryption import Encryption, SealedSerializer, keyring_of
+from .lifecycle.forgetting import attach_keyring
 from .metrics import Metrics, metric_key
 from .notifications.publisher import PublisherActor
 from .options import StartOptions
@@ -55,9 +57,18 @@ def settings_from(dsn: str | None, options: StartOptions) -> Settings:
     given: dict[str, Any] = dict(options)
     seed = {key: given.pop(key) for key in _SEED}
     serializer = given.pop("serializer")
+    if serializer is None:
+        serializer = JsonSerializer()
+    encryption = given.pop("encryption", None)
+    if encryption is not None:
+        if not isinstance(encryption, Encryption):
+            raise ConfigError("encryption must be an Encryption or None")
+        # Checks the master key now (ConfigError); events and snapshots with a subject are
+        # sealed and opened by the store's keyring, carried by its serializer.
+        serializer = SealedSerializer(serializer, encryption.keyring())
     return Settings(
         dsn=resolve_dsn(dsn, **seed),
-        serializer=serializer if serializer is not None else JsonSerializer(),
+        serializer=serializer,
         **{**given, "session_dsn": resolve_session_dsn(given["session_dsn"])},
     )
 
@@ -70,6 +81,9 @@ def start(dsn: str | None, options: StartOptions, make: Callable[[Runtime], _S])
     _check_installed(settings)
     pool = ReadPool(settings)
     pool.open()
+    keyring = keyring_of(settings.serializer)
+    if keyring is not None:
+        attach_keyring(keyring, pool)
     runtime = Runtime(settings, pool)
     store = make(runtime)
     lifetime.track(store)  # stopped at interpreter exit if the application forgets to

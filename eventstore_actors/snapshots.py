@@ -6,8 +6,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .errors import SerializationError, SnapshotNotFoundError
-from .events import SnapshotData
+from .errors import EventStoreError, SerializationError, SnapshotNotFoundError
+from .events import FORGOTTEN, SnapshotData
+from .lifecycle.encryption import keyring_of, sealing
 from .runtime import Runtime
 from .storage import snapshots
 from .validation import check_name, check_position
@@ -33,6 +34,8 @@ class Snapshots:
         check_position(snapshot.source_version, "source_version")
         if snapshot.metadata is not None and not isinstance(snapshot.metadata, Mapping):
             raise TypeError("metadata must be a mapping or None")
+        subject = None if snapshot.subject is None else check_name(snapshot.subject, "subject")
+        keyring = None if subject is None else sealing(self._settings.serializer, "a snapshot")
         serialize = self._settings.serializer.serialize
         row = {
             "source_uuid": snapshot.source_uuid,
@@ -45,6 +48,9 @@ class Snapshots:
             row["metadata"], (bytes, type(None))
         ):
             raise SerializationError("the serializer must return bytes")
+        row["subject"] = subject
+        if keyring is not None and subject is not None:
+            row["data"] = keyring.seal(subject, row["data"])
         self._pool.run(self._written(lambda c: snapshots.upsert(c, row)))
 
     def read_snapshot(self, source_uuid: Any) -> SnapshotData:
@@ -53,10 +59,21 @@ class Snapshots:
         row = self._reads.run(lambda c: snapshots.read(c, source_uuid))
         if row is None:
             raise SnapshotNotFoundError(source_uuid)
-        uuid, version, source_type, data, metadata, created_at = row
+        uuid, version, source_type, data, metadata, created_at, subject, forgotten = row
         deserialize = self._settings.serializer.deserialize
         try:
-            data = deserialize(data, source_type)
+            if subject is None:
+                data = deserialize(data, source_type)
+            elif forgotten:
+                data = FORGOTTEN
+            else:
+                keyring = keyring_of(self._settings.serializer)
+                if keyring is None:
+                    raise EventStoreError(
+                        "its data is encrypted and this store runs without encryption"
+                    )
+                plain = keyring.open(subject, data)
+                data = FORGOTTEN if plain is None else deserialize(plain, source_type)
             metadata = None if metadata is None else deserialize(metadata, None)
         except Exception as exc:  # a custom serializer may raise anything
             reason = (
@@ -72,6 +89,7 @@ class Snapshots:
             data=data,
             metadata=metadata,
             created_at=created_at,
+            subject=subject,
         )
 
     def delete_snapshot(self, source_uuid: Any) -> None:

@@ -11,7 +11,7 @@ import psycopg
 from . import hints
 from .config import Settings
 from .errors import ConfigError, StoreUnavailableError
-from .storage import retention
+from .storage import keys, retention
 from .storage import schema as schema_ops
 from .storage.connection import connect
 from .storage.deadline import guard
@@ -70,6 +70,7 @@ def report(dsn: str, schema: str, *, as_json: bool = False) -> tuple[str, bool]:
             _, head, streams = info.summary(conn)
             subscriptions = info.load(conn, schema)
             kept, limited = retention.settings(conn, _RETENTION_SHOWN)
+            forgotten = keys.forgotten_count(conn)
     except psycopg.Error as exc:
         raise translate(exc, what="status report") from None
     shown: dict[str, Any] = {
@@ -77,6 +78,7 @@ def report(dsn: str, schema: str, *, as_json: bool = False) -> tuple[str, bool]:
         "schema_version": version,
         "head": head,
         "streams": streams,
+        "forgotten_subjects": forgotten,
         "subscriptions": [s.to_json() for s in subscriptions],
         "retention": {
             "streams": kept,
@@ -96,7 +98,7 @@ def report(dsn: str, schema: str, *, as_json: bool = False) -> tuple[str, bool]:
         return json.dumps(shown, indent=2), ok
     lines = [
         f"schema {schema}: version {version}, head event_id {head}, {streams} streams, "
-        f"{len(subscriptions)} subscriptions"
+        f"{len(subscriptions)} subscriptions, {forgotten} forgotten data subjects"
     ]
     if subscriptions:
         columns: tuple[str, ...] = _COLUMNS

@@ -27,6 +27,8 @@ from .events import (
     SnapshotData,
     StreamAppend,
 )
+from .lifecycle import forgetting
+from .lifecycle.encryption import Encryption
 from .lifecycle.retention import Retention
 from .options import options_checked, start_options
 from .reads import Reads
@@ -96,6 +98,7 @@ class EventStore:
         metrics: bool = True,
         session_dsn: str | None = None,
         shared_lock_session: bool = False,
+        encryption: Encryption | None = None,
     ) -> EventStore:
         """Start the supervisor, writer and publisher on an initialised schema.
 
@@ -509,3 +512,28 @@ class EventStore:
     def delete_snapshot(self, source_uuid: str) -> None:
         """Delete the snapshot of `source_uuid`, if any."""
         self._snapshots.delete_snapshot(source_uuid)
+
+    # Personal data ----------------------------------------------------------------------------
+    def forget_subject(self, subject: str) -> int:
+        """Forget a data subject for ever (crypto-shredding): its data key is deleted in one
+        transaction and dropped from this process's key cache before this returns; every read
+        in any process then yields its events and snapshot with `data=FORGOTTEN` (events:
+        `forgotten=True`) at their old positions, and writes naming it raise
+        SubjectForgottenError. The number of its stored events (0 when unknown, which is
+        still marked forgotten, or already forgotten). See docs/personal-data.md."""
+        self._runtime.refuse_stopped()
+        self._writes.refuse_own_lock_wait()  # it takes the lock appends take
+        runtime = self._runtime
+        return forgetting.forget_subject(
+            runtime.pool,
+            runtime.settings.serializer,
+            runtime.settings.channel,
+            runtime.origin,
+            subject,
+            runtime.written,
+        )
+
+    def is_forgotten(self, subject: str) -> bool:
+        """Whether `forget_subject(subject)` was called (by any process)."""
+        self._runtime.refuse_stopped()
+        return forgetting.is_forgotten(self._runtime.pool, subject)

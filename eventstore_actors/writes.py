@@ -12,6 +12,7 @@ import pykka
 
 from .errors import CannotAppendToAllStreamError, SerializationError, StoreUnavailableError
 from .events import NIL_UUID, AppendResult, EventData, StreamAppend
+from .lifecycle.encryption import sealing
 from .runtime import Runtime
 from .serialization import inferred_type_name
 from .storage import checkpoints, outbox
@@ -170,6 +171,9 @@ class Writes:
         if metadata is not None and not isinstance(metadata, bytes):
             raise SerializationError("the serializer must return bytes")
         correlation, causation = event.correlation_id, event.causation_id
+        subject = None if event.subject is None else check_name(event.subject, "subject")
+        if subject is not None:  # encrypted under the subject's key (created on first use)
+            data = sealing(self._settings.serializer, "an event").seal(subject, data, given)
         return NewEvent(
             event_type,
             None if correlation is None else check_optional_name(correlation, "correlation_id"),
@@ -177,6 +181,7 @@ class Writes:
             data,
             metadata,
             given if given is not None else _NO_UUID,
+            subject,
         )
 
     def append(

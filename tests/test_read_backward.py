@@ -321,7 +321,9 @@ _STREAM_TYPES = {"stream_uuid": "text", "start": "bigint", "count": "bigint", "l
 
 def _assert_index_only_path(node: dict[str, object], index: str) -> None:
     nodes = list(plan_nodes(node))  # type: ignore[arg-type]
-    kinds = [n["Node Type"] for n in nodes]
+    # Whether an event's data subject is forgotten is looked up per event that has one (a
+    # subplan): on a small forgotten_subjects table a scan of it is the planner's choice.
+    kinds = [n["Node Type"] for n in nodes if n.get("Relation Name") != "forgotten_subjects"]
     assert "Seq Scan" not in kinds, kinds
     assert "Sort" not in kinds, kinds
     assert "Bitmap Heap Scan" not in kinds, kinds

@@ -28,6 +28,7 @@ from typing_extensions import Unpack
 
 from ..config import Settings
 from ..events import AppendResult, EventData, ExpectedVersion, RecordedEvent, StreamAppend
+from ..lifecycle.encryption import Encryption
 from ..options import options_checked, start_options
 from ..serialization import Serializer
 from ..storage.asyncconn import BorrowedAsyncConnection
@@ -200,6 +201,7 @@ class AsyncEventStore:
         metrics: bool = True,
         session_dsn: str | None = None,
         shared_lock_session: bool = False,
+        encryption: Encryption | None = None,
         threads: int | None = None,
     ) -> AsyncEventStore:
         """`EventStore.start(...)` with the same arguments, without blocking the loop; plus
@@ -329,6 +331,8 @@ class AsyncEventStore:
     paginate_streams = _awaitable(EventStore.paginate_streams)
     record_snapshot = _awaitable(EventStore.record_snapshot)
     read_snapshot = _awaitable(EventStore.read_snapshot)
+    forget_subject = _awaitable(EventStore.forget_subject)
+    is_forgotten = _awaitable(EventStore.is_forgotten)
     delete_snapshot = _awaitable(EventStore.delete_snapshot)
     delete_stream = _awaitable(EventStore.delete_stream)
     link_to_stream = _awaitable(EventStore.link_to_stream)

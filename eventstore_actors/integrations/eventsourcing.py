@@ -84,6 +84,18 @@ class _StateSerializer:
         return data
 
 
+def _clear(state: bytes | None) -> bytes:
+    """An event's state; None stands for an event with a data subject (encrypted personal
+    data, docs/personal-data.md): written through the EventStore API, never by this module,
+    and never handed to the application as ciphertext."""
+    if state is None:
+        raise ProgrammingError(
+            "an event with a data subject (encrypted personal data, written through the "
+            "EventStore API) cannot be read through the eventsourcing module"
+        )
+    return state
+
+
 class EventStoreDatastore:
     """One running EventStore (writes, group commit) and a pool for reads and transactions."""
 
@@ -188,7 +200,7 @@ class EventStoreAggregateRecorder(AggregateRecorder):
             rows = self.datastore.queries.stream_events(
                 conn, str(originator_id), gt, lte, desc, limit
             )
-        return [StoredEvent(originator_id, v, topic, state) for v, topic, state in rows]
+        return [StoredEvent(originator_id, v, topic, _clear(state)) for v, topic, state in rows]
 
     # Writing ------------------------------------------------------------------------------
 
@@ -336,7 +348,7 @@ class EventStoreApplicationRecorder(EventStoreAggregateRecorder, ApplicationReco
                 originator_id=originator_id(stream_uuid),
                 originator_version=version,
                 topic=topic,
-                state=state,
+                state=_clear(state),
             )
             for event_id, stream_uuid, version, topic, state in rows
         ]
@@ -474,7 +486,7 @@ class EventStoreSnapshotRecorder(AggregateRecorder):
     ) -> Sequence[StoredEvent]:
         with self.datastore.connection() as conn:
             rows = self.datastore.queries.snapshots(conn, str(originator_id), gt, lte, desc, limit)
-        return [StoredEvent(originator_id, v, topic, state) for v, topic, state in rows]
+        return [StoredEvent(originator_id, v, topic, _clear(state)) for v, topic, state in rows]
 
 
 class Factory(InfrastructureFactory[EventStoreTrackingRecorder]):

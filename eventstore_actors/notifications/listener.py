@@ -30,8 +30,9 @@ __all__ = ["Listener"]
 
 log = logs.get_logger("eventstore_actors.listener")  # warnings rate-limited
 
-#: Notifications about one stream rather than new events (sql/migrations/v2.sql).
-_STREAM_NOTICES = ("link", "delete")
+#: Notifications about one stream rather than new events (sql/migrations/v2.sql), and
+#: "forget" (a data subject was forgotten: drop cached keys; sql/keys/notify.sql).
+_STREAM_NOTICES = ("link", "delete", "forget")
 
 #: Longest single wait for notifications: how often the stop flag and the health are checked.
 _POLL = 1.0
@@ -136,7 +137,7 @@ class Listener:
                 if note.channel != self._settings.channel:
                     continue
                 kind, _, rest = note.payload.partition(",")
-                if kind in _STREAM_NOTICES:  # "link|delete,origin,stream_uuid"
+                if kind in _STREAM_NOTICES:  # "link|delete|forget,origin,stream_uuid"
                     origin, _, stream_uuid = rest.partition(",")
                     if origin != self._origin and self._on_stream is not None:
                         self._on_stream(kind, stream_uuid)

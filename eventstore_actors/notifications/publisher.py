@@ -34,6 +34,7 @@ from ..actors.supervised import SupervisedActor
 from ..config import Settings
 from ..errors import StoreUnavailableError
 from ..events import RecordedEvent
+from ..lifecycle import forgetting
 from ..storage import reader
 from ..storage.connection import connect, is_alive
 from ..storage.deadline import guard
@@ -132,7 +133,10 @@ class PublisherActor(SupervisedActor):
         ref, metrics = self.actor_ref, self._metrics
         listens = [0]
 
+        serializer = self._settings.serializer
+
         def on_connect() -> None:
+            forgetting.on_notice(serializer)  # forgets may have been missed meanwhile
             listens[0] += 1
             if listens[0] > 1:
                 metrics.count("reconnects_total", connection="listener")
@@ -143,7 +147,11 @@ class PublisherActor(SupervisedActor):
             self._origin,
             on_notify=lambda last: _notify(ref, Notified(last)),
             on_connect=on_connect,
-            on_stream=lambda kind, stream: _notify(ref, StreamNotice(kind, stream)),
+            on_stream=lambda kind, stream: (
+                forgetting.on_notice(serializer)  # at once, on the listener's thread
+                if kind == "forget"
+                else _notify(ref, StreamNotice(kind, stream))
+            ),
         )
         self._listener.start()  # its first connect tells us CatchUp, which resyncs
 
@@ -173,7 +181,11 @@ class PublisherActor(SupervisedActor):
             notice = StreamDeleted(stream) if message.kind == "delete" else _CATCH_UP
             tell_stream_subscriptions(self._registry, stream, notice)
             return
-        if isinstance(message, Committed) and self._follows(message.rows):
+        if (
+            isinstance(message, Committed)
+            and self._follows(message.rows)
+            and not _sealed(message.rows)
+        ):
             # The usual case: the writer's next rows, right after the last published. No
             # database call, so no connection check and no watchdog on the delivery path.
             rows = message.rows
@@ -254,7 +266,9 @@ class PublisherActor(SupervisedActor):
             if run[0][0] > self._last_published + 1:
                 self._fill_gap(run[0][0] - 1)
             fresh = [row for row in run if row[0] > self._last_published]
-            if fresh and fresh[0][0] == self._last_published + 1:
+            if fresh and _sealed(fresh):
+                self._catch_up(fresh[-1][0])
+            elif fresh and fresh[0][0] == self._last_published + 1:
                 self._publish(fresh, fresh[0][0], fresh[-1][0], at)
 
     def _fill_gap(self, up_to: int) -> None:
@@ -325,6 +339,12 @@ class PublisherActor(SupervisedActor):
 
 
 _CATCH_UP = CatchUp()
+
+
+def _sealed(rows: Sequence[reader.Row]) -> bool:
+    """Whether any of the writer's rows has a data subject: such rows are read back from the
+    database, which says whether the subject was forgotten since (lifecycle/forgetting.py)."""
+    return any(row[11] is not None for row in rows if len(row) > 11)
 
 
 def _runs(rows: Sequence[reader.Row]) -> list[Sequence[reader.Row]]:

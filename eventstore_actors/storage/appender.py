@@ -22,7 +22,13 @@ from ..events import AppendResult, ExpectedVersion
 from ..sql import statement
 from . import expected as exp
 from .connection import reset_to_idle
-from .errors import database_error, is_connection_loss, is_transient, unavailable
+from .errors import (
+    FORGOTTEN_SQLSTATE,
+    database_error,
+    is_connection_loss,
+    is_transient,
+    unavailable,
+)
 
 __all__ = [
     "AppendRequest",
@@ -37,7 +43,7 @@ __all__ = [
     "group_params",
 ]
 
-#: Batches up to this many events go through append_events_v2() in one round trip; larger
+#: Batches up to this many events go through append_events_v4() in one round trip; larger
 #: ones through COPY, which costs two more round trips but less per row.
 SMALL_BATCH_EVENTS = 64
 
@@ -45,8 +51,16 @@ SMALL_BATCH_EVENTS = 64
 UUID_CONSTRAINT = "events_event_uuid_key"
 
 
-def _one(stream: str) -> str:
-    return statement("append/append_one").replace("{stream}", statement(f"append/{stream}"))
+#: The check of the events' data subjects in the one-statement append (append_one.sql).
+_SUBJECTS_CHECK = "\n    WHERE (SELECT refuse_forgotten_subjects(%(subjects)s) FROM c)"
+
+
+def _one(stream: str, check: str = "") -> str:
+    return (
+        statement("append/append_one")
+        .replace("{stream}", statement(f"append/{stream}"))
+        .replace("{check}", check)
+    )
 
 
 #: The one-statement append, by the kind of expected version.
@@ -54,6 +68,16 @@ _APPEND_NEW = _one("stream_new")
 _APPEND_EXISTING = _one("stream_existing")
 _APPEND_EXISTS = _one("stream_exists")
 _APPEND_ANY = _one("stream_any")
+#: The same for events with a data subject: refused when one is forgotten (SQLSTATE EAF01).
+_SEALED = {
+    query: _one(stream, _SUBJECTS_CHECK)
+    for query, stream in (
+        (_APPEND_NEW, "stream_new"),
+        (_APPEND_EXISTING, "stream_existing"),
+        (_APPEND_EXISTS, "stream_exists"),
+        (_APPEND_ANY, "stream_any"),
+    )
+}
 
 _COPY_TYPES = [
     "int8",
@@ -66,6 +90,7 @@ _COPY_TYPES = [
     "bytea",
     "timestamptz",
     "uuid",
+    "text",
 ]
 
 
@@ -78,6 +103,8 @@ class NewEvent(NamedTuple):
     data: bytes
     metadata: bytes | None
     event_uuid: uuid.UUID
+    #: The data subject; `data` is then encrypted (lifecycle/encryption.py).
+    subject: str | None = None
 
 
 class StoredRow(NamedTuple):
@@ -95,6 +122,9 @@ class StoredRow(NamedTuple):
     event_uuid: uuid.UUID
     #: The position in the all-streams log (the publisher's view): event_id.
     event_number: int
+    #: The data subject (`data` encrypted), and whether it is forgotten (as reads return it).
+    subject: str | None = None
+    forgotten: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,6 +263,8 @@ class Appender:
 
     def _rejected(self, req: AppendRequest, exc: psycopg.Error) -> EventStoreError:
         """The error for one request whose own transaction failed (nothing was stored)."""
+        if exc.sqlstate == FORGOTTEN_SQLSTATE:
+            return database_error(exc, "append")  # SubjectForgottenError
         if not isinstance(exc, psycopg.errors.IntegrityError):
             return database_error(exc, "append")
         if exc.diag.constraint_name == UUID_CONSTRAINT:
@@ -290,6 +322,8 @@ class Appender:
             query = _APPEND_NEW
         else:
             query = _APPEND_EXISTING
+        if _has_subjects(write.events):
+            query = _SEALED[query]
         params = {
             "n": len(write.events),
             "stream_uuid": write.stream_uuid,
@@ -308,7 +342,7 @@ class Appender:
         return Written([_result(write.stream_uuid, rows)], rows)
 
     def _append_group(self, requests: list[AppendRequest]) -> list[Outcome]:
-        """Several requests (or caller-given UUIDs), one call of append_events_v2()."""
+        """Several requests (or caller-given UUIDs), one call of append_events_v4()."""
         params = group_params(requests, self._channel, self._origin)
         return group_outcomes(requests, self._run_alone(statement("append/append_events"), params))
 
@@ -372,6 +406,9 @@ class Appender:
         if not rows:
             conn.execute("ROLLBACK")
             return outcomes
+        subjects = [row[-1] for row in rows if row[-1] is not None]
+        if subjects:  # under the counter lock taken above (SQLSTATE EAF01: rolled back)
+            conn.execute(statement("append/check_subjects"), {"subjects": subjects})
         with conn.cursor() as cur, cur.copy(statement("append/copy_events")) as copy:
             copy.set_types(_COPY_TYPES)
             for row in rows:
@@ -456,6 +493,10 @@ def compare_replays(
     return result
 
 
+def _has_subjects(events: Sequence[NewEvent]) -> bool:
+    return any(ev.subject is not None for ev in events)
+
+
 def _bytes(value: Any) -> bytes | None:
     return None if value is None else bytes(value)
 
@@ -469,11 +510,12 @@ def _event_columns(events: Sequence[NewEvent]) -> dict[str, Any]:
         "data": [ev.data for ev in events],
         "metadata": [ev.metadata for ev in events],
         "event_uuids": [ev.event_uuid for ev in events],
+        "subjects": [ev.subject for ev in events],
     }
 
 
 def group_params(requests: list[AppendRequest], channel: str, origin: str) -> dict[str, Any]:
-    """The arguments of append_events_v2 (append/append_events.sql) for these requests."""
+    """The arguments of append_events_v4 (append/append_events.sql) for these requests."""
     writes: list[StreamWrite] = []
     units: list[int] = []
     check: list[bool] = []
@@ -541,6 +583,7 @@ def _stored(
             created_at,
             ev.event_uuid,
             first_id + i,
+            ev.subject,
         )
         for i, ev in enumerate(write.events)
     ]
@@ -636,9 +679,10 @@ def _assign(
                     now,
                     ev.event_uuid,
                     next_id,
+                    ev.subject,
                 )
                 batch.append(row)
-                rows.append((next_id, sid, *row[2:10]))
+                rows.append((next_id, sid, *row[2:10], ev.subject))
                 if req.given_uuids:
                     stored[ev.event_uuid] = (sid, version + offset, next_id)
                 next_id += 1

@@ -17,7 +17,7 @@ from typing import Any
 
 import psycopg
 
-from ..errors import EventStoreError, StoreUnavailableError
+from ..errors import EventStoreError, StoreUnavailableError, SubjectForgottenError
 
 __all__ = [
     "database_error",
@@ -111,6 +111,11 @@ def unavailable(exc: BaseException, *, outcome_unknown: bool = False) -> StoreUn
     )
 
 
+#: Raised by the refuse_forgotten_subject trigger (sql/migrations/v4.sql): a write of an
+#: event or snapshot whose data subject is forgotten.
+FORGOTTEN_SQLSTATE = "EAF01"
+
+
 def database_error(exc: BaseException, what: str = "operation") -> EventStoreError:
     """The contract's error for a database error on a connection that is still fine.
 
@@ -120,6 +125,8 @@ def database_error(exc: BaseException, what: str = "operation") -> EventStoreErr
     StoreUnavailableError: the database is there, and the same call would fail again.
     """
     sqlstate = _sqlstate(exc)
+    if sqlstate == FORGOTTEN_SQLSTATE:
+        return SubjectForgottenError(f"the {what} did not happen: {reason(exc)}")
     if is_refused(exc):
         return EventStoreError(
             f"the {what} did not happen: the database refused it ({sqlstate}): {reason(exc)}"

@@ -1,7 +1,7 @@
 """Appends in the caller's own transaction (the outbox pattern): `conn=`.
 
 The events are written on the caller's psycopg connection, in its current transaction, by
-the same append_events_v2 function the writer uses, so every rule holds alike: expected
+the same append_events_v4 function the writer uses, so every rule holds alike: expected
 versions, idempotent retries, the counter row lock taken first. That lock is held until the
 caller commits or rolls back: global order holds, and other appenders wait meanwhile.
 
@@ -110,10 +110,11 @@ class Outbox:
         self._holders = threading.local()
         self._query = sql.SQL(
             "SELECT part, status, first_event_id, last_event_id, first_version, "
-            "actual_version, created_at FROM {}.append_events_v2("
+            "actual_version, created_at FROM {}.append_events_v4("
             "%(stream_uuids)s, %(expected)s, %(counts)s, %(units)s, %(check)s, "
             "%(event_uuids)s::uuid[], %(event_types)s, %(correlation_ids)s, "
-            "%(causation_ids)s, %(data)s, %(metadata)s, %(channel)s, %(origin)s)"
+            "%(causation_ids)s, %(data)s, %(metadata)s, %(subjects)s::text[], "
+            "%(channel)s, %(origin)s)"
         ).format(sql.Identifier(schema))
         self._stored_content = qualify(schema, statement("append/stored_content"))
         self._link = qualify(schema, statement("link/link_events"))

@@ -16,7 +16,7 @@ from . import reader
 __all__ = ["ParkedRow", "forget", "mark_replay", "park", "rows", "unmark"]
 
 Conn = psycopg.Connection[Any]
-#: (reader.Row columns..., reason, retries, parked_at)
+#: (reader.Row's first 11 columns, reason, retries, parked_at, replay, subject, forgotten)
 ParkedRow = tuple[Any, ...]
 
 _PARK = """
@@ -29,7 +29,10 @@ SET reason = EXCLUDED.reason, retries = EXCLUDED.retries, parked_at = now(), rep
 _ROWS = """
 SELECT e.event_id, s.stream_uuid, e.stream_version, e.event_type, e.correlation_id,
        e.causation_id, e.data, e.metadata, e.created_at, e.event_uuid,
-       COALESCE(%(number)s::bigint, e.event_id), p.reason, p.retries, p.parked_at, p.replay
+       COALESCE(%(number)s::bigint, e.event_id), p.reason, p.retries, p.parked_at, p.replay,
+       e.subject, CASE WHEN e.subject IS NULL THEN false
+                       ELSE EXISTS (SELECT 1 FROM forgotten_subjects AS f
+                                    WHERE f.subject = e.subject) END
 FROM parked_events AS p
 JOIN events AS e ON e.event_id = p.event_id
 JOIN streams AS s ON s.stream_id = e.stream_id
@@ -67,9 +70,9 @@ def rows(
     )
     found: list[tuple[reader.Row, str | None, int, Any]] = []
     for r in cur.fetchall():
-        row = r[:11]
+        row = (*r[:11], r[15], r[16])
         if stream_uuid != "$all" and r[1] == stream_uuid:
-            row = (*r[:10], r[2])
+            row = (*r[:10], r[2], r[15], r[16])
         found.append((row, r[11], int(r[12]), r[13]))  # type: ignore[arg-type]
     return found
 

@@ -11,7 +11,9 @@ from typing import Any
 
 import psycopg
 
-from ..events import RecordedEvent
+from ..errors import EventStoreError
+from ..events import FORGOTTEN, RecordedEvent
+from ..lifecycle.encryption import Keyring, keyring_of
 from ..serialization import EventDecodeError, Serializer
 from ..serialization.jsonserializer import fast_json
 from ..sql import statement
@@ -37,10 +39,23 @@ __all__ = [
 #: A stored event before deserialization, as plain tuple (reads) or StoredRow (appends):
 #: event_id, stream_uuid, stream_version, event_type, correlation_id, causation_id, data,
 #: metadata, created_at, event_uuid, event_number (the position in what was read: the
-#: stream's for stream reads, event_id for all-streams reads). Reads skip building a
-#: NamedTuple per row: it is the hot path.
+#: stream's for stream reads, event_id for all-streams reads), subject (the data subject:
+#: data is then encrypted) and whether that subject is forgotten. Reads skip building a
+#: NamedTuple per row: it is the hot path. `decode` also takes rows of the first 11 columns.
 Row = tuple[
-    int, str, int, str, str | None, str | None, bytes, bytes | None, datetime, uuid.UUID, int
+    int,
+    str,
+    int,
+    str,
+    str | None,
+    str | None,
+    bytes,
+    bytes | None,
+    datetime,
+    uuid.UUID,
+    int,
+    str | None,
+    bool,
 ]
 
 #: A streams row: stream_uuid, stream_version, created_at, deleted_at (None: not deleted),
@@ -305,29 +320,46 @@ def decode(rows: Iterable[Row], serializer: Serializer) -> list[RecordedEvent]:
     the stock JsonSerializer its deserialize is inlined (`fast_json`). An event the
     serializer cannot rebuild raises SerializationError (EventDecodeError) naming it: never
     skipped, never half-decoded.
+
+    An event with a data subject has encrypted data: decrypted with the store's keyring (its
+    serializer is a SealedSerializer), or FORGOTTEN (`forgotten=True`) when the row says the
+    subject is forgotten or its key is gone since. Ciphertext is never returned: a store
+    without encryption, or whose key cannot decrypt it, raises EventDecodeError.
     """
     fast = fast_json(serializer)
-    if fast is not None:
+    if fast is not None:  # the stock JsonSerializer: no encryption (that wraps it)
         return _decode_json(rows, *fast)
     deserialize = serializer.deserialize
+    keyring = keyring_of(serializer)
+    keys = {} if keyring is None else keyring.cache
     new = object.__new__
     set_dict = object.__setattr__
     events = []
-    for (
-        event_id,
-        stream_uuid,
-        version,
-        event_type,
-        correlation,
-        causation,
-        data,
-        meta,
-        at,
-        event_uuid,
-        number,
-    ) in rows:
+    for row in rows:
+        (
+            event_id,
+            stream_uuid,
+            version,
+            event_type,
+            correlation,
+            causation,
+            data,
+            meta,
+            at,
+            event_uuid,
+            number,
+            subject,
+            forgotten,
+        ) = row if len(row) == 13 else (*row[:11], None, False)
         try:  # free in 3.11 unless it raises
-            data = deserialize(data, event_type)
+            if subject is None:
+                data = deserialize(data, event_type)
+            elif not forgotten and (key := keys.get(subject)) is not None:  # the hot path
+                if data[0] != 1:
+                    raise EventStoreError("the stored data is not in the encrypted format")
+                data = deserialize(key.aead.decrypt(data[1:13], data[13:], key.aad), event_type)
+            else:
+                data, forgotten = _open(keyring, subject, data, forgotten, event_type, deserialize)
             meta = None if meta is None else deserialize(meta, None)
         except Exception as exc:  # a custom serializer may raise anything
             raise EventDecodeError(event_id, event_type, stream_uuid, exc) from exc
@@ -347,6 +379,8 @@ def decode(rows: Iterable[Row], serializer: Serializer) -> list[RecordedEvent]:
                 "created_at": at,
                 "event_uuid": event_uuid,
                 "event_number": number,
+                "subject": subject,
+                "forgotten": bool(forgotten),
             },
         )
         events.append(event)
@@ -362,34 +396,40 @@ def _decode_json(
     """`decode` for the stock JsonSerializer, its `deserialize` inlined: each document is
     scanned from its first character; one that does not end where its text ends (whitespace
     around it) or does not scan goes through `loads` (JSONDecoder.decode: the same value,
-    or the same error)."""
+    or the same error). An event with a subject is FORGOTTEN or refused (no keyring here)."""
     new = object.__new__
     set_dict = object.__setattr__
     events = []
-    for (
-        event_id,
-        stream_uuid,
-        version,
-        event_type,
-        correlation,
-        causation,
-        data,
-        meta,
-        at,
-        event_uuid,
-        number,
-    ) in rows:
+    for row in rows:
+        (
+            event_id,
+            stream_uuid,
+            version,
+            event_type,
+            correlation,
+            causation,
+            data,
+            meta,
+            at,
+            event_uuid,
+            number,
+        ) = row[:11]
+        subject = row[11] if len(row) > 11 else None
+        forgotten = False
         try:  # free in 3.11 unless it raises
-            try:
-                text = str(data, "utf-8")
-                value, end = scan(text, 0)
-                if end != len(text):
+            if subject is not None:
+                value, forgotten = _open(None, subject, data, row[12], event_type, None)
+            else:
+                try:
+                    text = str(data, "utf-8")
+                    value, end = scan(text, 0)
+                    if end != len(text):
+                        value = loads(data)
+                except Exception:  # StopIteration, JSONDecodeError, UnicodeDecodeError...
                     value = loads(data)
-            except Exception:  # StopIteration, JSONDecodeError, UnicodeDecodeError...
-                value = loads(data)
-            read = readers.get(event_type)
-            if read is not None:
-                value = read(value)
+                read = readers.get(event_type)
+                if read is not None:
+                    value = read(value)
             metadata = None
             if meta is not None:
                 try:
@@ -417,7 +457,33 @@ def _decode_json(
                 "created_at": at,
                 "event_uuid": event_uuid,
                 "event_number": number,
+                "subject": subject,
+                "forgotten": forgotten,
             },
         )
         events.append(event)
     return events
+
+
+def _open(
+    keyring: Keyring | None,
+    subject: str,
+    sealed: bytes,
+    forgotten: bool | None,
+    type_: str,
+    deserialize: Any,
+) -> tuple[Any, bool]:
+    """The data of an event with a subject, and whether it is forgotten."""
+    if forgotten:
+        if keyring is not None:
+            keyring.evict(subject)
+        return FORGOTTEN, True
+    if keyring is None:
+        raise EventStoreError(
+            "its data is encrypted and this store runs without encryption (start it with "
+            "encryption=Encryption(...))"
+        )
+    plain = keyring.open(subject, sealed)
+    if plain is None:  # forgotten since the row was read
+        return FORGOTTEN, True
+    return deserialize(plain, type_), False

@@ -24,6 +24,15 @@ __all__ = ["VERSION_KEY", "RecorderQueries", "open_pool"]
 
 Conn = psycopg.Connection[Any]
 
+#: An event's data, or NULL for an event with a data subject: its data is encrypted
+#: (docs/personal-data.md), and the integration never hands an application ciphertext.
+_CLEAR_DATA = "CASE WHEN e.subject IS NULL THEN e.data END"
+
+
+def _bytes(value: Any) -> bytes | None:
+    return None if value is None else bytes(value)
+
+
 #: The metadata key that keeps an event's originator_version.
 VERSION_KEY = "originator_version"
 
@@ -76,8 +85,9 @@ class RecorderQueries:
     def __init__(self, schema: str) -> None:
         ident = pgsql.Identifier(schema)
         self._stream = pgsql.SQL(
-            "SELECT e.stream_version + o.off AS v, e.event_type, e.data"
-            " FROM {schema}.streams s"
+            "SELECT e.stream_version + o.off AS v, e.event_type, "
+            + _CLEAR_DATA
+            + " FROM {schema}.streams s"
             " CROSS JOIN LATERAL (SELECT {offset} AS off) o"
             " JOIN {schema}.events e ON e.stream_id = s.stream_id"
             " WHERE s.stream_uuid = %(id)s"
@@ -90,8 +100,9 @@ class RecorderQueries:
             " WHERE s.stream_uuid = ANY(%s) AND s.stream_version > 0"
         ).format(offset=_version_offset(schema, "s.stream_id"), schema=ident)
         self._notifications = pgsql.SQL(
-            "SELECT e.event_id, s.stream_uuid, e.stream_version + {offset}, e.event_type, e.data"
-            " FROM {schema}.events e JOIN {schema}.streams s ON s.stream_id = e.stream_id"
+            "SELECT e.event_id, s.stream_uuid, e.stream_version + {offset}, e.event_type, "
+            + _CLEAR_DATA
+            + " FROM {schema}.events e JOIN {schema}.streams s ON s.stream_id = e.stream_id"
             " WHERE e.event_id >= %(start)s"
             " AND (%(stop)s::bigint IS NULL OR e.event_id <= %(stop)s)"
             f" AND {_READABLE}"
@@ -128,14 +139,15 @@ class RecorderQueries:
         lte: int | None,
         desc: bool,
         limit: int | None,
-    ) -> list[tuple[int, str, bytes]]:
-        """(originator_version, topic, state) of one aggregate's events, in version order."""
+    ) -> list[tuple[int, str, bytes | None]]:
+        """(originator_version, topic, state) of one aggregate's events, in version order;
+        state None: an event with a data subject (see `_CLEAR_DATA`)."""
         statement = _ordered(
             self._stream, pgsql.Identifier("e", "stream_version"), desc, limit is not None
         )
         params = {"id": stream_uuid, "gt": gt, "lte": lte, "limit": limit}
         rows = conn.execute(statement, params, prepare=True).fetchall()
-        return [(v, topic, bytes(state)) for v, topic, state in rows]
+        return [(v, topic, _bytes(state)) for v, topic, state in rows]
 
     def offsets(self, conn: Conn, keys: list[str]) -> dict[str, int]:
         """The version offsets of those of `keys` that name existing streams."""
@@ -146,8 +158,9 @@ class RecorderQueries:
 
     def notifications(
         self, conn: Conn, start: int, stop: int | None, limit: int, topics: Sequence[str]
-    ) -> list[tuple[int, str, int, str, bytes]]:
-        """(event_id, stream_uuid, originator_version, topic, state) from `start` on."""
+    ) -> list[tuple[int, str, int, str, bytes | None]]:
+        """(event_id, stream_uuid, originator_version, topic, state) from `start` on; state
+        None: an event with a data subject (see `_CLEAR_DATA`)."""
         statement = self._notifications
         params: dict[str, Any] = {"start": start, "stop": stop, "limit": limit}
         if topics:
@@ -155,7 +168,7 @@ class RecorderQueries:
             params["topics"] = list(topics)
         statement += pgsql.SQL(" ORDER BY e.event_id LIMIT %(limit)s")
         rows = conn.execute(statement, params, prepare=True).fetchall()
-        return [(i, s, v, t, bytes(state)) for i, s, v, t, state in rows]
+        return [(i, s, v, t, _bytes(state)) for i, s, v, t, state in rows]
 
     def max_event_id(self, conn: Conn) -> int | None:
         row = conn.execute(self._max_event_id, prepare=True).fetchone()

@@ -45,6 +45,9 @@ TABLES = (
     "parked_events",
     "eventsourcing_tracking",
     "eventsourcing_snapshots",
+    # schema version 4: personal data
+    "data_keys",
+    "forgotten_subjects",
 )
 RELATIONS = (
     *TABLES,
@@ -73,6 +76,9 @@ RELATIONS = (
     "eventsourcing_snapshots_pkey",
     # schema version 4
     "streams_retention_idx",
+    "events_subject_idx",
+    "data_keys_pkey",
+    "forgotten_subjects_pkey",
 )
 FUNCTIONS = (
     "append_events",
@@ -84,6 +90,10 @@ FUNCTIONS = (
     "link_events",
     # schema version 3
     "refuse_deleted_stream_append",
+    # schema version 4: personal data
+    "refuse_forgotten_subject",
+    "refuse_forgotten_subjects",
+    "append_events_v4",
 )
 
 #: The columns that tell the store's own schema_version table from another tool's

@@ -8,6 +8,6 @@ SELECT c.last_event_id, r.*
 FROM event_counter AS c
 LEFT JOIN LATERAL ({events}
 ) AS r (event_id, stream_uuid, stream_version, event_type, correlation_id, causation_id,
-        data, metadata, created_at, event_uuid, event_number) ON true
+        data, metadata, created_at, event_uuid, event_number, subject, forgotten) ON true
 WHERE c.id = 1
 ORDER BY r.event_id;

@@ -11,5 +11,5 @@ FROM (SELECT (SELECT s.stream_version FROM streams AS s
               WHERE s.stream_uuid = %(stream_uuid)s) AS deleted) AS h
 LEFT JOIN LATERAL ({events}
 ) AS r (event_id, stream_uuid, stream_version, event_type, correlation_id, causation_id,
-        data, metadata, created_at, event_uuid, event_number) ON true
+        data, metadata, created_at, event_uuid, event_number, subject, forgotten) ON true
 ORDER BY r.event_number;

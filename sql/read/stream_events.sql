@@ -12,10 +12,13 @@
 -- v4, storage/retention.py): positions below the stream's first readable one or older than
 -- its max_age are left out by each part's index condition and filter, and so is a linked
 -- event hidden by its own stream's retention (before the LIMIT, like a filter).
-SELECT r.* FROM (
+-- The last two columns: the event's data subject and whether it is forgotten (same
+-- snapshot as the row).
+SELECT r.*, CASE WHEN r.subject IS NULL THEN false ELSE EXISTS (SELECT 1 FROM forgotten_subjects AS f WHERE f.subject = r.subject) END
+FROM (
     (SELECT e.event_id, %(stream_uuid)s::text, e.stream_version, e.event_type,
             e.correlation_id, e.causation_id, e.data, e.metadata, e.created_at, e.event_uuid,
-            e.stream_version AS event_number
+            e.stream_version AS event_number, e.subject
      FROM events AS e
      WHERE e.stream_id = (SELECT s.stream_id FROM streams AS s
                           WHERE s.stream_uuid = %(stream_uuid)s
@@ -31,7 +34,7 @@ SELECT r.* FROM (
     UNION ALL
     (SELECT e.event_id, e.stream_uuid, e.stream_version, e.event_type,
             e.correlation_id, e.causation_id, e.data, e.metadata, e.created_at, e.event_uuid,
-            l.event_number
+            l.event_number, e.subject
      FROM (SELECT k.event_number, k.event_id FROM links AS k
            WHERE k.stream_id = (SELECT s.stream_id FROM streams AS s
                                 WHERE s.stream_uuid = %(stream_uuid)s
@@ -51,12 +54,12 @@ SELECT r.* FROM (
            LIMIT %(count)s) AS l
      CROSS JOIN LATERAL (
          SELECT x.event_id, o.stream_uuid, x.stream_version, x.event_type, x.correlation_id,
-                x.causation_id, x.data, x.metadata, x.created_at, x.event_uuid
+                x.causation_id, x.data, x.metadata, x.created_at, x.event_uuid, x.subject
          FROM events AS x JOIN streams AS o ON o.stream_id = x.stream_id
          WHERE x.event_id = l.event_id
          OFFSET 0) AS e
      ORDER BY l.event_number {dir})
 ) AS r (event_id, stream_uuid, stream_version, event_type, correlation_id, causation_id, data,
-        metadata, created_at, event_uuid, event_number)
+        metadata, created_at, event_uuid, event_number, subject)
 ORDER BY r.event_number {dir}
 LIMIT %(count)s;

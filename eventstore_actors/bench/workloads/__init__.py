@@ -12,6 +12,7 @@ from .appends import run_seed_appends, run_single_appends, seed_append_steps, si
 from .budget import budget_steps, run_budget
 from .catchup import catchup_steps, run_catchup
 from .competing import competing_steps, run_competing
+from .encryption import encryption_steps, run_encryption
 from .groups import group_steps, run_groups
 from .growth import growth_steps, run_growth
 from .latency import latency_steps, run_latency
@@ -121,6 +122,12 @@ WORKLOADS: dict[str, Workload] = {
             "single-event appends with metrics on vs off, 1 and 50 writers",
             metrics_steps,
             run_metrics,
+        ),
+        Workload(
+            "personal-data",
+            "100-event appends and reads, encrypted per data subject vs plain",
+            encryption_steps,
+            run_encryption,
         ),
         Workload(
             "growth",

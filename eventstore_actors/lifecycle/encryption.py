@@ -1,0 +1,395 @@
+"""Encryption of personal data per data subject (AES-256-GCM), with keys cached per store.
+
+Each subject has a data key of its own, created on first use and stored wrapped by the
+master key (AES key wrap, RFC 3394) in the schema's `data_keys` table, or kept by the
+application's `KeyStore` (a KMS). Forgetting a subject deletes its key: its events stay where
+they are, unreadable (crypto-shredding).
+
+Stored data of an event with a subject: a version byte, a 12-byte nonce, then ciphertext and
+tag; the subject is the associated data, so a ciphertext cannot be passed off as another
+subject's. The nonce is random, except for events whose caller gave an event_uuid: then it
+is derived from the key, the UUID and the plaintext (HMAC-SHA256), so a retried append
+encrypts to the very same bytes and the idempotency check (which compares stored bytes)
+still tells a retry from another event under that UUID. Equal ciphertexts then reveal only
+that a retry repeated the same event.
+
+Nothing here logs or puts a subject, a key or data in an exception message.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import hashlib
+import hmac
+import os
+import threading
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from ..errors import ConfigError, EventStoreError, SubjectForgottenError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+__all__ = [
+    "ENV_MASTER_KEY",
+    "Encryption",
+    "KeyStore",
+    "Keyring",
+    "SealedSerializer",
+    "keyring_of",
+    "rewrapper",
+    "sealing",
+]
+
+#: The environment variable read for the master key (base64) when none is given.
+ENV_MASTER_KEY = "EVENTSTORE_MASTER_KEY"
+
+_VERSION = b"\x01"
+_NONCE = 12
+_KEY = 32
+
+
+@runtime_checkable
+class KeyStore(Protocol):
+    """Where an application keeps data keys itself (a KMS), instead of the schema's table
+    wrapped by a master key. Keys are 32 bytes (AES-256)."""
+
+    def get(self, subject: str) -> bytes | None:
+        """The subject's data key, or None when it has none (never had, or deleted)."""
+        ...
+
+    def create(self, subject: str) -> bytes:
+        """A new data key for the subject, kept from now on (a second call for the same
+        subject may return the key it already has)."""
+        ...
+
+    def delete(self, subject: str) -> None:
+        """Destroy the subject's key for ever (nothing when it has none)."""
+        ...
+
+
+#: Bumped in a forked child: its nonce blocks must not be its parent's.
+_forks = [0]
+os.register_at_fork(after_in_child=lambda: _forks.__setitem__(0, _forks[0] + 1))
+
+
+@functools.cache
+def _invalid_tag() -> type[Exception]:
+    from cryptography.exceptions import InvalidTag
+
+    return InvalidTag
+
+
+def _aesgcm() -> type[AESGCM]:
+    try:
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    except ImportError:  # pragma: no cover - depends on the installation
+        raise ConfigError(
+            "encryption needs the 'cryptography' package (the extra 'crypto')"
+        ) from None
+    return AESGCM
+
+
+class Encryption:
+    """Encrypt the data of events and snapshots that name a `subject` (`EventStore.start(...,
+    encryption=Encryption(...))`).
+
+    `master_key`: 32 bytes, or a function returning them, or None to read the base64
+    environment variable EVENTSTORE_MASTER_KEY; it wraps the data keys stored in the schema.
+    `key_store`: keep data keys in the application's KeyStore instead (the master key is
+    then not used). Checked at `start` (ConfigError); never shown by repr.
+    """
+
+    def __init__(
+        self,
+        master_key: bytes | Callable[[], bytes] | None = None,
+        key_store: KeyStore | None = None,
+    ) -> None:
+        if key_store is not None and not isinstance(key_store, KeyStore):
+            raise ConfigError("key_store must have get(subject), create(subject), delete(subject)")
+        if not (master_key is None or callable(master_key) or isinstance(master_key, bytes)):
+            raise ConfigError("master_key must be bytes, a function returning bytes, or None")
+        self._master_key = master_key
+        self.key_store = key_store
+
+    def __repr__(self) -> str:
+        kind = "key_store" if self.key_store is not None else "master_key"
+        return f"Encryption({kind}=...)"
+
+    def master_key(self) -> bytes:
+        """The 32-byte master key (ConfigError when it is missing or not 32 bytes)."""
+        return resolve_master_key(self._master_key)
+
+    def keyring(self) -> Keyring:
+        """A new key cache for one store (ConfigError on a bad master key)."""
+        _aesgcm()
+        if self.key_store is not None:
+            return Keyring(None, self.key_store)
+        return Keyring(self.master_key(), None)
+
+
+def resolve_master_key(given: bytes | Callable[[], bytes] | None) -> bytes:
+    """`given` (or the environment's key) as 32 bytes; ConfigError otherwise (the message
+    never holds the key)."""
+    if given is None:
+        text = os.environ.get(ENV_MASTER_KEY)
+        if not text:
+            raise ConfigError(
+                f"no master key: give Encryption(master_key=...) or set {ENV_MASTER_KEY} "
+                "(32 bytes, base64)"
+            )
+        try:
+            key = base64.b64decode(text.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            raise ConfigError(f"{ENV_MASTER_KEY} is not valid base64") from None
+    elif callable(given):
+        try:
+            key = given()
+        except Exception as exc:
+            raise ConfigError(f"the master key function failed: {type(exc).__name__}") from None
+    else:
+        key = given
+    if not isinstance(key, (bytes, bytearray)):
+        raise ConfigError("the master key must be bytes")
+    if len(key) != _KEY:
+        raise ConfigError(f"the master key must be {_KEY} bytes, got {len(key)}")
+    return bytes(key)
+
+
+def wrap_key(master: bytes, key: bytes) -> bytes:
+    """`key` wrapped by `master` (AES key wrap)."""
+    from cryptography.hazmat.primitives.keywrap import aes_key_wrap
+
+    return aes_key_wrap(master, key)
+
+
+def unwrap_key(master: bytes, wrapped: bytes) -> bytes:
+    """The data key wrapped in `wrapped`; EventStoreError when `master` did not wrap it."""
+    from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap
+
+    try:
+        return aes_key_unwrap(master, wrapped)
+    except (InvalidUnwrap, ValueError):
+        raise EventStoreError(
+            "cannot unwrap a data key with this master key (a different master key wrapped "
+            "it: check EVENTSTORE_MASTER_KEY or rotate with admin.rotate_master_key)"
+        ) from None
+
+
+def rewrapper(old: bytes, new: bytes) -> Callable[[bytes], bytes | None]:
+    """For master key rotation: old wrapped key -> wrapped by `new` (None: it already is);
+    ConfigError for keys that are not 32 bytes, EventStoreError for a key neither unwraps."""
+    old, new = resolve_master_key(old), resolve_master_key(new)
+
+    def rewrap(wrapped: bytes) -> bytes | None:
+        try:
+            return wrap_key(new, unwrap_key(old, wrapped))
+        except EventStoreError:
+            unwrap_key(new, wrapped)  # EventStoreError when `new` did not wrap it either
+            return None
+
+    return rewrap
+
+
+class _Key:
+    """One subject's data key, ready to use: `aead` decrypts with the associated data `aad`
+    (the subject in UTF-8)."""
+
+    __slots__ = ("aad", "aead", "key")
+
+    def __init__(self, key: bytes, subject: str) -> None:
+        if not isinstance(key, (bytes, bytearray)) or len(key) != _KEY:
+            raise EventStoreError(f"a data key must be {_KEY} bytes")
+        self.key = bytes(key)
+        self.aead = _aesgcm()(self.key)
+        self.aad = subject.encode("utf-8")
+
+
+#: Fetches a subject's wrapped key and whether it is forgotten (the store's database).
+Fetch = Callable[[str], tuple[bytes | None, bool]]
+#: Stores a new wrapped key unless one is there; the key stored and whether forgotten.
+Create = Callable[[str, bytes], tuple[bytes | None, bool]]
+#: Whether a subject is forgotten.
+IsForgotten = Callable[[str], bool]
+
+
+class Keyring:
+    """One store's data keys: a cache over the schema's table or the application's KeyStore.
+
+    The store attaches its database access (`attach`) once its pool is open. Thread-safe.
+    A cached key is never used for a forgotten subject: every read carries, from the same
+    snapshot as the event, whether its subject is forgotten; the cache is also cleared when
+    a forget is notified (any process) and the subject evicted when a read finds it forgotten.
+    """
+
+    def __init__(self, master: bytes | None, key_store: KeyStore | None) -> None:
+        self._master = master
+        self.key_store = key_store
+        #: subject -> its key; read without the lock by the decode step's fast path
+        #: (storage/reader.decode), which falls back to `open` on a miss.
+        self.cache: dict[str, _Key] = {}
+        self._lock = threading.Lock()
+        self._fetch: Fetch | None = None
+        self._create: Create | None = None
+        self._is_forgotten: IsForgotten | None = None
+        self._random = threading.local()  # random nonces, drawn in bulk per thread
+
+    def _nonce(self) -> bytes:
+        """A fresh random 96-bit nonce. Drawn from the OS in blocks (one system call per 256
+        nonces: it cost a third of an encryption); a forked child draws its own."""
+        local = self._random
+        block: bytes | None = getattr(local, "block", None)
+        at: int = getattr(local, "at", 0)
+        if block is None or at >= len(block) or local.fork != _forks[0]:
+            block, at = os.urandom(_NONCE * 256), 0
+            local.block, local.fork = block, _forks[0]
+        local.at = at + _NONCE
+        return block[at : at + _NONCE]
+
+    def attach(self, fetch: Fetch, create: Create, is_forgotten: IsForgotten) -> None:
+        self._fetch, self._create, self._is_forgotten = fetch, create, is_forgotten
+
+    # The cache --------------------------------------------------------------------------------
+    def cached(self, subject: str) -> bool:
+        """Whether `subject`'s key is in this store's cache (tests, metrics)."""
+        return subject in self.cache
+
+    def evict(self, subject: str | None = None) -> None:
+        """Drop `subject`'s key from the cache (None: every key)."""
+        with self._lock:
+            if subject is None:
+                self.cache.clear()
+            else:
+                self.cache.pop(subject, None)
+
+    # Writing ----------------------------------------------------------------------------------
+    def seal(self, subject: str, plain: bytes, event_uuid: uuid.UUID | None = None) -> bytes:
+        """`plain` encrypted under `subject`'s key (created on first use);
+        SubjectForgottenError when the subject is forgotten."""
+        key = self.cache.get(subject) or self._for_write(subject)
+        if event_uuid is None:
+            nonce = self._nonce()
+        else:
+            mac = hmac.new(key.key, b"nonce" + event_uuid.bytes + plain, hashlib.sha256)
+            nonce = mac.digest()[:_NONCE]
+        return _VERSION + nonce + key.aead.encrypt(nonce, plain, key.aad)
+
+    def _for_write(self, subject: str) -> _Key:
+        fetch, create, is_forgotten = self._attached()
+        if self.key_store is not None:
+            if is_forgotten(subject):
+                raise SubjectForgottenError("the data subject of this write is forgotten")
+            raw = _kms(self.key_store.get, subject)
+            if raw is None:
+                raw = _kms(self.key_store.create, subject)
+            key = _Key(raw, subject)
+        else:
+            wrapped, forgotten = fetch(subject)
+            if wrapped is None and not forgotten:
+                assert self._master is not None
+                fresh = wrap_key(self._master, os.urandom(_KEY))
+                wrapped, forgotten = create(subject, fresh)
+            if forgotten or wrapped is None:
+                raise SubjectForgottenError("the data subject of this write is forgotten")
+            key = _Key(self._unwrap(wrapped), subject)
+        with self._lock:
+            self.cache[subject] = key
+        return key
+
+    # Reading ----------------------------------------------------------------------------------
+    def open(self, subject: str, sealed: bytes) -> bytes | None:
+        """The plaintext of `sealed` (stored data of an event of `subject`), or None when the
+        subject's key is gone because it was forgotten. EventStoreError when it cannot be
+        decrypted (never the ciphertext)."""
+        key = self.cache.get(subject)
+        if key is None:
+            key = self._for_read(subject)
+            if key is None:
+                return None
+        if len(sealed) < 1 + _NONCE + 16 or sealed[0] != 1:
+            raise EventStoreError("the stored data is not in the encrypted format")
+        try:
+            return key.aead.decrypt(sealed[1 : 1 + _NONCE], sealed[1 + _NONCE :], key.aad)
+        except _invalid_tag():
+            raise EventStoreError(
+                "the stored data cannot be decrypted with its subject's data key"
+            ) from None
+
+    def _for_read(self, subject: str) -> _Key | None:
+        fetch, _, is_forgotten = self._attached()
+        if self.key_store is not None:
+            raw = _kms(self.key_store.get, subject)
+            if raw is None:
+                if is_forgotten(subject):
+                    return None
+                raise EventStoreError("the KeyStore has no data key for this event's subject")
+            key = _Key(raw, subject)
+        else:
+            wrapped, forgotten = fetch(subject)
+            if forgotten:
+                return None
+            if wrapped is None:
+                raise EventStoreError("no data key is stored for this event's subject")
+            key = _Key(self._unwrap(wrapped), subject)
+        with self._lock:
+            self.cache[subject] = key
+        return key
+
+    def _unwrap(self, wrapped: bytes) -> bytes:
+        assert self._master is not None
+        return unwrap_key(self._master, wrapped)
+
+    def _attached(self) -> tuple[Fetch, Create, IsForgotten]:
+        if self._fetch is None or self._create is None or self._is_forgotten is None:
+            raise EventStoreError("the keyring is not attached to a running store")
+        return self._fetch, self._create, self._is_forgotten
+
+
+def _kms(call: Callable[[str], Any], subject: str) -> Any:
+    """A call of the application's KeyStore; its failure as an EventStoreError that names
+    neither the subject nor the KeyStore's own message (either may hold personal data)."""
+    try:
+        return call(subject)
+    except EventStoreError:
+        raise
+    except Exception as exc:
+        raise EventStoreError(f"the KeyStore failed ({type(exc).__name__})") from None
+
+
+class SealedSerializer:
+    """The store's serializer when it runs with encryption: the application's serializer,
+    plus the store's `keyring` that the shared decode step (storage/reader.decode) and the
+    writes use for events and snapshots with a subject."""
+
+    def __init__(self, inner: Any, keyring: Keyring) -> None:
+        self.inner = inner
+        self.keyring = keyring
+        self.serialize = inner.serialize
+        self.deserialize = inner.deserialize
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def __repr__(self) -> str:
+        return f"SealedSerializer({self.inner!r})"
+
+
+def keyring_of(serializer: Any) -> Keyring | None:
+    """The store's keyring when it runs with encryption (its serializer is sealed)."""
+    return serializer.keyring if isinstance(serializer, SealedSerializer) else None
+
+
+def sealing(serializer: Any, what: str) -> Keyring:
+    """The keyring to encrypt `what` (an event, a snapshot) with a subject; ConfigError when
+    the store runs without encryption (before anything is written)."""
+    keyring = keyring_of(serializer)
+    if keyring is None:
+        raise ConfigError(
+            f"{what} with a subject needs encryption: start the store with "
+            "encryption=Encryption(...)"
+        )
+    return keyring

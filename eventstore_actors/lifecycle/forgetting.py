@@ -1,0 +1,91 @@
+"""Forgetting a data subject (crypto-shredding): `store.forget_subject` and `is_forgotten`.
+
+One transaction, under the counter row lock every append takes first, deletes the subject's
+data key (from the schema, or from the application's KeyStore before the commit) and marks
+the subject forgotten, then notifies every store instance. The caller's own key cache drops
+the key before the call returns; other instances drop theirs when the notification arrives.
+
+Why no reader can still decrypt once the call returned, whatever the notification's delay:
+every read carries, from the same snapshot as the event row, whether its subject is forgotten
+(sql/read/*.sql, snapshots/read.sql), and a row marked so is returned as FORGOTTEN without
+looking at the cache (which then drops that key). The publisher reads the writer's batches
+that hold a subject back from the database for the same reason (notifications/publisher.py).
+So the guarantee does not wait for any other process: the notification (not a time-out)
+empties other caches early, so that keys of forgotten subjects do not stay in memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ..errors import EventStoreError
+from ..storage import keys
+from ..storage.pool import ReadPool
+from ..validation import check_name
+from .encryption import Keyring, keyring_of
+
+__all__ = ["attach_keyring", "forget_subject", "forgotten_subjects", "is_forgotten", "on_notice"]
+
+
+def attach_keyring(keyring: Keyring, pool: ReadPool) -> None:
+    """Give a store's keyring its database access (the store's pool)."""
+    keyring.attach(
+        fetch=lambda subject: pool.run(lambda c: keys.get(c, subject)),
+        create=lambda subject, wrapped: pool.run(lambda c: keys.create(c, subject, wrapped)),
+        is_forgotten=lambda subject: pool.run(lambda c: keys.is_forgotten(c, subject)),
+    )
+
+
+def forget_subject(
+    pool: ReadPool,
+    serializer: Any,
+    channel: str,
+    origin: str,
+    subject: Any,
+    written: Callable[[Callable[[Any], int]], Callable[[Any], int]] = lambda work: work,
+) -> int:
+    """`EventStore.forget_subject`: the number of the subject's stored events when it is
+    newly forgotten (0 when it already was, or has none). `written` records the write's
+    position for this store's replica reads (read-your-writes)."""
+    subject = check_name(subject, "subject")
+    keyring = keyring_of(serializer)
+    key_store = keyring.key_store if keyring is not None else None
+
+    def delete_from_key_store() -> None:
+        if key_store is None:
+            return
+        try:
+            key_store.delete(subject)
+        except Exception as exc:
+            raise EventStoreError(
+                f"the KeyStore failed to delete the data key ({type(exc).__name__}); "
+                "nothing was forgotten"
+            ) from None
+
+    try:
+        return pool.run(
+            written(lambda c: keys.forget(c, subject, channel, origin, delete_from_key_store))
+        )
+    finally:
+        if keyring is not None:
+            keyring.evict(subject)
+
+
+def is_forgotten(pool: ReadPool, subject: Any) -> bool:
+    """`EventStore.is_forgotten`."""
+    subject = check_name(subject, "subject")
+    return pool.run(lambda c: keys.is_forgotten(c, subject))
+
+
+def forgotten_subjects(pool: ReadPool) -> int:
+    """How many subjects are forgotten."""
+    return pool.run(keys.forgotten_count)
+
+
+def on_notice(serializer: Any) -> None:
+    """A forget was notified (by any instance), or notifications may have been missed (the
+    listener reconnected): drop every cached key of this store."""
+    keyring = keyring_of(serializer)
+    if keyring is not None:
+        keyring.evict()

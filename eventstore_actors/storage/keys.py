@@ -1,0 +1,96 @@
+"""Data keys of data subjects and forgotten subjects: the rows behind crypto-shredding.
+
+Keys are stored wrapped by the master key (the unwrapping is done by the caller, see
+lifecycle/encryption.py); forgetting deletes a subject's key and marks the subject forgotten
+in one transaction under the counter row lock (the lock every append takes first).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+
+from ..sql import statement
+from .pooler import qualify
+
+__all__ = [
+    "create",
+    "forget",
+    "forgotten_count",
+    "get",
+    "is_forgotten",
+    "rewrap_all",
+]
+
+Conn = psycopg.Connection[Any]
+
+
+def get(conn: Conn, subject: str) -> tuple[bytes | None, bool]:
+    """The subject's wrapped data key (None: none) and whether it is forgotten."""
+    row = conn.execute(statement("keys/get"), {"subject": subject}).fetchone()
+    assert row is not None
+    wrapped = None if row[0] is None else bytes(row[0])
+    return wrapped, bool(row[1])
+
+
+def create(conn: Conn, subject: str, wrapped_key: bytes) -> tuple[bytes | None, bool]:
+    """Store `wrapped_key` for `subject` unless it has one or is forgotten; the key stored
+    afterwards (this one or the one a concurrent first use stored) and whether forgotten."""
+    with conn.transaction():
+        wrapped, forgotten = get(conn, subject)
+        if wrapped is None and not forgotten:
+            conn.execute(statement("keys/create"), {"subject": subject, "wrapped_key": wrapped_key})
+            wrapped, forgotten = get(conn, subject)
+    return wrapped, forgotten
+
+
+def is_forgotten(conn: Conn, subject: str) -> bool:
+    row = conn.execute(statement("keys/is_forgotten"), {"subject": subject}).fetchone()
+    return bool(row and row[0])
+
+
+def forget(
+    conn: Conn,
+    subject: str,
+    channel: str,
+    origin: str,
+    before_commit: Callable[[], None] | None = None,
+) -> int:
+    """Forget `subject` in one transaction; the number of its stored events when it is newly
+    forgotten, 0 when it already was. `before_commit` runs inside the transaction (deleting
+    the key from an application's KeyStore: a failure there forgets nothing)."""
+    with conn.transaction():
+        conn.execute(statement("append/lock_counter"))
+        row = conn.execute(statement("keys/forget"), {"subject": subject}).fetchone()
+        assert row is not None
+        newly, count = bool(row[0]), int(row[1])
+        if before_commit is not None:
+            before_commit()
+        conn.execute(statement("keys/notify"), {"channel": channel, "origin": origin})
+    return count if newly else 0
+
+
+def forgotten_count(conn: Conn) -> int:
+    """How many subjects are forgotten."""
+    row = conn.execute(statement("keys/forgotten_count")).fetchone()
+    return int(row[0]) if row else 0
+
+
+def rewrap_all(conn: Conn, schema: str, rewrap: Callable[[bytes], bytes | None]) -> int:
+    """Re-wrap every stored data key with `rewrap` (old wrapped key -> new wrapped key, None:
+    leave it) in one transaction, on a connection whose search_path is not assumed
+    (schema-qualified); how many were re-wrapped. An exception from `rewrap` changes
+    nothing."""
+    count = 0
+    with conn.transaction():
+        conn.execute(qualify(schema, statement("keys/lock")))
+        rows = conn.execute(qualify(schema, statement("keys/all_wrapped"))).fetchall()
+        update = qualify(schema, statement("keys/rewrap"))
+        for subject, wrapped in rows:
+            fresh = rewrap(bytes(wrapped))
+            if fresh is not None:
+                conn.execute(update, {"subject": subject, "wrapped_key": fresh})
+                count += 1
+    return count

@@ -1,0 +1,1 @@
+SELECT EXISTS (SELECT 1 FROM forgotten_subjects AS f WHERE f.subject = %(subject)s);
