@@ -264,4 +264,4 @@ def _assign_uuids(request: AppendRequest) -> None:
         missing = [i for i, ev in enumerate(events) if ev.event_uuid is _NO_UUID]
         for i, fresh in zip(missing, new_uuids(len(missing)), strict=True):
             ev = events[i]  # NewEvent(...) directly: _replace costs 4x as much
-            events[i] = NewEvent(ev[0], ev[1], ev[2], ev[3], ev[4], fresh)
+            events[i] = NewEvent(ev[0], ev[1], ev[2], ev[3], ev[4], fresh, ev[6])
