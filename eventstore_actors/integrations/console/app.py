@@ -28,6 +28,9 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+import eventstore_actors.integrations.console.data as data
+import eventstore_actors.integrations.console.pages as pages
+
 from ... import (
     ConfigError,
     EventStore,
@@ -36,7 +39,6 @@ from ... import (
     StreamNotFoundError,
     SubscriptionNotFoundError,
 )
-from . import data, pages
 
 __all__ = ["TOKEN_VARIABLE", "app"]
 
