@@ -34,6 +34,7 @@ from .events import (
     SnapshotData,
     StreamAppend,
 )
+from .lifecycle.archive import ArchiveResult
 from .serialization import JsonSerializer, Serializer
 from .store import EventStore
 from .streams import Page, StreamInfo
@@ -56,6 +57,7 @@ __all__ = [
     "STREAM_EXISTS",
     "AllStreamsSubscribeOptions",
     "AppendResult",
+    "ArchiveResult",
     "CannotAppendToAllStreamError",
     "CannotDeleteAllStreamError",
     "CheckpointConflictError",

@@ -55,6 +55,7 @@ class StartOptions(TypedDict, total=False):
     metrics: bool
     session_dsn: str | None
     shared_lock_session: bool
+    archive: str | None
 
 
 def options_checked(start: Callable[_P, _R]) -> Callable[_P, _R]:

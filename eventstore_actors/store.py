@@ -11,6 +11,7 @@ subscriptions are supervised actors of their own. Every method is thread-safe.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterator, Sequence
+from datetime import timedelta
 from types import TracebackType
 from typing import Any
 
@@ -26,6 +27,8 @@ from .events import (
     SnapshotData,
     StreamAppend,
 )
+from .lifecycle.archive import ArchiveResult
+from .lifecycle.archive import archive as archive_events
 from .options import options_checked, start_options
 from .reads import Reads
 from .runtime import Runtime
@@ -93,6 +96,7 @@ class EventStore:
         metrics: bool = True,
         session_dsn: str | None = None,
         shared_lock_session: bool = False,
+        archive: str | None = None,
     ) -> EventStore:
         """Start the supervisor, writer and publisher on an initialised schema.
 
@@ -470,6 +474,26 @@ class EventStore:
         query, made here, never on the hot path; without the database they are left out
         and `subscription_lag_error` is 1."""
         return self._runtime.metrics(self._queries.subscriptions)
+
+    # Archiving --------------------------------------------------------------------------------
+    def archive(
+        self,
+        *,
+        before_event_id: int | None = None,
+        older_than: timedelta | None = None,
+        target: str | None = None,
+    ) -> ArchiveResult:
+        """Move the events before `before_event_id` (exclusive), or those older than
+        `older_than` (give exactly one), to Parquet files under `target` (default: the
+        `archive` option), then delete them from PostgreSQL; reads stay transparent. Crash-safe
+        at every step (see docs/archiving.md); the events moved (`events == 0`: nothing)."""
+        self._runtime.refuse_stopped()
+        return archive_events(
+            self._runtime.settings,
+            before_event_id=before_event_id,
+            older_than=older_than,
+            target=target,
+        )
 
     # Snapshots --------------------------------------------------------------------------------
     def record_snapshot(self, snapshot: SnapshotData) -> None:

@@ -199,6 +199,7 @@ class AsyncEventStore:
         metrics: bool = True,
         session_dsn: str | None = None,
         shared_lock_session: bool = False,
+        archive: str | None = None,
         threads: int | None = None,
     ) -> AsyncEventStore:
         """`EventStore.start(...)` with the same arguments, without blocking the loop; plus
@@ -336,6 +337,7 @@ class AsyncEventStore:
     parked_events = _awaitable(EventStore.parked_events)
     replay_parked = _awaitable(EventStore.replay_parked)
     metrics = _awaitable(EventStore.metrics)
+    archive = _awaitable(EventStore.archive)
 
     # Streaming reads: async iterators ----------------------------------------------------------
     stream_forward = _streaming(EventStore.stream_forward)

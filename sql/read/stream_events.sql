@@ -8,7 +8,9 @@
 -- ASC forward, "<=" and DESC backward. With live_only, a soft-deleted stream reads as no
 -- rows (the caller then asks stream_state why). The filters filled in (empty, or a
 -- condition on the event type for filtered subscriptions) apply before each part's LIMIT, so
--- a read that comes back short really reached the end of what matches.
+-- a read that comes back short really reached the end of what matches. A link whose event
+-- is archived (moved to a Parquet file) comes back with its position and NULL columns: the
+-- archive fills it in (lifecycle/archive/reader.py), or it is dropped.
 SELECT r.* FROM (
     (SELECT e.event_id, %(stream_uuid)s::text, e.stream_version, e.event_type,
             e.correlation_id, e.causation_id, e.data, e.metadata, e.created_at, e.event_uuid,
@@ -31,12 +33,12 @@ SELECT r.* FROM (
              AND k.event_number {cmp} %(start)s{link_filters}
            ORDER BY k.event_number {dir}
            LIMIT %(count)s) AS l
-     CROSS JOIN LATERAL (
+     LEFT JOIN LATERAL (
          SELECT x.event_id, o.stream_uuid, x.stream_version, x.event_type, x.correlation_id,
                 x.causation_id, x.data, x.metadata, x.created_at, x.event_uuid
          FROM events AS x JOIN streams AS o ON o.stream_id = x.stream_id
          WHERE x.event_id = l.event_id
-         OFFSET 0) AS e
+         OFFSET 0) AS e ON true
      ORDER BY l.event_number {dir})
 ) AS r (event_id, stream_uuid, stream_version, event_type, correlation_id, causation_id, data,
         metadata, created_at, event_uuid, event_number)

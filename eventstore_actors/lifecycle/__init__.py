@@ -1,0 +1,1 @@
+"""Data lifecycle: what happens to events as they age (archiving to Parquet)."""
