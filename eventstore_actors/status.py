@@ -11,6 +11,7 @@ import psycopg
 from . import hints
 from .config import Settings
 from .errors import ConfigError, StoreUnavailableError
+from .storage import archive
 from .storage import schema as schema_ops
 from .storage.connection import connect
 from .storage.deadline import guard
@@ -53,6 +54,7 @@ def status(dsn: str, schema: str, *, as_json: bool = False) -> str:
                 raise ConfigError(schema_ops.too_new(schema, version))
             _, head, streams = info.summary(conn)
             subscriptions = info.load(conn, schema)
+            archived = archive.manifest(conn)
     except psycopg.Error as exc:
         raise translate(exc, what="status report") from None
     report: dict[str, Any] = {
@@ -61,6 +63,17 @@ def status(dsn: str, schema: str, *, as_json: bool = False) -> str:
         "head": head,
         "streams": streams,
         "subscriptions": [s.to_json() for s in subscriptions],
+        "archived": [
+            {
+                "first_event_id": f.first_event_id,
+                "last_event_id": f.last_event_id,
+                "events": f.events,
+                "url": f.url,
+                "state": f.state,
+                "created_at": f.created_at.isoformat(),
+            }
+            for f in archived
+        ],
     }
     if as_json:
         return json.dumps(report, indent=2)
@@ -79,6 +92,12 @@ def status(dsn: str, schema: str, *, as_json: bool = False) -> str:
         for cells in rows:
             padded = (cell.ljust(width) for cell, width in zip(cells, widths, strict=True))
             lines.append("  ".join(padded).rstrip())
+    for f in archived:  # oldest first; 'recorded': its rows are still being deleted
+        pending = "" if f.state == "deleted" else " (rows still being deleted)"
+        lines.append(
+            f"archived event_ids {f.first_event_id}..{f.last_event_id}: {f.events} events "
+            f"in {f.url}{pending}"
+        )
     return "\n".join(lines)
 
 
