@@ -95,8 +95,8 @@ def _parser() -> argparse.ArgumentParser:
         help="move the oldest events to Parquet files (reads stay transparent)",
         description="Move the events before an event_id, or older than an age, out of "
         "PostgreSQL into Apache Parquet files under --target (a directory or fsspec URL), "
-        "then delete their rows; every read still returns them (needs "
-        "pip install 'eventstore-actors[archive]'). Safe to interrupt and run again.",
+        "then delete their rows; every read still returns them (needs pyarrow: from a "
+        "checkout, pip install '.[archive]'). Safe to interrupt and run again.",
     )
     _connection_options(archive)
     which = archive.add_mutually_exclusive_group(required=True)

@@ -176,6 +176,10 @@ def test_versions_appends_and_deletes_keep_their_meaning(
     ids = {e.event_id for e in gone}
     assert not ids & {e.event_id for e in store.read_all_streams_forward(0, 10_000)}
     assert not ids & {e.event_id for e in store.read_all_streams_backward(-1, 10_000)}
+    # The link to one of them leaves a gap, as a hard delete of rows in PostgreSQL does.
+    linked = [e.event_id for e in store.read_stream_forward("links")]
+    assert 62 in ids and 62 not in linked and len(linked) == 7
+    assert [e.event_number for e in store.read_stream_forward("links")] == [1, 2, 3, 5, 6, 7, 8]
     # A stream created again under the name starts afresh: the archived events stay gone.
     store.append_to_stream("gone", 0, events(1, start=7000))
     assert [e.data["n"] for e in store.read_stream_forward("gone")] == [7000]
@@ -422,7 +426,16 @@ def test_cli_archive_and_status(
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "eventstore_actors.cli", *args, "--dsn", dsn, "--schema", schema],
+            [
+                sys.executable,
+                "-m",
+                "eventstore_actors.cli",
+                *args,
+                "--dsn",
+                dsn,
+                "--schema",
+                schema,
+            ],
             env={**os.environ, "PYTHONPATH": str(ROOT)},
             capture_output=True,
             text=True,

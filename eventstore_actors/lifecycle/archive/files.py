@@ -29,7 +29,9 @@ COLUMNS = (
     "created_at",
 )
 
-_INSTALL = "archiving needs pyarrow: pip install 'eventstore-actors[archive]'"
+_INSTALL = (
+    "archiving needs pyarrow: pip install pyarrow (from a checkout: pip install '.[archive]')"
+)
 
 
 def pyarrow_modules() -> tuple[Any, Any]:
@@ -76,7 +78,8 @@ def _fs(url: str) -> tuple[Any, str]:
         import fsspec
     except ImportError:
         raise ConfigError(
-            f"archive URL {url!r} needs fsspec: pip install 'eventstore-actors[archive]'"
+            f"archive URL {url!r} needs fsspec: pip install fsspec (from a checkout: "
+            "pip install '.[archive]')"
         ) from None
     fs, path = fsspec.core.url_to_fs(url)
     return fs, path

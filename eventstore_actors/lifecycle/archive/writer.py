@@ -13,13 +13,13 @@ ranges are always a prefix of the log: each archive starts right after the last 
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 import psycopg
 
+from ... import logs
 from ...config import Settings
 from ...errors import ConfigError
 from ...storage import archive as store
@@ -31,7 +31,7 @@ from .result import ArchiveResult
 
 __all__ = ["FAULT", "archive"]
 
-log = logging.getLogger("eventstore_actors.archive")
+log = logs.get_logger("eventstore_actors.archive")
 
 #: Events per row group (what a reader holds in memory at once) and per file.
 ROW_GROUP = 10_000
@@ -140,7 +140,7 @@ def _archive(
                     _step("deleted")
                     written.append(file_url)
                     moved += count
-                    log.info("archived event_ids %d..%d (%d events)", low, high, count)
+                    log.info("archived", first_event_id=low, last_event_id=high, events=count)
                 low = high + 1
         finally:
             store.unlock(conn)
@@ -166,5 +166,7 @@ def finish_deletes(conn: Any, settings: Settings) -> None:
             _delete(conn, settings, f.first_event_id, f.last_event_id)
             store.mark_deleted(conn, f.first_event_id)
             log.info(
-                "finished deleting archived event_ids %d..%d", f.first_event_id, f.last_event_id
+                "archived rows deleted",
+                first_event_id=f.first_event_id,
+                last_event_id=f.last_event_id,
             )
