@@ -45,6 +45,7 @@ TABLES = (
     "parked_events",
     "eventsourcing_tracking",
     "eventsourcing_snapshots",
+    "archive_files",  # schema version 4 (archive)
 )
 RELATIONS = (
     *TABLES,
@@ -71,6 +72,11 @@ RELATIONS = (
     "parked_events_pkey",
     "eventsourcing_tracking_pkey",
     "eventsourcing_snapshots_pkey",
+    # schema version 4 (archive)
+    "archive_files_pkey",
+    "archive_files_range_key",
+    "archive_files_url_key",
+    "archive_files_archive_id_seq",
 )
 FUNCTIONS = (
     "append_events",
