@@ -89,7 +89,7 @@ def manifest(dsn: str, schema: str) -> list[tuple[Any, ...]]:
     with psycopg.connect(dsn) as conn:
         return conn.execute(
             sql.SQL(
-                "SELECT first_event_id, last_event_id, events, state FROM {}.archive_files "
+                "SELECT first_event_id, last_event_id, event_count, state FROM {}.archive_files "
                 "ORDER BY first_event_id"
             ).format(sql.Identifier(schema))
         ).fetchall()

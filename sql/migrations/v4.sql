@@ -13,7 +13,7 @@ CREATE TABLE IF NOT EXISTS archive_files (
     url             text        NOT NULL UNIQUE,
     first_event_id  bigint      NOT NULL,
     last_event_id   bigint      NOT NULL,
-    events          bigint      NOT NULL,
+    event_count     bigint      NOT NULL,
     state           text        NOT NULL DEFAULT 'recorded'
                                 CHECK (state IN ('recorded', 'deleted')),
     created_at      timestamptz NOT NULL DEFAULT now(),
