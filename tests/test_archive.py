@@ -534,3 +534,35 @@ def test_reads_without_an_archive_cost_no_extra_statement(
         store.read_stream_backward("s", -1, 3)
         list(store.stream_all_forward(0, 4))
     assert len(calls) <= 1  # the first look of the one pooled connection
+
+
+def test_reads_take_only_the_row_groups_they_need(
+    make_store: Callable[..., EventStore], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Files are read a row group at a time: a page in the middle of a file reads the groups
+    holding it, and a replay of the whole archive holds at most a page (constant memory)."""
+    monkeypatch.setattr(writer, "ROW_GROUP", 50)
+    store = make_store(archive=str(tmp_path))
+    for i in range(10):
+        store.append_to_stream(f"s-{i}", ANY_VERSION, events(100, start=i * 100))
+    expected = store.read_all_streams_forward(0, 10_000)
+    result = store.archive(before_event_id=1001)
+    assert result.events == 1000
+    assert pq.ParquetFile(result.files[0]).metadata.num_row_groups == 20
+    reads: list[int] = []
+    real = pq.ParquetFile.read_row_group
+
+    def counted(self: Any, i: int, *args: Any, **kwargs: Any) -> Any:
+        table = real(self, i, *args, **kwargs)
+        reads.append(table.num_rows)
+        return table
+
+    monkeypatch.setattr(pq.ParquetFile, "read_row_group", counted)
+    assert store.read_all_streams_forward(520, 10) == expected[519:529]
+    assert reads == [50]  # event_ids 501..550: one group of the twenty
+    reads.clear()
+    assert store.read_all_streams_backward(75, 30) == expected[45:75][::-1]
+    assert reads == [50, 50]
+    reads.clear()
+    assert list(store.stream_all_forward(0, 100)) == expected
+    assert len(reads) == 20  # each group read once, by the page that needs it
