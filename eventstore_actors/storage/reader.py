@@ -215,7 +215,7 @@ def read_stream_covered(
     hook = archive.overlay()
     if hook is None:
         rows = _present(rows)
-    else:
+    elif not _every_position(rows, start_version, count, version):
         first: list[list[Any] | None] = [list(rows)]
 
         def read(start: int, limit: int) -> list[Any]:
@@ -229,6 +229,18 @@ def read_stream_covered(
     if len(rows) >= count:
         return rows, rows[-1][10], deleted
     return rows, max(start_version - 1, version, rows[-1][10] if rows else 0), deleted
+
+
+def _every_position(rows: list[Any], start: int, count: int, version: int) -> bool:
+    """Whether a forward stream read holds every position it asked for, up to the stream's
+    version (nothing can be missing, archived or not): the common case of catch-up."""
+    if not rows:
+        return start > version
+    first = max(start, 1)
+    for i, row in enumerate(rows):
+        if row[0] is None or row[10] != first + i:
+            return False
+    return len(rows) >= count or rows[-1][10] >= version
 
 
 def _plain(
