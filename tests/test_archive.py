@@ -566,3 +566,21 @@ def test_reads_take_only_the_row_groups_they_need(
     reads.clear()
     assert list(store.stream_all_forward(0, 100)) == expected
     assert len(reads) == 20  # each group read once, by the page that needs it
+
+
+def test_an_fsspec_url_target(make_store: Callable[..., EventStore], dsn: str, schema: str) -> None:
+    """Any fsspec URL works as a target (here fsspec's in-memory filesystem, standing in for
+    s3:// and the like): written under a temporary name, moved in place, read back."""
+    fsspec = pytest.importorskip("fsspec")
+    store = make_store()
+    fill(store)
+    before = snapshot(store)
+    url = f"memory://archive-tests/{schema}"
+    result = store.archive(before_event_id=40, target=url)
+    assert result.events == 39 and result.files[0].startswith(url + "/events-")
+    fs = fsspec.filesystem("memory")
+    names = [p.rsplit("/", 1)[-1] for p in fs.ls(f"/archive-tests/{schema}", detail=False)]
+    assert names == [result.files[0].rsplit("/", 1)[-1]]  # no temporary or probe left
+    assert_same(before, snapshot(store))
+    with fs.open(result.files[0][len("memory://") :], "rb") as f:
+        assert pq.read_table(f).num_rows == 39
