@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import psycopg
 
 from ..sql import statement
+from .deadline import guard
 
 __all__ = [
     "AllRead",
@@ -171,14 +172,22 @@ def first_newer(conn: Conn, after: int, age: timedelta) -> int | None:
     return int(row[0]) if row else None
 
 
-def rows_to_archive(conn: Conn, low: int, high: int, batch: int) -> Iterator[list[Any]]:
+def rows_to_archive(
+    conn: Conn, low: int, high: int, batch: int, timeout: float
+) -> Iterator[list[Any]]:
     """The events low..high in event_id order, `batch` rows at a time (a server-side cursor in
-    one transaction): event_id, stream_uuid, stream_version, event_uuid, event_type,
-    correlation_id, causation_id, data, metadata, subject, created_at."""
+    one transaction; each fetch within `timeout` seconds): event_id, stream_uuid,
+    stream_version, event_uuid, event_type, correlation_id, causation_id, data, metadata,
+    subject, created_at."""
     with conn.transaction():
         cur = conn.cursor(name="eventstore_actors_archive", binary=True)
-        cur.execute(statement("archive/events"), {"low": low, "high": high})
-        while rows := cur.fetchmany(batch):
+        with guard(conn, timeout):
+            cur.execute(statement("archive/events"), {"low": low, "high": high})
+        while True:
+            with guard(conn, timeout):
+                rows = cur.fetchmany(batch)
+            if not rows:
+                break
             yield rows
         cur.close()
 

@@ -127,7 +127,7 @@ def _archive(
                 high = min(last, low + FILE_EVENTS - 1)
                 name = f"events-{low:020d}-{high:020d}.parquet"
                 file_url, count = destination.write(
-                    store.rows_to_archive(conn, low, high, ROW_GROUP), name
+                    store.rows_to_archive(conn, low, high, ROW_GROUP, settings.io_timeout), name
                 )
                 if count:
                     _step("written")
