@@ -100,7 +100,7 @@ class ArchiveReader:
         upto = view.upto
         if not backward:
             archived: list[Any] = []
-            if low <= upto:
+            if 0 < upto and low <= upto:
                 archived = self._range(conn, view, low, min(high, upto), count, False, filters)
                 if len(archived) >= count or high <= upto:
                     return archived[:count]
@@ -117,7 +117,7 @@ class ArchiveReader:
                 return rows
             if (not rows or rows[-1][_EVENT_ID] != bottom) and self._moved(conn, view):
                 return None
-        if low > upto:
+        if upto == 0 or low > upto:
             return rows
         return rows + self._range(
             conn, view, low, min(high, upto), count - len(rows), True, filters
@@ -136,7 +136,7 @@ class ArchiveReader:
         while True:
             upto = view.upto
             archived: list[Any] = []
-            if low <= upto:
+            if 0 < upto and low <= upto:
                 archived = self._range(conn, view, low, min(high, upto), count, False, filters)
                 if len(archived) >= count:
                     return archived[:count], archived[count - 1][_EVENT_ID]
