@@ -180,6 +180,9 @@ def test_versions_appends_and_deletes_keep_their_meaning(
     linked = [e.event_id for e in store.read_stream_forward("links")]
     assert {61, 62} <= ids and linked == [1, 7, 40, 66, 67, 3]
     assert [e.event_number for e in store.read_stream_forward("links")] == [1, 2, 3, 5, 6, 7]
+    for size in (1, 2, 3, 4):  # pages whose positions are dropped still lead to the next
+        assert list(store.stream_forward("links", 0, size)) == store.read_stream_forward("links")
+        assert list(store.stream_backward("links", -1, size)) == store.read_stream_backward("links")
     # A stream created again under the name starts afresh: the archived events stay gone.
     store.append_to_stream("gone", 0, events(1, start=7000))
     assert [e.data["n"] for e in store.read_stream_forward("gone")] == [7000]
@@ -584,3 +587,39 @@ def test_an_fsspec_url_target(make_store: Callable[..., EventStore], dsn: str, s
     assert_same(before, snapshot(store))
     with fs.open(result.files[0][len("memory://") :], "rb") as f:
         assert pq.read_table(f).num_rows == 39
+
+
+def test_filtered_catch_up_reads_of_a_stream_page_through_the_archive(
+    make_store: Callable[..., EventStore], dsn: str, schema: str, tmp_path: Path
+) -> None:
+    """Catch-up of a stream with an event-type filter (storage.reader.read_stream_covered,
+    what a filtered stream subscription reads), in small pages: the same events and the same
+    coverage before and after its own events and its links were archived."""
+    from eventstore_actors import EventData
+    from eventstore_actors.storage import reader
+
+    store = make_store(archive=str(tmp_path))
+    for i in range(12):
+        store.append_to_stream("mix", ANY_VERSION, [EventData({"i": i}, "A" if i % 3 else "B")])
+        store.append_to_stream("other", ANY_VERSION, [EventData({"o": i}, "B" if i % 2 else "A")])
+    store.link_to_stream("mix", ANY_VERSION, [2, 4, 6, 8, 22])
+    store.append_to_stream("mix", ANY_VERSION, [EventData({"i": 99}, "B")])
+
+    def catch_up(size: int) -> list[tuple[int, int]]:
+        got: list[tuple[int, int]] = []
+        start = 1
+        with psycopg.connect(dsn, autocommit=True, options=f"-c search_path={schema}") as conn:
+            while True:
+                rows, covered, _ = reader.read_stream_covered(
+                    conn, "mix", start, size, event_types=["B"]
+                )
+                got += [(r[0], r[10]) for r in rows]
+                if covered < start:
+                    return got
+                start = covered + 1
+
+    before = {size: catch_up(size) for size in (1, 2, 5, 100)}
+    assert len(before[100]) == 4 + 2 + 1  # own B events, linked B events, the last one
+    assert all(value == before[100] for value in before.values())
+    store.archive(before_event_id=20)
+    assert {size: catch_up(size) for size in (1, 2, 5, 100)} == before

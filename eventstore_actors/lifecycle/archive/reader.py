@@ -100,7 +100,7 @@ class ArchiveReader:
         upto = view.upto
         if not backward:
             archived: list[Any] = []
-            if 0 < upto and low <= upto:
+            if upto > 0 and low <= upto:
                 archived = self._range(conn, view, low, min(high, upto), count, False, filters)
                 if len(archived) >= count or high <= upto:
                     return archived[:count]
@@ -136,7 +136,7 @@ class ArchiveReader:
         while True:
             upto = view.upto
             archived: list[Any] = []
-            if 0 < upto and low <= upto:
+            if upto > 0 and low <= upto:
                 archived = self._range(conn, view, low, min(high, upto), count, False, filters)
                 if len(archived) >= count:
                     return archived[:count], archived[count - 1][_EVENT_ID]
@@ -162,18 +162,27 @@ class ArchiveReader:
         live_only: bool,
         event_types: tuple[str, ...] | None,
     ) -> list[Any]:
-        view = self.view(conn)
-        rows = read(start, count)
-        if not _suspicious(rows, stream_uuid, start, count, backward):
-            return rows
-        present = [r for r in rows if r[_EVENT_ID] is not None]
-        fresh = self.view(conn, refresh=True)  # the slow path: the manifest as it is now
-        if fresh.upto == 0:
-            return present  # a real gap (a hard-deleted linked event), nothing archived
-        view = fresh
-        return self._fill(
-            conn, view, rows, stream_uuid, start, count, backward, live_only, event_types
-        )
+        out: list[Any] = []
+        view: View | None = None
+        while True:
+            need = count - len(out)
+            rows = read(start, need)
+            if view is None and not _suspicious(rows, stream_uuid, start, need, backward):
+                return rows
+            if view is None:
+                view = self.view(conn, refresh=True)  # the slow path: the manifest as it is
+            if view.upto == 0:  # a real gap (a hard-deleted linked event), nothing archived
+                return out + [r for r in rows if r[_EVENT_ID] is not None]
+            out += self._fill(
+                conn, view, rows, stream_uuid, start, need, backward, live_only, event_types
+            )
+            if len(out) >= count or len(rows) < need:
+                return out[:count]
+            # PostgreSQL's page was full but positions in it were dropped (links to events of
+            # hard-deleted streams, types filtered out): read on after it.
+            start = rows[-1][_NUMBER] + (-1 if backward else 1)
+            if start < 1:
+                return out
 
     def _fill(
         self,
@@ -187,12 +196,21 @@ class ArchiveReader:
         live_only: bool,
         event_types: tuple[str, ...] | None,
     ) -> list[Any]:
-        """`rows` (PostgreSQL's) with the positions they lack taken from the archive."""
+        """`rows` (PostgreSQL's page of `count` positions from `start`) with the positions
+        they lack taken from the archive, up to where the page reaches (its last position
+        when it is full: what lies after is for the next page)."""
         present = [r for r in rows if r[_EVENT_ID] is not None]
         state = store.stream_state(conn, stream_uuid)
         if state is None or (live_only and state.deleted):
             return present
-        low, high = (1, min(start, state.version)) if backward else (max(start, 1), state.version)
+        if backward:
+            low, high = 1, min(start, state.version)
+            if len(rows) >= count:
+                low = rows[-1][_NUMBER]
+        else:
+            low, high = max(start, 1), state.version
+            if len(rows) >= count:
+                high = rows[-1][_NUMBER]
         if low > high:
             return present
         found: dict[int, Any] = {}
@@ -201,28 +219,53 @@ class ArchiveReader:
         below = state.version + 1 if state.min_own_version is None else state.min_own_version
         own_archived = (below - 1) - store.link_positions(conn, state.stream_id, below)
         if own_archived > 0 and low <= below - 1:
-            for row in self._stream_rows(
-                view, stream_uuid, low, min(high, below - 1), count, backward
-            ):
+            own = self._stream_rows(
+                view, stream_uuid, low, min(high, below - 1), count, backward, event_types
+            )
+            for row in own:
                 if row[_CREATED] >= state.created_at:
                     found[row[_NUMBER]] = row
-        links = store.links_to_archived(
-            conn, state.stream_id, view.upto, low, high, count, backward
-        )
-        if links:
+        for number, row in self._links(
+            conn, view, state.stream_id, low, high, count, backward, event_types
+        ):
+            found[number] = row
+        for row in present:
+            found[row[_NUMBER]] = row
+        return [found[n] for n in sorted(found, reverse=backward)[:count]]
+
+    def _links(
+        self,
+        conn: Conn,
+        view: View,
+        stream_id: int,
+        low: int,
+        high: int,
+        count: int,
+        backward: bool,
+        event_types: tuple[str, ...] | None,
+    ) -> list[tuple[int, Row]]:
+        """Up to `count` (position, row) of the stream's live links to archived events with
+        positions low..high (of `event_types`), nearest to the start of the read first."""
+        out: list[tuple[int, Row]] = []
+        while len(out) < count and low <= high:
+            links = store.links_to_archived(conn, stream_id, view.upto, low, high, count, backward)
+            if not links:
+                break
             by_id = self._by_ids(view, [event_id for _, event_id in links])
             live = self._live(conn, list(by_id.values()))
             for number, event_id in links:
-                linked = by_id.get(event_id)
-                if linked is not None and event_id in live:
-                    found[number] = (*linked[:_NUMBER], number)
-        if event_types is not None:
-            found = {n: r for n, r in found.items() if r[_TYPE] in event_types}
-        for row in present:
-            found[row[_NUMBER]] = row
-        wanted = (n for n in sorted(found, reverse=backward))
-        order = [n for n in wanted if (n <= start if backward else n >= start)]
-        return [found[n] for n in order[:count]]
+                row = by_id.get(event_id)
+                if row is None or event_id not in live:
+                    continue
+                if event_types is None or row[_TYPE] in event_types:
+                    out.append((number, (*row[:_NUMBER], number)))
+            if len(links) < count:
+                break
+            if backward:
+                high = links[-1][0] - 1
+            else:
+                low = links[-1][0] + 1
+        return out[:count]
 
     # The files ----------------------------------------------------------------------------------
     def _range(
@@ -268,9 +311,17 @@ class ArchiveReader:
                         yield from reversed(rows) if backward else rows
 
     def _stream_rows(
-        self, view: View, stream_uuid: str, low: int, high: int, count: int, backward: bool
+        self,
+        view: View,
+        stream_uuid: str,
+        low: int,
+        high: int,
+        count: int,
+        backward: bool,
+        event_types: tuple[str, ...] | None,
     ) -> list[Row]:
-        """Up to `count` archived events of the stream itself with versions low..high."""
+        """Up to `count` archived events of the stream itself with versions low..high (of
+        `event_types`), nearest to the start of the read first."""
         import pyarrow.compute as pc
 
         out: list[Row] = []
@@ -292,6 +343,7 @@ class ArchiveReader:
                     rows = [
                         (*r[:_NUMBER], r[_VERSION])
                         for r in _rows(pf.read_row_group(i).filter(mask))
+                        if event_types is None or r[_TYPE] in event_types
                     ]
                     out.extend(reversed(rows) if backward else rows)
                     if len(out) >= count:
