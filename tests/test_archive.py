@@ -262,6 +262,12 @@ def test_bad_input_is_refused_before_anything_changes(
         store.archive(before_event_id=3, target=str(blocker / "archive"))
     with pytest.raises(ConfigError, match="archive"):
         make_store(archive=42)
+    from eventstore_actors.config import Settings
+
+    with pytest.raises(ConfigError, match="no_store_here"):  # as the command line runs it
+        writer.archive(
+            Settings(dsn=dsn, schema="no_store_here"), before_event_id=3, target=str(tmp_path)
+        )
     assert pg_event_ids(dsn, schema) == [1, 2, 3, 4, 5]
     assert manifest(dsn, schema) == []
     assert list(tmp_path.iterdir()) == [blocker]

@@ -23,9 +23,11 @@ from ... import logs
 from ...config import Settings
 from ...errors import ConfigError
 from ...storage import archive as store
+from ...storage import schema as schema_ops
 from ...storage.connection import connect
 from ...storage.deadline import guard
 from ...storage.errors import translate
+from ...storage.migrations import SCHEMA_VERSION
 from .files import Target, pyarrow_modules
 from .result import ArchiveResult
 
@@ -106,6 +108,8 @@ def _archive(
 ) -> ArchiveResult:
     conn = connect(settings, session=True)  # the lock is a session lock
     with conn:
+        with guard(conn, settings.io_timeout):
+            _check_schema(conn, settings.schema)
         store.lock(conn)
         try:
             finish_deletes(conn, settings)
@@ -147,6 +151,18 @@ def _archive(
     if moved == 0:
         return ArchiveResult(0, 0, 0, [])
     return ArchiveResult(first, last, moved, written)
+
+
+def _check_schema(conn: Any, schema: str) -> None:
+    """ConfigError unless the schema holds a store of this release's version (the command
+    line archives without starting a store, which would check the same)."""
+    version = schema_ops.installed_version(conn, schema)
+    if version is None:
+        raise ConfigError(schema_ops.not_initialised(schema))
+    if version < SCHEMA_VERSION:
+        raise ConfigError(schema_ops.outdated(schema, version))
+    if version > SCHEMA_VERSION:
+        raise ConfigError(schema_ops.too_new(schema, version))
 
 
 def _delete(conn: Any, settings: Settings, low: int, high: int) -> None:
