@@ -629,3 +629,30 @@ def test_filtered_catch_up_reads_of_a_stream_page_through_the_archive(
     assert all(value == before[100] for value in before.values())
     store.archive(before_event_id=20)
     assert {size: catch_up(size) for size in (1, 2, 5, 100)} == before
+
+
+def test_two_archives_at_once_take_turns(
+    make_store: Callable[..., EventStore], dsn: str, schema: str, tmp_path: Path
+) -> None:
+    """Archives of one schema run one at a time (a lock), from threads or processes alike:
+    the second moves what the first left, each event lands in exactly one file."""
+    import threading
+
+    store = make_store(archive=str(tmp_path))
+    fill(store)
+    before = snapshot(store)
+    results: list[ArchiveResult] = []
+    threads = [
+        threading.Thread(target=lambda c=cut: results.append(store.archive(before_event_id=c)))
+        for cut in (30, 50)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert len(results) == 2 and sum(r.events for r in results) == 49
+    ranges = [(m[0], m[1]) for m in manifest(dsn, schema)]
+    assert ranges in ([(1, 29), (30, 49)], [(1, 49)])
+    total = sum(pq.read_table(f).num_rows for r in results for f in r.files)
+    assert total == 49
+    assert_same(before, snapshot(store))
