@@ -23,10 +23,14 @@ import threading
 import time
 from typing import Protocol
 
+from . import logs
+
 __all__ = ["EXIT_BUDGET", "forget", "stop_all", "track"]
 
 #: Seconds the exit hook waits for the running stores to stop before the process goes on.
 EXIT_BUDGET = 15.0
+
+log = logs.get_logger("eventstore_actors.lifetime")
 
 
 class _Stoppable(Protocol):
@@ -83,6 +87,7 @@ def stop_all(budget: float | None = None) -> None:
     try:
         for thread in threads:
             thread.start()
+        log.debug("stopping the running stores at exit", stores=len(stores))
         for thread in threads:
             thread.join(max(0.0, deadline - time.monotonic()))
     except KeyboardInterrupt:  # a second Ctrl-C: leave now, the threads are daemons

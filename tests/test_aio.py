@@ -599,7 +599,8 @@ def test_transient_subscriptions_iterate_live_events_without_acks(dsn: str, sche
             return len([batch async for batch in sub])
 
         waiting = asyncio.ensure_future(drain(mine))
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0)  # the task runs until it waits for a batch
+        assert not waiting.done()
         await store.unsubscribe(mine)
         assert await asyncio.wait_for(waiting, WAIT) == 0
         await everything.unsubscribe()

@@ -146,7 +146,6 @@ _SQL = re.compile(
 #: list may only shrink: `test_the_allow_list_names_only_modules_with_sql` fails on a module
 #: that no longer needs its entry). A name ending in "." covers a whole package.
 SQL_ALLOWED = {
-    f"{PACKAGE}.eventsourcing": "the eventsourcing integration's recorder queries",
     f"{PACKAGE}.notifications.listener": "LISTEN on the notification channel",
     f"{PACKAGE}.bench.": "the benchmark: raw-psycopg baselines and its own setup",
 }

@@ -321,8 +321,12 @@ def test_unsubscribing_from_the_subscriber_does_not_warn(
 #: Starts a store through `sys.argv[1]` (the test's proxy), subscribes, appends, says "ready",
 #: then returns without stop() once told "go" on stdin.
 FROZEN = """
-    import sys, time
+    import logging, sys, time
     from eventstore_actors import EventData, EventStore
+
+    exiting = logging.getLogger("eventstore_actors.lifetime")  # says when the exit hook begins
+    exiting.setLevel(logging.DEBUG)
+    exiting.addHandler(logging.StreamHandler(sys.stdout))
 
     class Subscriber:
         def tell(self, message) -> None:
@@ -367,7 +371,8 @@ def test_exit_is_bounded_when_the_database_path_is_frozen(
             assert proc.stdout.readline().startswith("returning")
             began = time.monotonic()
             if interrupt:  # Ctrl-C while the store stops itself: out at once
-                time.sleep(0.5)  # let the exit hook begin (its wait is what is interrupted)
+                # once the exit hook has begun (its wait is what is interrupted)
+                assert "stopping the running stores at exit" in proc.stdout.readline()
                 proc.send_signal(signal.SIGINT)
             try:
                 _out, err = proc.communicate(timeout=lifetime.EXIT_BUDGET + 5)
