@@ -36,6 +36,7 @@ from .events import (
     SnapshotData,
     StreamAppend,
 )
+from .lifecycle.archive import ArchiveResult
 from .lifecycle.encryption import Encryption, KeyStore
 from .serialization import JsonSerializer, Serializer
 from .store import EventStore
@@ -60,6 +61,7 @@ __all__ = [
     "STREAM_EXISTS",
     "AllStreamsSubscribeOptions",
     "AppendResult",
+    "ArchiveResult",
     "CannotAppendToAllStreamError",
     "CannotDeleteAllStreamError",
     "CheckpointConflictError",

@@ -11,6 +11,7 @@ import signal
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from typing import Any, NoReturn
 
 from . import __version__, admin
@@ -97,6 +98,26 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="exit 2 when any subscription is stalled or stopped, 0 otherwise",
     )
+    archive = commands.add_parser(
+        "archive",
+        help="move the oldest events to Parquet files (reads stay transparent)",
+        description="Move the events before an event_id, or older than an age, out of "
+        "PostgreSQL into Apache Parquet files under --target (a directory or fsspec URL), "
+        "then delete their rows; every read still returns them (needs pyarrow: from a "
+        "checkout, pip install '.[archive]'). Safe to interrupt and run again.",
+    )
+    _connection_options(archive)
+    which = archive.add_mutually_exclusive_group(required=True)
+    which.add_argument(
+        "--before", type=int, metavar="EVENT_ID", help="the events before this event_id"
+    )
+    which.add_argument(
+        "--older-than",
+        type=_age,
+        metavar="AGE",
+        help="the events older than this: a number and s, m, h, d or w (e.g. 30d)",
+    )
+    archive.add_argument("--target", required=True, metavar="URL", help="directory or URL")
     _yes_option(demo)
     demo.add_argument(
         "--follow",
@@ -154,6 +175,19 @@ def _parser() -> argparse.ArgumentParser:
         add_help=False,
     )
     return parser
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def _age(text: str) -> timedelta:
+    """`--older-than`: a positive number and a unit (s, m, h, d, w), e.g. 30d."""
+    found = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", text)
+    if not found or float(found.group(1)) <= 0:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an age: a positive number and s, m, h, d or w (e.g. 30d)"
+        )
+    return timedelta(seconds=float(found.group(1)) * _UNITS[found.group(2)])
 
 
 def _yes_option(parser: argparse.ArgumentParser) -> None:
@@ -285,6 +319,25 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"eventstore-actors rotate-master-key: {count} data key(s) re-wrapped "
                 f"(schema {schema}); restart the stores with the new key"
             )
+            return 0
+        if args.command == "archive":
+            from .config import Settings
+            from .lifecycle.archive import archive as archive_events
+
+            result = archive_events(
+                Settings(dsn=dsn, schema=schema),
+                before_event_id=args.before,
+                older_than=args.older_than,
+                target=args.target,
+            )
+            if result.events == 0:
+                _print(f"eventstore-actors archive: nothing to move (schema {schema})")
+            else:
+                _print(
+                    f"eventstore-actors archive: moved {result.events} events (event_ids "
+                    f"{result.first_event_id}..{result.last_event_id}) to "
+                    f"{', '.join(result.files)}"
+                )
             return 0
         if args.command in _DESTRUCTIVE:
             _confirm(args.command, dsn, schema, args.yes)

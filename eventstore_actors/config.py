@@ -257,6 +257,10 @@ class Settings:
     #: their advisory locks and checkpoint writes, instead of one dedicated connection each;
     #: their catch-up reads then use the read pool. Off by default (see docs/scale-out.md).
     shared_lock_session: bool = False
+    #: Where `store.archive()` writes Parquet files when it is given no `target`: a directory
+    #: or an fsspec URL (file://, s3://...). Archived events are read back whether or not it
+    #: is set (the manifest in the schema says where they are).
+    archive: str | None = None
 
     def __repr__(self) -> str:
         """Like the dataclass repr, with the DSN's password hidden."""
@@ -265,6 +269,8 @@ class Settings:
 
     def __post_init__(self) -> None:
         validate_schema(self.schema)
+        if self.archive is not None and (not isinstance(self.archive, str) or not self.archive):
+            raise ConfigError(f"archive must be a directory or URL (str), got {self.archive!r}")
         if not isinstance(self.shared_lock_session, bool):
             raise ConfigError(
                 f"shared_lock_session must be a bool, got {self.shared_lock_session!r}"

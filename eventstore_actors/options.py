@@ -57,6 +57,7 @@ class StartOptions(TypedDict, total=False):
     session_dsn: str | None
     shared_lock_session: bool
     encryption: Encryption | None
+    archive: str | None
 
 
 def options_checked(start: Callable[_P, _R]) -> Callable[_P, _R]:

@@ -11,7 +11,7 @@ import psycopg
 from . import hints
 from .config import Settings
 from .errors import ConfigError, StoreUnavailableError
-from .storage import keys, retention
+from .storage import archive, keys, retention
 from .storage import schema as schema_ops
 from .storage.connection import connect
 from .storage.deadline import guard
@@ -71,6 +71,7 @@ def report(dsn: str, schema: str, *, as_json: bool = False) -> tuple[str, bool]:
             subscriptions = info.load(conn, schema)
             kept, limited = retention.settings(conn, _RETENTION_SHOWN)
             forgotten = keys.forgotten_count(conn)
+            archived = archive.manifest(conn)
     except psycopg.Error as exc:
         raise translate(exc, what="status report") from None
     shown: dict[str, Any] = {
@@ -92,6 +93,17 @@ def report(dsn: str, schema: str, *, as_json: bool = False) -> tuple[str, bool]:
                 for stream, first, count, age in limited
             ],
         },
+        "archived": [
+            {
+                "first_event_id": f.first_event_id,
+                "last_event_id": f.last_event_id,
+                "events": f.events,
+                "url": f.url,
+                "state": f.state,
+                "created_at": f.created_at.isoformat(),
+            }
+            for f in archived
+        ],
     }
     ok = healthy(shown["subscriptions"])
     if as_json:
@@ -111,6 +123,12 @@ def report(dsn: str, schema: str, *, as_json: bool = False) -> tuple[str, bool]:
         for cells in rows:
             padded = (cell.ljust(width) for cell, width in zip(cells, widths, strict=True))
             lines.append("  ".join(padded).rstrip())
+    for f in archived:  # oldest first; 'recorded': its rows are still being deleted
+        pending = "" if f.state == "deleted" else " (rows still being deleted)"
+        lines.append(
+            f"archived event_ids {f.first_event_id}..{f.last_event_id}: {f.events} events "
+            f"in {f.url}{pending}"
+        )
     lines.extend(_retention_lines(kept, limited))
     return "\n".join(lines), ok
 

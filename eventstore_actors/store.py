@@ -28,6 +28,8 @@ from .events import (
     StreamAppend,
 )
 from .lifecycle import forgetting
+from .lifecycle.archive import ArchiveResult
+from .lifecycle.archive import archive as archive_events
 from .lifecycle.encryption import Encryption
 from .lifecycle.retention import Retention
 from .options import options_checked, start_options
@@ -99,6 +101,7 @@ class EventStore:
         session_dsn: str | None = None,
         shared_lock_session: bool = False,
         encryption: Encryption | None = None,
+        archive: str | None = None,
     ) -> EventStore:
         """Start the supervisor, writer and publisher on an initialised schema.
 
@@ -499,6 +502,26 @@ class EventStore:
         query, made here, never on the hot path; without the database they are left out
         and `subscription_lag_error` is 1."""
         return self._runtime.metrics(self._queries.subscriptions)
+
+    # Archiving --------------------------------------------------------------------------------
+    def archive(
+        self,
+        *,
+        before_event_id: int | None = None,
+        older_than: timedelta | None = None,
+        target: str | None = None,
+    ) -> ArchiveResult:
+        """Move the events before `before_event_id` (exclusive), or those older than
+        `older_than` (give exactly one), to Parquet files under `target` (default: the
+        `archive` option), then delete them from PostgreSQL; reads stay transparent. Crash-safe
+        at every step (see docs/archiving.md); the events moved (`events == 0`: nothing)."""
+        self._runtime.refuse_stopped()
+        return archive_events(
+            self._runtime.settings,
+            before_event_id=before_event_id,
+            older_than=older_than,
+            target=target,
+        )
 
     # Snapshots --------------------------------------------------------------------------------
     def record_snapshot(self, snapshot: SnapshotData) -> None:

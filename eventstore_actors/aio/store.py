@@ -202,6 +202,7 @@ class AsyncEventStore:
         session_dsn: str | None = None,
         shared_lock_session: bool = False,
         encryption: Encryption | None = None,
+        archive: str | None = None,
         threads: int | None = None,
     ) -> AsyncEventStore:
         """`EventStore.start(...)` with the same arguments, without blocking the loop; plus
@@ -343,6 +344,7 @@ class AsyncEventStore:
     parked_events = _awaitable(EventStore.parked_events)
     replay_parked = _awaitable(EventStore.replay_parked)
     metrics = _awaitable(EventStore.metrics)
+    archive = _awaitable(EventStore.archive)
 
     # Streaming reads: async iterators ----------------------------------------------------------
     stream_forward = _streaming(EventStore.stream_forward)

@@ -17,6 +17,7 @@ from ..lifecycle.encryption import Keyring, keyring_of
 from ..serialization import EventDecodeError, Serializer
 from ..serialization.jsonserializer import fast_json
 from ..sql import statement
+from . import archive
 
 __all__ = [
     "MAX_POSITION",
@@ -83,17 +84,27 @@ def read_stream(
     Backward reads go down from `start_version` (MAX_POSITION: from the last event). With
     `live_only` a soft-deleted stream reads as no rows (the caller asks `stream_state` why).
     """
-    cur = conn.cursor(binary=True)
-    cur.execute(
-        stream_query(backward),
-        {
-            "stream_uuid": stream_uuid,
-            "start": start_version,
-            "count": count,
-            "live_only": live_only,
-        },
+
+    def read(start: int, limit: int) -> list[Any]:
+        cur = conn.cursor(binary=True)
+        cur.execute(
+            stream_query(backward),
+            {"stream_uuid": stream_uuid, "start": start, "count": limit, "live_only": live_only},
+        )
+        return cur.fetchall()
+
+    hook = archive.overlay()
+    if hook is None:
+        return _present(read(start_version, count))
+    return hook.read_stream(
+        conn, read, stream_uuid, start_version, count, backward, live_only, None
     )
-    return cur.fetchall()  # type: ignore[return-value]  # the columns of Row
+
+
+def _present(rows: list[Any]) -> list[Row]:
+    """The rows without the archived links (NULL columns) of a stream read: what PostgreSQL
+    alone holds, when no archive overlay is registered."""
+    return [r for r in rows if r[0] is not None]
 
 
 def read_all(
@@ -122,9 +133,20 @@ def read_all(
         params["event_types"] = list(event_types)
     if stream_prefix is not None:
         params["stream_pattern"] = like_escape(stream_prefix) + "%"
-    cur = conn.cursor(binary=True)
-    cur.execute(all_query(backward, event_types is not None, stream_prefix is not None), params)
-    return cur.fetchall()  # type: ignore[return-value]  # the columns of Row
+    query = all_query(backward, event_types is not None, stream_prefix is not None)
+
+    def read(lo: int, hi: int, limit: int) -> list[Any]:
+        cur = conn.cursor(binary=True)
+        cur.execute(query, {**params, "low": lo, "high": hi, "count": limit})
+        return cur.fetchall()
+
+    hook = archive.overlay()
+    if hook is None:
+        return read(low, high, count)
+    filters = archive.Filters(
+        None if event_types is None else tuple(event_types), stream_prefix, None
+    )
+    return hook.read_all(conn, read, low, high, count, backward, filters)
 
 
 def read_all_covered(
@@ -163,14 +185,24 @@ def read_all_covered(
     query = _all_covered_query(
         event_types is not None, stream_prefix is not None, partition is not None
     )
-    cur = conn.cursor(binary=True)
-    cur.execute(query, params)
-    found = cur.fetchall()
-    counter = int(found[0][0]) if found else 0
-    rows: list[Row] = [r[1:] for r in found if r[1] is not None]  # type: ignore[misc]
-    if len(rows) >= count:
-        return rows, rows[-1][0]
-    return rows, max(start_event_id - 1, min(high, counter))
+
+    def read(low: int, limit: int) -> tuple[list[Any], int]:
+        cur = conn.cursor(binary=True)
+        cur.execute(query, {**params, "low": low, "count": limit})
+        found = cur.fetchall()
+        counter = int(found[0][0]) if found else 0
+        rows: list[Row] = [r[1:] for r in found if r[1] is not None]  # type: ignore[misc]
+        if len(rows) >= limit:
+            return rows, rows[-1][0]
+        return rows, max(low - 1, min(high, counter))
+
+    hook = archive.overlay()
+    if hook is None:
+        return read(start_event_id, count)
+    filters = archive.Filters(
+        None if event_types is None else tuple(event_types), stream_prefix, partition
+    )
+    return hook.read_all_covered(conn, read, start_event_id, high, count, filters)
 
 
 def read_stream_covered(
@@ -195,10 +227,54 @@ def read_stream_covered(
     found = cur.fetchall()
     version = int(found[0][0] or 0) if found else 0
     deleted = bool(found[0][1]) if found else False
-    rows: list[Row] = [r[2:] for r in found if r[2] is not None]  # type: ignore[misc]
+    # Rows of the stream's positions (event_number set), archived links with NULL columns.
+    rows: list[Row] = [r[2:] for r in found if r[12] is not None]  # type: ignore[misc]
+    hook = archive.overlay()
+    if hook is None:
+        rows = _present(rows)
+    elif not _every_position(rows, start_version, count, version):
+        first: list[list[Any] | None] = [list(rows)]
+
+        def read(start: int, limit: int) -> list[Any]:
+            if first[0] is not None and (start, limit) == (start_version, count):
+                done, first[0] = first[0], None
+                return done
+            return _plain(conn, stream_uuid, start, limit, event_types)
+
+        types = None if event_types is None else tuple(event_types)
+        rows = hook.read_stream(conn, read, stream_uuid, start_version, count, False, False, types)
     if len(rows) >= count:
         return rows, rows[-1][10], deleted
-    return rows, max(start_version - 1, version), deleted
+    return rows, max(start_version - 1, version, rows[-1][10] if rows else 0), deleted
+
+
+def _every_position(rows: list[Any], start: int, count: int, version: int) -> bool:
+    """Whether a forward stream read holds every position it asked for, up to the stream's
+    version (nothing can be missing, archived or not): the common case of catch-up."""
+    if not rows:
+        return start > version
+    first = max(start, 1)
+    for i, row in enumerate(rows):
+        if row[0] is None or row[10] != first + i:
+            return False
+    return len(rows) >= count or rows[-1][10] >= version
+
+
+def _plain(
+    conn: Conn, stream_uuid: str, start: int, count: int, event_types: Sequence[str] | None
+) -> list[Any]:
+    """A stream read forward of PostgreSQL only (archived links as NULL rows)."""
+    params: dict[str, Any] = {
+        "stream_uuid": stream_uuid,
+        "start": start,
+        "count": count,
+        "live_only": False,
+    }
+    if event_types is not None:
+        params["event_types"] = list(event_types)
+    cur = conn.cursor(binary=True)
+    cur.execute(stream_query(False, event_types is not None), params)
+    return cur.fetchall()
 
 
 @cache
@@ -224,8 +300,10 @@ def stream_query(backward: bool, by_type: bool = False) -> str:
     if by_type:
         filters = "\n       AND e.event_type = ANY(%(event_types)s)"
         link_filters = (
-            "\n             AND EXISTS (SELECT 1 FROM events AS t WHERE t.event_id = k.event_id"
-            "\n                         AND t.event_type = ANY(%(event_types)s))"
+            "\n             AND (EXISTS (SELECT 1 FROM events AS t WHERE t.event_id = k.event_id"
+            "\n                          AND t.event_type = ANY(%(event_types)s))"
+            "\n                  OR NOT EXISTS (SELECT 1 FROM events AS t"
+            "\n                                 WHERE t.event_id = k.event_id))"
         )
     return (
         statement("read/stream_events")

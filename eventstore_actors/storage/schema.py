@@ -48,6 +48,7 @@ TABLES = (
     # schema version 4: personal data
     "data_keys",
     "forgotten_subjects",
+    "archive_files",
 )
 RELATIONS = (
     *TABLES,
@@ -79,6 +80,10 @@ RELATIONS = (
     "events_subject_idx",
     "data_keys_pkey",
     "forgotten_subjects_pkey",
+    "archive_files_pkey",
+    "archive_files_range_key",
+    "archive_files_url_key",
+    "archive_files_archive_id_seq",
 )
 FUNCTIONS = (
     "append_events",

@@ -2,6 +2,7 @@
 -- object that depends on one of them (a view on events, a trigger using the function) stops
 -- the drop instead of being removed with it. Sequences, indexes and the trigger go with
 -- their tables.
+DROP TABLE IF EXISTS archive_files;
 DROP TABLE IF EXISTS data_keys, forgotten_subjects, eventsourcing_tracking, eventsourcing_snapshots, parked_events, links, events, streams, event_counter, subscriptions, snapshots, schema_version;
 DROP FUNCTION IF EXISTS refuse_event_change();
 DROP FUNCTION IF EXISTS refuse_stream_delete();

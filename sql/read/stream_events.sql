@@ -12,6 +12,8 @@
 -- v4, storage/retention.py): positions below the stream's first readable one or older than
 -- its max_age are left out by each part's index condition and filter, and so is a linked
 -- event hidden by its own stream's retention (before the LIMIT, like a filter).
+-- A link whose event is archived (moved to a Parquet file) comes back with its position and
+-- NULL columns: the archive fills it in (lifecycle/archive/reader.py), or it is dropped.
 -- The last two columns: the event's data subject and whether it is forgotten (same
 -- snapshot as the row).
 SELECT r.*, CASE WHEN r.subject IS NULL THEN false ELSE EXISTS (SELECT 1 FROM forgotten_subjects AS f WHERE f.subject = r.subject) END
@@ -45,19 +47,19 @@ FROM (
                                     FROM streams AS s WHERE s.stream_uuid = %(stream_uuid)s)
              AND k.created_at >= (SELECT coalesce(now() - s.max_age, '-infinity')
                                   FROM streams AS s WHERE s.stream_uuid = %(stream_uuid)s)
-             AND EXISTS (SELECT 1 FROM events AS v JOIN streams AS w ON w.stream_id = v.stream_id
-                         WHERE v.event_id = k.event_id
-                           AND v.stream_version >= greatest(w.first_version,
-                                   w.stream_version - coalesce(w.max_count, w.stream_version) + 1)
-                           AND (w.max_age IS NULL OR v.created_at >= now() - w.max_age)){link_filters}
+             AND NOT EXISTS (SELECT 1 FROM events AS v JOIN streams AS w ON w.stream_id = v.stream_id
+                             WHERE v.event_id = k.event_id
+                               AND (v.stream_version < greatest(w.first_version,
+                                       w.stream_version - coalesce(w.max_count, w.stream_version) + 1)
+                                    OR v.created_at < now() - w.max_age)){link_filters}
            ORDER BY k.event_number {dir}
            LIMIT %(count)s) AS l
-     CROSS JOIN LATERAL (
+     LEFT JOIN LATERAL (
          SELECT x.event_id, o.stream_uuid, x.stream_version, x.event_type, x.correlation_id,
                 x.causation_id, x.data, x.metadata, x.created_at, x.event_uuid, x.subject
          FROM events AS x JOIN streams AS o ON o.stream_id = x.stream_id
          WHERE x.event_id = l.event_id
-         OFFSET 0) AS e
+         OFFSET 0) AS e ON true
      ORDER BY l.event_number {dir})
 ) AS r (event_id, stream_uuid, stream_version, event_type, correlation_id, causation_id, data,
         metadata, created_at, event_uuid, event_number, subject)

@@ -9,6 +9,7 @@ from ..context import Context
 from ..results import Result
 from .aio import aio_steps, run_aio
 from .appends import run_seed_appends, run_single_appends, seed_append_steps, single_append_steps
+from .archive import archive_steps, run_archive
 from .budget import budget_steps, run_budget
 from .catchup import catchup_steps, run_catchup
 from .competing import competing_steps, run_competing
@@ -141,6 +142,12 @@ WORKLOADS: dict[str, Workload] = {
             "vs appends alone",
             scavenger_steps,
             run_scavenger,
+        ),
+        Workload(
+            "archive",
+            "archived-range reads vs the same reads before the archive ($all page, stream, replay)",
+            archive_steps,
+            run_archive,
         ),
     ]
 }

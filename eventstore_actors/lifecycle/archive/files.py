@@ -1,0 +1,194 @@
+"""Where archive files live: a local directory (a path or file:// URL) or any fsspec URL
+(s3://, gs://, ...), and the Parquet layout of one file. pyarrow (and fsspec for remote
+URLs) are optional dependencies, imported only when an archive is written or read."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from ...errors import ConfigError
+
+__all__ = ["COLUMNS", "Target", "open_parquet", "pyarrow_modules", "schema"]
+
+#: The columns of every archive file, in this order: one row per event.
+COLUMNS = (
+    "event_id",
+    "stream_uuid",
+    "stream_version",
+    "event_uuid",
+    "event_type",
+    "correlation_id",
+    "causation_id",
+    "data",
+    "metadata",
+    "subject",
+    "created_at",
+)
+
+_INSTALL = (
+    "archiving needs pyarrow: pip install pyarrow (from a checkout: pip install '.[archive]')"
+)
+
+
+def pyarrow_modules() -> tuple[Any, Any]:
+    """(pyarrow, pyarrow.parquet), or ConfigError saying what to install."""
+    try:
+        import pyarrow
+        import pyarrow.parquet
+    except ImportError:
+        raise ConfigError(_INSTALL) from None
+    return pyarrow, pyarrow.parquet
+
+
+def schema() -> Any:
+    """The Arrow schema of an archive file."""
+    pa, _ = pyarrow_modules()
+    return pa.schema(
+        [
+            ("event_id", pa.int64()),
+            ("stream_uuid", pa.string()),
+            ("stream_version", pa.int64()),
+            ("event_uuid", pa.string()),
+            ("event_type", pa.string()),
+            ("correlation_id", pa.string()),
+            ("causation_id", pa.string()),
+            ("data", pa.binary()),
+            ("metadata", pa.binary()),
+            ("subject", pa.string()),
+            ("created_at", pa.timestamp("us", tz="UTC")),
+        ]
+    )
+
+
+def _local(url: str) -> Path | None:
+    """The local path of `url` (a plain path or file://), or None for other schemes."""
+    if url.startswith("file://"):
+        return Path(url[len("file://") :])
+    if "://" in url:
+        return None
+    return Path(url)
+
+
+def _fs(url: str) -> tuple[Any, str]:
+    try:
+        import fsspec
+    except ImportError:
+        raise ConfigError(
+            f"archive URL {url!r} needs fsspec: pip install fsspec (from a checkout: "
+            "pip install '.[archive]')"
+        ) from None
+    fs, path = fsspec.core.url_to_fs(url)
+    return fs, path
+
+
+def open_parquet(url: str) -> Any:
+    """A pyarrow ParquetFile of the archive file at `url` (the caller closes it)."""
+    _, pq = pyarrow_modules()
+    path = _local(url)
+    if path is not None:
+        return pq.ParquetFile(str(path))
+    fs, remote = _fs(url)
+    return pq.ParquetFile(fs.open(remote, "rb"))
+
+
+class Target:
+    """A directory that archive files are written to."""
+
+    def __init__(self, url: str) -> None:
+        if not isinstance(url, str) or not url.strip():
+            raise ValueError(f"target must be a directory path or URL, got {url!r}")
+        self.url = url
+        local = _local(url)
+        self._path = None if local is None else local.expanduser().resolve()
+
+    def check_writable(self) -> None:
+        """Create the directory if needed and write, fsync and remove a probe file in it:
+        ConfigError naming the target and the reason when that fails (before any change)."""
+        probe = f".eventstore-actors-probe-{uuid.uuid4().hex}"
+        try:
+            if self._path is not None:
+                self._path.mkdir(parents=True, exist_ok=True)
+                fd = os.open(self._path / probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                try:
+                    os.write(fd, b"probe")
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                os.unlink(self._path / probe)
+            else:
+                fs, root = _fs(self.url)
+                fs.makedirs(root, exist_ok=True)
+                with fs.open(f"{root.rstrip('/')}/{probe}", "wb") as f:
+                    f.write(b"probe")
+                fs.rm(f"{root.rstrip('/')}/{probe}")
+        except ConfigError:
+            raise
+        except Exception as exc:  # OSError locally; any error of an fsspec backend
+            why = getattr(exc, "strerror", None) or type(exc).__name__
+            raise ConfigError(f"archive target {self.url!r} is not writable: {why}") from None
+
+    def write(self, batches: Iterable[list[Any]], name: str) -> tuple[str, int]:
+        """Write one Parquet file `name` from row batches (one row group each), durably:
+        to a temporary name, fsynced, renamed, the directory fsynced. Its URL (an absolute
+        path for a local directory) and the number of rows written; no rows: no file, ("", 0)."""
+        pa, pq = pyarrow_modules()
+        arrow_schema = schema()
+        tmp = f".{name}.{uuid.uuid4().hex}.tmp"
+        count = 0
+        if self._path is not None:
+            final, temp = self._path / name, self._path / tmp
+            with open(temp, "wb") as sink:
+                try:
+                    count = _write(pa, pq, arrow_schema, sink, batches)
+                    sink.flush()
+                    os.fsync(sink.fileno())
+                except BaseException:
+                    temp.unlink(missing_ok=True)
+                    raise
+            if count == 0:
+                temp.unlink(missing_ok=True)
+                return "", 0
+            os.replace(temp, final)
+            dir_fd = os.open(self._path, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+            return str(final), count
+        fs, root = _fs(self.url)
+        remote_tmp, remote = f"{root.rstrip('/')}/{tmp}", f"{root.rstrip('/')}/{name}"
+        with fs.open(remote_tmp, "wb") as sink:
+            count = _write(pa, pq, arrow_schema, sink, batches)
+        if count == 0:
+            fs.rm(remote_tmp)
+            return "", 0
+        fs.mv(remote_tmp, remote)
+        return f"{self.url.rstrip('/')}/{name}", count
+
+
+def _write(pa: Any, pq: Any, arrow_schema: Any, sink: Any, batches: Iterable[list[Any]]) -> int:
+    count = 0
+    writer = None
+    try:
+        for rows in batches:
+            columns: list[Any] = list(zip(*rows, strict=True))
+            columns[3] = [str(u) for u in columns[3]]  # event_uuid as text
+            table = pa.Table.from_arrays(
+                [
+                    pa.array(list(c), type=f.type)
+                    for c, f in zip(columns, arrow_schema, strict=True)
+                ],
+                schema=arrow_schema,
+            )
+            if writer is None:
+                writer = pq.ParquetWriter(sink, arrow_schema, compression="zstd")
+            writer.write_table(table, row_group_size=len(rows))
+            count += len(rows)
+    finally:
+        if writer is not None:
+            writer.close()
+    return count

@@ -1,0 +1,473 @@
+"""Reads that span the archive: the archived part of a range from the Parquet files, the rest
+from PostgreSQL, each event exactly once and in the order of a read without archive.
+
+Registered with `storage.archive` (the reads call it), so stream reads, $all reads, streaming,
+backward reads and subscription catch-up are transparent. The manifest is cached per
+connection: a read that finds nothing archived in its range costs nothing more, unless
+PostgreSQL's answer has a gap where the next event should be (a hard-deleted event, a filter,
+or events archived since this connection last looked), and only then is the manifest read
+again. That suffices because archived ranges are a prefix of the log and their rows are
+deleted lowest first, after the manifest lists them: a stale view of the manifest shows as a
+gap at the start of what PostgreSQL returns. Files are read one row group at a time.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import uuid
+import weakref
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from ...errors import StoreUnavailableError
+from ...storage import archive as store
+from ...storage.archive import ArchivedFile, Filters
+from .files import open_parquet
+
+__all__ = ["ArchiveReader", "View"]
+
+Conn = Any
+Row = tuple[Any, ...]
+_EVENT_ID, _STREAM, _VERSION, _TYPE, _CREATED, _NUMBER = 0, 1, 2, 3, 8, 10
+
+
+@dataclass(frozen=True)
+class View:
+    """A connection's view of the manifest: event_ids up to `upto` are read from `files`."""
+
+    upto: int
+    files: tuple[ArchivedFile, ...]
+
+
+_EMPTY = View(0, ())
+
+
+class ArchiveReader:
+    """The overlay `storage.reader` calls (see `storage.archive.Overlay`)."""
+
+    def __init__(self) -> None:
+        self._views: weakref.WeakKeyDictionary[Any, View] = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+
+    # The manifest, cached per connection ------------------------------------------------------
+    def view(self, conn: Conn, *, refresh: bool = False) -> View:
+        if not refresh:
+            with self._lock:
+                seen = self._views.get(conn)
+            if seen is not None:
+                return seen
+        files = tuple(store.manifest(conn))
+        fresh = View(max((f.last_event_id for f in files), default=0), files) if files else _EMPTY
+        with self._lock:
+            self._views[conn] = fresh
+        return fresh
+
+    def _moved(self, conn: Conn, old: View) -> bool:
+        """Whether events were archived since `old` (the manifest read again)."""
+        return self.view(conn, refresh=True).upto != old.upto
+
+    # $all ---------------------------------------------------------------------------------------
+    def read_all(
+        self,
+        conn: Conn,
+        read: store.AllRead,
+        low: int,
+        high: int,
+        count: int,
+        backward: bool,
+        filters: Filters,
+    ) -> list[Any]:
+        view = self.view(conn)
+        while True:
+            rows = self._all(conn, view, read, low, high, count, backward, filters)
+            if rows is not None:
+                return rows
+            view = self.view(conn)
+
+    def _all(
+        self,
+        conn: Conn,
+        view: View,
+        read: store.AllRead,
+        low: int,
+        high: int,
+        count: int,
+        backward: bool,
+        filters: Filters,
+    ) -> list[Any] | None:
+        upto = view.upto
+        if not backward:
+            archived: list[Any] = []
+            if upto > 0 and low <= upto:
+                archived = self._range(conn, view, low, min(high, upto), count, False, filters)
+                if len(archived) >= count or high <= upto:
+                    return archived[:count]
+            start = max(low, upto + 1)
+            rows = read(start, high, count - len(archived))
+            if (not rows or rows[0][_EVENT_ID] != start) and self._moved(conn, view):
+                return None
+            return archived + rows
+        rows = []
+        if high > upto:
+            bottom = max(low, upto + 1)
+            rows = read(bottom, high, count)
+            if len(rows) >= count:
+                return rows
+            if (not rows or rows[-1][_EVENT_ID] != bottom) and self._moved(conn, view):
+                return None
+        if upto == 0 or low > upto:
+            return rows
+        return rows + self._range(
+            conn, view, low, min(high, upto), count - len(rows), True, filters
+        )
+
+    def read_all_covered(
+        self,
+        conn: Conn,
+        read: store.CoveredRead,
+        low: int,
+        high: int,
+        count: int,
+        filters: Filters,
+    ) -> tuple[list[Any], int]:
+        view = self.view(conn)
+        while True:
+            upto = view.upto
+            archived: list[Any] = []
+            if upto > 0 and low <= upto:
+                archived = self._range(conn, view, low, min(high, upto), count, False, filters)
+                if len(archived) >= count:
+                    return archived[:count], archived[count - 1][_EVENT_ID]
+                if high <= upto:
+                    return archived, high
+            start = max(low, upto + 1)
+            rows, covered = read(start, count - len(archived))
+            gap = rows[0][_EVENT_ID] != start if rows else covered >= start
+            if gap and self._moved(conn, view):
+                view = self.view(conn)
+                continue
+            return archived + rows, covered
+
+    # One stream ---------------------------------------------------------------------------------
+    def read_stream(
+        self,
+        conn: Conn,
+        read: store.StreamRead,
+        stream_uuid: str,
+        start: int,
+        count: int,
+        backward: bool,
+        live_only: bool,
+        event_types: tuple[str, ...] | None,
+    ) -> list[Any]:
+        out: list[Any] = []
+        view: View | None = None
+        while True:
+            need = count - len(out)
+            rows = read(start, need)
+            if view is None and not _suspicious(rows, stream_uuid, start, need, backward):
+                return rows
+            if view is None:
+                view = self.view(conn, refresh=True)  # the slow path: the manifest as it is
+            if view.upto == 0:  # a real gap (a hard-deleted linked event), nothing archived
+                return out + [r for r in rows if r[_EVENT_ID] is not None]
+            out += self._fill(
+                conn, view, rows, stream_uuid, start, need, backward, live_only, event_types
+            )
+            if len(out) >= count or len(rows) < need:
+                return out[:count]
+            # PostgreSQL's page was full but positions in it were dropped (links to events of
+            # hard-deleted streams, types filtered out): read on after it.
+            start = rows[-1][_NUMBER] + (-1 if backward else 1)
+            if start < 1:
+                return out
+
+    def _fill(
+        self,
+        conn: Conn,
+        view: View,
+        rows: list[Any],
+        stream_uuid: str,
+        start: int,
+        count: int,
+        backward: bool,
+        live_only: bool,
+        event_types: tuple[str, ...] | None,
+    ) -> list[Any]:
+        """`rows` (PostgreSQL's page of `count` positions from `start`) with the positions
+        they lack taken from the archive, up to where the page reaches (its last position
+        when it is full: what lies after is for the next page)."""
+        present = [r for r in rows if r[_EVENT_ID] is not None]
+        state = store.stream_state(conn, stream_uuid)
+        if state is None or (live_only and state.deleted):
+            return present
+        if backward:
+            low, high = 1, min(start, state.version)
+            if len(rows) >= count:
+                low = rows[-1][_NUMBER]
+        else:
+            low, high = max(start, 1), state.version
+            if len(rows) >= count:
+                high = rows[-1][_NUMBER]
+        if low > high:
+            return present
+        found: dict[int, Any] = {}
+        # Own events older than the lowest still in PostgreSQL are archived, at the positions
+        # below it that are not links.
+        below = state.version + 1 if state.min_own_version is None else state.min_own_version
+        own_archived = (below - 1) - store.link_positions(conn, state.stream_id, below)
+        if own_archived > 0 and low <= below - 1:
+            own = self._stream_rows(
+                view, stream_uuid, low, min(high, below - 1), count, backward, event_types
+            )
+            for row in own:
+                if row[_CREATED] >= state.created_at:
+                    found[row[_NUMBER]] = row
+        for number, row in self._links(
+            conn, view, state.stream_id, low, high, count, backward, event_types
+        ):
+            found[number] = row
+        for row in present:
+            found[row[_NUMBER]] = row
+        return [found[n] for n in sorted(found, reverse=backward)[:count]]
+
+    def _links(
+        self,
+        conn: Conn,
+        view: View,
+        stream_id: int,
+        low: int,
+        high: int,
+        count: int,
+        backward: bool,
+        event_types: tuple[str, ...] | None,
+    ) -> list[tuple[int, Row]]:
+        """Up to `count` (position, row) of the stream's live links to archived events with
+        positions low..high (of `event_types`), nearest to the start of the read first."""
+        out: list[tuple[int, Row]] = []
+        while len(out) < count and low <= high:
+            links = store.links_to_archived(conn, stream_id, view.upto, low, high, count, backward)
+            if not links:
+                break
+            by_id = self._by_ids(view, [event_id for _, event_id in links])
+            live = self._live(conn, list(by_id.values()))
+            for number, event_id in links:
+                row = by_id.get(event_id)
+                if row is None or event_id not in live:
+                    continue
+                if event_types is None or row[_TYPE] in event_types:
+                    out.append((number, (*row[:_NUMBER], number)))
+            if len(links) < count:
+                break
+            if backward:
+                high = links[-1][0] - 1
+            else:
+                low = links[-1][0] + 1
+        return out[:count]
+
+    # The files ----------------------------------------------------------------------------------
+    def _range(
+        self,
+        conn: Conn,
+        view: View,
+        low: int,
+        high: int,
+        count: int,
+        backward: bool,
+        filters: Filters,
+    ) -> list[Any]:
+        """Up to `count` archived events with low <= event_id <= high (as rows), of live
+        streams, matching `filters`, in event_id order (descending when `backward`)."""
+        keep = _matcher(filters)
+        out: list[Any] = []
+        pending: list[Any] = []
+        for row in self._scan(view, low, high, backward):
+            if keep(row):
+                pending.append(row)
+            if len(pending) >= count - len(out):
+                live = self._live(conn, pending)
+                out.extend(r for r in pending if r[_EVENT_ID] in live)
+                pending = []
+                if len(out) >= count:
+                    return out[:count]
+        if pending:
+            live = self._live(conn, pending)
+            out.extend(r for r in pending if r[_EVENT_ID] in live)
+        return out[:count]
+
+    def _scan(self, view: View, low: int, high: int, backward: bool) -> Iterator[Row]:
+        files = [f for f in view.files if f.first_event_id <= high and f.last_event_id >= low]
+        for f in reversed(files) if backward else files:
+            with _opened(f.url) as pf:
+                groups = _groups(pf, low, high)
+                for i in reversed(groups) if backward else groups:
+                    table = _between(pf.read_row_group(i), low, high)
+                    step = 1000  # converted to Python a slice at a time: a read may stop early
+                    starts = range(0, table.num_rows, step)
+                    for at in reversed(starts) if backward else starts:
+                        rows = _rows(table.slice(at, step))
+                        yield from reversed(rows) if backward else rows
+
+    def _stream_rows(
+        self,
+        view: View,
+        stream_uuid: str,
+        low: int,
+        high: int,
+        count: int,
+        backward: bool,
+        event_types: tuple[str, ...] | None,
+    ) -> list[Row]:
+        """Up to `count` archived events of the stream itself with versions low..high (of
+        `event_types`), nearest to the start of the read first."""
+        import pyarrow.compute as pc
+
+        out: list[Row] = []
+        files = list(view.files)
+        for f in reversed(files) if backward else files:
+            with _opened(f.url) as pf:
+                groups = list(range(pf.metadata.num_row_groups))
+                for i in reversed(groups) if backward else groups:
+                    keys = pf.read_row_group(i, columns=["stream_uuid", "stream_version"])
+                    mask = pc.and_(
+                        pc.equal(keys["stream_uuid"], stream_uuid),
+                        pc.and_(
+                            pc.greater_equal(keys["stream_version"], low),
+                            pc.less_equal(keys["stream_version"], high),
+                        ),
+                    )
+                    if not pc.any(mask).as_py():
+                        continue
+                    rows = [
+                        (*r[:_NUMBER], r[_VERSION])
+                        for r in _rows(pf.read_row_group(i).filter(mask))
+                        if event_types is None or r[_TYPE] in event_types
+                    ]
+                    out.extend(reversed(rows) if backward else rows)
+                    if len(out) >= count:
+                        return out[:count]
+        return out
+
+    def _by_ids(self, view: View, ids: list[int]) -> dict[int, Row]:
+        wanted = set(ids)
+        found: dict[int, Row] = {}
+        for f in view.files:
+            mine = sorted(i for i in wanted if f.first_event_id <= i <= f.last_event_id)
+            if not mine:
+                continue
+            with _opened(f.url) as pf:
+                for g in _groups(pf, mine[0], mine[-1]):
+                    for row in _rows(pf.read_row_group(g)):
+                        if row[0] in wanted:
+                            found[row[0]] = row
+        return found
+
+    def _live(self, conn: Conn, rows: list[Any]) -> set[int]:
+        """The event_ids among `rows` whose stream still exists and is not younger than the
+        event (a hard delete removes archived events from reads as it removes rows)."""
+        if not rows:
+            return set()
+        created = store.stream_created(conn, sorted({r[_STREAM] for r in rows}))
+        return {
+            r[_EVENT_ID]
+            for r in rows
+            if r[_STREAM] in created and created[r[_STREAM]] <= r[_CREATED]
+        }
+
+
+def _suspicious(rows: list[Any], stream_uuid: str, start: int, count: int, backward: bool) -> bool:
+    """Whether a stream read from PostgreSQL may lack archived positions: a link to an archived
+    event (NULL columns), no rows, a gap, or no own event of the stream to prove that its own
+    events after it are all still in PostgreSQL."""
+    if not rows:
+        return True
+    numbers = [r[_NUMBER] for r in rows]
+    if any(r[_EVENT_ID] is None for r in rows):
+        return True
+    step = -1 if backward else 1
+    if any(b - a != step for a, b in itertools.pairwise(numbers)):
+        return True
+    if not backward and numbers[0] != max(start, 1):
+        return True
+    own = any(r[_STREAM] == stream_uuid and r[_VERSION] == r[_NUMBER] for r in rows)
+    if backward:
+        return not own or (len(rows) < count and numbers[-1] != 1)
+    return not own and len(rows) < count
+
+
+def _matcher(filters: Filters) -> Callable[[Row], bool]:
+    from ...storage.reader import partition_of
+
+    types, prefix, partition = filters.event_types, filters.stream_prefix, filters.partition
+
+    def keep(row: Row) -> bool:
+        if types is not None and row[_TYPE] not in types:
+            return False
+        if prefix is not None and not row[_STREAM].startswith(prefix):
+            return False
+        return partition is None or partition_of(row[_STREAM], partition[1]) == partition[0]
+
+    return keep
+
+
+class _opened:
+    def __init__(self, url: str) -> None:
+        self._url = url
+
+    def __enter__(self) -> Any:
+        try:
+            self._pf = open_parquet(self._url)
+        except OSError as exc:
+            raise StoreUnavailableError(
+                f"archive file {self._url} cannot be read: {exc.strerror or exc}"
+            ) from None
+        return self._pf
+
+    def __exit__(self, *exc: object) -> None:
+        self._pf.close()
+
+
+def _between(table: Any, low: int, high: int) -> Any:
+    """The rows of `table` with low <= event_id <= high."""
+    import pyarrow.compute as pc
+
+    ids = table["event_id"]
+    return table.filter(pc.and_(pc.greater_equal(ids, low), pc.less_equal(ids, high)))
+
+
+def _groups(pf: Any, low: int, high: int) -> list[int]:
+    """The row groups of `pf` that may hold event_ids low..high (from their statistics)."""
+    meta = pf.metadata
+    out = []
+    for i in range(meta.num_row_groups):
+        stats = meta.row_group(i).column(0).statistics
+        if stats is None or not stats.has_min_max or (stats.min <= high and stats.max >= low):
+            out.append(i)
+    return out
+
+
+def _rows(table: Any) -> list[Row]:
+    """Rows in the layout of `storage.reader.Row` (event_number = event_id) from a table of
+    archive columns. Whether a subject is forgotten is not in the file: None (`decode` then
+    asks the keyring, which finds no key for a forgotten subject)."""
+    c = {name: table.column(name).to_pylist() for name in table.column_names}
+    columns = zip(
+        c["event_id"],
+        c["stream_uuid"],
+        c["stream_version"],
+        c["event_type"],
+        c["correlation_id"],
+        c["causation_id"],
+        c["data"],
+        c["metadata"],
+        c["created_at"],
+        c["event_uuid"],
+        c["subject"],
+        strict=True,
+    )
+    return [
+        (*head, uuid.UUID(text), head[0], subject, None if subject is not None else False)
+        for *head, text, subject in columns
+    ]
