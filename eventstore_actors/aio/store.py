@@ -18,10 +18,10 @@ import inspect
 import itertools
 import types
 import weakref
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import Future
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 import psycopg
 from typing_extensions import Unpack
@@ -39,6 +39,8 @@ from ..subscriptions.messages import Subscription, TransientSubscription
 from ..subscriptions.options import AllStreamsSubscribeOptions, SubscribeOptions
 from .calls import APPEND_THREADS, Calls, default_threads
 from .subscription import AsyncSubscription, AsyncTransientSubscription
+from .wrapping import awaitable as _awaitable
+from .wrapping import streaming as _streaming
 
 __all__ = ["AsyncEventStore"]
 
@@ -74,50 +76,6 @@ _SPECIAL = frozenset(
         "unsubscribe",
     }
 )
-
-
-def _awaitable(
-    method: Callable[Concatenate[EventStore, P], R],
-) -> Callable[Concatenate[AsyncEventStore, P], Coroutine[Any, Any, R]]:
-    """The sync method `method`, run on the store's threads and awaited."""
-    name = method.__name__
-
-    async def call(self: AsyncEventStore, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        sync: Callable[P, R] = getattr(self._store, name)
-        return await self._calls.run(sync, *args, **kwargs)
-
-    call.__name__ = name
-    call.__qualname__ = f"AsyncEventStore.{name}"
-    call.__doc__ = f"Awaitable `EventStore.{name}`: {method.__doc__ or ''}".rstrip(": ")
-    call.__signature__ = inspect.signature(method)  # type: ignore[attr-defined]
-    return call
-
-
-def _streaming(
-    method: Callable[Concatenate[EventStore, P], Iterator[RecordedEvent]],
-) -> Callable[Concatenate[AsyncEventStore, P], AsyncIterator[RecordedEvent]]:
-    """The sync streaming read `method` as an async iterator, returned at once: its first
-    iteration makes the call (so a missing stream raises there), then each page of
-    `read_batch_size` events is read on a thread; one page is held at a time."""
-    name = method.__name__
-    signature = inspect.signature(method)
-
-    def call(
-        self: AsyncEventStore, /, *args: P.args, **kwargs: P.kwargs
-    ) -> AsyncIterator[RecordedEvent]:
-        bound = signature.bind(self._store, *args, **kwargs)  # a wrong name: TypeError now
-        bound.apply_defaults()
-        size = bound.arguments.get("read_batch_size", 1000)
-        sync: Callable[P, Iterator[RecordedEvent]] = getattr(self._store, name)
-        return self._paged(functools.partial(sync, *args, **kwargs), size)
-
-    call.__name__ = name
-    call.__qualname__ = f"AsyncEventStore.{name}"
-    call.__doc__ = f"Async iterator over `EventStore.{name}`: {method.__doc__ or ''}".rstrip(": ")
-    # What help() shows: the sync parameters, and what this returns.
-    shown = signature.replace(return_annotation="AsyncIterator[RecordedEvent]")
-    call.__signature__ = shown  # type: ignore[attr-defined]
-    return call
 
 
 def _start_primed(calls: Calls, *args: Any, **kwargs: Any) -> EventStore:
