@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -623,3 +624,31 @@ def test_the_database_refuses_a_forgotten_subject_whatever_the_cache(
     assert store.read_snapshot("src").source_version == 1
     # Reads do not trust the cache either.
     assert store.read_stream_forward("s")[0].data is FORGOTTEN
+
+
+def test_forgetting_counts_archived_events_and_archived_reads_are_forgotten(
+    make_store: Callable[..., EventStore], tmp_path: Path
+) -> None:
+    """forget_subject counts the subject's events in PostgreSQL and in archive files (each
+    once), and reads of the archived range return them FORGOTTEN at their old positions."""
+    store = _encrypted(make_store, archive=str(tmp_path))
+    store.append_to_stream(
+        "person-a",
+        ANY_VERSION,
+        [EventData({"n": n}, "Named", subject="alice") for n in range(3)]
+        + [EventData({"n": 9}, "Plain")],
+    )
+    assert store.archive(before_event_id=4).events == 3
+    store.append_to_stream("person-a", 4, [EventData({"n": 4}, "Named", subject="alice")])
+    assert [e.data for e in store.read_stream_forward("person-a")][:3] == [
+        {"n": 0},
+        {"n": 1},
+        {"n": 2},
+    ]
+    assert store.forget_subject("alice") == 4
+    assert store.forget_subject("alice") == 0
+    events = store.read_stream_forward("person-a")
+    assert [e.stream_version for e in events] == [1, 2, 3, 4, 5]
+    assert [e.forgotten for e in events] == [True, True, True, False, True]
+    assert all(e.data is FORGOTTEN for e in events if e.forgotten)
+    assert events[3].data == {"n": 9}

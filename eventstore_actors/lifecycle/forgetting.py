@@ -16,10 +16,12 @@ empties other caches early, so that keys of forgotten subjects do not stay in me
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
 from ..errors import EventStoreError
+from ..storage import archive as archive_storage
 from ..storage import keys
 from ..storage.pool import ReadPool
 from ..validation import check_name
@@ -63,13 +65,46 @@ def forget_subject(
                 "nothing was forgotten"
             ) from None
 
+    def forget(conn: Any) -> int:
+        newly, count = keys.forget(conn, subject, channel, origin, delete_from_key_store)
+        return count if newly else -1
+
     try:
-        return pool.run(
-            written(lambda c: keys.forget(c, subject, channel, origin, delete_from_key_store))
-        )
+        count = pool.run(written(forget))
+        return 0 if count < 0 else count + _archived(pool, subject)
     finally:
         if keyring is not None:
             keyring.evict(subject)
+
+
+def _archived(pool: ReadPool, subject: str) -> int:
+    """How many of the subject's events are in archive files (and no longer in the table)."""
+    files = pool.run(archive_storage.manifest)
+    if not files:
+        return 0
+    from .archive.files import open_parquet, pyarrow_modules
+
+    pa, _ = pyarrow_modules()
+    import pyarrow.compute as pc
+
+    total = 0
+    for f in files:
+        parquet = open_parquet(f.url)
+        try:
+            column = parquet.read(columns=["subject"]).column("subject")
+        finally:
+            parquet.close()
+        total += int(pc.sum(pc.equal(column, pa.scalar(subject))).as_py() or 0)
+        if f.state != "deleted":  # rows still in the table were counted there
+            total -= pool.run(
+                functools.partial(
+                    keys.count_in_range,
+                    subject=subject,
+                    first=f.first_event_id,
+                    last=f.last_event_id,
+                )
+            )
+    return total
 
 
 def is_forgotten(pool: ReadPool, subject: Any) -> bool:

@@ -57,9 +57,9 @@ def forget(
     channel: str,
     origin: str,
     before_commit: Callable[[], None] | None = None,
-) -> int:
-    """Forget `subject` in one transaction; the number of its stored events when it is newly
-    forgotten, 0 when it already was. `before_commit` runs inside the transaction (deleting
+) -> tuple[bool, int]:
+    """Forget `subject` in one transaction: whether it is newly forgotten, and the number of
+    its events in the events table. `before_commit` runs inside the transaction (deleting
     the key from an application's KeyStore: a failure there forgets nothing)."""
     with conn.transaction():
         conn.execute(statement("append/lock_counter"))
@@ -69,7 +69,15 @@ def forget(
         if before_commit is not None:
             before_commit()
         conn.execute(statement("keys/notify"), {"channel": channel, "origin": origin})
-    return count if newly else 0
+    return newly, count
+
+
+def count_in_range(conn: Conn, subject: str, first: int, last: int) -> int:
+    """How many of the subject's events with first <= event_id <= last are in the table."""
+    row = conn.execute(
+        statement("keys/count_in_range"), {"subject": subject, "first": first, "last": last}
+    ).fetchone()
+    return int(row[0]) if row else 0
 
 
 def forgotten_count(conn: Conn) -> int:

@@ -258,7 +258,7 @@ class ArchiveReader:
                 if row is None or event_id not in live:
                     continue
                 if event_types is None or row[_TYPE] in event_types:
-                    out.append((number, (*row[:_NUMBER], number)))
+                    out.append((number, (*row[:_NUMBER], number, *row[_NUMBER + 1 :])))
             if len(links) < count:
                 break
             if backward:
@@ -341,7 +341,7 @@ class ArchiveReader:
                     if not pc.any(mask).as_py():
                         continue
                     rows = [
-                        (*r[:_NUMBER], r[_VERSION])
+                        (*r[:_NUMBER], r[_VERSION], *r[_NUMBER + 1 :])
                         for r in _rows(pf.read_row_group(i).filter(mask))
                         if event_types is None or r[_TYPE] in event_types
                     ]
