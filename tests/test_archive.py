@@ -23,6 +23,7 @@ from eventstore_actors import (
     ANY_VERSION,
     ArchiveResult,
     ConfigError,
+    EventData,
     EventStore,
     RecordedEvent,
     admin,
@@ -656,3 +657,24 @@ def test_two_archives_at_once_take_turns(
     total = sum(pq.read_table(f).num_rows for r in results for f in r.files)
     assert total == 49
     assert_same(before, snapshot(store))
+
+
+def test_retention_hides_archived_events_as_it_hides_rows(
+    make_store: Callable[..., EventStore], tmp_path: Path
+) -> None:
+    """A stream truncated, or limited by max_count, after its events were archived reads
+    from its first readable version on: stream reads both ways, $all and streaming."""
+    store = make_store(archive=str(tmp_path))
+    store.append_to_stream("s", 0, [EventData({"n": n}, "E") for n in range(5)])
+    store.append_to_stream("t", 0, [EventData({"n": n}, "E") for n in range(3)])
+    assert store.archive(before_event_id=8).events == 7
+    store.truncate_stream("s", 3)
+    store.set_stream_retention("t", max_count=1)
+    assert [e.stream_version for e in store.read_stream_forward("s")] == [3, 4, 5]
+    assert [e.stream_version for e in store.read_stream_backward("s")] == [5, 4, 3]
+    assert [e.stream_version for e in store.read_stream_forward("t")] == [3]
+    expected = [("s", 3), ("s", 4), ("s", 5), ("t", 3)]
+    assert [(e.stream_uuid, e.stream_version) for e in store.read_all_streams_forward()] == (
+        expected
+    )
+    assert [(e.stream_uuid, e.stream_version) for e in store.stream_all_forward()] == expected

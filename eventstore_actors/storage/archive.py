@@ -203,10 +203,13 @@ def delete_batch(conn: Conn, low: int, high: int, batch: int) -> int:
 
 
 # What reads need ----------------------------------------------------------------------------
-def stream_created(conn: Conn, uuids: Sequence[str]) -> dict[str, datetime]:
-    """stream_uuid -> created_at of the streams among `uuids` that exist."""
+def stream_created(
+    conn: Conn, uuids: Sequence[str]
+) -> dict[str, tuple[datetime, int, datetime | None]]:
+    """stream_uuid -> (created_at, lowest readable version, oldest readable created_at or
+    None) of the streams among `uuids` that exist (the last two: their retention)."""
     rows = conn.execute(statement("archive/streams"), {"uuids": list(uuids)}).fetchall()
-    return {str(r[0]): r[1] for r in rows}
+    return {str(r[0]): (r[1], int(r[2]), r[3]) for r in rows}
 
 
 def stream_state(conn: Conn, stream_uuid: str) -> StreamState | None:

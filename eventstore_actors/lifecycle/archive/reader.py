@@ -222,8 +222,9 @@ class ArchiveReader:
             own = self._stream_rows(
                 view, stream_uuid, low, min(high, below - 1), count, backward, event_types
             )
+            kept = self._live(conn, own)  # its retention too
             for row in own:
-                if row[_CREATED] >= state.created_at:
+                if row[_EVENT_ID] in kept:
                     found[row[_NUMBER]] = row
         for number, row in self._links(
             conn, view, state.stream_id, low, high, count, backward, event_types
@@ -366,15 +367,25 @@ class ArchiveReader:
 
     def _live(self, conn: Conn, rows: list[Any]) -> set[int]:
         """The event_ids among `rows` whose stream still exists and is not younger than the
-        event (a hard delete removes archived events from reads as it removes rows)."""
+        event (a hard delete removes archived events from reads as it removes rows), and whose
+        stream's retention still keeps them (as it hides rows: below its lowest readable
+        version, or older than its max_age)."""
         if not rows:
             return set()
-        created = store.stream_created(conn, sorted({r[_STREAM] for r in rows}))
-        return {
-            r[_EVENT_ID]
-            for r in rows
-            if r[_STREAM] in created and created[r[_STREAM]] <= r[_CREATED]
-        }
+        streams = store.stream_created(conn, sorted({r[_STREAM] for r in rows}))
+        live = set()
+        for r in rows:
+            found = streams.get(r[_STREAM])
+            if found is None:
+                continue
+            created, lowest, oldest = found
+            if (
+                created <= r[_CREATED]
+                and r[_VERSION] >= lowest
+                and (oldest is None or r[_CREATED] >= oldest)
+            ):
+                live.add(r[_EVENT_ID])
+        return live
 
 
 def _suspicious(rows: list[Any], stream_uuid: str, start: int, count: int, backward: bool) -> bool:
