@@ -1,5 +1,5 @@
 """A small typed user program: the bank account service of the guides, checked with
-`mypy --strict` against the installed package (tests/test_typing.py) and run for real.
+`mypy --strict` against the installed package (tests/project/test_typing.py) and run for real.
 
 An aggregate rebuilt from its stream with optimistic retries, a projection actor fed by a
 subscription, Decimal amounts under stable type names, and a plain `Subscriber`.

@@ -1,6 +1,7 @@
 """Subscribing, typed: every subscribe option in the sync and asyncio APIs, transient
 subscriptions, conn= with an AsyncConnection, and what a batch holds. Checked with
-`mypy --strict` by tests/test_typing.py, which also reads the `reveal_type` notes: a batch is
+`mypy --strict` by tests/project/test_typing.py, which also reads the `reveal_type` notes:
+a batch is
 `list[RecordedEvent]` unless a mapper says otherwise, also after `isinstance(message, Events)`
 on a `SubscriptionMessage`, and `Events` alone means `Events[RecordedEvent]`.
 """

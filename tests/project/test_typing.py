@@ -16,8 +16,8 @@ import pytest
 import eventstore_actors
 from eventstore_actors import ConfigError, Events, EventStore, RecordedEvent, Subscriber
 
-ROOT = Path(__file__).resolve().parent.parent
-BANK = Path(__file__).resolve().parent / "typed" / "bank.py"
+ROOT = Path(__file__).resolve().parents[2]
+BANK = Path(__file__).resolve().parents[1] / "typed" / "bank.py"
 SUBSCRIBING = BANK.parent / "subscribing.py"
 
 pytest.importorskip("mypy")

@@ -3,7 +3,7 @@ docs/getting-started.md lists every option of `EventStore.start`, the install li
 README and docs/ work from a checkout, the silent `count` cap of reads is documented
 (docs/streams.md), `EventData.event_type`'s default is what the store does, and the README's
 front page says, next to the test command, which database the tests use and how long they
-take. (Every subscribe option's docstring line: tests/test_typing.py.)"""
+take. (Every subscribe option's docstring line: tests/project/test_typing.py.)"""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from eventstore_actors import EventData, EventStore, JsonSerializer
 from eventstore_actors.aio import AsyncEventStore
 from eventstore_actors.config import Settings
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
 GETTING_STARTED = (ROOT / "docs" / "getting-started.md").read_text()
 STREAMS = (ROOT / "docs" / "streams.md").read_text()

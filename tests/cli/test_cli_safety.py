@@ -19,7 +19,7 @@ from support.cli import cli
 
 from eventstore_actors import ConfigError, EventStore, admin
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def with_db(dsn: str, dbname: str) -> str:

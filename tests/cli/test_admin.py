@@ -34,7 +34,7 @@ from eventstore_actors import (
     admin,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SECRET = "pw-Sekr1t-7f3a9c"  # must never appear in any message, log line or CLI output
 
 

@@ -37,7 +37,7 @@ from eventstore_actors.storage.migrations import SCHEMA_VERSION
 
 #: Release 1's schema file: sql/schema/v1.sql is the base every store is built on and must
 #: never change (see the hash test below), so it is release 1's own text.
-V1_SQL = (Path(__file__).resolve().parents[1] / "sql" / "schema" / "v1.sql").read_text(
+V1_SQL = (Path(__file__).resolve().parents[2] / "sql" / "schema" / "v1.sql").read_text(
     encoding="utf-8"
 )
 #: SHA-256 of sql/schema/v1.sql at commit 9f5705b (release 1).

@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 
 PACKAGE = "eventstore_actors"
-ROOT = Path(__file__).resolve().parent.parent / PACKAGE
+ROOT = Path(__file__).resolve().parents[2] / PACKAGE
 
 
 def _modules() -> dict[str, tuple[Path, bool]]:

@@ -27,7 +27,7 @@ from support import QUIET, QueueSubscriber, checkpoint, events, wait_until
 import eventstore_actors
 from eventstore_actors import ANY_VERSION, EventData, EventStore
 
-PROJECTOR = Path(__file__).parent / "support" / "projector.py"
+PROJECTOR = Path(__file__).resolve().parents[1] / "support" / "projector.py"
 
 
 def _subscribed(store: EventStore, name: str = "proj") -> tuple[Any, QueueSubscriber]:

@@ -5,10 +5,10 @@ class registered in `types` by f"{cls.__module__}.{cls.__qualname__}"; an unregi
 comes back as a plain dict; nothing is imported or executed by name; values JSON cannot hold
 raise SerializationError before anything is written.
 
-Part 2 (tests/test_serialization_v2.py) changes none of the cases here; it adds stable names,
-upcasters and typed fields, and one changed rule: stored data of a registered type that is not
-a JSON object (or does not fit the class) now raises SerializationError instead of coming back
-as the stored value.
+Part 2 (tests/serialization/test_typed_serializer.py) changes none of the cases here; it adds
+stable names, upcasters and typed fields, and one changed rule: stored data of a registered
+type that is not a JSON object (or does not fit the class) now raises SerializationError
+instead of coming back as the stored value.
 """
 
 from __future__ import annotations
@@ -154,7 +154,7 @@ assert "this" not in sys.modules and "antigravity" not in sys.modules
 assert s.deserialize(b'"ls"', "os.system") == "ls"
 print("ok")
 """
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")]),

@@ -1,6 +1,6 @@
 """Retention and truncation (API.md part 3, "Retention and truncation"): per-stream
 `max_count` / `max_age` and `truncate_stream`, effective on every read at once; the rows are
-deleted later by the scavenger (tests/test_scavenger.py)."""
+deleted later by the scavenger (tests/lifecycle/test_scavenger.py)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,8 @@
 
 Ported from commanded/eventstore's test/subscriptions/concurrent_subscription_test.exs,
 subscription_partitioning_test.exs and subscription_partition_subscriber_down_test.exs
-(partition_key_test.exs is pure: see tests/test_concurrent_state.py). Differences from the
+(partition_key_test.exs is pure: see tests/subscriptions/test_concurrent_state.py).
+Differences from the
 Elixir suite, as the contract says: each subscribe call returns its own handle and each
 subscriber is told `Subscribed` with it; acks are per event (Elixir's int ack is cumulative per
 subscriber, so where it acks the last of a batch, these tests ack the batch); a partition moves

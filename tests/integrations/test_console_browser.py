@@ -28,7 +28,7 @@ from support.console import SCRIPT, seed, served
 from eventstore_actors import EventData, EventStore, StreamAppend
 from eventstore_actors.console import app
 
-IMAGES = Path(__file__).resolve().parent.parent / "docs" / "images"
+IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
 TOKEN = "browser-token"
 
 

@@ -25,7 +25,7 @@ from eventstore_actors import (
 )
 from eventstore_actors.config import Settings, redact, resolve_dsn, scrub
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SECRET = "Sup3r-s3cret"
 #: A password with characters a URI must percent-encode.
 ODD_SECRET = "p@ss w0rd/%"

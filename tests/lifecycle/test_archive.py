@@ -32,7 +32,7 @@ from eventstore_actors.lifecycle.archive import writer
 
 pq = pytest.importorskip("pyarrow.parquet")
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def fill(store: EventStore) -> None:

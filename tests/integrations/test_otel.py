@@ -46,7 +46,7 @@ from eventstore_actors.aio import AsyncEventStore
 from eventstore_actors.integrations import otel as integration
 from eventstore_actors.otel import extract
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 MakeStore = Callable[..., EventStore]
 
 

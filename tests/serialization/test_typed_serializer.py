@@ -34,7 +34,7 @@ from eventstore_actors import (
 )
 from eventstore_actors.serialization import EventDecodeError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 class Currency(enum.Enum):

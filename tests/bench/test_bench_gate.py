@@ -15,7 +15,7 @@ import pytest
 from eventstore_actors.bench.gate import Baseline, compare, load_baseline, save_baseline
 from eventstore_actors.bench.results import Result
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 _BENCH = [sys.executable, "-m", "bench", "--smoke", "--only", "read-all", "--no-progress", "--dsn"]
 
 

@@ -26,7 +26,7 @@ from support import QueueSubscriber, events
 
 from eventstore_actors import Events, EventStore, SubscriptionAlreadyExistsError, lifetime
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 #: Seconds a child may take to exit once its main returned (or it was interrupted).
 EXIT_WITHIN = 20.0
 
