@@ -404,11 +404,11 @@ def decode(rows: Iterable[Row], serializer: Serializer) -> list[RecordedEvent]:
     subject is forgotten or its key is gone since. Ciphertext is never returned: a store
     without encryption, or whose key cannot decrypt it, raises EventDecodeError.
     """
-    fast = fast_json(serializer)
-    if fast is not None:  # the stock JsonSerializer: no encryption (that wraps it)
-        return _decode_json(rows, *fast)
-    deserialize = serializer.deserialize
     keyring = keyring_of(serializer)
+    fast = fast_json(serializer if keyring is None else serializer.inner)  # type: ignore[attr-defined]
+    if fast is not None:  # the stock JsonSerializer (sealed or not)
+        return _decode_json(rows, *fast, serializer.deserialize, keyring)
+    deserialize = serializer.deserialize
     keys = {} if keyring is None else keyring.cache
     new = object.__new__
     set_dict = object.__setattr__
@@ -470,11 +470,15 @@ def _decode_json(
     scan: Callable[[str, int], tuple[Any, int]],
     readers: Mapping[str | None, Callable[[Any], Any]],
     loads: Callable[[bytes], Any],
+    deserialize: Callable[[bytes, str | None], Any],
+    keyring: Keyring | None,
 ) -> list[RecordedEvent]:
     """`decode` for the stock JsonSerializer, its `deserialize` inlined: each document is
     scanned from its first character; one that does not end where its text ends (whitespace
     around it) or does not scan goes through `loads` (JSONDecoder.decode: the same value,
-    or the same error). An event with a subject is FORGOTTEN or refused (no keyring here)."""
+    or the same error). An event with a subject is decrypted with a cached key, else opened
+    by `_open` (FORGOTTEN, or refused without a keyring)."""
+    keys = {} if keyring is None else keyring.cache
     new = object.__new__
     set_dict = object.__setattr__
     events = []
@@ -496,7 +500,15 @@ def _decode_json(
         forgotten = False
         try:  # free in 3.11 unless it raises
             if subject is not None:
-                value, forgotten = _open(None, subject, data, row[12], event_type, None)
+                if not row[12] and (key := keys.get(subject)) is not None:  # the hot path
+                    if data[0] != 1:
+                        raise EventStoreError("the stored data is not in the encrypted format")
+                    plain = key.aead.decrypt(data[1:13], data[13:], key.aad)
+                    value = deserialize(plain, event_type)
+                else:
+                    value, forgotten = _open(
+                        keyring, subject, data, row[12], event_type, deserialize
+                    )
             else:
                 try:
                     text = str(data, "utf-8")
