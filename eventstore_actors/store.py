@@ -445,6 +445,16 @@ class EventStore:
         how many were queued again."""
         return self._queries.replay_parked(subscription_name, stream_uuid)
 
+    def forget_parked(
+        self,
+        subscription_name: str,
+        stream_uuid: str = checkpoints.ALL_STREAMS,
+        event_ids: Collection[int] | None = None,
+    ) -> int:
+        """Take parked events off the subscription's list for good: every one, or those of
+        `event_ids`; they are not delivered again. Returns how many left the list."""
+        return self._queries.forget_parked(subscription_name, stream_uuid, event_ids)
+
     # Transient subscriptions ------------------------------------------------------------------
     def subscribe(
         self,

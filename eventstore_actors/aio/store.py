@@ -303,6 +303,7 @@ class AsyncEventStore:
     replay_parked = _awaitable(EventStore.replay_parked)
     metrics = _awaitable(EventStore.metrics)
     archive = _awaitable(EventStore.archive)
+    forget_parked = _awaitable(EventStore.forget_parked)
 
     # Streaming reads: async iterators ----------------------------------------------------------
     stream_forward = _streaming(EventStore.stream_forward)

@@ -11,9 +11,10 @@ from typing import Any
 
 import psycopg
 
+from ..sql import statement
 from . import reader
 
-__all__ = ["ParkedRow", "forget", "mark_replay", "park", "rows", "unmark"]
+__all__ = ["ParkedRow", "discard", "forget", "mark_replay", "park", "rows", "unmark"]
 
 Conn = psycopg.Connection[Any]
 #: (reader.Row's first 11 columns, reason, retries, parked_at, replay, subject, forgotten)
@@ -102,3 +103,12 @@ def forget(conn: Conn, stream_uuid: str, name: str, event_id: int) -> None:
         " AND subscription_name = %(name)s AND event_id = %(event_id)s",
         {"stream_uuid": stream_uuid, "name": name, "event_id": event_id},
     )
+
+
+def discard(conn: Conn, stream_uuid: str, name: str, event_ids: list[int] | None) -> int:
+    """Take parked events off the list for good (all, or those of `event_ids`); how many."""
+    cur = conn.execute(
+        statement("subscriptions/discard_parked"),
+        {"stream_uuid": stream_uuid, "name": name, "event_ids": event_ids},
+    )
+    return cur.rowcount

@@ -11,7 +11,7 @@ import pykka
 from ..errors import SubscriptionNotFoundError
 from ..runtime import Runtime
 from ..storage import checkpoints, parked, reader
-from ..validation import check_name
+from ..validation import check_count, check_name
 from . import group as groups
 from . import info as sub_info
 from .arguments import registry_id
@@ -72,6 +72,22 @@ class Queries:
             total += int(count)
         return total
 
+    def forget_parked(self, subscription_name: Any, stream_uuid: Any, event_ids: Any) -> int:
+        """`EventStore.forget_parked` (a consumer group's: every partition's list)."""
+        check_name(subscription_name, "subscription_name")
+        check_name(stream_uuid, "stream_uuid")
+        ids = None if event_ids is None else _event_ids(event_ids)
+        names = [subscription_name]
+        if stream_uuid == checkpoints.ALL_STREAMS:  # a consumer group's partitions too
+            names += self._pool.run(lambda c: groups.row_names(c, subscription_name))
+        total = 0
+        for name in names:
+            drop = functools.partial(
+                parked.discard, stream_uuid=stream_uuid, name=name, event_ids=ids
+            )
+            total += int(self._pool.run(drop))
+        return total
+
     def subscriptions(self) -> list[SubscriptionInfo]:
         """`EventStore.subscriptions`."""
         schema = self._settings.schema
@@ -100,3 +116,11 @@ class Queries:
                 raise ValueError(f"{where} is a consumer group: pass partition=")
             raise SubscriptionNotFoundError(f"no {where}")
         return found[0]
+
+
+def _event_ids(event_ids: Any) -> list[int]:
+    """`event_ids` as a list of positive ints (TypeError, ValueError before anything is sent)."""
+    if isinstance(event_ids, (str, bytes)) or not hasattr(event_ids, "__iter__"):
+        raise TypeError("event_ids must be a collection of ints or None")
+    ids = list(event_ids)
+    return [check_count(event_id, "event_id") for event_id in ids]

@@ -406,3 +406,28 @@ def test_the_console_command_serves_until_sigterm(dsn: str, schema: str) -> None
         timeout=60,
     )
     assert refused.returncode == 1 and "EVENTSTORE_CONSOLE_TOKEN" in refused.stderr
+
+
+def test_forgetting_parked_events_needs_the_token_too(seeded: EventStore) -> None:
+    read_only = client(seeded, token=TOKEN)
+    refused = read_only.post(
+        "/api/parked/forget",
+        data={"subscription": "proj"},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
+    assert refused.status_code == 403
+    web = client(seeded, allow_writes=True, token=TOKEN)
+    assert web.post("/api/parked/forget", data={"subscription": "proj"}).status_code == 401
+    wrong = web.post("/parked/forget", data={"subscription": "proj", "token": "x"})
+    assert wrong.status_code == 403
+    assert len(seeded.parked_events("proj")) == 1  # nothing was done
+    assert "/parked/forget" in web.get("/parked?subscription=proj").text  # the form is offered
+    by_form = web.post("/parked/forget", data={"subscription": "proj", "token": TOKEN})
+    assert by_form.status_code == 200 and "for good" in by_form.text
+    assert seeded.parked_events("proj") == []
+    again = web.post(
+        "/api/parked/forget",
+        data={"subscription": "proj"},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
+    assert again.status_code == 200 and again.json()["forgotten"] == 0

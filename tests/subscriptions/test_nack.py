@@ -353,3 +353,24 @@ def test_bad_retry_options(
     with pytest.raises(error):
         store.subscribe_to_stream("s", "bad", QueueSubscriber(), **options)
     assert store.subscriptions() == []
+
+
+def test_forget_parked_takes_them_off_the_list_for_good(
+    store: EventStore, dsn: str, schema: str
+) -> None:
+    """forget_parked drops the chosen parked events (or all): a replay then has nothing of
+    them to deliver; bad event_ids are refused before anything is deleted."""
+    subscriber, sub = subscribe(store, "forget")
+    store.append_to_stream("s", 0, numbered(1, 5))
+    _park_ids(store, sub, subscriber, {1, 3, 5})
+    assert [p.event.event_id for p in store.parked_events("forget")] == [1, 3, 5]
+    with pytest.raises(ValueError):
+        store.forget_parked("forget", event_ids=[3, 0])
+    with pytest.raises(TypeError):
+        store.forget_parked("forget", event_ids="3")  # type: ignore[arg-type]
+    assert store.forget_parked("forget", event_ids=[3, 99]) == 1
+    assert [p.event.event_id for p in store.parked_events("forget")] == [1, 5]
+    assert store.forget_parked("forget") == 2
+    assert store.parked_events("forget") == []
+    assert store.replay_parked("forget") == 0
+    subscriber.nothing()

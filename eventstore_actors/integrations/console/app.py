@@ -101,9 +101,9 @@ def _page(request: Request) -> int:
 def app(store: EventStore, *, allow_writes: bool = False, token: str | None = None) -> Starlette:
     """The console as an ASGI app, to serve with uvicorn or mount in an application.
 
-    Read-only unless `allow_writes`; writes (replaying parked events) then need `token`
-    (default: the EVENTSTORE_CONSOLE_TOKEN environment variable), sent with each POST as
-    ``Authorization: Bearer <token>`` or a form field ``token``. `allow_writes` without a
+    Read-only unless `allow_writes`; writes (replaying or forgetting parked events) then need
+    `token` (default: the EVENTSTORE_CONSOLE_TOKEN environment variable), sent with each POST
+    as ``Authorization: Bearer <token>`` or a form field ``token``. `allow_writes` without a
     token raises ConfigError.
     """
     if token is None:
@@ -259,7 +259,9 @@ def app(store: EventStore, *, allow_writes: bool = False, token: str | None = No
         fields = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
         return {k: v[-1] for k, v in fields.items()}
 
-    def replay_handler(api: bool) -> Callable[[Request], Awaitable[Response]]:
+    def parked_handler(api: bool, forget: bool) -> Callable[[Request], Awaitable[Response]]:
+        """POST: replay a subscription's parked events, or (`forget`) drop them for good."""
+
         async def replay(request: Request) -> Response:
             try:
                 form = await read_form(request)
@@ -272,10 +274,12 @@ def app(store: EventStore, *, allow_writes: bool = False, token: str | None = No
             stream_uuid = form.get("stream") or request.query_params.get("stream", "$all")
             try:
                 await run_in_threadpool(data.parked, store, name, stream_uuid)  # known?
-                count = await run_in_threadpool(store.replay_parked, name, stream_uuid)
+                act = store.forget_parked if forget else store.replay_parked
+                count = await run_in_threadpool(act, name, stream_uuid)
             except Exception as exc:
                 return failure(request, exc, api=api)
-            result = {"subscription_name": name, "stream_uuid": stream_uuid, "replayed": count}
+            key = "forgotten" if forget else "replayed"
+            result = {"subscription_name": name, "stream_uuid": stream_uuid, key: count}
             if api:
                 return JSONResponse(result)
             return HTMLResponse(pages.replayed(base(request), result, read_only=read_only))
@@ -289,7 +293,8 @@ def app(store: EventStore, *, allow_writes: bool = False, token: str | None = No
         Route("/tail", tail[0]),
         Route("/subscriptions", subscriptions[0]),
         Route("/parked", parked[0]),
-        Route("/parked/replay", replay_handler(api=False), methods=["POST"]),
+        Route("/parked/replay", parked_handler(api=False, forget=False), methods=["POST"]),
+        Route("/parked/forget", parked_handler(api=False, forget=True), methods=["POST"]),
         Route("/api/overview", overview[1]),
         Route("/api/streams", streams[1]),
         Route("/api/streams/{stream:path}", stream[1]),
@@ -297,7 +302,8 @@ def app(store: EventStore, *, allow_writes: bool = False, token: str | None = No
         Route("/api/tail/events", tail_events),
         Route("/api/subscriptions", subscriptions[1]),
         Route("/api/parked", parked[1]),
-        Route("/api/parked/replay", replay_handler(api=True), methods=["POST"]),
+        Route("/api/parked/replay", parked_handler(api=True, forget=False), methods=["POST"]),
+        Route("/api/parked/forget", parked_handler(api=True, forget=True), methods=["POST"]),
         Mount("/static", StaticFiles(directory=_STATIC), name="static"),
     ]
     application = Starlette(routes=routes)

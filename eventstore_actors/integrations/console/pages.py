@@ -218,12 +218,16 @@ def parked(base: str, d: dict[str, Any], *, read_only: bool) -> str:
     listing = "".join(cards) or "<p class=note>No parked events.</p>"
     form = ""
     if not read_only and d["parked"]:
-        form = (
-            f'<form method=post action="{link(base, "/parked/replay")}" class=replay>'
+        form = "".join(
+            f'<form method=post action="{link(base, path)}" class=replay>'
             f'<input type=hidden name=subscription value="{escape(name)}">'
             f'<input type=hidden name=stream value="{escape(stream_uuid)}">'
             "<label>Token <input type=password name=token autocomplete=off required></label> "
-            "<button type=submit>Replay parked events</button></form>"
+            f"<button type=submit>{label}</button></form>"
+            for path, label in (
+                ("/parked/replay", "Replay parked events"),
+                ("/parked/forget", "Forget parked events"),
+            )
         )
     title = f"Parked events of {name} on {stream_uuid}"
     return layout(base, "subscriptions", title, f"{form}{listing}", read_only=read_only)
@@ -233,11 +237,15 @@ def replayed(base: str, d: dict[str, Any], *, read_only: bool) -> str:
     back = link(
         base, "/parked", {"subscription": d["subscription_name"], "stream": d["stream_uuid"]}
     )
+    forgot = "forgotten" in d
+    count = d["forgotten"] if forgot else d["replayed"]
+    done = "taken off the list for good" if forgot else "queued again"
     body = (
-        f"<p>{escape(d['replayed'])} parked events of {escape(d['subscription_name'])} were "
-        f'queued again.</p><p><a href="{back}">Back to the parked events</a></p>'
+        f"<p>{escape(count)} parked events of {escape(d['subscription_name'])} were "
+        f'{done}.</p><p><a href="{back}">Back to the parked events</a></p>'
     )
-    return layout(base, "subscriptions", "Replayed", body, read_only=read_only)
+    title = "Forgotten" if forgot else "Replayed"
+    return layout(base, "subscriptions", title, body, read_only=read_only)
 
 
 def error(base: str, code: int, text: str, *, read_only: bool) -> str:
