@@ -104,9 +104,11 @@ def test_bad_stall_after_in_the_asyncio_api(dsn: str, schema: str) -> None:
             with pytest.raises(ValueError, match="stall_after"):
                 await store.subscribe_to_stream("s", "p", stall_after="soon")  # type: ignore[typeddict-item]
             assert await store.subscriptions() == []
-            await store.subscribe_to_all_streams("q", stall_after=STALL)
+            # Kept: an async subscription nobody refers to any more is unsubscribed.
+            held = await store.subscribe_to_all_streams("q", stall_after=STALL)
             (found,) = await store.subscriptions()
             assert found.subscription_name == "q" and found.state in ("live", "catching_up")
+            await held.unsubscribe()
 
     asyncio.run(main())
 
