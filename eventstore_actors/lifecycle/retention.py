@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 from ..runtime import Runtime
+from ..storage import archive as archive_rows
 from ..storage import checkpoints
 from ..storage import retention as rows
 from ..validation import check_count, check_name
@@ -69,9 +70,12 @@ class Retention:
         stream = _check_stream(stream_uuid)
         before = check_count(before_version, "before_version")
         self._runtime.refuse_stopped()
-        hidden: int = self._pool.run(
+        hidden, first = self._pool.run(
             self._runtime.written(lambda c: rows.truncate(c, stream, before))
         )
+        archive = archive_rows.overlay()
+        if archive is not None and first < before:  # its own events moved to archive files
+            hidden += self._pool.run(lambda c: archive.count_own(c, stream, first, before))
         self.log.info("stream truncated", stream=stream, before_version=before, hidden=hidden)
         if hidden:
             wake(self._runtime.registry)

@@ -118,6 +118,8 @@ class Overlay(Protocol):
         event_types: tuple[str, ...] | None,
     ) -> list[Any]: ...
 
+    def count_own(self, conn: Conn, stream_uuid: str, low: int, high: int) -> int: ...
+
 
 _overlay: list[Overlay] = []
 

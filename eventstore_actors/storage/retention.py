@@ -48,10 +48,11 @@ def set_limits(
         raise StreamNotFoundError(stream_uuid)
 
 
-def truncate(conn: Conn, stream_uuid: str, before_version: int) -> int:
-    """Hide every position of the stream below `before_version` (>= 1, checked); how many
-    readable positions that hid. StreamNotFoundError, or ValueError when `before_version` is
-    above the stream's version + 1: nothing changed then.
+def truncate(conn: Conn, stream_uuid: str, before_version: int) -> tuple[int, int]:
+    """Hide every position of the stream below `before_version` (>= 1, checked): how many
+    readable positions in the events and links tables that hid, and the first readable
+    position before (the archive's part is counted by the caller). StreamNotFoundError, or
+    ValueError when `before_version` is above the stream's version + 1: nothing changed then.
 
     One transaction holding the stream's row lock (appends to that stream wait for it) while
     it counts what it hides."""
@@ -66,12 +67,12 @@ def truncate(conn: Conn, stream_uuid: str, before_version: int) -> int:
                 f"{version}: at most {version + 1}, which hides every event); nothing changed"
             )
         if before_version <= first:
-            return 0
+            return 0, first
         found = conn.execute(
             _query("visible_count"), {"stream_id": stream_id, "low": first, "high": before_version}
         ).fetchone()
         conn.execute(_query("truncate"), {"stream_id": stream_id, "before": before_version})
-    return int(found[0]) if found else 0  # type: ignore[call-overload]
+    return (int(found[0]) if found else 0), first  # type: ignore[call-overload]
 
 
 def candidates(conn: Conn, after: int, limit: int) -> list[tuple[int, int]]:

@@ -184,6 +184,21 @@ class ArchiveReader:
             if start < 1:
                 return out
 
+    def count_own(self, conn: Conn, stream_uuid: str, low: int, high: int) -> int:
+        """How many of the stream's own events with low <= version < high are in the files
+        only (no longer in the events table), of this stream's life (not of an earlier
+        stream of the same name): what a truncation hides there."""
+        view = self.view(conn, refresh=True)
+        state = store.stream_state(conn, stream_uuid)
+        if view.upto == 0 or state is None:
+            return 0
+        below = state.version + 1 if state.min_own_version is None else state.min_own_version
+        top = min(high - 1, below - 1)  # own events below `below` are archived
+        if top < low:
+            return 0
+        rows = self._stream_rows(view, stream_uuid, low, top, top - low + 1, False, None)
+        return sum(1 for row in rows if row[_CREATED] >= state.created_at)
+
     def _fill(
         self,
         conn: Conn,
