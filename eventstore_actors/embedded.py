@@ -39,7 +39,7 @@ import psycopg
 import psycopg.conninfo
 
 from . import logs
-from .embedded_root import ROOT_HOME, as_root, check_owner, created, server_user
+from .embedded_root import ROOT_HOME, SERVER_OS_USER, as_root, check_owner, created, server_user
 from .embedded_root import blocked as _blocked
 from .embedded_root import prepare_parent as _prepare_root_parent
 from .errors import ConfigError
@@ -47,6 +47,7 @@ from .storage.databases import ensure_database
 
 __all__ = [
     "DATABASE",
+    "SERVER_OS_USER",
     "ServerInfo",
     "default_data_dir",
     "embedded_dsn",
