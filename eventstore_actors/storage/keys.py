@@ -80,6 +80,12 @@ def count_in_range(conn: Conn, subject: str, first: int, last: int) -> int:
     return int(row[0]) if row else 0
 
 
+def forgotten_among(conn: Conn, subjects: list[str]) -> set[str]:
+    """Those of `subjects` that are forgotten."""
+    rows = conn.execute(statement("keys/forgotten_among"), {"subjects": subjects}).fetchall()
+    return {str(r[0]) for r in rows}
+
+
 def forgotten_count(conn: Conn) -> int:
     """How many subjects are forgotten."""
     row = conn.execute(statement("keys/forgotten_count")).fetchone()

@@ -23,6 +23,7 @@ from typing import Any
 
 from ...errors import StoreUnavailableError
 from ...storage import archive as store
+from ...storage import keys
 from ...storage.archive import ArchivedFile, Filters
 from .files import open_parquet
 
@@ -30,7 +31,7 @@ __all__ = ["ArchiveReader", "View"]
 
 Conn = Any
 Row = tuple[Any, ...]
-_EVENT_ID, _STREAM, _VERSION, _TYPE, _CREATED, _NUMBER = 0, 1, 2, 3, 8, 10
+_EVENT_ID, _STREAM, _VERSION, _TYPE, _CREATED, _NUMBER, _SUBJECT = 0, 1, 2, 3, 8, 10, 11
 
 
 @dataclass(frozen=True)
@@ -238,7 +239,7 @@ class ArchiveReader:
                 view, stream_uuid, low, min(high, below - 1), count, backward, event_types
             )
             kept = self._live(conn, own)  # its retention too
-            for row in own:
+            for row in _flagged(conn, own):
                 if row[_EVENT_ID] in kept:
                     found[row[_NUMBER]] = row
         for number, row in self._links(
@@ -281,7 +282,8 @@ class ArchiveReader:
                 high = links[-1][0] - 1
             else:
                 low = links[-1][0] + 1
-        return out[:count]
+        rows = _flagged(conn, [row for _, row in out[:count]])
+        return [(number, row) for (number, _), row in zip(out[:count], rows, strict=True)]
 
     # The files ----------------------------------------------------------------------------------
     def _range(
@@ -307,11 +309,11 @@ class ArchiveReader:
                 out.extend(r for r in pending if r[_EVENT_ID] in live)
                 pending = []
                 if len(out) >= count:
-                    return out[:count]
+                    return _flagged(conn, out[:count])
         if pending:
             live = self._live(conn, pending)
             out.extend(r for r in pending if r[_EVENT_ID] in live)
-        return out[:count]
+        return _flagged(conn, out[:count])
 
     def _scan(self, view: View, low: int, high: int, backward: bool) -> Iterator[Row]:
         files = [f for f in view.files if f.first_event_id <= high and f.last_event_id >= low]
@@ -401,6 +403,19 @@ class ArchiveReader:
             ):
                 live.add(r[_EVENT_ID])
         return live
+
+
+def _flagged(conn: Conn, rows: list[Any]) -> list[Any]:
+    """Archived rows with their subject's forgotten flag read now (the files cannot hold it):
+    a forgotten subject's events are FORGOTTEN whatever a key cache still holds."""
+    subjects = sorted({r[_SUBJECT] for r in rows if r[_SUBJECT] is not None})
+    if not subjects:
+        return rows
+    gone = keys.forgotten_among(conn, subjects)
+    return [
+        r if r[_SUBJECT] is None else (*r[:_SUBJECT], r[_SUBJECT], r[_SUBJECT] in gone)
+        for r in rows
+    ]
 
 
 def _suspicious(rows: list[Any], stream_uuid: str, start: int, count: int, backward: bool) -> bool:
