@@ -166,7 +166,10 @@ class SchemaVersion:
         with self._lock:
             if self._known is None or time.monotonic() - self._known[0] > self._ttl:
                 settings = store.settings
-                report = json.loads(status(settings.dsn, settings.schema, as_json=True))
+                # Behind PgBouncer `dsn` takes no startup options: the report's own connection
+                # goes to the server directly (`session_dsn`) when the store has one.
+                dsn = settings.session_dsn or settings.dsn
+                report = json.loads(status(dsn, settings.schema, as_json=True))
                 self._known = (time.monotonic(), int(report["schema_version"]))
             return self._known[1]
 
