@@ -158,9 +158,8 @@ def app(store: EventStore, *, allow_writes: bool = False, token: str | None = No
 
         return html, api
 
-    schema_version = data.SchemaVersion()
     overview = page(
-        lambda r: data.overview(store, schema_version),
+        lambda r: data.overview(store),
         lambda b, d, r: pages.overview(b, d, read_only=read_only),
     )
     streams = page(

@@ -13,8 +13,6 @@ import json
 import os
 import re
 import socket
-import threading
-import time
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -26,10 +24,9 @@ from ... import (
     SubscriptionInfo,
     SubscriptionNotFoundError,
 )
-from ...status import status
+from ...storage.migrations import SCHEMA_VERSION
 
 __all__ = [
-    "SchemaVersion",
     "event_json",
     "overview",
     "parked",
@@ -152,38 +149,18 @@ def _instances(subs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-class SchemaVersion:
-    """The schema version `eventstore-actors status` reports, asked again at most once a
-    minute (`status` opens a connection of its own; only a migration changes the answer, and
-    a running store refuses to work on a schema migrated past it anyway)."""
-
-    def __init__(self, ttl: float = 60.0) -> None:
-        self._ttl = ttl
-        self._lock = threading.Lock()
-        self._known: tuple[float, int] | None = None
-
-    def get(self, store: EventStore) -> int:
-        with self._lock:
-            if self._known is None or time.monotonic() - self._known[0] > self._ttl:
-                settings = store.settings
-                # Behind PgBouncer `dsn` takes no startup options: the report's own connection
-                # goes to the server directly (`session_dsn`) when the store has one.
-                dsn = settings.session_dsn or settings.dsn
-                report = json.loads(status(dsn, settings.schema, as_json=True))
-                self._known = (time.monotonic(), int(report["schema_version"]))
-            return self._known[1]
-
-
-def overview(store: EventStore, schema_version: SchemaVersion) -> dict[str, Any]:
+def overview(store: EventStore) -> dict[str, Any]:
     """The store at a glance: schema version, head, events per second over the last minute,
-    stream and subscription counts, the store instances seen."""
+    stream and subscription counts, the store instances seen. The schema version is this
+    release's: a store starts only on a schema of exactly that version (see runtime), and a
+    migration past it is refused while it runs."""
     head = store.stream_info("$all").stream_version
     streams = store.paginate_streams(page_size=1).total_entries  # an index-only count
     subs = [_subscription_row(s) for s in store.subscriptions()]
     now = datetime.now(UTC)
     return {
         "schema": store.settings.schema,
-        "schema_version": schema_version.get(store),
+        "schema_version": SCHEMA_VERSION,
         "head": head,
         "events_per_second": _events_per_second(store, head, now),
         "streams": streams,
