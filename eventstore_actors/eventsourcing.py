@@ -12,4 +12,5 @@ from .integrations.eventsourcing import *  # noqa: F403 (the names of its __all_
 __all__ = list(_integration.__all__)
 
 for _name in __all__:
-    getattr(_integration, _name).__module__ = __name__
+    if isinstance(_value := getattr(_integration, _name), type):
+        _value.__module__ = __name__

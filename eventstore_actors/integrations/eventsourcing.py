@@ -10,6 +10,11 @@ records and snapshots live in the module's own tables (``eventsourcing_tracking`
 Versions: a stream's versions start at 1; an aggregate's at its own first version (1 by
 default, 0 in some of the library's tests). Each event keeps its originator_version in its
 metadata, and reads shift stream versions by the first event's offset (one indexed lookup).
+
+Reads are the store's: archived events come back from the Parquet files in their places, and
+an event with a data subject (written through the EventStore API) is decrypted when
+``EVENTSTORE_MASTER_KEY`` is set, or reads as `FORGOTTEN_STATE` once its subject is
+forgotten (``eventsourcing_states``).
 """
 
 from __future__ import annotations
@@ -51,9 +56,18 @@ from ..errors import (
     WrongExpectedVersionError,
 )
 from ..events import NO_STREAM, AppendResult, EventData, ExpectedVersion, StreamAppend
+from ..lifecycle.encryption import ENV_MASTER_KEY, Encryption
 from ..storage.connection import connect
-from ..storage.recorders import VERSION_KEY, RecorderQueries, listen, open_pool, unlisten
+from ..storage.recorders import (
+    VERSION_KEY,
+    EventRow,
+    RecorderQueries,
+    listen,
+    open_pool,
+    unlisten,
+)
 from ..store import EventStore
+from .eventsourcing_states import FORGOTTEN_STATE, States, encryption_from
 
 __all__ = [
     "EventStoreAggregateRecorder",
@@ -62,6 +76,7 @@ __all__ = [
     "EventStoreProcessRecorder",
     "EventStoreSnapshotRecorder",
     "EventStoreTrackingRecorder",
+    "FORGOTTEN_STATE",
     "Factory",
 ]
 
@@ -84,18 +99,6 @@ class _StateSerializer:
         return data
 
 
-def _clear(state: bytes | None) -> bytes:
-    """An event's state; None stands for an event with a data subject (encrypted personal
-    data, docs/personal-data.md): written through the EventStore API, never by this module,
-    and never handed to the application as ciphertext."""
-    if state is None:
-        raise ProgrammingError(
-            "an event with a data subject (encrypted personal data, written through the "
-            "EventStore API) cannot be read through the eventsourcing module"
-        )
-    return state
-
-
 class EventStoreDatastore:
     """One running EventStore (writes, group commit) and a pool for reads and transactions."""
 
@@ -107,13 +110,19 @@ class EventStoreDatastore:
         pool_size: int = 10,
         uuid_ids: bool = True,
         session_dsn: str | None = None,
+        encryption: Encryption | None = None,
     ):
         self.dsn = dsn
         self.schema = schema
         self.uuid_ids = uuid_ids
         self.store = EventStore.start(
-            dsn, schema=schema, serializer=_StateSerializer(), session_dsn=session_dsn
+            dsn,
+            schema=schema,
+            serializer=_StateSerializer(),
+            session_dsn=session_dsn,
+            encryption=encryption,
         )
+        self.states = States(self.store.settings.serializer)
         # With a session_dsn, `dsn` may be PgBouncer (transaction pooling): nothing prepared
         # there, and the LISTEN of the notification thread on a session connection.
         self.pool: psycopg_pool.ConnectionPool[psycopg.Connection[Any]] = open_pool(
@@ -152,6 +161,10 @@ class EventStoreDatastore:
             raise OperationalError(str(exc)) from None
         with conn:
             yield conn
+
+    def stored(self, originator_id: UUID | str, rows: list[EventRow]) -> list[StoredEvent]:
+        state = self.states.of
+        return [StoredEvent(originator_id, row[0], row[1], state(row)) for row in rows]
 
     def originator_id(self, stream_uuid: str) -> UUID | str:
         return UUID(stream_uuid) if self.uuid_ids else stream_uuid
@@ -197,10 +210,19 @@ class EventStoreAggregateRecorder(AggregateRecorder):
         limit: int | None = None,
     ) -> Sequence[StoredEvent]:
         with self.datastore.connection() as conn:
-            rows = self.datastore.queries.stream_events(
-                conn, str(originator_id), gt, lte, desc, limit
-            )
-        return [StoredEvent(originator_id, v, topic, _clear(state)) for v, topic, state in rows]
+            rows = self._rows(conn, str(originator_id), gt, lte, desc, limit)
+        return self.datastore.stored(originator_id, rows)
+
+    def _rows(
+        self,
+        conn: psycopg.Connection[Any],
+        originator_id: str,
+        gt: int | None,
+        lte: int | None,
+        desc: bool,
+        limit: int | None,
+    ) -> list[EventRow]:
+        return self.datastore.queries.stream_events(conn, originator_id, gt, lte, desc, limit)
 
     # Writing ------------------------------------------------------------------------------
 
@@ -342,15 +364,16 @@ class EventStoreApplicationRecorder(EventStoreAggregateRecorder, ApplicationReco
         with self.datastore.connection() as conn:
             rows = self.datastore.queries.notifications(conn, first, stop, limit, topics)
         originator_id = self.datastore.originator_id
+        state = self.datastore.states.of
         return [
             Notification(
-                id=event_id,
-                originator_id=originator_id(stream_uuid),
-                originator_version=version,
-                topic=topic,
-                state=_clear(state),
+                id=row[0],
+                originator_id=originator_id(row[1]),
+                originator_version=row[2],
+                topic=row[3],
+                state=state(row[2:]),
             )
-            for event_id, stream_uuid, version, topic, state in rows
+            for row in rows
         ]
 
     def max_notification_id(self) -> int | None:
@@ -361,17 +384,6 @@ class EventStoreApplicationRecorder(EventStoreAggregateRecorder, ApplicationReco
         self, gt: int | None = None, topics: Sequence[str] = ()
     ) -> Subscription[ApplicationRecorder]:
         return EventStoreSubscription(recorder=self, gt=gt, topics=topics)
-
-    def select_events(
-        self,
-        originator_id: UUID | str,
-        *,
-        gt: int | None = None,
-        lte: int | None = None,
-        desc: bool = False,
-        limit: int | None = None,
-    ) -> Sequence[StoredEvent]:
-        return super().select_events(originator_id, gt=gt, lte=lte, desc=desc, limit=limit)
 
 
 class EventStoreSubscription(ListenNotifySubscription[EventStoreApplicationRecorder]):
@@ -455,11 +467,8 @@ class EventStoreProcessRecorder(
             return self._insert(stored_events, conn)
 
 
-class EventStoreSnapshotRecorder(AggregateRecorder):
+class EventStoreSnapshotRecorder(EventStoreAggregateRecorder):
     """Snapshots and their history, in the module's own table (versions need not follow on)."""
-
-    def __init__(self, datastore: EventStoreDatastore):
-        self.datastore = datastore
 
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
@@ -475,18 +484,16 @@ class EventStoreSnapshotRecorder(AggregateRecorder):
                 )
         return None
 
-    def select_events(
+    def _rows(
         self,
-        originator_id: UUID | str,
-        *,
-        gt: int | None = None,
-        lte: int | None = None,
-        desc: bool = False,
-        limit: int | None = None,
-    ) -> Sequence[StoredEvent]:
-        with self.datastore.connection() as conn:
-            rows = self.datastore.queries.snapshots(conn, str(originator_id), gt, lte, desc, limit)
-        return [StoredEvent(originator_id, v, topic, _clear(state)) for v, topic, state in rows]
+        conn: psycopg.Connection[Any],
+        originator_id: str,
+        gt: int | None,
+        lte: int | None,
+        desc: bool,
+        limit: int | None,
+    ) -> list[EventRow]:
+        return self.datastore.queries.snapshots(conn, originator_id, gt, lte, desc, limit)
 
 
 class Factory(InfrastructureFactory[EventStoreTrackingRecorder]):
@@ -498,6 +505,9 @@ class Factory(InfrastructureFactory[EventStoreTrackingRecorder]):
     #: With PgBouncer (transaction pooling) as EVENTSTORE_DSN: a direct DSN for LISTEN and
     #: the subscriptions' locks (`EventStore.start(session_dsn=...)`).
     EVENTSTORE_SESSION_DSN = "EVENTSTORE_SESSION_DSN"
+    #: The store's master key (base64, 32 bytes): events with a data subject, written through
+    #: the EventStore API, are then decrypted (docs/eventsourcing.md, "Personal data").
+    EVENTSTORE_MASTER_KEY = ENV_MASTER_KEY
     ORIGINATOR_ID_TYPE = "ORIGINATOR_ID_TYPE"
     CREATE_TABLE = "CREATE_TABLE"
 
@@ -525,6 +535,7 @@ class Factory(InfrastructureFactory[EventStoreTrackingRecorder]):
             pool_size=pool_size,
             uuid_ids=id_type == "uuid",
             session_dsn=self.env.get(self.EVENTSTORE_SESSION_DSN) or None,
+            encryption=encryption_from(self.env.get(self.EVENTSTORE_MASTER_KEY)),
         )
 
     def env_create_table(self) -> bool:

@@ -3,13 +3,21 @@
 The integration (``integrations/eventsourcing.py``) maps the library's recorder calls onto
 these: an aggregate is a stream, a notification id is an event_id, and an aggregate's
 originator_version is its stream version shifted by the offset kept in the metadata of the
-stream's first event (one indexed look-up, :func:`_version_offset`). Tracking records and
-snapshots live in the tables ``eventsourcing_tracking`` and ``eventsourcing_snapshots``,
+stream's lowest stored event (one indexed look-up, :func:`_version_offset`). Tracking records
+and snapshots live in the tables ``eventsourcing_tracking`` and ``eventsourcing_snapshots``,
 created with the store's schema.
+
+Events come back as stored: `data` with its `subject` and whether that subject is forgotten
+(the integration decrypts, or presents FORGOTTEN). Notifications are the store's own `$all`
+read (`reader.read_all`: retention, archive and forgetting as for every other read); an
+aggregate's events are one statement of their own, and when its answer may lack archived
+events (a gap at the start, or nothing), the store's stream read fills them in from the
+archive (`_archived_stream`).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,23 +26,31 @@ import psycopg_pool
 from psycopg import sql as pgsql
 
 from ..config import Settings
+from . import archive, reader
 from .pooler import configure_pooled, pooled_kwargs
 
-__all__ = ["VERSION_KEY", "RecorderQueries", "open_pool"]
+__all__ = ["VERSION_KEY", "EventRow", "NotificationRow", "RecorderQueries", "open_pool"]
 
 Conn = psycopg.Connection[Any]
 
-#: An event's data, or NULL for an event with a data subject: its data is encrypted
-#: (docs/personal-data.md), and the integration never hands an application ciphertext.
-_CLEAR_DATA = "CASE WHEN e.subject IS NULL THEN e.data END"
-
-
-def _bytes(value: Any) -> bytes | None:
-    return None if value is None else bytes(value)
-
-
 #: The metadata key that keeps an event's originator_version.
 VERSION_KEY = "originator_version"
+
+#: An aggregate's event: originator_version, topic, data as stored, subject (None: data in
+#: clear; else encrypted), whether that subject is forgotten.
+EventRow = tuple[int, str, bytes, str | None, bool]
+#: A notification: event_id, stream_uuid, then an `EventRow`'s columns.
+NotificationRow = tuple[int, str, int, str, bytes, str | None, bool]
+
+#: An event's subject and whether it is forgotten, read in the same snapshot as the event.
+_SUBJECT = (
+    "e.subject, CASE WHEN e.subject IS NULL THEN false ELSE EXISTS (SELECT 1 FROM"
+    " {schema}.forgotten_subjects f WHERE f.subject = e.subject) END"
+)
+#: Rows of the store's reads (storage/reader.Row): their columns used here.
+_ID, _STREAM, _VERSION, _TYPE, _DATA, _META, _NUMBER, _SUBJ, _GONE = 0, 1, 2, 3, 6, 7, 10, 11, 12
+#: Rows per page when the archive fills an aggregate's events in.
+_PAGE = 1000
 
 
 def open_pool(settings: Settings, size: int) -> psycopg_pool.ConnectionPool[Conn]:
@@ -52,10 +68,12 @@ def open_pool(settings: Settings, size: int) -> psycopg_pool.ConnectionPool[Conn
 
 
 def _version_offset(schema: str, stream_id: str) -> pgsql.Composed:
-    """originator_version - stream_version for a stream (0 when its first version is 1)."""
+    """originator_version - stream_version for a stream (0 when its first version is 1), from
+    its lowest stored event (version 1, unless retention or the archive removed it)."""
     return pgsql.SQL(
-        "COALESCE((SELECT (convert_from(f.metadata, 'UTF8')::jsonb->>{key})::bigint - 1"
-        " FROM {events} f WHERE f.stream_id = {sid} AND f.stream_version = 1), 0)"
+        "COALESCE((SELECT (convert_from(f.metadata, 'UTF8')::jsonb->>{key})::bigint"
+        " - f.stream_version FROM {events} f WHERE f.stream_id = {sid}"
+        " ORDER BY f.stream_version LIMIT 1), 0)"
     ).format(
         key=pgsql.Literal(VERSION_KEY),
         events=pgsql.SQL("{}.events").format(pgsql.Identifier(schema)),
@@ -84,10 +102,14 @@ class RecorderQueries:
 
     def __init__(self, schema: str) -> None:
         ident = pgsql.Identifier(schema)
+        # The last two columns: the event's stream version, and the stream's lowest readable
+        # one (an answer that starts above both may lack archived events).
         self._stream = pgsql.SQL(
-            "SELECT e.stream_version + o.off AS v, e.event_type, "
-            + _CLEAR_DATA
-            + " FROM {schema}.streams s"
+            "SELECT e.stream_version + o.off AS v, e.event_type, e.data, "
+            + _SUBJECT
+            + ", e.stream_version, greatest(s.first_version,"
+            " s.stream_version - coalesce(s.max_count, s.stream_version) + 1)"
+            " FROM {schema}.streams s"
             " CROSS JOIN LATERAL (SELECT {offset} AS off) o"
             " JOIN {schema}.events e ON e.stream_id = s.stream_id"
             " WHERE s.stream_uuid = %(id)s"
@@ -99,14 +121,6 @@ class RecorderQueries:
             "SELECT s.stream_uuid, {offset} FROM {schema}.streams s"
             " WHERE s.stream_uuid = ANY(%s) AND s.stream_version > 0"
         ).format(offset=_version_offset(schema, "s.stream_id"), schema=ident)
-        self._notifications = pgsql.SQL(
-            "SELECT e.event_id, s.stream_uuid, e.stream_version + {offset}, e.event_type, "
-            + _CLEAR_DATA
-            + " FROM {schema}.events e JOIN {schema}.streams s ON s.stream_id = e.stream_id"
-            " WHERE e.event_id >= %(start)s"
-            " AND (%(stop)s::bigint IS NULL OR e.event_id <= %(stop)s)"
-            f" AND {_READABLE}"
-        ).format(schema=ident, offset=_version_offset(schema, "e.stream_id"))
         self._max_event_id = pgsql.SQL("SELECT last_event_id FROM {}.event_counter").format(ident)
         tracking = pgsql.SQL("{}.eventsourcing_tracking").format(ident)
         self._track = pgsql.SQL(
@@ -139,15 +153,20 @@ class RecorderQueries:
         lte: int | None,
         desc: bool,
         limit: int | None,
-    ) -> list[tuple[int, str, bytes | None]]:
-        """(originator_version, topic, state) of one aggregate's events, in version order;
-        state None: an event with a data subject (see `_CLEAR_DATA`)."""
+    ) -> list[EventRow]:
+        """One aggregate's events, in version order (descending when `desc`), archived ones
+        included."""
         statement = _ordered(
             self._stream, pgsql.Identifier("e", "stream_version"), desc, limit is not None
         )
         params = {"id": stream_uuid, "gt": gt, "lte": lte, "limit": limit}
         rows = conn.execute(statement, params, prepare=True).fetchall()
-        return [(v, topic, _bytes(state)) for v, topic, state in rows]
+        if _whole(rows, gt, desc, limit) or not archive.manifest(conn):
+            return [(v, t, bytes(d), subject, gone) for v, t, d, subject, gone, _, _ in rows]
+        offset = rows[0][0] - rows[0][5] if rows else _first_offset(conn, stream_uuid)
+        if offset is None:
+            return []
+        return _archived_stream(conn, stream_uuid, offset, gt, lte, desc, limit)
 
     def offsets(self, conn: Conn, keys: list[str]) -> dict[str, int]:
         """The version offsets of those of `keys` that name existing streams."""
@@ -158,17 +177,27 @@ class RecorderQueries:
 
     def notifications(
         self, conn: Conn, start: int, stop: int | None, limit: int, topics: Sequence[str]
-    ) -> list[tuple[int, str, int, str, bytes | None]]:
-        """(event_id, stream_uuid, originator_version, topic, state) from `start` on; state
-        None: an event with a data subject (see `_CLEAR_DATA`)."""
-        statement = self._notifications
-        params: dict[str, Any] = {"start": start, "stop": stop, "limit": limit}
-        if topics:
-            statement += pgsql.SQL(" AND e.event_type = ANY(%(topics)s)")
-            params["topics"] = list(topics)
-        statement += pgsql.SQL(" ORDER BY e.event_id LIMIT %(limit)s")
-        rows = conn.execute(statement, params, prepare=True).fetchall()
-        return [(i, s, v, t, _bytes(state)) for i, s, v, t, state in rows]
+    ) -> list[NotificationRow]:
+        """Up to `limit` events of `$all` with start <= event_id <= stop, of `topics` (all
+        when empty): the store's own read, archived ranges included. An event's
+        originator_version is the one in its metadata, or for an event written through the
+        EventStore API (none there) its stream version shifted by its stream's offset."""
+        rows = reader.read_all(conn, start, limit, stop, event_types=list(topics) or None)
+        versions = [_meta_version(r[_META]) for r in rows]
+        missing = sorted({r[_STREAM] for r, v in zip(rows, versions, strict=True) if v is None})
+        offsets = self.offsets(conn, missing) if missing else {}
+        return [
+            (
+                r[_ID],
+                r[_STREAM],
+                r[_VERSION] + offsets.get(r[_STREAM], 0) if v is None else v,
+                r[_TYPE],
+                bytes(r[_DATA]),
+                r[_SUBJ],
+                bool(r[_GONE]),
+            )
+            for r, v in zip(rows, versions, strict=True)
+        ]
 
     def max_event_id(self, conn: Conn) -> int | None:
         row = conn.execute(self._max_event_id, prepare=True).fetchone()
@@ -205,13 +234,90 @@ class RecorderQueries:
         lte: int | None,
         desc: bool,
         limit: int | None,
-    ) -> list[tuple[int, str, bytes]]:
+    ) -> list[EventRow]:
+        """One aggregate's snapshots, like `stream_events` (the library writes no subjects)."""
         statement = _ordered(
             self._snapshots, pgsql.Identifier("originator_version"), desc, limit is not None
         )
         params = {"id": originator_id, "gt": gt, "lte": lte, "limit": limit}
         rows = conn.execute(statement, params, prepare=True).fetchall()
-        return [(v, topic, bytes(state)) for v, topic, state in rows]
+        return [(v, topic, bytes(state), None, False) for v, topic, state in rows]
+
+
+def _whole(rows: list[Any], gt: int | None, desc: bool, limit: int | None) -> bool:
+    """Whether an aggregate's events read from PostgreSQL cannot lack archived ones: archived
+    events are a stream's lowest versions, so the answer must reach down to the lowest
+    version asked for (or be full, read downwards)."""
+    if not rows:
+        return False
+    if desc and limit is not None and len(rows) >= limit:
+        return True
+    v, _, _, _, _, version, lowest = rows[-1] if desc else rows[0]
+    offset = v - version
+    return version <= max(lowest, 1 if gt is None else gt + 1 - offset)
+
+
+def _meta_version(meta: Any) -> int | None:
+    """The originator_version kept in an event's metadata, or None."""
+    if meta is None:
+        return None
+    text = bytes(meta)
+    if text.startswith(_VERSION_PREFIX) and text.endswith(b"}"):
+        digits = text[len(_VERSION_PREFIX) : -1]
+        if digits.lstrip(b"-").isdigit():
+            return int(digits)
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    version = value.get(VERSION_KEY) if isinstance(value, dict) else None
+    return version if type(version) is int else None
+
+
+_VERSION_PREFIX = b'{"%s":' % VERSION_KEY.encode()
+
+
+def _first_offset(conn: Conn, stream_uuid: str) -> int | None:
+    """The version offset of a stream read from its first readable event, which may be
+    archived; None when it has none."""
+    rows = reader.read_stream(conn, stream_uuid, 1, 1)
+    if not rows:
+        return None
+    version = _meta_version(rows[0][_META]) if rows[0][_STREAM] == stream_uuid else None
+    return 0 if version is None else version - rows[0][_VERSION]
+
+
+def _archived_stream(
+    conn: Conn,
+    stream_uuid: str,
+    offset: int,
+    gt: int | None,
+    lte: int | None,
+    desc: bool,
+    limit: int | None,
+) -> list[EventRow]:
+    """An aggregate's events through the store's stream read (archived ones from the
+    files), page by page: its own events with versions in the range, as `stream_events`."""
+    low = 1 if gt is None else max(1, gt + 1 - offset)
+    high = reader.MAX_POSITION if lte is None else lte - offset
+    out: list[EventRow] = []
+    start = high if desc else low
+    while low <= high and (limit is None or len(out) < limit):
+        want = _PAGE if limit is None else min(_PAGE, limit - len(out))
+        rows = reader.read_stream(conn, stream_uuid, start, want, backward=desc)
+        for r in rows:
+            number = r[_NUMBER]
+            if low <= number <= high and r[_STREAM] == stream_uuid and r[_VERSION] == number:
+                out.append((number + offset, r[_TYPE], bytes(r[_DATA]), r[_SUBJ], bool(r[_GONE])))
+        if len(rows) < want:
+            break
+        if desc:
+            high = rows[-1][_NUMBER] - 1
+            start = high
+        else:
+            low = rows[-1][_NUMBER] + 1
+            start = low
+    return out if limit is None else out[:limit]
 
 
 def listen(conn: Conn, channel: str) -> None:

@@ -1,0 +1,66 @@
+"""The `state` bytes the `eventsourcing` module hands the library for an event with a data
+subject (personal data, encrypted per subject, written through the EventStore API: see
+docs/personal-data.md and docs/eventsourcing.md).
+
+The library's state is the bytes it encoded; for an event with a subject that is the event's
+data decrypted (the bytes its writer's serializer produced), never ciphertext. Once the
+subject is forgotten it is `FORGOTTEN_STATE`, at the event's old position: a JSON object that
+the library's default mapper turns into a domain event with ``forgotten=True`` (and its
+originator_id and originator_version), so a follower that skips such events keeps running.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from eventsourcing.persistence import OperationalError, ProgrammingError
+
+from ..errors import ConfigError, EventStoreError, StoreUnavailableError
+from ..lifecycle.encryption import ENV_MASTER_KEY, Encryption, keyring_of
+from ..storage.recorders import EventRow
+
+__all__ = ["FORGOTTEN_STATE", "States", "encryption_from"]
+
+#: The state of an event whose subject is forgotten (`RecordedEvent.data` is FORGOTTEN).
+FORGOTTEN_STATE = b'{"forgotten":true}'
+
+
+class States:
+    """The library's state bytes of stored rows, decrypted with the store's keyring."""
+
+    def __init__(self, serializer: object) -> None:
+        self._keyring = keyring_of(serializer)
+
+    def of(self, row: EventRow) -> bytes:
+        _, _, data, subject, forgotten = row
+        if subject is None:
+            return data
+        keyring = self._keyring
+        if forgotten:
+            if keyring is not None:
+                keyring.evict(subject)
+            return FORGOTTEN_STATE
+        if keyring is None:
+            raise ProgrammingError(
+                "an event's data is encrypted (it has a data subject) and this module runs "
+                f"without encryption: set {ENV_MASTER_KEY} (32 bytes, base64)"
+            )
+        try:
+            plain = keyring.open(subject, data)
+        except StoreUnavailableError as exc:
+            raise OperationalError(str(exc)) from exc
+        except EventStoreError as exc:
+            raise ProgrammingError(str(exc)) from exc
+        return FORGOTTEN_STATE if plain is None else plain  # None: forgotten since the read
+
+
+def encryption_from(text: str | None) -> Encryption | None:
+    """The store's encryption from the base64 master key setting (None: not set)."""
+    if not text:
+        return None
+    try:
+        key = base64.b64decode(text.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise ConfigError(f"{ENV_MASTER_KEY} is not valid base64") from None
+    return Encryption(master_key=key)
