@@ -70,13 +70,13 @@ from ..store import EventStore
 from .eventsourcing_states import FORGOTTEN_STATE, States, encryption_from
 
 __all__ = [
+    "FORGOTTEN_STATE",
     "EventStoreAggregateRecorder",
     "EventStoreApplicationRecorder",
     "EventStoreDatastore",
     "EventStoreProcessRecorder",
     "EventStoreSnapshotRecorder",
     "EventStoreTrackingRecorder",
-    "FORGOTTEN_STATE",
     "Factory",
 ]
 

@@ -182,7 +182,9 @@ class RecorderQueries:
         when empty): the store's own read, archived ranges included. An event's
         originator_version is the one in its metadata, or for an event written through the
         EventStore API (none there) its stream version shifted by its stream's offset."""
-        rows = reader.read_all(conn, start, limit, stop, event_types=list(topics) or None)
+        rows: list[Any] = reader.read_all(
+            conn, start, limit, stop, event_types=list(topics) or None
+        )
         versions = [_meta_version(r[_META]) for r in rows]
         missing = sorted({r[_STREAM] for r, v in zip(rows, versions, strict=True) if v is None})
         offsets = self.offsets(conn, missing) if missing else {}
@@ -254,7 +256,7 @@ def _whole(rows: list[Any], gt: int | None, desc: bool, limit: int | None) -> bo
         return True
     v, _, _, _, _, version, lowest = rows[-1] if desc else rows[0]
     offset = v - version
-    return version <= max(lowest, 1 if gt is None else gt + 1 - offset)
+    return bool(version <= max(lowest, 1 if gt is None else gt + 1 - offset))
 
 
 def _meta_version(meta: Any) -> int | None:
@@ -280,7 +282,7 @@ _VERSION_PREFIX = b'{"%s":' % VERSION_KEY.encode()
 def _first_offset(conn: Conn, stream_uuid: str) -> int | None:
     """The version offset of a stream read from its first readable event, which may be
     archived; None when it has none."""
-    rows = reader.read_stream(conn, stream_uuid, 1, 1)
+    rows: list[Any] = reader.read_stream(conn, stream_uuid, 1, 1)
     if not rows:
         return None
     version = _meta_version(rows[0][_META]) if rows[0][_STREAM] == stream_uuid else None
@@ -304,7 +306,7 @@ def _archived_stream(
     start = high if desc else low
     while low <= high and (limit is None or len(out) < limit):
         want = _PAGE if limit is None else min(_PAGE, limit - len(out))
-        rows = reader.read_stream(conn, stream_uuid, start, want, backward=desc)
+        rows: list[Any] = reader.read_stream(conn, stream_uuid, start, want, backward=desc)
         for r in rows:
             number = r[_NUMBER]
             if low <= number <= high and r[_STREAM] == stream_uuid and r[_VERSION] == number:

@@ -44,9 +44,7 @@ TOPIC = get_topic(Registered)
 
 
 @pytest.fixture
-def factory_of(
-    store_env: dict[str, str], schema: str
-) -> Iterator[Callable[..., module.Factory]]:
+def factory_of(store_env: dict[str, str], schema: str) -> Iterator[Callable[..., module.Factory]]:
     built: list[module.Factory] = []
 
     def make(**env: str) -> module.Factory:
@@ -235,9 +233,7 @@ def test_forgotten_archived_events_read_as_forgotten(
     assert store.forget_subject("eve") == 2
     states = [n.state for n in recorder.select_notifications(1, 10)]
     assert states[:2] == [module.FORGOTTEN_STATE] * 2 and states[2] != module.FORGOTTEN_STATE
-    assert [e.state for e in recorder.select_events(person, lte=2)] == [
-        module.FORGOTTEN_STATE
-    ] * 2
+    assert [e.state for e in recorder.select_events(person, lte=2)] == [module.FORGOTTEN_STATE] * 2
 
 
 class Account(Aggregate):
