@@ -9,9 +9,10 @@ records and snapshots live in the module's own tables (``eventsourcing_tracking`
 
 Versions: a stream's versions start at 1; an aggregate's at its own first version (1 by
 default, 0 in some of the library's tests). Each event keeps its originator_version in its
-metadata, and reads shift stream versions by the first event's offset (one indexed lookup).
+metadata, and reads shift stream versions by the offset of its lowest stored event (one indexed
+lookup).
 
-Reads are the store's: archived events come back from the Parquet files in their places, and
+Reads see what the store's own reads see: archived events come back from the Parquet files in their places, and
 an event with a data subject (written through the EventStore API) is decrypted when
 ``EVENTSTORE_MASTER_KEY`` is set, or reads as `FORGOTTEN_STATE` once its subject is
 forgotten (``eventsourcing_states``).
