@@ -12,10 +12,10 @@ default, 0 in some of the library's tests). Each event keeps its originator_vers
 metadata, and reads shift stream versions by the offset of its lowest stored event (one indexed
 lookup).
 
-Reads see what the store's own reads see: archived events come back from the Parquet files in their places, and
-an event with a data subject (written through the EventStore API) is decrypted when
-``EVENTSTORE_MASTER_KEY`` is set, or reads as `FORGOTTEN_STATE` once its subject is
-forgotten (``eventsourcing_states``).
+Reads see what the store's own reads see: archived events come back from the Parquet files
+in their places, and an event with a data subject (written through the EventStore API) is
+decrypted when ``EVENTSTORE_MASTER_KEY`` is set, or reads as `FORGOTTEN_STATE` once its
+subject is forgotten (``eventsourcing_states``).
 """
 
 from __future__ import annotations
