@@ -117,8 +117,10 @@ class RecorderQueries:
             " AND (%(gt)s::bigint IS NULL OR e.stream_version + o.off > %(gt)s)"
             " AND (%(lte)s::bigint IS NULL OR e.stream_version + o.off <= %(lte)s)"
         ).format(schema=ident, offset=_version_offset(schema, "s.stream_id"))
+        # The last column: whether any event of the stream is stored (else it is archived).
         self._offsets = pgsql.SQL(
-            "SELECT s.stream_uuid, {offset} FROM {schema}.streams s"
+            "SELECT s.stream_uuid, {offset}, EXISTS (SELECT 1 FROM {schema}.events f"
+            " WHERE f.stream_id = s.stream_id) FROM {schema}.streams s"
             " WHERE s.stream_uuid = ANY(%s) AND s.stream_version > 0"
         ).format(offset=_version_offset(schema, "s.stream_id"), schema=ident)
         self._max_event_id = pgsql.SQL("SELECT last_event_id FROM {}.event_counter").format(ident)
@@ -169,9 +171,13 @@ class RecorderQueries:
         return _archived_stream(conn, stream_uuid, offset, gt, lte, desc, limit)
 
     def offsets(self, conn: Conn, keys: list[str]) -> dict[str, int]:
-        """The version offsets of those of `keys` that name existing streams."""
+        """The version offsets of those of `keys` that name existing streams (of a stream
+        whose events are all archived, read from the files)."""
         rows = conn.execute(self._offsets, (keys,)).fetchall()
-        return {key: int(offset) for key, offset in rows}
+        return {
+            key: int(offset) if stored else _first_offset(conn, key) or 0
+            for key, offset, stored in rows
+        }
 
     # Notifications ------------------------------------------------------------------------
 

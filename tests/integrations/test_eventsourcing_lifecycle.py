@@ -188,9 +188,11 @@ def test_archived_events_read_back_in_order(
     assert _reads(recorder, a, b, c) == expected
     # Another process (no cached offsets, no cached manifest) reads the same.
     assert _reads(factory_of().application_recorder(), a, b, c) == expected
-    # Appends carry on after the archived versions.
-    recorder.insert_events([StoredEvent(b, 6, "tb", b"b6")])
+    # Appends carry on after the archived versions, also where the offset is looked up anew.
+    factory_of().application_recorder().insert_events([StoredEvent(b, 6, "tb", b"b6")])
+    recorder.insert_events([StoredEvent(c, 3, "tc", b"c2")])
     assert [e.originator_version for e in recorder.select_events(b)] == list(range(7))
+    assert [e.originator_version for e in recorder.select_events(c)] == [1, 2, 3]
 
 
 def test_an_application_reads_archived_aggregates_and_notifications(
