@@ -195,6 +195,30 @@ def test_archived_events_read_back_in_order(
     assert [e.originator_version for e in recorder.select_events(c)] == [1, 2, 3]
 
 
+def test_archived_events_hidden_by_retention_stay_hidden(
+    factory_of: Callable[..., module.Factory], tmp_path: Path
+) -> None:
+    pytest.importorskip("pyarrow.parquet")
+    factory = factory_of()
+    recorder = factory.application_recorder()
+    a, b = uuid4(), uuid4()
+    recorder.insert_events([StoredEvent(a, v, "t", b"a%d" % v) for v in range(1, 7)])
+    recorder.insert_events([StoredEvent(b, 0, "t", b"b0"), StoredEvent(b, 1, "t", b"b1")])
+    store = factory.datastore.store
+    store.archive(before_event_id=6, target=str(tmp_path))
+    store.truncate_stream(str(a), 3)
+    assert [e.originator_version for e in recorder.select_events(a)] == [3, 4, 5, 6]
+    assert recorder.select_events(a, lte=2) == []
+    assert [e.state for e in recorder.select_events(a, desc=True, gt=2)] == [
+        b"a6",
+        b"a5",
+        b"a4",
+        b"a3",
+    ]
+    assert [n.id for n in recorder.select_notifications(1, 10)] == [3, 4, 5, 6, 7, 8]
+    assert [e.originator_version for e in recorder.select_events(b)] == [0, 1]
+
+
 def test_an_application_reads_archived_aggregates_and_notifications(
     factory_of: Callable[..., module.Factory],
     store_env: dict[str, str],
