@@ -10,9 +10,10 @@ created with the store's schema.
 Events come back as stored: `data` with its `subject` and whether that subject is forgotten
 (the integration decrypts, or presents FORGOTTEN). Notifications are the store's own `$all`
 read (`reader.read_all`: retention, archive and forgetting as for every other read); an
-aggregate's events are one statement of their own, and when its answer may lack archived
-events (a gap at the start, or nothing), the store's stream read fills them in from the
-archive (`_archived_stream`).
+aggregate's events are one statement of their own, which also reads the last archived event_id
+in the same snapshot: when something is archived and the answer may lack archived events (a
+gap at the start, or nothing), the store's stream read fills them in from the archive
+(`_archived_stream`).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import psycopg_pool
 from psycopg import sql as pgsql
 
 from ..config import Settings
-from . import archive, reader
+from . import reader
 from .pooler import configure_pooled, pooled_kwargs
 
 __all__ = ["VERSION_KEY", "EventRow", "NotificationRow", "RecorderQueries", "open_pool"]
@@ -107,8 +108,8 @@ class RecorderQueries:
         self._stream = pgsql.SQL(
             "SELECT e.stream_version + o.off AS v, e.event_type, e.data, "
             + _SUBJECT
-            + ", e.stream_version, greatest(s.first_version,"
-            " s.stream_version - coalesce(s.max_count, s.stream_version) + 1)"
+            + " AS forgotten, e.stream_version, greatest(s.first_version,"
+            " s.stream_version - coalesce(s.max_count, s.stream_version) + 1) AS lowest"
             " FROM {schema}.streams s"
             " CROSS JOIN LATERAL (SELECT {offset} AS off) o"
             " JOIN {schema}.events e ON e.stream_id = s.stream_id"
@@ -117,6 +118,12 @@ class RecorderQueries:
             " AND (%(gt)s::bigint IS NULL OR e.stream_version + o.off > %(gt)s)"
             " AND (%(lte)s::bigint IS NULL OR e.stream_version + o.off <= %(lte)s)"
         ).format(schema=ident, offset=_version_offset(schema, "s.stream_id"))
+        # The events read, after the last event_id archived (0: none) from the same snapshot:
+        # one row of NULLs and that when there are no events.
+        self._upto = pgsql.SQL(
+            "SELECT x.*, a.upto FROM (SELECT coalesce(max(last_event_id), 0) AS upto"
+            " FROM {schema}.archive_files) a LEFT JOIN LATERAL ("
+        ).format(schema=ident)
         # The last column: whether any event of the stream is stored (else it is archived).
         self._offsets = pgsql.SQL(
             "SELECT s.stream_uuid, {offset}, EXISTS (SELECT 1 FROM {schema}.events f"
@@ -158,12 +165,18 @@ class RecorderQueries:
     ) -> list[EventRow]:
         """One aggregate's events, in version order (descending when `desc`), archived ones
         included."""
-        statement = _ordered(
+        inner = _ordered(
             self._stream, pgsql.Identifier("e", "stream_version"), desc, limit is not None
         )
+        statement = (
+            self._upto
+            + inner
+            + pgsql.SQL(") x ON true ORDER BY x.stream_version" + (" DESC" if desc else ""))
+        )
         params = {"id": stream_uuid, "gt": gt, "lte": lte, "limit": limit}
-        rows = conn.execute(statement, params, prepare=True).fetchall()
-        if _whole(rows, gt, desc, limit) or not archive.manifest(conn):
+        found = conn.execute(statement, params, prepare=True).fetchall()
+        rows = [row[:7] for row in found if row[0] is not None]
+        if not found[0][7] or _whole(rows, gt, desc, limit):
             return [(v, t, bytes(d), subject, gone) for v, t, d, subject, gone, _, _ in rows]
         offset = rows[0][0] - rows[0][5] if rows else _first_offset(conn, stream_uuid)
         if offset is None:
