@@ -509,6 +509,8 @@ class Factory(InfrastructureFactory[EventStoreTrackingRecorder]):
     #: The store's master key (base64, 32 bytes): events with a data subject, written through
     #: the EventStore API, are then decrypted (docs/eventsourcing.md, "Personal data").
     EVENTSTORE_MASTER_KEY = ENV_MASTER_KEY
+    #: Or the topic (``module:name``) of a callable returning the store's `KeyStore`.
+    EVENTSTORE_KEY_STORE_TOPIC = "EVENTSTORE_KEY_STORE_TOPIC"
     ORIGINATOR_ID_TYPE = "ORIGINATOR_ID_TYPE"
     CREATE_TABLE = "CREATE_TABLE"
 
@@ -536,7 +538,10 @@ class Factory(InfrastructureFactory[EventStoreTrackingRecorder]):
             pool_size=pool_size,
             uuid_ids=id_type == "uuid",
             session_dsn=self.env.get(self.EVENTSTORE_SESSION_DSN) or None,
-            encryption=encryption_from(self.env.get(self.EVENTSTORE_MASTER_KEY)),
+            encryption=encryption_from(
+                self.env.get(self.EVENTSTORE_MASTER_KEY),
+                self.env.get(self.EVENTSTORE_KEY_STORE_TOPIC),
+            ),
         )
 
     def env_create_table(self) -> bool:

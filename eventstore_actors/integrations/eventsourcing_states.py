@@ -15,6 +15,7 @@ import base64
 import binascii
 
 from eventsourcing.persistence import OperationalError, ProgrammingError
+from eventsourcing.utils import resolve_topic
 
 from ..errors import ConfigError, EventStoreError, StoreUnavailableError
 from ..lifecycle.encryption import ENV_MASTER_KEY, Encryption, keyring_of
@@ -55,12 +56,20 @@ class States:
         return FORGOTTEN_STATE if plain is None else plain  # None: forgotten since the read
 
 
-def encryption_from(text: str | None) -> Encryption | None:
-    """The store's encryption from the base64 master key setting (None: not set)."""
-    if not text:
+def encryption_from(master_key: str | None, key_store_topic: str | None) -> Encryption | None:
+    """The store's encryption from the settings: a `KeyStore` built by the callable (a class,
+    a function) named by `key_store_topic` (``module:name``), else the base64 master key;
+    None when neither is set."""
+    if key_store_topic:
+        try:
+            make = resolve_topic(key_store_topic)
+        except Exception as exc:
+            raise ConfigError(f"key store topic {key_store_topic!r} cannot be resolved") from exc
+        return Encryption(key_store=make())
+    if not master_key:
         return None
     try:
-        key = base64.b64decode(text.strip(), validate=True)
+        key = base64.b64decode(master_key.strip(), validate=True)
     except (binascii.Error, ValueError):
         raise ConfigError(f"{ENV_MASTER_KEY} is not valid base64") from None
     return Encryption(master_key=key)

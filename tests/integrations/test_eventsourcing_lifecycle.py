@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,6 +128,35 @@ def test_without_the_master_key_only_forgotten_events_read(
         recorder.select_notifications(2, 1)
 
 
+class SharedKeys:
+    """A KeyStore (a KMS stand-in) whose keys every instance shares."""
+
+    keys: dict[str, bytes] = {}
+
+    def get(self, subject: str) -> bytes | None:
+        return self.keys.get(subject)
+
+    def create(self, subject: str) -> bytes:
+        return self.keys.setdefault(subject, os.urandom(32))
+
+    def delete(self, subject: str) -> None:
+        self.keys.pop(subject, None)
+
+
+def test_a_key_store_named_by_topic_decrypts(
+    make_store: Callable[..., EventStore], factory_of: Callable[..., module.Factory]
+) -> None:
+    store = make_store(encryption=Encryption(key_store=SharedKeys()))
+    store.append_to_stream("s", ANY_VERSION, [_registered("Flo", "flo")])
+    factory = factory_of(
+        ORIGINATOR_ID_TYPE="text", EVENTSTORE_KEY_STORE_TOPIC=get_topic(SharedKeys)
+    )
+    recorder = factory.application_recorder()
+    assert json.loads(recorder.select_events("s")[0].state)["name"] == "Flo"
+    store.forget_subject("flo")
+    assert recorder.select_events("s")[0].state == module.FORGOTTEN_STATE
+
+
 def test_a_wrong_master_key_setting_is_refused(
     factory_of: Callable[..., module.Factory],
 ) -> None:
@@ -136,6 +166,8 @@ def test_a_wrong_master_key_setting_is_refused(
         factory_of(EVENTSTORE_MASTER_KEY="not base64!")
     with pytest.raises(ConfigError, match="32 bytes"):
         factory_of(EVENTSTORE_MASTER_KEY=base64.b64encode(b"short").decode())
+    with pytest.raises(ConfigError, match="cannot be resolved"):
+        factory_of(EVENTSTORE_KEY_STORE_TOPIC="no_such_module:KeyStore")
 
 
 # Archives -----------------------------------------------------------------------------------
