@@ -285,7 +285,7 @@ def _meta_version(meta: Any) -> int | None:
     text = bytes(meta)
     if text.startswith(_VERSION_PREFIX) and text.endswith(b"}"):
         digits = text[len(_VERSION_PREFIX) : -1]
-        if digits.lstrip(b"-").isdigit():
+        if digits.removeprefix(b"-").isdigit():  # the usual metadata, parsed fast
             return int(digits)
     try:
         value = json.loads(text)
