@@ -94,6 +94,7 @@ class ScavengerActor(SupervisedActor):
         self._busy = False
         self._again = False  # woken during a pass: another pass right after it
         self._after = 0  # the last stream_id looked at in this pass
+        self._low = 1  # nothing of the stream at the head of the queue is stored below it
         self._queue: list[tuple[int, int]] = []
         self._rest = threading.Event()  # never set: a bounded wait between batches
         #: Rows deleted since the actor started (read by tests and the metrics).
@@ -132,6 +133,7 @@ class ScavengerActor(SupervisedActor):
             self.log.info("scavenger idle: a process of an earlier release holds subscriptions")
             return
         self._busy, self._again, self._after, self._queue = True, False, 0, queue
+        self._low = 1
         self.actor_ref.tell(_CONTINUE)
 
     def _step(self) -> None:
@@ -148,10 +150,12 @@ class ScavengerActor(SupervisedActor):
                         self._end()
                         return
                 stream_id, bound = self._queue[0]
-                if bound <= 1:
-                    done, free = 0, True
+                if bound <= self._low:
+                    done, free, low = 0, True, bound
                 else:
-                    done, free = rows.purge(conn, self._lock, stream_id, bound, BATCH)
+                    done, free, low = rows.purge(
+                        conn, self._lock, stream_id, bound, BATCH, self._low
+                    )
         except psycopg.Error as exc:
             self._failed(exc)
             self._end()
@@ -162,9 +166,11 @@ class ScavengerActor(SupervisedActor):
         if done:
             self.deleted += done
             self._metrics.count("scavenged_rows_total", done)
-        if done < BATCH:  # this stream has nothing hidden left (a batch of each kind)
-            self._after = stream_id
+        if low >= bound:  # this stream has nothing hidden left
+            self._after, self._low = stream_id, 1
             self._queue.pop(0)
+        else:
+            self._low = low
         self._rest.wait(min(1.0, (time.monotonic() - started) * PAUSE_RATIO) if done else 0)
         self.actor_ref.tell(_CONTINUE)
 

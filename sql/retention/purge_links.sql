@@ -1,9 +1,5 @@
--- One bounded batch of a stream's hidden links (position below `bound`): the lowest `batch`,
--- by one range scan of the links primary key, cut like retention/purge_events.sql.
+-- The same batch's hidden links (positions `start` <= position < `stop` of the linking stream),
+-- by one range scan of the links primary key, as retention/purge_events.sql.
 DELETE FROM links AS k
 WHERE k.stream_id = %(stream_id)s
-  AND k.event_number < least(%(bound)s::bigint,
-                             (SELECT n.event_number FROM links AS n
-                              WHERE n.stream_id = %(stream_id)s AND n.event_number < %(bound)s
-                              ORDER BY n.event_number
-                              OFFSET %(batch)s LIMIT 1));
+  AND k.event_number >= %(start)s AND k.event_number < %(stop)s;

@@ -102,13 +102,21 @@ def test_one_batch_deletes_at_most_its_size(store: EventStore, dsn: str, schema:
     settings = store.settings
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(pgsql.SQL("SET search_path TO {}").format(pgsql.Identifier(schema)))
-        assert retention.purge(conn, f"tests.{uuid.uuid4()}", stream_id, 21, 7) == (7, True)
+        key = f"tests.{uuid.uuid4()}"
+        assert retention.purge(conn, key, stream_id, 21, 7) == (7, True, 8)
         assert stored_versions(dsn, schema, stream)[0] == 8
+        # The next batch starts where the last one stopped; the last one stops at the bound.
+        assert retention.purge(conn, key, stream_id, 21, 7, 8) == (7, True, 15)
+        assert retention.purge(conn, key, stream_id, 21, 7, 15) == (6, True, 21)
+        assert retention.purge(conn, key, stream_id, 21, 7, 21) == (0, True, 21)
+        assert retention.purge(conn, key, stream_id, 21, 7) == (0, True, 21), "from the start"
+        assert stored_versions(dsn, schema, stream) == list(range(21, 31))
         # Another process holding the scavenger's lock: nothing is done, and it says so.
         key = "tests.held"
         with psycopg.connect(dsn, autocommit=True) as other, other.transaction():
             other.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (key,))
-            assert retention.purge(conn, key, stream_id, 21, 7) == (0, False)
+            assert retention.purge(conn, key, stream_id, 31, 7) == (0, False, 1)
+        assert stored_versions(dsn, schema, stream)[0] == 21
     assert settings.schema == schema
 
 
