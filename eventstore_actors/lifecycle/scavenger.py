@@ -1,11 +1,14 @@
 """The scavenger: a supervised actor that deletes the rows retention has hidden.
 
 Reads stop returning hidden events at once (storage/retention.py); the rows themselves go
-here, later, in bounded batches: each batch deletes at most `BATCH` events of one stream (and
-as many of its links) in its own short transaction holding row locks only, so a stream of a
-million hidden events never locks a table and appends carry on. After each batch the actor
-rests for a while proportional to the batch's time (`PAUSE_RATIO`), which bounds the share of
-the database it takes, and lets its inbox run (a stop is never kept waiting by a long pass).
+here, later, in bounded batches: each batch deletes the rows at `BATCH` positions of one
+stream (its own events and links together, with the links of other streams to those events),
+in one statement of its own short transaction holding row locks only, so a stream of a
+million hidden events never locks a table and appends carry on. Each batch starts where the
+one before it stopped (`_low`), never walking again what earlier batches deleted (whose dead
+index entries stay until vacuum). After each batch the actor rests for a while proportional
+to the batch's time (`PAUSE_RATIO`), which bounds the share of the database it takes, and
+lets its inbox run (a stop is never kept waiting by a long pass).
 
 A pass starts on every `Tick` (every `INTERVAL` seconds, from the store's own ticker) and
 whenever this process sets a retention or truncates a stream (`wake`); it visits the streams
@@ -45,7 +48,7 @@ CHILD_ID = "scavenger"
 #: Seconds between passes: rows hidden by a limit (or by another process) are gone well within
 #: a minute. A pass over a store without retention is one index probe.
 INTERVAL = 5.0
-#: Most events (and links) one batch deletes: one short transaction.
+#: Positions one batch covers (at most as many rows of the stream): one short transaction.
 BATCH = 1000
 #: The rest after each batch, as a share of the batch's own time.
 PAUSE_RATIO = 6.0

@@ -215,12 +215,12 @@ def test_a_batch_killed_midway_leaves_every_row_or_none(
         holder.execute(pgsql.SQL("SET search_path TO {}").format(pgsql.Identifier(schema)))
         holder.execute("SELECT 1 FROM links WHERE event_id = 3 FOR UPDATE")
         store.truncate_stream(source, 6)
-        # The batch has deleted events 1-5 (not committed) and waits for the link to event 3.
+        # The batch (one statement) deleted events 1-5 uncommitted and waits for the link to 3.
         waiting = wait_until(
             lambda: [
                 pid
                 for pid, text in process_backends(dsn).items()
-                if "a batch deleted" in text and lock_waiting(dsn, pid)
+                if "One scavenger batch" in text and lock_waiting(dsn, pid)
             ],
             GONE,
             what="the scavenger's batch waiting for the link row",
