@@ -40,7 +40,7 @@ class Sizes:
     #: Live subscriptions on one store for the connection budget (200 in the issue).
     budget_subscriptions: int = 200
     #: Events of the stream the scavenger workload hides slice by slice (all rounds share it).
-    scavenger_hidden: int = 2_000
+    scavenger_hidden: int = 10_000
     #: writers -> single-event appends per writer and side, alone and while scavenging.
     scavenger_appends: dict[int, int] = field(default_factory=lambda: {10: 3})
     #: Pairs of windows (alone, while scavenging), per writer count.
