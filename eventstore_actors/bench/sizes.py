@@ -40,10 +40,10 @@ class Sizes:
     #: Live subscriptions on one store for the connection budget (200 in the issue).
     budget_subscriptions: int = 200
     #: Events of the stream the scavenger workload hides slice by slice (all rounds share it).
-    scavenger_hidden: int = 2_000
+    scavenger_hidden: int = 10_000
     #: writers -> single-event appends per writer and side, alone and while scavenging.
     scavenger_appends: dict[int, int] = field(default_factory=lambda: {10: 3})
-    #: Rounds of (alone, while scavenging).
+    #: Pairs of windows (alone, while scavenging), per writer count.
     scavenger_repeats: int = 1
 
     def with_repeats(self, repeats: int) -> Sizes:
@@ -75,9 +75,9 @@ PRESETS: dict[str, Sizes] = {
         repeats=3,
         metrics_appends={1: 100, 50: 20},
         metrics_repeats=20,
-        scavenger_hidden=600_000,
-        scavenger_appends={1: 150, 10: 60},
-        scavenger_repeats=5,
+        scavenger_hidden=900_000,
+        scavenger_appends={1: 150, 10: 50},
+        scavenger_repeats=15,
     ),
     "quick": Sizes(
         append_rounds={1: 40, 10: 8, 100: 1},
@@ -93,9 +93,9 @@ PRESETS: dict[str, Sizes] = {
         multi_appends={1: 300, 10: 30},
         metrics_appends={1: 50, 50: 10},
         metrics_repeats=10,
-        scavenger_hidden=200_000,
-        scavenger_appends={1: 100, 10: 40},
-        scavenger_repeats=5,
+        scavenger_hidden=400_000,
+        scavenger_appends={1: 100, 10: 30},
+        scavenger_repeats=9,
     ),
     "smoke": Sizes(
         append_rounds={1: 3, 10: 1, 100: 1},

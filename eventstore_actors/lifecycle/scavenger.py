@@ -1,11 +1,17 @@
 """The scavenger: a supervised actor that deletes the rows retention has hidden.
 
 Reads stop returning hidden events at once (storage/retention.py); the rows themselves go
-here, later, in bounded batches: each batch deletes at most `BATCH` events of one stream (and
-as many of its links) in its own short transaction holding row locks only, so a stream of a
-million hidden events never locks a table and appends carry on. After each batch the actor
-rests for a while proportional to the batch's time (`PAUSE_RATIO`), which bounds the share of
-the database it takes, and lets its inbox run (a stop is never kept waiting by a long pass).
+here, later, in bounded batches: each batch deletes the rows at `BATCH` positions of one
+stream (its own events and links together, with the links of other streams to those events),
+in one statement of its own short transaction holding row locks only, so a stream of a
+million hidden events never locks a table and appends carry on. Each batch starts where the
+one before it stopped, never walking again what earlier batches deleted (whose dead index
+entries stay until vacuum): the actor keeps, per stream, the position below which nothing is
+stored any more (`_lows`), across passes for as long as its connection lives (rows never come
+back below a stream's first readable position; a batch whose commit a crashed server lost
+dies with the connection). After each batch the actor rests for a while proportional
+to the batch's time (`PAUSE_RATIO`), which bounds the share of the database it takes, and
+lets its inbox run (a stop is never kept waiting by a long pass).
 
 A pass starts on every `Tick` (every `INTERVAL` seconds, from the store's own ticker) and
 whenever this process sets a retention or truncates a stream (`wake`); it visits the streams
@@ -45,7 +51,7 @@ CHILD_ID = "scavenger"
 #: Seconds between passes: rows hidden by a limit (or by another process) are gone well within
 #: a minute. A pass over a store without retention is one index probe.
 INTERVAL = 5.0
-#: Most events (and links) one batch deletes: one short transaction.
+#: Positions one batch covers (at most as many rows of the stream): one short transaction.
 BATCH = 1000
 #: The rest after each batch, as a share of the batch's own time.
 PAUSE_RATIO = 6.0
@@ -94,6 +100,10 @@ class ScavengerActor(SupervisedActor):
         self._busy = False
         self._again = False  # woken during a pass: another pass right after it
         self._after = 0  # the last stream_id looked at in this pass
+        # stream_id -> a position below which nothing of the stream is stored: the streams
+        # seen in the last pass and this one, on this connection.
+        self._lows: dict[int, int] = {}
+        self._seen: dict[int, int] = {}  # the same, for the streams of this pass
         self._queue: list[tuple[int, int]] = []
         self._rest = threading.Event()  # never set: a bounded wait between batches
         #: Rows deleted since the actor started (read by tests and the metrics).
@@ -132,6 +142,7 @@ class ScavengerActor(SupervisedActor):
             self.log.info("scavenger idle: a process of an earlier release holds subscriptions")
             return
         self._busy, self._again, self._after, self._queue = True, False, 0, queue
+        self._seen = {}
         self.actor_ref.tell(_CONTINUE)
 
     def _step(self) -> None:
@@ -145,13 +156,15 @@ class ScavengerActor(SupervisedActor):
                 if not self._queue:
                     self._queue = rows.candidates(conn, self._after, _PAGE)
                     if not self._queue:
+                        self._lows = self._seen  # every stream with retention was seen
                         self._end()
                         return
                 stream_id, bound = self._queue[0]
-                if bound <= 1:
-                    done, free = 0, True
+                low = self._seen.get(stream_id) or self._lows.get(stream_id, 1)
+                if bound <= low:
+                    done, free, low = 0, True, low
                 else:
-                    done, free = rows.purge(conn, self._lock, stream_id, bound, BATCH)
+                    done, free, low = rows.purge(conn, self._lock, stream_id, bound, BATCH, low)
         except psycopg.Error as exc:
             self._failed(exc)
             self._end()
@@ -162,13 +175,16 @@ class ScavengerActor(SupervisedActor):
         if done:
             self.deleted += done
             self._metrics.count("scavenged_rows_total", done)
-        if done < BATCH:  # this stream has nothing hidden left (a batch of each kind)
+        self._seen[stream_id] = low
+        if low >= bound:  # this stream has nothing hidden left
             self._after = stream_id
             self._queue.pop(0)
         self._rest.wait(min(1.0, (time.monotonic() - started) * PAUSE_RATIO) if done else 0)
         self.actor_ref.tell(_CONTINUE)
 
     def _end(self) -> None:
+        self._lows.update(self._seen)
+        self._seen = {}
         self._busy = False
         if self._again:
             self._again = False
@@ -178,6 +194,7 @@ class ScavengerActor(SupervisedActor):
     def _connection(self) -> psycopg.Connection[Any] | None:
         if self._conn is not None and not self._conn.closed:
             return self._conn
+        self._lows, self._seen = {}, {}  # learnt on the connection before, which may be lost
         try:
             self._conn = connect(self._settings)
         except StoreUnavailableError as exc:

@@ -82,25 +82,31 @@ def candidates(conn: Conn, after: int, limit: int) -> list[tuple[int, int]]:
     return [(int(r[0]), int(r[1])) for r in rows]  # type: ignore[call-overload]
 
 
-PurgeResult = tuple[int, bool]
+#: (rows deleted, whether the scavenger's lock was free, the next batch's `low`).
+PurgeResult = tuple[int, bool, int]
 
 
-def purge(conn: Conn, lock: str, stream_id: int, bound: int, batch: int) -> PurgeResult:
-    """One batch: up to `batch` hidden events of the stream (position < `bound`) and up to
-    `batch` of its hidden links, deleted in one short transaction. (rows deleted, whether the
-    scavenger's lock `lock` was free: False means another process scavenges, nothing done)."""
-    params = {"stream_id": stream_id, "bound": bound, "batch": batch}
+def purge(
+    conn: Conn, lock: str, stream_id: int, bound: int, batch: int, low: int = 1
+) -> PurgeResult:
+    """One batch: the stream's hidden rows (own events and links, position < `bound`) at the
+    `batch` positions from its lowest one stored at or above `low`, deleted in one short
+    transaction of two statements with what a hard delete removes with them. `low` is a
+    position below which nothing is stored any more (1 when unknown): the probes start there,
+    so a long purge never walks the dead index entries of the batches before it. Returns
+    (rows deleted, whether the scavenger's lock `lock` was free: False means another process
+    scavenges and nothing was done, the `low` of the next batch: `bound` when nothing hidden
+    is left)."""
+    params = {"key": lock, "stream_id": stream_id, "bound": bound, "batch": batch, "low": low}
     with conn.transaction():
-        row = conn.execute(statement("retention/begin_purge"), {"key": lock}).fetchone()
-        if row is None or not row[1]:
-            return 0, False
-        ids = [int(r[0]) for r in conn.execute(statement("retention/purge_events"), params)]
-        if ids:
-            conn.execute(statement("retention/purge_references"), {"event_ids": ids})
-        deleted = len(ids) + max(
-            conn.execute(statement("retention/purge_links"), params).rowcount, 0
-        )
-    return deleted, True
+        conn.execute(statement("retention/begin_purge"))
+        row = conn.execute(statement("retention/purge"), params).fetchone()
+    if row is None or not row[0]:
+        return 0, False, low
+    start = None if row[1] is None else int(row[1])
+    if start is None or start >= bound:
+        return 0, True, bound
+    return int(row[2]), True, min(bound, start + batch)
 
 
 def settings(

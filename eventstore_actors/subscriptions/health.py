@@ -11,10 +11,12 @@ complaint about event stores, and finding it must cost nothing where events flow
   from the delivery of the oldest unacked event, is stalled: one WARNING naming it, the
   counter `subscription_stalls_total`, and the state written to its row; the first ack after
   that clears it (the actor wakes the monitor). The monitor writes a row only when its state
-  changes ('live' once caught up, 'stalled', back), in one statement per pass, and only while
-  the row names this store as its holder.
+  changes ('live' once caught up, 'stalled', back) and once as each run starts (what an
+  earlier run wrote is over), in one statement per pass, and only while the row names this
+  store as its holder.
 - A subscription that gave up on an error (its subscriber was told `SubscriptionStopped`) is
-  written 'stopped' once nobody holds its lock; a new holder's claim clears it.
+  written 'stopped' once nobody holds its lock; a new holder's claim (another store) or the
+  first look at this store's next run clears it.
 - Appends are untouched; an ack's checkpoint UPDATE sets `last_ack_at` as well (one column).
 
 What a reader sees (`state_of`, used by `subscriptions()`, `subscription_info` and
@@ -55,9 +57,10 @@ _INTERVAL = 0.25
 #: How long the monitor keeps trying to mark a subscription that gave up 'stopped' while
 #: its lock is still held (its actor is letting go of it, or another process took it over).
 _STOP_WRITE_FOR = 15.0
-#: Seconds after which a written state is written again (a no-op when the row still holds
-#: it): a write that raced the holder's claim (which clears the row) is repaired.
-_REWRITE_AFTER = 5.0
+#: What the row holds for a run the monitor has not written yet: whatever an earlier run of
+#: this store wrote, or nothing (another holder's claim cleared it). Never a state: the run's
+#: first look writes its state, None included.
+_UNKNOWN = "?"
 #: Reasons for `SubscriptionStopped` that are not an error of the subscription.
 _NOT_ERRORS = ("the event store stopped", "the subscription's checkpoint was deleted")
 
@@ -121,7 +124,6 @@ class SubscriptionHealth:
         self.stalled = False
         self.stalls = 0  # how many times it stalled
         self.written: tuple[int, str | None] | None = None  # (run, state) last written
-        self.written_at = 0.0  # when (monotonic)
         self.stop_until = 0.0  # how long the 'stopped' write is tried
 
     # Actor side -------------------------------------------------------------------------------
@@ -266,19 +268,17 @@ class HealthMonitor:
                 log.info(
                     "subscription acks resumed", subscription=health.name, stream=health.stream_uuid
                 )
-            if health.intake is None:  # not held: a new run's claim resets the row
+            if health.intake is None:  # not held: nothing to write until a run holds it
                 continue
             if health.written is None or health.written[0] != run:
-                health.written = (run, None)  # its claim of the lock cleared the row
-            if health.written[1] != state or (
-                state is not None and now - health.written_at >= _REWRITE_AFTER
-            ):
+                health.written = (run, _UNKNOWN)  # a new run: write its state once
+            if health.written[1] != state:
                 writes.append((health, run, state))
         if writes:
             rows = [(h.stream_uuid, h.name, state, None) for h, _, state in writes]
             self._pool.run(lambda c: write_health(c, self._holder, rows))
             for health, run, state in writes:
-                health.written, health.written_at = (run, state), now
+                health.written = (run, state)
 
     def _stopped(self, health: SubscriptionHealth, now: float) -> None:
         """An ended subscription: marked 'stopped' (it gave up on an error) once nobody

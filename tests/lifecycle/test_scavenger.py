@@ -102,13 +102,21 @@ def test_one_batch_deletes_at_most_its_size(store: EventStore, dsn: str, schema:
     settings = store.settings
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(pgsql.SQL("SET search_path TO {}").format(pgsql.Identifier(schema)))
-        assert retention.purge(conn, f"tests.{uuid.uuid4()}", stream_id, 21, 7) == (7, True)
+        key = f"tests.{uuid.uuid4()}"
+        assert retention.purge(conn, key, stream_id, 21, 7) == (7, True, 8)
         assert stored_versions(dsn, schema, stream)[0] == 8
+        # The next batch starts where the last one stopped; the last one stops at the bound.
+        assert retention.purge(conn, key, stream_id, 21, 7, 8) == (7, True, 15)
+        assert retention.purge(conn, key, stream_id, 21, 7, 15) == (6, True, 21)
+        assert retention.purge(conn, key, stream_id, 21, 7, 21) == (0, True, 21)
+        assert retention.purge(conn, key, stream_id, 21, 7) == (0, True, 21), "from the start"
+        assert stored_versions(dsn, schema, stream) == list(range(21, 31))
         # Another process holding the scavenger's lock: nothing is done, and it says so.
         key = "tests.held"
         with psycopg.connect(dsn, autocommit=True) as other, other.transaction():
             other.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (key,))
-            assert retention.purge(conn, key, stream_id, 21, 7) == (0, False)
+            assert retention.purge(conn, key, stream_id, 31, 7) == (0, False, 1)
+        assert stored_versions(dsn, schema, stream)[0] == 21
     assert settings.schema == schema
 
 
@@ -121,6 +129,30 @@ def test_the_actor_works_through_many_batches(
         store.truncate_stream(stream, 41)
     for stream in streams:
         wait_until(lambda s=stream: stored_versions(dsn, schema, s) == [41, 42, 43, 44, 45], GONE)  # type: ignore[misc]
+
+
+def test_batches_cover_a_streams_events_and_links_together(
+    store: EventStore, dsn: str, schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Positions are shared by a stream's own events and its links: each batch is a range of
+    them, whichever kind each holds."""
+    monkeypatch.setattr(scavenger, "BATCH", 3)
+    source = stream_of(store, 5)  # event_ids 1-5
+    mixed = new_stream()
+    for n in range(5):  # positions: own event (event_ids 6-10), link to n + 1, ...
+        store.append_to_stream(mixed, 2 * n, make_events(1))
+        store.link_to_stream(mixed, 2 * n + 1, [n + 1])
+    assert store.truncate_stream(mixed, 8) == 7
+    links = "SELECT event_number FROM links ORDER BY 1"
+    wait_until(
+        lambda: (
+            stored_versions(dsn, schema, mixed) == [9]
+            and query(dsn, schema, links) == [(8,), (10,)]
+        ),
+        GONE,
+    )
+    assert stored_versions(dsn, schema, source) == [1, 2, 3, 4, 5], "the linked events stay"
+    assert [e.event_id for e in store.read_stream_forward(mixed)] == [4, 10, 5]
 
 
 def test_the_scavenger_is_restarted_after_a_crash(store: EventStore, dsn: str, schema: str) -> None:
@@ -169,3 +201,46 @@ def test_streams_with_nothing_hidden_keep_every_row(
     store.truncate_stream(cut, 3)
     wait_until(lambda: stored_versions(dsn, schema, cut) == [3], GONE)
     assert stored_versions(dsn, schema, kept) == [1, 2, 3]
+
+
+def test_a_batch_killed_midway_leaves_every_row_or_none(
+    store: EventStore, dsn: str, schema: str
+) -> None:
+    """A scavenger killed in the middle of a batch (here: its session, while the batch waits
+    for a link row another session holds) deletes nothing of it; the next pass does it all."""
+    source = stream_of(store, 10)  # event_ids 1-10
+    linking = new_stream()
+    store.link_to_stream(linking, 0, [3])
+    with psycopg.connect(dsn) as holder:
+        holder.execute(pgsql.SQL("SET search_path TO {}").format(pgsql.Identifier(schema)))
+        holder.execute("SELECT 1 FROM links WHERE event_id = 3 FOR UPDATE")
+        store.truncate_stream(source, 6)
+        # The batch (one statement) deleted events 1-5 uncommitted and waits for the link to 3.
+        waiting = wait_until(
+            lambda: [
+                pid
+                for pid, text in process_backends(dsn).items()
+                if "One scavenger batch" in text and lock_waiting(dsn, pid)
+            ],
+            GONE,
+            what="the scavenger's batch waiting for the link row",
+        )
+        assert versions(store.read_stream_forward(source)) == [6, 7, 8, 9, 10]
+        assert kill_backends(dsn, waiting) == 1
+        # Nothing of the killed batch is gone: every event and the link are still stored
+        # (a batch of the next pass, if one started, waits for the same row uncommitted).
+        assert stored_versions(dsn, schema, source) == list(range(1, 11))
+        assert query(dsn, schema, "SELECT event_id FROM links") == [(3,)]
+        holder.rollback()
+    wait_until(lambda: stored_versions(dsn, schema, source) == [6, 7, 8, 9, 10], GONE)
+    assert query(dsn, schema, "SELECT event_id FROM links") == []
+    assert versions(store.read_stream_forward(source)) == [6, 7, 8, 9, 10]
+
+
+def lock_waiting(dsn: str, pid: int) -> bool:
+    """Whether backend `pid` waits for a lock."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", (pid,)
+        ).fetchone()
+    return bool(row and row[0] == "Lock")

@@ -276,6 +276,26 @@ def test_stopped_after_an_error_until_subscribed_again(store: EventStore) -> Non
     state_becomes(store, "live")
 
 
+def test_a_new_run_in_the_same_store_clears_what_its_last_run_wrote(store: EventStore) -> None:
+    """The same store taking the name again keeps the row's health on its claim (a clear
+    there could race its own monitor's write); the new run's first look writes its state."""
+    sub = QueueSubscriber()
+    store.subscribe_to_all_streams("p", sub, stall_after=STALL)
+    sub.subscribed()
+    store.append_to_stream("s", 0, events(1))
+    sub.batch()
+    state_becomes(store, "stalled", timeout=FOUND_WITHIN)
+    store.unsubscribe_from_all_streams("p")
+    state_becomes(store, "idle")
+    again = QueueSubscriber()
+    handle = store.subscribe_to_all_streams("p", again, stall_after=60.0)
+    again.subscribed()
+    batch = again.batch()  # the unacked event again: catching up, not stalled
+    state_becomes(store, "catching_up", timeout=5.0)
+    handle.ack(batch)
+    state_becomes(store, "live", timeout=5.0)
+
+
 def test_unsubscribe_is_idle_not_stopped(store: EventStore) -> None:
     sub = QueueSubscriber()
     store.subscribe_to_all_streams("p", sub, stall_after=STALL)
