@@ -24,10 +24,11 @@ connection, the back-off, a crash and restart, the metrics) is the same code eit
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 import pykka
@@ -62,6 +63,13 @@ class _Flush:
 
 
 @dataclass(frozen=True)
+class _Park:
+    """Told by a leading caller: the actor waits until that commit is done, so that appends
+    arriving meanwhile queue up in its inbox and commit together afterwards, as behind a
+    commit of its own."""
+
+
+@dataclass(frozen=True)
 class Committed:
     """Told to the publisher after each commit: the rows just committed, in event_id order."""
 
@@ -71,6 +79,7 @@ class Committed:
 
 
 _FLUSH = _Flush()
+_PARK = _Park()
 
 #: An append waiting for its group's commit, with the future its caller waits on and the
 #: time it was asked (`Append.at`).
@@ -89,6 +98,9 @@ class Leader:
     def __init__(self) -> None:
         #: Held while the writer's connection is in use, by the actor or a leading caller.
         self.lock = threading.Lock()
+        #: Clear while a caller leads: the parked actor waits for it (see `_Park`).
+        self.free = threading.Event()
+        self.free.set()
         #: The writer instance that callers may lead for: set once it has set up, cleared
         #: (under the lock) when it cleans up or crashes.
         self.writer: WriterActor | None = None
@@ -103,7 +115,13 @@ class Leader:
             writer = self.writer
             if writer is None or not writer.idle():
                 return None
-            (outcome,) = writer.commit([request], [at])
+            self.free.clear()
+            try:
+                if not writer.park():
+                    return None
+                (outcome,) = writer.commit([request], [at])
+            finally:
+                self.free.set()
         finally:
             self.lock.release()
         if isinstance(outcome, Written):
@@ -136,6 +154,8 @@ class WriterActor(SupervisedActor):
         self._failures = 0  # consecutive connection losses or failed connects
         self._retry_at = 0.0  # monotonic time before which no reconnect is tried
         self._orphan: int | None = None  # backend of a connection given up while in use
+        self._parks_told = 0  # by leading callers (under the leader lock)
+        self._parks_seen = 0  # by the actor
         self._pid: int | None = None
 
     def setup(self) -> None:
@@ -161,8 +181,23 @@ class WriterActor(SupervisedActor):
                 self._conn = None
 
     def idle(self) -> bool:
-        """Whether no append waits for this writer (asked by a caller holding the lock)."""
-        return not self._pending and not self._flush_queued and self.actor_inbox.empty()
+        """Whether no append waits for this writer (asked by a caller holding the lock): none
+        pending, no flush queued, nothing in the inbox but the parks of earlier leaders."""
+        return (
+            not self._pending
+            and not self._flush_queued
+            and cast("queue.Queue[Any]", self.actor_inbox).qsize()
+            <= self._parks_told - self._parks_seen
+        )
+
+    def park(self) -> bool:
+        """Park the actor for a leading caller's commit (False: the actor is stopping)."""
+        try:
+            self.actor_ref.tell(_PARK)
+        except pykka.ActorDeadError:
+            return False
+        self._parks_told += 1
+        return True
 
     def _connection(self) -> psycopg.Connection[Any]:
         """The writer's connection, checked before use: one that died while idle, or that a
@@ -219,6 +254,10 @@ class WriterActor(SupervisedActor):
         if isinstance(message, _Flush):
             self._flush_queued = False
             self._flush()
+            return None
+        if isinstance(message, _Park):
+            self._parks_seen += 1
+            self._leader.free.wait()  # a leading caller's commit, bounded by io_timeout
             return None
         return super().handle(message)
 
