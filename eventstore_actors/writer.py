@@ -117,9 +117,7 @@ class Leader:
                 return None
             self.free.clear()
             try:
-                if not writer.park():
-                    return None
-                (outcome,) = writer.commit([request], [at])
+                (outcome,) = writer.commit([request], [at], lead=True)
             finally:
                 self.free.set()
         finally:
@@ -190,14 +188,13 @@ class WriterActor(SupervisedActor):
             <= self._parks_told - self._parks_seen
         )
 
-    def park(self) -> bool:
-        """Park the actor for a leading caller's commit (False: the actor is stopping)."""
+    def _park(self) -> None:
+        """Park the actor for a leading caller's commit (not when it is stopping)."""
         try:
             self.actor_ref.tell(_PARK)
         except pykka.ActorDeadError:
-            return False
+            return
         self._parks_told += 1
-        return True
 
     def _connection(self) -> psycopg.Connection[Any]:
         """The writer's connection, checked before use: one that died while idle, or that a
@@ -288,15 +285,21 @@ class WriterActor(SupervisedActor):
             else:
                 future.set_exception(exc_info=(type(outcome), outcome, None))
 
-    def commit(self, requests: list[AppendRequest], started: list[float]) -> list[Outcome]:
+    def commit(
+        self, requests: list[AppendRequest], started: list[float], lead: bool = False
+    ) -> list[Outcome]:
         """Each request's outcome, committed together on the writer's connection (the caller
-        holds the leader lock: the actor, or a caller leading); `started`: when each was
-        asked. What committed goes to the publisher before this returns."""
+        holds the leader lock: the actor, or with `lead` a caller leading); `started`: when
+        each was asked. What committed goes to the publisher before this returns."""
         try:
             conn = self._connection()
         except StoreUnavailableError as exc:
             self._metrics.failed(len(requests), type(exc).__name__)
             return [exc] * len(requests)
+        if lead:
+            # Told only now, next to the statement's own wait: the actor's wake-up then
+            # costs the leading thread no wait for the GIL before its statement.
+            self._park()
         appender = Appender(conn, self._settings.channel, self._origin)
         try:
             with guard(conn, self._settings.io_timeout):
