@@ -198,7 +198,7 @@ class Metrics:
         self.pool_calls = 0
         #: Labelled counters: metric_key(...) -> count.
         self._counters: dict[str, int] = {}
-        #: Group commits not folded yet (appended by the writer thread only).
+        #: Group commits not folded yet (appended under the writer's leader lock only).
         self._commits: list[_Commit] = []
         self.batch_requests = Summary(1, 24, integer=True, window=window)
         self.batch_events = Summary(1, 24, integer=True, window=window)
@@ -216,7 +216,7 @@ class Metrics:
     ) -> None:
         """One group commit decided `requests` appends (asked at the perf_counter times
         `started`), writing `events` events; `errors`: the class names of refused ones.
-        Called by the writer thread only."""
+        Called by one thread at a time: whoever holds the writer's leader lock."""
         if self.enabled:
             pending = self._commits
             pending.append((requests, events, time.perf_counter(), started, errors))
@@ -291,7 +291,7 @@ class Metrics:
         now = time.perf_counter()
         with self._lock:
             # The writer folds and resets its list under this lock and only appends outside
-            # it: a copy of the list now holds exactly the commits not folded yet.
+            # it (one thread at a time): a copy of the list now holds the commits not folded.
             totals = _Totals(self)
             pending = list(self._commits)
             delivery = self.delivery_latency.copy()

@@ -33,7 +33,7 @@ from .storage import schema as schema_ops
 from .storage.connection import check_session_dsn, connect
 from .storage.pool import ReadPool
 from .storage.replica import LsnTracker, ReplicaReads
-from .writer import WriterActor
+from .writer import Leader, WriterActor
 
 __all__ = ["Runtime", "settings_from", "start", "stop_actor"]
 
@@ -117,6 +117,8 @@ class Runtime:
             self.replica = self.reads = ReplicaReads(settings, pool, self.tracker)
         self.origin = uuid.uuid4().hex  # names this instance's commits in notifications
         self.registry = Registry(Metrics(settings.metrics))
+        #: Lets a caller commit on the writer's connection while the writer is idle.
+        self.leader = Leader()
         pool.metrics = self.registry.metrics
         self.supervisor = Supervisor.start(
             self.registry, settings.max_restarts, settings.restart_window
@@ -130,18 +132,19 @@ class Runtime:
     def start_children(self) -> None:
         """The writer and the publisher (critical: the store stops if they give up), the
         retention scavenger (restarted when it fails), then the tickers."""
-        settings, registry, origin, tracker = (
+        settings, registry, origin, tracker, leader = (
             self.settings,
             self.registry,
             self.origin,
             self.tracker,
+            self.leader,
         )
         self.ask_supervisor(
             "start_child",
             ChildSpec(
                 "writer",
                 lambda sup, cid, _: WriterActor.start(
-                    sup, cid, settings, registry, origin, tracker
+                    sup, cid, settings, registry, origin, leader, tracker
                 ),
                 critical=True,
             ),

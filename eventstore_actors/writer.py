@@ -11,13 +11,24 @@ condition, not a crash: the affected callers get `StoreUnavailableError`, the co
 dropped and the next append reconnects, with a back-off while reconnecting keeps failing.
 The writer never restarts for it, so it never counts towards the supervisor's restart limit;
 only a bug (an unexpected exception) makes it crash.
+
+Leader hand-off: two thread hand-offs (to the actor and back) cost more than the append's
+own statement when nobody else is appending. So a caller whose writer is idle (no append
+queued or pending, no flush under way) commits on the writer's connection from its own thread
+(`Leader.append`): the leader lock, held by whoever uses the connection (the actor's flush
+or such a caller), keeps it one writer at a time and keeps the publisher's `Committed` in
+commit order. A caller that finds the lock taken or the writer busy goes through the actor,
+so group commit under contention is unchanged. Everything after the statement (a lost
+connection, the back-off, a crash and restart, the metrics) is the same code either way.
 """
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 import pykka
@@ -33,7 +44,7 @@ from .storage.deadline import guard
 from .storage.replica import LsnTracker
 from .storage.sessions import backend_pid, end_orphan
 
-__all__ = ["Append", "Committed", "WriterActor"]
+__all__ = ["Append", "Committed", "Leader", "WriterActor"]
 
 
 @dataclass(frozen=True)
@@ -52,6 +63,13 @@ class _Flush:
 
 
 @dataclass(frozen=True)
+class _Park:
+    """Told by a leading caller: the actor waits until that commit is done, so that appends
+    arriving meanwhile queue up in its inbox and commit together afterwards, as behind a
+    commit of its own."""
+
+
+@dataclass(frozen=True)
 class Committed:
     """Told to the publisher after each commit: the rows just committed, in event_id order."""
 
@@ -61,6 +79,7 @@ class Committed:
 
 
 _FLUSH = _Flush()
+_PARK = _Park()
 
 #: An append waiting for its group's commit, with the future its caller waits on and the
 #: time it was asked (`Append.at`).
@@ -72,6 +91,42 @@ _BACKOFF_FIRST = 0.05
 _BACKOFF_MAX = 2.0
 
 
+class Leader:
+    """The leader hand-off of one store (see the module docstring), shared by the writer's
+    successive instances and the store's callers."""
+
+    def __init__(self) -> None:
+        #: Held while the writer's connection is in use, by the actor or a leading caller.
+        self.lock = threading.Lock()
+        #: Clear while a caller leads: the parked actor waits for it (see `_Park`).
+        self.free = threading.Event()
+        self.free.set()
+        #: The writer instance that callers may lead for: set once it has set up, cleared
+        #: (under the lock) when it cleans up or crashes.
+        self.writer: WriterActor | None = None
+
+    def append(self, request: AppendRequest) -> list[AppendResult] | None:
+        """Commit `request` on this thread if the writer is idle: its results, or its error
+        raised; None when the writer is busy (or restarting): ask the actor then."""
+        at = time.perf_counter()
+        if not self.lock.acquire(blocking=False):
+            return None
+        try:
+            writer = self.writer
+            if writer is None or not writer.idle():
+                return None
+            self.free.clear()
+            try:
+                (outcome,) = writer.commit([request], [at], lead=True)
+            finally:
+                self.free.set()
+        finally:
+            self.lock.release()
+        if isinstance(outcome, Written):
+            return outcome.results
+        raise outcome
+
+
 class WriterActor(SupervisedActor):
     def __init__(
         self,
@@ -80,9 +135,11 @@ class WriterActor(SupervisedActor):
         settings: Settings,
         registry: Registry,
         origin: str,
+        leader: Leader,
         tracker: LsnTracker | None = None,
     ) -> None:
         super().__init__(supervisor, child_id)
+        self._leader = leader
         self._origin = origin
         self._tracker = tracker  # replica_dsn: the WAL position after each commit
         self._settings = settings
@@ -95,24 +152,49 @@ class WriterActor(SupervisedActor):
         self._failures = 0  # consecutive connection losses or failed connects
         self._retry_at = 0.0  # monotonic time before which no reconnect is tried
         self._orphan: int | None = None  # backend of a connection given up while in use
+        self._parks_told = 0  # by leading callers (under the leader lock)
+        self._parks_seen = 0  # by the actor
         self._pid: int | None = None
 
     def setup(self) -> None:
-        try:
-            self._connection()
-        except StoreUnavailableError as exc:
-            # Not fatal: the next append retries, and its caller hears why if it fails again.
-            self.log.warning("writer starting without a connection", error=str(exc))
+        with self._leader.lock:
+            try:
+                self._connection()
+            except StoreUnavailableError as exc:
+                # Not fatal: the next append retries, and its caller hears why if it fails again.
+                self.log.warning("writer starting without a connection", error=str(exc))
+            self._leader.writer = self
 
     def cleanup(self) -> None:
-        _fail(
-            self._pending,
-            StoreUnavailableError("the writer stopped before this append was committed"),
+        with self._leader.lock:  # a leading caller finishes first
+            if self._leader.writer is self:
+                self._leader.writer = None
+            _fail(
+                self._pending,
+                StoreUnavailableError("the writer stopped before this append was committed"),
+            )
+            self._pending.clear()
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def idle(self) -> bool:
+        """Whether no append waits for this writer (asked by a caller holding the lock): none
+        pending, no flush queued, nothing in the inbox but the parks of earlier leaders."""
+        return (
+            not self._pending
+            and not self._flush_queued
+            and cast("queue.Queue[Any]", self.actor_inbox).qsize()
+            <= self._parks_told - self._parks_seen
         )
-        self._pending.clear()
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+
+    def _park(self) -> None:
+        """Park the actor for a leading caller's commit (not when it is stopping)."""
+        try:
+            self.actor_ref.tell(_PARK)
+        except pykka.ActorDeadError:
+            return
+        self._parks_told += 1
 
     def _connection(self) -> psycopg.Connection[Any]:
         """The writer's connection, checked before use: one that died while idle, or that a
@@ -170,6 +252,10 @@ class WriterActor(SupervisedActor):
             self._flush_queued = False
             self._flush()
             return None
+        if isinstance(message, _Park):
+            self._parks_seen += 1
+            self._leader.free.wait()  # a leading caller's commit, bounded by io_timeout
+            return None
         return super().handle(message)
 
     def _take_batch(self) -> list[_Pending]:
@@ -185,30 +271,51 @@ class WriterActor(SupervisedActor):
         return batch
 
     def _flush(self) -> None:
-        batch = self._take_batch()
-        if self._pending and not self._flush_queued:
-            self._flush_queued = True
-            self.actor_ref.tell(_FLUSH)
-        if not batch:
-            return
+        with self._leader.lock:  # taken first: what queues meanwhile joins the next batch
+            batch = self._take_batch()
+            if self._pending and not self._flush_queued:
+                self._flush_queued = True
+                self.actor_ref.tell(_FLUSH)
+            if not batch:
+                return
+            outcomes = self.commit([p[0] for p in batch], [p[2] for p in batch])
+        for (_, future, _), outcome in zip(batch, outcomes, strict=True):
+            if isinstance(outcome, Written):
+                future.set(outcome.results)
+            else:
+                future.set_exception(exc_info=(type(outcome), outcome, None))
+
+    def commit(
+        self, requests: list[AppendRequest], started: list[float], lead: bool = False
+    ) -> list[Outcome]:
+        """Each request's outcome, committed together on the writer's connection (the caller
+        holds the leader lock: the actor, or with `lead` a caller leading); `started`: when
+        each was asked. What committed goes to the publisher before this returns."""
         try:
             conn = self._connection()
         except StoreUnavailableError as exc:
-            self._metrics.failed(len(batch), type(exc).__name__)
-            _fail(batch, exc)
-            return
+            self._metrics.failed(len(requests), type(exc).__name__)
+            return [exc] * len(requests)
+        if lead:
+            # Told only now, next to the statement's own wait: the actor's wake-up then
+            # costs the leading thread no wait for the GIL before its statement.
+            self._park()
         appender = Appender(conn, self._settings.channel, self._origin)
         try:
             with guard(conn, self._settings.io_timeout):
-                outcomes = appender.append([request for request, _, _ in batch])
+                outcomes = appender.append(requests)
         except Exception as exc:
             # A bug, not bad input (refused before it gets here) nor a database error (the
             # appender turns those into outcomes): the callers hear of it at once and the
-            # writer restarts with fresh state. Told, not raised: raised inside an ask (see
-            # handle) it would only reach that caller.
-            _fail(batch, StoreUnavailableError(f"the writer failed: {exc!r}"))
-            self.actor_ref.tell(Crash(exc))
-            return
+            # writer restarts with fresh state (no caller leads for it meanwhile). Told, not
+            # raised: raised inside an ask (see handle) it would only reach that caller.
+            if self._leader.writer is self:
+                self._leader.writer = None
+            try:
+                self.actor_ref.tell(Crash(exc))
+            except pykka.ActorDeadError:
+                pass  # stopping already
+            return [StoreUnavailableError(f"the writer failed: {exc!r}")] * len(requests)
         if appender.connection_lost or not reset_to_idle(conn):
             self.log.warning("writer connection lost; reconnecting on the next append")
             self._drop_connection()
@@ -220,30 +327,25 @@ class WriterActor(SupervisedActor):
                 # Before the callers hear of it, so that their next read waits for it.
                 with guard(conn, self._settings.io_timeout):
                     self._tracker.after_commit(conn)
-        self._settle(batch, outcomes)
+        self._settle(started, outcomes)
+        return outcomes
 
-    def _settle(
-        self,
-        batch: list[_Pending],
-        outcomes: list[Outcome],
-    ) -> None:
-        """Answer each caller; hand what committed to the publisher, even when others failed."""
+    def _settle(self, started: list[float], outcomes: list[Outcome]) -> None:
+        """Count the commit before any caller hears of it (its metrics() then counts it);
+        hand what committed to the publisher, even when other appends failed."""
         metrics = self._metrics
-        if metrics.enabled:  # before any caller hears: its metrics() then counts it
+        committed: list[StoredRow] = []
+        if metrics.enabled:
             events, errors = 0, None
             for outcome in outcomes:
                 if isinstance(outcome, Written):
                     events += len(outcome.rows)
                 else:
                     errors = [*(errors or ()), type(outcome).__name__]
-            metrics.committed(len(batch), events, [p[2] for p in batch], errors)
-        committed: list[StoredRow] = []
-        for (_, future, _), outcome in zip(batch, outcomes, strict=True):
+            metrics.committed(len(outcomes), events, started, errors)
+        for outcome in outcomes:
             if isinstance(outcome, Written):
                 committed.extend(outcome.rows)
-                future.set(outcome.results)
-            else:
-                future.set_exception(exc_info=(type(outcome), outcome, None))
         if committed and self._registry.has_prefix("subscription:"):
             # Only subscriptions need the rows; without any, the publisher is not woken (a
             # subscription that starts later reads storage itself, see PublisherActor).

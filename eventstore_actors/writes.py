@@ -1,5 +1,6 @@
 """Appends: events checked and serialized here, then written by the writer actor (group
-commit), or with `conn=` in the caller's own transaction (`storage.outbox`)."""
+commit; on the caller's thread when the writer is idle, see `writer.Leader`), or with `conn=`
+in the caller's own transaction (`storage.outbox`)."""
 
 from __future__ import annotations
 
@@ -41,6 +42,10 @@ class Writes:
         self._pool = runtime.pool
         self._registry = runtime.registry
         self._origin = runtime.origin
+        # Leading (see writer.Leader) bounds a call by io_timeout (the watchdog) where the
+        # actor's caller gives up after call_timeout: only where that is no longer a wait.
+        settings = runtime.settings
+        self._leader = runtime.leader if settings.call_timeout >= settings.io_timeout else None
         self._box_lock = threading.Lock()
         self._box: Outbox | None = None
         self._same_metadata = same_metadata(self._settings.serializer)
@@ -191,6 +196,11 @@ class Writes:
         self.refuse_own_lock_wait(conn)
         if conn is not None:
             return self.outbox().append(conn, request)
+        leader = self._leader
+        if leader is not None and self._registry.closed_reason is None:
+            led = leader.append(request)  # the writer is idle: commit on this thread
+            if led is not None:
+                return led
         timeout = self._settings.call_timeout
         for attempt in (1, 2):
             writer = self._registry.get("writer", timeout)
