@@ -436,7 +436,7 @@ def decode(rows: Iterable[Row], serializer: Serializer) -> list[RecordedEvent]:
                 if not row[12] and (key := keys.get(subject)) is not None:  # the hot path
                     if data[0] != 1:
                         raise EventStoreError("the stored data is not in the encrypted format")
-                    data = key.aead.decrypt(data[1:13], data[13:], key.aad)
+                    data = key.decrypt(data[1:13], data[13:], key.aad)
                 else:
                     data = _open(keyring, subject, data, row[12])
                     forgotten = data is None
