@@ -13,7 +13,7 @@ import pykka
 
 from .errors import CannotAppendToAllStreamError, SerializationError, StoreUnavailableError
 from .events import NIL_UUID, AppendResult, EventData, StreamAppend
-from .lifecycle.encryption import sealing
+from .lifecycle.encryption import keyring_of, sealing
 from .runtime import Runtime
 from .serialization import inferred_type_name
 from .storage import checkpoints, outbox
@@ -39,6 +39,8 @@ class Writes:
 
     def __init__(self, runtime: Runtime) -> None:
         self._settings = runtime.settings
+        #: The store's keyring when it runs with encryption (its serializer is fixed).
+        self._keyring = keyring_of(runtime.settings.serializer)
         self._pool = runtime.pool
         self._registry = runtime.registry
         self._origin = runtime.origin
@@ -151,8 +153,8 @@ class Writes:
 
     def _serialize(self, event: Any, span: AppendSpan | None, checked_types: set[str]) -> NewEvent:
         """`span`: the append's trace span when tracing (its context goes into the metadata);
-        `checked_types`: event types of this call already checked (a batch's events mostly
-        share one)."""
+        `checked_types`: names of this call already checked, event types and subjects (a
+        batch's events mostly share one of each)."""
         if not isinstance(event, EventData):
             raise TypeError(f"events must be EventData instances, got {type(event).__qualname__}")
         event_type = event.event_type
@@ -176,9 +178,14 @@ class Writes:
         if metadata is not None and not isinstance(metadata, bytes):
             raise SerializationError("the serializer must return bytes")
         correlation, causation = event.correlation_id, event.causation_id
-        subject = None if event.subject is None else check_name(event.subject, "subject")
+        subject = event.subject
         if subject is not None:  # encrypted under the subject's key (created on first use)
-            data = sealing(self._settings.serializer, "an event").seal(subject, data, given)
+            # Checked once per call: check_name is the same check for types and subjects.
+            if type(subject) is not str or subject not in checked_types:
+                subject = check_name(subject, "subject")
+                checked_types.add(subject)
+            keyring = self._keyring or sealing(self._settings.serializer, "an event")
+            data = keyring.seal(subject, data, given)
         return NewEvent(
             event_type,
             None if correlation is None else check_optional_name(correlation, "correlation_id"),

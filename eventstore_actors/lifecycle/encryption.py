@@ -26,6 +26,7 @@ import hmac
 import os
 import threading
 import uuid
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -72,9 +73,20 @@ class KeyStore(Protocol):
         ...
 
 
-#: Bumped in a forked child: its nonce blocks must not be its parent's.
-_forks = [0]
-os.register_at_fork(after_in_child=lambda: _forks.__setitem__(0, _forks[0] + 1))
+#: Nonces drawn from the OS at once, per thread of a keyring (one system call per block).
+_NONCES = 256
+_SLICES = [slice(i, i + _NONCE) for i in range(0, _NONCE * _NONCES, _NONCE)]
+#: Every keyring of this process: a forked child forgets their drawn nonces (its own must
+#: not be its parent's).
+_keyrings: weakref.WeakSet[Keyring] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for keyring in list(_keyrings):
+        keyring._random = threading.local()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 @functools.cache
@@ -196,16 +208,19 @@ def rewrapper(old: bytes, new: bytes) -> Callable[[bytes], bytes | None]:
 
 
 class _Key:
-    """One subject's data key, ready to use: `aead` decrypts with the associated data `aad`
-    (the subject in UTF-8)."""
+    """One subject's data key, ready to use: `encrypt` and `decrypt` (its AES-GCM's, bound
+    once: the hot paths call them per event) with the associated data `aad` (the subject in
+    UTF-8)."""
 
-    __slots__ = ("aad", "aead", "key")
+    __slots__ = ("aad", "decrypt", "encrypt", "key")
 
     def __init__(self, key: bytes, subject: str) -> None:
         if not isinstance(key, (bytes, bytearray)) or len(key) != _KEY:
             raise EventStoreError(f"a data key must be {_KEY} bytes")
         self.key = bytes(key)
-        self.aead = _aesgcm()(self.key)
+        aead = _aesgcm()(self.key)
+        self.encrypt: Callable[[bytes, bytes, bytes], bytes] = aead.encrypt
+        self.decrypt: Callable[[bytes, bytes, bytes], bytes] = aead.decrypt
         self.aad = subject.encode("utf-8")
 
 
@@ -237,18 +252,19 @@ class Keyring:
         self._create: Create | None = None
         self._is_forgotten: IsForgotten | None = None
         self._random = threading.local()  # random nonces, drawn in bulk per thread
+        _keyrings.add(self)
 
     def _nonce(self) -> bytes:
         """A fresh random 96-bit nonce. Drawn from the OS in blocks (one system call per 256
-        nonces: it cost a third of an encryption); a forked child draws its own."""
+        nonces: it cost a third of an encryption), handed out by an iterator of the thread's
+        (one call, no bookkeeping per nonce); a forked child draws its own."""
         local = self._random
-        block: bytes | None = getattr(local, "block", None)
-        at: int = getattr(local, "at", 0)
-        if block is None or at >= len(block) or local.fork != _forks[0]:
-            block, at = os.urandom(_NONCE * 256), 0
-            local.block, local.fork = block, _forks[0]
-        local.at = at + _NONCE
-        return block[at : at + _NONCE]
+        try:
+            nonce: bytes = next(local.nonces)
+        except (AttributeError, StopIteration):  # first use on this thread, or used up
+            local.nonces = map(os.urandom(_NONCE * _NONCES).__getitem__, _SLICES)
+            nonce = next(local.nonces)
+        return nonce
 
     def attach(self, fetch: Fetch, create: Create, is_forgotten: IsForgotten) -> None:
         self._fetch, self._create, self._is_forgotten = fetch, create, is_forgotten
@@ -276,7 +292,7 @@ class Keyring:
         else:
             mac = hmac.new(key.key, b"nonce" + event_uuid.bytes + plain, hashlib.sha256)
             nonce = mac.digest()[:_NONCE]
-        return _VERSION + nonce + key.aead.encrypt(nonce, plain, key.aad)
+        return _VERSION + nonce + key.encrypt(nonce, plain, key.aad)
 
     def _for_write(self, subject: str) -> _Key:
         fetch, create, is_forgotten = self._attached()
@@ -313,7 +329,7 @@ class Keyring:
         if len(sealed) < 1 + _NONCE + 16 or sealed[0] != 1:
             raise EventStoreError("the stored data is not in the encrypted format")
         try:
-            return key.aead.decrypt(sealed[1 : 1 + _NONCE], sealed[1 + _NONCE :], key.aad)
+            return key.decrypt(sealed[1 : 1 + _NONCE], sealed[1 + _NONCE :], key.aad)
         except _invalid_tag():
             raise EventStoreError(
                 "the stored data cannot be decrypted with its subject's data key"

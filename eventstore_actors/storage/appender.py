@@ -336,9 +336,6 @@ class Appender:
         if not rows:
             conn.execute("ROLLBACK")
             return outcomes
-        subjects = [row[-1] for row in rows if row[-1] is not None]
-        if subjects:  # under the counter lock taken above (SQLSTATE EAF01: rolled back)
-            conn.execute(statement("append/check_subjects"), {"subjects": subjects})
         with conn.cursor() as cur, cur.copy(statement("append/copy_events")) as copy:
             copy.set_types(_COPY_TYPES)
             for row in rows:
@@ -351,7 +348,11 @@ class Appender:
         # it; streams created for appends that failed go back to 0 to be dropped.
         moved = {sid: v for sid, v in versions.items() if in_row.get(sid) != v}
         moved.update((sid, 0) for sid in unused if in_row.get(sid) != 0)
+        subjects = [row[-1] for row in rows if row[-1] is not None]
         with conn.pipeline():
+            if subjects:  # under the counter lock taken above, before anything else here:
+                # refused (SQLSTATE EAF01), the pipeline raises it and nothing commits.
+                conn.execute(statement("append/check_subjects"), {"subjects": subjects})
             if moved:
                 conn.execute(
                     statement("append/update_streams"),

@@ -282,13 +282,22 @@ def _all_covered_query(
     by_type: bool = False, by_prefix: bool = False, by_partition: bool = False
 ) -> str:
     events = all_query(False, by_type, by_prefix, by_partition).rstrip().rstrip(";")
-    return statement("read/all_covered").replace("{events}", events)
+    return _uncommented("read/all_covered").replace("{events}", events)
 
 
 @cache
 def _stream_covered_query(by_type: bool = False) -> str:
     events = stream_query(False, by_type).rstrip().rstrip(";")
-    return statement("read/stream_covered").replace("{events}", events)
+    return _uncommented("read/stream_covered").replace("{events}", events)
+
+
+@cache
+def _uncommented(name: str) -> str:
+    """A read statement without its comment lines (the files document them): psycopg caches
+    the parsing of a query only up to 4,096 bytes, and the stream read with its comments is
+    longer, so every read would parse it again (about 45 µs)."""
+    text = statement(name)
+    return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
 
 
 @cache
@@ -306,7 +315,7 @@ def stream_query(backward: bool, by_type: bool = False) -> str:
             "\n                                 WHERE t.event_id = k.event_id))"
         )
     return (
-        statement("read/stream_events")
+        _uncommented("read/stream_events")
         .replace("{cmp}", cmp)
         .replace("{dir}", direction)
         .replace("{filters}", filters)
@@ -326,7 +335,7 @@ def all_query(backward: bool, by_type: bool, by_prefix: bool, by_partition: bool
     if by_partition:
         filters += f"\n  AND {PARTITION_SQL} = %(partition)s"
     return (
-        statement("read/all_events")
+        _uncommented("read/all_events")
         .replace("{filters}", filters)
         .replace("{dir}", "DESC" if backward else "ASC")
     )
@@ -395,89 +404,22 @@ def decode(rows: Iterable[Row], serializer: Serializer) -> list[RecordedEvent]:
 
     The hot path of every read and delivery: events are built without the frozen dataclass's
     __init__ (one object.__setattr__ per field), by giving each instance its dict whole. With
-    the stock JsonSerializer its deserialize is inlined (`fast_json`). An event the
-    serializer cannot rebuild raises SerializationError (EventDecodeError) naming it: never
-    skipped, never half-decoded.
+    the stock JsonSerializer its deserialize is inlined (`fast_json`): each document is
+    scanned from its first character; one that does not end where its text ends (whitespace
+    around it) or does not scan goes through `loads` (JSONDecoder.decode: the same value, or
+    the same error). An event the serializer cannot rebuild raises SerializationError
+    (EventDecodeError) naming it: never skipped, never half-decoded.
 
     An event with a data subject has encrypted data: decrypted with the store's keyring (its
-    serializer is a SealedSerializer), or FORGOTTEN (`forgotten=True`) when the row says the
-    subject is forgotten or its key is gone since. Ciphertext is never returned: a store
-    without encryption, or whose key cannot decrypt it, raises EventDecodeError.
+    serializer is a SealedSerializer; a cached key inline, else `_open`), then decoded like
+    any other; or FORGOTTEN (`forgotten=True`) when the row says the subject is forgotten or
+    its key is gone since. Ciphertext is never returned: a store without encryption, or
+    whose key cannot decrypt it, raises EventDecodeError.
     """
     keyring = keyring_of(serializer)
-    fast = fast_json(serializer if keyring is None else serializer.inner)  # type: ignore[attr-defined]
-    if fast is not None:  # the stock JsonSerializer (sealed or not)
-        return _decode_json(rows, *fast, serializer.deserialize, keyring)
     deserialize = serializer.deserialize
-    keys = {} if keyring is None else keyring.cache
-    new = object.__new__
-    set_dict = object.__setattr__
-    events = []
-    for row in rows:
-        (
-            event_id,
-            stream_uuid,
-            version,
-            event_type,
-            correlation,
-            causation,
-            data,
-            meta,
-            at,
-            event_uuid,
-            number,
-            subject,
-            forgotten,
-        ) = row if len(row) == 13 else (*row[:11], None, False)
-        try:  # free in 3.11 unless it raises
-            if subject is None:
-                data = deserialize(data, event_type)
-            elif not forgotten and (key := keys.get(subject)) is not None:  # the hot path
-                if data[0] != 1:
-                    raise EventStoreError("the stored data is not in the encrypted format")
-                data = deserialize(key.aead.decrypt(data[1:13], data[13:], key.aad), event_type)
-            else:
-                data, forgotten = _open(keyring, subject, data, forgotten, event_type, deserialize)
-            meta = None if meta is None else deserialize(meta, None)
-        except Exception as exc:  # a custom serializer may raise anything
-            raise EventDecodeError(event_id, event_type, stream_uuid, exc) from exc
-        event = new(RecordedEvent)
-        set_dict(
-            event,
-            "__dict__",
-            {
-                "event_id": event_id,
-                "stream_uuid": stream_uuid,
-                "stream_version": version,
-                "event_type": event_type,
-                "data": data,
-                "metadata": meta,
-                "correlation_id": correlation,
-                "causation_id": causation,
-                "created_at": at,
-                "event_uuid": event_uuid,
-                "event_number": number,
-                "subject": subject,
-                "forgotten": bool(forgotten),
-            },
-        )
-        events.append(event)
-    return events
-
-
-def _decode_json(
-    rows: Iterable[Row],
-    scan: Callable[[str, int], tuple[Any, int]],
-    readers: Mapping[str | None, Callable[[Any], Any]],
-    loads: Callable[[bytes], Any],
-    deserialize: Callable[[bytes, str | None], Any],
-    keyring: Keyring | None,
-) -> list[RecordedEvent]:
-    """`decode` for the stock JsonSerializer, its `deserialize` inlined: each document is
-    scanned from its first character; one that does not end where its text ends (whitespace
-    around it) or does not scan goes through `loads` (JSONDecoder.decode: the same value,
-    or the same error). An event with a subject is decrypted with a cached key, else opened
-    by `_open` (FORGOTTEN, or refused without a keyring)."""
+    fast = fast_json(serializer if keyring is None else serializer.inner)  # type: ignore[attr-defined]
+    scan, readers, loads = (None, _NO_READERS, deserialize) if fast is None else fast
     keys = {} if keyring is None else keyring.cache
     new = object.__new__
     set_dict = object.__setattr__
@@ -503,12 +445,14 @@ def _decode_json(
                 if not row[12] and (key := keys.get(subject)) is not None:  # the hot path
                     if data[0] != 1:
                         raise EventStoreError("the stored data is not in the encrypted format")
-                    plain = key.aead.decrypt(data[1:13], data[13:], key.aad)
-                    value = deserialize(plain, event_type)
+                    data = key.decrypt(data[1:13], data[13:], key.aad)
                 else:
-                    value, forgotten = _open(
-                        keyring, subject, data, row[12], event_type, deserialize
-                    )
+                    data = _open(keyring, subject, data, row[12])
+                    forgotten = data is None
+            if forgotten:
+                value: Any = FORGOTTEN
+            elif scan is None:  # a serializer of the application's
+                value = deserialize(data, event_type)
             else:
                 try:
                     text = str(data, "utf-8")
@@ -520,8 +464,11 @@ def _decode_json(
                 read = readers.get(event_type)
                 if read is not None:
                     value = read(value)
-            metadata = None
-            if meta is not None:
+            if meta is None:
+                metadata = None
+            elif scan is None:
+                metadata = deserialize(meta, None)
+            else:
                 try:
                     text = str(meta, "utf-8")
                     metadata, end = scan(text, 0)
@@ -529,7 +476,7 @@ def _decode_json(
                         metadata = loads(meta)
                 except Exception:
                     metadata = loads(meta)
-        except Exception as exc:
+        except Exception as exc:  # a custom serializer may raise anything
             raise EventDecodeError(event_id, event_type, stream_uuid, exc) from exc
         event = new(RecordedEvent)
         set_dict(
@@ -555,25 +502,20 @@ def _decode_json(
     return events
 
 
-def _open(
-    keyring: Keyring | None,
-    subject: str,
-    sealed: bytes,
-    forgotten: bool | None,
-    type_: str,
-    deserialize: Any,
-) -> tuple[Any, bool]:
-    """The data of an event with a subject, and whether it is forgotten."""
+#: No type is rebuilt by the inlined JSON decoding when the serializer is not the stock one.
+_NO_READERS: Mapping[str | None, Callable[[Any], Any]] = {}
+
+
+def _open(keyring: Keyring | None, subject: str, sealed: bytes, forgotten: bool | None) -> Any:
+    """The plaintext of an event with a subject whose key is not cached, or None when the
+    subject is forgotten (the row says so, or its key is gone since)."""
     if forgotten:
         if keyring is not None:
             keyring.evict(subject)
-        return FORGOTTEN, True
+        return None
     if keyring is None:
         raise EventStoreError(
             "its data is encrypted and this store runs without encryption (start it with "
             "encryption=Encryption(...))"
         )
-    plain = keyring.open(subject, sealed)
-    if plain is None:  # forgotten since the row was read
-        return FORGOTTEN, True
-    return deserialize(plain, type_), False
+    return keyring.open(subject, sealed)
