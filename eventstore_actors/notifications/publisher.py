@@ -136,10 +136,13 @@ class PublisherActor(SupervisedActor):
         serializer = self._settings.serializer
 
         def on_connect() -> None:
-            forgetting.on_notice(serializer)  # forgets may have been missed meanwhile
             listens[0] += 1
-            if listens[0] > 1:
+            if listens[0] > 1:  # forgets may have been missed while disconnected
+                forgetting.on_notice(serializer)
                 metrics.count("reconnects_total", connection="listener")
+            # Not on the first: what the keys cached since start missed is no risk, since
+            # every read and append checks the subject's flag in the database (the cache
+            # only saves unwrapping keys); emptying it then only raced the store's first use.
             _notify(ref, CatchUp())
 
         self._listener = Listener(
