@@ -225,6 +225,7 @@ class SubscriptionActor(SupervisedActor):
             self._spec, checkpoint, self._members.numbers(), self._reads.key_of
         )
         self._sent_before = checkpoint
+        self._reads.discard()  # what was read ahead was for the state machine before
         self._nacks.reset()
         self._saver.restart(checkpoint)
 
@@ -245,6 +246,7 @@ class SubscriptionActor(SupervisedActor):
             saver.flush()
         except Exception as exc:  # the acks since the last write will be delivered again
             self.log.warning("could not store the last checkpoint", error=str(exc))
+        self._reads.close()
         self._lock.release()
 
     def after_exit(self) -> None:
@@ -272,6 +274,7 @@ class SubscriptionActor(SupervisedActor):
         """The lock went with the connection: another process may hold the name now."""
         state, self._state = self._state, None
         self._nacks.to_redo = []  # their events come again after the checkpoint
+        self._reads.discard()
         if state is not None:
             self._sent_before = state.last_sent
         self._lock.drop()
