@@ -1,6 +1,7 @@
 """Read-ahead for a subscription's catch-up: the next page is read from the read pool, on a
-short-lived thread, while the subscriber works on the page before it, so the database round
-trip overlaps delivery instead of following it.
+thread of the subscription's own (which ends once it has had nothing to read for a second),
+while the subscriber works on the page before it, so the database round trip overlaps
+delivery instead of following it.
 
 Only what a later read would return anyway is ever served:
 - Rows are kept only from *full* reads, whose cover ends at their last row: every position
@@ -12,9 +13,10 @@ Only what a later read would return anyway is ever served:
   resync to another checkpoint), discards it. The cursor of one state machine only moves
   forward by contiguous extension, so a matching start is the same read, done earlier.
 - At most one page of rows is held or being read ahead (`page`), and at most one thread per
-  subscription runs; the threads of one pool are bounded by a semaphore (without a permit the
-  read simply is not done ahead). A read that failed ahead is done again by the actor, whose
-  errors (a lost lock, an interruption) take their usual path.
+  subscription runs; the reads ahead on one pool are bounded by a semaphore (half of its
+  connections; without a permit the read simply is not done ahead). A read that failed
+  ahead is done again by the actor, whose errors (a lost lock, an interruption) take their
+  usual path.
 """
 
 from __future__ import annotations
@@ -27,7 +29,12 @@ from typing import Any
 from ..storage import reader
 from ..storage.pool import ReadPool
 
-__all__ = ["Ahead", "Query"]
+__all__ = ["THREAD_NAME", "Ahead", "Query"]
+
+#: The name of the read-ahead threads (one per subscription catching up, at most).
+THREAD_NAME = "eventstore-prefetch"
+#: Seconds a read-ahead thread waits for the next job before it ends.
+_IDLE = 1.0
 
 #: A covered read of `count` rows from a position, as (rows, covered, deleted): `deleted` says
 #: that a stream subscription's stream is soft-deleted (all-streams reads: always False).
@@ -59,23 +66,72 @@ def _full(page: Page, count: int) -> bool:
 
 
 class _Job:
-    """One read ahead of `count` rows from `low`, on its own thread."""
+    """One read ahead of `count` rows from `low` (`done` once `result` is set)."""
 
-    def __init__(
-        self, pool: ReadPool, permit: threading.BoundedSemaphore, work: Work, low: int, count: int
-    ) -> None:
-        self.low, self.count = low, count
+    def __init__(self, work: Work, low: int, count: int) -> None:
+        self.low, self.count, self.work = low, count, work
         self.result: Page | None = None
-        self._pool, self._permit, self._work = pool, permit, work
-        self.thread = threading.Thread(target=self._run, name="eventstore-prefetch", daemon=True)
+        self.done = threading.Event()
+
+
+class _Worker:
+    """The thread that reads ahead for one subscription, a job at a time: started on the
+    first job (no thread start per page), ended by `close` or after `_IDLE` seconds without
+    a job (a live subscription keeps no thread)."""
+
+    def __init__(self, pool: ReadPool, permit: threading.BoundedSemaphore) -> None:
+        self._pool, self._permit = pool, permit
+        self._cond = threading.Condition()
+        self._job: _Job | None = None
+        self._closed = False
+        self.thread: threading.Thread | None = None  # None: not running (or ending)
+
+    def submit(self, job: _Job) -> bool:
+        """Run `job` (a permit is held for it); False if no thread could be started."""
+        with self._cond:
+            if self._closed:
+                return False
+            self._job = job
+            if self.thread is None:
+                thread = threading.Thread(target=self._run, name=THREAD_NAME, daemon=True)
+                try:
+                    thread.start()
+                except RuntimeError:  # no thread to be had: the read is done when needed
+                    self._job = None
+                    return False
+                self.thread = thread
+            self._cond.notify()
+        return True
 
     def _run(self) -> None:
-        try:
-            self.result = self._pool.run(self._work)
-        except Exception:  # the actor reads again and meets the error there
-            self.result = None
-        finally:
-            self._permit.release()
+        while True:
+            with self._cond:
+                while self._job is None and not self._closed:
+                    if not self._cond.wait(_IDLE) and self._job is None:
+                        self.thread = None  # the next job starts another
+                        return
+                if self._closed:
+                    self.thread = None
+                    return
+                job, self._job = self._job, None
+            assert job is not None
+            try:
+                job.result = self._pool.run(job.work)
+            except Exception:  # the actor reads again and meets the error there
+                job.result = None
+            finally:
+                self._permit.release()
+                job.done.set()
+
+    def close(self, timeout: float) -> None:
+        """End the thread, after the read in progress (waited for at most `timeout`)."""
+        with self._cond:
+            self._closed = True
+            self._job = None
+            thread = self.thread
+            self._cond.notify()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
 
 
 class Ahead:
@@ -99,7 +155,8 @@ class Ahead:
         self._start = -1  # where the rows (or the read in progress, without rows) start
         self._rows: list[reader.Row] = []
         self._job: _Job | None = None  # continues the rows
-        self._stale: list[_Job] = []  # discarded while running: joined on close
+        self._worker = _Worker(pool, self._permit)
+        self._busy: _Job | None = None  # the last job given to the worker
 
     @property
     def held(self) -> int:
@@ -113,9 +170,13 @@ class Ahead:
 
     @property
     def running(self) -> bool:
-        """Whether a read ahead is in progress (or a discarded one still finishing)."""
-        jobs = self._stale if self._job is None else [*self._stale, self._job]
-        return any(job.thread.is_alive() for job in jobs)
+        """Whether a read ahead is in progress (it may have been discarded)."""
+        return self._busy is not None and not self._busy.done.is_set()
+
+    @property
+    def thread(self) -> threading.Thread | None:
+        """The read-ahead thread while it runs."""
+        return self._worker.thread
 
     def take(self, owner: object, start: int, limit: int, query: Query) -> Page:
         """The covered read of `limit` rows from `start` for `owner`: from what was read
@@ -148,38 +209,31 @@ class Ahead:
         job, self._job = self._job, None
         if job is None:
             return
-        job.thread.join()
-        found = job.result
+        found = job.result if job.done.wait(self._join_timeout) else None
         expected = self._rows[-1][10] + 1 if self._rows else start
         if found is not None and job.low == expected and _full(found, job.count):
             self._rows.extend(found[0])
 
     def _ahead(self, query: Query) -> None:
-        """Start reading the rows after ours (up to one page held), if a permit is free."""
-        self._stale = [job for job in self._stale if job.thread.is_alive()]
+        """Start reading the rows after ours (up to one page held), if a permit is free and
+        no read (even a discarded one) is in progress."""
         count = self._page - len(self._rows)
-        if count <= 0 or self._stale or not self._permit.acquire(blocking=False):
+        if count <= 0 or self.running or not self._permit.acquire(blocking=False):
             return
         low = self._rows[-1][10] + 1 if self._rows else self._start
-        job = _Job(self._pool, self._permit, query(low, count), low, count)
-        try:
-            job.thread.start()
-        except RuntimeError:  # no thread to be had: the next read is done when needed
+        job = _Job(query(low, count), low, count)
+        if not self._worker.submit(job):
             self._permit.release()
             return
-        self._job = job
+        self._job = self._busy = job
 
     def discard(self) -> None:
         """Forget what was read ahead (a read in progress finishes unused)."""
-        self._rows, self._start = [], -1
-        job, self._job = self._job, None
-        if job is not None and job.thread.is_alive():
-            self._stale.append(job)
+        self._rows, self._start, self._job = [], -1, None
 
     def close(self) -> None:
-        """Discard, and wait (bounded) for a read in progress: no thread outlives the actor."""
+        """Discard, and end the read-ahead thread (after a read in progress, waited for at
+        most the join timeout): no thread outlives the actor."""
         self.discard()
         self._owner = None
-        for job in self._stale:
-            job.thread.join(self._join_timeout)
-        self._stale = []
+        self._worker.close(self._join_timeout)
