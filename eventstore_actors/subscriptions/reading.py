@@ -87,8 +87,8 @@ class Reads:
         self.catch_up_due = False
         self.catch_up_lsn: int | None = None
         self.keys: dict[int, Hashable] = {}  # position -> partition key (computed on intake)
-        # Catch-up pages read ahead on the read pool while the subscriber works (not with a
-        # standby: its reads wait for WAL positions, see `_covered`).
+        # Catch-up pages read ahead on the read pool while the subscriber works (not with
+        # `replica_dsn`: a standby's reads wait for WAL positions, see `_covered`).
         pool = spec.pool
         self._ahead = (
             None
@@ -110,7 +110,7 @@ class Reads:
         subscribed to was deleted."""
         start, limit = action.start, action.limit
         ahead = self._ahead
-        if ahead is not None and self._spec.replica is None:
+        if ahead is not None:
             rows, covered, deleted = ahead.take(intake, start, limit, self._query)
         else:
             rows, covered, deleted = self._covered(self._query(start, limit), limit, intake)
