@@ -91,6 +91,7 @@ class _Worker:
         with self._cond:
             if self._closed:
                 return False
+            self._drop_pending()
             self._job = job
             if self.thread is None:
                 thread = threading.Thread(target=self._run, name=THREAD_NAME, daemon=True)
@@ -123,11 +124,19 @@ class _Worker:
                 self._permit.release()
                 job.done.set()
 
+    def _drop_pending(self) -> None:
+        """A job not picked up yet is not run: its permit goes back, and it is done (with
+        no result: the actor reads itself). Called holding the condition."""
+        job, self._job = self._job, None
+        if job is not None:
+            self._permit.release()
+            job.done.set()
+
     def close(self, timeout: float) -> None:
         """End the thread, after the read in progress (waited for at most `timeout`)."""
         with self._cond:
             self._closed = True
-            self._job = None
+            self._drop_pending()
             thread = self.thread
             self._cond.notify()
         if thread is not None and thread is not threading.current_thread():

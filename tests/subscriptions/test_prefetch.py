@@ -56,7 +56,7 @@ def _ahead(pool: ReadPool, page: int = 10) -> tuple[Ahead, list[int]]:
         fresh.append(found[0][0][0] if found[0] else -1)
         return found
 
-    return Ahead(pool, 10, page, now, 5.0), fresh
+    return Ahead(pool, 10, page, now, 30.0), fresh
 
 
 def _ids(found: Page) -> list[int]:
