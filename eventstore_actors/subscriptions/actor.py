@@ -60,6 +60,9 @@ __all__ = ["SubscriptionActor", "SubscriptionSpec"]
 _HEALTH_INTERVAL = 1.0
 #: Seconds between attempts to take a lock another session holds.
 _LOCK_RETRY = 0.5
+#: The same for a consumer group's partition: its previous holder lets go of it when the
+#: group rebalances (a member joined), and the new one takes over on the next tick.
+_GROUP_LOCK_RETRY = 0.1
 #: A first subscribe retries a held lock this long (a backend that just closed may not have
 #: released it yet).
 _SUBSCRIBE_LOCK_WAIT = 0.5
@@ -167,9 +170,12 @@ class SubscriptionActor(SupervisedActor):
                     )
                 time.sleep(0.02)
         elif not self._lock.try_lock():
-            self._retry_at = time.monotonic() + _LOCK_RETRY
+            self._retry_at = time.monotonic() + self._lock_retry()
             return  # another holder: retried on the ticks
         self._start_locked()
+
+    def _lock_retry(self) -> float:
+        return _LOCK_RETRY if self._spec.partition is None else _GROUP_LOCK_RETRY
 
     def _stand_by(self) -> None:
         """Another process holds the name: the subscribe returns now, and the lock is tried
@@ -177,7 +183,7 @@ class SubscriptionActor(SupervisedActor):
         assert self._ready is not None
         self._ready.set(self._handle)
         self._ready = None
-        self._retry_at = time.monotonic() + _LOCK_RETRY
+        self._retry_at = time.monotonic() + self._lock_retry()
         self.log.info("subscription standing by: another process holds the name")
 
     def _start_locked(self) -> None:
@@ -225,6 +231,7 @@ class SubscriptionActor(SupervisedActor):
             self._spec, checkpoint, self._members.numbers(), self._reads.key_of
         )
         self._sent_before = checkpoint
+        self._reads.discard()  # what was read ahead was for the state machine before
         self._nacks.reset()
         self._saver.restart(checkpoint)
 
@@ -245,6 +252,7 @@ class SubscriptionActor(SupervisedActor):
             saver.flush()
         except Exception as exc:  # the acks since the last write will be delivered again
             self.log.warning("could not store the last checkpoint", error=str(exc))
+        self._reads.close()
         self._lock.release()
 
     def after_exit(self) -> None:
@@ -272,6 +280,7 @@ class SubscriptionActor(SupervisedActor):
         """The lock went with the connection: another process may hold the name now."""
         state, self._state = self._state, None
         self._nacks.to_redo = []  # their events come again after the checkpoint
+        self._reads.discard()
         if state is not None:
             self._sent_before = state.last_sent
         self._lock.drop()

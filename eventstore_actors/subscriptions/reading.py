@@ -28,12 +28,16 @@ from ..storage.replica import current_lsn
 from .hub import SharedLockSession
 from .intake import Intake
 from .lock import LockSession
+from .prefetch import Ahead, Page, Work
 from .spec import SubscriptionSpec
 from .state import Read
 
 __all__ = ["Reads", "deleted", "position", "start_position"]
 
 _R = TypeVar("_R", bound=tuple[Any, ...])
+
+#: The most a catch-up read asks for (the state machines' `read_batch_size`): a page ahead.
+READ_PAGE = 1000
 
 
 def position(event: RecordedEvent, all_streams: bool) -> int:
@@ -83,6 +87,20 @@ class Reads:
         self.catch_up_due = False
         self.catch_up_lsn: int | None = None
         self.keys: dict[int, Hashable] = {}  # position -> partition key (computed on intake)
+        # Catch-up pages read ahead on the read pool while the subscriber works (not with
+        # `replica_dsn`: a standby's reads wait for WAL positions, see `_covered`).
+        pool = spec.pool
+        self._ahead = (
+            None
+            if pool is None or spec.replica is not None
+            else Ahead(
+                pool,
+                settings.pool_size,
+                min(spec.max_size, READ_PAGE),
+                lock.read,
+                settings.io_timeout,
+            )
+        )
 
     def read(
         self, action: Read, intake: Intake[RecordedEvent] | None
@@ -91,25 +109,13 @@ class Reads:
         `reader.read_all_covered`); an undecodable event cuts both short. None: the stream
         subscribed to was deleted."""
         start, limit = action.start, action.limit
-        types, prefix = self._spec.event_types, self._spec.stream_prefix
-        if self.all:
-            part = self._spec.partition
-            rows, covered = self._covered(
-                lambda c: reader.read_all_covered(
-                    c, start, limit, event_types=types, stream_prefix=prefix, partition=part
-                ),
-                limit,
-                intake,
-            )
+        ahead = self._ahead
+        if ahead is not None:
+            rows, covered, deleted = ahead.take(intake, start, limit, self._query)
         else:
-            stream = self._spec.stream_uuid
-            rows, covered, deleted = self._covered(
-                lambda c: reader.read_stream_covered(c, stream, start, limit, event_types=types),
-                limit,
-                intake,
-            )
-            if deleted:
-                return None
+            rows, covered, deleted = self._covered(self._query(start, limit), limit, intake)
+        if deleted:
+            return None
         events = self.decode(rows)
         if len(events) < len(rows):  # stop right before the bad event
             covered = events[-1].event_number if events else start - 1
@@ -117,6 +123,32 @@ class Reads:
         if failed is not None:  # stop right before the event the selector failed on
             covered = failed.event_number - 1
         return events, covered
+
+    def _query(self, start: int, limit: int) -> Work:
+        """The covered read of `limit` rows from `start`, as (rows, covered, deleted)."""
+        types, prefix = self._spec.event_types, self._spec.stream_prefix
+        if self.all:
+            part = self._spec.partition
+
+            def read_all(conn: Any) -> Page:
+                rows, covered = reader.read_all_covered(
+                    conn, start, limit, event_types=types, stream_prefix=prefix, partition=part
+                )
+                return rows, covered, False
+
+            return read_all
+        stream = self._spec.stream_uuid
+        return lambda c: reader.read_stream_covered(c, stream, start, limit, event_types=types)
+
+    def discard(self) -> None:
+        """Forget what was read ahead (the state machine starts over, or the lock was lost)."""
+        if self._ahead is not None:
+            self._ahead.discard()
+
+    def close(self) -> None:
+        """The actor stops: nothing read ahead stays, and no read-ahead thread outlives it."""
+        if self._ahead is not None:
+            self._ahead.close()
 
     def _covered(
         self, work: Callable[[Any], _R], limit: int, intake: Intake[RecordedEvent] | None

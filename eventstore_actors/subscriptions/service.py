@@ -268,7 +268,7 @@ class Subscriptions:
             partition_by=options.partition_by,
             buffer_size=options.buffer_size,
             hub=self._hub,
-            pool=None if self._hub is None else self._pool,
+            pool=self._pool,  # catch-up reads ahead (and with a hub, all of them)
         )
 
     def _subscribe_group(

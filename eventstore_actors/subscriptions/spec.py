@@ -43,7 +43,7 @@ class SubscriptionSpec:
     partition_by: Callable[[RecordedEvent], Any] | None = None
     buffer_size: int = 1
     hub: LockHub | None = None  # shared_lock_session: the store's lock connection
-    pool: ReadPool | None = None  # with a hub: catch-up reads from the read pool
+    pool: ReadPool | None = None  # catch-up reads ahead (with a hub: every catch-up read)
     health: SubscriptionHealth = field(default_factory=SubscriptionHealth)  # see health.py
 
     def matches(self, event: RecordedEvent) -> bool:
