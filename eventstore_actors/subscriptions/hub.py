@@ -39,7 +39,7 @@ import psycopg
 from .. import logs
 from ..config import Settings
 from ..errors import EventStoreError, StoreUnavailableError
-from ..storage import checkpoints, locks, reader
+from ..storage import checkpoints, locks, parked, reader
 from ..storage.connection import is_alive
 from ..storage.deadline import guard
 from ..storage.errors import is_connection_loss, is_gone, reason
@@ -53,6 +53,8 @@ T = TypeVar("T")
 log = logs.get_logger("eventstore_actors.subscriptions")
 #: Seconds of idleness after which the hub's thread probes its connection.
 _PROBE_INTERVAL = 1.0
+#: Seconds a look at the connection's socket (`is_alive`) stands for every subscription.
+_ALIVE_TTL = 0.01
 
 
 class LockHub:
@@ -75,6 +77,15 @@ class LockHub:
         self._queued = threading.Event()
         self._head: tuple[int, float] | None = None  # (last event_id, when) from the probe
         self._writer: threading.Thread | None = None
+        self._checked = 0.0  # when the socket was last found healthy (see `alive`)
+        self._follows: dict[str, tuple[str, str]] = {}  # key -> (stream_uuid, name)
+        # From the probe: (the subscriptions asked about, those with parked events marked
+        # for replay, when).
+        self._replay: tuple[frozenset[tuple[str, str]], frozenset[tuple[str, str]], float] = (
+            frozenset(),
+            frozenset(),
+            0.0,
+        )
 
     # Called with the mutex held -------------------------------------------------------------
     def _ensure(self) -> None:
@@ -99,6 +110,7 @@ class LockHub:
     def _lose(self) -> None:
         """The connection is gone: so is every lock of its generation."""
         self._conn = None
+        self._checked = 0.0
         self._held.clear()
         self._releasing.clear()
         self._session.lost()  # its backend may live on (a frozen network), holding locks
@@ -168,11 +180,16 @@ class LockHub:
                 time.sleep(self._settings.tick_interval)  # not in a tight loop
 
     def _probe(self) -> bool:
-        """A round trip that also reads the head of all streams, shared by the
-        subscriptions' health checks (see `SharedLockSession.head`)."""
+        """A round trip that also reads the head of all streams and which subscriptions have
+        parked events marked for replay, shared by the subscriptions' health checks (see
+        `SharedLockSession.head` and `replay_marked`): two statements for all of them, not
+        two each."""
         try:
             head = self._run(reader.last_event_id)
             self._head = (head, time.monotonic())
+            asked = [self._follows[k] for k in sorted(self._held) if k in self._follows]
+            found = self._run(lambda c: parked.marked(c, asked))
+            self._replay = (frozenset(asked), frozenset(found), time.monotonic())
         except LockLost:
             pass  # every session finds out (alive() is False)
         except (Interrupted, EventStoreError):
@@ -201,6 +218,7 @@ class LockHub:
             return False
         self._held.discard(key)
         self._releasing.discard(key)
+        self._follows.pop(key, None)
         return True
 
     def _release_pending(self) -> bool:
@@ -220,8 +238,9 @@ class LockHub:
         with self._holding():
             self._ensure()
 
-    def try_lock(self, key: str) -> int | None:
-        """The generation the lock was taken in, or None (held elsewhere, or here)."""
+    def try_lock(self, key: str, follows: tuple[str, str] | None = None) -> int | None:
+        """The generation the lock was taken in, or None (held elsewhere, or here).
+        `follows`: the subscription's (stream_uuid, name), for the probe's parked read."""
         with self._holding():
             self._ensure()
             if key in self._held:
@@ -229,6 +248,8 @@ class LockHub:
             if not self._run(lambda c: locks.try_lock(c, key)):
                 return None
             self._held.add(key)
+            if follows is not None:
+                self._follows[key] = follows
             return self.generation
 
     def run(self, key: str, generation: int, work: Callable[[psycopg.Connection[Any]], T]) -> T:
@@ -239,15 +260,22 @@ class LockHub:
             return self._run(work)
 
     def alive(self, key: str, generation: int) -> bool:
-        """Whether the lock is still held; a round trip only if the socket has something to
-        say (see `is_alive`). A connection busy with another session's call is alive."""
+        """Whether the lock is still held: its generation is current and the socket was
+        found healthy within the last `_ALIVE_TTL` (one look at the socket serves every
+        subscription delivering the same event; a round trip only if the socket has
+        something to say, see `is_alive`). A connection busy with another call is alive."""
+        if not self._current(key, generation):
+            return False
+        if time.monotonic() - self._checked < _ALIVE_TTL:
+            return True
         if not self._mutex.acquire(blocking=False):
-            return generation == self.generation and key in self._held
+            return self._current(key, generation)
         try:
             if not self._current(key, generation):
                 return False
             assert self._conn is not None
             if is_alive(self._conn):
+                self._checked = time.monotonic()
                 return True
             self._lose()
             return False
@@ -272,6 +300,14 @@ class LockHub:
                 self._flush()  # this lock's last checkpoint, before the lock goes
             if self._current(key, generation):
                 self._release(key)  # or, if still queued, once the thread wrote it
+
+    def replay_marked(self, follows: tuple[str, str]) -> bool | None:
+        """Whether the subscription had parked events marked for replay as of the last
+        probe, if recent and it was asked about (None: unknown, read them)."""
+        asked, found, at = self._replay
+        if time.monotonic() - at > 1.5 * _PROBE_INTERVAL or follows not in asked:
+            return None
+        return follows in found
 
     def head(self) -> int | None:
         """The last event_id as of the last probe, if recent."""
@@ -303,10 +339,17 @@ class LockHub:
 class SharedLockSession:
     """`LockSession`'s interface for one subscription's lock on a `LockHub`."""
 
-    def __init__(self, hub: LockHub, key: str, pool: ReadPool | None = None) -> None:
+    def __init__(
+        self,
+        hub: LockHub,
+        key: str,
+        pool: ReadPool | None = None,
+        follows: tuple[str, str] | None = None,
+    ) -> None:
         self._hub = hub
         self._pool = pool
         self._key = key
+        self._follows = follows  # (stream_uuid, name): see `replay_marked`
         self._generation = -1
         self.locked = False
 
@@ -314,7 +357,7 @@ class SharedLockSession:
         self._hub.connect()
 
     def try_lock(self) -> bool:
-        generation = self._hub.try_lock(self._key)
+        generation = self._hub.try_lock(self._key, self._follows)
         self.locked = generation is not None
         if generation is not None:
             self._generation = generation
@@ -352,6 +395,13 @@ class SharedLockSession:
             if not self.alive():
                 raise LockLost("the shared lock connection is gone") from None
             raise
+
+    def replay_marked(self) -> bool | None:
+        """Whether this subscription has parked events marked for replay, as of the hub's
+        last probe (None: unknown; see `LockHub.replay_marked`)."""
+        if self._follows is None or not self.locked:
+            return None
+        return self._hub.replay_marked(self._follows)
 
     def head(self, stream_uuid: str | None) -> int:
         """The last position (see `LockSession.head`); for all streams, the hub's probe's

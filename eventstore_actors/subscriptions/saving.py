@@ -71,6 +71,10 @@ class CheckpointSaver:
         self.unsaved = checkpoint
         self.policy.moved(time.monotonic())
 
+    def pending(self) -> bool:
+        """Whether a checkpoint moved and is not stored yet (a tick may store it)."""
+        return self.unsaved is not None and self.unsaved > self.policy.saved
+
     def due(self, *, acking: bool) -> bool:
         return self.policy.due(self.unsaved, time.monotonic(), acking=acking)
 
