@@ -1,17 +1,18 @@
 """One session connection holding every advisory lock of a store's subscriptions.
 
-With `shared_lock_session`, a store's subscriptions do not open a dedicated connection each
-(`LockSession`): they share its `LockHub`, one session connection (on `session_dsn` when given)
-used under a mutex. Each subscription gets a `SharedLockSession`, with the same interface as
-`LockSession` (plus `advance`, the batched checkpoint write).
+With `shared_lock_session` (the default), a store's subscriptions do not open a dedicated
+connection each (`LockSession`): they share its `LockHub`, one session connection (on
+`session_dsn` when given) used under a mutex. Each subscription gets a `SharedLockSession`,
+with the same interface as `LockSession` (plus `advance`, the batched checkpoint write).
 
 Fencing: a lock and the checkpoint writes it guards go through the same connection, so they die
 together. Every connection the hub opens starts a new generation; a session's lock belongs to
 the generation it was taken in. When the connection is lost (seen by any session's statement or
-probe), every lock of that generation is lost at once: each session's `alive()` turns False and
-its `run()` raises `LockLost`, so every subscription stops delivering on its next tick (or
-before its next batch), reconnects, retakes its lock and reloads its checkpoint, exactly as
-after losing a dedicated connection.
+probe), every lock of that generation is lost at once: each session's `alive()` turns False (it
+also looks at the socket, at most once per `_ALIVE_TTL` for all sessions) and its `run()`
+raises `LockLost`, so every subscription stops delivering before its next batch (or on its next
+health check), reconnects, retakes its lock and reloads its checkpoint, exactly as after losing
+a dedicated connection.
 
 Checkpoint writes are batched: `SharedLockSession.advance` queues the position and returns; the
 hub's writer thread writes every queued checkpoint of a lock still held in one statement as
