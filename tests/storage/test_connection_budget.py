@@ -331,3 +331,66 @@ def test_hub_keeps_the_lock_until_the_last_checkpoint_is_written(dsn: str, schem
     finally:
         blocker.close()
         hub.close()
+
+
+# What an idle subscription costs on the shared connection ------------------------------------
+def test_idle_subscriptions_rest_between_health_checks(make_store: MakeStore) -> None:
+    """Once live with nothing to do, a subscription takes no Tick until its next health check
+    (an idle store of 1,000 subscriptions is not woken 5,000 times a second); an event ends
+    the rest at once."""
+    store = make_store(shared_lock_session=True)
+    recorders = [Recorder() for _ in range(3)]
+    for i, recorder in enumerate(recorders):
+        store.subscribe_to_all_streams(f"idle-{i}", recorder)
+    wait_until(lambda: all(r.subscribed for r in recorders), what="every Subscribed")
+    controls = [c for _, c in store._runtime.registry.members("subscription:")]
+    assert len(controls) == 3
+
+    def resting() -> bool:
+        now = time.monotonic()
+        return all(now < c.quiet_until <= now + 1.0 for c in controls)
+
+    wait_until(resting, what="every idle subscription resting until its health check")
+    store.append_to_stream("s", 0, events(1))
+    (event,) = store.read_all_streams_forward(0, 10)
+    wait_until(
+        lambda: all(event.event_id in r.seen() for r in recorders), what="the event delivered"
+    )
+
+
+def test_the_hub_probe_tells_which_subscriptions_have_parked_events_marked(
+    dsn: str, schema: str, make_store: MakeStore
+) -> None:
+    """One statement for all of the hub's subscriptions: those with parked events marked for
+    replay (by any store) read them; the others skip the read on their health check."""
+    store = make_store(shared_lock_session=True)
+    marked, quiet = Recorder(), Recorder()
+    store.subscribe_to_all_streams("marked", marked)
+    store.subscribe_to_all_streams("quiet", quiet)
+    wait_until(lambda: bool(marked.subscribed and quiet.subscribed), what="both Subscribed")
+    hub = store._subscriptions._hub
+    assert hub is not None
+    wait_until(
+        lambda: (
+            hub.replay_marked(("$all", "marked")) is False
+            and hub.replay_marked(("$all", "quiet")) is False
+        ),
+        what="a probe finding no parked events marked",
+    )
+    assert hub.replay_marked(("$all", "not-subscribed-here")) is None  # not asked: unknown
+    store.append_to_stream("s", 0, events(1))
+    (event,) = store.read_all_streams_forward(0, 10)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            psycopg.sql.SQL(
+                "INSERT INTO {}.parked_events (stream_uuid, subscription_name, event_id, replay)"
+                " VALUES ('$all', 'marked', %s, true)"
+            ).format(psycopg.sql.Identifier(schema)),
+            (event.event_id,),
+        )
+    wait_until(
+        lambda: hub.replay_marked(("$all", "marked")) is True, what="the probe to see the mark"
+    )
+    assert hub.replay_marked(("$all", "quiet")) is False
+    # The marked subscription's health check reads and delivers it again.
+    wait_until(lambda: marked.ids.count(event.event_id) >= 2, what="the marked event replayed")
