@@ -8,11 +8,10 @@ with the same interface as `LockSession` (plus `advance`, the batched checkpoint
 Fencing: a lock and the checkpoint writes it guards go through the same connection, so they die
 together. Every connection the hub opens starts a new generation; a session's lock belongs to
 the generation it was taken in. When the connection is lost (seen by any session's statement or
-probe), every lock of that generation is lost at once: each session's `alive()` turns False (it
-also looks at the socket, at most once per `_ALIVE_TTL` for all sessions) and its `run()`
-raises `LockLost`, so every subscription stops delivering before its next batch (or on its next
-health check), reconnects, retakes its lock and reloads its checkpoint, exactly as after losing
-a dedicated connection.
+probe), every lock of that generation is lost at once: each session's `alive()` turns False and
+its `run()` raises `LockLost`, so every subscription stops delivering before its next batch
+(or on its next health check), reconnects, retakes its lock and reloads its checkpoint, exactly
+as after losing a dedicated connection.
 
 Checkpoint writes are batched: `SharedLockSession.advance` queues the position and returns; the
 hub's writer thread writes every queued checkpoint of a lock still held in one statement as
@@ -29,6 +28,7 @@ second subscription of the same name in this store is refused as another process
 
 from __future__ import annotations
 
+import select
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -54,8 +54,6 @@ T = TypeVar("T")
 log = logs.get_logger("eventstore_actors.subscriptions")
 #: Seconds of idleness after which the hub's thread probes its connection.
 _PROBE_INTERVAL = 1.0
-#: Seconds a look at the connection's socket (`is_alive`) stands for every subscription.
-_ALIVE_TTL = 0.01
 
 
 class LockHub:
@@ -78,7 +76,6 @@ class LockHub:
         self._queued = threading.Event()
         self._head: tuple[int, float] | None = None  # (last event_id, when) from the probe
         self._writer: threading.Thread | None = None
-        self._checked = 0.0  # when the socket was last found healthy (see `alive`)
         self._follows: dict[str, tuple[str, str]] = {}  # key -> (stream_uuid, name)
         # From the probe: (the subscriptions asked about, those with parked events marked
         # for replay, when).
@@ -111,7 +108,6 @@ class LockHub:
     def _lose(self) -> None:
         """The connection is gone: so is every lock of its generation."""
         self._conn = None
-        self._checked = 0.0
         self._held.clear()
         self._releasing.clear()
         self._session.lost()  # its backend may live on (a frozen network), holding locks
@@ -261,22 +257,27 @@ class LockHub:
             return self._run(work)
 
     def alive(self, key: str, generation: int) -> bool:
-        """Whether the lock is still held: its generation is current and the socket was
-        found healthy within the last `_ALIVE_TTL` (one look at the socket serves every
-        subscription delivering the same event; a round trip only if the socket has
-        something to say, see `is_alive`). A connection busy with another call is alive."""
+        """Whether the lock is still held; a round trip only if the socket has something to
+        say (see `is_alive`). Every delivery looks at the socket: a backend that was ended
+        wrote its farewell there before its locks went, so a lock another session may hold
+        now is never reported alive.
+
+        While another call holds the connection, its socket is looked at without reading
+        it: nothing to read means the backend is alive (and holds the lock); something to
+        read is that call's answer or the backend's farewell, so this waits for the call to
+        end (at most `io_timeout`, the call's own deadline) and checks then."""
         if not self._current(key, generation):
-            return False
-        if time.monotonic() - self._checked < _ALIVE_TTL:
-            return True
+            return False  # a lost generation: no need for the mutex
         if not self._mutex.acquire(blocking=False):
-            return self._current(key, generation)
+            if not _readable(self._conn):
+                return self._current(key, generation)
+            if not self._mutex.acquire(timeout=self._settings.io_timeout):
+                return False
         try:
             if not self._current(key, generation):
                 return False
             assert self._conn is not None
             if is_alive(self._conn):
-                self._checked = time.monotonic()
                 return True
             self._lose()
             return False
@@ -335,6 +336,17 @@ class LockHub:
         writer = self._writer
         if writer is not None and writer is not threading.current_thread():
             writer.join(timeout=5.0)
+
+
+def _readable(conn: psycopg.Connection[Any] | None) -> bool:
+    """Whether the connection's socket has something to read (or is gone), not reading it."""
+    if conn is None:
+        return True
+    try:
+        readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    except (psycopg.Error, OSError, ValueError):
+        return True
+    return bool(readable)
 
 
 class SharedLockSession:

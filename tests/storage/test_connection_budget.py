@@ -394,3 +394,40 @@ def test_the_hub_probe_tells_which_subscriptions_have_parked_events_marked(
     assert hub.replay_marked(("$all", "quiet")) is False
     # The marked subscription's health check reads and delivers it again.
     wait_until(lambda: marked.ids.count(event.event_id) >= 2, what="the marked event replayed")
+
+
+def test_after_the_hub_connection_is_killed_a_name_taken_elsewhere_delivers_nothing(
+    make_store: MakeStore, dsn: str, schema: str
+) -> None:
+    """Fencing on the shared connection: killing it loses every lock of the store at once.
+    A name another session takes meanwhile delivers nothing here while that session holds
+    it; the store's other subscriptions retake their locks and go on."""
+    store = make_store(shared_lock_session=True)
+    taken, other = Recorder(), Recorder()
+    store.subscribe_to_all_streams("taken", taken)
+    store.subscribe_to_all_streams("other", other)
+    wait_until(lambda: bool(taken.subscribed and other.subscribed), what="both Subscribed")
+    app_key = lock_key(schema, "$all", "taken")
+    (hub,) = lock_backends(dsn, app_key)
+    assert kill_backends(dsn, [hub]) == 1
+    intruder = psycopg.connect(dsn, autocommit=True)
+    try:
+        wait_until(
+            lambda: bool(
+                (
+                    row := intruder.execute(
+                        "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (app_key,)
+                    ).fetchone()
+                )
+                and row[0]
+            ),
+            interval=0.001,
+            what="another session to take the name",
+        )
+        store.append_to_stream("s", 0, events(2))
+        ids = {e.event_id for e in store.read_all_streams_forward(0, 10)}
+        wait_until(lambda: other.seen() >= ids, what="the other subscription to go on")
+        assert not taken.seen(), "delivered under a lock another session holds"
+    finally:
+        intruder.close()
+    wait_until(lambda: taken.seen() >= ids, what="the name back, and its events delivered")
