@@ -231,6 +231,8 @@ class SubscriptionActor(SupervisedActor):
 
     def cleanup(self) -> None:
         self._traces.close()
+        if self._control.closed:  # unsubscribed (stopped with no message since): not watched
+            self._spec.health.ended(self._control.reason)
         if self._ready is not None:  # the subscribe raises: the subscriber is told nothing
             error = StoreUnavailableError("the subscription stopped while starting")
             self._ready.set_exception(exc_info=(type(error), error, None))
