@@ -54,6 +54,9 @@ T = TypeVar("T")
 log = logs.get_logger("eventstore_actors.subscriptions")
 #: Seconds of idleness after which the hub's thread probes its connection.
 _PROBE_INTERVAL = 1.0
+#: Seconds the probe's findings serve the health checks: a few probe intervals, so that a
+#: probe late on a loaded machine does not send every subscription to the read pool at once.
+_FRESH_FOR = 5.0 * _PROBE_INTERVAL
 
 
 class LockHub:
@@ -307,14 +310,14 @@ class LockHub:
         """Whether the subscription had parked events marked for replay as of the last
         probe, if recent and it was asked about (None: unknown, read them)."""
         asked, found, at = self._replay
-        if time.monotonic() - at > 1.5 * _PROBE_INTERVAL or follows not in asked:
+        if time.monotonic() - at > _FRESH_FOR or follows not in asked:
             return None
         return follows in found
 
     def head(self) -> int | None:
         """The last event_id as of the last probe, if recent."""
         head = self._head
-        if head is None or time.monotonic() - head[1] > 1.5 * _PROBE_INTERVAL:
+        if head is None or time.monotonic() - head[1] > _FRESH_FOR:
             return None
         return head[0]
 
@@ -418,7 +421,7 @@ class SharedLockSession:
 
     def head(self, stream_uuid: str | None) -> int:
         """The last position (see `LockSession.head`); for all streams, the hub's probe's
-        (at most 1.5 probe intervals old: a backstop a moment later) while this lock holds."""
+        (at most `_FRESH_FOR` old: a backstop a moment later) while this lock holds."""
         if stream_uuid is None:
             head = self._hub.head()
             if head is not None and self.alive():

@@ -79,6 +79,7 @@ def _connections(dsn: str, application_name: str) -> int:
     return int(row[0]) if row else 0
 
 
+@pytest.mark.timeout(300)  # about 35 s; a thousand subscribe calls on a loaded machine: more
 def test_a_thousand_subscriptions_start_and_deliver_on_a_handful_of_connections(
     server_dsn: str,
 ) -> None:
