@@ -9,7 +9,6 @@ here, the suite's server, counting the store's connections in pg_stat_activity a
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -89,11 +88,9 @@ def test_a_thousand_subscriptions_start_and_deliver_on_a_handful_of_connections(
     counter = Counter()
     store = EventStore.start(server_dsn, schema=schema, application_name=app)  # defaults
     try:
-        began = time.monotonic()
         for i in range(COUNT):
             store.subscribe_to_all_streams(f"projection-{i}", counter.subscriber(i))
         wait_until(lambda: counter.subscribed == COUNT, timeout=60.0, what="every Subscribed")
-        started = time.monotonic() - began
         store.append_to_stream("s", 0, events(3))
         ids = {e.event_id for e in store.read_all_streams_forward(0, 10)}
         wait_until(lambda: counter.all_have(ids), timeout=60.0, what="every subscriber to get them")
@@ -108,7 +105,6 @@ def test_a_thousand_subscriptions_start_and_deliver_on_a_handful_of_connections(
             lambda: list(checkpoints(server_dsn, schema).values()) == [max(ids)] * COUNT,
             what="every checkpoint stored",
         )
-        assert started < 60.0
     finally:
         store.stop()
         with psycopg.connect(server_dsn, autocommit=True) as conn:
