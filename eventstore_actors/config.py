@@ -255,8 +255,9 @@ class Settings:
     session_dsn: str | None = None
     #: Whether all the store's subscriptions share one session connection (a `LockHub`) for
     #: their advisory locks and checkpoint writes, instead of one dedicated connection each;
-    #: their catch-up reads then use the read pool. Off by default (see docs/scale-out.md).
-    shared_lock_session: bool = False
+    #: their catch-up reads then use the read pool. On by default, so a subscription costs
+    #: memory, not a connection; False gives each one its own (see docs/scale-out.md).
+    shared_lock_session: bool = True
     #: Where `store.archive()` writes Parquet files when it is given no `target`: a directory
     #: or an fsspec URL (file://, s3://...). Archived events are read back whether or not it
     #: is set (the manifest in the schema says where they are).

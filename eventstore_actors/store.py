@@ -99,7 +99,7 @@ class EventStore:
         replica_max_lag: float = 5.0,
         metrics: bool = True,
         session_dsn: str | None = None,
-        shared_lock_session: bool = False,
+        shared_lock_session: bool = True,
         encryption: Encryption | None = None,
         archive: str | None = None,
     ) -> EventStore:

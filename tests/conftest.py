@@ -12,9 +12,10 @@ PgBouncer in transaction pooling mode started for the session (tests/support/pgb
 pool size ``EVENTSTORE_TEST_PGBOUNCER_POOL``, default 5): ``dsn`` points at it and
 ``session_dsn`` at the server. Without the ``pgbouncer`` package that mode fails at once.
 
-``EVENTSTORE_TEST_SHARED_LOCKS=1`` starts every store of `make_store` (and `store`) with
-``shared_lock_session=True`` unless the test says otherwise (all subscriptions of a store on
-one lock connection).
+The stores run with the default ``shared_lock_session=True`` (all subscriptions of a store on
+one lock connection). ``EVENTSTORE_TEST_SHARED_LOCKS=0`` starts every store of `make_store`
+(and `store`) with ``shared_lock_session=False`` unless the test says otherwise (a dedicated
+connection per subscription).
 """
 
 from __future__ import annotations
@@ -86,8 +87,9 @@ def pgbouncer_mode() -> bool:
     return os.environ.get("EVENTSTORE_TEST_PGBOUNCER", "") not in ("", "0")
 
 
-def shared_locks_mode() -> bool:
-    return os.environ.get("EVENTSTORE_TEST_SHARED_LOCKS", "") not in ("", "0")
+def dedicated_locks_mode() -> bool:
+    """Whether the stores of `make_store` default to a lock connection per subscription."""
+    return os.environ.get("EVENTSTORE_TEST_SHARED_LOCKS", "") == "0"
 
 
 @pytest.fixture(scope="session")
@@ -132,8 +134,8 @@ def make_store(dsn: str, schema: str, suite_pgbouncer: Any) -> Iterator[Callable
     store_dsn = dsn if suite_pgbouncer is None else suite_pgbouncer.dsn(dsn)
 
     def make(**options: Any) -> EventStore:
-        if shared_locks_mode():
-            options.setdefault("shared_lock_session", True)
+        if dedicated_locks_mode():
+            options.setdefault("shared_lock_session", False)
         if suite_pgbouncer is None or options.get("hostname") or options.get("port"):
             return started_store(dsn, options)  # a route of the test's own: kept
         # The same role and database on the session connection as through PgBouncer.

@@ -158,7 +158,7 @@ class AsyncEventStore:
         replica_max_lag: float = 5.0,
         metrics: bool = True,
         session_dsn: str | None = None,
-        shared_lock_session: bool = False,
+        shared_lock_session: bool = True,
         encryption: Encryption | None = None,
         archive: str | None = None,
         threads: int | None = None,

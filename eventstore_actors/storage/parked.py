@@ -14,7 +14,16 @@ import psycopg
 from ..sql import statement
 from . import reader
 
-__all__ = ["ParkedRow", "discard", "forget", "mark_replay", "park", "rows", "unmark"]
+__all__ = [
+    "ParkedRow",
+    "discard",
+    "forget",
+    "mark_replay",
+    "marked",
+    "park",
+    "rows",
+    "unmark",
+]
 
 Conn = psycopg.Connection[Any]
 #: (reader.Row's first 11 columns, reason, retries, parked_at, replay, subject, forgotten)
@@ -76,6 +85,25 @@ def rows(
             row = (*r[:10], r[2], r[15], r[16])
         found.append((row, r[11], int(r[12]), r[13]))  # type: ignore[arg-type]
     return found
+
+
+_MARKED = """
+SELECT DISTINCT p.stream_uuid, p.subscription_name
+FROM unnest(%(streams)s::text[], %(names)s::text[]) AS w (stream_uuid, subscription_name)
+JOIN parked_events AS p
+  ON p.stream_uuid = w.stream_uuid AND p.subscription_name = w.subscription_name
+WHERE p.replay
+"""
+
+
+def marked(conn: Conn, subscriptions: list[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Which of `subscriptions` ((stream_uuid, name) pairs) have parked events marked for
+    replay: one statement for all of them (a shared lock connection's probe)."""
+    if not subscriptions:
+        return set()
+    streams, names = [s for s, _ in subscriptions], [n for _, n in subscriptions]
+    cur = conn.execute(_MARKED, {"streams": streams, "names": names})
+    return {(str(r[0]), str(r[1])) for r in cur.fetchall()}
 
 
 def mark_replay(conn: Conn, stream_uuid: str, name: str) -> int:

@@ -96,7 +96,7 @@ class SubscriptionActor(SupervisedActor):
         self._lock: LockSession | SharedLockSession = (
             LockSession(settings, key)
             if spec.hub is None
-            else SharedLockSession(spec.hub, key, spec.pool)
+            else SharedLockSession(spec.hub, key, spec.pool, (spec.stream_uuid, spec.name))
         )
         self._reads = Reads(spec, settings, self._lock, self._delivery.partition_by)
         self._saver = CheckpointSaver(spec, self._lock, self._control)
@@ -114,6 +114,7 @@ class SubscriptionActor(SupervisedActor):
         self._all = spec.stream_uuid == checkpoints.ALL_STREAMS
         self._since: float | None = None  # Published.at of the oldest event not yet told
         self._relock = False  # the lock connection was lost: retaking it is a reconnect
+        self._idle = False  # the last pump left nothing to do (see `_rest`)
         self._members = Members(self._control)
         # A restart after a crash keeps the members of the previous instance.
         for subscriber, member_handle, buffer_size in list(self._control.members) or [
@@ -237,6 +238,8 @@ class SubscriptionActor(SupervisedActor):
 
     def cleanup(self) -> None:
         self._traces.close()
+        if self._control.closed:  # unsubscribed (stopped with no message since): not watched
+            self._spec.health.ended(self._control.reason)
         if self._ready is not None:  # the subscribe raises: the subscriber is told nothing
             error = StoreUnavailableError("the subscription stopped while starting")
             self._ready.set_exception(exc_info=(type(error), error, None))
@@ -354,6 +357,8 @@ class SubscriptionActor(SupervisedActor):
             self._spec.health.update(self._state, answered)  # see health.py: no I/O
 
     def _on_message(self, message: Any) -> Any:
+        if not isinstance(message, Tick):
+            self._control.quiet_until = 0.0  # what it brings may need the next ticks
         if isinstance(message, Attach):
             return self._attach(message)
         if isinstance(message, Detach):
@@ -388,6 +393,7 @@ class SubscriptionActor(SupervisedActor):
             if isinstance(message, Tick):
                 self._redo_nacks()
                 self._tick()
+                self._rest()
             else:
                 self._handle_state(message)
         except LockLost as exc:
@@ -465,6 +471,7 @@ class SubscriptionActor(SupervisedActor):
     def _pump(self, state: _State) -> None:
         """Do what the state machine asks for until it waits: deliver batches, read storage."""
         self._prune()  # a dead member's events go to the others before anything else
+        self._idle = False
         reads = self._reads
         while self._state is state and (action := state.next_action()) is not None:
             if isinstance(action, Read):
@@ -489,6 +496,7 @@ class SubscriptionActor(SupervisedActor):
                 if self._state is not state:
                     return
                 self._deliver(member, events)
+        self._idle = self._state is state  # it waits: for acks, events or a retry
 
     def _batches(
         self, state: _State, action: Send[RecordedEvent] | Deliver[RecordedEvent]
@@ -559,7 +567,17 @@ class SubscriptionActor(SupervisedActor):
             self._end(None)
 
     # Ticks ------------------------------------------------------------------------------------
+    def _rest(self) -> None:
+        """After a tick that left nothing to do (shared lock connection; nothing to retry,
+        redo or store), no Tick until the next health check: an idle subscription costs no
+        wake-up every `tick_interval`; any message ends the rest. A lost lock is then seen
+        before its next batch or on that health check."""
+        shared = isinstance(self._lock, SharedLockSession)
+        if shared and self._idle and self._nacks.idle() and not self._saver.pending():
+            self._control.quiet_until = min(self._next_health_check, time.monotonic() + 1.0)
+
     def _tick(self) -> None:
+        self._idle = False
         self._prune()
         if self._ended:
             return
@@ -575,7 +593,7 @@ class SubscriptionActor(SupervisedActor):
             state.resume(at)  # a retry's delay passed
         if now >= self._next_health_check:  # a round trip: also finds half-open sockets
             self._next_health_check = now + _HEALTH_INTERVAL
-            self._nacks.load_replay(state)  # replay_parked called by another process
+            self._nacks.load_replay(state, polled=True)  # replay_parked by another process
             if self._state is not state:
                 return
             head, gone = self._reads.head()  # also a backstop for a lost notification

@@ -17,6 +17,7 @@ last: the actor's cleanup, or the supervisor giving up on an actor that already 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from enum import Enum
 from typing import Any
@@ -42,6 +43,9 @@ class Control:
         self._events = 0  # events queued in the actor's inbox (Published messages)
         self._catch_up = False  # a CatchUp is queued
         self._tick = False  # a Tick is queued
+        #: Until when (monotonic) the actor needs no Tick: it is idle and its next health
+        #: check is not due (see `SubscriptionActor._rest`); 0 once any message arrives.
+        self.quiet_until = 0.0
         self._closed = False
         self._reason: str | None = None
         self._running = 0  # the token of the actor instance running now (0: none)
@@ -93,6 +97,8 @@ class Control:
             return True
 
     def admit_tick(self) -> bool:
+        if self.quiet_until and time.monotonic() < self.quiet_until:
+            return False  # an idle subscription is not woken for nothing
         with self._lock:
             if self._tick:
                 return False

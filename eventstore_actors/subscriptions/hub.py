@@ -1,17 +1,17 @@
 """One session connection holding every advisory lock of a store's subscriptions.
 
-With `shared_lock_session`, a store's subscriptions do not open a dedicated connection each
-(`LockSession`): they share its `LockHub`, one session connection (on `session_dsn` when given)
-used under a mutex. Each subscription gets a `SharedLockSession`, with the same interface as
-`LockSession` (plus `advance`, the batched checkpoint write).
+With `shared_lock_session` (the default), a store's subscriptions do not open a dedicated
+connection each (`LockSession`): they share its `LockHub`, one session connection (on
+`session_dsn` when given) used under a mutex. Each subscription gets a `SharedLockSession`,
+with the same interface as `LockSession` (plus `advance`, the batched checkpoint write).
 
 Fencing: a lock and the checkpoint writes it guards go through the same connection, so they die
 together. Every connection the hub opens starts a new generation; a session's lock belongs to
 the generation it was taken in. When the connection is lost (seen by any session's statement or
 probe), every lock of that generation is lost at once: each session's `alive()` turns False and
-its `run()` raises `LockLost`, so every subscription stops delivering on its next tick (or
-before its next batch), reconnects, retakes its lock and reloads its checkpoint, exactly as
-after losing a dedicated connection.
+its `run()` raises `LockLost`, so every subscription stops delivering before its next batch
+(or on its next health check), reconnects, retakes its lock and reloads its checkpoint, exactly
+as after losing a dedicated connection.
 
 Checkpoint writes are batched: `SharedLockSession.advance` queues the position and returns; the
 hub's writer thread writes every queued checkpoint of a lock still held in one statement as
@@ -28,6 +28,7 @@ second subscription of the same name in this store is refused as another process
 
 from __future__ import annotations
 
+import select
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -39,7 +40,7 @@ import psycopg
 from .. import logs
 from ..config import Settings
 from ..errors import EventStoreError, StoreUnavailableError
-from ..storage import checkpoints, locks, reader
+from ..storage import checkpoints, locks, parked, reader
 from ..storage.connection import is_alive
 from ..storage.deadline import guard
 from ..storage.errors import is_connection_loss, is_gone, reason
@@ -53,6 +54,9 @@ T = TypeVar("T")
 log = logs.get_logger("eventstore_actors.subscriptions")
 #: Seconds of idleness after which the hub's thread probes its connection.
 _PROBE_INTERVAL = 1.0
+#: Seconds the probe's findings serve the health checks: a few probe intervals, so that a
+#: probe late on a loaded machine does not send every subscription to the read pool at once.
+_FRESH_FOR = 5.0 * _PROBE_INTERVAL
 
 
 class LockHub:
@@ -75,6 +79,14 @@ class LockHub:
         self._queued = threading.Event()
         self._head: tuple[int, float] | None = None  # (last event_id, when) from the probe
         self._writer: threading.Thread | None = None
+        self._follows: dict[str, tuple[str, str]] = {}  # key -> (stream_uuid, name)
+        # From the probe: (the subscriptions asked about, those with parked events marked
+        # for replay, when).
+        self._replay: tuple[frozenset[tuple[str, str]], frozenset[tuple[str, str]], float] = (
+            frozenset(),
+            frozenset(),
+            0.0,
+        )
 
     # Called with the mutex held -------------------------------------------------------------
     def _ensure(self) -> None:
@@ -168,11 +180,16 @@ class LockHub:
                 time.sleep(self._settings.tick_interval)  # not in a tight loop
 
     def _probe(self) -> bool:
-        """A round trip that also reads the head of all streams, shared by the
-        subscriptions' health checks (see `SharedLockSession.head`)."""
+        """A round trip that also reads the head of all streams and which subscriptions have
+        parked events marked for replay, shared by the subscriptions' health checks (see
+        `SharedLockSession.head` and `replay_marked`): two statements for all of them, not
+        two each."""
         try:
             head = self._run(reader.last_event_id)
             self._head = (head, time.monotonic())
+            asked = [self._follows[k] for k in sorted(self._held) if k in self._follows]
+            found = self._run(lambda c: parked.marked(c, asked))
+            self._replay = (frozenset(asked), frozenset(found), time.monotonic())
         except LockLost:
             pass  # every session finds out (alive() is False)
         except (Interrupted, EventStoreError):
@@ -201,6 +218,7 @@ class LockHub:
             return False
         self._held.discard(key)
         self._releasing.discard(key)
+        self._follows.pop(key, None)
         return True
 
     def _release_pending(self) -> bool:
@@ -220,8 +238,9 @@ class LockHub:
         with self._holding():
             self._ensure()
 
-    def try_lock(self, key: str) -> int | None:
-        """The generation the lock was taken in, or None (held elsewhere, or here)."""
+    def try_lock(self, key: str, follows: tuple[str, str] | None = None) -> int | None:
+        """The generation the lock was taken in, or None (held elsewhere, or here).
+        `follows`: the subscription's (stream_uuid, name), for the probe's parked read."""
         with self._holding():
             self._ensure()
             if key in self._held:
@@ -229,6 +248,8 @@ class LockHub:
             if not self._run(lambda c: locks.try_lock(c, key)):
                 return None
             self._held.add(key)
+            if follows is not None:
+                self._follows[key] = follows
             return self.generation
 
     def run(self, key: str, generation: int, work: Callable[[psycopg.Connection[Any]], T]) -> T:
@@ -240,9 +261,21 @@ class LockHub:
 
     def alive(self, key: str, generation: int) -> bool:
         """Whether the lock is still held; a round trip only if the socket has something to
-        say (see `is_alive`). A connection busy with another session's call is alive."""
+        say (see `is_alive`). Every delivery looks at the socket: a backend that was ended
+        wrote its farewell there before its locks went, so a lock another session may hold
+        now is never reported alive.
+
+        While another call holds the connection, its socket is looked at without reading
+        it: nothing to read means the backend is alive (and holds the lock); something to
+        read is that call's answer or the backend's farewell, so this waits for the call to
+        end (at most `io_timeout`, the call's own deadline) and checks then."""
+        if not self._current(key, generation):
+            return False  # a lost generation: no need for the mutex
         if not self._mutex.acquire(blocking=False):
-            return generation == self.generation and key in self._held
+            if not _readable(self._conn):
+                return self._current(key, generation)
+            if not self._mutex.acquire(timeout=self._settings.io_timeout):
+                return False
         try:
             if not self._current(key, generation):
                 return False
@@ -273,10 +306,18 @@ class LockHub:
             if self._current(key, generation):
                 self._release(key)  # or, if still queued, once the thread wrote it
 
+    def replay_marked(self, follows: tuple[str, str]) -> bool | None:
+        """Whether the subscription had parked events marked for replay as of the last
+        probe, if recent and it was asked about (None: unknown, read them)."""
+        asked, found, at = self._replay
+        if time.monotonic() - at > _FRESH_FOR or follows not in asked:
+            return None
+        return follows in found
+
     def head(self) -> int | None:
         """The last event_id as of the last probe, if recent."""
         head = self._head
-        if head is None or time.monotonic() - head[1] > 1.5 * _PROBE_INTERVAL:
+        if head is None or time.monotonic() - head[1] > _FRESH_FOR:
             return None
         return head[0]
 
@@ -300,13 +341,31 @@ class LockHub:
             writer.join(timeout=5.0)
 
 
+def _readable(conn: psycopg.Connection[Any] | None) -> bool:
+    """Whether the connection's socket has something to read (or is gone), not reading it."""
+    if conn is None:
+        return True
+    try:
+        readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    except (psycopg.Error, OSError, ValueError):
+        return True
+    return bool(readable)
+
+
 class SharedLockSession:
     """`LockSession`'s interface for one subscription's lock on a `LockHub`."""
 
-    def __init__(self, hub: LockHub, key: str, pool: ReadPool | None = None) -> None:
+    def __init__(
+        self,
+        hub: LockHub,
+        key: str,
+        pool: ReadPool | None = None,
+        follows: tuple[str, str] | None = None,
+    ) -> None:
         self._hub = hub
         self._pool = pool
         self._key = key
+        self._follows = follows  # (stream_uuid, name): see `replay_marked`
         self._generation = -1
         self.locked = False
 
@@ -314,7 +373,7 @@ class SharedLockSession:
         self._hub.connect()
 
     def try_lock(self) -> bool:
-        generation = self._hub.try_lock(self._key)
+        generation = self._hub.try_lock(self._key, self._follows)
         self.locked = generation is not None
         if generation is not None:
             self._generation = generation
@@ -353,9 +412,16 @@ class SharedLockSession:
                 raise LockLost("the shared lock connection is gone") from None
             raise
 
+    def replay_marked(self) -> bool | None:
+        """Whether this subscription has parked events marked for replay, as of the hub's
+        last probe (None: unknown; see `LockHub.replay_marked`)."""
+        if self._follows is None or not self.locked:
+            return None
+        return self._hub.replay_marked(self._follows)
+
     def head(self, stream_uuid: str | None) -> int:
         """The last position (see `LockSession.head`); for all streams, the hub's probe's
-        (at most 1.5 probe intervals old: a backstop a moment later) while this lock holds."""
+        (at most `_FRESH_FOR` old: a backstop a moment later) while this lock holds."""
         if stream_uuid is None:
             head = self._hub.head()
             if head is not None and self.alive():

@@ -54,6 +54,10 @@ class Nacks:
         """A fresh state machine: nothing is retried or replayed yet."""
         self.retries, self.replay_queued, self.retry_due = {}, set(), {}
 
+    def idle(self) -> bool:
+        """Nothing waits for a tick: no retry delay running, no park to redo."""
+        return not self.retry_due and not self.to_redo
+
     def due(self, now: float) -> list[int]:
         """The positions whose retry delay has passed (taken)."""
         ready = [p for p, due in self.retry_due.items() if now >= due]
@@ -177,11 +181,21 @@ class Nacks:
         self._lock.run(lambda c: parked.forget(c, stream, name, event_id))
 
     def load_replay(
-        self, state: SubscriptionState[RecordedEvent] | ConcurrentState[RecordedEvent] | None
+        self,
+        state: SubscriptionState[RecordedEvent] | ConcurrentState[RecordedEvent] | None,
+        *,
+        polled: bool = False,
     ) -> None:
         """Queue the parked events marked for replay (by this or another store) that are
-        not queued yet."""
-        if state is not None and (events := self.to_replay()):
+        not queued yet. `polled` (the health check's look for another process's
+        `replay_parked`): no read when the shared lock connection's last probe found none
+        marked for this subscription (one statement for all of the store's subscriptions)."""
+        lock = self._lock
+        if state is None or (
+            polled and isinstance(lock, SharedLockSession) and lock.replay_marked() is False
+        ):
+            return
+        if events := self.to_replay():
             state.replay(events)
 
     def to_replay(self) -> list[RecordedEvent]:

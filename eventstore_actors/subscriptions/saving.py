@@ -71,6 +71,13 @@ class CheckpointSaver:
         self.unsaved = checkpoint
         self.policy.moved(time.monotonic())
 
+    def pending(self) -> bool:
+        """Whether a tick may have to store a checkpoint: one moved and is not stored yet,
+        or acks come in callers' transactions (stored once those commit; see `flush`)."""
+        return self.acks_in_transaction or (
+            self.unsaved is not None and self.unsaved > self.policy.saved
+        )
+
     def due(self, *, acking: bool) -> bool:
         return self.policy.due(self.unsaved, time.monotonic(), acking=acking)
 

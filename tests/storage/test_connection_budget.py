@@ -87,8 +87,9 @@ def test_200_subscriptions_use_the_pool_and_a_handful_of_connections(
         what="every subscription to receive the committed events",
     )
     used = backends(dsn, app)
-    # The pool, the writer, the publisher's LISTEN connection and the lock hub; no more.
-    assert len(used) <= POOL + 4, used
+    # The pool, the writer, the publisher's LISTEN connection and the lock hub, and the
+    # retention scavenger's while it looks; no more.
+    assert len(used) <= POOL + 5, used
     assert len(lock_backends_of(dsn, app)) == 1  # every advisory lock on one connection
     assert not any(r.stopped for r in recorders)
     # The acks' checkpoints are stored (batched writes on the lock connection).
@@ -331,3 +332,103 @@ def test_hub_keeps_the_lock_until_the_last_checkpoint_is_written(dsn: str, schem
     finally:
         blocker.close()
         hub.close()
+
+
+# What an idle subscription costs on the shared connection ------------------------------------
+def test_idle_subscriptions_rest_between_health_checks(make_store: MakeStore) -> None:
+    """Once live with nothing to do, a subscription takes no Tick until its next health check
+    (an idle store of 1,000 subscriptions is not woken 5,000 times a second); an event ends
+    the rest at once."""
+    store = make_store(shared_lock_session=True)
+    recorders = [Recorder() for _ in range(3)]
+    for i, recorder in enumerate(recorders):
+        store.subscribe_to_all_streams(f"idle-{i}", recorder)
+    wait_until(lambda: all(r.subscribed for r in recorders), what="every Subscribed")
+    controls = [c for _, c in store._runtime.registry.members("subscription:")]
+    assert len(controls) == 3
+
+    def resting() -> bool:
+        now = time.monotonic()
+        return all(now < c.quiet_until <= now + 1.0 for c in controls)
+
+    wait_until(resting, what="every idle subscription resting until its health check")
+    store.append_to_stream("s", 0, events(1))
+    (event,) = store.read_all_streams_forward(0, 10)
+    wait_until(
+        lambda: all(event.event_id in r.seen() for r in recorders), what="the event delivered"
+    )
+
+
+def test_the_hub_probe_tells_which_subscriptions_have_parked_events_marked(
+    dsn: str, schema: str, make_store: MakeStore
+) -> None:
+    """One statement for all of the hub's subscriptions: those with parked events marked for
+    replay (by any store) read them; the others skip the read on their health check."""
+    store = make_store(shared_lock_session=True)
+    marked, quiet = Recorder(), Recorder()
+    store.subscribe_to_all_streams("marked", marked)
+    store.subscribe_to_all_streams("quiet", quiet)
+    wait_until(lambda: bool(marked.subscribed and quiet.subscribed), what="both Subscribed")
+    hub = store._subscriptions._hub
+    assert hub is not None
+    wait_until(
+        lambda: (
+            hub.replay_marked(("$all", "marked")) is False
+            and hub.replay_marked(("$all", "quiet")) is False
+        ),
+        what="a probe finding no parked events marked",
+    )
+    assert hub.replay_marked(("$all", "not-subscribed-here")) is None  # not asked: unknown
+    store.append_to_stream("s", 0, events(1))
+    (event,) = store.read_all_streams_forward(0, 10)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            psycopg.sql.SQL(
+                "INSERT INTO {}.parked_events (stream_uuid, subscription_name, event_id, replay)"
+                " VALUES ('$all', 'marked', %s, true)"
+            ).format(psycopg.sql.Identifier(schema)),
+            (event.event_id,),
+        )
+    wait_until(
+        lambda: hub.replay_marked(("$all", "marked")) is True, what="the probe to see the mark"
+    )
+    assert hub.replay_marked(("$all", "quiet")) is False
+    # The marked subscription's health check reads and delivers it again.
+    wait_until(lambda: marked.ids.count(event.event_id) >= 2, what="the marked event replayed")
+
+
+def test_after_the_hub_connection_is_killed_a_name_taken_elsewhere_delivers_nothing(
+    make_store: MakeStore, dsn: str, schema: str
+) -> None:
+    """Fencing on the shared connection: killing it loses every lock of the store at once.
+    A name another session takes meanwhile delivers nothing here while that session holds
+    it; the store's other subscriptions retake their locks and go on."""
+    store = make_store(shared_lock_session=True)
+    taken, other = Recorder(), Recorder()
+    store.subscribe_to_all_streams("taken", taken)
+    store.subscribe_to_all_streams("other", other)
+    wait_until(lambda: bool(taken.subscribed and other.subscribed), what="both Subscribed")
+    app_key = lock_key(schema, "$all", "taken")
+    (hub,) = lock_backends(dsn, app_key)
+    assert kill_backends(dsn, [hub]) == 1
+    intruder = psycopg.connect(dsn, autocommit=True)
+    try:
+        wait_until(
+            lambda: bool(
+                (
+                    row := intruder.execute(
+                        "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (app_key,)
+                    ).fetchone()
+                )
+                and row[0]
+            ),
+            interval=0.001,
+            what="another session to take the name",
+        )
+        store.append_to_stream("s", 0, events(2))
+        ids = {e.event_id for e in store.read_all_streams_forward(0, 10)}
+        wait_until(lambda: other.seen() >= ids, what="the other subscription to go on")
+        assert not taken.seen(), "delivered under a lock another session holds"
+    finally:
+        intruder.close()
+    wait_until(lambda: taken.seen() >= ids, what="the name back, and its events delivered")

@@ -116,10 +116,19 @@ def holders(dsn: str, schema: str, name: str, stream: str = ALL) -> list[int]:
     return lock_backends(dsn, subscription_lock_key(schema, stream, name))
 
 
-# The subscription's own lock connection ---------------------------------------------------------
+# The subscription's lock connection --------------------------------------------------------------
+@pytest.fixture(params=[True, False], ids=["shared", "dedicated"])
+def lock_store(request: pytest.FixtureRequest, make_store: MakeStore) -> EventStore:
+    """Both ways of holding a subscription's lock: on the store's one shared lock connection
+    (the default; killing it kills every lock of the store) and on a dedicated connection
+    (`shared_lock_session=False`)."""
+    return make_store(shared_lock_session=request.param)
+
+
 def test_lock_connection_killed_subscription_reacquires_and_resumes(
-    store: EventStore, dsn: str, schema: str
+    lock_store: EventStore, dsn: str, schema: str
 ) -> None:
+    store = lock_store
     consumer = Consumer(store, "sub")
     store.append_to_stream("s", 0, events(3))
     consumer.drain(3)
@@ -146,8 +155,10 @@ def test_lock_connection_killed_subscription_reacquires_and_resumes(
 
 
 def test_lock_connection_killed_while_idle_then_events_arrive(
-    store: EventStore, dsn: str, schema: str, other_stream: None
+    lock_store: EventStore, dsn: str, schema: str
 ) -> None:
+    store = lock_store
+    store.append_to_stream("other", 0, events(4, start=100))
     consumer = Consumer(store, "sub", stream="s")
     (old,) = holders(dsn, schema, "sub", "s")
     kill_backends(dsn, [old])
@@ -155,11 +166,6 @@ def test_lock_connection_killed_while_idle_then_events_arrive(
         store.append_to_stream("s", 2 * i, events(2, start=2 * i + 1))
     consumer.drain(6)
     wait_until(lambda: checkpoint(dsn, schema, "s", "sub") == 6)
-
-
-@pytest.fixture
-def other_stream(store: EventStore) -> None:
-    store.append_to_stream("other", 0, events(4, start=100))
 
 
 def _grab(dsn: str, key: str, timeout: float = 5.0) -> psycopg.Connection[tuple[object, ...]]:
@@ -176,11 +182,12 @@ def _grab(dsn: str, key: str, timeout: float = 5.0) -> psycopg.Connection[tuple[
 
 
 def test_lost_lock_taken_by_another_holder_stops_delivery_until_released(
-    store: EventStore, dsn: str, schema: str
+    lock_store: EventStore, dsn: str, schema: str
 ) -> None:
     """The lock is the name: while another session holds it, this subscription delivers
     nothing; once it is free again the subscription takes it back and resumes after its
     checkpoint."""
+    store = lock_store
     consumer = Consumer(store, "sub")
     store.append_to_stream("s", 0, events(2))
     consumer.drain(2)
@@ -208,9 +215,10 @@ def test_lost_lock_taken_by_another_holder_stops_delivery_until_released(
     assert consumer.delivery.runs[-1][0] <= 3
 
 
-def test_no_delivery_once_the_lock_is_lost(store: EventStore, dsn: str, schema: str) -> None:
+def test_no_delivery_once_the_lock_is_lost(lock_store: EventStore, dsn: str, schema: str) -> None:
     """Losing the lock connection means losing the name: another session may now hold it,
     so this subscription must not deliver (LESSONS: single subscriber across processes)."""
+    store = lock_store
     consumer = Consumer(store, "sub")
     key = subscription_lock_key(schema, ALL, "sub")
     (old,) = holders(dsn, schema, "sub")

@@ -113,8 +113,8 @@ WORKLOADS: dict[str, Workload] = {
         ),
         Workload(
             "budget",
-            "200 live subscriptions: connections used and delivery p99, with and without "
-            "shared_lock_session",
+            "200 live subscriptions: connections used and delivery p99, by default (one shared "
+            "lock connection) and with shared_lock_session=False",
             budget_steps,
             run_budget,
         ),

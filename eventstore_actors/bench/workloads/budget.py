@@ -2,15 +2,16 @@
 
 `Sizes.budget_subscriptions` of them (200; 10 in the smoke run).
 
-With and without `shared_lock_session` (one lock connection for every subscription, versus a
-dedicated connection each; the dedicated side runs only where the server accepts that many more
-connections: PostgreSQL's default max_connections, 100, does not). Each paced append is timed
-from the moment `append_to_stream` is called to each subscriber's receipt (200 samples per
-append; every subscriber acks at once). The first WARMUP appends are not measured, and measuring
-starts once every subscriber has them. Connections are counted in pg_stat_activity by the
-store's application_name once every subscription is live. Raw: one LISTEN connection and one
-read connection; a listener thread reads each notified range once and fans the rows out to 200
-consumer threads (the same work without locks, checkpoints or supervision).
+The default (`shared_lock_session=True`: one lock connection for every subscription) and
+`shared_lock_session=False` (a dedicated connection each; that side runs only where the server
+accepts that many more connections: PostgreSQL's default max_connections, 100, does not). Each
+paced append is timed from the moment `append_to_stream` is called to each subscriber's receipt
+(200 samples per append; every subscriber acks at once). The first WARMUP appends are not
+measured, and measuring starts once every subscriber has them. Connections are counted in
+pg_stat_activity by the store's application_name once every subscription is live. Raw: one
+LISTEN connection and one read connection; a listener thread reads each notified range once and
+fans the rows out to 200 consumer threads (the same work without locks, checkpoints or
+supervision).
 """
 
 from __future__ import annotations
@@ -106,14 +107,18 @@ def _latencies(called: list[float], subscribers: list[_Stamps]) -> list[float]:
     ]
 
 
-def _api(ctx: Context, count: int, shared: bool, subscriptions: int) -> tuple[list[float], int]:
+def _api(
+    ctx: Context, count: int, shared: bool | None, subscriptions: int
+) -> tuple[list[float], int]:
+    """`shared`: the `shared_lock_session` option (None: the store's default)."""
     app = f"bench-budget-{uuid.uuid4().hex[:8]}"
     done = threading.Semaphore(0)
     subscribers = [_Stamps(count, done) for _ in range(subscriptions)]
     events = api_events(count)
     stream = f"budget-{uuid.uuid4().hex}"
     called: list[float] = []
-    with ctx.store(shared_lock_session=shared, pool_size=POOL_SIZE, application_name=app) as store:
+    options: dict[str, Any] = {} if shared is None else {"shared_lock_session": shared}
+    with ctx.store(pool_size=POOL_SIZE, application_name=app, **options) as store:
         for i, subscriber in enumerate(subscribers):
             store.subscribe_to_all_streams(
                 f"bench-budget-{i}-{uuid.uuid4().hex[:6]}", subscriber, start_from="current"
@@ -219,10 +224,10 @@ def run_budget(ctx: Context) -> list[Result]:
         # default max_connections, 100, does not); the shared side needs a handful.
         if free >= n + POOL_SIZE + _MARGIN:
             dedicated_ms, dedicated_conns = _api(ctx, count, shared=False, subscriptions=n)
-            sides.append(("dedicated lock connections", dedicated_ms, dedicated_conns))
-    with ctx.step(f"{n} subscriptions, shared_lock_session"):
-        shared_ms, shared_conns = _api(ctx, count, shared=True, subscriptions=n)
-        sides.append(("shared_lock_session", shared_ms, shared_conns))
+            sides.append(("shared_lock_session=False", dedicated_ms, dedicated_conns))
+    with ctx.step(f"{n} subscriptions, default (one shared lock connection)"):
+        shared_ms, shared_conns = _api(ctx, count, shared=None, subscriptions=n)
+        sides.insert(0, ("default", shared_ms, shared_conns))
     extra = {
         "subscriptions": n,
         "pool_size": POOL_SIZE,
