@@ -1,25 +1,20 @@
 """The subscription actor: drives a subscription's state machine with storage, its
-subscribers and a lock. One class for every durable subscription; what differs between a
-single subscriber, a consumer group's partition and competing consumers is data
-(`delivery.Delivery`) and the state machine it picks (`SubscriptionState`, `ConcurrentState`);
-its subscribers are `members`.
+subscribers and a lock. One class for every durable subscription: a single subscriber, a
+consumer group's partition and competing consumers differ only by data (`delivery.Delivery`)
+and the state machine it picks; its subscribers are `members`.
 
-One actor per named subscription. A session-level advisory lock on its own dedicated
-connection (`LockSession`) makes it the only subscriber of that name across every process
-sharing the database; the connection also serves its catch-up reads and checkpoint writes.
-Losing the connection loses the lock: the actor stops delivering at once, drops its state and,
-on its ticks, reconnects with back-off, takes the lock again (waiting while another process
-holds it) and resumes after the checkpoint. That is never counted as a crash.
+A session-level advisory lock makes the actor the only subscriber of its name across every
+process sharing the database: on the store's shared lock connection (`hub`, the default) or on
+a dedicated one (`lock.LockSession`, with `shared_lock_session=False`). Losing the connection
+loses the lock: the actor stops delivering at once, drops its state and, on its ticks,
+reconnects with back-off, takes the lock again (waiting while another process holds it) and
+resumes after the checkpoint. That is never counted as a crash.
 
-A subscription that ends for any other reason than its subscriber's own unsubscribe or delete
-(a mapper, the subscriber or the serializer failing, its stream deleted, the store stopping,
-the supervisor giving up) tells its subscribers `SubscriptionStopped`, then nothing more (see
-`Control`).
+A subscription that ends for any reason but its subscriber's own unsubscribe or delete tells
+its subscribers `SubscriptionStopped`, then nothing more (see `Control`).
 
-Positions, catch-up reads and how a deleted stream is noticed: see `reading.py`.
-
-Where things happen: a batch is delivered in `_deliver` (one subscriber, one batch), an ack
-arrives in `_on_ack` (cumulative or per event), a nack in `_on_nack` (see `nacks.py`).
+Catch-up reads: `reading.py`. A batch is delivered in `_deliver`, an ack arrives in `_on_ack`
+(cumulative or per event), a nack in `_on_nack` (see `nacks.py`).
 """
 
 from __future__ import annotations
@@ -58,13 +53,10 @@ __all__ = ["SubscriptionActor", "SubscriptionSpec"]
 
 #: Seconds between checks that the lock connection is still alive.
 _HEALTH_INTERVAL = 1.0
-#: Seconds between attempts to take a lock another session holds.
-_LOCK_RETRY = 0.5
-#: The same for a consumer group's partition: its previous holder lets go of it when the
-#: group rebalances (a member joined), and the new one takes over on the next tick.
-_GROUP_LOCK_RETRY = 0.1
-#: A first subscribe retries a held lock this long (a backend that just closed may not have
-#: released it yet).
+#: Seconds between attempts to take a lock another session holds; for a consumer group's
+#: partition, whose previous holder lets go of it when the group rebalances, 0.1 s.
+_LOCK_RETRY, _GROUP_LOCK_RETRY = 0.5, 0.1
+#: A first subscribe retries a held lock this long (a closed backend may still hold it).
 _SUBSCRIBE_LOCK_WAIT = 0.5
 #: Longest back-off between reconnects after the lock connection was lost.
 _MAX_BACKOFF = 2.0
@@ -179,8 +171,7 @@ class SubscriptionActor(SupervisedActor):
         return _LOCK_RETRY if self._spec.partition is None else _GROUP_LOCK_RETRY
 
     def _stand_by(self) -> None:
-        """Another process holds the name: the subscribe returns now, and the lock is tried
-        again on the ticks; `Subscribed` is told once it is taken."""
+        """Another process holds the name: return now; `Subscribed` once a tick takes it."""
         assert self._ready is not None
         self._ready.set(self._handle)
         self._ready = None
