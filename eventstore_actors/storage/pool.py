@@ -29,6 +29,11 @@ T = TypeVar("T")
 
 #: psycopg-pool's default number of connecting workers.
 _POOL_WORKERS = 3
+#: Connections the pool keeps open when idle; it grows on demand up to `pool_size` +
+#: `pool_overflow` and closes what stayed unused for `_MAX_IDLE` seconds, so an idle or live
+#: store (the live path reads nothing) holds a handful of connections, not `pool_size`.
+_MIN_HELD = 2
+_MAX_IDLE = 60.0
 
 
 class ReadPool:
@@ -41,8 +46,9 @@ class ReadPool:
         self._checking = threading.Lock()  # one background pool check at a time
         self._pool = _Pool(
             settings.dsn,
-            min_size=settings.pool_size,
+            min_size=min(settings.pool_size, _MIN_HELD),
             max_size=settings.pool_size + settings.pool_overflow,
+            max_idle=_MAX_IDLE,
             kwargs=pooled_kwargs(settings) if settings.pooled else settings.connect_kwargs(),
             configure=configure_pooled if settings.pooled else None,
             open=False,
@@ -53,7 +59,7 @@ class ReadPool:
         self._pool.probe_timeout = min(settings.io_timeout, settings.health_timeout)
 
     def open(self) -> None:
-        """Open the pool and wait until it is full: fails fast with ConfigError (a silent
+        """Open the pool and wait for its first connections: fails fast with ConfigError (a silent
         server: about connect_timeout, not a fixed 10 s)."""
         try:
             self._pool.open(wait=True, timeout=self._open_timeout())

@@ -35,7 +35,8 @@ from ..subscriber import RawListener
 
 __all__ = ["budget_steps", "run_budget"]
 
-POOL_SIZE = 4
+#: The store's default pool size: the row measures what a store holds by default.
+POOL_SIZE = 10
 #: Seconds between appends (every subscriber must have the event well before the next).
 INTERVAL = 0.02
 WARMUP = 3
