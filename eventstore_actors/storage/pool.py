@@ -72,7 +72,7 @@ class ReadPool:
     def _open_timeout(self) -> float:
         """connect_timeout + 2 s; with a multi-host DSN, connect_timeout applies to each host
         in turn, so a silent first host costs every connection that long: enough time for
-        the pool's workers to open all connections that way."""
+        the pool's workers to open its first connections that way."""
         settings = self._settings
         try:
             hosts = len(
@@ -82,7 +82,7 @@ class ReadPool:
             hosts = 1
         if hosts <= 1:
             return settings.connect_timeout + 2.0
-        rounds = -(-settings.pool_size // _POOL_WORKERS)
+        rounds = -(-self._pool.min_size // _POOL_WORKERS)  # open() waits for min_size only
         per_host = max(2.0, settings.connect_timeout)  # psycopg waits at least 2 s
         return per_host * hosts * rounds + 2.0
 
