@@ -49,10 +49,41 @@ class Reads:
         """`EventStore.stream_forward` or `stream_backward`: the checks now, the reads lazily."""
         first = _stream_start(stream_uuid, start, size, "read_batch_size", backward)
         if stream_uuid == checkpoints.ALL_STREAMS:
-            first_page = self.all_range(start, size, None, None, None, backward, "read_batch_size")
-            return self.stream_all(first_page)
+            return self.stream_all_streams(start, size, None, None, None, backward=backward)
         self._require_stream(stream_uuid)
         return self._stream_pages(stream_uuid, first, size, backward=backward)
+
+    def read_all_streams(
+        self,
+        start: Any,
+        count: Any,
+        event_types: Any,
+        stream_prefix: Any,
+        stop: Any,
+        *,
+        backward: bool,
+    ) -> list[RecordedEvent]:
+        """`EventStore.read_all_streams_forward` or `read_all_streams_backward`."""
+        return self.read_all(
+            self.all_range(start, count, event_types, stream_prefix, stop, backward)
+        )
+
+    def stream_all_streams(
+        self,
+        start: Any,
+        size: Any,
+        event_types: Any,
+        stream_prefix: Any,
+        stop: Any,
+        *,
+        backward: bool,
+    ) -> Iterator[RecordedEvent]:
+        """`EventStore.stream_all_forward` or `stream_all_backward`: the checks now, the reads
+        lazily."""
+        first = self.all_range(
+            start, size, event_types, stream_prefix, stop, backward, "read_batch_size"
+        )
+        return self.stream_all(first)
 
     @staticmethod
     def all_range(

@@ -1,11 +1,6 @@
-"""The EventStore facade: the public API, each method a docstring and a delegation.
-
-`runtime` starts and stops the supervised actors and connections; behind the facade, one
-module per concern: `writes` (appends), `reads` (reads, streaming, stream info),
-`stream_admin` (deletes, links), `snapshots`, and `subscriptions.service` (subscribe, ack,
-unsubscribe, transient subscriptions) with `subscriptions.queries` (info, parked events).
-Appends go to the writer actor; reads and snapshots go straight to the connection pool;
-subscriptions are supervised actors of their own. Every method is thread-safe.
+"""The EventStore facade: the public API, each method a docstring and a delegation to the
+module of its concern (`runtime`, `writes`, `reads`, `stream_admin`, `snapshots`,
+`subscriptions.service` and `.queries`); the guides in docs/ say the rest. Thread-safe.
 """
 
 from __future__ import annotations
@@ -105,11 +100,9 @@ class EventStore:
     ) -> EventStore:
         """Start the supervisor, writer and publisher on an initialised schema.
 
-        Every option is a keyword, so a type checker catches a misspelt one (at run time it
-        is a ConfigError); a bad value is a ConfigError too. `username`, `password`,
-        `database`, `hostname` and `port` (the seed's keys) are merged over the DSN. The other
-        options are those of `config.Settings`, documented there and in docs/getting-started.md.
-        """
+        Each option is a keyword (a misspelt or bad one: a type error, a ConfigError at run
+        time); `username` .. `port` are merged over the DSN; the others are `config.Settings`'s
+        (docs/getting-started.md)."""
         options = start_options(locals())  # every parameter but cls and dsn
         return start_runtime(dsn, options, cls)
 
@@ -170,15 +163,7 @@ class EventStore:
         hard: bool = False,
     ) -> None:
         """Delete a stream if it matches `expected_version` (an int, STREAM_EXISTS or
-        ANY_VERSION): softly (marked deleted, its events stay in $all), or with `hard=True`
-        for good (its events, links and subscriptions; the store must allow it, and it is
-        refused while a process of an earlier release holds a subscription: see
-        docs/upgrading.md).
-
-        Through the pool, not the writer: a delete is rare, may take long (a large hard
-        delete) and gains nothing from group commit; it serialises with appends on the counter
-        row lock all the same. Subscriptions to the stream end with SubscriptionStopped.
-        """
+        ANY_VERSION): softly, or with `hard=True` for good (docs/streams.md#deleting-streams)."""
         self._admin.delete_stream(stream_uuid, expected_version, hard=hard)
 
     def link_to_stream(
@@ -189,14 +174,8 @@ class EventStore:
         *,
         conn: psycopg.Connection[Any] | None = None,
     ) -> AppendResult:
-        """Add existing events (RecordedEvents or event_ids) to a stream without copying
-        them, after its last position, if it matches `expected_version`; the positions they
-        took (`first_version`..`last_version`) and the first and last event_ids linked.
-
-        Through the pool like deletes (see `delete_stream`), under the counter row lock; with
-        `conn=` (a psycopg 3 connection to the store's database) in that connection's current
-        transaction, as appends with `conn=` are (see `append_to_stream`).
-        """
+        """Add existing events (RecordedEvents or event_ids) to a stream without copying them,
+        if it matches `expected_version`; with `conn`, in its transaction (docs/streams.md)."""
         return self._admin.link_to_stream(
             stream_uuid, expected_version, events_or_event_ids, conn=conn
         )
@@ -209,18 +188,13 @@ class EventStore:
         max_count: int | None = None,
         max_age: timedelta | None = None,
     ) -> None:
-        """Keep at most `max_count` events of the stream and none older than `max_age`; the
-        others are hidden from every read at once and deleted later by the scavenger (see
-        docs/retention.md). None: no limit (stops further hiding; nothing comes back).
-        ValueError for max_count < 1, a non-positive max_age or "$all";
-        StreamNotFoundError for a missing stream; nothing changed then."""
+        """Keep at most `max_count` events of the stream and none older than `max_age` (None: no
+        limit); the others are hidden at once, deleted later (docs/retention.md)."""
         self._retention.set_stream_retention(stream_uuid, max_count, max_age)
 
     def truncate_stream(self, stream_uuid: str, before_version: int) -> int:
-        """Hide every event of the stream before `before_version` (at most its version + 1:
-        all of them) from every read at once, for good; the rows are deleted later by the
-        scavenger. How many events it newly hid (0 when repeated). The stream's version is
-        unchanged and appends carry on from it."""
+        """Hide every event of the stream before `before_version` for good (docs/retention.md);
+        how many events it newly hid. The stream's version is unchanged."""
         return self._retention.truncate_stream(stream_uuid, before_version)
 
     # Reading ----------------------------------------------------------------------------------
@@ -228,22 +202,14 @@ class EventStore:
         self, stream_uuid: str, start_version: int = 0, count: int = 1000
     ) -> list[RecordedEvent]:
         """Up to `count` events of one stream, from `start_version` (inclusive) on.
-
-        `count` defaults to 1000 and caps the result without a word: a longer stream returns
-        its first `count` events only. Read on from the last `stream_version` + 1, or use
-        `stream_forward`, which pages through every event.
-        """
+        `count` defaults to 1000 and caps the result without a word (`stream_forward` pages)."""
         return self._reads.read_stream(stream_uuid, start_version, count, backward=False)
 
     def read_stream_backward(
         self, stream_uuid: str, start_version: int = -1, count: int = 1000
     ) -> list[RecordedEvent]:
         """Up to `count` events of one stream, newest first, from `start_version` (inclusive;
-        -1 or past the end: from the last event; 0: none) down.
-
-        `count` defaults to 1000 and caps the result without a word; `stream_backward` pages
-        through every event.
-        """
+        -1: the last) down. `count` defaults to 1000 and caps the result without a word."""
         return self._reads.read_stream(stream_uuid, start_version, count, backward=True)
 
     def read_all_streams_forward(
@@ -255,16 +221,11 @@ class EventStore:
         stream_prefix: str | None = None,
         stop: int | None = None,
     ) -> list[RecordedEvent]:
-        """Up to `count` events of every stream in event_id order, from `start_event_id` on
-        (up to `stop`, inclusive), optionally only some event types or streams.
-
-        `count` defaults to 1000 and caps the result without a word: read on from the last
-        `event_id` + 1, or use `stream_all_forward`, which pages through every event.
-        """
-        first = self._reads.all_range(
-            start_event_id, count, event_types, stream_prefix, stop, False
+        """Up to `count` events of every stream in event_id order, from `start_event_id` to
+        `stop` (inclusive). `count` defaults to 1000 and caps the result without a word."""
+        return self._reads.read_all_streams(
+            start_event_id, count, event_types, stream_prefix, stop, backward=False
         )
-        return self._reads.read_all(first)
 
     def read_all_streams_backward(
         self,
@@ -274,14 +235,11 @@ class EventStore:
         event_types: Collection[str] | None = None,
         stream_prefix: str | None = None,
     ) -> list[RecordedEvent]:
-        """Up to `count` events of every stream, newest first, from `start_event_id` (-1:
-        the last event) down, optionally only some event types or streams.
-
-        `count` defaults to 1000 and caps the result without a word; `stream_all_backward`
-        pages through every event.
-        """
-        first = self._reads.all_range(start_event_id, count, event_types, stream_prefix, None, True)
-        return self._reads.read_all(first)
+        """Up to `count` events of every stream, newest first, from `start_event_id` (-1: the
+        last) down. `count` defaults to 1000 and caps the result without a word."""
+        return self._reads.read_all_streams(
+            start_event_id, count, event_types, stream_prefix, None, backward=True
+        )
 
     def stream_forward(
         self, stream_uuid: str, start_version: int = 0, read_batch_size: int = 1000
@@ -305,16 +263,9 @@ class EventStore:
         stop: int | None = None,
     ) -> Iterator[RecordedEvent]:
         """Every event of every stream in event_id order, read lazily in constant memory."""
-        first = self._reads.all_range(
-            start_event_id,
-            read_batch_size,
-            event_types,
-            stream_prefix,
-            stop,
-            False,
-            "read_batch_size",
+        return self._reads.stream_all_streams(
+            start_event_id, read_batch_size, event_types, stream_prefix, stop, backward=False
         )
-        return self._reads.stream_all(first)
 
     def stream_all_backward(
         self,
@@ -325,16 +276,9 @@ class EventStore:
         stream_prefix: str | None = None,
     ) -> Iterator[RecordedEvent]:
         """Every event of every stream, newest first, read lazily in constant memory."""
-        first = self._reads.all_range(
-            start_event_id,
-            read_batch_size,
-            event_types,
-            stream_prefix,
-            None,
-            True,
-            "read_batch_size",
+        return self._reads.stream_all_streams(
+            start_event_id, read_batch_size, event_types, stream_prefix, None, backward=True
         )
-        return self._reads.stream_all(first)
 
     # Stream info ------------------------------------------------------------------------------
     def stream_info(self, stream_uuid: str) -> StreamInfo:
@@ -368,16 +312,12 @@ class EventStore:
         max_size: int | None = None,
         **options: Unpack[SubscribeOptions],
     ) -> Subscription:
-        """Subscribe `subscriber` to one stream's events, after the checkpoint or `start_from`.
+        """Subscribe `subscriber` to one stream's events (docs/subscriptions.md).
 
-        start_from (default "origin"): where a new subscription starts: "origin" (before the
-            first event), "current" (the position at subscribe time) or an int position;
-            delivery starts after it. An existing subscription resumes after its checkpoint.
-        mapper (default None): fn(event) applied to each event before it is sent; acks then
-            take int positions.
-        max_size (default None: the store's subscription_max_size): events buffered for a
-            subscriber that has not acked yet; beyond it they are dropped and caught up
-            from storage later.
+        start_from (default "origin"): "origin", "current" or an int position; a new
+            subscription's delivery starts after it, an existing one's after its checkpoint.
+        mapper (default None): fn(event) applied before sending; acks then take int positions.
+        max_size (default None: subscription_max_size): events buffered ahead of the acks.
         """
         return self._subscriptions.durable(
             stream_uuid, subscription_name, subscriber, start_from, mapper, max_size, options
@@ -394,16 +334,12 @@ class EventStore:
         **options: Unpack[AllStreamsSubscribeOptions],
     ) -> Subscription:
         """Subscribe `subscriber` to every stream's events in event_id order; with
-        `partitions=N`, as one member of a consumer group (see subscriptions.group).
+        `partitions=N`, as one member of a consumer group (docs/scale-out.md).
 
-        start_from (default "origin"): where a new subscription starts: "origin" (before the
-            first event), "current" (the last event_id at subscribe time) or an int event_id;
-            delivery starts after it. An existing subscription resumes after its checkpoint.
-        mapper (default None): fn(event) applied to each event before it is sent; acks then
-            take int positions.
-        max_size (default None: the store's subscription_max_size): events buffered for a
-            subscriber that has not acked yet; beyond it they are dropped and caught up
-            from storage later.
+        start_from (default "origin"): "origin", "current" or an int event_id; a new
+            subscription's delivery starts after it, an existing one's after its checkpoint.
+        mapper (default None): fn(event) applied before sending; acks then take int positions.
+        max_size (default None: subscription_max_size): events buffered ahead of the acks.
         """
         return self._subscriptions.durable(
             checkpoints.ALL_STREAMS,
@@ -433,16 +369,14 @@ class EventStore:
     def parked_events(
         self, subscription_name: str, stream_uuid: str = checkpoints.ALL_STREAMS
     ) -> list[ParkedEvent]:
-        """The events the subscription parked (nack "park", or retries exhausted), in
-        event_id order."""
+        """The events the subscription parked (nack "park", retries exhausted), by event_id."""
         return self._queries.parked_events(subscription_name, stream_uuid)
 
     def replay_parked(
         self, subscription_name: str, stream_uuid: str = checkpoints.ALL_STREAMS
     ) -> int:
-        """Deliver the parked events again, in their order and ahead of newer events, by
-        whichever process holds the subscription; each leaves the list once acked. Returns
-        how many were queued again."""
+        """Deliver the parked events again, ahead of newer events, by whichever process holds
+        the subscription; each leaves the list once acked. How many were queued again."""
         return self._queries.replay_parked(subscription_name, stream_uuid)
 
     def forget_parked(
@@ -507,10 +441,8 @@ class EventStore:
 
     # Metrics ----------------------------------------------------------------------------------
     def metrics(self) -> dict[str, float]:
-        """This store instance's counters, gauges and latency summaries (docs/scale-out.md);
-        empty when started with `metrics=False`. The subscription lags cost one pooled
-        query, made here, never on the hot path; without the database they are left out
-        and `subscription_lag_error` is 1."""
+        """This store instance's counters, gauges and latency summaries (docs/scale-out.md;
+        empty with `metrics=False`); the subscription lags cost one pooled query, made here."""
         return self._runtime.metrics(self._queries.subscriptions)
 
     # Archiving --------------------------------------------------------------------------------
@@ -521,10 +453,8 @@ class EventStore:
         older_than: timedelta | None = None,
         target: str | None = None,
     ) -> ArchiveResult:
-        """Move the events before `before_event_id` (exclusive), or those older than
-        `older_than` (give exactly one), to Parquet files under `target` (default: the
-        `archive` option), then delete them from PostgreSQL; reads stay transparent. Crash-safe
-        at every step (see docs/archiving.md); the events moved (`events == 0`: nothing)."""
+        """Move the events before `before_event_id` (exclusive) or older than `older_than` (one
+        of them) to Parquet files under `target`, out of PostgreSQL (docs/archiving.md)."""
         self._runtime.refuse_stopped()
         return archive_events(
             self._runtime.settings,
@@ -548,12 +478,8 @@ class EventStore:
 
     # Personal data ----------------------------------------------------------------------------
     def forget_subject(self, subject: str) -> int:
-        """Forget a data subject for ever (crypto-shredding): its data key is deleted in one
-        transaction and dropped from this process's key cache before this returns; every read
-        in any process then yields its events and snapshot with `data=FORGOTTEN` (events:
-        `forgotten=True`) at their old positions, and writes naming it raise
-        SubjectForgottenError. The number of its stored events (0 when unknown, which is
-        still marked forgotten, or already forgotten). See docs/personal-data.md."""
+        """Forget a data subject for ever (crypto-shredding: docs/personal-data.md): reads then
+        yield its data as FORGOTTEN, writes naming it fail. The number of its stored events."""
         self._runtime.refuse_stopped()
         self._writes.refuse_own_lock_wait()  # it takes the lock appends take
         runtime = self._runtime
