@@ -1,6 +1,6 @@
 """Opening and checking connections: `connect` (on `dsn` or, for session state, on
 `session_dsn`), the check of `session_dsn` against `dsn` at start, and whether an idle
-connection is still usable (`is_alive`, `reset_to_idle`)."""
+connection is still usable (`has_input`, `is_alive`, `reset_to_idle`)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ __all__ = [
     "FINGERPRINT",
     "check_session_dsn",
     "connect",
+    "has_input",
     "is_alive",
     "reset_to_idle",
 ]
@@ -81,16 +82,26 @@ def check_session_dsn(settings: Settings, conn: psycopg.Connection[Any]) -> None
         )
 
 
-def is_alive(conn: psycopg.Connection[Any]) -> bool:
-    """Whether an idle connection is still usable, without a round trip in the usual case.
+def has_input(conn: psycopg.Connection[Any]) -> bool:
+    """Whether an idle connection's socket has something to read (or has no socket left),
+    without reading it and without a round trip.
 
-    A terminated backend leaves its farewell error and EOF on the socket; an idle healthy
-    connection has nothing to read. Only a readable socket is probed with a query.
+    An idle healthy connection has nothing to read; a terminated backend leaves its farewell
+    error and EOF on the socket. True says only "look closer" (a NOTIFY or notice reads too).
     """
+    try:
+        readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    except (psycopg.Error, OSError, ValueError):
+        return True
+    return bool(readable)
+
+
+def is_alive(conn: psycopg.Connection[Any]) -> bool:
+    """Whether an idle connection is still usable, without a round trip in the usual case:
+    only a socket with input waiting (`has_input`) is probed with a query."""
     if is_gone(conn):
         return False
-    readable, _, _ = select.select([conn.fileno()], [], [], 0)
-    if not readable:
+    if not has_input(conn):
         return True
     try:
         conn.execute("SELECT 1")

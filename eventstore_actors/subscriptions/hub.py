@@ -28,7 +28,6 @@ second subscription of the same name in this store is refused as another process
 
 from __future__ import annotations
 
-import select
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -41,7 +40,7 @@ from .. import logs
 from ..config import Settings
 from ..errors import EventStoreError, StoreUnavailableError
 from ..storage import checkpoints, locks, parked, reader
-from ..storage.connection import is_alive
+from ..storage.connection import has_input, is_alive
 from ..storage.deadline import guard
 from ..storage.errors import is_connection_loss, is_gone, reason
 from ..storage.pool import ReadPool
@@ -343,13 +342,7 @@ class LockHub:
 
 def _readable(conn: psycopg.Connection[Any] | None) -> bool:
     """Whether the connection's socket has something to read (or is gone), not reading it."""
-    if conn is None:
-        return True
-    try:
-        readable, _, _ = select.select([conn.fileno()], [], [], 0)
-    except (psycopg.Error, OSError, ValueError):
-        return True
-    return bool(readable)
+    return conn is None or has_input(conn)
 
 
 class SharedLockSession:
