@@ -180,7 +180,8 @@ class WriterActor(SupervisedActor):
 
     def idle(self) -> bool:
         """Whether no append waits for this writer (asked by a caller holding the lock): none
-        pending, no flush queued, nothing in the inbox but the parks of earlier leaders."""
+        pending, no flush queued, nothing in the inbox but the parks of earlier leaders.
+        pykka's threading inbox is a queue.Queue (tests/runtime/test_writer_leader.py pins it)."""
         return (
             not self._pending
             and not self._flush_queued
