@@ -53,21 +53,6 @@ class Reads:
         self._require_stream(stream_uuid)
         return self._stream_pages(stream_uuid, first, size, backward=backward)
 
-    def read_all_streams(
-        self,
-        start: Any,
-        count: Any,
-        event_types: Any,
-        stream_prefix: Any,
-        stop: Any,
-        *,
-        backward: bool,
-    ) -> list[RecordedEvent]:
-        """`EventStore.read_all_streams_forward` or `read_all_streams_backward`."""
-        return self.read_all(
-            self.all_range(start, count, event_types, stream_prefix, stop, backward)
-        )
-
     def stream_all_streams(
         self,
         start: Any,

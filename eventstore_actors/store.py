@@ -223,9 +223,10 @@ class EventStore:
     ) -> list[RecordedEvent]:
         """Up to `count` events of every stream in event_id order, from `start_event_id` to
         `stop` (inclusive). `count` defaults to 1000 and caps the result without a word."""
-        return self._reads.read_all_streams(
-            start_event_id, count, event_types, stream_prefix, stop, backward=False
+        first = self._reads.all_range(
+            start_event_id, count, event_types, stream_prefix, stop, False
         )
+        return self._reads.read_all(first)
 
     def read_all_streams_backward(
         self,
@@ -237,9 +238,8 @@ class EventStore:
     ) -> list[RecordedEvent]:
         """Up to `count` events of every stream, newest first, from `start_event_id` (-1: the
         last) down. `count` defaults to 1000 and caps the result without a word."""
-        return self._reads.read_all_streams(
-            start_event_id, count, event_types, stream_prefix, None, backward=True
-        )
+        first = self._reads.all_range(start_event_id, count, event_types, stream_prefix, None, True)
+        return self._reads.read_all(first)
 
     def stream_forward(
         self, stream_uuid: str, start_version: int = 0, read_batch_size: int = 1000
