@@ -18,7 +18,13 @@ from eventsourcing.persistence import OperationalError, ProgrammingError
 from eventsourcing.utils import resolve_topic
 
 from ..errors import ConfigError, EventStoreError, StoreUnavailableError
-from ..lifecycle.encryption import ENV_MASTER_KEY, Encryption, keyring_of
+from ..lifecycle.encryption import (
+    ENV_MASTER_KEY,
+    Encryption,
+    NoKeyringError,
+    keyring_of,
+    open_stored,
+)
 from ..storage.recorders import EventRow
 
 __all__ = ["FORGOTTEN_STATE", "States", "encryption_from"]
@@ -37,23 +43,18 @@ class States:
         _, _, data, subject, forgotten = row
         if subject is None:
             return data
-        keyring = self._keyring
-        if forgotten:
-            if keyring is not None:
-                keyring.evict(subject)
-            return FORGOTTEN_STATE
-        if keyring is None:
+        try:
+            plain = open_stored(self._keyring, subject, data, forgotten)
+        except NoKeyringError:
             raise ProgrammingError(
                 "an event's data is encrypted (it has a data subject) and this module runs "
                 f"without encryption: set {ENV_MASTER_KEY} (32 bytes, base64)"
-            )
-        try:
-            plain = keyring.open(subject, data)
+            ) from None
         except StoreUnavailableError as exc:
             raise OperationalError(str(exc)) from exc
         except EventStoreError as exc:
             raise ProgrammingError(str(exc)) from exc
-        return FORGOTTEN_STATE if plain is None else plain  # None: forgotten since the read
+        return FORGOTTEN_STATE if plain is None else plain  # None: forgotten
 
 
 def encryption_from(master_key: str | None, key_store_topic: str | None) -> Encryption | None:

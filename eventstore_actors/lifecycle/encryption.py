@@ -40,8 +40,10 @@ __all__ = [
     "Encryption",
     "KeyStore",
     "Keyring",
+    "NoKeyringError",
     "SealedSerializer",
     "keyring_of",
+    "open_stored",
     "rewrapper",
     "sealing",
 ]
@@ -392,6 +394,31 @@ class SealedSerializer:
 
     def __repr__(self) -> str:
         return f"SealedSerializer({self.inner!r})"
+
+
+class NoKeyringError(EventStoreError):
+    """Stored data is encrypted (it has a subject) and the store runs without encryption. Its
+    message says how to start a store with encryption; a caller set up another way (the
+    eventsourcing module: an environment variable) says its own."""
+
+
+def open_stored(
+    keyring: Keyring | None, subject: str, sealed: bytes, forgotten: bool | None
+) -> bytes | None:
+    """The plaintext of stored data of `subject` (an event's, read with `forgotten` from the
+    same snapshot), or None when the subject is forgotten: the row says so (its key leaves the
+    cache) or its key is gone since. NoKeyringError without a keyring; EventStoreError when
+    it cannot be decrypted (never the ciphertext)."""
+    if forgotten:
+        if keyring is not None:
+            keyring.evict(subject)
+        return None
+    if keyring is None:
+        raise NoKeyringError(
+            "its data is encrypted and this store runs without encryption (start it with "
+            "encryption=Encryption(...))"
+        )
+    return keyring.open(subject, sealed)
 
 
 def keyring_of(serializer: Any) -> Keyring | None:

@@ -13,7 +13,7 @@ import psycopg
 
 from ..errors import EventStoreError
 from ..events import FORGOTTEN, RecordedEvent
-from ..lifecycle.encryption import Keyring, keyring_of
+from ..lifecycle.encryption import keyring_of, open_stored
 from ..serialization import EventDecodeError, Serializer
 from ..serialization.jsonserializer import fast_json
 from ..sql import statement
@@ -447,8 +447,9 @@ def decode(rows: Iterable[Row], serializer: Serializer) -> list[RecordedEvent]:
                         raise EventStoreError("the stored data is not in the encrypted format")
                     data = key.decrypt(data[1:13], data[13:], key.aad)
                 else:
-                    data = _open(keyring, subject, data, row[12])
-                    forgotten = data is None
+                    plain = open_stored(keyring, subject, data, row[12])
+                    forgotten = plain is None
+                    data = b"" if plain is None else plain
             if forgotten:
                 value: Any = FORGOTTEN
             elif scan is None:  # a serializer of the application's
@@ -504,18 +505,3 @@ def decode(rows: Iterable[Row], serializer: Serializer) -> list[RecordedEvent]:
 
 #: No type is rebuilt by the inlined JSON decoding when the serializer is not the stock one.
 _NO_READERS: Mapping[str | None, Callable[[Any], Any]] = {}
-
-
-def _open(keyring: Keyring | None, subject: str, sealed: bytes, forgotten: bool | None) -> Any:
-    """The plaintext of an event with a subject whose key is not cached, or None when the
-    subject is forgotten (the row says so, or its key is gone since)."""
-    if forgotten:
-        if keyring is not None:
-            keyring.evict(subject)
-        return None
-    if keyring is None:
-        raise EventStoreError(
-            "its data is encrypted and this store runs without encryption (start it with "
-            "encryption=Encryption(...))"
-        )
-    return keyring.open(subject, sealed)

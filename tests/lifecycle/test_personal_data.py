@@ -128,7 +128,9 @@ def test_store_without_encryption_never_returns_ciphertext(
         "s", ANY_VERSION, [EventData({"a": 1}, "A", subject="carol")]
     )
     plain = make_store()
-    with pytest.raises(EventStoreError):
+    with pytest.raises(
+        EventStoreError, match=r"runs without encryption \(start it with encryption="
+    ):
         plain.read_stream_forward("s")
 
 
