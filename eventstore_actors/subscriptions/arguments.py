@@ -1,6 +1,7 @@
 """The arguments of a durable subscribe, checked once: `Checked` holds the options (the
-`SubscribeOptions` given, over their defaults) as the subscription actors take them, and
-`child_id` names a subscription in the registry."""
+`SubscribeOptions` given, over their defaults) as the subscription actors take them,
+`Request` one subscribe's arguments with them, and `child_id` names a subscription in the
+registry."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from ..validation import (
 )
 from .health import check_stall_after
 
-__all__ = ["Checked", "check_flag", "check_seconds", "registry_id"]
+__all__ = ["Checked", "Request", "check_flag", "check_seconds", "registry_id"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,6 +97,20 @@ class Checked:
             retry_delay=check_seconds(given["retry_delay"], "retry_delay") or 0.0,
             stall_after=check_stall_after(given["stall_after"]),
         )
+
+
+@dataclasses.dataclass(frozen=True)
+class Request:
+    """One durable subscribe's arguments, as they go from the facade to the subscription
+    that starts (a consumer group's partitions: one each, with their own name and options)."""
+
+    stream_uuid: str
+    name: str
+    subscriber: Any
+    start_from: str | int
+    mapper: Callable[[RecordedEvent], Any] | None
+    max_size: int | None
+    options: Checked
 
 
 def check_seconds(value: Any, name: str) -> float | None:

@@ -26,7 +26,6 @@ from ..errors import (
     StreamDeletedError,
     SubscriptionAlreadyExistsError,
 )
-from ..events import RecordedEvent
 from ..runtime import Runtime, stop_actor
 from ..storage import checkpoints, outbox, reader
 from ..validation import check_count, check_name, check_start_from
@@ -35,7 +34,7 @@ from . import info as sub_info
 from . import options as sub_options
 from .acks import SingleAcks, member_handle
 from .actor import SubscriptionActor
-from .arguments import Checked, check_flag, registry_id
+from .arguments import Checked, Request, check_flag, registry_id
 from .control import Control
 from .delivery import subscriber_alive, tell_stopped
 from .health import HealthMonitor, SubscriptionHealth
@@ -106,14 +105,10 @@ class Subscriptions:
     ) -> Subscription:
         """`EventStore.subscribe_to_stream`, or with `all_streams` (`stream_uuid` "$all")
         `subscribe_to_all_streams` (with `partitions`: a consumer group's member)."""
+        count = None
         if all_streams:
             given = sub_options.resolve(options, "subscribe_to_all_streams")
             count = groups.check_partitions(given["partitions"])
-            checked = Checked.of(given)
-            if count is not None:
-                return self._subscribe_group(
-                    subscription_name, subscriber, start_from, mapper, max_size, checked, count
-                )
         else:
             given = sub_options.resolve(options, "subscribe_to_stream")
             check_name(stream_uuid, "stream_uuid")
@@ -126,28 +121,24 @@ class Subscriptions:
                 raise ValueError("mixed_batches applies to all-streams subscriptions only")
             if given["stream_prefix"] is not None:
                 raise ValueError("stream_prefix applies to all-streams subscriptions only")
-            checked = Checked.of(given)
-        return self._subscribe(
+        checked = Checked.of(given)
+        request = Request(
             stream_uuid, subscription_name, subscriber, start_from, mapper, max_size, checked
         )
+        if count is not None:
+            return self._subscribe_group(request, count)
+        return self._subscribe(request)
 
-    def _subscribe(
-        self,
-        stream_uuid: str,
-        name: str,
-        subscriber: Any,
-        start_from: str | int,
-        mapper: Callable[[RecordedEvent], Any] | None,
-        max_size: int | None,
-        options: Checked,
-    ) -> Subscription:
-        size = self._checked_size(name, subscriber, start_from, mapper, max_size, options)
+    def _subscribe(self, request: Request) -> Subscription:
+        stream_uuid, name, subscriber = request.stream_uuid, request.name, request.subscriber
+        options = request.options
+        size = self._checked_size(request)
         self._refuse_deleted(stream_uuid)
         child_id = registry_id(stream_uuid, name)
         registry = self._registry
         concurrent = options.concurrency_limit > 1
         if concurrent:
-            attached = self._attach(child_id, stream_uuid, name, subscriber, options)
+            attached = self._attach(child_id, request)
             if attached is not None:
                 return attached
         control = Control(size, subscriber)
@@ -168,8 +159,7 @@ class Subscriptions:
             handle = Subscription(stream_uuid, acks.shown, acks)
         acks.handle = handle
         health = SubscriptionHealth(stream_uuid, name, options.stall_after)
-        spec = self._spec(stream_uuid, name, subscriber, start_from, mapper, size, control, options)
-        spec = dataclasses.replace(spec, health=health)
+        spec = dataclasses.replace(self._spec(request, size, control), health=health)
         ready: pykka.ThreadingFuture[Subscription] = pykka.ThreadingFuture()
         settings = self._settings
 
@@ -193,7 +183,7 @@ class Subscriptions:
             if not concurrent:
                 raise
             # Another subscribe of the name started it meanwhile: join it.
-            attached = self._attach(child_id, stream_uuid, name, subscriber, options)
+            attached = self._attach(child_id, request)
             if attached is None:
                 raise
             return attached
@@ -208,19 +198,13 @@ class Subscriptions:
             self.forget_and_stop(child_id, child)
             raise
 
-    def _checked_size(
-        self,
-        name: str,
-        subscriber: Any,
-        start_from: str | int,
-        mapper: Callable[[RecordedEvent], Any] | None,
-        max_size: int | None,
-        options: Checked,
-    ) -> int:
+    def _checked_size(self, request: Request) -> int:
         """The subscribe arguments checked (TypeError, ValueError); the buffer's size."""
-        _check_name_and_subscriber(name, subscriber, partition=options.partition is not None)
-        check_start_from(start_from)
-        if mapper is not None and not callable(mapper):
+        subscriber, max_size = request.subscriber, request.max_size
+        partition = request.options.partition is not None
+        _check_name_and_subscriber(request.name, subscriber, partition=partition)
+        check_start_from(request.start_from)
+        if request.mapper is not None and not callable(request.mapper):
             raise TypeError("mapper must be callable or None")
         size = (
             self._settings.subscription_max_size
@@ -231,24 +215,15 @@ class Subscriptions:
             raise ValueError("the subscriber is not running (a stopped actor?)")
         return size
 
-    def _spec(
-        self,
-        stream_uuid: str,
-        name: str,
-        subscriber: Any,
-        start_from: str | int,
-        mapper: Callable[[RecordedEvent], Any] | None,
-        size: int,
-        control: Control,
-        options: Checked,
-    ) -> SubscriptionSpec:
+    def _spec(self, request: Request, size: int, control: Control) -> SubscriptionSpec:
         """What the subscription's actor runs with (every restart of it)."""
+        options = request.options
         return SubscriptionSpec(
-            stream_uuid,
-            name,
-            subscriber,
-            start_from,
-            mapper,
+            request.stream_uuid,
+            request.name,
+            request.subscriber,
+            request.start_from,
+            request.mapper,
             size,
             control,
             holder=self._holder,
@@ -271,17 +246,10 @@ class Subscriptions:
             pool=self._pool,  # catch-up reads ahead (and with a hub, all of them)
         )
 
-    def _subscribe_group(
-        self,
-        name: str,
-        subscriber: Any,
-        start_from: str | int,
-        mapper: Callable[[RecordedEvent], Any] | None,
-        max_size: int | None,
-        options: Checked,
-        count: int,
-    ) -> Subscription:
-        """Join the consumer group `name` of `count` partitions (see subscriptions.group)."""
+    def _subscribe_group(self, request: Request, count: int) -> Subscription:
+        """Join the consumer group `request.name` of `count` partitions (see
+        subscriptions.group): each partition a subscription of its own."""
+        name, subscriber, options = request.name, request.subscriber, request.options
         _check_name_and_subscriber(name, subscriber, partition=False)
         if not subscriber_alive(subscriber):
             raise ValueError("the subscriber is not running (a stopped actor?)")
@@ -292,7 +260,7 @@ class Subscriptions:
             raise SubscriptionAlreadyExistsError(
                 f"consumer group {name!r} is already subscribed in this store"
             )
-        start = functools.partial(self._start_position, start_from)
+        start = functools.partial(self._start_position, request.start_from)
         schema = self._settings.schema
         self._pool.run(lambda c: groups.prepare(c, schema, name, count, start))
         partition_options = dataclasses.replace(options, standby=True)
@@ -301,7 +269,7 @@ class Subscriptions:
             row = groups.partition_row_name(name, index, count)
             part = dataclasses.replace(partition_options, partition=(index, count))
             return self._subscribe(
-                checkpoints.ALL_STREAMS, row, relay, start_from, mapper, max_size, part
+                dataclasses.replace(request, name=row, subscriber=relay, options=part)
             )
 
         def stop_partition(index: int) -> None:
@@ -342,12 +310,11 @@ class Subscriptions:
             return reader.last_event_id(conn)
         return int(start_from)
 
-    def _attach(
-        self, child_id: str, stream_uuid: str, name: str, subscriber: Any, options: Checked
-    ) -> Subscription | None:
+    def _attach(self, child_id: str, request: Request) -> Subscription | None:
         """Competing consumers: join the subscription of that name running here. None when
         none runs (or it is ending: the caller starts it anew); SubscriptionAlreadyExistsError
         when it takes no more subscribers."""
+        stream_uuid, name = request.stream_uuid, request.name
         ref = self._registry.peek(child_id)
         control = self._registry.attachment(child_id)
         if ref is None or not isinstance(control, Control) or control.closed:
@@ -368,7 +335,7 @@ class Subscriptions:
             )
         try:
             reply = ref.ask(
-                Attach(subscriber, handle, options.buffer_size),
+                Attach(request.subscriber, handle, request.options.buffer_size),
                 timeout=self._settings.call_timeout,
             )
         except pykka.ActorDeadError:
