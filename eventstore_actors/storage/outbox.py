@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import threading
 import weakref
-from datetime import datetime
 from typing import Any, cast
 
 import psycopg
@@ -158,30 +157,14 @@ class Outbox:
         stream_uuid: str,
         expected: int | ExpectedVersion,
         event_ids: list[int],
+        found: links.Found | None = None,
     ) -> AppendResult:
         """`link_to_stream` in `conn`'s current transaction, like `append` (the counter row
         lock is taken there, so a link after an append of the same transaction never waits
-        for that transaction)."""
-        found: dict[int, tuple[str, datetime]] = {}
-        while True:  # archived events: looked up in the files after a rollback, then again
-            try:
-                return self._link_once(conn, stream_uuid, expected, event_ids, found)
-            except links.ArchivedEvents as more:
-                try:
-                    found.update(links.look_up(conn, stream_uuid, more.event_ids))
-                except psycopg.Error as exc:
-                    raise translate(exc, conn, "link") from None
-
-    def _link_once(
-        self,
-        conn: psycopg.Connection[Any],
-        stream_uuid: str,
-        expected: int | ExpectedVersion,
-        event_ids: list[int],
-        found: links.Found,
-    ) -> AppendResult:
-        """One try of `link`: status 9 (links.ArchivedEvents) rolls back what it did (the
-        counter row lock it took included), so the files are read without holding it."""
+        for that transaction). links.ArchivedEvents when some of the events are archived and
+        not in `found` (the archived events looked up): what it did is rolled back then (the
+        counter row lock it took included), so that the caller reads the files, through the
+        store's own connections, without holding it, and calls again."""
         params = links.params(stream_uuid, expected, event_ids, self._channel, self._origin, found)
         own = conn.autocommit and conn.info.transaction_status == _STATUS.IDLE
         committing = False
