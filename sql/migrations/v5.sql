@@ -137,7 +137,8 @@ $$;
 -- (storage/schema.py, _lock_tables) until it commits; CREATE INDEX itself takes SHARE on
 -- parked_events (reads go on, writes wait). The table holds only the events subscriptions
 -- gave up on, so the build is short; a store with a very large parked_events can build the
--- index CONCURRENTLY under this name before migrating, and this statement then does nothing.
+-- index CONCURRENTLY under this name before migrating (docs/upgrading.md), and this statement
+-- then does nothing (drop it first if that build failed: an invalid index would be kept).
 CREATE INDEX IF NOT EXISTS parked_events_event_id_idx ON parked_events (event_id);
 -- end of block: parked-index
 
