@@ -7,6 +7,8 @@ a link with `conn=` runs in the caller's transaction like an append with `conn=`
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
+from functools import partial
 from typing import Any
 
 from .errors import (
@@ -83,7 +85,7 @@ class StreamAdmin:
         if conn is not None:
             conn = check_connection(conn)
             self._writes.refuse_own_lock_wait(conn)
-            result = self._writes.outbox().link(conn, stream_uuid, expected, event_ids)
+            result = self._link_in(conn, stream_uuid, expected, event_ids)
             tell_stream_subscriptions(self._registry, stream_uuid, CatchUp())
             return result
         self._writes.refuse_own_lock_wait()
@@ -95,6 +97,19 @@ class StreamAdmin:
         )
         tell_stream_subscriptions(self._registry, stream_uuid, CatchUp())
         return result
+
+    def _link_in(
+        self, conn: Conn, stream_uuid: str, expected: ExpectedVersion | int, event_ids: list[int]
+    ) -> AppendResult:
+        """The link in the caller's transaction; archived events among `event_ids` are looked
+        up in the files through the pool, between two tries (the first rolled back)."""
+        found: dict[int, tuple[str, datetime]] = {}
+        while True:  # each round adds archived events to `found`: at most len(event_ids) + 1
+            try:
+                return self._writes.outbox().link(conn, stream_uuid, expected, event_ids, found)
+            except links.ArchivedEvents as more:
+                look = partial(links.look_up, stream_uuid=stream_uuid, event_ids=more.event_ids)
+                found.update(self._pool.run(look))
 
 
 def _event_ids(items: Any) -> list[int]:

@@ -70,12 +70,14 @@ class Retention:
         stream = _check_stream(stream_uuid)
         before = check_count(before_version, "before_version")
         self._runtime.refuse_stopped()
-        hidden, first = self._pool.run(
+        hidden, first, elsewhere = self._pool.run(
             self._runtime.written(lambda c: rows.truncate(c, stream, before))
         )
         archive = archive_rows.overlay()
         if archive is not None and first < before:  # its own events moved to archive files
             hidden += self._pool.run(lambda c: archive.count_own(c, stream, first, before))
+        if archive is not None and elsewhere:  # links to archived events, readable until now
+            hidden += len(self._pool.run(lambda c: archive.archived_events(c, elsewhere)))
         self.log.info("stream truncated", stream=stream, before_version=before, hidden=hidden)
         if hidden:
             wake(self._runtime.registry)

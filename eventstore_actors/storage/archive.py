@@ -120,6 +120,10 @@ class Overlay(Protocol):
 
     def count_own(self, conn: Conn, stream_uuid: str, low: int, high: int) -> int: ...
 
+    def archived_events(
+        self, conn: Conn, event_ids: Sequence[int]
+    ) -> dict[int, tuple[str, datetime]]: ...
+
 
 _overlay: list[Overlay] = []
 

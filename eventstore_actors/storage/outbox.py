@@ -157,11 +157,15 @@ class Outbox:
         stream_uuid: str,
         expected: int | ExpectedVersion,
         event_ids: list[int],
+        found: links.Found | None = None,
     ) -> AppendResult:
         """`link_to_stream` in `conn`'s current transaction, like `append` (the counter row
         lock is taken there, so a link after an append of the same transaction never waits
-        for that transaction)."""
-        params = links.params(stream_uuid, expected, event_ids, self._channel, self._origin)
+        for that transaction). links.ArchivedEvents when some of the events are archived and
+        not in `found` (the archived events looked up): what it did is rolled back then (the
+        counter row lock it took included), so that the caller reads the files, through the
+        store's own connections, without holding it, and calls again."""
+        params = links.params(stream_uuid, expected, event_ids, self._channel, self._origin, found)
         own = conn.autocommit and conn.info.transaction_status == _STATUS.IDLE
         committing = False
 

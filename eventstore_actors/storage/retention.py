@@ -48,11 +48,13 @@ def set_limits(
         raise StreamNotFoundError(stream_uuid)
 
 
-def truncate(conn: Conn, stream_uuid: str, before_version: int) -> tuple[int, int]:
+def truncate(conn: Conn, stream_uuid: str, before_version: int) -> tuple[int, int, list[int]]:
     """Hide every position of the stream below `before_version` (>= 1, checked): how many
-    readable positions in the events and links tables that hid, and the first readable
-    position before (the archive's part is counted by the caller). StreamNotFoundError, or
-    ValueError when `before_version` is above the stream's version + 1: nothing changed then.
+    readable positions in the events and links tables that hid, the first readable position
+    before, and the event_ids of the links it hid whose events are not in the events table
+    (the archive's part, own events and links, is counted by the caller from the files).
+    StreamNotFoundError, or ValueError when `before_version` is above the stream's version
+    + 1: nothing changed then.
 
     One transaction holding the stream's row lock (appends to that stream wait for it) while
     it counts what it hides."""
@@ -67,12 +69,12 @@ def truncate(conn: Conn, stream_uuid: str, before_version: int) -> tuple[int, in
                 f"{version}: at most {version + 1}, which hides every event); nothing changed"
             )
         if before_version <= first:
-            return 0, first
-        found = conn.execute(
-            _query("visible_count"), {"stream_id": stream_id, "low": first, "high": before_version}
-        ).fetchone()
+            return 0, first, []
+        span = {"stream_id": stream_id, "low": first, "high": before_version}
+        found = conn.execute(_query("visible_count"), span).fetchone()
+        elsewhere = [int(r[0]) for r in conn.execute(_query("archived_links"), span).fetchall()]
         conn.execute(_query("truncate"), {"stream_id": stream_id, "before": before_version})
-    return (int(found[0]) if found else 0), first  # type: ignore[call-overload]
+    return (int(found[0]) if found else 0), first, elsewhere  # type: ignore[call-overload]
 
 
 def candidates(conn: Conn, after: int, limit: int) -> list[tuple[int, int]]:

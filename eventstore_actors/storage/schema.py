@@ -84,6 +84,8 @@ RELATIONS = (
     "archive_files_range_key",
     "archive_files_url_key",
     "archive_files_archive_id_seq",
+    # schema version 5
+    "parked_events_event_id_idx",
 )
 FUNCTIONS = (
     "append_events",
@@ -99,6 +101,8 @@ FUNCTIONS = (
     "refuse_forgotten_subject",
     "refuse_forgotten_subjects",
     "append_events_v4",
+    # schema version 5: links to archived events
+    "link_events_v5",
 )
 
 #: The columns that tell the store's own schema_version table from another tool's

@@ -9,6 +9,7 @@ DROP FUNCTION IF EXISTS refuse_stream_delete();
 DROP FUNCTION IF EXISTS refuse_deleted_stream_append();
 DROP FUNCTION IF EXISTS delete_stream(text, bigint, boolean, text, text);
 DROP FUNCTION IF EXISTS link_events(text, bigint, bigint[], text, text);
+DROP FUNCTION IF EXISTS link_events_v5(text, bigint, bigint[], bigint[], text[], timestamptz[], text, text);
 DROP FUNCTION IF EXISTS append_events(text[], bigint[], integer[], text[], text[], text[], bytea[], bytea[], text, text);
 DROP FUNCTION IF EXISTS append_events_v2(text[], bigint[], integer[], integer[], boolean[], uuid[], text[], text[], text[], bytea[], bytea[], text, text);
 DROP FUNCTION IF EXISTS append_events_v4(text[], bigint[], integer[], integer[], boolean[], uuid[], text[], text[], text[], bytea[], bytea[], text[], text, text);

@@ -17,8 +17,9 @@ import itertools
 import threading
 import uuid
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from ...errors import StoreUnavailableError
@@ -199,6 +200,20 @@ class ArchiveReader:
             return 0
         rows = self._stream_rows(view, stream_uuid, low, top, top - low + 1, False, None)
         return sum(1 for row in rows if row[_CREATED] >= state.created_at)
+
+    def archived_events(
+        self, conn: Conn, event_ids: Sequence[int]
+    ) -> dict[int, tuple[str, datetime]]:
+        """event_id -> (stream_uuid, created_at) of the events among `event_ids` that are in
+        the files and live (what a read would return: their stream exists, is not younger, and
+        its retention keeps them); what link_to_stream accepts of those no longer in events."""
+        view = self.view(conn, refresh=True)
+        wanted = [i for i in event_ids if i <= view.upto]
+        if not wanted:
+            return {}
+        rows = self._by_ids(view, wanted)
+        live = self._live(conn, list(rows.values()))
+        return {i: (r[_STREAM], r[_CREATED]) for i, r in rows.items() if i in live}
 
     def _fill(
         self,
