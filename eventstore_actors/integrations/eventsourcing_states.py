@@ -38,7 +38,7 @@ class States:
         if subject is None:
             return data
         keyring = self._keyring
-        if forgotten:
+        if forgotten is True:  # else False, or the forget generation of the row's read
             if keyring is not None:
                 keyring.evict(subject)
             return FORGOTTEN_STATE
@@ -48,7 +48,7 @@ class States:
                 f"without encryption: set {ENV_MASTER_KEY} (32 bytes, base64)"
             )
         try:
-            plain = keyring.open(subject, data)
+            plain = keyring.open(subject, data, forgotten)
         except StoreUnavailableError as exc:
             raise OperationalError(str(exc)) from exc
         except EventStoreError as exc:

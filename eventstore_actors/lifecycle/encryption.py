@@ -224,35 +224,76 @@ class _Key:
         self.aad = subject.encode("utf-8")
 
 
-#: Fetches a subject's wrapped key and whether it is forgotten (the store's database).
-Fetch = Callable[[str], tuple[bytes | None, bool]]
-#: Stores a new wrapped key unless one is there; the key stored and whether forgotten.
-Create = Callable[[str, bytes], tuple[bytes | None, bool]]
+#: Fetches a subject's wrapped key, whether it is forgotten, and the forget generation, all
+#: from one snapshot (the store's database).
+Fetch = Callable[[str], tuple[bytes | None, bool, int]]
+#: Stores a new wrapped key unless one is there; the key stored, whether forgotten, and the
+#: forget generation (one snapshot).
+Create = Callable[[str, bytes], tuple[bytes | None, bool, int]]
 #: Whether a subject is forgotten.
 IsForgotten = Callable[[str], bool]
+#: What a read row says of its subject (reader.Row's last column): True, forgotten in the
+#: row's snapshot; False, not forgotten there; an int (never a bool), the forget generation
+#: of the row's snapshot (the subject's state is then the key cache's business).
+Flag = bool | int
+
+#: A cache entry of a subject found forgotten (None is "not cached").
+_FORGOTTEN: Any = False
 
 
 class Keyring:
     """One store's data keys: a cache over the schema's table or the application's KeyStore.
 
     The store attaches its database access (`attach`) once its pool is open. Thread-safe.
-    A cached key is never used for a forgotten subject: every read carries, from the same
-    snapshot as the event, whether its subject is forgotten; the cache is also cleared when
-    a forget is notified (any process) and the subject evicted when a read finds it forgotten.
+
+    Why a cached key is never used for a subject forgotten before the row was read: the
+    cache is `state`, a pair (generation g, entries), every entry (a key, or _FORGOTTEN)
+    fetched from a snapshot whose forget generation was g (keys/get.sql returns it with the
+    key). The generation (schema v5, forget_generation) is bumped in the very transaction
+    that marks a subject forgotten, under a row lock: forgets commit one after the other,
+    and a snapshot that sees the generation at n sees exactly the first n forgets, no more,
+    no fewer (forget k+1 updated the row only after forget k committed, so a snapshot that
+    sees k+1 committed sees k committed). A read statement returns its snapshot's generation
+    r once (an InitPlan). If r <= g, every forget visible to the read was visible to the
+    snapshot that fetched the key, in which the subject was not forgotten: so it was not
+    forgotten for the read either, and the key may open the row. If r > g, the state is
+    replaced by (r, {}) before any key is used, and keys are fetched again (from a snapshot
+    taken after the read's, so at a generation >= r). Hence once forget_subject has
+    returned, every read statement started after that returns a generation that includes
+    it, which no cache entry filled before the forget carries: no process opens that
+    subject's events, whatever its cache held. Rows whose flag is a bool (statements that
+    still probe forgotten_subjects per row: snapshots, parked events, the archive's rows)
+    say it in their own snapshot, as before. The cache is also emptied when a forget is
+    notified (any process), so that keys of forgotten subjects do not stay in memory.
+
+    With a KeyStore the generation is read (with the forgotten flag) before the KeyStore is
+    asked: a forget deletes the key from the KeyStore before it commits, so a key the
+    KeyStore still returned belongs to a subject not forgotten at that generation.
     """
 
     def __init__(self, master: bytes | None, key_store: KeyStore | None) -> None:
         self._master = master
         self.key_store = key_store
-        #: subject -> its key; read without the lock by the decode step's fast path
-        #: (storage/reader.decode), which falls back to `open` on a miss.
-        self.cache: dict[str, _Key] = {}
+        #: (generation, subject -> its key or _FORGOTTEN); replaced whole, never mutated
+        #: but for additions at the same generation and evictions. Read without the lock by
+        #: the decode step's fast path (storage/reader.decode), which falls back to `open`.
+        self.state: tuple[int, dict[str, Any]] = (-1, {})
         self._lock = threading.Lock()
         self._fetch: Fetch | None = None
         self._create: Create | None = None
         self._is_forgotten: IsForgotten | None = None
         self._random = threading.local()  # random nonces, drawn in bulk per thread
         _keyrings.add(self)
+
+    @property
+    def cache(self) -> dict[str, Any]:
+        """The entries of the current generation (subject -> key, or _FORGOTTEN)."""
+        return self.state[1]
+
+    @property
+    def generation(self) -> int:
+        """The forget generation the cached entries were fetched at (-1: none yet)."""
+        return self.state[0]
 
     def _nonce(self) -> bytes:
         """A fresh random 96-bit nonce. Drawn from the OS in blocks (one system call per 256
@@ -272,21 +313,39 @@ class Keyring:
     # The cache --------------------------------------------------------------------------------
     def cached(self, subject: str) -> bool:
         """Whether `subject`'s key is in this store's cache (tests, metrics)."""
-        return subject in self.cache
+        return isinstance(self.state[1].get(subject), _Key)
 
     def evict(self, subject: str | None = None) -> None:
         """Drop `subject`'s key from the cache (None: every key)."""
         with self._lock:
+            generation, entries = self.state
             if subject is None:
-                self.cache.clear()
+                self.state = (generation, {})
             else:
-                self.cache.pop(subject, None)
+                entries.pop(subject, None)
+
+    def advance(self, generation: int) -> None:
+        """A read saw forget generation `generation`: drop every entry fetched before it."""
+        with self._lock:
+            if generation > self.state[0]:
+                self.state = (generation, {})
+
+    def _keep(self, subject: str, entry: Any, generation: int) -> None:
+        """Cache `entry` (a key, or _FORGOTTEN) fetched at `generation`: with the entries of
+        that generation (a newer one replaces them; an older fetch is not cached)."""
+        with self._lock:
+            current, entries = self.state
+            if generation > current:
+                self.state = (generation, {subject: entry})
+            elif generation == current:
+                entries[subject] = entry
 
     # Writing ----------------------------------------------------------------------------------
     def seal(self, subject: str, plain: bytes, event_uuid: uuid.UUID | None = None) -> bytes:
         """`plain` encrypted under `subject`'s key (created on first use);
-        SubjectForgottenError when the subject is forgotten."""
-        key = self.cache.get(subject) or self._for_write(subject)
+        SubjectForgottenError when the subject is forgotten. (A cached key is used whatever
+        its generation: the database refuses the write of a forgotten subject.)"""
+        key = self.state[1].get(subject) or self._for_write(subject)
         if event_uuid is None:
             nonce = self._nonce()
         else:
@@ -295,65 +354,74 @@ class Keyring:
         return _VERSION + nonce + key.encrypt(nonce, plain, key.aad)
 
     def _for_write(self, subject: str) -> _Key:
-        fetch, create, is_forgotten = self._attached()
+        fetch, create, _ = self._attached()
+        wrapped, forgotten, generation = fetch(subject)
         if self.key_store is not None:
-            if is_forgotten(subject):
+            if forgotten:
+                self._keep(subject, _FORGOTTEN, generation)
                 raise SubjectForgottenError("the data subject of this write is forgotten")
             raw = _kms(self.key_store.get, subject)
             if raw is None:
                 raw = _kms(self.key_store.create, subject)
             key = _Key(raw, subject)
         else:
-            wrapped, forgotten = fetch(subject)
             if wrapped is None and not forgotten:
                 assert self._master is not None
                 fresh = wrap_key(self._master, os.urandom(_KEY))
-                wrapped, forgotten = create(subject, fresh)
+                wrapped, forgotten, generation = create(subject, fresh)
             if forgotten or wrapped is None:
+                if forgotten:
+                    self._keep(subject, _FORGOTTEN, generation)
                 raise SubjectForgottenError("the data subject of this write is forgotten")
             key = _Key(self._unwrap(wrapped), subject)
-        with self._lock:
-            self.cache[subject] = key
+        self._keep(subject, key, generation)
         return key
 
     # Reading ----------------------------------------------------------------------------------
-    def open(self, subject: str, sealed: bytes) -> bytes | None:
+    def open(self, subject: str, sealed: bytes, flag: Flag = False) -> bytes | None:
         """The plaintext of `sealed` (stored data of an event of `subject`), or None when the
-        subject's key is gone because it was forgotten. EventStoreError when it cannot be
-        decrypted (never the ciphertext)."""
-        key = self.cache.get(subject)
+        subject is forgotten: `flag` (what the row says, see Flag) says so, or its key is
+        gone since. EventStoreError when it cannot be decrypted (never the ciphertext)."""
+        if flag is True:
+            self.evict(subject)
+            return None
+        if flag is not False and flag > self.state[0]:
+            self.advance(flag)
+        key = self.state[1].get(subject)
         if key is None:
             key = self._for_read(subject)
-            if key is None:
-                return None
+        if key is _FORGOTTEN:
+            return None
         if len(sealed) < 1 + _NONCE + 16 or sealed[0] != 1:
             raise EventStoreError("the stored data is not in the encrypted format")
         try:
-            return key.decrypt(sealed[1 : 1 + _NONCE], sealed[1 + _NONCE :], key.aad)
+            decrypted: bytes = key.decrypt(sealed[1 : 1 + _NONCE], sealed[1 + _NONCE :], key.aad)
         except _invalid_tag():
             raise EventStoreError(
                 "the stored data cannot be decrypted with its subject's data key"
             ) from None
+        return decrypted
 
-    def _for_read(self, subject: str) -> _Key | None:
-        fetch, _, is_forgotten = self._attached()
-        if self.key_store is not None:
+    def _for_read(self, subject: str) -> Any:
+        """The subject's key, fetched (and cached), or _FORGOTTEN."""
+        fetch, _, _ = self._attached()
+        wrapped, forgotten, generation = fetch(subject)
+        entry: Any
+        if forgotten:
+            entry = _FORGOTTEN
+        elif self.key_store is not None:
             raw = _kms(self.key_store.get, subject)
             if raw is None:
-                if is_forgotten(subject):
-                    return None
+                if fetch(subject)[1]:  # forgotten since
+                    return _FORGOTTEN
                 raise EventStoreError("the KeyStore has no data key for this event's subject")
-            key = _Key(raw, subject)
+            entry = _Key(raw, subject)
         else:
-            wrapped, forgotten = fetch(subject)
-            if forgotten:
-                return None
             if wrapped is None:
                 raise EventStoreError("no data key is stored for this event's subject")
-            key = _Key(self._unwrap(wrapped), subject)
-        with self._lock:
-            self.cache[subject] = key
-        return key
+            entry = _Key(self._unwrap(wrapped), subject)
+        self._keep(subject, entry, generation)
+        return entry
 
     def _unwrap(self, wrapped: bytes) -> bytes:
         assert self._master is not None

@@ -13,7 +13,7 @@ import psycopg
 
 from ..errors import EventStoreError
 from ..events import FORGOTTEN, RecordedEvent
-from ..lifecycle.encryption import Keyring, keyring_of
+from ..lifecycle.encryption import Flag, Keyring, keyring_of
 from ..serialization import EventDecodeError, Serializer
 from ..serialization.jsonserializer import fast_json
 from ..sql import statement
@@ -41,8 +41,10 @@ __all__ = [
 #: event_id, stream_uuid, stream_version, event_type, correlation_id, causation_id, data,
 #: metadata, created_at, event_uuid, event_number (the position in what was read: the
 #: stream's for stream reads, event_id for all-streams reads), subject (the data subject:
-#: data is then encrypted) and whether that subject is forgotten. Reads skip building a
-#: NamedTuple per row: it is the hot path. `decode` also takes rows of the first 11 columns.
+#: data is then encrypted) and what the row's snapshot says of that subject (a Flag: the
+#: read statements give the forget generation, others whether it is forgotten). Reads skip
+#: building a NamedTuple per row: it is the hot path. `decode` also takes rows of the first
+#: 11 columns.
 Row = tuple[
     int,
     str,
@@ -56,7 +58,7 @@ Row = tuple[
     uuid.UUID,
     int,
     str | None,
-    bool,
+    bool | int,
 ]
 
 #: A streams row: stream_uuid, stream_version, created_at, deleted_at (None: not deleted),
@@ -413,14 +415,16 @@ def decode(rows: Iterable[Row], serializer: Serializer) -> list[RecordedEvent]:
     An event with a data subject has encrypted data: decrypted with the store's keyring (its
     serializer is a SealedSerializer; a cached key inline, else `_open`), then decoded like
     any other; or FORGOTTEN (`forgotten=True`) when the row says the subject is forgotten or
-    its key is gone since. Ciphertext is never returned: a store without encryption, or
-    whose key cannot decrypt it, raises EventDecodeError.
+    the key cache (at the row's forget generation or later) does. A cached key opens a row
+    only when its generation is at least the row's (Keyring says why that is safe).
+    Ciphertext is never returned: a store without encryption, or whose key cannot decrypt
+    it, raises EventDecodeError.
     """
     keyring = keyring_of(serializer)
     deserialize = serializer.deserialize
     fast = fast_json(serializer if keyring is None else serializer.inner)  # type: ignore[attr-defined]
     scan, readers, loads = (None, _NO_READERS, deserialize) if fast is None else fast
-    keys = {} if keyring is None else keyring.cache
+    generation, keys = (-1, {}) if keyring is None else keyring.state
     new = object.__new__
     set_dict = object.__setattr__
     events = []
@@ -442,13 +446,20 @@ def decode(rows: Iterable[Row], serializer: Serializer) -> list[RecordedEvent]:
         forgotten = False
         try:  # free in 3.11 unless it raises
             if subject is not None:
-                if not row[12] and (key := keys.get(subject)) is not None:  # the hot path
+                flag = row[12]
+                if (
+                    flag is not True
+                    and (flag is False or flag <= generation)
+                    and (key := keys.get(subject))  # a key (not cached: None; forgotten: False)
+                ):  # the hot path
                     if data[0] != 1:
                         raise EventStoreError("the stored data is not in the encrypted format")
                     data = key.decrypt(data[1:13], data[13:], key.aad)
                 else:
-                    data = _open(keyring, subject, data, row[12])
+                    data = _open(keyring, subject, data, flag)
                     forgotten = data is None
+                    if keyring is not None:
+                        generation, keys = keyring.state
             if forgotten:
                 value: Any = FORGOTTEN
             elif scan is None:  # a serializer of the application's
@@ -506,10 +517,11 @@ def decode(rows: Iterable[Row], serializer: Serializer) -> list[RecordedEvent]:
 _NO_READERS: Mapping[str | None, Callable[[Any], Any]] = {}
 
 
-def _open(keyring: Keyring | None, subject: str, sealed: bytes, forgotten: bool | None) -> Any:
-    """The plaintext of an event with a subject whose key is not cached, or None when the
-    subject is forgotten (the row says so, or its key is gone since)."""
-    if forgotten:
+def _open(keyring: Keyring | None, subject: str, sealed: bytes, flag: Flag) -> Any:
+    """The plaintext of an event with a subject whose key is not cached (or not at the row's
+    forget generation), or None when the subject is forgotten (the row says so, or the key
+    cache fetched at the row's generation or later does)."""
+    if flag is True:
         if keyring is not None:
             keyring.evict(subject)
         return None
@@ -518,4 +530,4 @@ def _open(keyring: Keyring | None, subject: str, sealed: bytes, forgotten: bool 
             "its data is encrypted and this store runs without encryption (start it with "
             "encryption=Encryption(...))"
         )
-    return keyring.open(subject, sealed)
+    return keyring.open(subject, sealed, flag)

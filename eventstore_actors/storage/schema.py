@@ -49,6 +49,8 @@ TABLES = (
     "data_keys",
     "forgotten_subjects",
     "archive_files",
+    # schema version 5: crypto (forget generation)
+    "forget_generation",
 )
 RELATIONS = (
     *TABLES,
@@ -84,6 +86,8 @@ RELATIONS = (
     "archive_files_range_key",
     "archive_files_url_key",
     "archive_files_archive_id_seq",
+    # schema version 5: crypto
+    "forget_generation_pkey",
 )
 FUNCTIONS = (
     "append_events",
@@ -99,6 +103,8 @@ FUNCTIONS = (
     "refuse_forgotten_subject",
     "refuse_forgotten_subjects",
     "append_events_v4",
+    # schema version 5: crypto
+    "bump_forget_generation",
 )
 
 #: The columns that tell the store's own schema_version table from another tool's
