@@ -42,9 +42,9 @@ __all__ = [
 #: metadata, created_at, event_uuid, event_number (the position in what was read: the
 #: stream's for stream reads, event_id for all-streams reads), subject (the data subject:
 #: data is then encrypted) and what the row's snapshot says of that subject (a Flag: the
-#: read statements give the forget generation, others whether it is forgotten). Reads skip
-#: building a NamedTuple per row: it is the hot path. `decode` also takes rows of the first
-#: 11 columns.
+#: read statements give the forget generation, others whether it is forgotten; None for
+#: a row without a subject). Reads skip building a NamedTuple per row: it is the hot
+#: path. `decode` also takes rows of the first 11 columns.
 Row = tuple[
     int,
     str,
@@ -58,7 +58,7 @@ Row = tuple[
     uuid.UUID,
     int,
     str | None,
-    bool | int,
+    bool | int | None,
 ]
 
 #: A streams row: stream_uuid, stream_version, created_at, deleted_at (None: not deleted),
@@ -446,7 +446,7 @@ def decode(rows: Iterable[Row], serializer: Serializer) -> list[RecordedEvent]:
         forgotten = False
         try:  # free in 3.11 unless it raises
             if subject is not None:
-                flag = row[12]
+                flag: Flag = row[12]  # type: ignore[assignment]  # set when subject is
                 if (
                     flag is not True
                     and (flag is False or flag <= generation)

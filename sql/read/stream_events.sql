@@ -16,9 +16,9 @@
 -- NULL columns: the archive fills it in (lifecycle/archive/reader.py), or it is dropped.
 -- The last two columns: the event's data subject, and the forget generation of the
 -- statement's snapshot (schema v5): one InitPlan per statement, not a probe of
--- forgotten_subjects per row; the key cache compares it with its own
--- (lifecycle/encryption.py, Keyring).
-SELECT r.*, (SELECT g.generation FROM forget_generation AS g WHERE g.id = 1)
+-- forgotten_subjects per row, run only when a row has a subject (NULL otherwise); the key
+-- cache compares it with its own (lifecycle/encryption.py, Keyring).
+SELECT r.*, CASE WHEN r.subject IS NOT NULL THEN (SELECT g.generation FROM forget_generation AS g WHERE g.id = 1) END
 FROM (
     (SELECT e.event_id, %(stream_uuid)s::text, e.stream_version, e.event_type,
             e.correlation_id, e.causation_id, e.data, e.metadata, e.created_at, e.event_uuid,
