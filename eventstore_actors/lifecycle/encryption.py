@@ -239,6 +239,9 @@ Flag = bool | int
 
 #: A cache entry of a subject found forgotten (None is "not cached").
 _FORGOTTEN: Any = False
+#: At most this many older generations kept per cache generation (reads of a replica that
+#: lags, long transactions).
+_OLDER = 64
 
 
 class Keyring:
@@ -246,25 +249,28 @@ class Keyring:
 
     The store attaches its database access (`attach`) once its pool is open. Thread-safe.
 
-    Why a cached key is never used for a subject forgotten before the row was read: the
-    cache is `state`, a pair (generation g, entries), every entry (a key, or _FORGOTTEN)
-    fetched from a snapshot whose forget generation was g (keys/get.sql returns it with the
-    key). The generation (schema v5, forget_generation) is bumped in the very transaction
-    that marks a subject forgotten, under a row lock: forgets commit one after the other,
-    and a snapshot that sees the generation at n sees exactly the first n forgets, no more,
-    no fewer (forget k+1 updated the row only after forget k committed, so a snapshot that
-    sees k+1 committed sees k committed). A read statement returns its snapshot's generation
-    r once (an InitPlan). If r <= g, every forget visible to the read was visible to the
-    snapshot that fetched the key, in which the subject was not forgotten: so it was not
-    forgotten for the read either, and the key may open the row. If r > g, the state is
-    replaced by (r, {}) before any key is used, and keys are fetched again (from a snapshot
-    taken after the read's, so at a generation >= r). Hence once forget_subject has
-    returned, every read statement started after that returns a generation that includes
-    it, which no cache entry filled before the forget carries: no process opens that
-    subject's events, whatever its cache held. Rows whose flag is a bool (statements that
-    still probe forgotten_subjects per row: snapshots, parked events, the archive's rows)
-    say it in their own snapshot, as before. The cache is also emptied when a forget is
-    notified (any process), so that keys of forgotten subjects do not stay in memory.
+    Why a cached key is never used for a subject forgotten before the row was read. The
+    forget generation (schema v5, forget_generation) is a random 62-bit value, replaced in
+    the very transaction that marks a subject forgotten: a generation names one set of
+    forgotten subjects (two forgets never draw the same value, up to a chance of 2^-62, so
+    even a database restored from a backup or a lossy fail-over, whose history diverged,
+    cannot repeat one with another meaning). Every cache entry (a key, or _FORGOTTEN) was
+    fetched from a snapshot whose generation keys/get.sql returns with it, and the cache
+    `state` is (generation g, entries of g, older): `older` holds generations whose set of
+    forgotten subjects is known to be contained in g's. A read statement returns its
+    snapshot's generation r once (an InitPlan). A row uses the cache only when r == g (the
+    same forgotten subjects: the subject was not forgotten for the read either) or r is in
+    `older` (fewer forgotten subjects: neither). Otherwise the key is fetched again, after
+    the read, hence from a snapshot that sees at least the forgets the read saw (the reads'
+    servers, replicas included, replay the history of the server keys are fetched from):
+    the row may use it, r then goes into `older` of the fetch's generation, and the cache
+    holds that generation's entries from then on. Hence once forget_subject has returned,
+    every read statement started after that returns a generation no cache entry fetched
+    before the forget carries, nor has in `older`: no process opens that subject's events,
+    whatever its cache held. Rows whose flag is a bool (statements that still probe
+    forgotten_subjects per row: snapshots, parked events, the archive's rows) say it in
+    their own snapshot, as before. The cache is also emptied when a forget is notified (any
+    process), so that keys of forgotten subjects do not stay in memory.
 
     With a KeyStore the generation is read (with the forgotten flag) before the KeyStore is
     asked: a forget deletes the key from the KeyStore before it commits, so a key the
@@ -274,10 +280,11 @@ class Keyring:
     def __init__(self, master: bytes | None, key_store: KeyStore | None) -> None:
         self._master = master
         self.key_store = key_store
-        #: (generation, subject -> its key or _FORGOTTEN); replaced whole, never mutated
-        #: but for additions at the same generation and evictions. Read without the lock by
+        #: (generation, subject -> its key or _FORGOTTEN, older generations); replaced
+        #: whole, never mutated but for additions and evictions. Read without the lock by
         #: the decode step's fast path (storage/reader.decode), which falls back to `open`.
-        self.state: tuple[int, dict[str, Any]] = (-1, {})
+        #: -1: no generation yet (the database draws them from 0 to 2^62 - 1).
+        self.state: tuple[int, dict[str, Any], set[int]] = (-1, {}, set())
         self._lock = threading.Lock()
         self._fetch: Fetch | None = None
         self._create: Create | None = None
@@ -318,27 +325,24 @@ class Keyring:
     def evict(self, subject: str | None = None) -> None:
         """Drop `subject`'s key from the cache (None: every key)."""
         with self._lock:
-            generation, entries = self.state
+            generation, entries, older = self.state
             if subject is None:
-                self.state = (generation, {})
+                self.state = (generation, {}, older)
             else:
                 entries.pop(subject, None)
 
-    def advance(self, generation: int) -> None:
-        """A read saw forget generation `generation`: drop every entry fetched before it."""
+    def _keep(self, subject: str, entry: Any, generation: int, read_at: int | None = None) -> None:
+        """Cache `entry` (a key, or _FORGOTTEN) fetched at `generation`, after a read at
+        generation `read_at` (None: no read): with the entries of that generation (another
+        generation's are dropped: the last fetch decides)."""
         with self._lock:
-            if generation > self.state[0]:
-                self.state = (generation, {})
-
-    def _keep(self, subject: str, entry: Any, generation: int) -> None:
-        """Cache `entry` (a key, or _FORGOTTEN) fetched at `generation`: with the entries of
-        that generation (a newer one replaces them; an older fetch is not cached)."""
-        with self._lock:
-            current, entries = self.state
-            if generation > current:
-                self.state = (generation, {subject: entry})
-            elif generation == current:
-                entries[subject] = entry
+            current, entries, older = self.state
+            if generation != current:
+                entries, older = {}, set()
+                self.state = (generation, entries, older)
+            entries[subject] = entry
+            if read_at is not None and read_at != generation and len(older) < _OLDER:
+                older.add(read_at)
 
     # Writing ----------------------------------------------------------------------------------
     def seal(self, subject: str, plain: bytes, event_uuid: uuid.UUID | None = None) -> bytes:
@@ -385,11 +389,13 @@ class Keyring:
         if flag is True:
             self.evict(subject)
             return None
-        if flag is not False and flag > self.state[0]:
-            self.advance(flag)
-        key = self.state[1].get(subject)
-        if key is None:
-            key = self._for_read(subject)
+        generation, entries, older = self.state
+        if flag is False or flag == generation or flag in older:
+            key = entries.get(subject)
+            if key is None:
+                key = self._for_read(subject, None)
+        else:  # a read at another generation: fetch anew, after it
+            key = self._for_read(subject, flag)
         if key is _FORGOTTEN:
             return None
         if len(sealed) < 1 + _NONCE + 16 or sealed[0] != 1:
@@ -402,8 +408,9 @@ class Keyring:
             ) from None
         return decrypted
 
-    def _for_read(self, subject: str) -> Any:
-        """The subject's key, fetched (and cached), or _FORGOTTEN."""
+    def _for_read(self, subject: str, read_at: int | None) -> Any:
+        """The subject's key, fetched (and cached), or _FORGOTTEN; `read_at`: the generation
+        of the read the row came from (the fetch comes after it)."""
         fetch, _, _ = self._attached()
         wrapped, forgotten, generation = fetch(subject)
         entry: Any
@@ -420,7 +427,7 @@ class Keyring:
             if wrapped is None:
                 raise EventStoreError("no data key is stored for this event's subject")
             entry = _Key(self._unwrap(wrapped), subject)
-        self._keep(subject, entry, generation)
+        self._keep(subject, entry, generation, read_at)
         return entry
 
     def _unwrap(self, wrapped: bytes) -> bytes:

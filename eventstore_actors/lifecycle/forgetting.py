@@ -6,10 +6,11 @@ the subject forgotten, then notifies every store instance. The caller's own key 
 the key before the call returns; other instances drop theirs when the notification arrives.
 
 Why no reader can still decrypt once the call returned, whatever the notification's delay:
-marking the subject forgotten bumps the forget generation in the same transaction (schema v5,
-a trigger on forgotten_subjects), and every read statement returns its snapshot's generation
-(sql/read/*.sql, once per statement); a key cache filled at an older generation is dropped
-before any key is used for such rows (lifecycle/encryption.py, Keyring, gives the argument).
+marking the subject forgotten draws a new forget generation in the same transaction (schema
+v5, a trigger on forgotten_subjects), and every read statement returns its snapshot's
+generation (sql/read/*.sql, once per statement); a key cache serves only rows of the
+generation its keys were fetched at, or of one known to precede it, and fetches keys again
+for any other (lifecycle/encryption.py, Keyring, gives the argument).
 Statements that are not on the hot path still carry, from the row's snapshot, whether its
 subject is forgotten (snapshots/read.sql, parked events, the archive's rows). The publisher
 reads the writer's batches that hold a subject back from the database for the same reason

@@ -415,8 +415,9 @@ def decode(rows: Iterable[Row], serializer: Serializer) -> list[RecordedEvent]:
     An event with a data subject has encrypted data: decrypted with the store's keyring (its
     serializer is a SealedSerializer; a cached key inline, else `_open`), then decoded like
     any other; or FORGOTTEN (`forgotten=True`) when the row says the subject is forgotten or
-    the key cache (at the row's forget generation or later) does. A cached key opens a row
-    only when its generation is at least the row's (Keyring says why that is safe).
+    the key cache (fetched at the row's forget generation, or after the row was read) does.
+    A cached key opens a row only when fetched at the row's generation or at one known to
+    include it (Keyring says why that is safe).
     Ciphertext is never returned: a store without encryption, or whose key cannot decrypt
     it, raises EventDecodeError.
     """
@@ -424,7 +425,7 @@ def decode(rows: Iterable[Row], serializer: Serializer) -> list[RecordedEvent]:
     deserialize = serializer.deserialize
     fast = fast_json(serializer if keyring is None else serializer.inner)  # type: ignore[attr-defined]
     scan, readers, loads = (None, _NO_READERS, deserialize) if fast is None else fast
-    generation, keys = (-1, {}) if keyring is None else keyring.state
+    generation, keys, older = (-1, {}, set()) if keyring is None else keyring.state
     new = object.__new__
     set_dict = object.__setattr__
     events = []
@@ -449,7 +450,7 @@ def decode(rows: Iterable[Row], serializer: Serializer) -> list[RecordedEvent]:
                 flag: Flag = row[12]  # type: ignore[assignment]  # set when subject is
                 if (
                     flag is not True
-                    and (flag is False or flag <= generation)
+                    and (flag is False or flag == generation or flag in older)
                     and (key := keys.get(subject))  # a key (not cached: None; forgotten: False)
                 ):  # the hot path
                     if data[0] != 1:
@@ -459,7 +460,7 @@ def decode(rows: Iterable[Row], serializer: Serializer) -> list[RecordedEvent]:
                     data = _open(keyring, subject, data, flag)
                     forgotten = data is None
                     if keyring is not None:
-                        generation, keys = keyring.state
+                        generation, keys, older = keyring.state
             if forgotten:
                 value: Any = FORGOTTEN
             elif scan is None:  # a serializer of the application's
@@ -520,7 +521,7 @@ _NO_READERS: Mapping[str | None, Callable[[Any], Any]] = {}
 def _open(keyring: Keyring | None, subject: str, sealed: bytes, flag: Flag) -> Any:
     """The plaintext of an event with a subject whose key is not cached (or not at the row's
     forget generation), or None when the subject is forgotten (the row says so, or the key
-    cache fetched at the row's generation or later does)."""
+    fetched for it does)."""
     if flag is True:
         if keyring is not None:
             keyring.evict(subject)
