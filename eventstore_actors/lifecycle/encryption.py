@@ -252,9 +252,10 @@ class Keyring:
     Why a cached key is never used for a subject forgotten before the row was read. The
     forget generation (schema v5, forget_generation) is a random 62-bit value, replaced in
     the very transaction that marks a subject forgotten: a generation names one set of
-    forgotten subjects (two forgets never draw the same value, up to a chance of 2^-62, so
-    even a database restored from a backup or a lossy fail-over, whose history diverged,
-    cannot repeat one with another meaning). Every cache entry (a key, or _FORGOTTEN) was
+    forgotten subjects (two forgets draw the same value with a chance of about 2^-52, the
+    precision of PostgreSQL's random(), so even a database restored from a backup or
+    promoted after a lossy fail-over, whose history diverged, does not repeat one with
+    another meaning). Every cache entry (a key, or _FORGOTTEN) was
     fetched from a snapshot whose generation keys/get.sql returns with it, and the cache
     `state` is (generation g, entries of g, older): `older` holds generations whose set of
     forgotten subjects is known to be contained in g's. A read statement returns its
