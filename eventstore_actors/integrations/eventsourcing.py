@@ -123,7 +123,7 @@ class EventStoreDatastore:
             session_dsn=session_dsn,
             encryption=encryption,
         )
-        self.states = States(self.store.settings.serializer)
+        self.states = States(self.store.settings.serializer, self.store.is_forgotten)
         # With a session_dsn, `dsn` may be PgBouncer (transaction pooling): nothing prepared
         # there, and the LISTEN of the notification thread on a session connection.
         self.pool: psycopg_pool.ConnectionPool[psycopg.Connection[Any]] = open_pool(

@@ -226,35 +226,84 @@ class _Key:
         self.aad = subject.encode("utf-8")
 
 
-#: Fetches a subject's wrapped key and whether it is forgotten (the store's database).
-Fetch = Callable[[str], tuple[bytes | None, bool]]
-#: Stores a new wrapped key unless one is there; the key stored and whether forgotten.
-Create = Callable[[str, bytes], tuple[bytes | None, bool]]
+#: Fetches a subject's wrapped key, whether it is forgotten, and the forget generation, all
+#: from one snapshot (the store's database).
+Fetch = Callable[[str], tuple[bytes | None, bool, int]]
+#: Stores a new wrapped key unless one is there; the key stored, whether forgotten, and the
+#: forget generation (one snapshot).
+Create = Callable[[str, bytes], tuple[bytes | None, bool, int]]
 #: Whether a subject is forgotten.
 IsForgotten = Callable[[str], bool]
+#: What a read row says of its subject (reader.Row's last column): True, forgotten in the
+#: row's snapshot; False, not forgotten there; an int (never a bool), the forget generation
+#: of the row's snapshot (the subject's state is then the key cache's business).
+Flag = bool | int
+
+#: A cache entry of a subject found forgotten (None is "not cached").
+_FORGOTTEN: Any = False
+#: At most this many older generations kept per cache generation (reads of a replica that
+#: lags, long transactions).
+_OLDER = 64
 
 
 class Keyring:
     """One store's data keys: a cache over the schema's table or the application's KeyStore.
 
     The store attaches its database access (`attach`) once its pool is open. Thread-safe.
-    A cached key is never used for a forgotten subject: every read carries, from the same
-    snapshot as the event, whether its subject is forgotten; the cache is also cleared when
-    a forget is notified (any process) and the subject evicted when a read finds it forgotten.
+
+    Why a cached key is never used for a subject forgotten before the row was read. The
+    forget generation (schema v5, forget_generation) is a random 62-bit value, replaced in
+    the very transaction that marks a subject forgotten: a generation names one set of
+    forgotten subjects (two forgets draw the same value with a chance of about 2^-52, the
+    precision of PostgreSQL's random(), so even a database restored from a backup or
+    promoted after a lossy fail-over, whose history diverged, does not repeat one with
+    another meaning). Every cache entry (a key, or _FORGOTTEN) was
+    fetched from a snapshot whose generation keys/get.sql returns with it, and the cache
+    `state` is (generation g, entries of g, older): `older` holds generations whose set of
+    forgotten subjects is known to be contained in g's. A read statement returns its
+    snapshot's generation r once (an InitPlan). A row uses the cache only when r == g (the
+    same forgotten subjects: the subject was not forgotten for the read either) or r is in
+    `older` (fewer forgotten subjects: neither). Otherwise the key is fetched again, after
+    the read, hence from a snapshot that sees at least the forgets the read saw (the reads'
+    servers, replicas included, replay the history of the server keys are fetched from):
+    the row may use it, r then goes into `older` of the fetch's generation, and the cache
+    holds that generation's entries from then on. Hence once forget_subject has returned,
+    every read statement started after that returns a generation no cache entry fetched
+    before the forget carries, nor has in `older`: no process opens that subject's events,
+    whatever its cache held. Rows whose flag is a bool (statements that still probe
+    forgotten_subjects per row: snapshots, parked events, the archive's rows) say it in
+    their own snapshot, as before. The cache is also emptied when a forget is notified (any
+    process), so that keys of forgotten subjects do not stay in memory.
+
+    With a KeyStore the generation is read (with the forgotten flag) before the KeyStore is
+    asked: a forget deletes the key from the KeyStore before it commits, so a key the
+    KeyStore still returned belongs to a subject not forgotten at that generation.
     """
 
     def __init__(self, master: bytes | None, key_store: KeyStore | None) -> None:
         self._master = master
         self.key_store = key_store
-        #: subject -> its key; read without the lock by the decode step's fast path
-        #: (storage/reader.decode), which falls back to `open` on a miss.
-        self.cache: dict[str, _Key] = {}
+        #: (generation, subject -> its key or _FORGOTTEN, older generations); replaced
+        #: whole, never mutated but for additions and evictions. Read without the lock by
+        #: the decode step's fast path (storage/reader.decode), which falls back to `open`.
+        #: -1: no generation yet (the database draws them from 0 to 2^62 - 1).
+        self.state: tuple[int, dict[str, Any], set[int]] = (-1, {}, set())
         self._lock = threading.Lock()
         self._fetch: Fetch | None = None
         self._create: Create | None = None
         self._is_forgotten: IsForgotten | None = None
         self._random = threading.local()  # random nonces, drawn in bulk per thread
         _keyrings.add(self)
+
+    @property
+    def cache(self) -> dict[str, Any]:
+        """The entries of the current generation (subject -> key, or _FORGOTTEN)."""
+        return self.state[1]
+
+    @property
+    def generation(self) -> int:
+        """The forget generation the cached entries were fetched at (-1: none yet)."""
+        return self.state[0]
 
     def _nonce(self) -> bytes:
         """A fresh random 96-bit nonce. Drawn from the OS in blocks (one system call per 256
@@ -274,21 +323,36 @@ class Keyring:
     # The cache --------------------------------------------------------------------------------
     def cached(self, subject: str) -> bool:
         """Whether `subject`'s key is in this store's cache (tests, metrics)."""
-        return subject in self.cache
+        return isinstance(self.state[1].get(subject), _Key)
 
     def evict(self, subject: str | None = None) -> None:
         """Drop `subject`'s key from the cache (None: every key)."""
         with self._lock:
+            generation, entries, older = self.state
             if subject is None:
-                self.cache.clear()
+                self.state = (generation, {}, older)
             else:
-                self.cache.pop(subject, None)
+                entries.pop(subject, None)
+
+    def _keep(self, subject: str, entry: Any, generation: int, read_at: int | None = None) -> None:
+        """Cache `entry` (a key, or _FORGOTTEN) fetched at `generation`, after a read at
+        generation `read_at` (None: no read): with the entries of that generation (another
+        generation's are dropped: the last fetch decides)."""
+        with self._lock:
+            current, entries, older = self.state
+            if generation != current:
+                entries, older = {}, set()
+                self.state = (generation, entries, older)
+            entries[subject] = entry
+            if read_at is not None and read_at != generation and len(older) < _OLDER:
+                older.add(read_at)
 
     # Writing ----------------------------------------------------------------------------------
     def seal(self, subject: str, plain: bytes, event_uuid: uuid.UUID | None = None) -> bytes:
         """`plain` encrypted under `subject`'s key (created on first use);
-        SubjectForgottenError when the subject is forgotten."""
-        key = self.cache.get(subject) or self._for_write(subject)
+        SubjectForgottenError when the subject is forgotten. (A cached key is used whatever
+        its generation: the database refuses the write of a forgotten subject.)"""
+        key = self.state[1].get(subject) or self._for_write(subject)
         if event_uuid is None:
             nonce = self._nonce()
         else:
@@ -297,65 +361,77 @@ class Keyring:
         return _VERSION + nonce + key.encrypt(nonce, plain, key.aad)
 
     def _for_write(self, subject: str) -> _Key:
-        fetch, create, is_forgotten = self._attached()
+        fetch, create, _ = self._attached()
+        wrapped, forgotten, generation = fetch(subject)
         if self.key_store is not None:
-            if is_forgotten(subject):
+            if forgotten:
+                self._keep(subject, _FORGOTTEN, generation)
                 raise SubjectForgottenError("the data subject of this write is forgotten")
             raw = _kms(self.key_store.get, subject)
             if raw is None:
                 raw = _kms(self.key_store.create, subject)
             key = _Key(raw, subject)
         else:
-            wrapped, forgotten = fetch(subject)
             if wrapped is None and not forgotten:
                 assert self._master is not None
                 fresh = wrap_key(self._master, os.urandom(_KEY))
-                wrapped, forgotten = create(subject, fresh)
+                wrapped, forgotten, generation = create(subject, fresh)
             if forgotten or wrapped is None:
+                if forgotten:
+                    self._keep(subject, _FORGOTTEN, generation)
                 raise SubjectForgottenError("the data subject of this write is forgotten")
             key = _Key(self._unwrap(wrapped), subject)
-        with self._lock:
-            self.cache[subject] = key
+        self._keep(subject, key, generation)
         return key
 
     # Reading ----------------------------------------------------------------------------------
-    def open(self, subject: str, sealed: bytes) -> bytes | None:
+    def open(self, subject: str, sealed: bytes, flag: Flag = False) -> bytes | None:
         """The plaintext of `sealed` (stored data of an event of `subject`), or None when the
-        subject's key is gone because it was forgotten. EventStoreError when it cannot be
-        decrypted (never the ciphertext)."""
-        key = self.cache.get(subject)
-        if key is None:
-            key = self._for_read(subject)
+        subject is forgotten: `flag` (what the row says, see Flag) says so, or its key is
+        gone since. EventStoreError when it cannot be decrypted (never the ciphertext)."""
+        if flag is True:
+            self.evict(subject)
+            return None
+        generation, entries, older = self.state
+        if flag is False or flag == generation or flag in older:
+            key = entries.get(subject)
             if key is None:
-                return None
+                key = self._for_read(subject, None)
+        else:  # a read at another generation: fetch anew, after it
+            key = self._for_read(subject, flag)
+        if key is _FORGOTTEN:
+            return None
         if len(sealed) < 1 + _NONCE + 16 or sealed[0] != 1:
             raise EventStoreError("the stored data is not in the encrypted format")
         try:
-            return key.decrypt(sealed[1 : 1 + _NONCE], sealed[1 + _NONCE :], key.aad)
+            decrypted: bytes = key.decrypt(sealed[1 : 1 + _NONCE], sealed[1 + _NONCE :], key.aad)
         except _invalid_tag():
             raise EventStoreError(
                 "the stored data cannot be decrypted with its subject's data key"
             ) from None
+        return decrypted
 
-    def _for_read(self, subject: str) -> _Key | None:
-        fetch, _, is_forgotten = self._attached()
-        if self.key_store is not None:
+    def _for_read(self, subject: str, read_at: int | None) -> Any:
+        """The subject's key, fetched (and cached), or _FORGOTTEN; `read_at`: the generation
+        of the read the row came from (the fetch comes after it)."""
+        fetch, _, _ = self._attached()
+        wrapped, forgotten, generation = fetch(subject)
+        entry: Any
+        if forgotten:
+            entry = _FORGOTTEN
+        elif self.key_store is not None:
             raw = _kms(self.key_store.get, subject)
             if raw is None:
-                if is_forgotten(subject):
-                    return None
+                if fetch(subject)[1]:  # forgotten since
+                    return _FORGOTTEN
                 raise EventStoreError("the KeyStore has no data key for this event's subject")
-            key = _Key(raw, subject)
+            entry = _Key(raw, subject)
         else:
-            wrapped, forgotten = fetch(subject)
-            if forgotten:
-                return None
             if wrapped is None:
                 raise EventStoreError("no data key is stored for this event's subject")
-            key = _Key(self._unwrap(wrapped), subject)
-        with self._lock:
-            self.cache[subject] = key
-        return key
+            entry = _Key(self._unwrap(wrapped), subject)
+        self._keep(subject, entry, generation, read_at)
+        return entry
 
     def _unwrap(self, wrapped: bytes) -> bytes:
         assert self._master is not None
@@ -403,13 +479,13 @@ class NoKeyringError(EventStoreError):
 
 
 def open_stored(
-    keyring: Keyring | None, subject: str, sealed: bytes, forgotten: bool | None
+    keyring: Keyring | None, subject: str, sealed: bytes, flag: Flag = False
 ) -> bytes | None:
-    """The plaintext of stored data of `subject` (an event's, read with `forgotten` from the
-    same snapshot), or None when the subject is forgotten: the row says so (its key leaves the
-    cache) or its key is gone since. NoKeyringError without a keyring; EventStoreError when
-    it cannot be decrypted (never the ciphertext)."""
-    if forgotten:
+    """The plaintext of stored data of `subject` whose key is not cached (or not at the row's
+    forget generation), or None when the subject is forgotten: the row says so (`flag` is
+    True: its key leaves the cache) or the key fetched for it does. NoKeyringError without a
+    keyring; EventStoreError when it cannot be decrypted (never the ciphertext)."""
+    if flag is True:  # else False, or the forget generation of the row's read (see Flag)
         if keyring is not None:
             keyring.evict(subject)
         return None
@@ -418,7 +494,7 @@ def open_stored(
             "its data is encrypted and this store runs without encryption (start it with "
             "encryption=Encryption(...))"
         )
-    return keyring.open(subject, sealed)
+    return keyring.open(subject, sealed, flag)
 
 
 def keyring_of(serializer: Any) -> Keyring | None:

@@ -6,12 +6,17 @@ the subject forgotten, then notifies every store instance. The caller's own key 
 the key before the call returns; other instances drop theirs when the notification arrives.
 
 Why no reader can still decrypt once the call returned, whatever the notification's delay:
-every read carries, from the same snapshot as the event row, whether its subject is forgotten
-(sql/read/*.sql, snapshots/read.sql), and a row marked so is returned as FORGOTTEN without
-looking at the cache (which then drops that key). The publisher reads the writer's batches
-that hold a subject back from the database for the same reason (notifications/publisher.py).
-So the guarantee does not wait for any other process: the notification (not a time-out)
-empties other caches early, so that keys of forgotten subjects do not stay in memory.
+marking the subject forgotten draws a new forget generation in the same transaction (schema
+v5, a trigger on forgotten_subjects), and every read statement returns its snapshot's
+generation (sql/read/*.sql, once per statement); a key cache serves only rows of the
+generation its keys were fetched at, or of one known to precede it, and fetches keys again
+for any other (lifecycle/encryption.py, Keyring, gives the argument).
+Statements that are not on the hot path still carry, from the row's snapshot, whether its
+subject is forgotten (snapshots/read.sql, parked events, the archive's rows). The publisher
+reads the writer's batches that hold a subject back from the database for the same reason
+(notifications/publisher.py). So the guarantee does not wait for any other process: the
+notification (not a time-out) empties other caches early, so that keys of forgotten
+subjects do not stay in memory.
 """
 
 from __future__ import annotations

@@ -27,23 +27,25 @@ __all__ = [
 Conn = psycopg.Connection[Any]
 
 
-def get(conn: Conn, subject: str) -> tuple[bytes | None, bool]:
-    """The subject's wrapped data key (None: none) and whether it is forgotten."""
+def get(conn: Conn, subject: str) -> tuple[bytes | None, bool, int]:
+    """The subject's wrapped data key (None: none), whether it is forgotten, and the forget
+    generation, from one snapshot."""
     row = conn.execute(statement("keys/get"), {"subject": subject}).fetchone()
     assert row is not None
     wrapped = None if row[0] is None else bytes(row[0])
-    return wrapped, bool(row[1])
+    return wrapped, bool(row[1]), int(row[2])
 
 
-def create(conn: Conn, subject: str, wrapped_key: bytes) -> tuple[bytes | None, bool]:
+def create(conn: Conn, subject: str, wrapped_key: bytes) -> tuple[bytes | None, bool, int]:
     """Store `wrapped_key` for `subject` unless it has one or is forgotten; the key stored
-    afterwards (this one or the one a concurrent first use stored) and whether forgotten."""
+    afterwards (this one or the one a concurrent first use stored), whether forgotten, and
+    the forget generation of that last read."""
     with conn.transaction():
-        wrapped, forgotten = get(conn, subject)
+        wrapped, forgotten, generation = get(conn, subject)
         if wrapped is None and not forgotten:
             conn.execute(statement("keys/create"), {"subject": subject, "wrapped_key": wrapped_key})
-            wrapped, forgotten = get(conn, subject)
-    return wrapped, forgotten
+            wrapped, forgotten, generation = get(conn, subject)
+    return wrapped, forgotten, generation
 
 
 def is_forgotten(conn: Conn, subject: str) -> bool:

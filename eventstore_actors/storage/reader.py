@@ -13,7 +13,7 @@ import psycopg
 
 from ..errors import EventStoreError
 from ..events import FORGOTTEN, RecordedEvent
-from ..lifecycle.encryption import keyring_of, open_stored
+from ..lifecycle.encryption import Flag, keyring_of, open_stored
 from ..serialization import EventDecodeError, Serializer
 from ..serialization.jsonserializer import fast_json
 from ..sql import statement
@@ -41,8 +41,10 @@ __all__ = [
 #: event_id, stream_uuid, stream_version, event_type, correlation_id, causation_id, data,
 #: metadata, created_at, event_uuid, event_number (the position in what was read: the
 #: stream's for stream reads, event_id for all-streams reads), subject (the data subject:
-#: data is then encrypted) and whether that subject is forgotten. Reads skip building a
-#: NamedTuple per row: it is the hot path. `decode` also takes rows of the first 11 columns.
+#: data is then encrypted) and what the row's snapshot says of that subject (a Flag: the
+#: read statements give the forget generation, others whether it is forgotten; None for
+#: a row without a subject). Reads skip building a NamedTuple per row: it is the hot
+#: path. `decode` also takes rows of the first 11 columns.
 Row = tuple[
     int,
     str,
@@ -56,7 +58,7 @@ Row = tuple[
     uuid.UUID,
     int,
     str | None,
-    bool,
+    bool | int | None,
 ]
 
 #: A streams row: stream_uuid, stream_version, created_at, deleted_at (None: not deleted),
@@ -411,16 +413,19 @@ def decode(rows: Iterable[Row], serializer: Serializer) -> list[RecordedEvent]:
     (EventDecodeError) naming it: never skipped, never half-decoded.
 
     An event with a data subject has encrypted data: decrypted with the store's keyring (its
-    serializer is a SealedSerializer; a cached key inline, else `_open`), then decoded like
+    serializer is a SealedSerializer; a cached key inline, else `open_stored`), then decoded like
     any other; or FORGOTTEN (`forgotten=True`) when the row says the subject is forgotten or
-    its key is gone since. Ciphertext is never returned: a store without encryption, or
-    whose key cannot decrypt it, raises EventDecodeError.
+    the key cache (fetched at the row's forget generation, or after the row was read) does.
+    A cached key opens a row only when fetched at the row's generation or at one known to
+    include it (Keyring says why that is safe).
+    Ciphertext is never returned: a store without encryption, or whose key cannot decrypt
+    it, raises EventDecodeError.
     """
     keyring = keyring_of(serializer)
     deserialize = serializer.deserialize
     fast = fast_json(serializer if keyring is None else serializer.inner)  # type: ignore[attr-defined]
     scan, readers, loads = (None, _NO_READERS, deserialize) if fast is None else fast
-    keys = {} if keyring is None else keyring.cache
+    generation, keys, older = (-1, {}, set()) if keyring is None else keyring.state
     new = object.__new__
     set_dict = object.__setattr__
     events = []
@@ -442,14 +447,21 @@ def decode(rows: Iterable[Row], serializer: Serializer) -> list[RecordedEvent]:
         forgotten = False
         try:  # free in 3.11 unless it raises
             if subject is not None:
-                if not row[12] and (key := keys.get(subject)) is not None:  # the hot path
+                flag: Flag = row[12]  # type: ignore[assignment]  # set when subject is
+                if (
+                    flag is not True
+                    and (flag is False or flag == generation or flag in older)
+                    and (key := keys.get(subject))  # a key (not cached: None; forgotten: False)
+                ):  # the hot path
                     if data[0] != 1:
                         raise EventStoreError("the stored data is not in the encrypted format")
                     data = key.decrypt(data[1:13], data[13:], key.aad)
                 else:
-                    plain = open_stored(keyring, subject, data, row[12])
+                    plain = open_stored(keyring, subject, data, flag)
                     forgotten = plain is None
                     data = b"" if plain is None else plain
+                    if keyring is not None:
+                        generation, keys, older = keyring.state
             if forgotten:
                 value: Any = FORGOTTEN
             elif scan is None:  # a serializer of the application's

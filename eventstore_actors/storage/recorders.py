@@ -38,10 +38,11 @@ Conn = psycopg.Connection[Any]
 VERSION_KEY = "originator_version"
 
 #: An aggregate's event: originator_version, topic, data as stored, subject (None: data in
-#: clear; else encrypted), whether that subject is forgotten.
-EventRow = tuple[int, str, bytes, str | None, bool]
+#: clear; else encrypted), what the row's snapshot says of that subject (a
+#: lifecycle.encryption.Flag: forgotten or not, or the forget generation of the store's reads).
+EventRow = tuple[int, str, bytes, str | None, bool | int]
 #: A notification: event_id, stream_uuid, then an `EventRow`'s columns.
-NotificationRow = tuple[int, str, int, str, bytes, str | None, bool]
+NotificationRow = tuple[int, str, int, str, bytes, str | None, bool | int]
 
 #: An event's subject and whether it is forgotten, read in the same snapshot as the event.
 _SUBJECT = (
@@ -215,7 +216,7 @@ class RecorderQueries:
                 r[_TYPE],
                 bytes(r[_DATA]),
                 r[_SUBJ],
-                bool(r[_GONE]),
+                r[_GONE],
             )
             for r, v in zip(rows, versions, strict=True)
         ]
@@ -329,7 +330,7 @@ def _archived_stream(
         for r in rows:
             number = r[_NUMBER]
             if low <= number <= high and r[_STREAM] == stream_uuid and r[_VERSION] == number:
-                out.append((number + offset, r[_TYPE], bytes(r[_DATA]), r[_SUBJ], bool(r[_GONE])))
+                out.append((number + offset, r[_TYPE], bytes(r[_DATA]), r[_SUBJ], r[_GONE]))
         if len(rows) < want:
             break
         if desc:

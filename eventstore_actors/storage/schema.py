@@ -49,6 +49,8 @@ TABLES = (
     "data_keys",
     "forgotten_subjects",
     "archive_files",
+    # schema version 5: crypto (forget generation)
+    "forget_generation",
 )
 RELATIONS = (
     *TABLES,
@@ -86,6 +88,8 @@ RELATIONS = (
     "archive_files_archive_id_seq",
     # schema version 5
     "parked_events_event_id_idx",
+    # schema version 5: crypto
+    "forget_generation_pkey",
 )
 FUNCTIONS = (
     "append_events",
@@ -103,6 +107,8 @@ FUNCTIONS = (
     "append_events_v4",
     # schema version 5: links to archived events
     "link_events_v5",
+    # schema version 5: crypto
+    "bump_forget_generation",
 )
 
 #: The columns that tell the store's own schema_version table from another tool's

@@ -3,7 +3,7 @@
 -- the drop instead of being removed with it. Sequences, indexes and the trigger go with
 -- their tables.
 DROP TABLE IF EXISTS archive_files;
-DROP TABLE IF EXISTS data_keys, forgotten_subjects, eventsourcing_tracking, eventsourcing_snapshots, parked_events, links, events, streams, event_counter, subscriptions, snapshots, schema_version;
+DROP TABLE IF EXISTS forget_generation, data_keys, forgotten_subjects, eventsourcing_tracking, eventsourcing_snapshots, parked_events, links, events, streams, event_counter, subscriptions, snapshots, schema_version;
 DROP FUNCTION IF EXISTS refuse_event_change();
 DROP FUNCTION IF EXISTS refuse_stream_delete();
 DROP FUNCTION IF EXISTS refuse_deleted_stream_append();
@@ -15,3 +15,4 @@ DROP FUNCTION IF EXISTS append_events_v2(text[], bigint[], integer[], integer[],
 DROP FUNCTION IF EXISTS append_events_v4(text[], bigint[], integer[], integer[], boolean[], uuid[], text[], text[], text[], bytea[], bytea[], text[], text, text);
 DROP FUNCTION IF EXISTS refuse_forgotten_subject();
 DROP FUNCTION IF EXISTS refuse_forgotten_subjects(text[]);
+DROP FUNCTION IF EXISTS bump_forget_generation();

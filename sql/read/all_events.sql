@@ -5,11 +5,13 @@
 -- prefix, and the direction (ASC or DESC). Events hidden by their stream's retention (schema
 -- v4: below first_version, beyond max_count, older than max_age) are skipped like deleted
 -- ones, checked on the stream row the join reads anyway (storage/retention.py).
--- The last two columns: the data subject and whether it is forgotten, read in the same
--- snapshot as the row.
+-- The last two columns: the data subject, and the forget generation of the statement's
+-- snapshot (schema v5): one InitPlan per statement, not a probe of forgotten_subjects per
+-- row, run only when a row has a subject (NULL otherwise); the key cache compares it with
+-- its own (lifecycle/encryption.py, Keyring).
 SELECT e.event_id, s.stream_uuid, e.stream_version, e.event_type, e.correlation_id,
        e.causation_id, e.data, e.metadata, e.created_at, e.event_uuid, e.event_id, e.subject,
-       CASE WHEN e.subject IS NULL THEN false ELSE EXISTS (SELECT 1 FROM forgotten_subjects AS f WHERE f.subject = e.subject) END
+       CASE WHEN e.subject IS NOT NULL THEN (SELECT g.generation FROM forget_generation AS g WHERE g.id = 1) END
 FROM events AS e JOIN streams AS s ON s.stream_id = e.stream_id
 WHERE e.event_id >= %(low)s AND e.event_id <= %(high)s
   AND e.stream_version >= greatest(s.first_version,

@@ -14,9 +14,11 @@
 -- event hidden by its own stream's retention (before the LIMIT, like a filter).
 -- A link whose event is archived (moved to a Parquet file) comes back with its position and
 -- NULL columns: the archive fills it in (lifecycle/archive/reader.py), or it is dropped.
--- The last two columns: the event's data subject and whether it is forgotten (same
--- snapshot as the row).
-SELECT r.*, CASE WHEN r.subject IS NULL THEN false ELSE EXISTS (SELECT 1 FROM forgotten_subjects AS f WHERE f.subject = r.subject) END
+-- The last two columns: the event's data subject, and the forget generation of the
+-- statement's snapshot (schema v5): one InitPlan per statement, not a probe of
+-- forgotten_subjects per row, run only when a row has a subject (NULL otherwise); the key
+-- cache compares it with its own (lifecycle/encryption.py, Keyring).
+SELECT r.*, CASE WHEN r.subject IS NOT NULL THEN (SELECT g.generation FROM forget_generation AS g WHERE g.id = 1) END
 FROM (
     (SELECT e.event_id, %(stream_uuid)s::text, e.stream_version, e.event_type,
             e.correlation_id, e.causation_id, e.data, e.metadata, e.created_at, e.event_uuid,
