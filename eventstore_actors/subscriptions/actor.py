@@ -597,7 +597,9 @@ class SubscriptionActor(SupervisedActor):
     def _ack_direct(self, position: int, handle: Subscription) -> bool | None:
         """On the acker's thread: apply a plain ack here if nothing is left to do after it
         but wait, else False."""
-        took = self._direct.run(Ack(position, handle), None, lambda: self._settles(handle))
+        took = self._direct.run(
+            Ack(position, handle), None, lambda: self._settles(handle), self._saver.eagerly
+        )
         if took and self._saver.pending():
             self._control.quiet_until = 0.0  # a tick stores it (see CheckpointPolicy)
         return took

@@ -38,7 +38,7 @@ from ..actors.supervised import acting_as
 __all__ = ["PAUSE", "SLOW", "Direct"]
 
 #: Seconds a direct delivery may take before its subscription is paused (then: messages).
-SLOW = 0.02
+SLOW = 0.05
 #: Seconds a slow subscription takes no direct batch.
 PAUSE = 5.0
 
@@ -64,9 +64,16 @@ class Direct:
         """For the actor's own work (messages, start, stop): holds the mutex."""
         return _Own(self)
 
-    def run(self, message: Any, batch: int | None, ready: Callable[[], bool]) -> bool | None:
-        """Handle `message` here if `ready()` (checked under the mutex); False: it was not,
-        None: the actor is busy (tell it as a message, or try again a moment later)."""
+    def run(
+        self,
+        message: Any,
+        batch: int | None,
+        ready: Callable[[], bool],
+        then: Callable[[], None] | None = None,
+    ) -> bool | None:
+        """Handle `message` here if `ready()` (checked under the mutex), then `then()`;
+        False: it was not ready, None: the actor is busy (tell it as a message, or try again
+        a moment later)."""
         if batch is not None and self._paused_until and time.monotonic() < self._paused_until:
             return False
         if not self.mutex.acquire(blocking=False):
@@ -84,6 +91,8 @@ class Direct:
             urn = acting_as(self._urn)
             try:
                 self._handle(message)
+                if then is not None:
+                    then()
             except Exception as exc:  # as a failure in the actor: it crashes and restarts
                 self._crash(exc)
             finally:
