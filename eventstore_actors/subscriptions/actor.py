@@ -555,11 +555,15 @@ class SubscriptionActor(SupervisedActor):
             self._registry.metrics.delivered(len(payload), self._since)
             self._since = None
             self._traces.delivered(events[: len(payload)])
+            direct = self._direct
+            telling, direct.telling = direct.telling, True  # an ack from inside: see direct.py
             try:
                 found.subscriber.tell(Events(found.handle, payload))
             except Exception as exc:
                 self._refused(member, found, exc)
                 return
+            finally:
+                direct.telling = telling
             if self._control.closed:  # unsubscribed from inside that tell()
                 self._end(None)
                 return

@@ -51,6 +51,9 @@ class Direct:
     ) -> None:
         self.mutex = threading.RLock()
         self.busy = False  # the actor itself holds the mutex (handling a message)
+        #: The subscriber is being told a batch (by whichever thread holds the mutex): an ack
+        #: it makes from inside that tell(), on that thread, is applied at once.
+        self.telling = False
         #: While a direct delivery runs: the fan-out batch (for `SharedLockSession.vouched`).
         self.batch: int | None = None
         #: Whether the message being handled was given here, not queued (no inbox count).
@@ -79,7 +82,7 @@ class Direct:
         if not self.mutex.acquire(blocking=False):
             return None
         try:
-            if self.busy:
+            if self.busy and not self.telling:  # the actor's own thread, not in a tell()
                 return None
             if not ready():
                 return False
