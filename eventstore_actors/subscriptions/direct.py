@@ -21,9 +21,12 @@ What keeps the rules:
 - checkpoints go through the same saver (the hub's batched writes), and health and lag
   figures through the same hooks.
 
-A subscriber's tell() then runs on the fan-out's thread: one that takes longer than `SLOW`
-gets no direct batch for `PAUSE` seconds, and the fan-out's watchdog moves on without a
-tell() that blocks (see `FanOut`).
+A subscriber's tell() then runs on the fan-out's thread, so it pays only where tell() is
+cheap (a pykka ActorRef's is a queue put): a subscriber whose direct deliveries take longer
+than `SLOW` `STREAK` times in a row (a projection writing to a database, say) gets no direct
+batch for `PAUSE` seconds, so its work runs on its subscription's own thread, in parallel
+with the others, as before; one slow delivery alone (the thread waited for the GIL) does not
+count. The fan-out's watchdog moves on without a tell() that blocks (see `FanOut`).
 """
 
 from __future__ import annotations
@@ -35,12 +38,15 @@ from typing import Any
 
 from ..actors.supervised import acting_as
 
-__all__ = ["PAUSE", "SLOW", "Direct"]
+__all__ = ["PAUSE", "SLOW", "STREAK", "Direct"]
 
-#: Seconds a direct delivery may take before its subscription is paused (then: messages).
-SLOW = 0.05
+#: Seconds past which a direct delivery counts as slow: far above a queue put, below the
+#: time a subscriber doing I/O in tell() would hold the fan-out's thread from the others.
+SLOW = 0.002
+#: Slow direct deliveries in a row that pause a subscription (then: messages).
+STREAK = 3
 #: Seconds a slow subscription takes no direct batch.
-PAUSE = 5.0
+PAUSE = 30.0
 
 
 class Direct:
@@ -62,6 +68,7 @@ class Direct:
         self._handle = handle
         self._crash = crash
         self._paused_until = 0.0
+        self._slow = 0  # slow direct deliveries in a row
 
     def own(self) -> _Own:
         """For the actor's own work (messages, start, stop): holds the mutex."""
@@ -101,8 +108,14 @@ class Direct:
             finally:
                 acting_as(urn)
                 self.batch, self.given = before
-            if batch is not None and time.monotonic() - started > SLOW:
-                self._paused_until = time.monotonic() + PAUSE
+            if batch is not None:
+                if time.monotonic() - started <= SLOW:
+                    self._slow = 0
+                else:
+                    self._slow += 1
+                    if self._slow >= STREAK:
+                        self._slow = 0
+                        self._paused_until = time.monotonic() + PAUSE
             return True
         finally:
             self.mutex.release()

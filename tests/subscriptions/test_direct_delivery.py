@@ -134,3 +134,32 @@ def test_unsubscribing_inside_a_direct_tell_does_not_wait_on_itself(make_store: 
     assert took[0] < 2.0, f"the unsubscribe waited {took[0]:.1f} s"
     assert not more.wait(QUIET), "told after the unsubscribe"
     assert told == [1, 2, 3]
+
+
+class Working(Acking):
+    """Does `cost` seconds of work inside each tell() (a projection writing to a database)."""
+
+    def __init__(self, cost: float) -> None:
+        super().__init__()
+        self.cost = cost
+
+    def tell(self, message: Any) -> None:
+        if isinstance(message, Events):
+            time.sleep(self.cost)  # the subscriber's own work, not a wait for a condition
+        super().tell(message)
+
+
+def test_a_subscriber_that_works_in_tell_goes_back_to_its_own_thread(
+    make_store: MakeStore,
+) -> None:
+    """Three slow direct deliveries in a row: its batches go through its actor again, so its
+    work no longer holds the fan-out's thread from the others."""
+    store = make_store(shared_lock_session=True)
+    worker = Working(0.01)
+    _live(store, "worker", worker)
+    _append(store, "s", 1, 12)
+    wait_until(lambda: len(worker.seen()) == 12, what="12 events")
+    assert worker.seen() == list(range(1, 13)), "in order, once each"
+    direct = [t for t in worker.threads if t.startswith("eventstore-fan-out")]
+    assert 1 <= len(direct) <= 3, f"told on {worker.threads}"
+    assert not worker.threads[-1].startswith("eventstore-fan-out"), worker.threads
