@@ -16,7 +16,14 @@ import pykka
 
 from .. import logs
 
-__all__ = ["ChildExited", "Crash", "SupervisedActor", "in_actor_thread", "on_own_thread"]
+__all__ = [
+    "ChildExited",
+    "Crash",
+    "SupervisedActor",
+    "acting_as",
+    "in_actor_thread",
+    "on_own_thread",
+]
 
 log = logs.get_logger("eventstore_actors.actors")  # warnings rate-limited
 
@@ -28,6 +35,16 @@ def on_own_thread(ref: pykka.ActorRef[Any]) -> bool:
     """Whether the caller runs in `ref`'s own thread (e.g. a subscriber's `tell()` called by
     its subscription actor): a blocking stop or ask of `ref` from there would wait on itself."""
     return getattr(_current, "urn", None) == ref.actor_urn
+
+
+def acting_as(urn: str | None) -> str | None:
+    """Run what follows as if on the thread of the actor `urn` (a subscription's handler run
+    by the fan-out's thread, see `subscriptions.direct`), so that a subscriber unsubscribing
+    from inside its tell() there does not wait for that actor to stop. Returns the urn to
+    restore afterwards (with another call)."""
+    before: str | None = getattr(_current, "urn", None)
+    _current.urn = urn
+    return before
 
 
 def in_actor_thread() -> bool:

@@ -39,8 +39,9 @@ from ..storage import reader
 from ..storage.connection import connect, is_alive
 from ..storage.deadline import guard
 from ..storage.errors import unavailable
-from ..subscriptions.control import Admit, Control
+from ..subscriptions.control import Control
 from ..writer import Committed
+from .fanout import FanOut
 from .listener import Listener
 
 __all__ = [
@@ -128,6 +129,7 @@ class PublisherActor(SupervisedActor):
         self._listener: Listener | None = None
         self._metrics = registry.metrics
         self._connects = 0  # of its own connection: after the first, reconnects
+        self._fanout: FanOut | None = None  # hands each batch to the subscriptions
 
     def setup(self) -> None:
         ref, metrics = self.actor_ref, self._metrics
@@ -161,6 +163,8 @@ class PublisherActor(SupervisedActor):
     def cleanup(self) -> None:
         if self._listener is not None:
             self._listener.stop()
+        if self._fanout is not None:
+            self._fanout.close()
         self._close()
 
     def _connection(self) -> psycopg.Connection[Any]:
@@ -316,17 +320,9 @@ class PublisherActor(SupervisedActor):
             self._fan_out_catch_up(members)
             return
         published = Published(events, (first, last), at or time.perf_counter())
-        count = len(events)
-        for ref, control in members:
-            if not isinstance(control, Control):
-                _tell(ref, published)
-                continue
-            admit = control.admit_events(count)
-            if admit is Admit.EVENTS:
-                if not _tell(ref, published):
-                    control.took_events(count)
-            elif admit is Admit.CATCH_UP and not _tell(ref, _CATCH_UP):
-                control.took_catch_up()
+        if self._fanout is None:  # on first use: a store without subscriptions needs none
+            self._fanout = FanOut()
+        self._fanout.publish(members, published)  # directly or as messages: see fanout.py
 
     def _fan_out_catch_up(
         self, members: list[tuple[pykka.ActorRef[Any], Any]] | None = None

@@ -87,6 +87,9 @@ class SingleAcks(_Teller):
             if control.reason is not None and not control.acks_in_transaction:
                 self._owner.store_late_ack(self._stream_uuid, self._name, late)
             return
+        direct = control.direct_ack  # applied here when it only moves the checkpoint
+        if direct is not None and direct(position, self.handle):
+            return
         self._tell(Ack(position, self.handle))
 
     def ack_in(self, position: int, conn: Any) -> None:

@@ -27,7 +27,7 @@ import pykka
 
 from .. import tracing
 from ..actors.registry import Registry
-from ..actors.supervised import SupervisedActor
+from ..actors.supervised import Crash, SupervisedActor
 from ..actors.ticker import Tick
 from ..config import Settings
 from ..errors import StoreUnavailableError, SubscriptionAlreadyExistsError
@@ -37,6 +37,7 @@ from ..storage import checkpoints
 from .acking import Acking
 from .concurrent import ConcurrentState, Deliver
 from .delivery import Delivery, mapped, subscriber_alive, tell_stopped
+from .direct import Direct
 from .hub import SharedLockSession
 from .inbox import Ack, Attach, Detach, Nack, Pump, ReplayParked, Resync
 from .info import lock_key
@@ -114,14 +115,28 @@ class SubscriptionActor(SupervisedActor):
         ]:
             self._members.add(subscriber, member_handle, buffer_size, None)
         self._traces = tracing.Deliveries(spec.name, self._all)  # spans when tracing
+        # Batches and acks taken on other threads while level (see direct.py).
+        self._direct = Direct(self.actor_urn, self.handle, self._crash)
+        self._direct_ok = self._all and spec.hub is not None and not self._delivery.shared
 
     # Lifecycle --------------------------------------------------------------------------------
     def register(self) -> None:
         # Findable before anything is delivered: an ack told at once must reach this actor.
         self._token = self._control.started()
+        if self._direct_ok:
+            self._control.direct = self._take_direct
+            self._control.direct_ack = self._ack_direct
         self._registry.put(self.child_id, self.actor_ref, self._control)
 
+    def on_receive(self, message: Any) -> Any:
+        with self._direct.own():
+            return super().on_receive(message)
+
     def setup(self) -> None:
+        with self._direct.own():
+            self._setup()
+
+    def _setup(self) -> None:
         if self._control.closed:  # unsubscribed before it even started
             self._end(None)
             return
@@ -228,6 +243,13 @@ class SubscriptionActor(SupervisedActor):
         self._saver.restart(checkpoint)
 
     def cleanup(self) -> None:
+        with self._direct.own():
+            self._cleanup()
+
+    def _cleanup(self) -> None:
+        control = self._control
+        if control.direct == self._take_direct:  # not a later instance's
+            control.direct = control.direct_ack = None
         self._traces.close()
         if self._control.closed:  # unsubscribed (stopped with no message since): not watched
             self._spec.health.ended(self._control.reason)
@@ -348,8 +370,10 @@ class SubscriptionActor(SupervisedActor):
             self._spec.health.update(self._state, answered)  # see health.py: no I/O
 
     def _on_message(self, message: Any) -> Any:
-        if not isinstance(message, Tick):
-            self._control.quiet_until = 0.0  # what it brings may need the next ticks
+        if not isinstance(message, Tick) and not self._direct.given:
+            # What it brings may need the next ticks (a direct batch does not: see
+            # `_ack_direct` for a direct ack).
+            self._control.quiet_until = 0.0
         if isinstance(message, Attach):
             return self._attach(message)
         if isinstance(message, Detach):
@@ -361,7 +385,7 @@ class SubscriptionActor(SupervisedActor):
             return True
         if isinstance(message, Tick):
             self._control.took_tick()
-        elif isinstance(message, Published):
+        elif isinstance(message, Published) and not self._direct.given:
             self._control.took_events(len(message.events))
         elif isinstance(message, CatchUp):
             self._control.took_catch_up()
@@ -514,7 +538,14 @@ class SubscriptionActor(SupervisedActor):
         if self._members.detached(member):
             self._remove(member)
             return
-        if not self._lock.alive():  # nothing is sent once the lock connection is gone
+        batch, lock = self._direct.batch, self._lock
+        # Nothing is sent once the lock connection is gone (a direct batch: as the hub's
+        # one look for that batch found it, see direct.py).
+        if not (
+            lock.vouched(batch)
+            if batch is not None and isinstance(lock, SharedLockSession)
+            else lock.alive()
+        ):
             raise LockLost("the lock connection is gone")
         payload, failure = mapped(self._spec.mapper, events)
         if payload:
@@ -524,11 +555,15 @@ class SubscriptionActor(SupervisedActor):
             self._registry.metrics.delivered(len(payload), self._since)
             self._since = None
             self._traces.delivered(events[: len(payload)])
+            direct = self._direct
+            telling, direct.telling = direct.telling, True  # an ack from inside: see direct.py
             try:
                 found.subscriber.tell(Events(found.handle, payload))
             except Exception as exc:
                 self._refused(member, found, exc)
                 return
+            finally:
+                direct.telling = telling
             if self._control.closed:  # unsubscribed from inside that tell()
                 self._end(None)
                 return
@@ -556,6 +591,63 @@ class SubscriptionActor(SupervisedActor):
         self._spec.subscriber.tell(message)
         if self._control.closed:
             self._end(None)
+
+    # Direct delivery (see direct.py) ----------------------------------------------------------
+    def _take_direct(self, published: Published, batch: int) -> bool | None:
+        """On the fan-out's thread: deliver `published` here if level, else False (None:
+        the actor is busy)."""
+        return self._direct.run(published, batch, lambda: self._level_for(published, batch))
+
+    def _ack_direct(self, position: int, handle: Subscription) -> bool | None:
+        """On the acker's thread: apply a plain ack here if nothing is left to do after it
+        but wait, else False."""
+        took = self._direct.run(
+            Ack(position, handle), None, lambda: self._settles(handle), self._saver.eagerly
+        )
+        if took and self._saver.pending():
+            self._control.quiet_until = 0.0  # a tick stores it (see CheckpointPolicy)
+        return took
+
+    def _quiet(self) -> bool:
+        """Nothing for a tick to redo, nothing stored in callers' transactions, the lock
+        held on the shared connection, the subscription running."""
+        return (
+            not self._ended
+            and not self._control.closed
+            and self._nacks.idle()
+            and self._reads.fatal is None
+            and not self._saver.in_transactions()
+            and isinstance(self._lock, SharedLockSession)
+            and self._lock.locked
+        )
+
+    def _level_for(self, published: Published, batch: int) -> bool:
+        state, covered, lock = self._state, published.covered, self._lock
+        return (
+            isinstance(state, SubscriptionState)
+            and covered is not None
+            and self._control.inbox_clear
+            and state.level_at(covered[0], len(published.events))
+            and self._quiet()
+            # the hub's one look for this batch (else the actor's own check decides)
+            and isinstance(lock, SharedLockSession)
+            and lock.vouched(batch)
+        )
+
+    def _settles(self, handle: Subscription) -> bool:
+        state = self._state
+        return (
+            isinstance(state, SubscriptionState)
+            and handle is self._handle
+            and state.settles_on_ack
+            and self._quiet()
+        )
+
+    def _crash(self, error: BaseException) -> None:
+        try:
+            self.actor_ref.tell(Crash(error))
+        except pykka.ActorDeadError:
+            pass
 
     # Ticks ------------------------------------------------------------------------------------
     def _rest(self) -> None:

@@ -75,6 +75,12 @@ class Control:
         #: the (subscriber, handle, buffer_size) of every member (kept across restarts).
         self.detached: set[Any] = set()
         self.members: list[tuple[Any, Any, int]] = []
+        #: Set by the running actor instance (see `direct.py`): `direct(published, batch)`
+        #: delivers a batch on the fan-out's thread and `direct_ack(position, handle)` applies
+        #: an ack on the acker's thread, each returning False (or None: the actor is busy)
+        #: when it must go as a message.
+        self.direct: Callable[[Any, int], bool | None] | None = None
+        self.direct_ack: Callable[[int, Any], bool | None] | None = None
 
     # Inbox accounting ---------------------------------------------------------------------------
     def admit_events(self, count: int) -> Admit:
@@ -120,6 +126,11 @@ class Control:
     def took_tick(self) -> None:
         with self._lock:
             self._tick = False
+
+    @property
+    def inbox_clear(self) -> bool:
+        """Whether no Published and no CatchUp is queued for the actor."""
+        return self._events == 0 and not self._catch_up
 
     @property
     def queued_events(self) -> int:

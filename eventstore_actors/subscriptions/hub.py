@@ -56,6 +56,8 @@ _PROBE_INTERVAL = 1.0
 #: Seconds the probe's findings serve the health checks: a few probe intervals, so that a
 #: probe late on a loaded machine does not send every subscription to the read pool at once.
 _FRESH_FOR = 5.0 * _PROBE_INTERVAL
+#: Seconds the fan-out waits for a call on the connection whose answer is arriving.
+_VOUCH_WAIT = 0.03
 
 
 class LockHub:
@@ -78,6 +80,7 @@ class LockHub:
         self._queued = threading.Event()
         self._head: tuple[int, float] | None = None  # (last event_id, when) from the probe
         self._writer: threading.Thread | None = None
+        self._vouched: tuple[int, int | None] = (-1, None)  # (fan-out batch, generation)
         self._follows: dict[str, tuple[str, str]] = {}  # key -> (stream_uuid, name)
         # From the probe: (the subscriptions asked about, those with parked events marked
         # for replay, when).
@@ -286,6 +289,39 @@ class LockHub:
         finally:
             self._mutex.release()
 
+    def vouch(self, batch: int) -> int | None:
+        """The generation whose locks still hold, looked at once per fan-out `batch` (a
+        number the fan-out gives each published batch): every direct delivery of that batch
+        (see `subscriptions.direct`) relies on this one look at the socket, where `alive`
+        looks once per delivery. While a call holds the connection and its answer is
+        arriving, waits for it at most `_VOUCH_WAIT`; None (the connection is gone, or still
+        busy) sends the batch the actors' way, where `alive` decides."""
+        vouched = self._vouched
+        if vouched[0] == batch:
+            return vouched[1]
+        generation, found = self.generation, None
+        conn = self._conn
+        busy = conn is not None and not self._mutex.acquire(blocking=False)
+        if busy and not _readable(conn):
+            found = generation  # in use by a call, and nothing came back: alive
+        elif conn is not None and (not busy or self._mutex.acquire(timeout=_VOUCH_WAIT)):
+            try:
+                if self._conn is not None and generation == self.generation:
+                    if is_alive(self._conn):
+                        found = generation
+                    else:
+                        self._lose()
+            finally:
+                self._mutex.release()
+        if found is not None and generation != self.generation:
+            found = None
+        self._vouched = (batch, found)
+        return found
+
+    def holds(self, key: str, generation: int) -> bool:
+        """Whether the lock `key` of `generation` is held, as far as known (no I/O)."""
+        return self._current(key, generation)
+
     def advance(
         self, key: str, generation: int, stream_uuid: str, name: str, position: int
     ) -> None:
@@ -384,6 +420,14 @@ class SharedLockSession:
 
     def alive(self) -> bool:
         return self.locked and self._hub.alive(self._key, self._generation)
+
+    def vouched(self, batch: int) -> bool:
+        """Whether this lock holds, as of the hub's one look for fan-out `batch` (see
+        `LockHub.vouch`): what a direct delivery checks instead of `alive`."""
+        if not self.locked:
+            return False
+        generation = self._hub.vouch(batch)
+        return generation == self._generation and self._hub.holds(self._key, generation)
 
     def advance(self, stream_uuid: str, name: str, position: int) -> None:
         """Queue a checkpoint write (batched with the others'); LockLost if not held."""

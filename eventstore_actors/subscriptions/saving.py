@@ -89,6 +89,19 @@ class CheckpointSaver:
             if self.due(acking=True):
                 self.flush()
 
+    def eagerly(self) -> None:
+        """After an ack applied directly (see direct.py): without tuning options, on the
+        shared lock connection, stored at once: the hub writes every subscription's in one
+        statement, so it costs no round trip here, and no tick has to come for it."""
+        if (
+            not self.policy.tuned
+            and isinstance(self._lock, SharedLockSession)
+            and self.unsaved is not None
+            and self.unsaved > self.policy.saved
+            and not self.in_transactions()
+        ):
+            self.flush()
+
     def settled(self, checkpoint: int | None) -> None:
         """The state moved its checkpoint over filtered-out or deleted positions: stored like
         an ack (acked in callers' transactions: fenced, see `flush`)."""

@@ -152,6 +152,33 @@ class SubscriptionState(Intake[E]):
         """Events received and not sent yet (as `ConcurrentState.queued`): the buffer."""
         return len(self._buffer)
 
+    def level_at(self, first: int, count: int) -> bool:
+        """Whether `count` new events from position `first` would go out at once, alone,
+        with nothing else to do: live (not behind), nothing in flight, buffered, replayed or
+        paused, `first` right after the cursor and room for them (see `direct.py`)."""
+        return (
+            first == self.cursor + 1
+            and not self.behind
+            and not self._buffer
+            and self.in_flight == 0
+            and self.replaying is None
+            and not self.paused
+            and not self._replay
+            and count <= self.max_size
+        )
+
+    @property
+    def settles_on_ack(self) -> bool:
+        """Whether an ack leaves nothing to do but wait: nothing buffered, replayed or
+        paused, and not behind (no storage read follows)."""
+        return (
+            not self.behind
+            and not self._buffer
+            and self.replaying is None
+            and not self.paused
+            and not self._replay
+        )
+
     # Inputs (notified, must_recheck, read_done: see Intake) ------------------------------
     def acked(self, position: int) -> int | None:
         """A cumulative ack; returns the new checkpoint to persist, or None if nothing moved.

@@ -1,0 +1,165 @@
+"""Direct delivery (subscriptions/direct.py, notifications/fanout.py): a level subscription on
+the shared lock connection is told on the fan-out's thread and its acks take effect on the
+acker's thread, with the same rules as the actor's own path."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from support import QUIET, WAIT, QueueSubscriber, checkpoint, events, wait_until
+
+from eventstore_actors import Events, EventStore, Subscribed
+
+ALL = "$all"
+MakeStore = Callable[..., EventStore]
+
+
+class Acking:
+    """Records the thread that told it each batch and the event_ids; acks each batch at once
+    (from inside its tell), unless `hold` is set: then it blocks in tell() until released."""
+
+    def __init__(self, hold_at: int | None = None) -> None:
+        self.threads: list[str] = []
+        self.ids: list[int] = []
+        self.subscribed = threading.Event()
+        self.hold_at = hold_at  # block inside the tell() of this event_id
+        self.held = threading.Event()
+        self.release = threading.Event()
+        self._lock = threading.Lock()
+
+    def tell(self, message: Any) -> None:
+        if isinstance(message, Subscribed):
+            self.subscribed.set()
+        elif isinstance(message, Events):
+            with self._lock:
+                self.threads.append(threading.current_thread().name)
+                self.ids.extend(e.event_id for e in message.events)
+            if self.hold_at is not None and self.hold_at in self.ids and not self.held.is_set():
+                self.held.set()
+                assert self.release.wait(WAIT), "never released"
+            message.subscription.ack(message.events)
+
+    def seen(self) -> list[int]:
+        with self._lock:
+            return list(self.ids)
+
+
+def _append(store: EventStore, stream: str, first: int, count: int) -> None:
+    for n in range(first, first + count):
+        store.append_to_stream(stream, n - 1, events(1, start=n))
+
+
+def _live(store: EventStore, name: str, subscriber: Acking) -> None:
+    store.subscribe_to_all_streams(name, subscriber)
+    assert subscriber.subscribed.wait(WAIT)
+
+
+def test_a_level_subscription_is_told_on_the_fan_out_thread(
+    make_store: MakeStore, dsn: str, schema: str
+) -> None:
+    store = make_store(shared_lock_session=True)
+    subscriber = Acking()
+    _live(store, "sub", subscriber)
+    _append(store, "s", 1, 20)
+    wait_until(lambda: len(subscriber.seen()) == 20, what="20 events")
+    assert subscriber.seen() == list(range(1, 21)), "in order, once each"
+    direct = [t for t in subscriber.threads if t.startswith("eventstore-fan-out")]
+    assert len(direct) >= 10, f"told on {subscriber.threads}"
+    # The acks applied on the fan-out's thread move the stored checkpoint as acks do.
+    wait_until(lambda: checkpoint(dsn, schema, ALL, "sub") == 20, what="checkpoint 20")
+
+
+def test_an_unacked_direct_batch_holds_the_next_one(make_store: MakeStore) -> None:
+    store = make_store(shared_lock_session=True)
+    subscriber = QueueSubscriber()
+    sub = store.subscribe_to_all_streams("sub", subscriber)
+    subscriber.subscribed()
+    _append(store, "s", 1, 1)
+    first = subscriber.batch()
+    _append(store, "s", 2, 3)
+    subscriber.nothing(QUIET)  # back-pressure: nothing more until the ack
+    sub.ack(first)
+    assert [e.event_id for e in subscriber.collect(sub, 3)] == [2, 3, 4]
+
+
+def test_a_subscriber_blocking_in_tell_does_not_hold_the_others(make_store: MakeStore) -> None:
+    """The fan-out's watchdog hands the rest of the work to another thread."""
+    store = make_store(shared_lock_session=True)
+    stuck, other = Acking(hold_at=4), Acking()
+    _live(store, "stuck", stuck)
+    _live(store, "other", other)
+    _append(store, "s", 1, 3)
+    wait_until(lambda: len(stuck.seen()) == len(other.seen()) == 3, what="both level")
+    try:
+        _append(store, "s", 4, 1)
+        assert stuck.held.wait(WAIT)
+        assert stuck.threads[-1].startswith("eventstore-fan-out"), stuck.threads
+        told = len(other.threads)
+        _append(store, "s", 5, 4)
+        wait_until(lambda: len(other.seen()) == 8, what="the other subscription to go on")
+        # On the fan-out's (new) thread, not from a storage read of the actor's backstop.
+        assert any(t.startswith("eventstore-fan-out") for t in other.threads[told:])
+        assert stuck.seen() == [1, 2, 3, 4]
+    finally:
+        stuck.release.set()
+    wait_until(lambda: len(stuck.seen()) == 8, what="the stuck one to catch up")
+    assert stuck.seen() == list(range(1, 9))
+    assert other.seen() == list(range(1, 9))
+
+
+def test_unsubscribing_inside_a_direct_tell_does_not_wait_on_itself(make_store: MakeStore) -> None:
+    store = make_store(shared_lock_session=True)
+    took: list[float] = []
+    told: list[int] = []
+    more = threading.Event()
+
+    class Leaving:
+        def tell(self, message: Any) -> None:
+            if isinstance(message, Events):
+                told.extend(e.event_id for e in message.events)
+                if told[-1] > 3:
+                    more.set()
+                message.subscription.ack(message.events)
+                if message.events[-1].event_id == 3:
+                    started = time.monotonic()
+                    store.unsubscribe_from_all_streams("sub")
+                    took.append(time.monotonic() - started)
+
+    store.subscribe_to_all_streams("sub", Leaving())
+    _append(store, "s", 1, 5)
+    wait_until(lambda: took, what="the unsubscribe to return")
+    assert took[0] < 2.0, f"the unsubscribe waited {took[0]:.1f} s"
+    assert not more.wait(QUIET), "told after the unsubscribe"
+    assert told == [1, 2, 3]
+
+
+class Working(Acking):
+    """Does `cost` seconds of work inside each tell() (a projection writing to a database)."""
+
+    def __init__(self, cost: float) -> None:
+        super().__init__()
+        self.cost = cost
+
+    def tell(self, message: Any) -> None:
+        if isinstance(message, Events):
+            time.sleep(self.cost)  # the subscriber's own work, not a wait for a condition
+        super().tell(message)
+
+
+def test_a_subscriber_that_works_in_tell_goes_back_to_its_own_thread(
+    make_store: MakeStore,
+) -> None:
+    """Three slow direct deliveries in a row: its batches go through its actor again, so its
+    work no longer holds the fan-out's thread from the others."""
+    store = make_store(shared_lock_session=True)
+    worker = Working(0.01)
+    _live(store, "worker", worker)
+    _append(store, "s", 1, 12)
+    wait_until(lambda: len(worker.seen()) == 12, what="12 events")
+    assert worker.seen() == list(range(1, 13)), "in order, once each"
+    direct = [t for t in worker.threads if t.startswith("eventstore-fan-out")]
+    assert 1 <= len(direct) <= 3, f"told on {worker.threads}"
+    assert not worker.threads[-1].startswith("eventstore-fan-out"), worker.threads
