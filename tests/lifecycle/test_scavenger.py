@@ -132,6 +132,33 @@ def test_the_actor_works_through_many_batches(
         wait_until(lambda s=stream: stored_versions(dsn, schema, s) == [41, 42, 43, 44, 45], GONE)  # type: ignore[misc]
 
 
+def test_the_actor_takes_at_most_its_share_of_the_time_it_works(
+    store: EventStore, dsn: str, schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After each batch it rests long enough that its batches take at most SHARE of the
+    time from the first batch to the last rest, whatever the batches cost."""
+    monkeypatch.setattr(scavenger, "BATCH", 20)
+    stream = stream_of(store, 400)
+    store.truncate_stream(stream, 401)
+    wait_until(lambda: stored_versions(dsn, schema, stream) == [], GONE)
+    actor = store._registry.peek(scavenger.CHILD_ID).proxy()
+    working, resting = actor.working.get(), actor.resting.get()
+    assert working > 0
+    assert working / (working + resting) <= scavenger.SHARE * 1.01
+
+
+def test_batches_shrink_when_slow_and_grow_back_when_fast() -> None:
+    """So that the rest after a batch never needs cutting short on a loaded machine (which
+    would raise the share) and a stop waits for one short batch and its rest at most."""
+    slow, fast, rests = scavenger.SLOW * 3, scavenger.SLOW / 10, 1 / scavenger.SHARE - 1
+    assert scavenger.pace(1000, slow) == (500, slow * rests)
+    assert scavenger.pace(scavenger.MIN_BATCH, slow)[0] == scavenger.MIN_BATCH
+    assert scavenger.pace(500, fast) == (1000, fast * rests)
+    assert scavenger.pace(scavenger.BATCH, fast)[0] == scavenger.BATCH
+    assert scavenger.pace(800, scavenger.SLOW / 2)[0] == 800, "near SLOW: unchanged"
+    assert scavenger.pace(50, 10.0)[1] == scavenger.MAX_REST, "a stalled server"
+
+
 def test_batches_cover_a_streams_events_and_links_together(
     store: EventStore, dsn: str, schema: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
