@@ -64,17 +64,20 @@ CHILD_ID = "scavenger"
 INTERVAL = 5.0
 #: Most positions one batch covers (at most as many rows of the stream): one short transaction.
 BATCH = 1000
-#: Fewest positions a batch covers when batches are slow.
-MIN_BATCH = 50
+#: Fewest positions a batch covers when batches are slow (smaller ones cost more per row).
+MIN_BATCH = 100
 #: The largest share of one database connection's time the scavenger takes while it works:
 #: after each batch it rests (1 / SHARE - 1) times as long as the batch took. A batch is
-#: mostly the server's CPU (its commit does not wait for the disk), so on a machine of n
-#: cores that appends keep busy, appends lose at most about SHARE / n of it: 5 % on 2 cores.
-SHARE = 0.1
+#: mostly the server's CPU (its commit does not wait for the disk), and this process's side
+#: of it about half as much again (measured: docs/benchmarks.md), so on a machine whose
+#: cores appends keep busy, the scavenger takes about 1.5 x SHARE of one core from them:
+#: under 4 % of a 2-core machine, under 8 % of a single core. It deletes about 10,000 rows a
+#: second on a loaded 2-core machine (a million hidden rows in two minutes, unseen by reads).
+SHARE = 0.05
 #: The time a batch aims at: a slower batch halves the next one (down to MIN_BATCH), one
 #: under a quarter of it doubles the next (up to BATCH). Short batches keep the rests short
-#: (a stop waits for one batch and its rest) and the rest never needs cutting (MAX_REST), so
-#: the share holds on a loaded machine too, where batches take longer.
+#: (about a second at most: a stop waits for one batch and its rest) and the rest never needs
+#: cutting (MAX_REST), so the share holds on a loaded machine too, where batches take longer.
 SLOW = 0.05
 #: The longest rest: reached only when even a batch of MIN_BATCH takes longer than
 #: MAX_REST / (1 / SHARE - 1) seconds (a stalled server), where a stop matters more.

@@ -150,7 +150,8 @@ def test_the_actor_takes_at_most_its_share_of_the_time_it_works(
 def test_batches_shrink_when_slow_and_grow_back_when_fast() -> None:
     """So that the rest after a batch never needs cutting short on a loaded machine (which
     would raise the share) and a stop waits for one short batch and its rest at most."""
-    slow, fast, rests = scavenger.SLOW * 3, scavenger.SLOW / 10, 1 / scavenger.SHARE - 1
+    slow, fast, rests = scavenger.SLOW * 1.5, scavenger.SLOW / 10, 1 / scavenger.SHARE - 1
+    assert slow * rests < scavenger.MAX_REST
     assert scavenger.pace(1000, slow) == (500, slow * rests)
     assert scavenger.pace(scavenger.MIN_BATCH, slow)[0] == scavenger.MIN_BATCH
     assert scavenger.pace(500, fast) == (1000, fast * rests)
