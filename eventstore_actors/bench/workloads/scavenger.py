@@ -8,8 +8,8 @@ batches while the appends run); the order within a pair alternates. Before a pai
 stream is extended if it is shorter than the slice (not timed); before the next window
 starts, the slice is waited for until it is gone. A pair counts only if rows of its slice
 were still there when its appends ended (the scavenger worked throughout its window): each
-slice is twice what the scavenger deleted during the window before, so that almost every
-pair counts (the pairs left out are those whose appends while scavenging were slow, so
+slice is twice the most the scavenger deleted during the last three windows, so that almost
+every pair counts (the pairs left out are those whose appends while scavenging were slow, so
 each one left out biases the ratio upwards: `valid_pairs` says how many counted).
 
 What the row proves. Each pair's ratio (throughput while scavenging / alone, both windows
@@ -191,9 +191,10 @@ def run_scavenger(ctx: Context) -> list[Result]:
     sizes = ctx.sizes
     pairs = sizes.scavenger_repeats
     hidden = sizes.scavenger_hidden
-    # The first slice: a quarter of the seeded stream; then twice what the scavenger deleted
-    # during the last window, from one writer count to the next as well.
+    # The first slice: a quarter of the seeded stream; then sized from what the scavenger
+    # deleted during the windows before (below), from one writer count to the next as well.
     slice_size = max(1, hidden // 4)
+    deleted: list[int] = []  # rows the scavenger deleted during each window
     results = []
     ctx.schema.reset()
     with ctx.store() as store:
@@ -218,11 +219,12 @@ def run_scavenger(ctx: Context) -> list[Result]:
                         if not n % 2:
                             busy.append(_scavenging(long, cut, cut + slice_size, load))
                         cut += slice_size
-                        # The next slice: twice what the scavenger deleted during this
-                        # window, so that it works throughout the next one as well (at most
-                        # the seeded length: a pair whose slice was gone too soon is left out).
-                        deleted = slice_size - busy[-1][2]
-                        slice_size = min(hidden, max(slice_size, 2 * deleted))
+                        # The next slice: twice the most the scavenger deleted during the
+                        # last three windows, so that it works throughout the next one as
+                        # well (at most the seeded length: a pair whose slice was gone too
+                        # soon is left out), and no more (what is left is waited for).
+                        deleted.append(slice_size - busy[-1][2])
+                        slice_size = min(hidden, max(100, 2 * max(deleted[-3:])))
                 results.append(_result(writers, per_writer, alone, busy))
         finally:
             long.close()
