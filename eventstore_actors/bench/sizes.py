@@ -76,8 +76,8 @@ PRESETS: dict[str, Sizes] = {
         metrics_appends={1: 100, 50: 20},
         metrics_repeats=20,
         scavenger_hidden=900_000,
-        scavenger_appends={1: 150, 10: 50},
-        scavenger_repeats=15,
+        scavenger_appends={1: 1000, 10: 300},
+        scavenger_repeats=25,
     ),
     "quick": Sizes(
         append_rounds={1: 40, 10: 8, 100: 1},
@@ -93,9 +93,9 @@ PRESETS: dict[str, Sizes] = {
         multi_appends={1: 300, 10: 30},
         metrics_appends={1: 50, 50: 10},
         metrics_repeats=10,
-        scavenger_hidden=400_000,
-        scavenger_appends={1: 100, 10: 30},
-        scavenger_repeats=9,
+        scavenger_hidden=300_000,
+        scavenger_appends={1: 300, 10: 100},
+        scavenger_repeats=15,
     ),
     "smoke": Sizes(
         append_rounds={1: 3, 10: 1, 100: 1},

@@ -10,8 +10,19 @@ entries stay until vacuum): the actor keeps, per stream, the position below whic
 stored any more (`_lows`), across passes for as long as its connection lives (rows never come
 back below a stream's first readable position; a batch whose commit a crashed server lost
 dies with the connection). After each batch the actor rests for a while proportional
-to the batch's time (`PAUSE_RATIO`), which bounds the share of the database it takes, and
-lets its inbox run (a stop is never kept waiting by a long pass).
+to the batch's time, so that it takes at most `SHARE` of one connection's time (`pace`), and
+lets its inbox run (a stop is never kept waiting by a long pass); the batches shrink when
+they are slow (a loaded machine), so the rests stay short without being cut.
+
+Its transactions commit without waiting for the disk (`synchronous_commit` off for them
+only, sql/retention/begin_purge.sql), so appends never queue behind a WAL flush of the
+scavenger's. What that risks is harmless: a server crash may lose the last batches'
+commits, which puts back rows that were hidden before the batch and still are (the stream's
+first readable position was committed durably by the truncation or limit that hid them,
+and reads filter on it), so no reader ever sees them; and a crash ends every connection,
+which makes the actor forget the positions it had learnt were empty (`_lows`, kept per
+connection): its next pass starts from each stream's lowest stored row and deletes them
+again (tests/lifecycle/test_scavenger.py).
 
 A pass starts on every `Tick` (every `INTERVAL` seconds, from the store's own ticker) and
 whenever this process sets a retention or truncates a stream (`wake`); it visits the streams
@@ -44,17 +55,33 @@ from ..storage.connection import connect
 from ..storage.deadline import guard
 from ..storage.errors import is_connection_loss
 
-__all__ = ["BATCH", "CHILD_ID", "INTERVAL", "ScavengerActor", "Wake", "wake"]
+__all__ = ["BATCH", "CHILD_ID", "INTERVAL", "SHARE", "ScavengerActor", "Wake", "pace", "wake"]
 
 #: The scavenger's child id (and its ticker's prefix).
 CHILD_ID = "scavenger"
 #: Seconds between passes: rows hidden by a limit (or by another process) are gone well within
 #: a minute. A pass over a store without retention is one index probe.
 INTERVAL = 5.0
-#: Positions one batch covers (at most as many rows of the stream): one short transaction.
+#: Most positions one batch covers (at most as many rows of the stream): one short transaction.
 BATCH = 1000
-#: The rest after each batch, as a share of the batch's own time.
-PAUSE_RATIO = 6.0
+#: Fewest positions a batch covers when batches are slow (smaller ones cost more per row).
+MIN_BATCH = 100
+#: The largest share of one database connection's time the scavenger takes while it works:
+#: after each batch it rests (1 / SHARE - 1) times as long as the batch took. A batch is
+#: mostly the server's CPU (its commit does not wait for the disk), and this process's side
+#: of it about half as much again (measured: docs/benchmarks.md), so on a machine whose
+#: cores appends keep busy, the scavenger takes about 1.5 x SHARE of one core from them:
+#: under 4 % of a 2-core machine, under 8 % of a single core. It deletes about 10,000 rows a
+#: second on a loaded 2-core machine (a million hidden rows in two minutes, unseen by reads).
+SHARE = 0.05
+#: The time a batch aims at: a slower batch halves the next one (down to MIN_BATCH), one
+#: under a quarter of it doubles the next (up to BATCH). Short batches keep the rests short
+#: (about a second at most: a stop waits for one batch and its rest) and the rest never needs
+#: cutting (MAX_REST), so the share holds on a loaded machine too, where batches take longer.
+SLOW = 0.05
+#: The longest rest: reached only when even a batch of MIN_BATCH takes longer than
+#: MAX_REST / (1 / SHARE - 1) seconds (a stalled server), where a stop matters more.
+MAX_REST = 2.0
 #: Streams fetched per look-up of the partial index.
 _PAGE = 100
 
@@ -82,6 +109,17 @@ def wake(registry: Registry) -> None:
             pass
 
 
+def pace(size: int, seconds: float) -> tuple[int, float]:
+    """After a batch of `size` positions that took `seconds`: (the next batch's size, the
+    rest before it). The rest keeps the scavenger's share of its connection's time at SHARE;
+    the size keeps each batch near SLOW."""
+    if seconds > SLOW:
+        size = max(MIN_BATCH, size // 2)
+    elif seconds < SLOW / 4:
+        size = size * 2
+    return min(size, BATCH), min(MAX_REST, seconds * (1 / SHARE - 1))
+
+
 class ScavengerActor(SupervisedActor):
     """Deletes hidden rows of streams with retention, a bounded batch at a time."""
 
@@ -105,9 +143,13 @@ class ScavengerActor(SupervisedActor):
         self._lows: dict[int, int] = {}
         self._seen: dict[int, int] = {}  # the same, for the streams of this pass
         self._queue: list[tuple[int, int]] = []
+        self._size = BATCH  # positions of the next batch (pace())
         self._rest = threading.Event()  # never set: a bounded wait between batches
         #: Rows deleted since the actor started (read by tests and the metrics).
         self.deleted = 0
+        #: Seconds spent in batches that deleted rows, and resting after them (read by tests).
+        self.working = 0.0
+        self.resting = 0.0
 
     def cleanup(self) -> None:
         self._close()
@@ -161,10 +203,11 @@ class ScavengerActor(SupervisedActor):
                         return
                 stream_id, bound = self._queue[0]
                 low = self._seen.get(stream_id) or self._lows.get(stream_id, 1)
+                size = min(self._size, BATCH)
                 if bound <= low:
                     done, free, low = 0, True, low
                 else:
-                    done, free, low = rows.purge(conn, self._lock, stream_id, bound, BATCH, low)
+                    done, free, low = rows.purge(conn, self._lock, stream_id, bound, size, low)
         except psycopg.Error as exc:
             self._failed(exc)
             self._end()
@@ -179,7 +222,12 @@ class ScavengerActor(SupervisedActor):
         if low >= bound:  # this stream has nothing hidden left
             self._after = stream_id
             self._queue.pop(0)
-        self._rest.wait(min(1.0, (time.monotonic() - started) * PAUSE_RATIO) if done else 0)
+        if done:
+            took = time.monotonic() - started
+            self._size, rest = pace(size, took)
+            self._rest.wait(rest)
+            self.working += took
+            self.resting += time.monotonic() - started - took
         self.actor_ref.tell(_CONTINUE)
 
     def _end(self) -> None:

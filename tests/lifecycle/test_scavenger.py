@@ -15,6 +15,7 @@ from support.factory import make_events, new_stream, versions
 from eventstore_actors import ANY_VERSION, EventStore
 from eventstore_actors.actors.supervised import Crash
 from eventstore_actors.lifecycle import scavenger
+from eventstore_actors.sql import statement
 from eventstore_actors.storage import retention
 
 #: Seconds within which hidden rows must be gone (the spec: within a minute).
@@ -131,6 +132,34 @@ def test_the_actor_works_through_many_batches(
         wait_until(lambda s=stream: stored_versions(dsn, schema, s) == [41, 42, 43, 44, 45], GONE)  # type: ignore[misc]
 
 
+def test_the_actor_takes_at_most_its_share_of_the_time_it_works(
+    store: EventStore, dsn: str, schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After each batch it rests long enough that its batches take at most SHARE of the
+    time from the first batch to the last rest, whatever the batches cost."""
+    monkeypatch.setattr(scavenger, "BATCH", 20)
+    stream = stream_of(store, 400)
+    store.truncate_stream(stream, 401)
+    wait_until(lambda: stored_versions(dsn, schema, stream) == [], GONE)
+    actor = store._registry.peek(scavenger.CHILD_ID).proxy()
+    working, resting = actor.working.get(), actor.resting.get()
+    assert working > 0
+    assert working / (working + resting) <= scavenger.SHARE * 1.01
+
+
+def test_batches_shrink_when_slow_and_grow_back_when_fast() -> None:
+    """So that the rest after a batch never needs cutting short on a loaded machine (which
+    would raise the share) and a stop waits for one short batch and its rest at most."""
+    slow, fast, rests = scavenger.SLOW * 1.5, scavenger.SLOW / 10, 1 / scavenger.SHARE - 1
+    assert slow * rests < scavenger.MAX_REST
+    assert scavenger.pace(1000, slow) == (500, slow * rests)
+    assert scavenger.pace(scavenger.MIN_BATCH, slow)[0] == scavenger.MIN_BATCH
+    assert scavenger.pace(500, fast) == (1000, fast * rests)
+    assert scavenger.pace(scavenger.BATCH, fast)[0] == scavenger.BATCH
+    assert scavenger.pace(800, scavenger.SLOW / 2)[0] == 800, "near SLOW: unchanged"
+    assert scavenger.pace(50, 10.0)[1] == scavenger.MAX_REST, "a stalled server"
+
+
 def test_batches_cover_a_streams_events_and_links_together(
     store: EventStore, dsn: str, schema: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -190,6 +219,62 @@ def test_the_scavenger_reconnects_after_losing_its_connection(
     store.truncate_stream(stream, 5)
     wait_until(lambda: stored_versions(dsn, schema, stream) == [5, 6], GONE)
     assert store._registry.peek(scavenger.CHILD_ID) is first, "reconnected, not restarted"
+
+
+def test_a_pass_after_a_crash_redoes_the_deletes_the_crash_lost(
+    store: EventStore, dsn: str, schema: str
+) -> None:
+    """The scavenger commits without waiting for the disk, so a server crash may lose its last
+    batches: their rows come back, still hidden (reads never return them), and every
+    connection is gone. Here: the rows of a finished purge put back while the scavenger's
+    session is killed. Its next pass, on a new connection, must not trust the positions it
+    had learnt were empty: it deletes the rows again."""
+    stream = stream_of(store, 30)
+    (stream_id,) = query(
+        dsn, schema, "SELECT stream_id FROM streams WHERE stream_uuid = %s", stream
+    )[0]
+    saved = f"saved_{uuid.uuid4().hex}"
+    query(
+        dsn,
+        schema,
+        pgsql.SQL(
+            "CREATE TABLE {} AS SELECT * FROM events "
+            "WHERE stream_id = %s AND stream_version BETWEEN 11 AND 20"
+        ).format(pgsql.Identifier(saved)),  # type: ignore[arg-type]
+        stream_id,
+    )
+    store.truncate_stream(stream, 21)
+    wait_until(lambda: stored_versions(dsn, schema, stream) == list(range(21, 31)), GONE)
+    first = store._registry.peek(scavenger.CHILD_ID)
+    own = wait_until(
+        lambda: [pid for pid, text in process_backends(dsn).items() if "scavenger" in text],
+        what="the scavenger's backend",
+    )
+    # The crash: the last batches' commits lost (rows 11-20 back), the connection gone.
+    query(
+        dsn,
+        schema,
+        pgsql.SQL("INSERT INTO events SELECT * FROM {}").format(pgsql.Identifier(saved)),  # type: ignore[arg-type]
+    )
+    assert kill_backends(dsn, own) == 1
+    assert versions(store.read_stream_forward(stream)) == list(range(21, 31)), "still hidden"
+    scavenger.wake(store._registry)  # its first pass notices the lost connection
+    wait_until(lambda: stored_versions(dsn, schema, stream) == list(range(21, 31)), GONE)
+    assert store._registry.peek(scavenger.CHILD_ID) is first, "reconnected, not restarted"
+
+
+def test_a_scavenger_batch_commits_without_waiting_for_the_disk(
+    store: EventStore, dsn: str, schema: str
+) -> None:
+    """Its commits never queue appends behind a WAL flush of its own; for its transactions
+    only (the next transaction on the connection is durable again)."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(pgsql.SQL("SET search_path TO {}").format(pgsql.Identifier(schema)))
+        with conn.transaction():
+            conn.execute(statement("retention/begin_purge"))
+            assert conn.execute("SHOW synchronous_commit").fetchone() == ("off",)
+        assert conn.execute("SHOW synchronous_commit").fetchone() == ("on",)
+    assert store.settings.schema == schema
 
 
 def test_streams_with_nothing_hidden_keep_every_row(
