@@ -29,6 +29,7 @@ import pykka
 
 from .. import logs
 from ..subscriptions.control import Admit, Control
+from .messages import CatchUp
 
 __all__ = ["STALL", "FanOut", "tell_published"]
 
@@ -43,7 +44,6 @@ _Item = tuple[pykka.ActorRef[Any], Any, Any, int]
 def tell_published(ref: pykka.ActorRef[Any], control: Any, published: Any) -> None:
     """Tell a subscription `published` as a message, within its inbox bound (`Control`):
     once it holds too many events, one coalesced `CatchUp` instead."""
-    from .publisher import CatchUp  # the publisher imports this module
 
     if not isinstance(control, Control):
         _tell(ref, published)

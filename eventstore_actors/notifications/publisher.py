@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -33,7 +32,6 @@ from ..actors.registry import Registry
 from ..actors.supervised import SupervisedActor
 from ..config import Settings
 from ..errors import StoreUnavailableError
-from ..events import RecordedEvent
 from ..lifecycle import forgetting
 from ..storage import reader
 from ..storage.connection import connect, is_alive
@@ -43,6 +41,7 @@ from ..subscriptions.control import Control
 from ..writer import Committed
 from .fanout import FanOut
 from .listener import Listener
+from .messages import CatchUp, Notified, Published, StreamDeleted, StreamNotice
 
 __all__ = [
     "CatchUp",
@@ -62,49 +61,6 @@ _READ_BATCH = 1000
 _MAX_GAP = 10_000
 #: The child ids of subscription actors start with this.
 _SUBSCRIPTIONS = "subscription:"
-
-
-@dataclass(frozen=True)
-class Notified:
-    """From the listener: events up to `last_event_id` are committed (maybe by another process)."""
-
-    last_event_id: int
-
-
-@dataclass(frozen=True)
-class CatchUp:
-    """Read whatever storage holds beyond what was published (after a (re)connect or restart);
-    sent to subscriptions too, telling them to re-check storage."""
-
-
-@dataclass(frozen=True)
-class Published:
-    """Told to every subscription: committed events in event_id order. `covered` (first,
-    last): every committed event with an event_id in that range is among `events` (the
-    others were hard-deleted); None: only that `events` are contiguous."""
-
-    events: list[RecordedEvent]
-    covered: tuple[int, int] | None = None
-    #: perf_counter time of the commit (this process's) or of this publication (read from
-    #: storage): where delivery latency starts.
-    at: float = field(default_factory=time.perf_counter)
-
-
-@dataclass(frozen=True)
-class StreamNotice:
-    """From the listener: another process linked events into a stream ("link") or deleted
-    it ("delete")."""
-
-    kind: str
-    stream_uuid: str
-
-
-@dataclass(frozen=True)
-class StreamDeleted:
-    """Told to the subscriptions of a stream that was deleted (softly or for good): they end
-    with `SubscriptionStopped`."""
-
-    stream_uuid: str
 
 
 class PublisherActor(SupervisedActor):

@@ -27,12 +27,12 @@ import pykka
 
 from .. import tracing
 from ..actors.registry import Registry
-from ..actors.supervised import Crash, SupervisedActor
+from ..actors.supervised import SupervisedActor
 from ..actors.ticker import Tick
 from ..config import Settings
 from ..errors import StoreUnavailableError, SubscriptionAlreadyExistsError
 from ..events import RecordedEvent
-from ..notifications.publisher import CatchUp, Published, StreamDeleted
+from ..notifications.messages import CatchUp, Published, StreamDeleted
 from ..storage import checkpoints
 from .acking import Acking
 from .concurrent import ConcurrentState, Deliver
@@ -41,6 +41,7 @@ from .direct import Direct
 from .hub import SharedLockSession
 from .inbox import Ack, Attach, Detach, Nack, Pump, ReplayParked, Resync
 from .info import lock_key
+from .level import LevelHooks
 from .lock import Interrupted, LockLost, LockSession
 from .members import Member, Members
 from .messages import Events, Subscribed, Subscription
@@ -49,11 +50,10 @@ from .reading import Reads, deleted, position, start_position
 from .saving import CheckpointSaver
 from .spec import SubscriptionSpec
 from .state import Read, Send, SubscriptionState
+from .ticking import HEALTH_INTERVAL, Ticking
 
 __all__ = ["SubscriptionActor", "SubscriptionSpec"]
 
-#: Seconds between checks that the lock connection is still alive.
-_HEALTH_INTERVAL = 1.0
 #: Seconds between attempts to take a lock another session holds; for a consumer group's
 #: partition, whose previous holder lets go of it when the group rebalances, 0.1 s.
 _LOCK_RETRY, _GROUP_LOCK_RETRY = 0.5, 0.1
@@ -65,7 +65,7 @@ _MAX_BACKOFF = 2.0
 _State = SubscriptionState[RecordedEvent] | ConcurrentState[RecordedEvent]
 
 
-class SubscriptionActor(SupervisedActor):
+class SubscriptionActor(LevelHooks, Ticking, SupervisedActor):
     def __init__(
         self,
         supervisor: pykka.ActorRef[Any],
@@ -221,7 +221,7 @@ class SubscriptionActor(SupervisedActor):
                 return
         self._begin(checkpoint)
         self._backoff = 0.0
-        interval = _HEALTH_INTERVAL
+        interval = HEALTH_INTERVAL
         if self._spec.hub is not None:  # many on one store: spread their checks over time
             interval *= 0.5 + random.random() / 2
         self._next_health_check = time.monotonic() + interval
@@ -591,102 +591,3 @@ class SubscriptionActor(SupervisedActor):
         self._spec.subscriber.tell(message)
         if self._control.closed:
             self._end(None)
-
-    # Direct delivery (see direct.py) ----------------------------------------------------------
-    def _take_direct(self, published: Published, batch: int) -> bool | None:
-        """On the fan-out's thread: deliver `published` here if level, else False (None:
-        the actor is busy)."""
-        return self._direct.run(published, batch, lambda: self._level_for(published, batch))
-
-    def _ack_direct(self, position: int, handle: Subscription) -> bool | None:
-        """On the acker's thread: apply a plain ack here if nothing is left to do after it
-        but wait, else False."""
-        took = self._direct.run(
-            Ack(position, handle), None, lambda: self._settles(handle), self._saver.eagerly
-        )
-        if took and self._saver.pending():
-            self._control.quiet_until = 0.0  # a tick stores it (see CheckpointPolicy)
-        return took
-
-    def _quiet(self) -> bool:
-        """Nothing for a tick to redo, nothing stored in callers' transactions, the lock
-        held on the shared connection, the subscription running."""
-        return (
-            not self._ended
-            and not self._control.closed
-            and self._nacks.idle()
-            and self._reads.fatal is None
-            and not self._saver.in_transactions()
-            and isinstance(self._lock, SharedLockSession)
-            and self._lock.locked
-        )
-
-    def _level_for(self, published: Published, batch: int) -> bool:
-        state, covered, lock = self._state, published.covered, self._lock
-        return (
-            isinstance(state, SubscriptionState)
-            and covered is not None
-            and self._control.inbox_clear
-            and state.level_at(covered[0], len(published.events))
-            and self._quiet()
-            # the hub's one look for this batch (else the actor's own check decides)
-            and isinstance(lock, SharedLockSession)
-            and lock.vouched(batch)
-        )
-
-    def _settles(self, handle: Subscription) -> bool:
-        state = self._state
-        return (
-            isinstance(state, SubscriptionState)
-            and handle is self._handle
-            and state.settles_on_ack
-            and self._quiet()
-        )
-
-    def _crash(self, error: BaseException) -> None:
-        try:
-            self.actor_ref.tell(Crash(error))
-        except pykka.ActorDeadError:
-            pass
-
-    # Ticks ------------------------------------------------------------------------------------
-    def _rest(self) -> None:
-        """After a tick that left nothing to do (shared lock connection; nothing to retry,
-        redo or store), no Tick until the next health check: an idle subscription costs no
-        wake-up every `tick_interval`; any message ends the rest. A lost lock is then seen
-        before its next batch or on that health check."""
-        shared = isinstance(self._lock, SharedLockSession)
-        if shared and self._idle and self._nacks.idle() and not self._saver.pending():
-            self._control.quiet_until = min(self._next_health_check, time.monotonic() + 1.0)
-
-    def _tick(self) -> None:
-        self._idle = False
-        self._prune()
-        if self._ended:
-            return
-        now = time.monotonic()
-        state = self._state
-        if state is None:
-            if now >= self._retry_at:
-                self._reconnect()
-            return
-        if self._saver.due(acking=False):
-            self._saver.flush()
-        for at in self._nacks.due(now):
-            state.resume(at)  # a retry's delay passed
-        if now >= self._next_health_check:  # a round trip: also finds half-open sockets
-            self._next_health_check = now + _HEALTH_INTERVAL
-            self._nacks.load_replay(state, polled=True)  # replay_parked by another process
-            if self._state is not state:
-                return
-            head, gone = self._reads.head()  # also a backstop for a lost notification
-            if gone is not None:
-                self._end(gone)  # its stream or its checkpoint row was deleted
-                return
-            if head > state.cursor:
-                # A backstop, whatever the notifications did: storage holds more than this
-                # subscription has seen, so it reads it (at most one health interval late).
-                state.must_recheck()
-        elif not self._lock.alive():  # no round trip unless the socket has something to say
-            raise LockLost("the lock connection is gone")
-        self._pump(state)  # also redoes a read or a send an interruption left undone

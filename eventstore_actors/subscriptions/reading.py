@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 from ..config import Settings
 from ..errors import InvalidStartFromError
 from ..events import RecordedEvent
-from ..notifications.publisher import Published
+from ..notifications.messages import Published
 from ..storage import checkpoints, deletes, reader
 from ..storage.replica import current_lsn
 from .hub import SharedLockSession

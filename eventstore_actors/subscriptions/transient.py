@@ -31,7 +31,7 @@ from ..actors.ticker import Tick
 from ..config import Settings
 from ..errors import StoreUnavailableError
 from ..events import RecordedEvent
-from ..notifications.publisher import CatchUp, Published
+from ..notifications.messages import CatchUp, Published
 from ..storage import reader
 from ..storage.pool import ReadPool
 from .control import Admit, Control

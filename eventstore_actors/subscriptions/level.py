@@ -1,0 +1,96 @@
+"""The subscription actor's way in for other threads (see direct.py): the fan-out hands a
+level subscription its batch, and an acker applies a plain ack, on their own threads, through
+the actor's own handler under its mutex; anything else goes as a message."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pykka
+
+from ..actors.supervised import Crash
+from ..notifications.messages import Published
+from .control import Control
+from .direct import Direct
+from .hub import SharedLockSession
+from .inbox import Ack
+from .lock import LockSession
+from .messages import Subscription
+from .nacks import Nacks
+from .reading import Reads
+from .saving import CheckpointSaver
+from .state import SubscriptionState
+
+__all__ = ["LevelHooks"]
+
+
+class LevelHooks:
+    """Mixed into `SubscriptionActor`: what the fan-out (`Control.direct`) and an acker
+    (`Control.direct_ack`) call."""
+
+    actor_ref: pykka.ActorRef[Any]
+    _direct: Direct
+    _state: Any
+    _control: Control
+    _lock: LockSession | SharedLockSession
+    _nacks: Nacks
+    _reads: Reads
+    _saver: CheckpointSaver
+    _handle: Subscription
+    _ended: bool
+
+    def _take_direct(self, published: Published, batch: int) -> bool | None:
+        """On the fan-out's thread: deliver `published` here if level, else False (None:
+        the actor is busy)."""
+        return self._direct.run(published, batch, lambda: self._level_for(published, batch))
+
+    def _ack_direct(self, position: int, handle: Subscription) -> bool | None:
+        """On the acker's thread: apply a plain ack here if nothing is left to do after it
+        but wait, else False."""
+        took = self._direct.run(
+            Ack(position, handle), None, lambda: self._settles(handle), self._saver.eagerly
+        )
+        if took and self._saver.pending():
+            self._control.quiet_until = 0.0  # a tick stores it (see CheckpointPolicy)
+        return took
+
+    def _quiet(self) -> bool:
+        """Nothing for a tick to redo, nothing stored in callers' transactions, the lock
+        held on the shared connection, the subscription running."""
+        return (
+            not self._ended
+            and not self._control.closed
+            and self._nacks.idle()
+            and self._reads.fatal is None
+            and not self._saver.in_transactions()
+            and isinstance(self._lock, SharedLockSession)
+            and self._lock.locked
+        )
+
+    def _level_for(self, published: Published, batch: int) -> bool:
+        state, covered, lock = self._state, published.covered, self._lock
+        return (
+            isinstance(state, SubscriptionState)
+            and covered is not None
+            and self._control.inbox_clear
+            and state.level_at(covered[0], len(published.events))
+            and self._quiet()
+            # the hub's one look for this batch (else the actor's own check decides)
+            and isinstance(lock, SharedLockSession)
+            and lock.vouched(batch)
+        )
+
+    def _settles(self, handle: Subscription) -> bool:
+        state = self._state
+        return (
+            isinstance(state, SubscriptionState)
+            and handle is self._handle
+            and state.settles_on_ack
+            and self._quiet()
+        )
+
+    def _crash(self, error: BaseException) -> None:
+        try:
+            self.actor_ref.tell(Crash(error))
+        except pykka.ActorDeadError:
+            pass
