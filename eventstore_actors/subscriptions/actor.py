@@ -34,6 +34,7 @@ from ..errors import StoreUnavailableError, SubscriptionAlreadyExistsError
 from ..events import RecordedEvent
 from ..notifications.messages import CatchUp, Published, StreamDeleted
 from ..storage import checkpoints
+from . import ticking
 from .acking import Acking
 from .concurrent import ConcurrentState, Deliver
 from .delivery import Delivery, mapped, subscriber_alive, tell_stopped
@@ -50,7 +51,7 @@ from .reading import Reads, deleted, position, start_position
 from .saving import CheckpointSaver
 from .spec import SubscriptionSpec
 from .state import Read, Send, SubscriptionState
-from .ticking import HEALTH_INTERVAL, Ticking
+from .ticking import Ticking
 
 __all__ = ["SubscriptionActor", "SubscriptionSpec"]
 
@@ -221,7 +222,7 @@ class SubscriptionActor(LevelHooks, Ticking, SupervisedActor):
                 return
         self._begin(checkpoint)
         self._backoff = 0.0
-        interval = HEALTH_INTERVAL
+        interval = ticking.HEALTH_INTERVAL
         if self._spec.hub is not None:  # many on one store: spread their checks over time
             interval *= 0.5 + random.random() / 2
         self._next_health_check = time.monotonic() + interval

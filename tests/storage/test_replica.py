@@ -25,7 +25,7 @@ from eventstore_actors import Events, EventStore, RecordedEvent, admin
 from eventstore_actors.config import Settings
 from eventstore_actors.errors import ConfigError
 from eventstore_actors.storage.replica import ReplicaReads
-from eventstore_actors.subscriptions import actor as subscription_actor
+from eventstore_actors.subscriptions import ticking as subscription_ticks
 
 SECRET = "s3cr3t-replica-pw"
 
@@ -317,7 +317,7 @@ def test_competing_consumers_behind_a_lagging_standby_miss_nothing(
     most one interval late) is moved out of the test's reach: the guard alone must deliver.
     Each round is one append of more events than max_size (one notification, the overflow
     read from storage)."""
-    monkeypatch.setattr(subscription_actor, "_HEALTH_INTERVAL", 60.0)
+    monkeypatch.setattr(subscription_ticks, "HEALTH_INTERVAL", 60.0)
     store = stores(replica_max_lag=1.0)
     writer = stores(replica=False)
     replica = _replica(store)
@@ -498,7 +498,7 @@ def test_a_catch_up_instead_of_events_waits_for_the_lagging_standby(
     that had replayed those but not the rest gave a short read that covered it, and the
     subscription went live without the rest (only the health check, at most one interval
     later, found them; here it is moved out of reach). Both actors (concurrency_limit 1, 2)."""
-    monkeypatch.setattr(subscription_actor, "_HEALTH_INTERVAL", 60.0)
+    monkeypatch.setattr(subscription_ticks, "HEALTH_INTERVAL", 60.0)
     store = stores(replica_max_lag=1.0)
     writer = stores(replica=False)
     gate = _Gate()
