@@ -94,8 +94,8 @@ PRESETS: dict[str, Sizes] = {
         metrics_appends={1: 50, 50: 10},
         metrics_repeats=10,
         scavenger_hidden=300_000,
-        scavenger_appends={1: 300, 10: 100},
-        scavenger_repeats=15,
+        scavenger_appends={1: 200, 10: 80},
+        scavenger_repeats=10,
     ),
     "smoke": Sizes(
         append_rounds={1: 3, 10: 1, 100: 1},
