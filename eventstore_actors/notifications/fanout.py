@@ -31,7 +31,7 @@ from .. import logs
 from ..subscriptions.control import Admit, Control
 from .messages import CatchUp
 
-__all__ = ["STALL", "FanOut", "tell_published"]
+__all__ = ["STALL", "FanOut", "tell_alive", "tell_published"]
 
 log = logs.get_logger("eventstore_actors.notifications")
 
@@ -46,18 +46,20 @@ def tell_published(ref: pykka.ActorRef[Any], control: Any, published: Any) -> No
     once it holds too many events, one coalesced `CatchUp` instead."""
 
     if not isinstance(control, Control):
-        _tell(ref, published)
+        tell_alive(ref, published)
         return
     count = len(published.events)
     admit = control.admit_events(count)
     if admit is Admit.EVENTS:
-        if not _tell(ref, published):
+        if not tell_alive(ref, published):
             control.took_events(count)
-    elif admit is Admit.CATCH_UP and not _tell(ref, CatchUp()):
+    elif admit is Admit.CATCH_UP and not tell_alive(ref, CatchUp()):
         control.took_catch_up()
 
 
-def _tell(ref: pykka.ActorRef[Any], message: Any) -> bool:
+def tell_alive(ref: pykka.ActorRef[Any], message: Any) -> bool:
+    """Tell `ref` `message`; False when the actor is gone (a dying subscription is not
+    an error of the fan-out: its supervisor deals with it)."""
     try:
         ref.tell(message)
     except pykka.ActorDeadError:

@@ -39,7 +39,7 @@ from ..storage.deadline import guard
 from ..storage.errors import unavailable
 from ..subscriptions.control import Control
 from ..writer import Committed
-from .fanout import FanOut
+from .fanout import FanOut, tell_alive
 from .listener import Listener
 from .messages import CatchUp, Notified, Published, StreamDeleted, StreamNotice
 
@@ -288,8 +288,8 @@ class PublisherActor(SupervisedActor):
             members = self._registry.members(_SUBSCRIPTIONS)
         for ref, control in members:
             if not isinstance(control, Control):
-                _tell(ref, _CATCH_UP)
-            elif control.admit_catch_up() and not _tell(ref, _CATCH_UP):
+                tell_alive(ref, _CATCH_UP)
+            elif control.admit_catch_up() and not tell_alive(ref, _CATCH_UP):
                 control.took_catch_up()
 
 
@@ -325,19 +325,11 @@ def tell_stream_subscriptions(registry: Registry, stream_uuid: str, message: Any
     once queued, as the publisher does)."""
     for ref, control in registry.members(stream_prefix(stream_uuid)):
         if isinstance(message, CatchUp) and isinstance(control, Control):
-            if control.admit_catch_up() and not _tell(ref, message):
+            if control.admit_catch_up() and not tell_alive(ref, message):
                 control.took_catch_up()
         else:
-            _tell(ref, message)
+            tell_alive(ref, message)
 
 
 def _notify(ref: pykka.ActorRef[Any], message: Any) -> None:
-    _tell(ref, message)
-
-
-def _tell(ref: pykka.ActorRef[Any], message: Any) -> bool:
-    try:
-        ref.tell(message)
-    except pykka.ActorDeadError:
-        return False
-    return True
+    tell_alive(ref, message)
