@@ -32,6 +32,9 @@ EXIT_BUDGET = 15.0
 
 log = logs.get_logger("eventstore_actors.lifetime")
 
+#: Longest single wait of the exit hook, so that a Ctrl-C is seen within it.
+_JOIN_SLICE = 0.05
+
 
 class _Stoppable(Protocol):
     def stop(self) -> None: ...
@@ -89,9 +92,19 @@ def stop_all(budget: float | None = None) -> None:
             thread.start()
         log.debug("stopping the running stores at exit", stores=len(stores))
         for thread in threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
+            _join_interruptibly(thread, deadline)
     except KeyboardInterrupt:  # a second Ctrl-C: leave now, the threads are daemons
         pass
+
+
+def _join_interruptibly(thread: threading.Thread, deadline: float) -> None:
+    # In short slices: a SIGINT that the kernel hands to another thread only sets Python's
+    # pending flag, and a main thread blocked in one long join would see it at the timeout.
+    while thread.is_alive():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        thread.join(min(left, _JOIN_SLICE))
 
 
 def _after_fork_in_child() -> None:

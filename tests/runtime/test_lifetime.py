@@ -386,3 +386,29 @@ def test_exit_is_bounded_when_the_database_path_is_frozen(
     assert proc.returncode == 0, err
     assert "Traceback" not in err, err
     assert took < (3.0 if interrupt else lifetime.EXIT_BUDGET + 5), took
+
+
+def test_a_ctrl_c_that_lands_just_before_the_exit_hook_waits_is_seen_at_once() -> None:
+    # `interrupt_main` trips the SIGINT handler without waking a blocked wait, as a real
+    # signal does when it lands between the hook's last check and its join (the race behind a
+    # 15 s exit in CI): the hook waits in short slices, so it sees the interrupt within one.
+    import _thread
+    import threading
+
+    release = threading.Event()
+
+    class Stuck:
+        def stop(self) -> None:
+            release.wait(0.3)  # the main thread is blocked in the hook's wait by now
+            _thread.interrupt_main()
+            release.wait(30)
+
+    store = Stuck()
+    lifetime.track(store)
+    began = time.monotonic()
+    try:
+        lifetime.stop_all(budget=10.0)
+        took = time.monotonic() - began
+    finally:
+        release.set()
+    assert took < 2.0, took
