@@ -18,17 +18,19 @@ queued or pending, no flush under way) commits on the writer's connection from i
 (`Leader.append`): the leader lock, held by whoever uses the connection (the actor's flush
 or such a caller), keeps it one writer at a time and keeps the publisher's `Committed` in
 commit order. A caller that finds the lock taken or the writer busy goes through the actor,
-so group commit under contention is unchanged. Everything after the statement (a lost
-connection, the back-off, a crash and restart, the metrics) is the same code either way.
+so group commit under contention is unchanged: an append the actor takes while a caller
+leads waits for that commit (`Leader.free`), so those that arrive meanwhile queue in its
+inbox and commit together afterwards, as behind a commit of its own. Nothing wakes the actor
+when nobody else appends. Everything after the statement (a lost connection, the back-off, a
+crash and restart, the metrics) is the same code either way.
 """
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import psycopg
 import pykka
@@ -63,13 +65,6 @@ class _Flush:
 
 
 @dataclass(frozen=True)
-class _Park:
-    """Told by a leading caller: the actor waits until that commit is done, so that appends
-    arriving meanwhile queue up in its inbox and commit together afterwards, as behind a
-    commit of its own."""
-
-
-@dataclass(frozen=True)
 class Committed:
     """Told to the publisher after each commit: the rows just committed, in event_id order."""
 
@@ -79,7 +74,6 @@ class Committed:
 
 
 _FLUSH = _Flush()
-_PARK = _Park()
 
 #: An append waiting for its group's commit, with the future its caller waits on and the
 #: time it was asked (`Append.at`).
@@ -98,7 +92,7 @@ class Leader:
     def __init__(self) -> None:
         #: Held while the writer's connection is in use, by the actor or a leading caller.
         self.lock = threading.Lock()
-        #: Clear while a caller leads: the parked actor waits for it (see `_Park`).
+        #: Clear while a caller leads: an append the actor takes meanwhile waits for it.
         self.free = threading.Event()
         self.free.set()
         #: The writer instance that callers may lead for: set once it has set up, cleared
@@ -117,7 +111,7 @@ class Leader:
                 return None
             self.free.clear()
             try:
-                (outcome,) = writer.commit([request], [at], lead=True)
+                (outcome,) = writer.commit([request], [at])
             finally:
                 self.free.set()
         finally:
@@ -152,8 +146,6 @@ class WriterActor(SupervisedActor):
         self._failures = 0  # consecutive connection losses or failed connects
         self._retry_at = 0.0  # monotonic time before which no reconnect is tried
         self._orphan: int | None = None  # backend of a connection given up while in use
-        self._parks_told = 0  # by leading callers (under the leader lock)
-        self._parks_seen = 0  # by the actor
         self._pid: int | None = None
 
     def setup(self) -> None:
@@ -180,22 +172,9 @@ class WriterActor(SupervisedActor):
 
     def idle(self) -> bool:
         """Whether no append waits for this writer (asked by a caller holding the lock): none
-        pending, no flush queued, nothing in the inbox but the parks of earlier leaders.
-        pykka's threading inbox is a queue.Queue (tests/runtime/test_writer_leader.py pins it)."""
-        return (
-            not self._pending
-            and not self._flush_queued
-            and cast("queue.Queue[Any]", self.actor_inbox).qsize()
-            <= self._parks_told - self._parks_seen
-        )
-
-    def _park(self) -> None:
-        """Park the actor for a leading caller's commit (not when it is stopping)."""
-        try:
-            self.actor_ref.tell(_PARK)
-        except pykka.ActorDeadError:
-            return
-        self._parks_told += 1
+        pending (an append the actor took while a caller led is pending as it waits), no
+        flush queued, nothing in the inbox."""
+        return not self._pending and not self._flush_queued and self.actor_inbox.empty()
 
     def _connection(self) -> psycopg.Connection[Any]:
         """The writer's connection, checked before use: one that died while idle, or that a
@@ -242,7 +221,11 @@ class WriterActor(SupervisedActor):
     def handle(self, message: Any) -> Any:
         if isinstance(message, Append):
             future: pykka.ThreadingFuture[list[AppendResult]] = pykka.ThreadingFuture()
-            self._pending.append((message.request, future, message.at))
+            self._pending.append((message.request, future, message.at))  # not idle from now
+            if not self._leader.free.is_set():
+                # A caller leads: wait for its commit (bounded by its io_timeout guard), so
+                # that the appends arriving meanwhile queue in the inbox and join this one.
+                self._leader.free.wait(self._settings.io_timeout + 1.0)
             if self.actor_inbox.empty():
                 self._flush()  # nobody else is waiting: commit now, no extra hop
             elif not self._flush_queued:
@@ -252,10 +235,6 @@ class WriterActor(SupervisedActor):
         if isinstance(message, _Flush):
             self._flush_queued = False
             self._flush()
-            return None
-        if isinstance(message, _Park):
-            self._parks_seen += 1
-            self._leader.free.wait()  # a leading caller's commit, bounded by io_timeout
             return None
         return super().handle(message)
 
@@ -286,21 +265,15 @@ class WriterActor(SupervisedActor):
             else:
                 future.set_exception(exc_info=(type(outcome), outcome, None))
 
-    def commit(
-        self, requests: list[AppendRequest], started: list[float], lead: bool = False
-    ) -> list[Outcome]:
+    def commit(self, requests: list[AppendRequest], started: list[float]) -> list[Outcome]:
         """Each request's outcome, committed together on the writer's connection (the caller
-        holds the leader lock: the actor, or with `lead` a caller leading); `started`: when
+        holds the leader lock: the actor, or a caller leading); `started`: when
         each was asked. What committed goes to the publisher before this returns."""
         try:
             conn = self._connection()
         except StoreUnavailableError as exc:
             self._metrics.failed(len(requests), type(exc).__name__)
             return [exc] * len(requests)
-        if lead:
-            # Told only now, next to the statement's own wait: the actor's wake-up then
-            # costs the leading thread no wait for the GIL before its statement.
-            self._park()
         appender = Appender(conn, self._settings.channel, self._origin)
         try:
             with guard(conn, self._settings.io_timeout):

@@ -59,6 +59,9 @@ __all__ = [
 #: ones through COPY, which costs two more round trips but less per row.
 SMALL_BATCH_EVENTS = 64
 
+#: The writer connection's prepare_threshold: statements are prepared only when asked to.
+_EXPLICIT_ONLY = 2**31 - 1
+
 #: The unique index that makes event_uuid unique in the store (the idempotency backstop).
 UUID_CONSTRAINT = "events_event_uuid_key"
 
@@ -114,7 +117,10 @@ class Appender:
     """
 
     def __init__(self, conn: psycopg.Connection[Any], channel: str, origin: str) -> None:
-        conn.prepare_threshold = None  # nothing is prepared behind our back (see _run_alone)
+        if conn.prepare_threshold is not None:  # None: a pooler's connection, nothing prepared
+            # Never reached: only what _run_alone asks for is prepared (prepare=True outranks
+            # the threshold; None would also ignore prepare=True), nothing behind our back.
+            conn.prepare_threshold = _EXPLICIT_ONLY
         self._conn = conn
         self._channel = channel
         self._origin = origin  # lets this store's own listener skip its own notifications

@@ -163,7 +163,9 @@ def test_batch_sizes_under_concurrent_appends(make_store: MakeStore, dsn: str, s
             _wait(lambda: writer_waits_for_the_lock(probe))
             for thread in threads[1:]:
                 thread.start()
-            _wait(lambda: writer.actor_inbox.qsize() == writers - 1)  # queued behind it
+            # Queued behind it: the first the actor took waits for the leading commit.
+            actor = store._runtime.leader.writer
+            _wait(lambda: writer.actor_inbox.qsize() + len(actor._pending) == writers - 1)
         for thread in threads:
             thread.join(timeout=30)
     assert not errors

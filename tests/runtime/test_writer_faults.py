@@ -290,11 +290,15 @@ def _grouped(
     with _counter_locked(dsn, schema):
         first = _Call(lambda: store.append_to_stream("first", 0, events(1)))
         wait_until(lambda: _waiting_on_lock(dsn, app), what="the writer to wait")
-        inbox = _writer(store).actor_inbox
+        writer = store._runtime.leader.writer  # the actor (its inbox, its pending appends)
         calls = {}
         for i, stream in enumerate(streams, start=1):
             calls[stream] = _Call(lambda s=stream: store.append_to_stream(s, 0, events(size)))
-            wait_until(lambda i=i: inbox.qsize() >= i, what="the append to be queued")
+            # Queued: the first the actor took waits for the leading commit, the rest in its inbox.
+            wait_until(
+                lambda i=i: writer.actor_inbox.qsize() + len(writer._pending) >= i,
+                what="the append to be queued",
+            )
     assert first.result() is None
     return {stream: call.result() for stream, call in calls.items()}
 

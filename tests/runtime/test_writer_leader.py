@@ -1,12 +1,10 @@
-"""The leader hand-off's idle check (`WriterActor.idle`) counts the messages in the writer's
-inbox with `qsize()`, which pykka's `ActorInbox` protocol does not promise: its threading
-inbox happens to be a `queue.Queue`. These tests pin both: the inbox type, and that `idle()`
-says busy while an append waits in the inbox of a parked writer (a caller that led then would
-commit ahead of it, and appends that queued would no longer commit together)."""
+"""The leader hand-off (`writer.Leader`): a caller that leads commits on the writer's
+connection; an append the actor takes meanwhile is pending (so `WriterActor.idle` says busy
+and no other caller leads ahead of it) and waits for that commit, so the appends that queue
+behind it commit together afterwards. And the one-statement append is prepared."""
 
 from __future__ import annotations
 
-import queue
 import threading
 from collections.abc import Callable
 
@@ -25,51 +23,60 @@ def _leader_and_writer(store: EventStore) -> tuple[Leader, WriterActor]:
     return leader, writer
 
 
-def test_pykkas_threading_inbox_is_a_queue_with_qsize(make_store: MakeStore) -> None:
-    _, writer = _leader_and_writer(make_store())
-    assert isinstance(writer.actor_inbox, queue.Queue)
-    assert writer.actor_inbox.qsize() == 0
-
-
-def test_idle_is_false_while_an_append_waits_in_the_parked_writers_inbox(
-    make_store: MakeStore,
-) -> None:
+def test_idle_is_false_while_an_append_waits_for_a_leading_caller(make_store: MakeStore) -> None:
     store = make_store()
     leader, writer = _leader_and_writer(store)
     store.append_to_stream("s", 0, events(1))  # connected, and idle again afterwards
-    outcome: list[object] = []
+    outcomes: list[object] = []
 
-    def append() -> None:
+    def append(expected: int) -> None:
         try:
-            outcome.append(store.append_to_stream("s", 1, events(1, start=2)))
+            outcomes.append(store.append_to_stream("s", expected, events(1, start=expected + 1)))
         except Exception as exc:  # asserted below
-            outcome.append(exc)
+            outcomes.append(exc)
 
-    thread = threading.Thread(target=append)
-    # Lead as a caller does (`Leader.append`): hold the lock, park the actor.
+    threads = [threading.Thread(target=append, args=(n,)) for n in (1, 2)]
+    commits = store.metrics()["commits_total"]
+    # Lead as a caller does (`Leader.append`): hold the lock, clear `free`.
     assert leader.lock.acquire(timeout=10.0)
     try:
         assert writer.idle()
         leader.free.clear()
-        writer._park()
-        wait_until(
-            lambda: writer._parks_seen == writer._parks_told, what="the writer to take its park"
-        )
-        assert writer.idle(), "only a park was told, and taken: the writer is idle"
-        thread.start()  # finds the lock taken: asks the parked actor
-        wait_until(lambda: writer.actor_inbox.qsize() == 1, what="the append in the inbox")
-        assert not writer.idle(), "an append waits in the inbox: the writer is not idle"
+        threads[0].start()  # finds the lock taken: asks the actor, which waits for `free`
+        wait_until(lambda: writer._pending, what="the actor to take the append")
+        assert writer.actor_inbox.empty()
+        assert not writer.idle(), "an append waits in the actor: the writer is not idle"
+        threads[1].start()
+        wait_until(lambda: not writer.actor_inbox.empty(), what="the second append queued")
+        assert len(writer._pending) == 1, "the actor still waits for the leading commit"
     finally:
         leader.free.set()
         leader.lock.release()
-    thread.join(timeout=30.0)
-    assert not thread.is_alive()
-    [result] = outcome
-    assert isinstance(result, AppendResult), result
-    assert (result.first_version, result.last_version) == (2, 2)
+    for thread in threads:
+        thread.join(timeout=30.0)
+        assert not thread.is_alive()
+    assert all(isinstance(o, AppendResult) for o in outcomes), outcomes
+    assert sorted((o.first_version, o.last_version) for o in outcomes) == [(2, 2), (3, 3)]  # type: ignore[union-attr]
+    assert store.metrics()["commits_total"] == commits + 1, "the two appends commit together"
 
     def idle_again() -> bool:
         with leader.lock:
             return writer.idle()
 
     wait_until(idle_again, what="the writer to be idle again")
+
+
+def test_the_one_statement_append_is_prepared(make_store: MakeStore) -> None:
+    store = make_store()
+    leader, writer = _leader_and_writer(store)
+    for n in range(3):
+        store.append_to_stream("s", n, events(1, start=n + 1))
+    with leader.lock:
+        assert writer._conn is not None
+        rows = writer._conn.execute(
+            "SELECT statement FROM pg_prepared_statements", prepare=False
+        ).fetchall()
+    # A new stream's and an existing stream's, each prepared at its first use and then
+    # reused; nothing else on that connection.
+    assert len(rows) == 2, rows
+    assert all("UPDATE event_counter" in r[0] for r in rows), rows
