@@ -26,6 +26,7 @@ from .lifecycle import scavenger
 from .lifecycle.encryption import Encryption, SealedSerializer, keyring_of
 from .lifecycle.forgetting import attach_keyring
 from .metrics import Metrics, metric_key
+from .notifications.listener import Listening
 from .notifications.publisher import PublisherActor
 from .options import StartOptions
 from .serialization import JsonSerializer
@@ -119,6 +120,8 @@ class Runtime:
         self.registry = Registry(Metrics(settings.metrics))
         #: Lets a caller commit on the writer's connection while the writer is idle.
         self.leader = Leader()
+        #: Whether the store listens yet (from its first subscription on).
+        self.listening = Listening()
         pool.metrics = self.registry.metrics
         self.supervisor = Supervisor.start(
             self.registry, settings.max_restarts, settings.restart_window
@@ -132,12 +135,13 @@ class Runtime:
     def start_children(self) -> None:
         """The writer and the publisher (critical: the store stops if they give up), the
         retention scavenger (restarted when it fails), then the tickers."""
-        settings, registry, origin, tracker, leader = (
+        settings, registry, origin, tracker, leader, listening = (
             self.settings,
             self.registry,
             self.origin,
             self.tracker,
             self.leader,
+            self.listening,
         )
         self.ask_supervisor(
             "start_child",
@@ -153,7 +157,9 @@ class Runtime:
             "start_child",
             ChildSpec(
                 "publisher",
-                lambda sup, cid, _: PublisherActor.start(sup, cid, settings, registry, origin),
+                lambda sup, cid, _: PublisherActor.start(
+                    sup, cid, settings, registry, origin, listening
+                ),
                 critical=True,
             ),
         )

@@ -26,7 +26,7 @@ from ..config import Settings
 from ..errors import StoreUnavailableError
 from ..storage.connection import connect
 
-__all__ = ["Listener"]
+__all__ = ["Listener", "Listening"]
 
 log = logs.get_logger("eventstore_actors.listener")  # warnings rate-limited
 
@@ -40,6 +40,48 @@ _POLL = 1.0
 
 class _Silent(Exception):
     """The connection did not answer a health probe in time."""
+
+
+class Listening:
+    """Whether the store listens yet. The listener starts with the store's first subscription
+    (`want`, before that subscription reads anything), not with the store: a store that only
+    appends and reads holds no connection for it and is not woken by its own commits. Kept by
+    the runtime across restarts of the publisher, which owns the listener (`attach`)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._wanted = False
+        self._start: Callable[[], None] | None = None
+        self._ready = threading.Event()
+
+    def attach(self, start: Callable[[], None]) -> None:
+        """The current publisher's listener starts with `start` (at once if wanted already)."""
+        with self._lock:
+            self._start = start
+            wanted = self._wanted
+        if wanted:
+            start()
+
+    def detach(self) -> None:
+        """The publisher stopped: its listener no longer listens."""
+        with self._lock:
+            self._start = None
+            self._ready.clear()
+
+    def listening(self) -> None:
+        """The listener has LISTENed and told the publisher to catch up (on each connect)."""
+        self._ready.set()
+
+    def want(self, timeout: float) -> None:
+        """Listen from now on, waiting up to `timeout` s for the LISTEN (then what a
+        subscription reads from storage meets what it is notified of). Past the timeout
+        (the database is unreachable), the listener's catch-up after its connect covers it."""
+        with self._lock:
+            self._wanted = True
+            start = self._start
+        if start is not None:
+            start()
+        self._ready.wait(timeout)
 
 
 class Listener:
@@ -65,6 +107,8 @@ class Listener:
         self._on_connect = on_connect
         self._on_stream = on_stream
         self._stop = threading.Event()
+        self._started = False
+        self._start_lock = threading.Lock()
         self._control = settings.control_channel
         # A duplicate of the current connection's socket: shutting it down from another thread
         # (stop, the probe's watchdog) ends a read blocked on the connection. Being our own
@@ -77,12 +121,20 @@ class Listener:
         self.log = log.bind(schema=settings.schema)
 
     def start(self) -> None:
-        self._thread.start()
+        """Start listening: once (later calls do nothing), from any thread, never after stop."""
+        with self._start_lock:
+            if self._started or self._stop.is_set():
+                return
+            self._started = True
+            self._thread.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        self._abort()  # wakes a blocked notifies() or probe at once, without a new connection
-        self._thread.join(timeout=self._settings.connect_timeout + 5.0)
+        with self._start_lock:
+            self._stop.set()
+            started = self._started
+        if started:
+            self._abort()  # wakes a blocked notifies() or probe at once, without a new connection
+            self._thread.join(timeout=self._settings.connect_timeout + 5.0)
 
     def reconnect(self) -> None:
         """Drop the current connection and listen again on a new one: the reconnect is

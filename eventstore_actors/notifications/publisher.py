@@ -33,6 +33,7 @@ from ..actors.supervised import SupervisedActor
 from ..config import Settings
 from ..errors import StoreUnavailableError
 from ..lifecycle import forgetting
+from ..lifecycle.encryption import keyring_of
 from ..storage import reader
 from ..storage.connection import connect, is_alive
 from ..storage.deadline import guard
@@ -40,7 +41,7 @@ from ..storage.errors import unavailable
 from ..subscriptions.control import Control
 from ..writer import Committed
 from .fanout import FanOut, tell_alive
-from .listener import Listener
+from .listener import Listener, Listening
 from .messages import CatchUp, Notified, Published, StreamDeleted, StreamNotice
 
 __all__ = [
@@ -71,9 +72,11 @@ class PublisherActor(SupervisedActor):
         settings: Settings,
         registry: Registry,
         origin: str,
+        listening: Listening,
     ) -> None:
         super().__init__(supervisor, child_id)
         self._origin = origin
+        self._listening = listening
         self._settings = settings
         self._registry = registry
         # Its own connection for reads: a pool checkout costs ~0.1 ms on the delivery path.
@@ -88,7 +91,7 @@ class PublisherActor(SupervisedActor):
         self._fanout: FanOut | None = None  # hands each batch to the subscriptions
 
     def setup(self) -> None:
-        ref, metrics = self.actor_ref, self._metrics
+        ref, metrics, listening = self.actor_ref, self._metrics, self._listening
         listens = [0]
 
         serializer = self._settings.serializer
@@ -102,6 +105,7 @@ class PublisherActor(SupervisedActor):
             # every read and append checks the subject's flag in the database (the cache
             # only saves unwrapping keys); emptying it then only raced the store's first use.
             _notify(ref, CatchUp())
+            listening.listening()
 
         self._listener = Listener(
             self._settings,
@@ -114,9 +118,14 @@ class PublisherActor(SupervisedActor):
                 else _notify(ref, StreamNotice(kind, stream))
             ),
         )
-        self._listener.start()  # its first connect tells us CatchUp, which resyncs
+        # Its first connect tells us CatchUp, which resyncs. It listens once this store has a
+        # subscription (see Listening), or at once with encryption (forgets evict keys).
+        if keyring_of(serializer) is not None:
+            self._listener.start()
+        self._listening.attach(self._listener.start)
 
     def cleanup(self) -> None:
+        self._listening.detach()
         if self._listener is not None:
             self._listener.stop()
         if self._fanout is not None:

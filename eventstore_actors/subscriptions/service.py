@@ -125,6 +125,7 @@ class Subscriptions:
         request = Request(
             stream_uuid, subscription_name, subscriber, start_from, mapper, max_size, checked
         )
+        self._runtime.listening.want(self._settings.connect_timeout)
         if count is not None:
             return self._subscribe_group(request, count)
         return self._subscribe(request)
@@ -441,6 +442,7 @@ class Subscriptions:
         if not subscriber_alive(subscriber):
             raise ValueError("the subscriber is not running (a stopped actor?)")
         self._runtime.refuse_stopped()
+        self._runtime.listening.want(self._settings.connect_timeout)  # before the head is read
         child_id = f"subscription:transient:{uuid.uuid4().hex}"
         head = self._pool.run(reader.last_event_id)
         control = TransientControl(self._settings.subscription_max_size, subscriber, head)

@@ -1,0 +1,77 @@
+"""The listener starts with the store's first subscription (notifications/listener.Listening):
+a store that only appends and reads holds no LISTEN connection and is not woken by its own
+commits; a subscribe returns once the store listens, so another process's commits right
+after it are delivered; with encryption the store listens from the start (forgets evict its
+cached keys)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable
+
+import psycopg
+from support import QueueSubscriber, events, wait_until
+
+from eventstore_actors import Encryption, EventStore
+
+MakeStore = Callable[..., EventStore]
+
+
+def _listening(dsn: str, app: str) -> int:
+    """The store's connections whose last statement was a LISTEN (the listener's)."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE application_name = %s AND query LIKE 'LISTEN%%'",
+            (app,),
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _app() -> str:
+    return f"es-listen-{uuid.uuid4().hex[:8]}"
+
+
+def test_a_store_listens_from_its_first_subscription_on(make_store: MakeStore, dsn: str) -> None:
+    app = _app()
+    store = make_store(application_name=app)
+    other = make_store()  # another process, as far as notifications go
+    store.append_to_stream("mine", 0, events(1))
+    assert store.read_all_streams_forward()
+    assert _listening(dsn, app) == 0, "no subscription: nothing listens"
+
+    sub = QueueSubscriber()
+    handle = store.subscribe_to_all_streams("all", sub)
+    assert _listening(dsn, app) == 1, "listening before the subscribe returned"
+    other.append_to_stream("theirs", 0, events(2))  # notified, not read by a timer
+    got = sub.collect(handle, 3)
+    assert [(e.stream_uuid, e.event_id) for e in got] == [
+        ("mine", 1),
+        ("theirs", 2),
+        ("theirs", 3),
+    ]
+    store.unsubscribe_from_all_streams("all")
+    other.append_to_stream("theirs", 2, events(1, start=3))
+    assert _listening(dsn, app) == 1, "once started, it listens until the store stops"
+
+
+def test_a_transient_subscription_starts_the_listener_too(make_store: MakeStore, dsn: str) -> None:
+    app = _app()
+    store = make_store(application_name=app)
+    other = make_store()
+    sub = QueueSubscriber()
+    store.subscribe("$all", sub)
+    assert _listening(dsn, app) == 1
+    other.append_to_stream("theirs", 0, events(2))
+    got: list[int] = []
+    while len(got) < 2:  # no acks: batches as they come
+        message = sub.next()
+        got.extend(e.event_id for e in getattr(message, "events", ()))
+    assert got == [1, 2]
+
+
+def test_a_store_with_encryption_listens_from_the_start(make_store: MakeStore, dsn: str) -> None:
+    app = _app()
+    make_store(application_name=app, encryption=Encryption(master_key=os.urandom(32)))
+    wait_until(lambda: _listening(dsn, app) == 1, what="the listener of a store with encryption")
