@@ -13,7 +13,7 @@ from .config import Settings
 from .errors import ConfigError, StoreUnavailableError
 from .storage import archive, keys, retention
 from .storage import schema as schema_ops
-from .storage.connection import connect
+from .storage.connection import connect_for_command
 from .storage.deadline import guard
 from .storage.errors import translate
 from .storage.migrations import SCHEMA_VERSION
@@ -52,7 +52,7 @@ def report(dsn: str, schema: str, *, as_json: bool = False) -> tuple[str, bool]:
     subscription is healthy (none stalled or stopped: what `status --check` exits 0 for)."""
     settings = Settings(dsn=dsn, schema=schema)
     try:
-        conn = connect(settings)
+        conn = connect_for_command(settings)  # also through PgBouncer
     except StoreUnavailableError as exc:
         hint = hints.missing_database(str(exc), dsn, schema)
         if hint is None:

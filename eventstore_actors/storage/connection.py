@@ -4,6 +4,7 @@ connection is still usable (`has_input`, `is_alive`, `reset_to_idle`)."""
 
 from __future__ import annotations
 
+import dataclasses
 import select
 from typing import Any
 
@@ -18,6 +19,7 @@ __all__ = [
     "FINGERPRINT",
     "check_session_dsn",
     "connect",
+    "connect_for_command",
     "has_input",
     "is_alive",
     "reset_to_idle",
@@ -45,6 +47,22 @@ def connect(settings: Settings, *, session: bool = False) -> psycopg.Connection[
             conn.close()
             raise StoreUnavailableError(f"cannot set up {redact(dsn)}: {reason(exc)}") from None
     return conn
+
+
+def connect_for_command(settings: Settings) -> psycopg.Connection[tuple[object, ...]]:
+    """A connection for a one-off read-only command (`status`): on `dsn` as the store's own,
+    or, when `dsn` is a transaction pooler that refuses the `options` startup parameter
+    (PgBouncer), as a pooled one (schema-qualified statements, no session state)."""
+    try:
+        return connect(settings)
+    except StoreUnavailableError as exc:
+        if settings.pooled or _REFUSED_OPTIONS not in str(exc):
+            raise
+    return connect(dataclasses.replace(settings, session_dsn=settings.dsn))
+
+
+#: What PgBouncer answers a client that sends the `options` startup parameter.
+_REFUSED_OPTIONS = "unsupported startup parameter: options"
 
 
 #: What tells databases apart: the cluster's system identifier and the database's name.

@@ -9,6 +9,7 @@ search_path of its own fails. Skipped, with the package named, when PgBouncer is
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -395,3 +396,33 @@ def test_session_state_is_refused_on_pooled_connections(dsn: str, pooled: str, s
         assert conn.execute(statement("subscriptions/lock"), {"key": "k"}).fetchone() == (True,)
     finally:
         session.close()
+
+
+def test_status_through_pgbouncer(
+    start: Callable[..., EventStore], pooled: str, schema: str
+) -> None:
+    """`eventstore-actors status --dsn <the pooler>`: the operator's usual DSN."""
+    from eventstore_actors import status
+
+    store = start()
+    store.append_to_stream("s", 0, events(3))
+    sub = QueueSubscriber()
+    handle = store.subscribe_to_all_streams("proj", sub)
+    sub.collect(handle, 3)
+    store.set_stream_retention("s", max_count=2)
+
+    def shown() -> dict[str, Any]:
+        report: dict[str, Any] = json.loads(status.status(pooled, schema, as_json=True))
+        return report
+
+    report = wait_until(
+        lambda: (r := shown())["subscriptions"] and r["subscriptions"][0]["checkpoint"] == 3 and r,
+        what="the checkpoint in the report",
+    )
+    assert (report["head"], report["streams"]) == (3, 1)
+    assert [s["subscription_name"] for s in report["subscriptions"]] == ["proj"]
+    assert report["retention"]["streams"] == 1
+    text, healthy = status.report(pooled, schema)
+    assert healthy and "head event_id 3" in text and "proj" in text
+    # What the connection left behind on the pooler's shared server connections: nothing.
+    assert {pool_probe(pooled)[0] for _ in range(2 * POOL)} == {NOWHERE}
