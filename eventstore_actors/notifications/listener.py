@@ -52,7 +52,7 @@ class Listening:
         self._lock = threading.Lock()
         self._wanted = False
         self._start: Callable[[], None] | None = None
-        self._ready = threading.Event()
+        self._ready = threading.Event()  # set at each LISTEN, or when a connect failed
 
     def attach(self, start: Callable[[], None]) -> None:
         """The current publisher's listener starts with `start` (at once if wanted already)."""
@@ -72,10 +72,15 @@ class Listening:
         """The listener has LISTENed and told the publisher to catch up (on each connect)."""
         self._ready.set()
 
+    def unreachable(self) -> None:
+        """The listener could not connect: a subscribe waits no longer (it fails on its own
+        if the database is down; the listener's catch-up after its connect covers it if not)."""
+        self._ready.set()
+
     def want(self, timeout: float) -> None:
         """Listen from now on, waiting up to `timeout` s for the LISTEN (then what a
-        subscription reads from storage meets what it is notified of). Past the timeout
-        (the database is unreachable), the listener's catch-up after its connect covers it."""
+        subscription reads from storage meets what it is notified of), or for a connect
+        that failed. Either way, the listener's catch-up after its connect covers the rest."""
         with self._lock:
             self._wanted = True
             start = self._start
@@ -100,8 +105,10 @@ class Listener:
         on_notify: Callable[[int], None],
         on_connect: Callable[[], None],
         on_stream: Callable[[str, str], None] | None = None,
+        on_unreachable: Callable[[], None] | None = None,
     ) -> None:
         self._settings = settings
+        self._on_unreachable = on_unreachable
         self._origin = origin
         self._on_notify = on_notify
         self._on_connect = on_connect
@@ -147,6 +154,8 @@ class Listener:
             try:
                 conn = connect(self._settings, session=True)
             except StoreUnavailableError as exc:
+                if self._on_unreachable is not None:
+                    self._on_unreachable()
                 self._backoff("listener cannot connect; retrying", exc, delay)
                 delay = min(delay * 2, 2.0)
                 continue

@@ -117,6 +117,7 @@ class PublisherActor(SupervisedActor):
                 if kind == "forget"
                 else _notify(ref, StreamNotice(kind, stream))
             ),
+            on_unreachable=listening.unreachable,
         )
         # Its first connect tells us CatchUp, which resyncs. It listens once this store has a
         # subscription (see Listening), or at once with encryption (forgets evict keys).

@@ -7,13 +7,15 @@ cached keys)."""
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Callable
 
 import psycopg
+import pytest
 from support import QueueSubscriber, events, wait_until
 
-from eventstore_actors import Encryption, EventStore
+from eventstore_actors import Encryption, EventStore, StoreUnavailableError
 
 MakeStore = Callable[..., EventStore]
 
@@ -75,3 +77,24 @@ def test_a_store_with_encryption_listens_from_the_start(make_store: MakeStore, d
     app = _app()
     make_store(application_name=app, encryption=Encryption(master_key=os.urandom(32)))
     wait_until(lambda: _listening(dsn, app) == 1, what="the listener of a store with encryption")
+
+
+def test_a_subscribe_while_the_database_is_unreachable_fails_at_once(
+    dsn: str, schema: str, make_store: MakeStore
+) -> None:
+    """Its first subscription starts the listener; a listener that cannot connect does not
+    hold the subscribe for its connect budget: the subscribe fails as it did before."""
+    from support.proxy import Proxy
+
+    make_store()  # the schema
+    with Proxy.for_dsn(dsn) as proxy:
+        store = EventStore.start(proxy.dsn(dsn), schema=schema)
+        try:
+            store.append_to_stream("s", 0, events(1))
+            proxy.close()  # refused from now on
+            began = time.monotonic()
+            with pytest.raises(StoreUnavailableError):
+                store.subscribe_to_all_streams("sub", QueueSubscriber())
+            assert time.monotonic() - began < 2.0  # not connect_timeout (5 s) and more
+        finally:
+            store.stop()
