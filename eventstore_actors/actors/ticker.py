@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 
 import pykka
@@ -18,6 +19,9 @@ class Tick:
 
 
 _TICK = Tick()
+
+#: With more members than this, a round's ticks are spread over its interval.
+_SPREAD_FROM = 8
 
 
 class Ticker:
@@ -43,8 +47,16 @@ class Ticker:
             self._thread.join(timeout=5.0)
 
     def _run(self) -> None:
-        while not self._stop.wait(self._interval):
-            for ref, attachment in self._registry.members(self._prefix):
+        due = time.monotonic() + self._interval
+        while not self._stop.wait(max(0.0, due - time.monotonic())):
+            members = self._registry.members(self._prefix)
+            # Spread over the interval, not all at once: many actors woken together make a
+            # convoy for the GIL that stalls every other thread (the fan-out's deliveries).
+            step = self._interval / len(members) if len(members) > _SPREAD_FROM else 0.0
+            started = time.monotonic()
+            for i, (ref, attachment) in enumerate(members):
+                if step and self._stop.wait(max(0.0, started + i * step - time.monotonic())):
+                    return
                 admit = getattr(attachment, "admit_tick", None)
                 if admit is not None and not admit():
                     continue
@@ -52,3 +64,4 @@ class Ticker:
                     ref.tell(_TICK)
                 except pykka.ActorDeadError:
                     pass
+            due = max(started + self._interval, time.monotonic())
