@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .errors import EventStoreError, SerializationError, SnapshotNotFoundError
+from .errors import SerializationError, SnapshotNotFoundError
 from .events import FORGOTTEN, SnapshotData
-from .lifecycle.encryption import keyring_of, sealing
+from .lifecycle.encryption import keyring_of, open_stored, sealing
 from .runtime import Runtime
 from .storage import snapshots
 from .validation import check_name, check_position
@@ -64,15 +64,9 @@ class Snapshots:
         try:
             if subject is None:
                 data = deserialize(data, source_type)
-            elif forgotten:
-                data = FORGOTTEN
-            else:
+            else:  # the reads' own step: forgotten, no keyring, or decrypted
                 keyring = keyring_of(self._settings.serializer)
-                if keyring is None:
-                    raise EventStoreError(
-                        "its data is encrypted and this store runs without encryption"
-                    )
-                plain = keyring.open(subject, data)
+                plain = open_stored(keyring, subject, data, bool(forgotten))
                 data = FORGOTTEN if plain is None else deserialize(plain, source_type)
             metadata = None if metadata is None else deserialize(metadata, None)
         except Exception as exc:  # a custom serializer may raise anything

@@ -31,6 +31,7 @@ from eventstore_actors import (
     EventStore,
     EventStoreError,
     KeyStore,
+    SerializationError,
     SnapshotData,
     SubjectForgottenError,
     Subscribed,
@@ -207,6 +208,21 @@ def test_snapshots_with_a_subject(
     with pytest.raises(SubjectForgottenError):
         store.record_snapshot(SnapshotData("acct-1", 4, "Account", {"owner": "x"}, subject="gus"))
     assert _raw(dsn, schema, "SELECT source_version FROM snapshots")[0][0] == 3
+
+
+def test_a_store_without_encryption_reads_a_subjects_snapshot_as_reads_do(
+    make_store: Callable[..., EventStore],
+) -> None:
+    """The snapshot read takes the reads' own step (encryption.open_stored): never the
+    ciphertext, the same hint to start with encryption; forgotten reads as FORGOTTEN."""
+    _encrypted(make_store).record_snapshot(
+        SnapshotData("acct-2", 1, "Account", {"owner": "Hal Private"}, subject="hal")
+    )
+    plain = make_store()
+    with pytest.raises(SerializationError, match=r"runs without encryption \(start it with"):
+        plain.read_snapshot("acct-2")
+    plain.forget_subject("hal")
+    assert plain.read_snapshot("acct-2").data is FORGOTTEN
 
 
 # Idempotency ----------------------------------------------------------------------------------
