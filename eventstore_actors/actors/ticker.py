@@ -20,8 +20,9 @@ class Tick:
 
 _TICK = Tick()
 
-#: With more members than this, a round's ticks are spread over its interval.
+#: With more ticks than this in a round, they are spread over its interval in `_SLICES`.
 _SPREAD_FROM = 8
+_SLICES = 10
 
 
 class Ticker:
@@ -49,19 +50,24 @@ class Ticker:
     def _run(self) -> None:
         due = time.monotonic() + self._interval
         while not self._stop.wait(max(0.0, due - time.monotonic())):
-            members = self._registry.members(self._prefix)
-            # Spread over the interval, not all at once: many actors woken together make a
-            # convoy for the GIL that stalls every other thread (the fan-out's deliveries).
-            step = self._interval / len(members) if len(members) > _SPREAD_FROM else 0.0
             started = time.monotonic()
-            for i, (ref, attachment) in enumerate(members):
-                if step and self._stop.wait(max(0.0, started + i * step - time.monotonic())):
-                    return
+            told = []
+            for ref, attachment in self._registry.members(self._prefix):
                 admit = getattr(attachment, "admit_tick", None)
-                if admit is not None and not admit():
-                    continue
-                try:
-                    ref.tell(_TICK)
-                except pykka.ActorDeadError:
-                    pass
+                if admit is None or admit():
+                    told.append(ref)
+            # Spread over the interval in a few slices, not all at once: many actors woken
+            # together make a convoy for the GIL that stalls every other thread (the fan-out's
+            # deliveries); a few slices cost the ticker only a few wake-ups per round.
+            size = max(1, len(told) if len(told) <= _SPREAD_FROM else -(-len(told) // _SLICES))
+            for i in range(0, len(told), size):
+                if i and self._stop.wait(
+                    max(0.0, started + i // size * self._interval / _SLICES - time.monotonic())
+                ):
+                    return
+                for ref in told[i : i + size]:
+                    try:
+                        ref.tell(_TICK)
+                    except pykka.ActorDeadError:
+                        pass
             due = max(started + self._interval, time.monotonic())

@@ -58,3 +58,28 @@ def test_few_members_are_ticked_together() -> None:
     ticks = _round(3, 0.4)
     times = [at for _, at in ticks]
     assert times[-1] - times[0] < 0.1, times
+
+
+class _Counting(Registry):
+    """Counts the ticker's rounds (each asks for the members once)."""
+
+    rounds = 0
+
+    def members(self, prefix: str) -> list[tuple[Any, Any]]:
+        self.rounds += 1
+        return super().members(prefix)
+
+
+def test_a_round_without_members_is_no_end() -> None:
+    registry = _Counting()
+    told: list[tuple[int, float]] = []
+    lock = threading.Lock()
+    ticker = Ticker(registry, "sub:", 0.05)
+    ticker.start()
+    try:
+        wait_until(lambda: registry.rounds >= 3, what="rounds with nobody to tell")
+        for i in range(20):
+            registry.put(f"sub:{i}", _Ref(told, i, lock))  # type: ignore[arg-type]
+        wait_until(lambda: len({i for i, _ in told}) == 20, what="ticks for members come later")
+    finally:
+        ticker.stop()
