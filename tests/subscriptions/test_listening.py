@@ -98,3 +98,29 @@ def test_a_subscribe_while_the_database_is_unreachable_fails_at_once(
             assert time.monotonic() - began < 2.0  # not connect_timeout (5 s) and more
         finally:
             store.stop()
+
+
+def test_a_restarted_publisher_listens_again(make_store: MakeStore, dsn: str) -> None:
+    """The listener belongs to the publisher: its successor starts one at once, since the
+    store wants to listen (Listening.attach), and another process's commits keep coming."""
+    from eventstore_actors.actors.supervised import Crash
+
+    app = _app()
+    store = make_store(application_name=app)
+    other = make_store()
+    sub = QueueSubscriber()
+    handle = store.subscribe_to_all_streams("all", sub)
+    other.append_to_stream("theirs", 0, events(1))
+    assert [e.event_id for e in sub.collect(handle, 1)] == [1]
+    old = store._registry.peek("publisher")
+    assert old is not None
+    old.tell(Crash(RuntimeError("crashed by a test")))
+
+    def restarted() -> bool:
+        ref = store._registry.peek("publisher")
+        return ref is not None and ref is not old and ref.is_alive()
+
+    wait_until(restarted, what="the publisher to restart")
+    wait_until(lambda: _listening(dsn, app) == 1, what="the new publisher's listener")
+    other.append_to_stream("theirs", 1, events(2, start=2))
+    assert [e.event_id for e in sub.collect(handle, 2)] == [2, 3]
