@@ -120,8 +120,8 @@ class Runtime:
         self.registry = Registry(Metrics(settings.metrics))
         #: Lets a caller commit on the writer's connection while the writer is idle.
         self.leader = Leader()
-        #: Whether the store listens yet (from its first subscription on).
-        self.listening = Listening()
+        #: Whether the store listens yet (from its first subscription on, or its start).
+        self.listening = Listening(wanted=keyring_of(settings.serializer) is not None)
         pool.metrics = self.registry.metrics
         self.supervisor = Supervisor.start(
             self.registry, settings.max_restarts, settings.restart_window

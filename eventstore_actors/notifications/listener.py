@@ -45,12 +45,13 @@ class _Silent(Exception):
 class Listening:
     """Whether the store listens yet. The listener starts with the store's first subscription
     (`want`, before that subscription reads anything), not with the store: a store that only
-    appends and reads holds no connection for it and is not woken by its own commits. Kept by
+    appends and reads holds no connection for it and is not woken by its own commits. A store
+    with encryption listens from its start (`wanted`: forgets evict its cached keys). Kept by
     the runtime across restarts of the publisher, which owns the listener (`attach`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, wanted: bool = False) -> None:
         self._lock = threading.Lock()
-        self._wanted = False
+        self._wanted = wanted
         self._start: Callable[[], None] | None = None
         self._ready = threading.Event()  # set at each LISTEN, or when a connect failed
 
@@ -68,13 +69,10 @@ class Listening:
             self._start = None
             self._ready.clear()
 
-    def listening(self) -> None:
-        """The listener has LISTENed and told the publisher to catch up (on each connect)."""
-        self._ready.set()
-
-    def unreachable(self) -> None:
-        """The listener could not connect: a subscribe waits no longer (it fails on its own
-        if the database is down; the listener's catch-up after its connect covers it if not)."""
+    def answered(self) -> None:
+        """The listener has LISTENed and told the publisher to catch up (on each connect), or
+        it could not connect: a subscribe waits no longer (it fails on its own if the
+        database is down; the listener's catch-up after its connect covers it if not)."""
         self._ready.set()
 
     def want(self, timeout: float) -> None:

@@ -33,7 +33,6 @@ from ..actors.supervised import SupervisedActor
 from ..config import Settings
 from ..errors import StoreUnavailableError
 from ..lifecycle import forgetting
-from ..lifecycle.encryption import keyring_of
 from ..storage import reader
 from ..storage.connection import connect, is_alive
 from ..storage.deadline import guard
@@ -105,7 +104,7 @@ class PublisherActor(SupervisedActor):
             # every read and append checks the subject's flag in the database (the cache
             # only saves unwrapping keys); emptying it then only raced the store's first use.
             _notify(ref, CatchUp())
-            listening.listening()
+            listening.answered()
 
         self._listener = Listener(
             self._settings,
@@ -117,12 +116,9 @@ class PublisherActor(SupervisedActor):
                 if kind == "forget"
                 else _notify(ref, StreamNotice(kind, stream))
             ),
-            on_unreachable=listening.unreachable,
+            on_unreachable=listening.answered,
         )
-        # Its first connect tells us CatchUp, which resyncs. It listens once this store has a
-        # subscription (see Listening), or at once with encryption (forgets evict keys).
-        if keyring_of(serializer) is not None:
-            self._listener.start()
+        # Its first connect tells us CatchUp, which resyncs; it starts when wanted (Listening).
         self._listening.attach(self._listener.start)
 
     def cleanup(self) -> None:

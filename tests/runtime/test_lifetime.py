@@ -22,7 +22,7 @@ from typing import Any
 import psycopg
 import pykka
 import pytest
-from support import QueueSubscriber, events
+from support import QueueSubscriber, events, wait_until
 
 from eventstore_actors import Events, EventStore, SubscriptionAlreadyExistsError, lifetime
 
@@ -396,10 +396,20 @@ def test_a_ctrl_c_that_lands_just_before_the_exit_hook_waits_is_seen_at_once() -
     import threading
 
     release = threading.Event()
+    main = threading.main_thread().ident
+
+    def joining() -> bool:
+        """Whether the main thread is blocked in the hook's join of the stopping thread."""
+        frame = sys._current_frames().get(main)  # type: ignore[arg-type]
+        while frame is not None:
+            if frame.f_code.co_name == "_wait_for_tstate_lock":
+                return True
+            frame = frame.f_back
+        return False
 
     class Stuck:
         def stop(self) -> None:
-            release.wait(0.3)  # the main thread is blocked in the hook's wait by now
+            wait_until(joining, what="the exit hook to wait")
             _thread.interrupt_main()
             release.wait(30)
 

@@ -8,44 +8,33 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
 from collections.abc import Callable
 
-import psycopg
 import pytest
-from support import QueueSubscriber, events, wait_until
+from support import QueueSubscriber, events, listener_backends, wait_until
 
 from eventstore_actors import Encryption, EventStore, StoreUnavailableError
 
 MakeStore = Callable[..., EventStore]
 
 
-def _listening(dsn: str, app: str) -> int:
-    """The store's connections whose last statement was a LISTEN (the listener's)."""
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        row = conn.execute(
-            "SELECT count(*) FROM pg_stat_activity "
-            "WHERE application_name = %s AND query LIKE 'LISTEN%%'",
-            (app,),
-        ).fetchone()
-    return int(row[0]) if row else 0
+def _listening(dsn: str, schema: str) -> int:
+    """Backends LISTENing on the test schema's channel (its stores' listeners)."""
+    return len(listener_backends(dsn, schema))
 
 
-def _app() -> str:
-    return f"es-listen-{uuid.uuid4().hex[:8]}"
-
-
-def test_a_store_listens_from_its_first_subscription_on(make_store: MakeStore, dsn: str) -> None:
-    app = _app()
-    store = make_store(application_name=app)
+def test_a_store_listens_from_its_first_subscription_on(
+    make_store: MakeStore, dsn: str, schema: str
+) -> None:
+    store = make_store()
     other = make_store()  # another process, as far as notifications go
     store.append_to_stream("mine", 0, events(1))
     assert store.read_all_streams_forward()
-    assert _listening(dsn, app) == 0, "no subscription: nothing listens"
+    assert _listening(dsn, schema) == 0, "no subscription: nothing listens"
 
     sub = QueueSubscriber()
     handle = store.subscribe_to_all_streams("all", sub)
-    assert _listening(dsn, app) == 1, "listening before the subscribe returned"
+    assert _listening(dsn, schema) == 1, "listening before the subscribe returned"
     other.append_to_stream("theirs", 0, events(2))  # notified, not read by a timer
     got = sub.collect(handle, 3)
     assert [(e.stream_uuid, e.event_id) for e in got] == [
@@ -55,16 +44,17 @@ def test_a_store_listens_from_its_first_subscription_on(make_store: MakeStore, d
     ]
     store.unsubscribe_from_all_streams("all")
     other.append_to_stream("theirs", 2, events(1, start=3))
-    assert _listening(dsn, app) == 1, "once started, it listens until the store stops"
+    assert _listening(dsn, schema) == 1, "once started, it listens until the store stops"
 
 
-def test_a_transient_subscription_starts_the_listener_too(make_store: MakeStore, dsn: str) -> None:
-    app = _app()
-    store = make_store(application_name=app)
+def test_a_transient_subscription_starts_the_listener_too(
+    make_store: MakeStore, dsn: str, schema: str
+) -> None:
+    store = make_store()
     other = make_store()
     sub = QueueSubscriber()
     store.subscribe("$all", sub)
-    assert _listening(dsn, app) == 1
+    assert _listening(dsn, schema) == 1
     other.append_to_stream("theirs", 0, events(2))
     got: list[int] = []
     while len(got) < 2:  # no acks: batches as they come
@@ -73,10 +63,11 @@ def test_a_transient_subscription_starts_the_listener_too(make_store: MakeStore,
     assert got == [1, 2]
 
 
-def test_a_store_with_encryption_listens_from_the_start(make_store: MakeStore, dsn: str) -> None:
-    app = _app()
-    make_store(application_name=app, encryption=Encryption(master_key=os.urandom(32)))
-    wait_until(lambda: _listening(dsn, app) == 1, what="the listener of a store with encryption")
+def test_a_store_with_encryption_listens_from_the_start(
+    make_store: MakeStore, dsn: str, schema: str
+) -> None:
+    make_store(encryption=Encryption(master_key=os.urandom(32)))
+    wait_until(lambda: _listening(dsn, schema) == 1, what="the listener of a store with encryption")
 
 
 def test_a_subscribe_while_the_database_is_unreachable_fails_at_once(
@@ -100,13 +91,12 @@ def test_a_subscribe_while_the_database_is_unreachable_fails_at_once(
             store.stop()
 
 
-def test_a_restarted_publisher_listens_again(make_store: MakeStore, dsn: str) -> None:
+def test_a_restarted_publisher_listens_again(make_store: MakeStore, dsn: str, schema: str) -> None:
     """The listener belongs to the publisher: its successor starts one at once, since the
     store wants to listen (Listening.attach), and another process's commits keep coming."""
     from eventstore_actors.actors.supervised import Crash
 
-    app = _app()
-    store = make_store(application_name=app)
+    store = make_store()
     other = make_store()
     sub = QueueSubscriber()
     handle = store.subscribe_to_all_streams("all", sub)
@@ -121,6 +111,6 @@ def test_a_restarted_publisher_listens_again(make_store: MakeStore, dsn: str) ->
         return ref is not None and ref is not old and ref.is_alive()
 
     wait_until(restarted, what="the publisher to restart")
-    wait_until(lambda: _listening(dsn, app) == 1, what="the new publisher's listener")
+    wait_until(lambda: _listening(dsn, schema) == 1, what="the new publisher's listener")
     other.append_to_stream("theirs", 1, events(2, start=2))
     assert [e.event_id for e in sub.collect(handle, 2)] == [2, 3]
