@@ -13,7 +13,7 @@ gap at the start of what PostgreSQL returns. Files are read one row group at a t
 
 from __future__ import annotations
 
-import itertools
+import operator
 import threading
 import uuid
 import weakref
@@ -436,21 +436,26 @@ def _flagged(conn: Conn, rows: list[Any]) -> list[Any]:
 def _suspicious(rows: list[Any], stream_uuid: str, start: int, count: int, backward: bool) -> bool:
     """Whether a stream read from PostgreSQL may lack archived positions: a link to an archived
     event (NULL columns), no rows, a gap, or no own event of the stream to prove that its own
-    events after it are all still in PostgreSQL."""
+    events after it are all still in PostgreSQL. Run on every stream read of a store with
+    archives: the per-row checks run in C (map, list equality), not in a Python loop."""
     if not rows:
         return True
-    numbers = [r[_NUMBER] for r in rows]
-    if any(r[_EVENT_ID] is None for r in rows):
+    if None in map(_event_id_of, rows):
         return True
-    step = -1 if backward else 1
-    if any(b - a != step for a, b in itertools.pairwise(numbers)):
+    numbers = list(map(_number_of, rows))
+    first, step = numbers[0], -1 if backward else 1
+    if numbers != list(range(first, first + step * len(numbers), step)):
         return True
-    if not backward and numbers[0] != max(start, 1):
+    if not backward and first != max(start, 1):
         return True
     own = any(r[_STREAM] == stream_uuid and r[_VERSION] == r[_NUMBER] for r in rows)
     if backward:
         return not own or (len(rows) < count and numbers[-1] != 1)
     return not own and len(rows) < count
+
+
+_event_id_of = operator.itemgetter(_EVENT_ID)
+_number_of = operator.itemgetter(_NUMBER)
 
 
 def _matcher(filters: Filters) -> Callable[[Row], bool]:
