@@ -124,6 +124,8 @@ class Overlay(Protocol):
         self, conn: Conn, event_ids: Sequence[int]
     ) -> dict[int, tuple[str, datetime]]: ...
 
+    def archived_streams(self, conn: Conn, event_ids: Sequence[int]) -> dict[int, str]: ...
+
 
 _overlay: list[Overlay] = []
 

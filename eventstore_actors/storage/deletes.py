@@ -1,7 +1,10 @@
 """Deleting streams, softly or for good (see delete_stream() in sql/migrations/v2.sql).
 
 One statement in autocommit mode, so one transaction under the counter row lock: deletes
-serialise with appends and links of every process, exactly as appends do with each other.
+serialise with appends and links of every process, exactly as appends do with each other. A
+hard delete in a store with archived events adds, in that transaction, what the function's
+joins through the events table cannot find: the links and parked entries naming the stream's
+archived events (the files say which those are).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from ..errors import (
 )
 from ..events import ExpectedVersion
 from ..sql import statement
+from . import archive
 from . import expected as exp
 from .errors import translate
 from .locks import lock_key
@@ -58,7 +62,11 @@ def delete_stream(
         "channel": channel,
         "origin": origin,
     }
-    ((status, actual),) = run_once(conn, statement("delete/delete_stream"), params)
+    hook = archive.overlay() if hard else None
+    if hook is None:
+        ((status, actual),) = run_once(conn, statement("delete/delete_stream"), params)
+    else:
+        status, actual = _hard_delete_archived(conn, hook, stream_uuid, params)
     if status == _DELETED:
         return
     if status == _NOT_FOUND:
@@ -68,6 +76,49 @@ def delete_stream(
     if status == _WRONG:
         raise WrongExpectedVersionError(stream_uuid, expected, actual)
     raise AssertionError(f"unexpected delete status {status}")
+
+
+def _hard_delete_archived(
+    conn: Conn, hook: archive.Overlay, stream_uuid: str, params: dict[str, Any]
+) -> tuple[int, int | None]:
+    """A hard delete where events may be archived: the links of other streams to the stream's
+    archived events, and parked entries naming them, go in the same transaction. The files
+    say which of the archived events that rows name are the stream's: asked before the
+    transaction, and again under the counter row lock for references made in between
+    (normally none), so none is left behind. A failure (a file unreadable) deletes nothing."""
+    try:
+        found = _archived_references(conn)
+        if found is None:  # nothing archived: the plain delete
+            ((status, actual),) = conn.execute(statement("delete/delete_stream"), params).fetchall()
+            return status, actual
+        streams = hook.archived_streams(conn, found)
+        with conn.transaction():
+            ((status, actual),) = conn.execute(statement("delete/delete_stream"), params).fetchall()
+            if status != _DELETED:
+                return status, actual
+            found = _archived_references(conn) or []  # under the counter row lock now
+            unknown = [i for i in found if i not in streams]
+            if unknown:
+                streams.update(hook.archived_streams(conn, unknown))
+            gone = [i for i in found if streams.get(i) == stream_uuid]
+            if gone:
+                allow = statement("delete/allow_deletes")
+                conn.execute(allow, {"on": "on"})
+                conn.execute(statement("delete/archived_unlink"), {"ids": gone})
+                conn.execute(allow, {"on": "off"})
+                conn.execute(statement("delete/archived_unpark"), {"ids": gone})
+        return status, actual
+    except psycopg.Error as exc:
+        raise translate(exc, conn, committing=True) from None
+
+
+def _archived_references(conn: Conn) -> list[int] | None:
+    """The event_ids in the archived ranges that links or parked entries name and the events
+    table does not hold; None when nothing is archived."""
+    rows = conn.execute(statement("delete/archived_references")).fetchall()
+    if not rows or rows[0][0] is None:
+        return None
+    return [int(r[1]) for r in rows if r[1] is not None]
 
 
 def older_holders(conn: Conn, schema: str) -> list[tuple[str, str]]:

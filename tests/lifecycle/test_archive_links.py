@@ -21,6 +21,7 @@ from eventstore_actors import (
     EventNotFoundError,
     EventStore,
     RecordedEvent,
+    StoreUnavailableError,
     StreamNotFoundError,
 )
 
@@ -208,8 +209,10 @@ def test_deletes_retention_and_the_scavenger_treat_links_to_archived_events_as_l
     # The source stream's retention hides the linked event, as it hides rows.
     store.set_stream_retention("c", max_count=1)
     assert linked() == [(1, 1), (2, 5), (4, 2), (5, 3)]
-    # A hard delete of its stream removes it from the linking stream, for good.
+    # A hard delete of its stream removes it from the linking stream, for good: the link
+    # row goes with it (position 2 is a gap from now on).
     store.delete_stream("b", ANY_VERSION, hard=True)
+    assert [n for n, _ in link_rows(dsn, schema)] == [1, 3, 4, 5]
     store.append_to_stream("b", 0, events(1))
     assert linked() == [(1, 1), (4, 2), (5, 3)]
     assert [e.event_id for e in store.read_stream_backward("l")] == [3, 2, 1]
@@ -221,8 +224,98 @@ def test_deletes_retention_and_the_scavenger_treat_links_to_archived_events_as_l
         assert store.truncate_stream("l", 4) == 1
         assert linked() == [(4, 2), (5, 3)]
         assert [e.event_id for e in store.read_stream_backward("l")] == [3, 2]
-        assert [n for n, _ in link_rows(dsn, schema)] == [1, 2, 3, 4, 5]
+        assert [n for n, _ in link_rows(dsn, schema)] == [1, 3, 4, 5]
     # The scavenger then deletes the hidden link rows; the others stay.
     wait_until(lambda: [n for n, _ in link_rows(dsn, schema)] == [4, 5], GONE, what="the scavenger")
     assert linked() == [(4, 2), (5, 3)]
     assert store.stream_info("l").stream_version == 5
+
+
+def parked_ids(dsn: str, schema: str) -> list[int]:
+    with sql(dsn, schema) as conn:
+        found = conn.execute("SELECT event_id FROM parked_events ORDER BY event_id").fetchall()
+    return [int(r[0]) for r in found]
+
+
+def park(dsn: str, schema: str, *event_ids: int) -> None:
+    """Parked entries of a subscription to $all naming these events (as a subscriber's
+    failures would leave them)."""
+    with sql(dsn, schema) as conn:
+        for event_id in event_ids:
+            conn.execute(
+                "INSERT INTO parked_events (stream_uuid, subscription_name, event_id, reason) "
+                "VALUES ('$all', 'projector', %s, 'failed')",
+                (event_id,),
+            )
+
+
+def test_a_hard_delete_leaves_no_link_or_parked_entry_naming_its_archived_events(
+    make_store: MakeStore, dsn: str, schema: str, tmp_path: Path
+) -> None:
+    """The function's joins go through the events table, which no longer holds archived
+    events: the files say which of the events that links and parked entries name are the
+    deleted stream's, and those rows go in the delete's transaction, others stay."""
+    store = make_store(archive=str(tmp_path), enable_hard_deletes=True)
+    store.append_to_stream("a", 0, events(2))  # 1-2
+    store.append_to_stream("b", 0, events(3))  # 3-5
+    store.archive(before_event_id=100)
+    store.append_to_stream("b", 3, events(1))  # 6, still in PostgreSQL
+    store.link_to_stream("l", 0, [1, 3, 5, 6, 2])
+    park(dsn, schema, 2, 4, 6)
+
+    store.delete_stream("b", ANY_VERSION, hard=True)
+
+    assert link_rows(dsn, schema) == [(1, 1), (5, 2)]
+    assert parked_ids(dsn, schema) == [2]
+    assert [(e.event_number, e.event_id) for e in store.read_stream_forward("l")] == [
+        (1, 1),
+        (5, 2),
+    ]
+
+
+def test_links_made_while_a_hard_delete_looks_in_the_files_go_with_it(
+    make_store: MakeStore, dsn: str, schema: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The files are asked before the delete's transaction (no lock held while they are
+    read), then again under the counter row lock for what was linked in between."""
+    from eventstore_actors.storage import archive
+
+    store = make_store(archive=str(tmp_path), enable_hard_deletes=True)
+    store.append_to_stream("b", 0, events(3))  # 1-3
+    store.archive(before_event_id=100)
+    store.link_to_stream("l", 0, [1])
+    hook = archive.overlay()
+    assert hook is not None
+    asked: list[list[int]] = []
+    looked_up = hook.archived_streams
+
+    def archived_streams(conn: Any, event_ids: Any) -> dict[int, str]:
+        asked.append(sorted(event_ids))
+        if len(asked) == 1:  # before the transaction: another caller links event 2 now
+            store.link_to_stream("m", 0, [2])
+        return looked_up(conn, event_ids)
+
+    monkeypatch.setattr(hook, "archived_streams", archived_streams)
+    store.delete_stream("b", ANY_VERSION, hard=True)
+
+    assert asked == [[1], [2]]
+    assert link_rows(dsn, schema) == []
+    assert store.read_stream_forward("m") == []
+
+
+def test_a_hard_delete_whose_files_cannot_be_read_deletes_nothing(
+    make_store: MakeStore, dsn: str, schema: str, tmp_path: Path
+) -> None:
+    store = make_store(archive=str(tmp_path), enable_hard_deletes=True)
+    store.append_to_stream("b", 0, events(2))  # 1-2
+    store.archive(before_event_id=100)
+    store.append_to_stream("b", 2, events(1))  # 3
+    store.link_to_stream("l", 0, [1])
+    for file in tmp_path.rglob("*.parquet"):
+        file.rename(file.with_suffix(".moved"))
+
+    with pytest.raises(StoreUnavailableError, match=r"archive file .* cannot be read"):
+        store.delete_stream("b", ANY_VERSION, hard=True)
+
+    assert store.stream_info("b").stream_version == 3
+    assert link_rows(dsn, schema) == [(1, 1)]

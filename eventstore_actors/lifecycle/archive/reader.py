@@ -215,6 +215,15 @@ class ArchiveReader:
         live = self._live(conn, list(rows.values()))
         return {i: (r[_STREAM], r[_CREATED]) for i, r in rows.items() if i in live}
 
+    def archived_streams(self, conn: Conn, event_ids: Sequence[int]) -> dict[int, str]:
+        """event_id -> stream_uuid of the events among `event_ids` that the files hold, live
+        or not: what a hard delete of a stream removes the links and parked entries of."""
+        view = self.view(conn, refresh=True)
+        wanted = [i for i in event_ids if i <= view.upto]
+        if not wanted:
+            return {}
+        return {i: r[_STREAM] for i, r in self._by_ids(view, wanted).items()}
+
     def _fill(
         self,
         conn: Conn,
