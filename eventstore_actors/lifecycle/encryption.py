@@ -236,7 +236,8 @@ Create = Callable[[str, bytes], tuple[bytes | None, bool, int]]
 IsForgotten = Callable[[str], bool]
 #: What a read row says of its subject (reader.Row's last column): True, forgotten in the
 #: row's snapshot; False, not forgotten there; an int (never a bool), the forget generation
-#: of the row's snapshot (the subject's state is then the key cache's business).
+#: of the row's snapshot (the subject's state is then the key cache's business). None where a
+#: row does not say (its key is then fetched anew).
 Flag = bool | int
 
 #: A cache entry of a subject found forgotten (None is "not cached").
@@ -385,7 +386,7 @@ class Keyring:
         return key
 
     # Reading ----------------------------------------------------------------------------------
-    def open(self, subject: str, sealed: bytes, flag: Flag = False) -> bytes | None:
+    def open(self, subject: str, sealed: bytes, flag: Flag | None = False) -> bytes | None:
         """The plaintext of `sealed` (stored data of an event of `subject`), or None when the
         subject is forgotten: `flag` (what the row says, see Flag) says so, or its key is
         gone since. EventStoreError when it cannot be decrypted (never the ciphertext)."""
@@ -479,7 +480,7 @@ class NoKeyringError(EventStoreError):
 
 
 def open_stored(
-    keyring: Keyring | None, subject: str, sealed: bytes, flag: Flag = False
+    keyring: Keyring | None, subject: str, sealed: bytes, flag: Flag | None = False
 ) -> bytes | None:
     """The plaintext of stored data of `subject` whose key is not cached (or not at the row's
     forget generation), or None when the subject is forgotten: the row says so (`flag` is

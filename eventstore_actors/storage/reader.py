@@ -429,25 +429,43 @@ def decode(rows: Iterable[Row], serializer: Serializer) -> list[RecordedEvent]:
     new = object.__new__
     set_dict = object.__setattr__
     events = []
+    flag: Flag | None
     for row in rows:
-        (
-            event_id,
-            stream_uuid,
-            version,
-            event_type,
-            correlation,
-            causation,
-            data,
-            meta,
-            at,
-            event_uuid,
-            number,
-        ) = row[:11]
-        subject = row[11] if len(row) > 11 else None
+        if len(row) == 13:  # unpacked whole: a slice would be one more object for the GC
+            (
+                event_id,
+                stream_uuid,
+                version,
+                event_type,
+                correlation,
+                causation,
+                data,
+                meta,
+                at,
+                event_uuid,
+                number,
+                subject,
+                flag,
+            ) = row
+        else:  # statements without the subject's columns (11)
+            (
+                event_id,
+                stream_uuid,
+                version,
+                event_type,
+                correlation,
+                causation,
+                data,
+                meta,
+                at,
+                event_uuid,
+                number,
+            ) = row[:11]
+            subject = row[11] if len(row) > 11 else None
+            flag = None  # a subject without its flag: its key is fetched anew
         forgotten = False
         try:  # free in 3.11 unless it raises
             if subject is not None:
-                flag: Flag = row[12]  # type: ignore[assignment]  # set when subject is
                 if (
                     flag is not True
                     and (flag is False or flag == generation or flag in older)
