@@ -241,8 +241,11 @@ class Appender:
         """One statement in autocommit mode: its own transaction, one round trip.
 
         The counter row lock it takes is held until the statement commits, and its NOTIFY is
-        sent at that commit. Only these statements are prepared: a statement prepared inside
-        a pipeline that then fails leaves psycopg's prepared-statement cache out of step.
+        sent at that commit. Prepared, like the COPY path's statements (on a pooler's
+        connection, whose prepare_threshold is None, psycopg prepares nothing). A pipeline
+        that fails makes psycopg deallocate every prepared statement of the connection and
+        forget them (psycopg 3.1.10 on; tests/storage/test_writer_leader.py): they are
+        prepared again on their next use.
         """
         self._committing = True  # the statement and its commit are one
         return self._conn.execute(query, params, prepare=True).fetchall()
@@ -318,15 +321,20 @@ class Appender:
         stored_cur = created_cur = None
         with conn.pipeline():
             conn.execute("BEGIN")
-            counter = conn.execute(statement("append/lock_counter"))
+            counter = conn.execute(statement("append/lock_counter"), prepare=True)
             if new_uuids:
                 created_cur = conn.execute(
                     statement("append/create_streams"),
                     {"stream_uuids": new_uuids, "stream_versions": list(hoped.values())},
+                    prepare=True,
                 )
-            found = conn.execute(statement("append/stream_versions"), {"stream_uuids": uuids})
+            found = conn.execute(
+                statement("append/stream_versions"), {"stream_uuids": uuids}, prepare=True
+            )
             if given:
-                stored_cur = conn.execute(statement("append/stored_events"), {"event_uuids": given})
+                stored_cur = conn.execute(
+                    statement("append/stored_events"), {"event_uuids": given}, prepare=True
+                )
             last_event_id, now = counter.fetchone()  # type: ignore[misc]
             # The row's stream_version now, by stream_id: for a stream created here, the
             # version it was created at; to the checks it is a new stream (version 0).
@@ -358,18 +366,24 @@ class Appender:
         with conn.pipeline():
             if subjects:  # under the counter lock taken above, before anything else here:
                 # refused (SQLSTATE EAF01), the pipeline raises it and nothing commits.
-                conn.execute(statement("append/check_subjects"), {"subjects": subjects})
+                conn.execute(
+                    statement("append/check_subjects"), {"subjects": subjects}, prepare=True
+                )
             if moved:
                 conn.execute(
                     statement("append/update_streams"),
                     {"stream_ids": list(moved), "stream_versions": list(moved.values())},
+                    prepare=True,
                 )
             if unused:
-                conn.execute(statement("append/drop_unused_streams"), {"stream_ids": unused})
-            conn.execute(statement("append/update_counter"), {"last_event_id": last})
+                conn.execute(
+                    statement("append/drop_unused_streams"), {"stream_ids": unused}, prepare=True
+                )
+            conn.execute(statement("append/update_counter"), {"last_event_id": last}, prepare=True)
             conn.execute(
                 statement("append/notify"),
                 {"channel": self._channel, "payload": f"{rows[0][0]},{last},{self._origin}"},
+                prepare=True,
             )
             self._committing = True
             conn.execute("COMMIT")
