@@ -5,9 +5,7 @@ per ack) was where the time went (`notifications/fanout.py`). A subscription tha
 (live, nothing in flight, buffered, replayed, retried or parked; its inbox holds no batch;
 its lock on the shared lock connection) takes a published batch on the fan-out's thread, and
 an ack of a subscriber takes effect on the acker's thread, when nothing is left to do after
-it but wait, or but send the next batch from the buffer with no storage read after it (a
-catch-up page holds many streams' runs: each ack is answered with the next run at once,
-instead of a hand-off to the actor's thread and back per batch). Either runs the actor's own `handle` (the same code as for a message) under the
+it but wait. Either runs the actor's own `handle` (the same code as for a message) under the
 subscription's `mutex`, which the actor holds for everything it does, so one thing at a time
 still happens to its state. Anything else goes as a message, as before.
 

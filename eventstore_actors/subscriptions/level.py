@@ -46,13 +46,9 @@ class LevelHooks:
 
     def _ack_direct(self, position: int, handle: Subscription) -> bool | None:
         """On the acker's thread: apply a plain ack here if nothing is left to do after it
-        but wait, or but send the next batch from the buffer (a catch-up's next run of
-        events: no storage read), else False."""
+        but wait, else False."""
         took = self._direct.run(
-            Ack(position, handle),
-            None,
-            lambda: self._settles(handle, position),
-            self._saver.eagerly,
+            Ack(position, handle), None, lambda: self._settles(handle), self._saver.eagerly
         )
         if took and self._saver.pending():
             self._control.quiet_until = 0.0  # a tick stores it (see CheckpointPolicy)
@@ -84,17 +80,12 @@ class LevelHooks:
             and lock.vouched(batch)
         )
 
-    def _settles(self, handle: Subscription, position: int) -> bool:
-        """Whether the ack leaves nothing to do but wait, or (unless it comes from inside a
-        tell(), which would then nest one delivery in another per batch) but send the next
-        batch from the buffer."""
+    def _settles(self, handle: Subscription) -> bool:
         state = self._state
         return (
             isinstance(state, SubscriptionState)
             and handle is self._handle
-            and (
-                state.settles_on_ack or (not self._direct.telling and state.sends_on_ack(position))
-            )
+            and state.settles_on_ack
             and self._quiet()
         )
 

@@ -179,30 +179,6 @@ class SubscriptionState(Intake[E]):
             and not self._replay
         )
 
-    def sends_on_ack(self, position: int) -> bool:
-        """Whether an ack of `position` leaves one thing to do before waiting again: send the
-        next batch from the buffer, no storage read after it (not behind, or more buffered
-        than that batch): everything in flight acked, nothing replayed, paused or retried.
-        An acker may then do it on its own thread (see direct.py). Constant time: it is
-        asked on every ack."""
-        buffer = self._buffer
-        if (
-            not buffer
-            or position < self.last_sent
-            or self.replaying is not None
-            or self.paused
-            or self._single
-            or self._replay
-        ):
-            return False
-        if not self.behind or len(buffer) > self._max_batch:
-            return True
-        # Behind, all of it fits in one batch: is it more than the next batch (buffer[0]'s
-        # stream's run)? Yes if the last event is another stream's; a run broken in the
-        # middle only (a, b, a) says no here, and the actor sends it instead.
-        key = self._stream_key
-        return not self._mixed and key(buffer[0]) != key(buffer[-1])
-
     # Inputs (notified, must_recheck, read_done: see Intake) ------------------------------
     def acked(self, position: int) -> int | None:
         """A cumulative ack; returns the new checkpoint to persist, or None if nothing moved.

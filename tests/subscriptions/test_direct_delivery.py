@@ -4,7 +4,6 @@ acker's thread, with the same rules as the actor's own path."""
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
 from collections.abc import Callable
@@ -177,49 +176,3 @@ def test_a_subscriber_that_works_in_tell_goes_back_to_its_own_thread(
     direct = [t for t in worker.threads if t.startswith("eventstore-fan-out")]
     assert 1 <= len(direct) <= 3, f"told on {worker.threads}"
     assert not worker.threads[-1].startswith("eventstore-fan-out"), worker.threads
-
-
-class ThreadRecorder:
-    """A plain subscriber that records the thread each batch was told on."""
-
-    def __init__(self) -> None:
-        self.queue: queue.Queue[tuple[str, Any]] = queue.Queue()
-
-    def tell(self, message: Any) -> None:
-        self.queue.put((threading.current_thread().name, message))
-
-    def next_events(self) -> tuple[str, list[Any]]:
-        while True:
-            thread, message = self.queue.get(timeout=WAIT)
-            if isinstance(message, Events):
-                return thread, list(message.events)
-
-
-def test_catching_up_an_ack_is_answered_with_the_next_buffered_batch_on_the_ackers_thread(
-    make_store: MakeStore, dsn: str, schema: str
-) -> None:
-    """A page read holds several streams' runs: after the first, each run is sent by the
-    ack of the one before it, on the acker's thread (no hand-off to the actor and back);
-    order, back-pressure and the stored checkpoint as before."""
-    store = make_store()
-    for n in range(1, 7):
-        store.append_to_stream(f"s{n}", 0, events(3))  # runs of 3: event_ids 1..18
-    subscriber = ThreadRecorder()
-    sub = store.subscribe_to_all_streams("sub", subscriber, start_from="origin")
-    threads, seen = [], []
-    while len(seen) < 18:
-        thread, batch = subscriber.next_events()
-        assert subscriber.queue.empty(), "a second batch before the ack"
-        threads.append(thread)
-        seen.extend(e.event_id for e in batch)
-        assert len({e.stream_uuid for e in batch}) == 1
-        sub.ack(batch)
-    assert seen == list(range(1, 19))
-    mine = threading.current_thread().name
-    assert threads.count(mine) >= 4, f"told on {threads}"
-    assert threads[0] != mine
-    wait_until(lambda: checkpoint(dsn, schema, ALL, "sub") == 18, what="checkpoint 18")
-    # Live again afterwards: a new event is delivered, once.
-    store.append_to_stream("s1", 3, events(1))
-    _, batch = subscriber.next_events()
-    assert [e.event_id for e in batch] == [19]

@@ -7,7 +7,7 @@ for one stream). Each test names the contract rule or LESSONS trap it guards.
 from __future__ import annotations
 
 import pytest
-from support.state_machine import Ev, at, evs, new, positions
+from support.state_machine import Ev, evs, new, positions
 
 from eventstore_actors.subscriptions.state import Read, Send, SubscriptionState
 
@@ -725,55 +725,3 @@ def test_replayed_events_go_first_one_at_a_time_and_never_move_the_checkpoint() 
     assert positions(state.next_action()) == [2]
     state.replay_done()
     assert positions(state.next_action()) == [7]
-
-
-# What an acker may do on its own thread (subscriptions/direct.py) ---------------------------
-def test_an_ack_sends_from_the_buffer_only_when_no_storage_read_follows() -> None:
-    """`sends_on_ack`: the ack acks everything in flight and the next batch comes from the
-    buffer; while catching up (behind), only if more stays buffered after that batch (the
-    last one is followed by a read, which an acker's thread must not do)."""
-    state = new(max_size=100, read_batch_size=9)
-    assert state.next_action() == Read(1, 9)
-    state.read_done(evs(1, 3, "a") + evs(4, 6, "b") + evs(7, 9, "c"), 9)
-    assert state.behind
-    assert positions(state.next_action()) == [1, 2, 3]
-    assert not state.sends_on_ack(2), "a partial ack leaves a batch in flight"
-    assert state.sends_on_ack(3), "runs of b and c are buffered: b goes next, c stays"
-    assert state.acked(3) == 3
-    assert positions(state.next_action()) == [4, 5, 6]
-    assert not state.sends_on_ack(6), "c is the last run buffered: a read would follow it"
-    assert state.acked(6) == 6
-    assert positions(state.next_action()) == [7, 8, 9]
-    assert state.next_action() == Read(10, 9)
-    state.read_done([], 9)
-    assert not state.behind
-    assert not state.sends_on_ack(9), "nothing buffered"
-    # Live: the buffer's last batch is not followed by a read.
-    state.notified(evs(10, 11, "d"))
-    assert state.sends_on_ack(9)
-
-
-def test_an_ack_never_sends_from_the_buffer_past_a_retry_or_a_replay() -> None:
-    state = new(max_size=100)
-    go_live(state)
-    state.notified(evs(1, 2, "a") + evs(3, 4, "b"))
-    assert positions(state.next_action()) == [1, 2]
-    assert state.nacked(1, resolved=False) is None  # 1 is sent again, alone, after resume
-    assert not state.sends_on_ack(2), "paused for a retry"
-    state.resume()
-    assert positions(state.next_action()) == [1]
-    assert state.sends_on_ack(1), "the retried event acked: the rest goes on as before"
-    state.acked(1)
-    assert positions(state.next_action()) == [2]
-    state.replay(at(1))
-    assert not state.sends_on_ack(2), "a parked event is replayed first"
-
-
-def test_mixed_batches_behind_send_from_the_buffer_while_more_than_one_batch_is_held() -> None:
-    state = new(max_size=100, read_batch_size=5, max_batch=2, mixed=True)
-    state.read_done(evs(1, 1, "a") + evs(2, 3, "b") + evs(4, 5, "c"), 5)
-    assert positions(state.next_action()) == [1, 2]
-    assert state.sends_on_ack(2), "3 and 4 go next, 5 stays"
-    state.acked(2)
-    assert positions(state.next_action()) == [3, 4]
-    assert not state.sends_on_ack(4), "5 alone: the last batch, a read would follow"
