@@ -23,6 +23,7 @@ from eventstore_actors import (
     RecordedEvent,
     StoreUnavailableError,
     StreamNotFoundError,
+    WrongExpectedVersionError,
 )
 
 pytest.importorskip("pyarrow.parquet")
@@ -262,6 +263,12 @@ def test_a_hard_delete_leaves_no_link_or_parked_entry_naming_its_archived_events
     store.append_to_stream("b", 3, events(1))  # 6, still in PostgreSQL
     store.link_to_stream("l", 0, [1, 3, 5, 6, 2])
     park(dsn, schema, 2, 4, 6)
+    # The contract's refusals come before anything is deleted, as without archives.
+    with pytest.raises(StreamNotFoundError):
+        store.delete_stream("nobody", ANY_VERSION, hard=True)
+    with pytest.raises(WrongExpectedVersionError):
+        store.delete_stream("b", 3, hard=True)
+    assert len(link_rows(dsn, schema)) == 5 and parked_ids(dsn, schema) == [2, 4, 6]
 
     store.delete_stream("b", ANY_VERSION, hard=True)
 
