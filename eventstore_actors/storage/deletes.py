@@ -88,10 +88,13 @@ def _hard_delete_archived(
     (normally none), so none is left behind. A failure (a file unreadable) deletes nothing."""
     try:
         found = _archived_references(conn)
-        if found is None:  # nothing archived: the plain delete
-            ((status, actual),) = conn.execute(statement("delete/delete_stream"), params).fetchall()
-            return status, actual
-        streams = hook.archived_streams(conn, found)
+        streams = {} if found is None else hook.archived_streams(conn, found)
+    except psycopg.Error as exc:  # nothing was written yet
+        raise translate(exc, conn) from None
+    if found is None:  # nothing archived: the plain delete
+        ((status, actual),) = run_once(conn, statement("delete/delete_stream"), params)
+        return status, actual
+    try:
         with conn.transaction():
             ((status, actual),) = conn.execute(statement("delete/delete_stream"), params).fetchall()
             if status != _DELETED:
