@@ -244,7 +244,7 @@ class Appender:
         sent at that commit. Prepared, like the COPY path's statements (on a pooler's
         connection, whose prepare_threshold is None, psycopg prepares nothing). A pipeline
         that fails makes psycopg deallocate every prepared statement of the connection and
-        forget them (psycopg 3.1.10 on; tests/storage/test_writer_leader.py): they are
+        forget them (psycopg 3.1.10 on; tests/runtime/test_writer_leader.py): they are
         prepared again on their next use.
         """
         self._committing = True  # the statement and its commit are one

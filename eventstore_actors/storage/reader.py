@@ -431,38 +431,21 @@ def decode(rows: Iterable[Row], serializer: Serializer) -> list[RecordedEvent]:
     events = []
     flag: Flag | None
     for row in rows:
-        if len(row) == 13:  # unpacked whole: a slice would be one more object for the GC
-            (
-                event_id,
-                stream_uuid,
-                version,
-                event_type,
-                correlation,
-                causation,
-                data,
-                meta,
-                at,
-                event_uuid,
-                number,
-                subject,
-                flag,
-            ) = row
-        else:  # statements without the subject's columns (11)
-            (
-                event_id,
-                stream_uuid,
-                version,
-                event_type,
-                correlation,
-                causation,
-                data,
-                meta,
-                at,
-                event_uuid,
-                number,
-            ) = row[:11]
-            subject = row[11] if len(row) > 11 else None
-            flag = None  # a subject without its flag: its key is fetched anew
+        (
+            event_id,
+            stream_uuid,
+            version,
+            event_type,
+            correlation,
+            causation,
+            data,
+            meta,
+            at,
+            event_uuid,
+            number,
+            subject,
+            flag,  # rows of 11 columns: None (a subject's key would be fetched anew)
+        ) = row if len(row) == 13 else (*row[:11], row[11] if len(row) > 11 else None, None)
         forgotten = False
         try:  # free in 3.11 unless it raises
             if subject is not None:

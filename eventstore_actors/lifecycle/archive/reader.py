@@ -207,22 +207,20 @@ class ArchiveReader:
         """event_id -> (stream_uuid, created_at) of the events among `event_ids` that are in
         the files and live (what a read would return: their stream exists, is not younger, and
         its retention keeps them); what link_to_stream accepts of those no longer in events."""
-        view = self.view(conn, refresh=True)
-        wanted = [i for i in event_ids if i <= view.upto]
-        if not wanted:
-            return {}
-        rows = self._by_ids(view, wanted)
+        rows = self._archived(conn, event_ids)
         live = self._live(conn, list(rows.values()))
         return {i: (r[_STREAM], r[_CREATED]) for i, r in rows.items() if i in live}
 
     def archived_streams(self, conn: Conn, event_ids: Sequence[int]) -> dict[int, str]:
         """event_id -> stream_uuid of the events among `event_ids` that the files hold, live
         or not: what a hard delete of a stream removes the links and parked entries of."""
+        return {i: r[_STREAM] for i, r in self._archived(conn, event_ids).items()}
+
+    def _archived(self, conn: Conn, event_ids: Sequence[int]) -> dict[int, Row]:
+        """The files' rows of the events among `event_ids` (the manifest read again)."""
         view = self.view(conn, refresh=True)
         wanted = [i for i in event_ids if i <= view.upto]
-        if not wanted:
-            return {}
-        return {i: r[_STREAM] for i, r in self._by_ids(view, wanted).items()}
+        return self._by_ids(view, wanted) if wanted else {}
 
     def _fill(
         self,
