@@ -135,11 +135,15 @@ def read_all(
         params["event_types"] = list(event_types)
     if stream_prefix is not None:
         params["stream_pattern"] = like_escape(stream_prefix) + "%"
-    query = all_query(backward, event_types is not None, stream_prefix is not None)
+    filtered = (event_types is not None, stream_prefix is not None)
 
     def read(lo: int, hi: int, limit: int) -> list[Any]:
+        open_ended = (lo <= 0) if backward else (hi >= MAX_POSITION)
         cur = conn.cursor(binary=True)
-        cur.execute(query, {**params, "low": lo, "high": hi, "count": limit})
+        cur.execute(
+            all_query(backward, *filtered, open_ended=open_ended),
+            {**params, "low": lo, "high": hi, "count": limit},
+        )
         return cur.fetchall()
 
     hook = archive.overlay()
@@ -185,7 +189,10 @@ def read_all_covered(
     if partition is not None:
         params["partition"], params["partitions"] = partition
     query = _all_covered_query(
-        event_types is not None, stream_prefix is not None, partition is not None
+        event_types is not None,
+        stream_prefix is not None,
+        partition is not None,
+        high >= MAX_POSITION,
     )
 
     def read(low: int, limit: int) -> tuple[list[Any], int]:
@@ -281,9 +288,12 @@ def _plain(
 
 @cache
 def _all_covered_query(
-    by_type: bool = False, by_prefix: bool = False, by_partition: bool = False
+    by_type: bool = False,
+    by_prefix: bool = False,
+    by_partition: bool = False,
+    open_ended: bool = False,
 ) -> str:
-    events = all_query(False, by_type, by_prefix, by_partition).rstrip().rstrip(";")
+    events = all_query(False, by_type, by_prefix, by_partition, open_ended).rstrip().rstrip(";")
     return _uncommented("read/all_covered").replace("{events}", events)
 
 
@@ -326,9 +336,22 @@ def stream_query(backward: bool, by_type: bool = False) -> str:
 
 
 @cache
-def all_query(backward: bool, by_type: bool, by_prefix: bool, by_partition: bool = False) -> str:
+def all_query(
+    backward: bool,
+    by_type: bool,
+    by_prefix: bool,
+    by_partition: bool = False,
+    open_ended: bool = False,
+) -> str:
     """The text of an all-streams read: one statement per combination of filters, so the
-    unfiltered read stays the plain primary-key range scan."""
+    unfiltered read stays the plain primary-key range scan. `open_ended`: the range has only
+    the bound the direction starts from (forward: `low`, to the last event; backward: `high`,
+    down to the first), which the planner estimates as a large share of the table, so a
+    generic plan caches the stream rows (sql/read/all_events.sql)."""
+    if not open_ended:
+        bounds = "e.event_id >= %(low)s AND e.event_id <= %(high)s"
+    else:
+        bounds = "e.event_id <= %(high)s" if backward else "e.event_id >= %(low)s"
     filters = ""
     if by_type:
         filters += "\n  AND e.event_type = ANY(%(event_types)s)"
@@ -338,6 +361,7 @@ def all_query(backward: bool, by_type: bool, by_prefix: bool, by_partition: bool
         filters += f"\n  AND {PARTITION_SQL} = %(partition)s"
     return (
         _uncommented("read/all_events")
+        .replace("{range}", bounds)
         .replace("{filters}", filters)
         .replace("{dir}", "DESC" if backward else "ASC")
     )

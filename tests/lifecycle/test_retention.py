@@ -95,6 +95,9 @@ def test_all_reads_skip_hidden_events_leaving_gaps(store: EventStore) -> None:
     assert event_ids(store.read_all_streams_forward(0, 2)) == [4, 5]
     assert event_ids(list(store.stream_all_forward(read_batch_size=2))) == [4, 5, 6, 7, 8, 9]
     assert event_ids(store.read_all_streams_forward(stream_prefix=a)) == [4, 8, 9]
+    # Closed ranges (a stop, a start below the last event) are other statements: same rule.
+    assert event_ids(store.read_all_streams_forward(0, 10, stop=8)) == [4, 5, 6, 7, 8]
+    assert event_ids(store.read_all_streams_backward(8)) == [8, 7, 6, 5, 4]
     assert store.stream_info("$all").stream_version == 9, "$all has no retention"
     assert store.truncate_stream(b, 3) == 2
     assert all_ids(store) == [4, 7, 8, 9]
