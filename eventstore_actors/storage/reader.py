@@ -188,17 +188,17 @@ def read_all_covered(
         params["stream_pattern"] = like_escape(stream_prefix) + "%"
     if partition is not None:
         params["partition"], params["partitions"] = partition
-    query = _all_covered_query(
-        event_types is not None,
-        stream_prefix is not None,
-        partition is not None,
-        high >= MAX_POSITION,
-    )
+    shape = (event_types is not None, stream_prefix is not None, partition is not None)
+    open_ended = high >= MAX_POSITION
 
     def read(low: int, limit: int) -> tuple[list[Any], int]:
         cur = conn.cursor(binary=True)
-        cur.execute(query, {**params, "low": low, "count": limit})
+        args = {**params, "low": low, "count": limit}
+        cur.execute(_all_query_with("read/all_counted", *shape, open_ended), args)
         found = cur.fetchall()
+        if not found:  # nothing to carry the counter: the statement that returns it alone
+            cur.execute(_all_query_with("read/all_covered", *shape, open_ended), args)
+            found = cur.fetchall()
         counter = int(found[0][0]) if found else 0
         rows: list[Row] = [r[1:] for r in found if r[1] is not None]  # type: ignore[misc]
         if len(rows) >= limit:
@@ -287,14 +287,17 @@ def _plain(
 
 
 @cache
-def _all_covered_query(
+def _all_query_with(
+    name: str,
     by_type: bool = False,
     by_prefix: bool = False,
     by_partition: bool = False,
     open_ended: bool = False,
 ) -> str:
+    """The statement `name` (read/all_covered or read/all_counted) around an all-streams
+    read forward."""
     events = all_query(False, by_type, by_prefix, by_partition, open_ended).rstrip().rstrip(";")
-    return _uncommented("read/all_covered").replace("{events}", events)
+    return _uncommented(name).replace("{events}", events)
 
 
 @cache

@@ -69,7 +69,9 @@ def _plans() -> dict[str, tuple[str, dict[str, Any]]]:
         "stream by type": (reader.stream_query(False, True), types),
         "all forward": (reader.all_query(False, False, False), every),
         "all backward": (reader.all_query(True, False, False), every),
-        "all covered": (reader._all_covered_query(), every),
+        "all covered": (reader._all_query_with("read/all_covered"), every),
+        "all counted": (reader._all_query_with("read/all_counted", open_ended=True), every),
+        "all forward from the first": (reader.all_query(False, False, False, False, True), every),
         "stream covered": (reader._stream_covered_query(), stream),
     }
 

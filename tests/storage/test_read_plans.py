@@ -5,7 +5,7 @@ twice raw's)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -104,3 +104,32 @@ def test_a_read_from_the_first_event_looks_each_stream_up_once_and_retention_onl
     assert plan["Actual Rows"] == 1000
     found = pool.run(lambda c: reader.read_all(c, 0, 200))
     assert [row[0] for row in found] == [*range(1, 51), *range(96, 246)], "45 hidden"
+
+
+def test_a_covered_page_comes_in_scan_order_and_an_empty_one_still_says_how_far(
+    make_store: Callable[..., EventStore], pool: ReadPool
+) -> None:
+    """read_all_covered: a page carries the counter in every row of the same statement
+    (sql/read/all_counted.sql, no sort); a read that finds no event asks
+    sql/read/all_covered.sql for the counter alone (here: beyond a hard-deleted stream)."""
+    store = make_store(enable_hard_deletes=True)
+    for _ in range(20):
+        store.append_to_stream(new_stream(), 0, events(50))  # 1-1000
+    gone = new_stream()
+    store.append_to_stream(gone, 0, events(5))  # 1001-1005
+    store.delete_stream(gone, 5, hard=True)
+    pool.run(lambda c: c.execute("ANALYZE events, streams", prepare=False))
+
+    def covered(start: int, count: int) -> tuple[list[int], int]:
+        rows, upto = pool.run(lambda c: reader.read_all_covered(c, start, count))
+        return [row[0] for row in rows], upto
+
+    assert covered(1, 300) == (list(range(1, 301)), 300), "a full page: up to its last row"
+    assert covered(901, 300) == (list(range(901, 1001)), 1005), "short: up to the counter"
+    assert covered(1001, 300) == ([], 1005), "nothing left but a gap: covered all the same"
+    assert covered(1006, 300) == ([], 1005), "nothing beyond the counter"
+
+    query = reader._all_query_with("read/all_counted", open_ended=True)
+    plan = pool.run(lambda c: _generic_plan(c, query, {"low": 1, "count": 900}))
+    assert plan["Actual Rows"] == 900
+    assert [n["Node Type"] for n in _nodes(plan) if "Sort" in n["Node Type"]] == []
