@@ -4,6 +4,8 @@
 -- visible or hard-deleted, and none above it is visible (storage/reader.py
 -- read_all_covered). The counter row comes back even when no event does (event_id NULL).
 -- The outer ORDER BY sorts at most `count` rows (large values stay TOASTed pointers).
+-- read_all_covered reads pages with read/all_counted.sql (no sort) and asks this one only
+-- when that found no event, so had no row to carry the counter.
 SELECT c.last_event_id, r.*
 FROM event_counter AS c
 LEFT JOIN LATERAL ({events}
