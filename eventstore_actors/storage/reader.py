@@ -136,6 +136,7 @@ def read_all(
     if stream_prefix is not None:
         params["stream_pattern"] = like_escape(stream_prefix) + "%"
     filtered = (event_types is not None, stream_prefix is not None)
+    prepare = _prepare(stream_prefix)
 
     def read(lo: int, hi: int, limit: int) -> list[Any]:
         open_ended = (lo <= 0) if backward else (hi >= MAX_POSITION)
@@ -143,6 +144,7 @@ def read_all(
         cur.execute(
             all_query(backward, *filtered, open_ended=open_ended),
             {**params, "low": lo, "high": hi, "count": limit},
+            prepare=prepare,
         )
         return cur.fetchall()
 
@@ -190,14 +192,16 @@ def read_all_covered(
         params["partition"], params["partitions"] = partition
     shape = (event_types is not None, stream_prefix is not None, partition is not None)
     open_ended = high >= MAX_POSITION
+    prepare = _prepare(stream_prefix)
 
     def read(low: int, limit: int) -> tuple[list[Any], int]:
         cur = conn.cursor(binary=True)
         args = {**params, "low": low, "count": limit}
-        cur.execute(_all_query_with("read/all_counted", *shape, open_ended), args)
+        cur.execute(_all_query_with("read/all_counted", *shape, open_ended), args, prepare=prepare)
         found = cur.fetchall()
         if not found:  # nothing to carry the counter: the statement that returns it alone
-            cur.execute(_all_query_with("read/all_covered", *shape, open_ended), args)
+            query = _all_query_with("read/all_covered", *shape, open_ended)
+            cur.execute(query, args, prepare=prepare)
             found = cur.fetchall()
         counter = int(found[0][0]) if found else 0
         rows: list[Row] = [r[1:] for r in found if r[1] is not None]  # type: ignore[misc]
@@ -212,6 +216,17 @@ def read_all_covered(
         None if event_types is None else tuple(event_types), stream_prefix, partition
     )
     return hook.read_all_covered(conn, read, start_event_id, high, count, filters)
+
+
+def _prepare(stream_prefix: str | None) -> bool | None:
+    """Whether an all-streams read may run a prepared statement (None: psycopg's default,
+    from its fifth use on; the read pool's plans are generic, storage/pool.py). A read by
+    stream_uuid prefix is planned for its prefix every time (False): PostgreSQL's statistics
+    of stream_uuid tell a prefix of a few streams, best read stream by stream and sorted,
+    from one of most streams, best read in event order; a generic plan cannot tell them
+    apart and took the first for both (90 ms per page of 900 where 1.4 would do, at 200,000
+    events, and growing with the store)."""
+    return None if stream_prefix is None else False
 
 
 def read_stream_covered(
@@ -360,11 +375,14 @@ def all_query(
         filters += "\n  AND e.event_type = ANY(%(event_types)s)"
     if by_prefix:
         filters += "\n  AND s.stream_uuid LIKE %(stream_pattern)s ESCAPE '\\'"
+    streams = "JOIN streams AS s ON s.stream_id = e.stream_id"
     if by_partition:
-        filters += f"\n  AND {PARTITION_SQL} = %(partition)s"
+        streams = _PARTITIONED_STREAMS
+        filters += "\n  AND s.part = %(partition)s"
     return (
         _uncommented("read/all_events")
         .replace("{range}", bounds)
+        .replace("{streams}", streams)
         .replace("{filters}", filters)
         .replace("{dir}", "DESC" if backward else "ASC")
     )
@@ -385,6 +403,16 @@ def partition_of(stream_uuid: str, partitions: int) -> int:
     """The partition of `stream_uuid` among `partitions`, as `PARTITION_SQL` computes it."""
     digest = hashlib.md5(stream_uuid.encode("utf-8"), usedforsecurity=False).digest()
     return int.from_bytes(digest[:4], "big") % partitions
+
+
+#: The join to the stream row of a read of one consumer group's partition: the stream_uuid
+#: and its partition, looked up per event (a LATERAL subquery, so the events are read in
+#: order) and computed once per stream and statement (Memoize); sql/read/all_events.sql.
+_PARTITIONED_STREAMS = (
+    "CROSS JOIN LATERAL (SELECT s.stream_uuid, "
+    + PARTITION_SQL
+    + " AS part FROM streams AS s WHERE s.stream_id = e.stream_id OFFSET 0) AS s"
+)
 
 
 def like_escape(text: str) -> str:

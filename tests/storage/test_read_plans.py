@@ -133,3 +133,82 @@ def test_a_covered_page_comes_in_scan_order_and_an_empty_one_still_says_how_far(
     plan = pool.run(lambda c: _generic_plan(c, query, {"low": 1, "count": 900}))
     assert plan["Actual Rows"] == 900
     assert [n["Node Type"] for n in _nodes(plan) if "Sort" in n["Node Type"]] == []
+
+
+def test_a_partition_of_a_consumer_group_is_read_in_event_order_not_stream_by_stream(
+    store: EventStore, pool: ReadPool
+) -> None:
+    """The partition's condition has no statistics: PostgreSQL took it to keep one stream
+    in 200 and began from the streams, reading all their events from `low` on and sorting
+    them for every page. The partition is now computed in a LATERAL subquery per stream
+    (sql/read/all_events.sql): events in order, each stream's partition once (Memoize)."""
+    streams = [new_stream() for _ in range(100)]
+    for stream in streams:
+        store.append_to_stream(stream, 0, events(50))  # 1-5000, stream by stream
+    pool.run(lambda c: c.execute("ANALYZE events, streams", prepare=False))
+    mine = {s for s in streams if reader.partition_of(s, 4) == 1}
+
+    def page(start: int) -> tuple[list[int], int]:
+        rows, upto = pool.run(lambda c: reader.read_all_covered(c, start, 100, partition=(1, 4)))
+        assert {row[1] for row in rows} <= mine
+        return [row[0] for row in rows], upto
+
+    expected = [i + 1 for i, s in enumerate(s for s in streams for _ in range(50)) if s in mine]
+    got, start = [], 1
+    while True:
+        ids, upto = page(start)
+        got += ids
+        if upto >= 5000:
+            break
+        start = upto + 1
+    assert got == expected
+
+    query = reader._all_query_with("read/all_counted", False, False, True, True)
+    params = {"low": 1, "count": 100, "partition": 1, "partitions": 4}
+    plan = pool.run(lambda c: _generic_plan(c, query, params))
+    nodes = list(_nodes(plan))
+    assert [n["Node Type"] for n in nodes if "Sort" in n["Node Type"]] == []
+    (scan,) = [n for n in nodes if n.get("Index Name") == "events_pkey"]
+    # Events are read in order until the page is full: a few hundred, not the 1,250 or so
+    # of the partition's streams that the old plan read and sorted for every page.
+    assert scan["Actual Rows"] < 1000, scan["Actual Rows"]
+    assert any(n["Node Type"] == "Memoize" for n in nodes)
+
+
+def test_a_read_by_prefix_is_planned_for_its_prefix(store: EventStore, pool: ReadPool) -> None:
+    """A prefix of most streams is read in event order, a prefix of one stream stream by
+    stream: only a plan made for the prefix can tell (storage/reader.py `_prepare`); a
+    generic plan read every event of the prefix's streams from `low` on, for every page."""
+    for i in range(100):
+        store.append_to_stream(f"many-{i}", 0, events(50))  # 1-5000
+    store.append_to_stream("rare-1", 0, events(50))  # 5001-5050
+    pool.run(lambda c: c.execute("ANALYZE events, streams", prepare=False))
+
+    for _ in range(6):  # more than psycopg's threshold: still not prepared
+        rows, upto = pool.run(lambda c: reader.read_all_covered(c, 1, 100, stream_prefix="many-"))
+        assert ([r[0] for r in rows], upto) == (list(range(1, 101)), 100)
+        found = pool.run(lambda c: reader.read_all(c, 0, 100, stream_prefix="rare-"))
+        assert [r[0] for r in found] == list(range(5001, 5051))
+    prepared = pool.run(
+        lambda c: c.execute(
+            "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE '%LIKE%'",
+            prepare=False,
+        ).fetchone()
+    )
+    assert prepared == (0,)
+
+    query = reader._all_query_with("read/all_counted", False, True, False, True)
+
+    def events_read(prefix: str) -> int:
+        """Rows the plan took from the events' primary key (0: it began from the streams)."""
+        params = {"low": 1, "count": 100, "stream_pattern": prefix}
+        row = pool.run(
+            lambda c: c.execute(
+                "EXPLAIN (ANALYZE, FORMAT JSON) " + query, params, prepare=False
+            ).fetchone()
+        )
+        nodes = list(_nodes(row[0][0]["Plan"]))
+        return sum(n["Actual Rows"] for n in nodes if n.get("Index Name") == "events_pkey")
+
+    assert 100 <= events_read("many-%") < 1000
+    assert events_read("rare-%") == 0
