@@ -679,3 +679,33 @@ def test_retention_hides_archived_events_as_it_hides_rows(
         expected
     )
     assert [(e.stream_uuid, e.stream_version) for e in store.stream_all_forward()] == expected
+
+
+def test_a_delete_batch_is_a_range_of_the_primary_key(
+    store: EventStore, dsn: str, schema: str
+) -> None:
+    """sql/archive/delete_batch.sql: the batch's rows are deleted by a range scan up to its
+    last event_id, not by joining its ids against the whole table (whose plan scanned every
+    row of events for every batch)."""
+    from eventstore_actors.sql import statement
+
+    for i in range(40):
+        store.append_to_stream(f"batch-{i}", 0, events(100))  # 1-4000
+    with psycopg.connect(dsn) as conn:
+        conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+        conn.execute("ANALYZE events")
+        conn.execute(statement("archive/allow_delete"))
+        params = {"low": 101, "high": 3000, "batch": 500}
+        row = conn.execute(
+            "EXPLAIN (ANALYZE, FORMAT JSON) " + statement("archive/delete_batch"), params
+        ).fetchone()
+        assert row is not None
+
+        def nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
+            return [plan, *(n for child in plan.get("Plans", []) for n in nodes(child))]
+
+        found = nodes(row[0][0]["Plan"])
+        assert not [n for n in found if n["Node Type"] == "Seq Scan"], found
+        left = conn.execute("SELECT min(event_id), count(*) FROM events").fetchone()
+        assert left == (1, 3500), "1-100 below the batch, 601-4000 above it"
+        conn.rollback()
