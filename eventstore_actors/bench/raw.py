@@ -278,6 +278,11 @@ _SELECT = (
 _READ_ALL = _SELECT + " WHERE e.event_id >= %s ORDER BY e.event_id LIMIT %s"
 _READ_ALL_BACKWARD = _SELECT + " ORDER BY e.event_id DESC LIMIT %s"
 _READ_RANGE = _SELECT + " WHERE e.event_id BETWEEN %s AND %s ORDER BY e.event_id"
+_READ_PREFIX = _SELECT + " WHERE s.stream_uuid LIKE %s ORDER BY e.event_id LIMIT %s"
+_READ_PARTITION = (
+    _SELECT + " WHERE mod(('x' || substr(md5(convert_to(s.stream_uuid, 'UTF8')), 1, 8))"
+    "::bit(32)::bigint, %(partitions)s) = %(partition)s ORDER BY e.event_id LIMIT %(count)s"
+)
 _READ_STREAM = (
     "SELECT e.event_id, s.stream_uuid, e.stream_version, e.event_type, e.data, e.metadata,"
     " e.created_at, e.event_uuid FROM streams AS s JOIN events AS e ON e.stream_id = s.stream_id"
@@ -318,6 +323,22 @@ def read_last(conn: Conn, count: int) -> list[Row]:
     """The last `count` events of the store, newest first."""
     cur = conn.cursor(binary=True)
     cur.execute(_READ_ALL_BACKWARD, (count,), prepare=True)
+    return decode_rows(cur.fetchall())
+
+
+def read_prefix(conn: Conn, prefix: str, count: int) -> list[Row]:
+    """The first `count` events of the streams whose stream_uuid starts with `prefix`."""
+    cur = conn.cursor(binary=True)
+    cur.execute(_READ_PREFIX, (prefix + "%", count), prepare=True)
+    return decode_rows(cur.fetchall())
+
+
+def read_partition(conn: Conn, partition: int, partitions: int, count: int) -> list[Row]:
+    """The first `count` events of one consumer-group partition (the hash of
+    `storage.reader.PARTITION_SQL`, as the bench's raw group members compute it)."""
+    cur = conn.cursor(binary=True)
+    params = {"partition": partition, "partitions": partitions, "count": count}
+    cur.execute(_READ_PARTITION, params, prepare=True)
     return decode_rows(cur.fetchall())
 
 

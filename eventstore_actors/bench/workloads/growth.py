@@ -33,6 +33,13 @@ APPEND_TARGET = Target("api<=", 1.3, "<= 1.3x")
 RSS_TARGET = Target("api<=", 1.25, "<= 1.25x (bounded)")
 #: An index range scan: the last events cost the same however many are stored.
 LAST_TARGET = Target("api<=", 1.5, "<= 1.5x (no scan)")
+#: Filtered reads of $all from the first event: a page of a stream_uuid prefix (the bench's
+#: streams are "pre-<n>-...": about a tenth to a fifth of them) and of one partition of a
+#: consumer group of 8 (the read of its catch-up). Both read events in order until the page
+#: is full, so their cost does not grow with the store either.
+PREFIX = "pre-1"
+PAGE = 100
+PARTITION = (1, 8)
 
 
 def growth_steps(ctx: Context) -> int:
@@ -64,6 +71,10 @@ def _costs(ctx: Context, streams: list[str]) -> dict[str, Any]:
         )
         out["raw_read_us"] = _timed(reads, lambda i: raw.read_stream(conn, picks[i], 0, BATCH))
         out["raw_last_us"] = _timed(reads, lambda i: raw.read_last(conn, LAST))
+        out["raw_prefix_us"] = _timed(reads, lambda i: raw.read_prefix(conn, PREFIX, PAGE))
+        out["raw_partition_us"] = _timed(
+            reads, lambda i: raw.read_partition(conn, *PARTITION, PAGE)
+        )
     with ctx.store() as store:
         events = api_events(BATCH)
         out["api_append_us"] = _timed(
@@ -71,7 +82,22 @@ def _costs(ctx: Context, streams: list[str]) -> dict[str, Any]:
         )
         out["api_read_us"] = _timed(reads, lambda i: store.read_stream_forward(picks[i], 0, BATCH))
         out["api_last_us"] = _timed(reads, lambda i: store.read_all_streams_backward(-1, LAST))
+        out["api_prefix_us"] = _timed(
+            reads, lambda i: store.read_all_streams_forward(0, PAGE, stream_prefix=PREFIX)
+        )
+        out["api_partition_us"] = _timed(reads, lambda i: _partition_page(store))
     return out
+
+
+def _partition_page(store: Any) -> list[Any]:
+    """The first page of one partition, read as a consumer group member's catch-up reads it
+    (no public call reads a partition outside a subscription)."""
+    from ...storage import reader
+
+    rows, _ = store._runtime.reads.run(
+        lambda c: reader.read_all_covered(c, 1, PAGE, partition=PARTITION)
+    )
+    return reader.decode(rows, store.settings.serializer)
 
 
 def _replay(ctx: Context, mode: str) -> dict[str, Any]:
@@ -155,6 +181,26 @@ def run_growth(ctx: Context) -> list[Result]:
             growth("raw_last_us"),
             target=LAST_TARGET,
             higher_is_better=False,
+        ),
+        Result(
+            "growth",
+            f"first {PAGE} events of a stream_uuid prefix, {vs}",
+            "x",
+            growth("api_prefix_us"),
+            growth("raw_prefix_us"),
+            target=LAST_TARGET,
+            higher_is_better=False,
+            extra={k: (at_small[k], at_large[k]) for k in ("api_prefix_us", "raw_prefix_us")},
+        ),
+        Result(
+            "growth",
+            f"first {PAGE} events of a consumer group's partition, {vs}",
+            "x",
+            growth("api_partition_us"),
+            growth("raw_partition_us"),
+            target=LAST_TARGET,
+            higher_is_better=False,
+            extra={k: (at_small[k], at_large[k]) for k in ("api_partition_us", "raw_partition_us")},
         ),
         Result(
             "growth",
