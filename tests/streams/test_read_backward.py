@@ -364,3 +364,25 @@ def test_backward_read_of_the_last_events_uses_indexes_only(
     linked = store.read_stream_backward("bulk-links-7", -1, 10)
     assert numbers(linked) == list(range(100, 90, -1))
     assert {e.stream_uuid for e in linked} == {"bulk-7"}
+
+
+def test_a_prefix_with_quotes_backslashes_and_accents_is_matched_as_written(
+    store: EventStore,
+) -> None:
+    """The prefix's pattern is written into the statement as a quoted literal
+    (storage/reader.py `_with_prefix`): nothing in it can end the literal or the statement."""
+    names = ["o'brien-1", "back\\slash-1", "café-1", "pct%(x)s-1", "plain-1"]
+    for name in names:
+        store.append_to_stream(name, 0, [EventData({"a": 1}, "T")])
+    for prefix, expected in [
+        ("o'brien", ["o'brien-1"]),
+        ("back\\slash", ["back\\slash-1"]),
+        ("café", ["café-1"]),
+        ("pct%(x)s", ["pct%(x)s-1"]),
+        ("'; DELETE FROM streams; --", []),
+    ]:
+        forward = store.read_all_streams_forward(stream_prefix=prefix)
+        assert [e.stream_uuid for e in forward] == expected, prefix
+        backward = store.read_all_streams_backward(stream_prefix=prefix)
+        assert [e.stream_uuid for e in backward] == expected[::-1], prefix
+    assert len(store.read_all_streams_forward()) == len(names)
