@@ -135,18 +135,11 @@ def read_all(
     if event_types is not None:
         params["event_types"] = list(event_types)
     filtered = (event_types is not None, stream_prefix is not None)
-    prepare = None if stream_prefix is None else False
 
     def read(lo: int, hi: int, limit: int) -> list[Any]:
         open_ended = (lo <= 0) if backward else (hi >= MAX_POSITION)
         query = all_query(backward, *filtered, open_ended=open_ended)
-        cur = conn.cursor(binary=True)
-        cur.execute(
-            _with_prefix(query, conn, stream_prefix),
-            {**params, "low": lo, "high": hi, "count": limit},
-            prepare=prepare,
-        )
-        return cur.fetchall()
+        return _fetch(conn, query, {**params, "low": lo, "high": hi, "count": limit}, stream_prefix)
 
     hook = archive.overlay()
     if hook is None:
@@ -190,18 +183,14 @@ def read_all_covered(
         params["partition"], params["partitions"] = partition
     shape = (event_types is not None, stream_prefix is not None, partition is not None)
     open_ended = high >= MAX_POSITION
-    prepare = None if stream_prefix is None else False
 
     def read(low: int, limit: int) -> tuple[list[Any], int]:
-        cur = conn.cursor(binary=True)
         args = {**params, "low": low, "count": limit}
         query = _all_query_with("read/all_counted", *shape, open_ended)
-        cur.execute(_with_prefix(query, conn, stream_prefix), args, prepare=prepare)
-        found = cur.fetchall()
+        found = _fetch(conn, query, args, stream_prefix)
         if not found:  # nothing to carry the counter: the statement that returns it alone
             query = _all_query_with("read/all_covered", *shape, open_ended)
-            cur.execute(_with_prefix(query, conn, stream_prefix), args, prepare=prepare)
-            found = cur.fetchall()
+            found = _fetch(conn, query, args, stream_prefix)
         counter = int(found[0][0]) if found else 0
         rows: list[Row] = [r[1:] for r in found if r[1] is not None]  # type: ignore[misc]
         if len(rows) >= limit:
@@ -217,7 +206,18 @@ def read_all_covered(
     return hook.read_all_covered(conn, read, start_event_id, high, count, filters)
 
 
-def _with_prefix(query: str, conn: Conn, stream_prefix: str | None) -> str:
+def _fetch(conn: Conn, query: str, params: dict[str, Any], stream_prefix: str | None) -> list[Any]:
+    """The rows of an all-streams read; with a stream_uuid prefix, its pattern written into
+    the statement, which is then not prepared (`_with_prefix`)."""
+    cur = conn.cursor(binary=True)
+    if stream_prefix is None:
+        cur.execute(query, params)
+    else:
+        cur.execute(_with_prefix(query, conn, stream_prefix), params, prepare=False)
+    return cur.fetchall()
+
+
+def _with_prefix(query: str, conn: Conn, stream_prefix: str) -> str:
     """`query` with the stream_uuid prefix's LIKE pattern written in as a literal.
 
     A bound parameter would be planned without its value: the read pool plans generically
@@ -227,8 +227,6 @@ def _with_prefix(query: str, conn: Conn, stream_prefix: str | None) -> str:
     at 200,000 events, growing with the store). With the pattern in the text, PostgreSQL
     plans it from stream_uuid's statistics: stream by stream for a few streams, in event
     order for many. Such reads are not prepared (one statement text per prefix)."""
-    if stream_prefix is None:
-        return query
     pattern = pgsql.Literal(like_escape(stream_prefix) + "%").as_string(conn)
     # Doubled: the statement still has placeholders, so a literal % must read %%.
     return query.replace("%(stream_pattern)s", pattern.replace("%", "%%"))

@@ -18,6 +18,7 @@ import psycopg
 import pytest
 from psycopg import sql
 from support import QueueSubscriber, events, wait_until
+from support.storage_sql import plan_nodes
 
 from eventstore_actors import (
     ANY_VERSION,
@@ -29,6 +30,7 @@ from eventstore_actors import (
     admin,
 )
 from eventstore_actors.lifecycle.archive import writer
+from eventstore_actors.sql import statement
 
 pq = pytest.importorskip("pyarrow.parquet")
 
@@ -687,8 +689,6 @@ def test_a_delete_batch_is_a_range_of_the_primary_key(
     """sql/archive/delete_batch.sql: the batch's rows are deleted by a range scan up to its
     last event_id, not by joining its ids against the whole table (whose plan scanned every
     row of events for every batch)."""
-    from eventstore_actors.sql import statement
-
     for i in range(40):
         store.append_to_stream(f"batch-{i}", 0, events(100))  # 1-4000
     with psycopg.connect(dsn) as conn:
@@ -700,11 +700,7 @@ def test_a_delete_batch_is_a_range_of_the_primary_key(
             "EXPLAIN (ANALYZE, FORMAT JSON) " + statement("archive/delete_batch"), params
         ).fetchone()
         assert row is not None
-
-        def nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
-            return [plan, *(n for child in plan.get("Plans", []) for n in nodes(child))]
-
-        found = nodes(row[0][0]["Plan"])
+        found = list(plan_nodes(row[0][0]["Plan"]))
         assert not [n for n in found if n["Node Type"] == "Seq Scan"], found
         left = conn.execute("SELECT min(event_id), count(*) FROM events").fetchone()
         assert left == (1, 3500), "1-100 below the batch, 601-4000 above it"

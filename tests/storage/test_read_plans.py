@@ -9,8 +9,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from support import events
+from support import events, storage_sql
 from support.factory import new_stream
+from support.storage_sql import plan_nodes
 
 from eventstore_actors import EventStore
 from eventstore_actors.config import Settings
@@ -52,34 +53,14 @@ def test_reads_on_the_pool_are_planned_once_not_at_every_execution(
     assert pool.run(lambda c: c.execute("SHOW search_path").fetchone()) == (f"{schema},pg_temp",)
 
 
-def _generic_plan(conn: Any, query: str, params: dict[str, int]) -> dict[str, Any]:
-    """EXPLAIN ANALYZE of `query`'s generic plan (what a pooled connection runs from its
-    fifth execution on), with `params` bound."""
-    names = list(params)
-    text = query
-    for i, name in enumerate(names, 1):
-        text = text.replace(f"%({name})s", f"${i}::bigint")
-    text = text.replace("%%", "%")  # what psycopg sends for a literal % of the query
-    conn.execute("PREPARE plan_probe AS " + text, prepare=False)
-    try:
-        values = ", ".join(str(params[n]) for n in names)
-        row = conn.execute(
-            f"EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE plan_probe({values})", prepare=False
-        ).fetchone()
-    finally:
-        conn.execute("DEALLOCATE plan_probe", prepare=False)
-    plan: dict[str, Any] = row[0][0]["Plan"]
-    return plan
-
-
-def _nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    yield plan
-    for child in plan.get("Plans", []):
-        yield from _nodes(child)
+def _generic_plan(dsn: str, schema: str, query: str, params: dict[str, int]) -> dict[str, Any]:
+    """The generic plan of `query` (what a pooled connection runs), run with `params`."""
+    types = dict.fromkeys(params, "bigint")
+    return storage_sql.plan(dsn, schema, query, params, types, generic=True, analyze=True)
 
 
 def test_a_read_from_the_first_event_looks_each_stream_up_once_and_retention_only_when_set(
-    store: EventStore, pool: ReadPool
+    store: EventStore, pool: ReadPool, dsn: str, schema: str
 ) -> None:
     """sql/read/all_events.sql: the retention rule is a condition on the event row, probed
     only when some stream has retention, so the join to streams is on the key alone and the
@@ -93,22 +74,22 @@ def test_a_read_from_the_first_event_looks_each_stream_up_once_and_retention_onl
     query = reader.all_query(False, False, False, open_ended=True)
     params = {"low": 1, "count": 1000}
 
-    plan = pool.run(lambda c: _generic_plan(c, query, params))
-    nodes = list(_nodes(plan))
+    plan = _generic_plan(dsn, schema, query, params)
+    nodes = list(plan_nodes(plan))
     assert plan["Actual Rows"] == 1000
     assert [n["Cache Key"] for n in nodes if n["Node Type"] == "Memoize"] == ["e.stream_id"]
     (probe,) = [n for n in nodes if n.get("Subplan Name", "").startswith("SubPlan")]
     assert probe["Actual Loops"] == 0, "no stream has retention: no event probes for it"
 
     store.set_stream_retention(streams[1], max_count=5)
-    plan = pool.run(lambda c: _generic_plan(c, query, params))
+    plan = _generic_plan(dsn, schema, query, params)
     assert plan["Actual Rows"] == 1000
     found = pool.run(lambda c: reader.read_all(c, 0, 200))
     assert [row[0] for row in found] == [*range(1, 51), *range(96, 246)], "45 hidden"
 
 
 def test_a_covered_page_comes_in_scan_order_and_an_empty_one_still_says_how_far(
-    make_store: Callable[..., EventStore], pool: ReadPool
+    make_store: Callable[..., EventStore], pool: ReadPool, dsn: str, schema: str
 ) -> None:
     """read_all_covered: a page carries the counter in every row of the same statement
     (sql/read/all_counted.sql, no sort); a read that finds no event asks
@@ -131,13 +112,13 @@ def test_a_covered_page_comes_in_scan_order_and_an_empty_one_still_says_how_far(
     assert covered(1006, 300) == ([], 1005), "nothing beyond the counter"
 
     query = reader._all_query_with("read/all_counted", open_ended=True)
-    plan = pool.run(lambda c: _generic_plan(c, query, {"low": 1, "count": 900}))
+    plan = _generic_plan(dsn, schema, query, {"low": 1, "count": 900})
     assert plan["Actual Rows"] == 900
-    assert [n["Node Type"] for n in _nodes(plan) if "Sort" in n["Node Type"]] == []
+    assert [n["Node Type"] for n in plan_nodes(plan) if "Sort" in n["Node Type"]] == []
 
 
 def test_a_partition_of_a_consumer_group_is_read_in_event_order_not_stream_by_stream(
-    store: EventStore, pool: ReadPool
+    store: EventStore, pool: ReadPool, dsn: str, schema: str
 ) -> None:
     """The partition's condition has no statistics: PostgreSQL took it to keep one stream
     in 200 and began from the streams, reading all their events from `low` on and sorting
@@ -156,7 +137,7 @@ def test_a_partition_of_a_consumer_group_is_read_in_event_order_not_stream_by_st
 
     expected = [i + 1 for i, s in enumerate(s for s in streams for _ in range(50)) if s in mine]
     got, start = [], 1
-    while True:
+    for _ in range(100):  # about 13 pages of 100, each covering up to its last row
         ids, upto = page(start)
         got += ids
         if upto >= 5000:
@@ -166,8 +147,8 @@ def test_a_partition_of_a_consumer_group_is_read_in_event_order_not_stream_by_st
 
     query = reader._all_query_with("read/all_counted", False, False, True, True)
     params = {"low": 1, "count": 100, "partition": 1, "partitions": 4}
-    plan = pool.run(lambda c: _generic_plan(c, query, params))
-    nodes = list(_nodes(plan))
+    plan = _generic_plan(dsn, schema, query, params)
+    nodes = list(plan_nodes(plan))
     assert [n["Node Type"] for n in nodes if "Sort" in n["Node Type"]] == []
     (scan,) = [n for n in nodes if n.get("Index Name") == "events_pkey"]
     # Events are read in order until the page is full: a few hundred, not the 1,250 or so
@@ -176,7 +157,9 @@ def test_a_partition_of_a_consumer_group_is_read_in_event_order_not_stream_by_st
     assert any(n["Node Type"] == "Memoize" for n in nodes)
 
 
-def test_a_read_by_prefix_is_planned_for_its_prefix(store: EventStore, pool: ReadPool) -> None:
+def test_a_read_by_prefix_is_planned_for_its_prefix(
+    store: EventStore, pool: ReadPool, dsn: str, schema: str
+) -> None:
     """A prefix of most streams is read in event order, a prefix of one stream stream by
     stream: only a plan that knows the prefix can tell, so its pattern is written into the
     statement (storage/reader.py `_with_prefix`); as a parameter, the read pool's generic
@@ -205,14 +188,11 @@ def test_a_read_by_prefix_is_planned_for_its_prefix(store: EventStore, pool: Rea
 
     def events_read(prefix: str) -> int:
         """Events the pool's plan read in event order (0: it began from the streams)."""
-        plan = pool.run(
-            lambda c: _generic_plan(
-                c, reader._with_prefix(query, c, prefix), {"low": 1, "count": 100}
-            )
-        )
+        text = pool.run(lambda c: reader._with_prefix(query, c, prefix))
+        plan = _generic_plan(dsn, schema, text, {"low": 1, "count": 100})
         return sum(
             n["Actual Rows"]
-            for n in _nodes(plan)
+            for n in plan_nodes(plan)
             if n["Node Type"] == "Index Scan" and n.get("Index Name") == "events_pkey"
         )
 

@@ -119,9 +119,11 @@ def plan(
     types: dict[str, str],
     *,
     generic: bool,
+    analyze: bool = False,
 ) -> dict[str, Any]:
     """The JSON plan of one of the store's statements with these parameters: the custom
-    plan, or the generic plan a prepared statement falls back to after a few executions."""
+    plan, or the generic plan a prepared statement falls back to after a few executions;
+    `analyze`: run it too (actual rows and loops in the plan)."""
     names: list[str] = []
 
     def number(match: re.Match[str]) -> str:
@@ -130,7 +132,8 @@ def plan(
             names.append(name)
         return f"${names.index(name) + 1}"
 
-    text = re.sub(r"%\((\w+)\)s", number, query).rstrip().rstrip(";")
+    # A literal % of the statement reads %% for psycopg, which sends %.
+    text = re.sub(r"%\((\w+)\)s", number, query).rstrip().rstrip(";").replace("%%", "%")
     decl = ", ".join(types[n] for n in names)
     with sql(dsn, schema) as conn:
         conn.execute(f"SET plan_cache_mode = {'force_generic_plan' if generic else 'auto'}")
@@ -138,7 +141,8 @@ def plan(
         literal = ", ".join(
             "NULL" if params[n] is None else f"{_literal(params[n])}::{types[n]}" for n in names
         )
-        rows = conn.execute(f"EXPLAIN (FORMAT JSON) EXECUTE q ({literal})").fetchall()
+        options = "ANALYZE, FORMAT JSON" if analyze else "FORMAT JSON"
+        rows = conn.execute(f"EXPLAIN ({options}) EXECUTE q ({literal})").fetchall()
     result: dict[str, Any] = rows[0][0][0]["Plan"]
     return result
 

@@ -141,6 +141,21 @@ def run_growth(ctx: Context) -> list[Result]:
         return float(at_large[key]) / float(at_small[key])
 
     vs = f"{l_label} vs {s_label} stored"
+
+    def first_page(of: str, key: str) -> Result:
+        """The growth of a filtered read's first page (`PREFIX`, `PARTITION`)."""
+        api, raw_side = f"api_{key}_us", f"raw_{key}_us"
+        return Result(
+            "growth",
+            f"first {PAGE} events of {of}, {vs}",
+            "x",
+            growth(api),
+            growth(raw_side),
+            target=LAST_TARGET,
+            higher_is_better=False,
+            extra={k: (at_small[k], at_large[k]) for k in (api, raw_side)},
+        )
+
     replayed = at_large["api_replay"]["events"]
     return [
         Result(
@@ -182,26 +197,8 @@ def run_growth(ctx: Context) -> list[Result]:
             target=LAST_TARGET,
             higher_is_better=False,
         ),
-        Result(
-            "growth",
-            f"first {PAGE} events of a stream_uuid prefix, {vs}",
-            "x",
-            growth("api_prefix_us"),
-            growth("raw_prefix_us"),
-            target=LAST_TARGET,
-            higher_is_better=False,
-            extra={k: (at_small[k], at_large[k]) for k in ("api_prefix_us", "raw_prefix_us")},
-        ),
-        Result(
-            "growth",
-            f"first {PAGE} events of a consumer group's partition, {vs}",
-            "x",
-            growth("api_partition_us"),
-            growth("raw_partition_us"),
-            target=LAST_TARGET,
-            higher_is_better=False,
-            extra={k: (at_small[k], at_large[k]) for k in ("api_partition_us", "raw_partition_us")},
-        ),
+        first_page("a stream_uuid prefix", "prefix"),
+        first_page("a consumer group's partition", "partition"),
         Result(
             "growth",
             f"peak RSS replaying {replayed:,} events (MiB)",
