@@ -20,6 +20,7 @@ Catch-up reads: `reading.py`. A batch is delivered in `_deliver`, an ack arrives
 from __future__ import annotations
 
 import random
+import threading
 import time
 from typing import Any
 
@@ -118,6 +119,7 @@ class SubscriptionActor(LevelHooks, Ticking, SupervisedActor):
         self._traces = tracing.Deliveries(spec.name, self._all)  # spans when tracing
         # Batches and acks taken on other threads while level (see direct.py).
         self._direct = Direct(self.actor_urn, self.handle, self._crash)
+        self._inner_ack: int | None = None  # see LevelHooks._ack_direct
         self._direct_ok = self._all and spec.hub is not None and not self._delivery.shared
 
     # Lifecycle --------------------------------------------------------------------------------
@@ -557,14 +559,16 @@ class SubscriptionActor(LevelHooks, Ticking, SupervisedActor):
             self._since = None
             self._traces.delivered(events[: len(payload)])
             direct = self._direct
-            telling, direct.telling = direct.telling, True  # an ack from inside: see direct.py
+            teller, direct.teller = direct.teller, threading.get_ident()  # see _ack_direct
             try:
                 found.subscriber.tell(Events(found.handle, payload))
             except Exception as exc:
+                direct.teller = teller
+                self._take_inner_ack()
                 self._refused(member, found, exc)
                 return
-            finally:
-                direct.telling = telling
+            direct.teller = teller
+            self._take_inner_ack()
             if self._control.closed:  # unsubscribed from inside that tell()
                 self._end(None)
                 return

@@ -15,7 +15,10 @@ What keeps the rules:
 - fencing: the hub looks at its connection once per batch (`LockHub.vouch`) instead of once
   per delivery; a lock of a lost generation is never vouched for, so nothing is delivered;
 - back-pressure: a batch is taken only with nothing in flight, and the ack applied directly
-  is the same cumulative ack (clamped to what was sent);
+  is the same cumulative ack (clamped to what was sent); an ack the subscriber makes inside
+  its tell(), on the thread telling it, is kept and applied by that thread as soon as the
+  tell() returns, before anything else happens to the subscription (not by a second run of
+  the handler inside the first);
 - exactly-once: acks in a caller's transaction still go as messages, and a subscription
   that uses them never takes direct batches (its checkpoint writes wait on its callers);
 - checkpoints go through the same saver (the hub's batched writes), and health and lag
@@ -57,9 +60,10 @@ class Direct:
     ) -> None:
         self.mutex = threading.RLock()
         self.busy = False  # the actor itself holds the mutex (handling a message)
-        #: The subscriber is being told a batch (by whichever thread holds the mutex): an ack
-        #: it makes from inside that tell(), on that thread, is applied at once.
-        self.telling = False
+        #: The thread telling the subscriber a batch (it holds the mutex), else None: an ack
+        #: the subscriber makes from inside that tell(), on that thread, is taken there (see
+        #: `LevelHooks._ack_direct`).
+        self.teller: int | None = None
         #: While a direct delivery runs: the fan-out batch (for `SharedLockSession.vouched`).
         self.batch: int | None = None
         #: Whether the message being handled was given here, not queued (no inbox count).
@@ -69,6 +73,11 @@ class Direct:
         self._crash = crash
         self._paused_until = 0.0
         self._slow = 0  # slow direct deliveries in a row
+
+    def inside_tell(self) -> bool:
+        """Whether this thread is the one telling the subscriber a batch (no lock needed:
+        only that thread can find its own ident there)."""
+        return self.teller == threading.get_ident()
 
     def own(self) -> _Own:
         """For the actor's own work (messages, start, stop): holds the mutex."""
@@ -89,7 +98,7 @@ class Direct:
         if not self.mutex.acquire(blocking=False):
             return None
         try:
-            if self.busy and not self.telling:  # the actor's own thread, not in a tell()
+            if self.busy and self.teller is None:  # the actor's own thread, not in a tell()
                 return None
             if not ready():
                 return False

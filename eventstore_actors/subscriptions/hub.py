@@ -328,7 +328,8 @@ class LockHub:
         """Queue a checkpoint write; the hub's thread writes it with the others queued."""
         with self._pending_mutex:
             self._pending[key] = (generation, stream_uuid, name, position)
-        self._queued.set()
+        if not self._queued.is_set():  # set() is a Condition's notify: not once per ack
+            self._queued.set()  # (the thread clears it before it takes what is queued)
 
     def unlock(self, key: str, generation: int) -> None:
         """Release the lock if this generation still holds it (else it went with the

@@ -11,7 +11,7 @@ from typing import Any
 
 from support import QUIET, WAIT, QueueSubscriber, checkpoint, events, wait_until
 
-from eventstore_actors import Events, EventStore, Subscribed
+from eventstore_actors import Events, EventStore, Subscribed, SubscriptionStopped
 
 ALL = "$all"
 MakeStore = Callable[..., EventStore]
@@ -176,3 +176,40 @@ def test_a_subscriber_that_works_in_tell_goes_back_to_its_own_thread(
     direct = [t for t in worker.threads if t.startswith("eventstore-fan-out")]
     assert 1 <= len(direct) <= 3, f"told on {worker.threads}"
     assert not worker.threads[-1].startswith("eventstore-fan-out"), worker.threads
+
+
+def test_acks_made_inside_a_tell_count_once_it_returns_even_if_it_then_raises(
+    make_store: MakeStore, dsn: str, schema: str
+) -> None:
+    """An ack from inside tell(), on the thread telling, is applied as that tell() returns
+    (before anything else happens to the subscription): a partial ack then a full one leaves
+    the full one, the next batch comes on the fan-out's thread, and a tell() that acks and
+    then raises still moved the checkpoint before the subscription ends."""
+    store = make_store(shared_lock_session=True)
+    subscribed, stopped = threading.Event(), threading.Event()
+    told: list[tuple[list[int], str]] = []
+
+    class AckingTwiceThenFailing:
+        def tell(self, message: Any) -> None:
+            if isinstance(message, Subscribed):
+                subscribed.set()
+            elif isinstance(message, SubscriptionStopped):
+                stopped.set()
+            elif isinstance(message, Events):
+                ids = [e.event_id for e in message.events]
+                told.append((ids, threading.current_thread().name))
+                message.subscription.ack(message.events[0])  # partial, then the whole batch
+                message.subscription.ack(message.events)
+                if ids[-1] >= 7:
+                    raise RuntimeError("the projection failed after acking")
+
+    store.subscribe_to_all_streams("sub", AckingTwiceThenFailing())
+    assert subscribed.wait(WAIT), "never subscribed"
+    store.append_to_stream("s", 0, events(3))  # one batch of three
+    wait_until(lambda: told and told[-1][0][-1] == 3, what="the first batch")
+    wait_until(lambda: checkpoint(dsn, schema, ALL, "sub") == 3, what="checkpoint 3")
+    _append(store, "s", 4, 4)  # one at a time: the subscription is level at each
+    assert stopped.wait(WAIT), "the failing tell() did not end the subscription"
+    assert [i for ids, _ in told for i in ids] == list(range(1, 8)), told
+    assert any(name.startswith("eventstore-fan-out") for _, name in told[1:]), told
+    wait_until(lambda: checkpoint(dsn, schema, ALL, "sub") == 7, what="checkpoint 7")
