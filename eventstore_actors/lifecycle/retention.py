@@ -14,7 +14,7 @@ from ..storage import retention as rows
 from ..validation import check_count, check_name
 from .scavenger import wake
 
-__all__ = ["Retention", "check_max_age", "check_max_count"]
+__all__ = ["MAX_AGE", "Retention", "check_max_age", "check_max_count"]
 
 
 def check_max_count(value: Any) -> int | None:
@@ -24,14 +24,25 @@ def check_max_count(value: Any) -> int | None:
     return check_count(value, "max_count")
 
 
+#: The longest `max_age`: every read computes `now() - max_age`, and PostgreSQL's timestamps
+#: end at 4713 BC (a limit of 10,000 years was stored, then made every read of `$all`
+#: fail). Nothing stored is that old; None is "no age limit".
+MAX_AGE = timedelta(days=365_250)
+
+
 def check_max_age(value: Any) -> timedelta | None:
-    """None or a positive timedelta (TypeError/ValueError otherwise)."""
+    """None or a positive timedelta of at most `MAX_AGE` (TypeError/ValueError otherwise)."""
     if value is None:
         return None
     if not isinstance(value, timedelta):
         raise TypeError(f"max_age must be a timedelta or None, got {type(value).__qualname__}")
     if value <= timedelta(0):
         raise ValueError(f"max_age must be positive, got {value!r}")
+    if value > MAX_AGE:
+        raise ValueError(
+            f"max_age must be at most 1,000 years ({MAX_AGE!r}), got {value!r}; "
+            "None means no age limit"
+        )
     return value
 
 

@@ -23,6 +23,7 @@ from eventstore_actors import (
     WrongExpectedVersionError,
 )
 from eventstore_actors.aio import AsyncEventStore
+from eventstore_actors.lifecycle.retention import MAX_AGE
 
 
 def rows(dsn: str, schema: str, query: str, *args: Any) -> list[tuple[Any, ...]]:
@@ -155,7 +156,9 @@ def test_bad_input_is_refused_before_anything_changes(store: EventStore) -> None
     for bad in (0, -1):
         with pytest.raises(ValueError, match="max_count"):
             store.set_stream_retention(stream, max_count=bad)
-    for age in (timedelta(0), timedelta(seconds=-1)):
+    # Over 1,000 years: `now() - max_age` would leave PostgreSQL's dates (4713 BC) and fail
+    # every read of the stream and of $all, with no way back through the API.
+    for age in (timedelta(0), timedelta(seconds=-1), timedelta(days=3_650_000), timedelta.max):
         with pytest.raises(ValueError, match="max_age"):
             store.set_stream_retention(stream, max_age=age)
     with pytest.raises(ValueError, match="max_count"):  # the bad one refused, the good unused
@@ -181,6 +184,10 @@ def test_bad_input_is_refused_before_anything_changes(store: EventStore) -> None
     info = store.stream_info(stream)
     assert (info.first_version, info.max_count, info.max_age) == (1, None, None)
     assert versions(store.read_stream_forward(stream)) == [1, 2, 3]
+    store.set_stream_retention(stream, max_age=MAX_AGE)  # the longest allowed: all readable
+    assert versions(store.read_stream_forward(stream)) == [1, 2, 3]
+    assert [e.stream_version for e in store.read_all_streams_forward()] == [1, 2, 3]
+    assert store.stream_info(stream).max_age == MAX_AGE
     assert store.truncate_stream(stream, 4) == 3, "version + 1 is allowed: hides all"
 
 
