@@ -4,11 +4,13 @@ stream info and pages of streams. From the pool, or the standby with replica_dsn
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Iterator
 from typing import Any
 
 from .errors import StreamDeletedError, StreamNotFoundError
 from .events import RecordedEvent
+from .lifecycle.encryption import current, keyring_of
 from .runtime import Runtime
 from .storage import checkpoints, reader
 from .storage import stream_info as stream_pages
@@ -131,9 +133,13 @@ class Reads:
     ) -> Iterator[RecordedEvent]:
         """Pages of one stream, each from the last position (event_number) returned."""
         step = -1 if backward else 1
+        keyring = keyring_of(self._settings.serializer)
         while start >= 1 or not backward:
             batch = self._read_stream(stream_uuid, start, size, backward=backward)
-            yield from batch
+            if keyring is None:
+                yield from batch
+            else:  # the caller may take its time over a page: see `current`
+                yield from map(functools.partial(current, keyring=keyring), batch)
             if len(batch) < size:
                 return
             start = batch[-1].event_number + step
@@ -141,9 +147,13 @@ class Reads:
     def stream_all(self, r: Range) -> Iterator[RecordedEvent]:
         """Pages of $all, each from the last event_id returned (gaps are skipped)."""
         step = -1 if r.backward else 1
+        keyring = keyring_of(self._settings.serializer)
         while r.start >= 1 or not r.backward:
             batch = self.read_all(r)
-            yield from batch
+            if keyring is None:
+                yield from batch
+            else:  # the caller may take its time over a page: see `current`
+                yield from map(functools.partial(current, keyring=keyring), batch)
             if len(batch) < r.count:
                 return
             r = dataclasses.replace(r, start=batch[-1].event_id + step)

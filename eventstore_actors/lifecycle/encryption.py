@@ -31,6 +31,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ..errors import ConfigError, EventStoreError, SubjectForgottenError
+from ..events import FORGOTTEN, RecordedEvent
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -42,6 +43,8 @@ __all__ = [
     "Keyring",
     "NoKeyringError",
     "SealedSerializer",
+    "current",
+    "forgotten_since",
     "keyring_of",
     "open_stored",
     "rewrapper",
@@ -289,6 +292,10 @@ class Keyring:
         #: the decode step's fast path (storage/reader.decode), which falls back to `open`.
         #: -1: no generation yet (the database draws them from 0 to 2^62 - 1).
         self.state: tuple[int, dict[str, Any], set[int]] = (-1, {}, set())
+        #: Evictions so far (forgets, here or notified): a key fetched while one happened is
+        #: used for its rows but not cached, so that a cached key always means "no forget
+        #: evicted this subject since" (what `still_open` relies on).
+        self.evictions = 0
         self._lock = threading.Lock()
         self._fetch: Fetch | None = None
         self._create: Create | None = None
@@ -326,20 +333,34 @@ class Keyring:
         """Whether `subject`'s key is in this store's cache (tests, metrics)."""
         return isinstance(self.state[1].get(subject), _Key)
 
-    def evict(self, subject: str | None = None) -> None:
-        """Drop `subject`'s key from the cache (None: every key)."""
+    def evict(self, subject: str | None = None, *, read: bool = False) -> None:
+        """Drop `subject`'s key from the cache (None: every key): a forget, here or notified.
+        `read`: a row read said the subject is forgotten (an eviction only if a key was
+        cached: a catch-up over many such rows does not stop other keys being cached)."""
         with self._lock:
             generation, entries, older = self.state
             if subject is None:
                 self.state = (generation, {}, older)
-            else:
-                entries.pop(subject, None)
+                self.evictions += 1
+            elif isinstance(entries.pop(subject, None), _Key) or not read:
+                self.evictions += 1
 
-    def _keep(self, subject: str, entry: Any, generation: int, read_at: int | None = None) -> None:
+    def _keep(
+        self,
+        subject: str,
+        entry: Any,
+        generation: int,
+        read_at: int | None = None,
+        evictions: int | None = None,
+    ) -> None:
         """Cache `entry` (a key, or _FORGOTTEN) fetched at `generation`, after a read at
         generation `read_at` (None: no read): with the entries of that generation (another
-        generation's are dropped: the last fetch decides)."""
+        generation's are dropped: the last fetch decides). A key is not cached when an
+        eviction happened since `evictions` was read (before its fetch): it may predate a
+        forget that evicted the subject meanwhile."""
         with self._lock:
+            if evictions is not None and evictions != self.evictions and entry is not _FORGOTTEN:
+                return
             current, entries, older = self.state
             if generation != current:
                 entries, older = {}, set()
@@ -363,6 +384,7 @@ class Keyring:
 
     def _for_write(self, subject: str) -> _Key:
         fetch, create, _ = self._attached()
+        evictions = self.evictions
         wrapped, forgotten, generation = fetch(subject)
         if self.key_store is not None:
             if forgotten:
@@ -382,7 +404,7 @@ class Keyring:
                     self._keep(subject, _FORGOTTEN, generation)
                 raise SubjectForgottenError("the data subject of this write is forgotten")
             key = _Key(self._unwrap(wrapped), subject)
-        self._keep(subject, key, generation)
+        self._keep(subject, key, generation, evictions=evictions)
         return key
 
     # Reading ----------------------------------------------------------------------------------
@@ -391,7 +413,7 @@ class Keyring:
         subject is forgotten: `flag` (what the row says, see Flag) says so, or its key is
         gone since. EventStoreError when it cannot be decrypted (never the ciphertext)."""
         if flag is True:
-            self.evict(subject)
+            self.evict(subject, read=True)
             return None
         generation, entries, older = self.state
         if flag is False or flag == generation or flag in older:
@@ -416,6 +438,7 @@ class Keyring:
         """The subject's key, fetched (and cached), or _FORGOTTEN; `read_at`: the generation
         of the read the row came from (the fetch comes after it)."""
         fetch, _, _ = self._attached()
+        evictions = self.evictions
         wrapped, forgotten, generation = fetch(subject)
         entry: Any
         if forgotten:
@@ -431,8 +454,17 @@ class Keyring:
             if wrapped is None:
                 raise EventStoreError("no data key is stored for this event's subject")
             entry = _Key(self._unwrap(wrapped), subject)
-        self._keep(subject, entry, generation, read_at)
+        self._keep(subject, entry, generation, read_at, evictions)
         return entry
+
+    def still_open(self, subject: str) -> bool:
+        """Whether events of `subject` decoded earlier may still be handed out (see
+        `forgotten_since`): its key is cached (no forget evicted it since it was cached),
+        else the subject is not forgotten now (fetched: one statement, then cached)."""
+        entry = self.state[1].get(subject)
+        if entry is None:
+            entry = self._for_read(subject, None)
+        return entry is not _FORGOTTEN
 
     def _unwrap(self, wrapped: bytes) -> bytes:
         assert self._master is not None
@@ -479,6 +511,44 @@ class NoKeyringError(EventStoreError):
     eventsourcing module: an environment variable) says its own."""
 
 
+def forgotten_since(events: list[RecordedEvent], keyring: Keyring | None) -> list[RecordedEvent]:
+    """`events` decoded earlier (a subscription's buffer, a page being streamed), about to be
+    handed out: those whose subject was forgotten since, as FORGOTTEN (`forgotten=True`).
+
+    Why: a read decides with the forget generation of its own statement (see `Keyring`), but
+    events decoded before `forget_subject` returned can wait in memory (unacked batches
+    behind a slow subscriber, a prefetched page) and be handed out after it. A forget evicts
+    the subject's key here before the call returns (in other processes, once its notice
+    arrives), so a cached key still means "not forgotten"; an evicted one is fetched again.
+    The same list when nothing changed (the common case costs a test per event)."""
+    if keyring is None:
+        return events
+    changed: list[RecordedEvent] | None = None
+    for index, event in enumerate(events):
+        subject = event.subject
+        if subject is None or event.forgotten or keyring.still_open(subject):
+            continue
+        if changed is None:
+            changed = list(events)
+        changed[index] = _as_forgotten(event)
+    return events if changed is None else changed
+
+
+def current(event: RecordedEvent, keyring: Keyring) -> RecordedEvent:
+    """One event decoded earlier, as `forgotten_since` would hand it out (a stream being
+    iterated checks each event as it yields it)."""
+    subject = event.subject
+    if subject is None or event.forgotten or keyring.still_open(subject):
+        return event
+    return _as_forgotten(event)
+
+
+def _as_forgotten(event: RecordedEvent) -> RecordedEvent:
+    copy = object.__new__(RecordedEvent)
+    copy.__dict__.update(event.__dict__, data=FORGOTTEN, forgotten=True)
+    return copy
+
+
 def open_stored(
     keyring: Keyring | None, subject: str, sealed: bytes, flag: Flag | None = False
 ) -> bytes | None:
@@ -488,7 +558,7 @@ def open_stored(
     keyring; EventStoreError when it cannot be decrypted (never the ciphertext)."""
     if flag is True:  # else False, or the forget generation of the row's read (see Flag)
         if keyring is not None:
-            keyring.evict(subject)
+            keyring.evict(subject, read=True)
         return None
     if keyring is None:
         raise NoKeyringError(

@@ -33,6 +33,7 @@ from ..actors.ticker import Tick
 from ..config import Settings
 from ..errors import StoreUnavailableError, SubscriptionAlreadyExistsError
 from ..events import RecordedEvent
+from ..lifecycle.encryption import forgotten_since, keyring_of
 from ..notifications.messages import CatchUp, Published, StreamDeleted
 from ..storage import checkpoints
 from . import ticking
@@ -120,6 +121,7 @@ class SubscriptionActor(LevelHooks, Ticking, SupervisedActor):
         # Batches and acks taken on other threads while level (see direct.py).
         self._direct = Direct(self.actor_urn, self.handle, self._crash)
         self._inner_ack: int | None = None  # see LevelHooks._ack_direct
+        self._keyring = keyring_of(settings.serializer)  # see encryption.forgotten_since
         self._direct_ok = self._all and spec.hub is not None and not self._delivery.shared
 
     # Lifecycle --------------------------------------------------------------------------------
@@ -541,6 +543,9 @@ class SubscriptionActor(LevelHooks, Ticking, SupervisedActor):
         if self._members.detached(member):
             self._remove(member)
             return
+        # Decoded before: a subject forgotten since (the batch waited for an ack) is not
+        # handed out in clear.
+        events = forgotten_since(events, self._keyring)
         batch, lock = self._direct.batch, self._lock
         # Nothing is sent once the lock connection is gone (a direct batch: as the hub's
         # one look for that batch found it, see direct.py).

@@ -31,6 +31,7 @@ from ..actors.ticker import Tick
 from ..config import Settings
 from ..errors import StoreUnavailableError
 from ..events import RecordedEvent
+from ..lifecycle.encryption import forgotten_since, keyring_of
 from ..notifications.messages import CatchUp, Published
 from ..storage import reader
 from ..storage.pool import ReadPool
@@ -207,7 +208,8 @@ class TransientActor(SupervisedActor):
         spec = self._spec
         payload: list[Any] = []
         failure: str | None = None
-        for event in events:
+        # A subject forgotten since these were decoded is not handed out in clear.
+        for event in forgotten_since(events, keyring_of(self._settings.serializer)):
             if spec.stream_uuid != ALL and event.stream_uuid != spec.stream_uuid:
                 continue
             try:
