@@ -705,3 +705,103 @@ def test_a_delete_batch_is_a_range_of_the_primary_key(
         left = conn.execute("SELECT min(event_id), count(*) FROM events").fetchone()
         assert left == (1, 3500), "1-100 below the batch, 601-4000 above it"
         conn.rollback()
+
+
+def small_reads(store: EventStore, stream: str) -> dict[str, Any]:
+    """Reads of one stream of every small size, from every start, both ways, and streamed one
+    and two at a time."""
+    version = store.stream_info(stream).stream_version
+    out: dict[str, Any] = {
+        "forward": store.read_stream_forward(stream),
+        "backward": store.read_stream_backward(stream),
+    }
+    for count in (1, 2, 3):
+        for start in range(version + 2):
+            out[f"@{start},{count}"] = store.read_stream_forward(stream, start, count)
+        for start in (-1, *range(1, version + 1)):
+            out[f"<@{start},{count}"] = store.read_stream_backward(stream, start, count)
+    for size in (1, 2):
+        out[f"~{size}"] = list(store.stream_forward(stream, 0, size))
+        out[f"~<{size}"] = list(store.stream_backward(stream, -1, size))
+    return out
+
+
+def lives(store: EventStore) -> None:
+    """Stream "r" hard-deleted and created again from version 1, its first life (event_ids
+    1-3) archived before the delete, its second life 5-7 in PostgreSQL; "x" 4 and 8."""
+    store.append_to_stream("r", 0, events(3))
+    store.append_to_stream("x", 0, events(1, start=100))
+    assert store.archive(before_event_id=5).events == 4
+    store.delete_stream("r", ANY_VERSION, hard=True)
+    store.append_to_stream("r", 0, events(3, start=10))
+    store.append_to_stream("x", ANY_VERSION, events(1, start=101))
+
+
+SECOND_LIFE = pytest.mark.parametrize(
+    "cut", [6, 8], ids=["second-life-archived-in-part", "second-life-archived-whole"]
+)
+
+
+@SECOND_LIFE
+def test_a_stream_created_again_reads_only_its_own_life_from_the_files(
+    make_store: Callable[..., EventStore], tmp_path: Path, cut: int
+) -> None:
+    """Both lives of a stream created again archived (the second in part or whole): the files
+    hold both at versions 1-3. Reads of every size from every start, both ways, and streamed
+    a page of one at a time, return the second life as before its archive: the first life's
+    rows take no place in a page."""
+    store = make_store(archive=str(tmp_path), enable_hard_deletes=True)
+    lives(store)
+    before = small_reads(store, "r")
+    assert [(e.event_id, e.stream_version) for e in before["forward"]] == [(5, 1), (6, 2), (7, 3)]
+    assert [e.event_id for e in before["@0,1"]] == [5] and before["~1"] == before["forward"]
+    store.archive(before_event_id=cut)
+    assert_same(before, small_reads(store, "r"))
+
+
+@SECOND_LIFE
+def test_truncating_a_stream_created_again_counts_only_its_own_life(
+    make_store: Callable[..., EventStore], tmp_path: Path, cut: int
+) -> None:
+    """truncate_stream of a stream created again, both lives archived: it reports the second
+    life's events it hid (archived or not), not none for the first life's in the files."""
+    store = make_store(archive=str(tmp_path), enable_hard_deletes=True)
+    lives(store)
+    store.archive(before_event_id=cut)
+    assert store.truncate_stream("r", 3) == 2  # versions 1 and 2 of the second life
+    assert store.truncate_stream("r", 3) == 0
+    assert [(e.event_id, e.stream_version) for e in store.read_stream_forward("r")] == [(7, 3)]
+    assert [e.event_id for e in store.read_stream_forward("r", 1, 1)] == [7]
+    assert [e.event_id for e in store.stream_forward("r", 0, 1)] == [7]
+
+
+def test_retention_hides_archived_events_before_a_small_page_is_counted(
+    make_store: Callable[..., EventStore], tmp_path: Path
+) -> None:
+    """A stream truncated, and one limited by max_count, after their events were archived (the
+    hidden events stay in the files): a small read from below the first readable version,
+    both ways, and a stream read a page of one at a time, return what the whole read does
+    (the hidden events take no place in a page)."""
+    store = make_store(archive=str(tmp_path))
+    store.append_to_stream("s", 0, events(5))
+    store.append_to_stream("t", 0, events(4, start=10))
+    assert store.archive(before_event_id=10).events == 9
+    assert store.truncate_stream("s", 3) == 2
+    store.set_stream_retention("t", max_count=2)
+    for stream, readable in (("s", [3, 4, 5]), ("t", [3, 4])):
+        got = small_reads(store, stream)
+        whole = got["forward"]
+        assert [e.stream_version for e in whole] == readable
+        expected = dict(got)
+        for key in got:
+            if key.startswith("~<"):
+                expected[key] = whole[::-1]
+            elif key.startswith("~"):
+                expected[key] = whole
+            elif key.startswith("<@"):
+                at, count = (int(n) for n in key[2:].split(","))
+                expected[key] = [e for e in whole[::-1] if at == -1 or e.event_number <= at][:count]
+            elif key.startswith("@"):
+                at, count = (int(n) for n in key[1:].split(","))
+                expected[key] = [e for e in whole if e.event_number >= at][:count]
+        assert_same(expected, got)

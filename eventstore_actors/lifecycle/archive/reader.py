@@ -17,7 +17,8 @@ import operator
 import threading
 import uuid
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -198,8 +199,14 @@ class ArchiveReader:
         top = min(high - 1, below - 1)  # own events below `below` are archived
         if top < low:
             return 0
-        rows = self._stream_rows(view, stream_uuid, low, top, top - low + 1, False, None)
-        return sum(1 for row in rows if row[_CREATED] >= state.created_at)
+        found = store.stream_created(conn, [stream_uuid]).get(stream_uuid)
+        oldest = None if found is None else found[2]  # its max_age hid those older already
+        return sum(
+            _kept(mask)
+            for _, _, mask in self._own_groups(
+                view, stream_uuid, low, top, False, state.created_at, oldest
+            )
+        )
 
     def archived_events(
         self, conn: Conn, event_ids: Sequence[int]
@@ -257,13 +264,27 @@ class ArchiveReader:
         below = state.version + 1 if state.min_own_version is None else state.min_own_version
         own_archived = (below - 1) - store.link_positions(conn, state.stream_id, below)
         if own_archived > 0 and low <= below - 1:
-            own = self._stream_rows(
-                view, stream_uuid, low, min(high, below - 1), count, backward, event_types
-            )
-            kept = self._live(conn, own)  # its retention too
-            for row in _flagged(conn, own):
-                if row[_EVENT_ID] in kept:
-                    found[row[_NUMBER]] = row
+            # What `_live` keeps of them, decided row group by row group before the count: the
+            # files hold an earlier life's events at the same versions (a stream hard-deleted
+            # and created again), and events its retention hides; neither takes a place.
+            live = store.stream_created(conn, [stream_uuid]).get(stream_uuid)
+            if live is not None:
+                created, lowest, oldest = live
+                first, last = max(low, lowest), min(high, below - 1)
+                if first <= last:
+                    own = self._stream_rows(
+                        view,
+                        stream_uuid,
+                        first,
+                        last,
+                        count,
+                        backward,
+                        event_types,
+                        created,
+                        oldest,
+                    )
+                    for row in _flagged(conn, own):
+                        found[row[_NUMBER]] = row
         for number, row in self._links(
             conn, view, state.stream_id, low, high, count, backward, event_types
         ):
@@ -359,36 +380,71 @@ class ArchiveReader:
         count: int,
         backward: bool,
         event_types: tuple[str, ...] | None,
+        since: datetime,
+        oldest: datetime | None,
     ) -> list[Row]:
         """Up to `count` archived events of the stream itself with versions low..high (of
-        `event_types`), nearest to the start of the read first."""
+        `event_types`), of its life that began at `since` and not older than `oldest` (see
+        `_own_groups`), nearest to the start of the read first."""
+        out: list[Row] = []
+        groups = self._own_groups(view, stream_uuid, low, high, backward, since, oldest)
+        with closing(groups):  # an early return closes the file it is in
+            for pf, group, mask in groups:
+                rows = [
+                    (*r[:_NUMBER], r[_VERSION], *r[_NUMBER + 1 :])
+                    for r in _rows(pf.read_row_group(group).filter(mask))
+                    if event_types is None or r[_TYPE] in event_types
+                ]
+                out.extend(reversed(rows) if backward else rows)
+                if len(out) >= count:
+                    return out[:count]
+        return out
+
+    def _own_groups(
+        self,
+        view: View,
+        stream_uuid: str,
+        low: int,
+        high: int,
+        backward: bool,
+        since: datetime,
+        oldest: datetime | None,
+    ) -> Generator[tuple[Any, int, Any], None, None]:
+        """(file, row group, mask of its rows) of the row groups holding archived events of
+        the stream with versions low..high created at or after `since` (the stream's
+        created_at: an earlier stream of the same name, hard-deleted, left its events at the
+        same versions in the files) and, unless `oldest` is None, not before `oldest` (its
+        max_age), in the order of the read. Only the key columns of a row group are read to
+        find out, one row group at a time; the mask leaves out the other rows before anyone
+        counts them."""
+        import pyarrow as pa
         import pyarrow.compute as pc
 
-        out: list[Row] = []
         files = list(view.files)
         for f in reversed(files) if backward else files:
             with _opened(f.url) as pf:
                 groups = list(range(pf.metadata.num_row_groups))
                 for i in reversed(groups) if backward else groups:
-                    keys = pf.read_row_group(i, columns=["stream_uuid", "stream_version"])
+                    keys = pf.read_row_group(
+                        i, columns=["stream_uuid", "stream_version", "created_at"]
+                    )
+                    created = keys["created_at"]
                     mask = pc.and_(
-                        pc.equal(keys["stream_uuid"], stream_uuid),
+                        pc.and_(
+                            pc.equal(keys["stream_uuid"], stream_uuid),
+                            pc.greater_equal(created, pa.scalar(since, type=created.type)),
+                        ),
                         pc.and_(
                             pc.greater_equal(keys["stream_version"], low),
                             pc.less_equal(keys["stream_version"], high),
                         ),
                     )
-                    if not pc.any(mask).as_py():
-                        continue
-                    rows = [
-                        (*r[:_NUMBER], r[_VERSION], *r[_NUMBER + 1 :])
-                        for r in _rows(pf.read_row_group(i).filter(mask))
-                        if event_types is None or r[_TYPE] in event_types
-                    ]
-                    out.extend(reversed(rows) if backward else rows)
-                    if len(out) >= count:
-                        return out[:count]
-        return out
+                    if oldest is not None:
+                        mask = pc.and_(
+                            mask, pc.greater_equal(created, pa.scalar(oldest, type=created.type))
+                        )
+                    if pc.any(mask).as_py():
+                        yield pf, i, mask
 
     def _by_ids(self, view: View, ids: list[int]) -> dict[int, Row]:
         wanted = set(ids)
@@ -425,6 +481,13 @@ class ArchiveReader:
             ):
                 live.add(r[_EVENT_ID])
         return live
+
+
+def _kept(mask: Any) -> int:
+    """How many rows a mask of `ArchiveReader._own_groups` keeps."""
+    import pyarrow.compute as pc
+
+    return int(pc.sum(mask).as_py() or 0)
 
 
 def _flagged(conn: Conn, rows: list[Any]) -> list[Any]:
