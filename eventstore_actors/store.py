@@ -479,7 +479,8 @@ class EventStore:
     # Personal data ----------------------------------------------------------------------------
     def forget_subject(self, subject: str) -> int:
         """Forget a data subject for ever (crypto-shredding: docs/personal-data.md): reads then
-        yield its data as FORGOTTEN, writes naming it fail. The number of its stored events."""
+        yield its data as FORGOTTEN, writes naming it fail. The number of its stored events
+        that reads returned until then (in PostgreSQL and archive files)."""
         self._runtime.refuse_stopped()
         self._writes.refuse_own_lock_wait()  # it takes the lock appends take
         runtime = self._runtime

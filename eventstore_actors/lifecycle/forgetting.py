@@ -21,15 +21,16 @@ subjects do not stay in memory.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import EventStoreError
+from ..errors import EventStoreError, StoreUnavailableError
 from ..storage import archive as archive_storage
 from ..storage import keys
+from ..storage.archive import ArchivedFile
 from ..storage.pool import ReadPool
 from ..validation import check_name
+from .archive.reader import Archived, count_live, subject_events
 from .encryption import Keyring, keyring_of
 
 __all__ = ["attach_keyring", "forget_subject", "forgotten_subjects", "is_forgotten", "on_notice"]
@@ -52,12 +53,20 @@ def forget_subject(
     subject: Any,
     written: Callable[[Callable[[Any], int]], Callable[[Any], int]] = lambda work: work,
 ) -> int:
-    """`EventStore.forget_subject`: the number of the subject's stored events when it is
-    newly forgotten (0 when it already was, or has none). `written` records the write's
-    position for this store's replica reads (read-your-writes)."""
+    """`EventStore.forget_subject`: when the subject is newly forgotten, the number of its
+    events that reads returned until then, in PostgreSQL and in archive files (0 when it
+    already was, or has none). Like a read, it does not count events hidden by their
+    stream's retention or truncation (rows not yet deleted, archived ones), nor those of a
+    hard-deleted stream (archived ones included). `written` records the write's position for
+    this store's replica reads (read-your-writes).
+
+    The archive files are read before the transaction (outside the counter row lock that
+    holds up every append), and again inside it only for a file listed in between; a file
+    that cannot be read is a StoreUnavailableError and nothing is forgotten."""
     subject = check_name(subject, "subject")
     keyring = keyring_of(serializer)
     key_store = keyring.key_store if keyring is not None else None
+    archived = _Archived(subject)
 
     def delete_from_key_store() -> None:
         if key_store is None:
@@ -71,45 +80,49 @@ def forget_subject(
             ) from None
 
     def forget(conn: Any) -> int:
-        newly, count = keys.forget(conn, subject, channel, origin, delete_from_key_store)
-        return count if newly else -1
+        _, count = keys.forget(
+            conn, subject, channel, origin, delete_from_key_store, archived.count
+        )
+        return count
+
+    def archive_files(conn: Any) -> list[ArchivedFile]:
+        """The manifest, unless the subject is forgotten already (for ever: nothing to count)."""
+        return [] if keys.is_forgotten(conn, subject) else archive_storage.manifest(conn)
 
     try:
-        count = pool.run(written(forget))
-        return 0 if count < 0 else count + _archived(pool, subject)
+        archived.read(pool.run(archive_files))
+        return pool.run(written(forget))
     finally:
         if keyring is not None:
             keyring.evict(subject)
 
 
-def _archived(pool: ReadPool, subject: str) -> int:
-    """How many of the subject's events are in archive files (and no longer in the table)."""
-    files = pool.run(archive_storage.manifest)
-    if not files:
-        return 0
-    from .archive.files import open_parquet, pyarrow_modules
+class _Archived:
+    """A subject's events in the archive files, read once per file."""
 
-    pa, _ = pyarrow_modules()
-    import pyarrow.compute as pc
+    def __init__(self, subject: str) -> None:
+        self._subject = subject
+        self._files: dict[tuple[str, int, int], list[Archived]] = {}
 
-    total = 0
-    for f in files:
-        parquet = open_parquet(f.url)
-        try:
-            column = parquet.read(columns=["subject"]).column("subject")
-        finally:
-            parquet.close()
-        total += int(pc.sum(pc.equal(column, pa.scalar(subject))).as_py() or 0)
-        if f.state != "deleted":  # rows still in the table were counted there
-            total -= pool.run(
-                functools.partial(
-                    keys.count_in_range,
-                    subject=subject,
-                    first=f.first_event_id,
-                    last=f.last_event_id,
-                )
-            )
-    return total
+    def read(self, files: list[ArchivedFile]) -> list[Archived]:
+        """The subject's events in `files`, reading those not read yet (StoreUnavailableError
+        when one cannot be read, saying that nothing was forgotten)."""
+        out: list[Archived] = []
+        for f in files:
+            key = (f.url, f.first_event_id, f.last_event_id)
+            if key not in self._files:
+                try:
+                    self._files[key] = subject_events(f.url, self._subject)
+                except StoreUnavailableError as exc:
+                    raise StoreUnavailableError(f"{exc}; nothing was forgotten") from None
+            out += self._files[key]
+        return out
+
+    def count(self, conn: Any, upto: int) -> int:
+        """How many of the subject's events in the archived ranges up to event_id `upto`
+        are live (as reads decide), on `conn` in the forget's transaction."""
+        files = [f for f in archive_storage.manifest(conn) if f.last_event_id <= upto]
+        return count_live(conn, self.read(files))
 
 
 def is_forgotten(pool: ReadPool, subject: Any) -> bool:

@@ -1,12 +1,14 @@
 """`EventStore.set_stream_retention` and `EventStore.truncate_stream`: checked, then one short
-transaction through the pool (storage/retention.py); the scavenger is woken to delete what
-became hidden. See docs/retention.md for the model."""
+transaction through the pool (storage/retention.py; a truncation counts what it hides in the
+archive files inside it); the scavenger is woken to delete what became hidden. See
+docs/retention.md for the model."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 from typing import Any
 
+from ..errors import StoreUnavailableError
 from ..runtime import Runtime
 from ..storage import archive as archive_rows
 from ..storage import checkpoints
@@ -77,18 +79,30 @@ class Retention:
         wake(self._runtime.registry)
 
     def truncate_stream(self, stream_uuid: Any, before_version: Any) -> int:
-        """`EventStore.truncate_stream`: the number of events it newly hid."""
+        """`EventStore.truncate_stream`: the number of events it newly hid. Those in archive
+        files are counted inside its transaction, before the commit: a file that cannot be
+        read is a StoreUnavailableError and nothing is truncated."""
         stream = _check_stream(stream_uuid)
         before = check_count(before_version, "before_version")
         self._runtime.refuse_stopped()
-        hidden, first, elsewhere = self._pool.run(
-            self._runtime.written(lambda c: rows.truncate(c, stream, before))
-        )
         archive = archive_rows.overlay()
-        if archive is not None and first < before:  # its own events moved to archive files
-            hidden += self._pool.run(lambda c: archive.count_own(c, stream, first, before))
-        if archive is not None and elsewhere:  # links to archived events, readable until now
-            hidden += len(self._pool.run(lambda c: archive.archived_events(c, elsewhere)))
+
+        def archived(conn: Any, first: int, elsewhere: list[int]) -> int:
+            """Its own events moved to archive files, and the archived events of its links,
+            readable until now."""
+            assert archive is not None
+            try:
+                found = archive.count_own(conn, stream, first, before)
+                if elsewhere:
+                    found += len(archive.archived_events(conn, elsewhere))
+            except StoreUnavailableError as exc:
+                raise StoreUnavailableError(f"{exc}; the stream was not truncated") from None
+            return found
+
+        counted = None if archive is None else archived
+        hidden = self._pool.run(
+            self._runtime.written(lambda c: rows.truncate(c, stream, before, counted))
+        )
         self.log.info("stream truncated", stream=stream, before_version=before, hidden=hidden)
         if hidden:
             wake(self._runtime.registry)

@@ -59,27 +59,25 @@ def forget(
     channel: str,
     origin: str,
     before_commit: Callable[[], None] | None = None,
+    archived: Callable[[Conn, int], int] | None = None,
 ) -> tuple[bool, int]:
-    """Forget `subject` in one transaction: whether it is newly forgotten, and the number of
-    its events in the events table. `before_commit` runs inside the transaction (deleting
-    the key from an application's KeyStore: a failure there forgets nothing)."""
+    """Forget `subject` in one transaction: whether it is newly forgotten, and then the
+    number of its readable events (0 when it already was). `archived(conn, upto)` counts
+    those in the archive files (the ranges up to event_id `upto`; not called when nothing is
+    archived); it runs inside the transaction, so a file that cannot be read forgets
+    nothing. `before_commit` runs inside the transaction after it (deleting the key from an
+    application's KeyStore: a failure there forgets nothing either)."""
     with conn.transaction():
         conn.execute(statement("append/lock_counter"))
         row = conn.execute(statement("keys/forget"), {"subject": subject}).fetchone()
         assert row is not None
-        newly, count = bool(row[0]), int(row[1])
+        newly, count, upto = bool(row[0]), int(row[1]), int(row[2])
+        if newly and upto > 0 and archived is not None:
+            count += archived(conn, upto)
         if before_commit is not None:
             before_commit()
         conn.execute(statement("keys/notify"), {"channel": channel, "origin": origin})
-    return newly, count
-
-
-def count_in_range(conn: Conn, subject: str, first: int, last: int) -> int:
-    """How many of the subject's events with first <= event_id <= last are in the table."""
-    row = conn.execute(
-        statement("keys/count_in_range"), {"subject": subject, "first": first, "last": last}
-    ).fetchone()
-    return int(row[0]) if row else 0
+    return newly, count if newly else 0
 
 
 def forgotten_among(conn: Conn, subjects: list[str]) -> set[str]:

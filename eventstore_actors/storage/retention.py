@@ -11,6 +11,7 @@ own short transaction holding row locks only, with what a hard delete removes wi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from functools import cache
 from typing import Any
@@ -48,16 +49,22 @@ def set_limits(
         raise StreamNotFoundError(stream_uuid)
 
 
-def truncate(conn: Conn, stream_uuid: str, before_version: int) -> tuple[int, int, list[int]]:
+def truncate(
+    conn: Conn,
+    stream_uuid: str,
+    before_version: int,
+    archived: Callable[[Conn, int, list[int]], int] | None = None,
+) -> int:
     """Hide every position of the stream below `before_version` (>= 1, checked): how many
-    readable positions in the events and links tables that hid, the first readable position
-    before, and the event_ids of the links it hid whose events are not in the events table
-    (the archive's part, own events and links, is counted by the caller from the files).
-    StreamNotFoundError, or ValueError when `before_version` is above the stream's version
-    + 1: nothing changed then.
+    readable positions that hid. StreamNotFoundError, or ValueError when `before_version` is
+    above the stream's version + 1: nothing changed then.
 
     One transaction holding the stream's row lock (appends to that stream wait for it) while
-    it counts what it hides."""
+    it counts what it hides: the readable positions in the events and links tables, plus
+    `archived(conn, first, elsewhere)`, the archive's part (own events and links, counted
+    from the files), given the first readable position before and the event_ids of the links
+    it hides whose events are not in the events table. `archived` runs before the change:
+    when it raises (a file that cannot be read), nothing changed."""
     with conn.transaction():
         row = conn.execute(_query("lock_stream"), {"stream_uuid": stream_uuid}).fetchone()
         if row is None or int(row[1]) == 0:
@@ -69,12 +76,16 @@ def truncate(conn: Conn, stream_uuid: str, before_version: int) -> tuple[int, in
                 f"{version}: at most {version + 1}, which hides every event); nothing changed"
             )
         if before_version <= first:
-            return 0, first, []
+            return 0
         span = {"stream_id": stream_id, "low": first, "high": before_version}
         found = conn.execute(_query("visible_count"), span).fetchone()
-        elsewhere = [int(r[0]) for r in conn.execute(_query("archived_links"), span).fetchall()]
+        hidden = int(found[0]) if found else 0  # type: ignore[call-overload]
+        if archived is not None:
+            links = conn.execute(_query("archived_links"), span).fetchall()
+            elsewhere = [int(r[0]) for r in links]  # type: ignore[call-overload]
+            hidden += archived(conn, first, elsewhere)
         conn.execute(_query("truncate"), {"stream_id": stream_id, "before": before_version})
-    return (int(found[0]) if found else 0), first, elsewhere  # type: ignore[call-overload]
+    return hidden
 
 
 def candidates(conn: Conn, after: int, limit: int) -> list[tuple[int, int]]:

@@ -29,7 +29,7 @@ from ...storage import keys
 from ...storage.archive import ArchivedFile, Filters
 from .files import open_parquet
 
-__all__ = ["ArchiveReader", "View"]
+__all__ = ["ArchiveReader", "Archived", "View", "count_live", "subject_events"]
 
 Conn = Any
 Row = tuple[Any, ...]
@@ -468,19 +468,67 @@ class ArchiveReader:
         if not rows:
             return set()
         streams = store.stream_created(conn, sorted({r[_STREAM] for r in rows}))
-        live = set()
-        for r in rows:
-            found = streams.get(r[_STREAM])
-            if found is None:
-                continue
-            created, lowest, oldest = found
-            if (
-                created <= r[_CREATED]
-                and r[_VERSION] >= lowest
-                and (oldest is None or r[_CREATED] >= oldest)
-            ):
-                live.add(r[_EVENT_ID])
-        return live
+        return {
+            r[_EVENT_ID] for r in rows if _kept(streams.get(r[_STREAM]), r[_VERSION], r[_CREATED])
+        }
+
+
+def _kept(
+    stream: tuple[datetime, int, datetime | None] | None, version: int, created_at: datetime
+) -> bool:
+    """Whether an archived event (its stream's `stream_created` entry, its version and
+    created_at) is live: the rule of `ArchiveReader._live`."""
+    if stream is None:
+        return False
+    created, lowest, oldest = stream
+    return created <= created_at and version >= lowest and (oldest is None or created_at >= oldest)
+
+
+#: (stream_uuid, stream_version, created_at) of an archived event.
+Archived = tuple[str, int, datetime]
+
+
+def subject_events(url: str, subject: str) -> list[Archived]:
+    """The data subject's events in the archive file at `url`, read a row group at a time
+    (the subject column, the others only where the subject occurs). StoreUnavailableError
+    when the file cannot be read (missing, unreachable, not Parquet), saying which: never an
+    OSError or an error of pyarrow, and never the subject."""
+    import pyarrow
+    import pyarrow.compute as pc
+
+    out: list[Archived] = []
+    try:
+        with _opened(url) as pf:
+            for i in range(pf.metadata.num_row_groups):
+                mask = pc.equal(pf.read_row_group(i, columns=["subject"])["subject"], subject)
+                if not pc.any(mask).as_py():
+                    continue
+                found = pf.read_row_group(
+                    i, columns=["stream_uuid", "stream_version", "created_at"]
+                ).filter(mask)
+                out.extend(
+                    zip(
+                        found["stream_uuid"].to_pylist(),
+                        found["stream_version"].to_pylist(),
+                        found["created_at"].to_pylist(),
+                        strict=True,
+                    )
+                )
+    except (OSError, pyarrow.ArrowException) as exc:
+        raise _unreadable(url, exc) from None
+    return out
+
+
+def count_live(conn: Conn, events: Sequence[Archived]) -> int:
+    """How many of `events` (archived) are live now, by the rule reads apply to archived rows
+    (`ArchiveReader._live`): their stream exists and is not younger (not hard-deleted, not
+    deleted and created again), and its retention keeps them."""
+    if not events:
+        return 0
+    streams = store.stream_created(conn, sorted({stream for stream, _, _ in events}))
+    return sum(
+        1 for stream, version, created in events if _kept(streams.get(stream), version, created)
+    )
 
 
 def _kept(mask: Any) -> int:
@@ -551,13 +599,16 @@ class _opened:
         try:
             self._pf = open_parquet(self._url)
         except OSError as exc:
-            raise StoreUnavailableError(
-                f"archive file {self._url} cannot be read: {exc.strerror or exc}"
-            ) from None
+            raise _unreadable(self._url, exc) from None
         return self._pf
 
     def __exit__(self, *exc: object) -> None:
         self._pf.close()
+
+
+def _unreadable(url: str, exc: Exception) -> StoreUnavailableError:
+    why = getattr(exc, "strerror", None) or exc
+    return StoreUnavailableError(f"archive file {url} cannot be read: {why}")
 
 
 def _between(table: Any, low: int, high: int) -> Any:
