@@ -202,7 +202,7 @@ class ArchiveReader:
         found = store.stream_created(conn, [stream_uuid]).get(stream_uuid)
         oldest = None if found is None else found[2]  # its max_age hid those older already
         return sum(
-            _kept(mask)
+            _marked(mask)
             for _, _, mask in self._own_groups(
                 view, stream_uuid, low, top, False, state.created_at, oldest
             )
@@ -531,7 +531,7 @@ def count_live(conn: Conn, events: Sequence[Archived]) -> int:
     )
 
 
-def _kept(mask: Any) -> int:
+def _marked(mask: Any) -> int:
     """How many rows a mask of `ArchiveReader._own_groups` keeps."""
     import pyarrow.compute as pc
 
