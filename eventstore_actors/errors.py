@@ -142,9 +142,10 @@ class CheckpointConflictError(EventStoreError):
             acked = "the ack" if position is None else f"the ack of position {position}"
             if stored > expected:
                 detail = (
-                    f"{acked} is refused: another holder of the subscription took it over "
-                    f"and acknowledged positions {expected + 1}-{stored} after this batch "
-                    f"began (the checkpoint is at {stored}, this batch began after {expected})"
+                    f"{acked} is refused: positions {expected + 1}-{stored} were acknowledged "
+                    "after this batch began, by another holder of the subscription or through "
+                    "an earlier copy of these events (told before a lost lock was retaken) "
+                    f"(the checkpoint is at {stored}, this batch began after {expected})"
                 )
             else:
                 detail = (

@@ -13,6 +13,7 @@ from ..actors.registry import Registry
 from ..actors.supervised import on_own_thread
 from ..actors.supervisor import ChildSpec
 from ..errors import CheckpointConflictError
+from ..events import RecordedEvent
 from ..storage import checkpoints
 from . import group as groups
 from .control import Control
@@ -92,7 +93,7 @@ class SingleAcks(_Teller):
             return
         self._tell(Ack(position, self.handle))
 
-    def ack_in(self, position: int, conn: Any) -> None:
+    def ack_in(self, position: int, conn: Any, acked: RecordedEvent | None = None) -> None:
         stream_uuid, name, control = self._stream_uuid, self._name, self._control
         # Checked before anything is written; never past what this handle was sent.
         acks = self._owner.in_transaction(conn)
@@ -112,14 +113,16 @@ class SingleAcks(_Teller):
             return
         position = min(position, control.delivered)
         if position > 0:
+            delivery = control.delivery_of(acked)
             try:
-                acks.advance(conn, stream_uuid, name, position, control.ack_floor)
+                acks.advance(conn, stream_uuid, name, position, control.floor_of(delivery))
             except CheckpointConflictError as exc:
                 ref = self._registry.peek(self._child_id)
                 if ref is not None:  # it goes on after the stored checkpoint
-                    ref.tell(Resync(exc.stored, self.handle))
+                    latest = delivery is not None and delivery is control.latest_delivery()
+                    ref.tell(Resync(exc.stored, self.handle, latest))
                 raise
-            control.acked_in_transaction(position)
+            control.acked_in_transaction(position, delivery)
         self._tell(Ack(position, self.handle, in_transaction=True))
 
     def nack(self, position: int, action: str, reason: str | None) -> None:
@@ -171,7 +174,7 @@ class _MemberAcks(_Teller):
     def ack(self, position: int) -> None:
         self.ack_each([position])
 
-    def ack_in(self, position: int, conn: Any) -> None:
+    def ack_in(self, position: int, conn: Any, acked: RecordedEvent | None = None) -> None:
         raise ValueError("acks in a transaction need concurrency_limit=1")
 
     def detach(self) -> None:

@@ -462,9 +462,12 @@ class SubscriptionActor(LevelHooks, Ticking, SupervisedActor):
         elif isinstance(message, ReplayParked):
             self._nacks.load_replay(state)
         elif isinstance(message, Resync):
-            if message.subscription is not self._handle or message.stored <= state.checkpoint:
+            if message.subscription is not self._handle or message.stored < state.checkpoint:
                 return
-            # Whatever is in flight was acked by another holder: go on after what it stored.
+            if message.stored == state.checkpoint and not (message.latest and state.in_flight):
+                return  # a stale copy's ack was refused: what is in flight stands
+            # Whatever is in flight was acked by another holder, or through an earlier copy
+            # (the rest of it, refused, was rolled back): go on after what is stored.
             self.log.warning("checkpoint acked elsewhere; resuming after it", stored=message.stored)
             self._begin(message.stored)
             self._nacks.load_replay(self._state)
@@ -527,12 +530,14 @@ class SubscriptionActor(LevelHooks, Ticking, SupervisedActor):
             return action.batches
         assert isinstance(state, SubscriptionState)
         replay = state.replaying
-        self._control.sent(
-            position(action.events[0], self._all),
-            state.last_sent,
-            None if replay is None else replay.event_id,
-        )
-        return [(self._members.first(), action.events)]
+        first = position(action.events[0], self._all)
+        self._control.sent(first, state.last_sent, None if replay is None else replay.event_id)
+        # The objects told (as `_deliver` will hand them out): an ack in a transaction that
+        # names them is checked against this batch's floor (see `Control.delivery_of`).
+        events = forgotten_since(action.events, self._keyring)
+        if replay is None:
+            self._control.delivering(events, first - 1)
+        return [(self._members.first(), events)]
 
     def _deliver(self, member: int, events: list[RecordedEvent]) -> None:
         """A batch is delivered: sent to one subscriber as `Events`. A mapper failing on an

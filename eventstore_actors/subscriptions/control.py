@@ -18,11 +18,16 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from enum import Enum
 from typing import Any
 
-__all__ = ["Admit", "Control"]
+__all__ = ["Admit", "Control", "Delivery"]
+
+#: Deliveries remembered for acks in callers' transactions: the one in flight and a few
+#: copies sent before a lost lock was retaken (their subscriber may still ack them).
+DELIVERIES = 4
 
 
 class Admit(Enum):
@@ -31,6 +36,19 @@ class Admit(Enum):
     EVENTS = "events"  # the events themselves
     CATCH_UP = "catch_up"  # one CatchUp instead: the subscription reads storage itself
     NOTHING = "nothing"  # a CatchUp is already queued: it covers these events too
+
+
+class Delivery:
+    """One batch told to a single subscriber, for acks in callers' transactions: the event
+    objects it held, the highest position the subscription may find stored when one of
+    them is acked (just before the batch), and what the subscriber acked of it since."""
+
+    __slots__ = ("acked", "events", "floor")
+
+    def __init__(self, events: list[Any], floor: int) -> None:
+        self.events = events
+        self.floor = floor
+        self.acked = floor
 
 
 class Control:
@@ -55,8 +73,10 @@ class Control:
         self.delivered = 0
         #: For acks in callers' transactions: the highest position this run may find stored
         #: when it acks (just before its batch in flight, or what it acked itself since).
-        #: A stored checkpoint above it means another holder acked these events.
+        #: A stored checkpoint above it means another holder acked these events. For an ack
+        #: that names its events, the floor of the delivery that held them (`delivery_of`).
         self.ack_floor = 0
+        self._deliveries: deque[Delivery] = deque(maxlen=DELIVERIES)
         #: The replayed parked event in flight, (position, event_id), if any: an ack of it in a
         #: caller's transaction takes it off the parked list and leaves the checkpoint alone.
         self.replaying: tuple[int, int] | None = None
@@ -201,11 +221,49 @@ class Control:
             moved = [apply(handle, positions) for handle, positions in late]
             return max((m for m in moved if m is not None), default=None)
 
-    def acked_in_transaction(self, position: int) -> None:
+    def delivering(self, events: list[Any], floor: int) -> None:
+        """A batch of these event objects is about to be told to the single subscriber,
+        after position `floor` (see `Delivery`)."""
+        with self._lock:
+            self._deliveries.append(Delivery(events, floor))
+
+    def delivery_of(self, event: Any) -> Delivery | None:
+        """The latest remembered delivery that told this very event object (None: not
+        one of them, or an ack by position).
+
+        Why by object: after a lost lock is retaken, the events after the stored checkpoint
+        are told again (new objects, read again), while the subscriber may still hold the
+        first copy. An ack of either copy must be checked against the checkpoint its own
+        delivery started from: one floor for the whole subscription, raised by the
+        subscriber's ack of the first copy, let the second copy's ack pass too, and the
+        events were applied twice (found by an adversarial probe)."""
+        if event is None:
+            return None
+        with self._lock:
+            for delivery in reversed(self._deliveries):
+                events = delivery.events
+                if (events and events[-1] is event) or any(e is event for e in events):
+                    return delivery
+        return None
+
+    def latest_delivery(self) -> Delivery | None:
+        """The batch told last (the one in flight, for a single subscriber)."""
+        with self._lock:
+            return self._deliveries[-1] if self._deliveries else None
+
+    def floor_of(self, delivery: Delivery | None) -> int:
+        """The highest checkpoint an ack of `delivery` may find stored: just before it, or
+        what its own subscriber acked of it since; by position, the subscription's."""
+        with self._lock:
+            return self.ack_floor if delivery is None else delivery.acked
+
+    def acked_in_transaction(self, position: int, delivery: Delivery | None = None) -> None:
         """An ack in a caller's transaction wrote `position` (committed or not: a rollback
         leaves the stored checkpoint lower, which is allowed)."""
         with self._lock:
             self.ack_floor = max(self.ack_floor, position)
+            if delivery is not None:
+                delivery.acked = max(delivery.acked, position)
 
     # Life cycle ---------------------------------------------------------------------------------
     def started(self) -> int:

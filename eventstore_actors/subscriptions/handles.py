@@ -39,8 +39,9 @@ class Port(Protocol):
     def ack(self, position: int) -> None:
         """A cumulative ack."""
 
-    def ack_in(self, position: int, conn: Any) -> None:
-        """A cumulative ack written in the caller's transaction on `conn`."""
+    def ack_in(self, position: int, conn: Any, acked: RecordedEvent | None = None) -> None:
+        """A cumulative ack written in the caller's transaction on `conn`; `acked`: the
+        event object given (the last of a list), which tells which delivery it acks."""
 
     def nack(self, position: int, action: str, reason: str | None) -> None:
         """A nack of the event at `position`."""
@@ -93,7 +94,7 @@ class Subscription:
         if conn is None:
             port.ack(position)
         else:
-            port.ack_in(position, conn)
+            port.ack_in(position, conn, _last_event(acked))
 
     def nack(
         self, event_or_position: RecordedEvent | int, action: str = "retry", reason: Any = None
@@ -183,3 +184,10 @@ class TransientSubscription(Subscription):
     def unsubscribe(self) -> None:
         """Stop it: nothing more is told to the subscriber once this returns."""
         self._unsubscribe()
+
+
+def _last_event(acked: Any) -> RecordedEvent | None:
+    """The event object an ack names (the last of a list), None for a position."""
+    if isinstance(acked, Sequence) and not isinstance(acked, (str, bytes)):
+        acked = acked[-1]
+    return acked if isinstance(acked, RecordedEvent) else None

@@ -39,10 +39,14 @@ class Nack:
 @dataclass(frozen=True)
 class Resync:
     """An ack in a transaction found the stored checkpoint at `stored`, beyond this run's
-    (another holder acked those events during a take-over): go on after it."""
+    (another holder acked those events during a take-over, or the subscriber acked an
+    earlier copy of them): go on after it. `latest`: the refused ack named the batch in
+    flight (`Control.delivery_of`), whose subscriber rolled back: it is told again even when
+    the stored checkpoint is no further than this run's own."""
 
     stored: int
     subscription: Subscription
+    latest: bool = False
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,8 @@ class _Port:
     def ack(self, position: int) -> None:
         self.told.append(("ack", position))
 
-    def ack_in(self, position: int, conn: Any) -> None:
-        self.told.append(("ack_in", position, conn))
+    def ack_in(self, position: int, conn: Any, acked: Any = None) -> None:
+        self.told.append(("ack_in", position, conn, acked))
 
     def ack_each(self, positions: list[int]) -> None:
         self.told.append(("ack_each", positions))
@@ -46,7 +46,7 @@ def test_a_durable_handle_tells_its_port_cumulative_acks_nacks_and_its_unsubscri
     assert port.told == [
         ("ack", 3),
         ("ack", 7),
-        ("ack_in", 9, conn),
+        ("ack_in", 9, conn, None),  # a position: no event object to say which batch
         ("nack", 10, "park", "bad"),
         ("detach",),
     ]
