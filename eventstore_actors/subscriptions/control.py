@@ -26,8 +26,10 @@ from typing import Any
 __all__ = ["Admit", "Control", "Delivery"]
 
 #: Deliveries remembered for acks in callers' transactions: the one in flight and a few
-#: copies sent before a lost lock was retaken (their subscriber may still ack them).
+#: copies sent before a lost lock was retaken (their subscriber may still ack them), as long
+#: as they name at most `DELIVERED_IDS` events together (the one in flight always counts).
 DELIVERIES = 4
+DELIVERED_IDS = 4_000
 
 
 class Admit(Enum):
@@ -39,14 +41,15 @@ class Admit(Enum):
 
 
 class Delivery:
-    """One batch told to a single subscriber, for acks in callers' transactions: the event
-    objects it held, the highest position the subscription may find stored when one of
-    them is acked (just before the batch), and what the subscriber acked of it since."""
+    """One batch told to a single subscriber, for acks in callers' transactions: the
+    identities of the event objects it held (not the objects: an acked batch is not kept
+    alive here), the highest position the subscription may find stored when one of them is
+    acked (just before the batch), and what the subscriber acked of it since."""
 
-    __slots__ = ("acked", "events", "floor")
+    __slots__ = ("acked", "floor", "ids")
 
     def __init__(self, events: list[Any], floor: int) -> None:
-        self.events = events
+        self.ids = tuple(map(id, events))
         self.floor = floor
         self.acked = floor
 
@@ -224,8 +227,13 @@ class Control:
     def delivering(self, events: list[Any], floor: int) -> None:
         """A batch of these event objects is about to be told to the single subscriber,
         after position `floor` (see `Delivery`)."""
+        delivery = Delivery(events, floor)
         with self._lock:
-            self._deliveries.append(Delivery(events, floor))
+            kept = self._deliveries
+            kept.append(delivery)
+            total = sum(len(d.ids) for d in kept)
+            while len(kept) > 1 and total > DELIVERED_IDS:
+                total -= len(kept.popleft().ids)
 
     def delivery_of(self, event: Any) -> Delivery | None:
         """The latest remembered delivery that told this very event object (None: not
@@ -236,13 +244,16 @@ class Control:
         first copy. An ack of either copy must be checked against the checkpoint its own
         delivery started from: one floor for the whole subscription, raised by the
         subscriber's ack of the first copy, let the second copy's ack pass too, and the
-        events were applied twice (found by an adversarial probe)."""
+        events were applied twice (found by an adversarial probe). Identities, newest first:
+        an object held by the subscriber keeps its id; one reused after its object was gone
+        belongs to a later delivery, found first."""
         if event is None:
             return None
+        wanted = id(event)
         with self._lock:
             for delivery in reversed(self._deliveries):
-                events = delivery.events
-                if (events and events[-1] is event) or any(e is event for e in events):
+                ids = delivery.ids
+                if ids and (ids[-1] == wanted or wanted in ids):
                     return delivery
         return None
 
