@@ -27,6 +27,7 @@ from eventstore_actors import (
     EventData,
     EventStore,
     RecordedEvent,
+    StoreUnavailableError,
     admin,
 )
 from eventstore_actors.lifecycle.archive import writer
@@ -805,3 +806,35 @@ def test_retention_hides_archived_events_before_a_small_page_is_counted(
                 at, count = (int(n) for n in key[1:].split(","))
                 expected[key] = [e for e in whole if e.event_number >= at][:count]
         assert_same(expected, got)
+
+
+@pytest.mark.parametrize("damage", ["not parquet", "cut short", "a row group overwritten"])
+def test_a_damaged_archive_file_is_reported_by_every_read_as_unavailable(
+    make_store: Callable[..., EventStore], tmp_path: Path, damage: str
+) -> None:
+    """Missing files were reported (StoreUnavailableError naming the file); a damaged one
+    reached the caller as pyarrow's own error, at the open or while reading a row group."""
+    store = make_store(archive=str(tmp_path))
+    fill(store)
+    store.archive(before_event_id=30)
+    (path,) = tmp_path.rglob("*.parquet")
+    data = path.read_bytes()
+    if damage == "not parquet":
+        path.write_bytes(b"not a parquet file" * 100)
+    elif damage == "cut short":
+        path.write_bytes(data[: len(data) // 2])
+    else:  # the footer intact, the pages after the magic number garbled
+        path.write_bytes(data[:4] + bytes(len(data) // 2 - 4) + data[len(data) // 2 :])
+    reads: list[Callable[[], Any]] = [
+        lambda: store.read_all_streams_forward(0, 100),
+        lambda: store.read_all_streams_backward(-1, 100),
+        lambda: list(store.stream_all_forward(0, 7)),
+        lambda: store.read_stream_forward("s-0"),
+        lambda: store.read_stream_backward("s-1"),
+        lambda: store.read_stream_forward("links"),
+    ]
+    for read in reads:
+        with pytest.raises(StoreUnavailableError, match=r"archive file .* cannot be read"):
+            read()
+    path.write_bytes(data)  # repaired: every read as before
+    assert [e.event_id for e in store.read_stream_forward("s-0")][:2] == [1, 2]

@@ -592,21 +592,38 @@ def _matcher(filters: Filters) -> Callable[[Row], bool]:
 
 
 class _opened:
+    """An archive file open for the block: a file that cannot be opened or read (missing,
+    unreachable, not Parquet, damaged in a row group) raises StoreUnavailableError naming
+    it, never an OSError or an error of pyarrow, whether at the open or later in the block."""
+
     def __init__(self, url: str) -> None:
         self._url = url
 
     def __enter__(self) -> Any:
         try:
             self._pf = open_parquet(self._url)
-        except OSError as exc:
-            raise _unreadable(self._url, exc) from None
+        except Exception as exc:
+            if _file_error(exc):
+                raise _unreadable(self._url, exc) from None
+            raise
         return self._pf
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, kind: object, exc: BaseException | None, trace: object) -> None:
         self._pf.close()
+        if exc is not None and _file_error(exc):
+            raise _unreadable(self._url, exc) from None
 
 
-def _unreadable(url: str, exc: Exception) -> StoreUnavailableError:
+def _file_error(exc: BaseException) -> bool:
+    """Whether `exc` says a file could not be read: an OSError or an error of pyarrow."""
+    if isinstance(exc, OSError):
+        return True
+    import pyarrow
+
+    return isinstance(exc, pyarrow.ArrowException)
+
+
+def _unreadable(url: str, exc: BaseException) -> StoreUnavailableError:
     why = getattr(exc, "strerror", None) or exc
     return StoreUnavailableError(f"archive file {url} cannot be read: {why}")
 
