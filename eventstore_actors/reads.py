@@ -172,7 +172,7 @@ class Reads:
         if stream_uuid == checkpoints.ALL_STREAMS:
             last = self._reads.run(reader.last_event_id)
             return StreamInfo(stream_uuid, last, None, None, "created")
-        state = self._reads.run(lambda c: reader.stream_state(c, stream_uuid))
+        state = self._reads.run(lambda c: reader.readable_state(c, stream_uuid))
         if state is None or state[1] == 0:
             raise StreamNotFoundError(stream_uuid)
         return _stream_info(state)

@@ -69,7 +69,10 @@ class Retention:
         count = check_max_count(max_count)
         age = check_max_age(max_age)
         self._runtime.refuse_stopped()
-        self._pool.run(self._runtime.written(lambda c: rows.set_limits(c, stream, count, age)))
+        first = _archived_first("the retention was not changed")
+        self._pool.run(
+            self._runtime.written(lambda c: rows.set_limits(c, stream, count, age, first))
+        )
         self.log.info(
             "stream retention set",
             stream=stream,
@@ -100,10 +103,27 @@ class Retention:
             return found
 
         counted = None if archive is None else archived
+        first = _archived_first("the stream was not truncated")
         hidden = self._pool.run(
-            self._runtime.written(lambda c: rows.truncate(c, stream, before, counted))
+            self._runtime.written(lambda c: rows.truncate(c, stream, before, counted, first))
         )
         self.log.info("stream truncated", stream=stream, before_version=before, hidden=hidden)
         if hidden:
             wake(self._runtime.registry)
         return hidden
+
+
+def _archived_first(unchanged: str) -> rows.ArchivedFirst | None:
+    """The archive's `first_readable` (None without archives), a file that cannot be read
+    reported as a StoreUnavailableError that says `unchanged`."""
+    hook = archive_rows.overlay()
+    if hook is None:
+        return None
+
+    def first(conn: Any, stream: str, found: int) -> int:
+        try:
+            return hook.first_readable(conn, stream, found)
+        except StoreUnavailableError as exc:
+            raise StoreUnavailableError(f"{exc}; {unchanged}") from None
+
+    return first

@@ -20,6 +20,7 @@ import psycopg
 
 from ..errors import StreamNotFoundError
 from ..sql import statement
+from . import archive
 from .reader import first_version_sql
 
 __all__ = [
@@ -39,14 +40,39 @@ def _query(name: str) -> str:
     return statement(f"retention/{name}").replace("{first_version}", first_version_sql())
 
 
+#: first(conn, stream_uuid, first) -> the stream's first readable position counting its
+#: archived events, given `first`, retention/first_version.sql's (which sees PostgreSQL's rows
+#: only): `Overlay.first_readable`.
+ArchivedFirst = Callable[[Conn, str, int], int]
+
+
 def set_limits(
-    conn: Conn, stream_uuid: str, max_count: int | None, max_age: timedelta | None
+    conn: Conn,
+    stream_uuid: str,
+    max_count: int | None,
+    max_age: timedelta | None,
+    archived_first: ArchivedFirst | None = None,
 ) -> None:
     """Set a stream's limits (arguments already checked); StreamNotFoundError if it has no
-    events. What the old limits hid stays hidden."""
+    events. What the old limits hid stays hidden, and nothing else: with `archived_first`
+    (a store with archives), the first position they left readable counts the stream's own
+    archived events when it had a max_age (their age is in the files, not in the events
+    table); it runs holding the stream's row lock, and when it raises nothing changed."""
     params = {"stream_uuid": stream_uuid, "max_count": max_count, "max_age": max_age}
-    if conn.execute(_query("set_limits"), params).fetchone() is None:
-        raise StreamNotFoundError(stream_uuid)
+    if archived_first is None:
+        if conn.execute(_query("set_limits"), params).fetchone() is None:
+            raise StreamNotFoundError(stream_uuid)
+        return
+    with conn.transaction():
+        row = conn.execute(_query("lock_stream"), {"stream_uuid": stream_uuid}).fetchone()
+        if row is None or int(row[1]) == 0:
+            raise StreamNotFoundError(stream_uuid)
+        first = int(row[2])
+        if row[3] is not None:
+            first = archived_first(conn, stream_uuid, first)
+        conn.execute(
+            statement("retention/set_limits_at"), {**params, "stream_id": row[0], "first": first}
+        )
 
 
 def truncate(
@@ -54,6 +80,7 @@ def truncate(
     stream_uuid: str,
     before_version: int,
     archived: Callable[[Conn, int, list[int]], int] | None = None,
+    archived_first: ArchivedFirst | None = None,
 ) -> int:
     """Hide every position of the stream below `before_version` (>= 1, checked): how many
     readable positions that hid. StreamNotFoundError, or ValueError when `before_version` is
@@ -62,14 +89,17 @@ def truncate(
     One transaction holding the stream's row lock (appends to that stream wait for it) while
     it counts what it hides: the readable positions in the events and links tables, plus
     `archived(conn, first, elsewhere)`, the archive's part (own events and links, counted
-    from the files), given the first readable position before and the event_ids of the links
-    it hides whose events are not in the events table. `archived` runs before the change:
-    when it raises (a file that cannot be read), nothing changed."""
+    from the files), given the first readable position before (counting the archived events
+    of a stream with a max_age: `archived_first`) and the event_ids of the links it hides
+    whose events are not in the events table. Both run before the change: when one raises
+    (a file that cannot be read), nothing changed."""
     with conn.transaction():
         row = conn.execute(_query("lock_stream"), {"stream_uuid": stream_uuid}).fetchone()
         if row is None or int(row[1]) == 0:
             raise StreamNotFoundError(stream_uuid)
         stream_id, version, first = int(row[0]), int(row[1]), int(row[2])
+        if archived_first is not None and row[3] is not None:
+            first = archived_first(conn, stream_uuid, first)
         if before_version > version + 1:
             raise ValueError(
                 f"before_version {before_version} is beyond stream {stream_uuid!r} (version "
@@ -134,4 +164,10 @@ def settings(
         for r in rows
         if r[1] is not None
     ]
+    hook = archive.overlay()
+    if hook is not None:  # a max_age's part counting the archived events, as stream_info's
+        found = [
+            (s, f if age is None else hook.first_readable(conn, s, f), count, age)
+            for s, f, count, age in found
+        ]
     return total, found

@@ -9,7 +9,7 @@ import psycopg
 
 from ..sql import statement
 from ..streams import SORT_FIELDS
-from .reader import StreamRow, first_version_sql, like_escape, stream_row
+from .reader import StreamRow, archived_first, first_version_sql, like_escape, stream_row
 
 __all__ = ["page"]
 
@@ -77,4 +77,5 @@ def page(
         )
         firsts = {str(r[0]): int(r[1]) for r in conn.execute(query, {"streams": aged})}  # type: ignore[call-overload]
         entries = [(*e[:4], firsts.get(e[0], e[4]), *e[5:]) for e in entries]  # type: ignore[misc]
+        entries = [archived_first(conn, e) if e[6] is not None else e for e in entries]
     return total, entries

@@ -3,7 +3,13 @@
 -- with max_age the first position not older than it (own events and links; the stream's
 -- version + 1 when none is). Reads apply the same rules row by row (read/all_events.sql,
 -- read/stream_events.sql); the age part walks an index from first_version, which the
--- scavenger keeps short by deleting what lies below.
+-- scavenger keeps short by deleting what lies below. The age part sees the tables only: a
+-- stream's own archived events (in Parquet files, their created_at with them) are not there,
+-- so with max_age the first readable position may be lower than this, at a young archived
+-- event. Where that matters the caller asks the archive (Overlay.first_readable,
+-- lifecycle/archive/reader.py): stream_info and pages, status, truncate_stream and
+-- set_stream_retention (retention/set_limits_at.sql). The scavenger's bound needs no more:
+-- every row still in the tables below it is hidden.
 greatest(
     s.first_version,
     s.stream_version - coalesce(s.max_count, s.stream_version) + 1,

@@ -684,6 +684,134 @@ def test_retention_hides_archived_events_as_it_hides_rows(
     assert [(e.stream_uuid, e.stream_version) for e in store.stream_all_forward()] == expected
 
 
+def numbers(found: list[RecordedEvent]) -> list[int]:
+    return [e.event_number for e in found]
+
+
+def test_max_age_keeps_young_archived_events_readable_through_limit_changes(
+    make_store: Callable[..., EventStore], tmp_path: Path
+) -> None:
+    """A stream with a max_age whose young events are all archived: stream_info says its
+    first readable version is the first archived one, a new max_age and cleared limits hide
+    none of them (retention/first_version.sql finds no young event in the events table, and
+    set_stream_retention kept that as the stream's first_version: every event hidden for
+    good), and truncate_stream counts what it hides of them."""
+    store = make_store(archive=str(tmp_path))
+    store.append_to_stream("m", 0, events(3))
+    store.append_to_stream("other", 0, events(1, start=10))
+    store.set_stream_retention("m", max_age=timedelta(days=1))
+    assert store.archive(before_event_id=4).events == 3
+    assert numbers(store.read_stream_forward("m")) == [1, 2, 3]
+    assert store.stream_info("m").first_version == 1
+    store.set_stream_retention("m", max_age=timedelta(days=2))
+    assert numbers(store.read_stream_forward("m")) == [1, 2, 3]
+    assert numbers(store.read_stream_backward("m")) == [3, 2, 1]
+    assert store.stream_info("m").first_version == 1
+    store.set_stream_retention("m")
+    assert numbers(store.read_stream_forward("m")) == [1, 2, 3]
+    assert store.stream_info("m").first_version == 1
+    store.set_stream_retention("m", max_age=timedelta(days=1))
+    assert store.truncate_stream("m", 2) == 1
+    assert numbers(store.read_stream_forward("m")) == [2, 3]
+    assert store.stream_info("m").first_version == 2
+    assert store.truncate_stream("m", 2) == 0
+    page = store.paginate_streams(search="m").entries
+    assert [(i.stream_uuid, i.first_version) for i in page] == [("m", 2)]
+
+
+def test_a_limit_change_that_cannot_read_the_archive_changes_nothing(
+    make_store: Callable[..., EventStore], tmp_path: Path
+) -> None:
+    """set_stream_retention of a stream with a max_age and young archived events reads the
+    files for its first readable position: a file that cannot be read is a
+    StoreUnavailableError and the limits stay as they were (not a first_version that hides
+    the archived events)."""
+    store = make_store(archive=str(tmp_path))
+    store.append_to_stream("m", 0, events(3))
+    store.set_stream_retention("m", max_age=timedelta(days=1))
+    (path,) = store.archive(before_event_id=4).files
+    os.rename(path, path + ".away")
+    try:
+        with pytest.raises(StoreUnavailableError, match="the retention was not changed"):
+            store.set_stream_retention("m", max_count=1)
+    finally:
+        os.rename(path + ".away", path)
+    info = store.stream_info("m")
+    assert (info.first_version, info.max_count, info.max_age) == (1, None, timedelta(days=1))
+    assert numbers(store.read_stream_forward("m")) == [1, 2, 3]
+
+
+def backdate(dsn: str, schema: str, stream: str, versions: list[int], days: int) -> None:
+    """The stream's own events at `versions` (and the stream) made `days` older: events are
+    immutable, so with the triggers off for this transaction (session_replication_role)."""
+    with psycopg.connect(dsn) as conn, conn.transaction():
+        conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(schema)))
+        conn.execute("SET LOCAL session_replication_role = replica")
+        ago = timedelta(days=days)
+        conn.execute(
+            "UPDATE events AS e SET created_at = e.created_at - %s FROM streams AS s "
+            "WHERE s.stream_id = e.stream_id AND s.stream_uuid = %s "
+            "AND e.stream_version = ANY(%s)",
+            (ago, stream, versions),
+        )
+        conn.execute(
+            "UPDATE streams SET created_at = created_at - %s WHERE stream_uuid = %s",
+            (ago, stream),
+        )
+
+
+@pytest.mark.parametrize("cut", [5, 6], ids=["last-event-in-postgresql", "all-archived"])
+def test_max_age_hides_only_the_old_archived_events_for_good(
+    make_store: Callable[..., EventStore], dsn: str, schema: str, tmp_path: Path, cut: int
+) -> None:
+    """Own events 1-2 three days old, 3-5 young, archived but for the last (or all): with a
+    one-day max_age 3-5 are readable and stream_info says 3; a new max_age or cleared limits
+    keep 1-2 hidden (what the limit hid) and 3-5 readable (what it did not)."""
+    store = make_store(archive=str(tmp_path))
+    store.append_to_stream("m", 0, events(5))
+    backdate(dsn, schema, "m", [1, 2], days=3)
+    assert store.archive(before_event_id=cut).events == cut - 1
+    store.set_stream_retention("m", max_age=timedelta(days=1))
+    assert numbers(store.read_stream_forward("m")) == [3, 4, 5]
+    assert store.stream_info("m").first_version == 3
+    store.set_stream_retention("m", max_age=timedelta(days=7))
+    assert numbers(store.read_stream_forward("m")) == [3, 4, 5]
+    assert store.stream_info("m").first_version == 3
+    store.set_stream_retention("m")
+    assert numbers(store.read_stream_forward("m")) == [3, 4, 5]
+    assert numbers(store.read_stream_backward("m", -1, 2)) == [5, 4]
+    assert store.stream_info("m").first_version == 3
+    assert store.truncate_stream("m", 5) == 2
+    assert numbers(store.read_stream_forward("m")) == [5]
+
+
+def test_max_age_with_a_link_to_an_archived_event_after_young_archived_own_events(
+    make_store: Callable[..., EventStore], dsn: str, schema: str, tmp_path: Path
+) -> None:
+    """A stream with an old own event (1), a young one (2), a link to an archived event (3)
+    and a young own event (4), all archived: the link stays in PostgreSQL, so the first young
+    position the tables show is 3. With a one-day max_age 2-4 are readable, and stay so, and 1
+    hidden, when the limit changes; truncate_stream counts the own event and the link it
+    hides."""
+    store = make_store(archive=str(tmp_path))
+    store.append_to_stream("other", 0, events(1, start=10))
+    store.append_to_stream("m", 0, events(2))
+    backdate(dsn, schema, "m", [1], days=3)
+    store.link_to_stream("m", 2, [1])
+    store.append_to_stream("m", 3, events(1, start=4))
+    assert store.archive(before_event_id=5).events == 4
+    store.set_stream_retention("m", max_age=timedelta(days=1))
+    assert numbers(store.read_stream_forward("m")) == [2, 3, 4]
+    assert store.stream_info("m").first_version == 2
+    store.set_stream_retention("m", max_age=timedelta(days=2))
+    store.set_stream_retention("m")
+    found = store.read_stream_forward("m")
+    assert [(e.stream_uuid, e.event_number) for e in found] == [("m", 2), ("other", 3), ("m", 4)]
+    assert store.stream_info("m").first_version == 2
+    assert store.truncate_stream("m", 4) == 2
+    assert numbers(store.read_stream_forward("m")) == [4]
+
+
 def test_a_delete_batch_is_a_range_of_the_primary_key(
     store: EventStore, dsn: str, schema: str
 ) -> None:

@@ -208,6 +208,38 @@ class ArchiveReader:
             )
         )
 
+    def first_readable(self, conn: Conn, stream_uuid: str, first: int) -> int:
+        """The stream's first readable position counting its own archived events: `first`
+        (retention/first_version.sql, whose max_age part looks for the first own event or link
+        not older than max_age in the tables only, so never at an own event in the files), or
+        the version of the first of its own archived events a read returns, when that is
+        lower: of this stream's life, from its lowest readable version on, not older than its
+        max_age (`_kept`). Links stay in PostgreSQL when their events are archived: the
+        expression sees them. Reads the files only when the stream has a max_age and own
+        events archived between its lowest readable version and `first`."""
+        found = store.stream_created(conn, [stream_uuid]).get(stream_uuid)
+        if found is None:
+            return first
+        created, lowest, oldest = found
+        if oldest is None or lowest >= first:
+            return first  # no age limit: the expression is exact
+        view = self.view(conn, refresh=True)  # before the events: see the module's docstring
+        state = store.stream_state(conn, stream_uuid)
+        if view.upto == 0 or state is None:
+            return first
+        below = state.version + 1 if state.min_own_version is None else state.min_own_version
+        top = min(first, below) - 1  # own events below `below` are archived
+        if top < lowest or (below - 1) - store.link_positions(conn, state.stream_id, below) <= 0:
+            return first
+        import pyarrow.compute as pc
+
+        groups = self._own_groups(view, stream_uuid, lowest, top, False, created, oldest)
+        with closing(groups):  # the first group found holds the lowest version: files and
+            for pf, group, mask in groups:  # row groups are in event_id order
+                kept = pf.read_row_group(group, columns=["stream_version"])["stream_version"]
+                return min(first, int(pc.min(kept.filter(mask)).as_py()))
+        return first
+
     def archived_events(
         self, conn: Conn, event_ids: Sequence[int]
     ) -> dict[int, tuple[str, datetime]]:
