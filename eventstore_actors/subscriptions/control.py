@@ -79,7 +79,8 @@ class Control:
         #: A stored checkpoint above it means another holder acked these events. For an ack
         #: that names its events, the floor of the delivery that held them (`delivery_of`).
         self.ack_floor = 0
-        self._deliveries: deque[Delivery] = deque(maxlen=DELIVERIES)
+        self._deliveries: deque[Delivery] = deque()
+        self._kept_ids = 0  # identities the deliveries hold together
         #: The replayed parked event in flight, (position, event_id), if any: an ack of it in a
         #: caller's transaction takes it off the parked list and leaves the checkpoint alone.
         self.replaying: tuple[int, int] | None = None
@@ -230,10 +231,12 @@ class Control:
         delivery = Delivery(events, floor)
         with self._lock:
             kept = self._deliveries
+            if len(kept) == DELIVERIES:
+                self._kept_ids -= len(kept.popleft().ids)
             kept.append(delivery)
-            total = sum(len(d.ids) for d in kept)
-            while len(kept) > 1 and total > DELIVERED_IDS:
-                total -= len(kept.popleft().ids)
+            self._kept_ids += len(delivery.ids)
+            while len(kept) > 1 and self._kept_ids > DELIVERED_IDS:
+                self._kept_ids -= len(kept.popleft().ids)
 
     def delivery_of(self, event: Any) -> Delivery | None:
         """The latest remembered delivery that told this very event object (None: not

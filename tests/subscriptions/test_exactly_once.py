@@ -594,3 +594,28 @@ def test_an_ack_in_a_transaction_after_a_failure_is_stored(dsn: str, schema: str
     with psycopg.connect(dsn) as conn, conn.transaction():
         sub.ack(2, conn=conn)
     assert checkpoint(dsn, schema, "$all", "proj") == 2
+
+
+def test_deliveries_are_told_apart_by_their_event_objects_within_bounds() -> None:
+    """`Control` remembers the last batches told (their objects' identities, not the
+    objects): an ack naming an object finds its own batch's floor, the latest first; one
+    of a batch it no longer remembers, or a position, gets the subscription's floor."""
+    from eventstore_actors.subscriptions.control import DELIVERED_IDS, DELIVERIES, Control
+
+    control = Control(limit=10)
+    first, again = [object(), object()], [object(), object(), object()]
+    control.delivering(first, 0)
+    control.delivering(again, 0)  # told again after a lost lock: new objects, same start
+    control.acked_in_transaction(2, control.delivery_of(first[-1]))
+    assert control.floor_of(control.delivery_of(first[-1])) == 2  # its own ack
+    assert control.floor_of(control.delivery_of(again[-1])) == 0  # not raised by the copy's
+    assert control.floor_of(control.delivery_of(again[0])) == 0  # a partial ack: the same
+    assert control.floor_of(None) == 2  # by position: the subscription's
+    for n in range(DELIVERIES):
+        control.delivering([object()], 10 + n)
+    assert control.delivery_of(first[-1]) is None and control.delivery_of(again[-1]) is None
+    big = [object() for _ in range(DELIVERED_IDS + 1)]
+    control.delivering(big, 50)  # the batch in flight is always kept, alone if need be
+    delivery = control.delivery_of(big[0])
+    assert delivery is not None and control.floor_of(delivery) == 50
+    assert control.latest_delivery() is delivery
