@@ -536,7 +536,7 @@ class SubscriptionActor(LevelHooks, Ticking, SupervisedActor):
         # names them is checked against this batch's floor (see `Control.delivery_of`).
         events = forgotten_since(action.events, self._keyring)
         if replay is None:
-            self._control.delivering(events, first - 1)
+            self._control.delivering(events, first - 1, state.last_sent)
         return [(self._members.first(), events)]
 
     def _deliver(self, member: int, events: list[RecordedEvent]) -> None:

@@ -25,11 +25,12 @@ from typing import Any
 
 __all__ = ["Admit", "Control", "Delivery"]
 
-#: Deliveries remembered for acks in callers' transactions: the one in flight and a few
-#: copies sent before a lost lock was retaken (their subscriber may still ack them), as long
-#: as they name at most `DELIVERED_IDS` events together (the one in flight always counts).
-DELIVERIES = 4
-DELIVERED_IDS = 4_000
+#: Deliveries remembered for acks in callers' transactions: the one in flight and every
+#: earlier one not acked yet (copies sent before a lost lock was retaken, or before a
+#: retry: their subscriber may still ack them), up to this many, naming at most
+#: `DELIVERED_IDS` events together; beyond that the oldest go (the one in flight stays).
+DELIVERIES = 64
+DELIVERED_IDS = 8_000
 
 
 class Admit(Enum):
@@ -46,12 +47,18 @@ class Delivery:
     alive here), the highest position the subscription may find stored when one of them is
     acked (just before the batch), and what the subscriber acked of it since."""
 
-    __slots__ = ("acked", "floor", "ids")
+    __slots__ = ("acked", "floor", "ids", "last")
 
-    def __init__(self, events: list[Any], floor: int) -> None:
+    def __init__(self, events: list[Any], floor: int, last: int) -> None:
         self.ids = tuple(map(id, events))
         self.floor = floor
+        self.last = last
         self.acked = floor
+
+    def done(self, plain: int) -> bool:
+        """Acked whole (in a transaction, or by plain acks up to `plain`): an ack of it now
+        names positions the stored checkpoint already holds, refused as acked before."""
+        return self.acked >= self.last or self.last <= plain
 
 
 class Control:
@@ -225,18 +232,23 @@ class Control:
             moved = [apply(handle, positions) for handle, positions in late]
             return max((m for m in moved if m is not None), default=None)
 
-    def delivering(self, events: list[Any], floor: int) -> None:
-        """A batch of these event objects is about to be told to the single subscriber,
-        after position `floor` (see `Delivery`)."""
-        delivery = Delivery(events, floor)
+    def delivering(self, events: list[Any], floor: int, last: int) -> None:
+        """A batch of these event objects, positions `floor` + 1 to `last`, is about to be
+        told to the single subscriber (see `Delivery`). Those acked whole are forgotten
+        (the oldest at once, any other once the bounds are reached)."""
+        delivery = Delivery(events, floor, last)
         with self._lock:
-            kept = self._deliveries
-            if len(kept) == DELIVERIES:
+            kept, plain = self._deliveries, self._acked
+            while kept and kept[0].done(plain):
                 self._kept_ids -= len(kept.popleft().ids)
             kept.append(delivery)
             self._kept_ids += len(delivery.ids)
-            while len(kept) > 1 and self._kept_ids > DELIVERED_IDS:
-                self._kept_ids -= len(kept.popleft().ids)
+            if len(kept) > DELIVERIES or self._kept_ids > DELIVERED_IDS:
+                live = [d for d in kept if d is delivery or not d.done(plain)]
+                total = sum(len(d.ids) for d in live)
+                while len(live) > 1 and (len(live) > DELIVERIES or total > DELIVERED_IDS):
+                    total -= len(live.pop(0).ids)
+                self._deliveries, self._kept_ids = deque(live), total
 
     def delivery_of(self, event: Any) -> Delivery | None:
         """The latest remembered delivery that told this very event object (None: not
@@ -273,9 +285,16 @@ class Control:
 
     def acked_in_transaction(self, position: int, delivery: Delivery | None = None) -> None:
         """An ack in a caller's transaction wrote `position` (committed or not: a rollback
-        leaves the stored checkpoint lower, which is allowed)."""
+        leaves the stored checkpoint lower, which is allowed). By position (`delivery`
+        None), it counts for the latest delivery that holds it: a later ack naming events
+        of that batch must not find its own acks refused."""
         with self._lock:
             self.ack_floor = max(self.ack_floor, position)
+            if delivery is None:
+                delivery = next(
+                    (d for d in reversed(self._deliveries) if d.floor < position <= d.last),
+                    None,
+                )
             if delivery is not None:
                 delivery.acked = max(delivery.acked, position)
 

@@ -158,6 +158,27 @@ def test_partial_acks_of_one_batch_in_successive_transactions(
             assert checkpoint(dsn, schema, "$all", "proj") == upto
 
 
+def test_partial_acks_by_position_then_by_events_in_successive_transactions(
+    dsn: str, schema: str, store: EventStore
+):
+    """A position acked first counts for the batch holding it: the events acked next in
+    the same batch are not refused as if another holder had acked (an adversarial probe
+    found them refused, and 3-5 told again)."""
+    store.append_to_stream("s", 0, events(5))
+    sub, subscriber = _subscribed(store)
+    batch = subscriber.batch()
+    with psycopg.connect(dsn) as conn:
+        with conn.transaction():
+            sub.ack(2, conn=conn)
+        with conn.transaction():
+            sub.ack(batch[2:4], conn=conn)
+        assert checkpoint(dsn, schema, "$all", "proj") == 4
+        with conn.transaction():
+            sub.ack(batch, conn=conn)
+    assert checkpoint(dsn, schema, "$all", "proj") == 5
+    subscriber.nothing(QUIET)  # nothing told again
+
+
 @pytest.mark.parametrize("first", ["old holder", "new holder"])
 def test_a_take_over_with_a_batch_in_hand_applies_it_once(
     dsn: str, schema: str, make_store: Any, first: str
@@ -597,25 +618,38 @@ def test_an_ack_in_a_transaction_after_a_failure_is_stored(dsn: str, schema: str
 
 
 def test_deliveries_are_told_apart_by_their_event_objects_within_bounds() -> None:
-    """`Control` remembers the last batches told (their objects' identities, not the
-    objects): an ack naming an object finds its own batch's floor, the latest first; one
-    of a batch it no longer remembers, or a position, gets the subscription's floor."""
+    """`Control` remembers the batches told and not acked whole (their objects' identities,
+    not the objects): an ack naming an object finds its own batch's floor, the latest first;
+    a position counts for the latest batch holding it. Batches acked whole are forgotten; past
+    the bounds, the oldest of the others (the batch in flight stays)."""
     from eventstore_actors.subscriptions.control import DELIVERED_IDS, DELIVERIES, Control
 
     control = Control(limit=10)
     first, again = [object(), object()], [object(), object(), object()]
-    control.delivering(first, 0)
-    control.delivering(again, 0)  # told again after a lost lock: new objects, same start
-    control.acked_in_transaction(2, control.delivery_of(first[-1]))
-    assert control.floor_of(control.delivery_of(first[-1])) == 2  # its own ack
+    control.delivering(first, 0, 3)  # positions 1-3 (a gap at 2)
+    control.delivering(again, 0, 3)  # told again after a lost lock: new objects, same start
+    control.acked_in_transaction(1, control.delivery_of(first[0]))
+    assert control.floor_of(control.delivery_of(first[-1])) == 1  # its own ack
     assert control.floor_of(control.delivery_of(again[-1])) == 0  # not raised by the copy's
-    assert control.floor_of(control.delivery_of(again[0])) == 0  # a partial ack: the same
+    control.acked_in_transaction(2, None)  # by position: the latest batch holding it
+    assert control.floor_of(control.delivery_of(again[0])) == 2
+    assert control.floor_of(control.delivery_of(first[0])) == 1
     assert control.floor_of(None) == 2  # by position: the subscription's
-    for n in range(DELIVERIES):
-        control.delivering([object()], 10 + n)
-    assert control.delivery_of(first[-1]) is None and control.delivery_of(again[-1]) is None
+    # Retries and copies, not acked: all remembered, up to the bound.
+    for n in range(DELIVERIES - 2):
+        control.delivering([object()], 3 + n, 4 + n)
+    assert control.delivery_of(first[-1]) is not None
+    control.delivering([object()], 100, 101)
+    assert control.delivery_of(first[-1]) is None, "the oldest goes past the bound"
+    assert control.delivery_of(again[-1]) is not None
+    # Acked whole: forgotten as the next batch comes.
+    done = [object()]
+    control.delivering(done, 101, 102)
+    control.acked_in_transaction(102, control.delivery_of(done[0]))
+    assert control.delivery_of(done[0]) is not None
     big = [object() for _ in range(DELIVERED_IDS + 1)]
-    control.delivering(big, 50)  # the batch in flight is always kept, alone if need be
+    control.delivering(big, 200, 200 + len(big))  # in flight: kept, alone if need be
     delivery = control.delivery_of(big[0])
-    assert delivery is not None and control.floor_of(delivery) == 50
+    assert delivery is not None and control.floor_of(delivery) == 200
     assert control.latest_delivery() is delivery
+    assert control.delivery_of(done[0]) is None and control.delivery_of(again[-1]) is None
