@@ -126,6 +126,7 @@ class SingleAcks(_Teller):
         self._tell(Ack(position, self.handle, in_transaction=True))
 
     def nack(self, position: int, action: str, reason: str | None) -> None:
+        self._control.told_nack()  # no ack after it is applied directly before it is
         self._tell(Nack(position, action, reason, self.handle))
 
     def detach(self) -> None:

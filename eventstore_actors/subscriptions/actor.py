@@ -121,6 +121,7 @@ class SubscriptionActor(LevelHooks, Ticking, SupervisedActor):
         # Batches and acks taken on other threads while level (see direct.py).
         self._direct = Direct(self.actor_urn, self.handle, self._crash)
         self._inner_ack: int | None = None  # see LevelHooks._ack_direct
+        self._nacks_seen = 0  # nacks of the handle's handled (see LevelHooks._settles)
         self._keyring = keyring_of(settings.serializer)  # see encryption.forgotten_since
         self._direct_ok = self._all and spec.hub is not None and not self._delivery.shared
 
@@ -128,6 +129,7 @@ class SubscriptionActor(LevelHooks, Ticking, SupervisedActor):
     def register(self) -> None:
         # Findable before anything is delivered: an ack told at once must reach this actor.
         self._token = self._control.started()
+        self._nacks_seen = self._control.nacks_told  # those told before died with the last
         if self._direct_ok:
             self._control.direct = self._take_direct
             self._control.direct_ack = self._ack_direct
@@ -369,6 +371,7 @@ class SubscriptionActor(LevelHooks, Ticking, SupervisedActor):
             self._traces.acked(message.position, message.each)
         elif isinstance(message, Nack):
             self._traces.nacked(message.position)
+            self._nacks_seen += 1
         try:
             return self._on_message(message)
         finally:

@@ -94,6 +94,8 @@ class Control:
         #: Set when an ack in a caller's transaction begins (before its write): from then on
         #: the subscription's own checkpoint writes never wait on the row (see the actor).
         self.acks_in_transaction = False
+        #: Nacks the single subscriber's handle told the actor (see `LevelHooks._settles`).
+        self.nacks_told = 0
         self._acked = 0  # the highest plain ack told by the handle (at most `delivered`)
         self._final = False  # the actor instance made its final checkpoint write
         #: Competing consumers: per-event acks told since the subscription closed, and what
@@ -231,6 +233,12 @@ class Control:
             late, self._each_late = self._each_late, []
             moved = [apply(handle, positions) for handle, positions in late]
             return max((m for m in moved if m is not None), default=None)
+
+    def told_nack(self) -> None:
+        """The handle tells the actor a nack: until the actor has it, no ack is applied
+        directly (on the acker's thread), so that an ack made after it comes after it."""
+        with self._lock:
+            self.nacks_told += 1
 
     def delivering(self, events: list[Any], floor: int, last: int) -> None:
         """A batch of these event objects, positions `floor` + 1 to `last`, is about to be

@@ -44,6 +44,7 @@ class LevelHooks:
     _handle: Subscription
     _ended: bool
     _inner_ack: int | None
+    _nacks_seen: int
     _traces: Deliveries
     _members: Members
     _acking: Acking
@@ -134,6 +135,9 @@ class LevelHooks:
             isinstance(state, SubscriptionState)
             and handle is self._handle
             and state.settles_on_ack
+            # A nack told before it and not handled yet: the ack goes after it, as a message
+            # (a retry asked inside a tell() was lost to the ack applied as it returned).
+            and self._nacks_seen >= self._control.nacks_told
             and self._quiet()
         )
 

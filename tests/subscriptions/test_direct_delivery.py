@@ -213,3 +213,41 @@ def test_acks_made_inside_a_tell_count_once_it_returns_even_if_it_then_raises(
     assert [i for ids, _ in told for i in ids] == list(range(1, 8)), told
     assert any(name.startswith("eventstore-fan-out") for _, name in told[1:]), told
     wait_until(lambda: checkpoint(dsn, schema, ALL, "sub") == 7, what="checkpoint 7")
+
+
+def test_a_retry_asked_inside_a_tell_before_an_ack_is_not_lost(
+    make_store: MakeStore, dsn: str, schema: str
+) -> None:
+    """nack(event, "retry") then ack(batch) inside one tell(): the nack goes to the actor
+    as a message, so the ack waits behind it (as a message too) instead of being applied
+    as the tell() returns; the event comes again, as for a stream subscription. An
+    adversarial probe found the retry dropped on the fan-out's direct path."""
+    store = make_store(shared_lock_session=True)
+    told: list[list[int]] = []
+    subscribed = threading.Event()
+
+    class RetryingOnce:
+        armed = False
+
+        def tell(self, message: Any) -> None:
+            if isinstance(message, Subscribed):
+                subscribed.set()
+            elif isinstance(message, Events):
+                ids = [e.event_id for e in message.events]
+                told.append(ids)
+                if self.armed and len(ids) == 3:
+                    self.armed = False
+                    message.subscription.nack(message.events[0], "retry", "transient failure")
+                message.subscription.ack(message.events)
+
+    subscriber = RetryingOnce()
+    store.subscribe_to_all_streams("sub", subscriber, retry_delay=0.05)
+    assert subscribed.wait(WAIT), "never subscribed"
+    _append(store, "s", 1, 1)
+    wait_until(lambda: told == [[1]], what="the first event")
+    subscriber.armed = True
+    store.append_to_stream("s", 1, events(3, start=2))  # one batch of three, level: direct
+    wait_until(lambda: len(told) >= 4, what="the retry and the rest")
+    assert told[:4] == [[1], [2, 3, 4], [2], [3, 4]], told
+    _append(store, "s", 5, 1)
+    wait_until(lambda: checkpoint(dsn, schema, ALL, "sub") == 5, what="checkpoint 5")
