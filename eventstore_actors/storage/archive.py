@@ -128,6 +128,8 @@ class Overlay(Protocol):
 
     def archived_streams(self, conn: Conn, event_ids: Sequence[int]) -> dict[int, str]: ...
 
+    def first_unacked(self, conn: Conn, stream_uuid: str, after: int) -> datetime | None: ...
+
 
 _overlay: list[Overlay] = []
 

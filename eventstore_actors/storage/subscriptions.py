@@ -23,7 +23,8 @@ __all__ = [
 ]
 
 #: (stream_uuid, subscription_name, last_seen, holder, head, parked, lag_seconds, last_ack_at,
-#: health, health_reason)
+#: health, health_reason, first_held, archived_upto, read_at): lag_seconds counts the tables
+#: only; the last three say whether the first unacked position may be archived (info.sql).
 InfoRow = tuple[Any, ...]
 
 

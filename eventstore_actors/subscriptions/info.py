@@ -4,9 +4,10 @@ The checkpoint, the head of what it follows and the parked count come from the t
 it is held ("active") comes from pg_locks, so a holder that died (its session ended, its lock
 with it) shows as inactive at once, whatever the `holder` column still says. The holder text
 is written by the subscription when it takes the lock. Health (`lag_seconds`, `state`,
-`last_ack_at`) is read from the same rows (see `subscriptions.health`). The statements are in
-`storage` (`storage.subscriptions`, `storage.locks`); `lock_key` and `summary` are theirs,
-named here too.
+`last_ack_at`) is read from the same rows (see `subscriptions.health`); when the first unacked
+position may be archived, its age comes from the archive file holding it (`_archived_age`).
+The statements are in `storage` (`storage.subscriptions`, `storage.locks`); `lock_key` and
+`summary` are theirs, named here too.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 
 import psycopg
 
+from ..storage.archive import overlay
 from ..storage.locks import held, lock_key
 from ..storage.subscriptions import info_rows, summary
 from .health import state_of
@@ -61,7 +63,14 @@ def load(
     conn: psycopg.Connection[Any], schema: str, name: str | None = None, stream_uuid: str = "$all"
 ) -> list[SubscriptionInfo]:
     """Every durable subscription of the store (or only `name` on `stream_uuid`); a consumer
-    group's partitions are one row each, named after the group, with `partition` set."""
+    group's partitions are one row each, named after the group, with `partition` set.
+
+    `lag_seconds` is the age of the oldest readable event not yet acked, wherever it is: one
+    statement when nothing is archived after the checkpoint, else the archive file holding
+    it is read too (`_archived_age`). A file that cannot be read raises
+    StoreUnavailableError, as reads do (a catch-up from there would fail alike; `metrics()`
+    then reports `subscription_lag_error`), rather than a lag_seconds that leaves out the
+    oldest events."""
     rows = info_rows(conn, name, stream_uuid)
     keys = [lock_key(schema, str(r[0]), str(r[1])) for r in rows]
     taken: set[int] = set(held(conn, keys)) if keys else set()
@@ -72,6 +81,8 @@ def load(
         active = i in taken
         parsed = parse_row_name(str(sub_name))
         lag = max(0, int(head or 0) - int(last_seen))
+        if lag > 0:
+            age = _archived_age(conn, str(stream), int(last_seen), row[10:13], age)
         found.append(
             SubscriptionInfo(
                 stream_uuid=str(stream),
@@ -94,3 +105,27 @@ def load(
         first.setdefault((f.stream_uuid, f.subscription_name), i)
     found.sort(key=lambda f: (first[f.stream_uuid, f.subscription_name], f.partition or 0))
     return found
+
+
+def _archived_age(
+    conn: psycopg.Connection[Any],
+    stream_uuid: str,
+    last_seen: int,
+    archive: tuple[Any, ...],
+    age: float | None,
+) -> float | None:
+    """The age of the oldest unacked event counting archived ones: `age` (the tables') or that
+    of the first unacked archived event a read returns, whichever is older. The files are
+    consulted only when something is archived above `last_seen` and the tables' first unacked
+    position (`first_held`) is not the next one (it is then the first unacked event)."""
+    first_held, archived_upto, read_at = archive
+    if archived_upto is None or int(archived_upto) <= last_seen:
+        return age
+    if first_held is not None and int(first_held) == last_seen + 1:
+        return age
+    hook = overlay()
+    created = None if hook is None else hook.first_unacked(conn, stream_uuid, last_seen)
+    if created is None:
+        return age
+    archived = float((read_at - created).total_seconds())
+    return archived if age is None else max(float(age), archived)

@@ -966,3 +966,112 @@ def test_a_damaged_archive_file_is_reported_by_every_read_as_unavailable(
             read()
     path.write_bytes(data)  # repaired: every read as before
     assert [e.event_id for e in store.read_stream_forward("s-0")][:2] == [1, 2]
+
+
+# Subscription health counts archived events ---------------------------------------------------
+DAY = 86_400.0
+
+
+def idle_subscriptions(store: EventStore, stream: str) -> None:
+    """A durable $all subscription "p" and one "q" on `stream`, both at checkpoint 0 and not
+    held (subscribed, then unsubscribed before any event)."""
+    sub = QueueSubscriber()
+    store.subscribe_to_all_streams("p", sub)
+    sub.subscribed()
+    store.unsubscribe_from_all_streams("p")
+    sub = QueueSubscriber()
+    store.subscribe_to_stream(stream, "q", sub)
+    sub.subscribed()
+    store.unsubscribe_from_stream(stream, "q")
+
+
+def lags(store: EventStore) -> dict[str, tuple[int, float | None]]:
+    """subscription name -> (lag, lag_seconds), from subscriptions() and subscription_info."""
+    found = {i.subscription_name: (i.lag, i.lag_seconds) for i in store.subscriptions()}
+    for info in (store.subscription_info("p"), store.subscription_info("q", "s")):
+        lag, seconds = found[info.subscription_name]
+        assert info.lag == lag and seconds is not None and info.lag_seconds is not None
+        assert abs(info.lag_seconds - seconds) < 30
+    return found
+
+
+def days_old(seconds: float | None, days: int) -> bool:
+    return seconds is not None and days * DAY <= seconds < days * DAY + 60
+
+
+@pytest.mark.parametrize("cut", [6, 7], ids=["unacked-archived-in-part", "all-unacked-archived"])
+def test_lag_seconds_counts_the_archived_unacked_events(
+    make_store: Callable[..., EventStore], dsn: str, schema: str, tmp_path: Path, cut: int
+) -> None:
+    """Subscriptions of $all and of a stream at checkpoint 0, events 1-5 two days old and 6
+    new: lag_seconds is the age of event 1 before and after an archive of 1-5 (it became the
+    age of event 6) or of all six (it became None, with lag 6)."""
+    store = make_store(archive=str(tmp_path))
+    idle_subscriptions(store, "s")
+    store.append_to_stream("s", 0, events(5))
+    backdate(dsn, schema, "s", [1, 2, 3, 4, 5], days=2)
+    store.append_to_stream("s", 5, events(1, start=5))
+    for lag, seconds in lags(store).values():
+        assert lag == 6 and days_old(seconds, 2), seconds
+    assert store.archive(before_event_id=cut).events == cut - 1
+    for lag, seconds in lags(store).values():
+        assert lag == 6 and days_old(seconds, 2), seconds
+
+
+def test_lag_seconds_counts_only_the_archived_events_reads_return(
+    make_store: Callable[..., EventStore], dsn: str, schema: str, tmp_path: Path
+) -> None:
+    """All unacked events archived: those of a stream hard-deleted since, and a stream's
+    events truncated away since, are not read, so the oldest that counts is younger."""
+    store = make_store(archive=str(tmp_path), enable_hard_deletes=True)
+    idle_subscriptions(store, "s")
+    store.append_to_stream("gone", 0, events(2))  # event_ids 1-2
+    store.append_to_stream("s", 0, events(4, start=10))  # 3-6
+    backdate(dsn, schema, "gone", [1, 2], days=5)
+    backdate(dsn, schema, "s", [1, 2], days=4)
+    backdate(dsn, schema, "s", [3, 4], days=2)
+    store.append_to_stream("s", 4, events(1, start=20))  # 7
+    assert store.archive(before_event_id=8).events == 7
+    found = lags(store)
+    assert days_old(found["p"][1], 5) and days_old(found["q"][1], 4), found
+    store.delete_stream("gone", ANY_VERSION, hard=True)
+    found = lags(store)
+    assert days_old(found["p"][1], 4) and days_old(found["q"][1], 4), found
+    assert store.truncate_stream("s", 3) == 2
+    found = lags(store)
+    assert found["p"][0] == 7 and found["q"][0] == 5, found
+    assert days_old(found["p"][1], 2) and days_old(found["q"][1], 2), found
+
+
+def test_an_unreadable_archive_file_fails_lag_seconds_only_where_it_is_needed(
+    make_store: Callable[..., EventStore], tmp_path: Path
+) -> None:
+    """A subscription whose unacked events are all in PostgreSQL reads no file; one whose
+    oldest unacked event is archived in a file that cannot be read is reported as
+    StoreUnavailableError (as reads are), not with a lag_seconds that leaves it out."""
+    store = make_store(archive=str(tmp_path))
+    sub = QueueSubscriber()
+    store.subscribe_to_all_streams("p", sub)
+    subscription = sub.subscribed()
+    store.append_to_stream("s", 0, events(5))
+    sub.collect(subscription, 5)
+    wait_until(lambda: store.subscription_info("p").checkpoint == 5)
+    store.unsubscribe_from_all_streams("p")
+    store.append_to_stream("s", 5, events(1, start=5))
+    assert store.archive(before_event_id=6).events == 5
+    (path,) = tmp_path.rglob("*.parquet")
+    data = path.read_bytes()
+    path.write_bytes(b"not a parquet file" * 100)
+    (found,) = store.subscriptions()
+    assert found.lag == 1 and found.lag_seconds is not None
+    sub = QueueSubscriber()
+    store.subscribe_to_stream("s", "q", sub)
+    sub.subscribed()
+    store.unsubscribe_from_stream("s", "q")
+    with pytest.raises(StoreUnavailableError, match=r"archive file .* cannot be read"):
+        store.subscriptions()
+    with pytest.raises(StoreUnavailableError, match=r"archive file .* cannot be read"):
+        store.subscription_info("q", "s")
+    assert store.subscription_info("p").lag == 1
+    path.write_bytes(data)  # repaired
+    assert store.subscription_info("q", "s").lag_seconds is not None

@@ -240,6 +240,72 @@ class ArchiveReader:
                 return min(first, int(pc.min(kept.filter(mask)).as_py()))
         return first
 
+    def first_unacked(self, conn: Conn, stream_uuid: str, after: int) -> datetime | None:
+        """The created_at of the first archived event a subscription with checkpoint `after`
+        has not acked, among those a read returns (`_live`: its stream exists and is not
+        younger, its retention keeps it), or None when the files hold none (the tables then
+        hold the first). For `$all` the lowest such event_id above `after`: the row groups
+        from the one holding `after + 1` on (their statistics), only the key columns, usually
+        one group. For a stream its own archived event of the lowest version above `after`,
+        of this stream's life and within its retention (as `first_readable`): the files are
+        read only when the stream has own events archived above `after`. Links stay in
+        PostgreSQL (info.sql sees them). StoreUnavailableError when a file cannot be read."""
+        view = self.view(conn, refresh=True)  # before the events: see the module's docstring
+        if view.upto <= after:
+            return None
+        if stream_uuid == "$all":
+            return self._first_live_after(conn, view, after)
+        found = store.stream_created(conn, [stream_uuid]).get(stream_uuid)
+        state = store.stream_state(conn, stream_uuid)
+        if found is None or state is None:
+            return None
+        created, lowest, oldest = found
+        below = state.version + 1 if state.min_own_version is None else state.min_own_version
+        low, top = max(after + 1, lowest), below - 1  # own events below `below` are archived
+        if top < low or top - store.link_positions(conn, state.stream_id, below) <= 0:
+            return None
+        import pyarrow.compute as pc
+
+        groups = self._own_keys(view, stream_uuid, low, top, False, created, oldest)
+        with closing(groups):  # the first group found holds the lowest version (event_id
+            for _, _, keys, mask in groups:  # order), computed from the keys already read
+                kept = keys.filter(mask)
+                versions = kept["stream_version"]
+                at = pc.index(versions, pc.min(versions)).as_py()
+                return kept["created_at"][at].as_py()  # type: ignore[no-any-return]
+        return None
+
+    def _first_live_after(self, conn: Conn, view: View, after: int) -> datetime | None:
+        """The created_at of the archived event with the lowest event_id above `after` that a
+        read returns, or None."""
+        import pyarrow.compute as pc
+
+        step = 256  # streams looked up a slice at a time: normally the first row is live
+        for f in view.files:
+            if f.last_event_id <= after:
+                continue
+            with _opened(f.url) as pf:
+                for i in _groups(pf, after + 1, f.last_event_id):
+                    keys = pf.read_row_group(
+                        i, columns=["event_id", "stream_uuid", "stream_version", "created_at"]
+                    )
+                    keys = keys.filter(pc.greater(keys["event_id"], after))
+                    rows = list(
+                        zip(
+                            keys["stream_uuid"].to_pylist(),
+                            keys["stream_version"].to_pylist(),
+                            keys["created_at"].to_pylist(),
+                            strict=True,
+                        )
+                    )
+                    for at in range(0, len(rows), step):
+                        part = rows[at : at + step]
+                        streams = store.stream_created(conn, sorted({r[0] for r in part}))
+                        for stream, version, created in part:
+                            if _kept(streams.get(stream), version, created):
+                                return created  # type: ignore[no-any-return]
+        return None
+
     def archived_events(
         self, conn: Conn, event_ids: Sequence[int]
     ) -> dict[int, tuple[str, datetime]]:
@@ -442,13 +508,29 @@ class ArchiveReader:
         since: datetime,
         oldest: datetime | None,
     ) -> Generator[tuple[Any, int, Any], None, None]:
-        """(file, row group, mask of its rows) of the row groups holding archived events of
-        the stream with versions low..high created at or after `since` (the stream's
-        created_at: an earlier stream of the same name, hard-deleted, left its events at the
-        same versions in the files) and, unless `oldest` is None, not before `oldest` (its
-        max_age), in the order of the read. Only the key columns of a row group are read to
-        find out, one row group at a time; the mask leaves out the other rows before anyone
-        counts them."""
+        """(file, row group, mask) of `_own_keys`."""
+        groups = self._own_keys(view, stream_uuid, low, high, backward, since, oldest)
+        with closing(groups):
+            for pf, i, _, mask in groups:
+                yield pf, i, mask
+
+    def _own_keys(
+        self,
+        view: View,
+        stream_uuid: str,
+        low: int,
+        high: int,
+        backward: bool,
+        since: datetime,
+        oldest: datetime | None,
+    ) -> Generator[tuple[Any, int, Any, Any], None, None]:
+        """(file, row group, its key columns, mask of its rows) of the row groups holding
+        archived events of the stream with versions low..high created at or after `since`
+        (the stream's created_at: an earlier stream of the same name, hard-deleted, left its
+        events at the same versions in the files) and, unless `oldest` is None, not before
+        `oldest` (its max_age), in the order of the read. Only the key columns of a row
+        group are read to find out, one row group at a time; the mask leaves out the other
+        rows before anyone counts them."""
         import pyarrow as pa
         import pyarrow.compute as pc
 
@@ -476,7 +558,7 @@ class ArchiveReader:
                             mask, pc.greater_equal(created, pa.scalar(oldest, type=created.type))
                         )
                     if pc.any(mask).as_py():
-                        yield pf, i, mask
+                        yield pf, i, keys, mask
 
     def _by_ids(self, view: View, ids: list[int]) -> dict[int, Row]:
         wanted = set(ids)
