@@ -159,7 +159,9 @@ def _parser() -> argparse.ArgumentParser:
         help="serve the web console (overview, streams, $all tail, subscriptions, parked)",
         description="Serve the operator's console over HTTP (needs the 'console' extra: pip "
         "install 'eventstore-actors[console]'). Read-only unless --allow-writes, which also "
-        "needs the token in $EVENTSTORE_CONSOLE_TOKEN, sent with every write.",
+        "needs the token in $EVENTSTORE_CONSOLE_TOKEN, sent with every write. Personal data "
+        "is shown decrypted when $EVENTSTORE_MASTER_KEY holds the master key, else marked "
+        "encrypted.",
     )
     _connection_options(console)
     console.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
@@ -400,9 +402,14 @@ def _console(dsn: str, schema: str, args: argparse.Namespace) -> int:
             f"the console needs the 'console' extra ({exc.name} is missing): "
             "pip install 'eventstore-actors[console]'"
         ) from None
+    from .lifecycle.encryption import ENV_MASTER_KEY, Encryption
     from .store import EventStore
 
-    store = EventStore.start(dsn, schema=schema)
+    # Personal data is shown decrypted when the master key is in the environment, as every
+    # store takes it (Encryption() reads it: a bad key is a ConfigError now); without it,
+    # such events show as encrypted.
+    encryption = Encryption() if os.environ.get(ENV_MASTER_KEY) else None
+    store = EventStore.start(dsn, schema=schema, encryption=encryption)
     try:
         web: Any = app(store, allow_writes=args.allow_writes)
         if args.host in _LOOPBACK:

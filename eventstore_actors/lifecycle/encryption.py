@@ -27,10 +27,12 @@ import os
 import threading
 import uuid
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from ..errors import ConfigError, EventStoreError, SubjectForgottenError
+from ..errors import ConfigError, EventStoreError, StoreUnavailableError, SubjectForgottenError
 from ..events import FORGOTTEN, RecordedEvent
 
 if TYPE_CHECKING:
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ENV_MASTER_KEY",
+    "SEALED",
     "Encryption",
     "KeyStore",
     "Keyring",
@@ -46,6 +49,7 @@ __all__ = [
     "current",
     "forgotten_since",
     "keyring_of",
+    "marking_sealed",
     "open_stored",
     "rewrapper",
     "sealing",
@@ -549,23 +553,74 @@ def _as_forgotten(event: RecordedEvent) -> RecordedEvent:
     return copy
 
 
+class _Sealed:
+    """The data of an event read inside `marking_sealed()` that could not be decrypted here
+    (one instance)."""
+
+    _instance: _Sealed | None = None
+
+    def __new__(cls) -> _Sealed:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "SEALED"
+
+    def __reduce__(self) -> str:
+        return "SEALED"
+
+
+#: What `RecordedEvent.data` holds, for reads inside `marking_sealed()`, when the event's
+#: data is encrypted and cannot be decrypted here (no keyring, or a key that does not open
+#: it). Never seen by reads outside that block: they raise instead.
+SEALED: Any = _Sealed()
+
+_MARKING_SEALED: ContextVar[bool] = ContextVar("eventstore_marking_sealed", default=False)
+
+
+@contextmanager
+def marking_sealed() -> Iterator[None]:
+    """Within this block (this thread or task), reads give an event whose encrypted data
+    cannot be decrypted here `data=SEALED` instead of raising NoKeyringError (or the
+    EventStoreError of a key that does not open it): for tools that show what is stored
+    (the console), which must not fail on a page because of one such event. The ciphertext
+    is never returned. A row that says its subject is forgotten still reads as FORGOTTEN;
+    without a keyring, others do not say it (ask `is_forgotten`)."""
+    token = _MARKING_SEALED.set(True)
+    try:
+        yield
+    finally:
+        _MARKING_SEALED.reset(token)
+
+
 def open_stored(
     keyring: Keyring | None, subject: str, sealed: bytes, flag: Flag | None = False
 ) -> bytes | None:
     """The plaintext of stored data of `subject` whose key is not cached (or not at the row's
     forget generation), or None when the subject is forgotten: the row says so (`flag` is
     True: its key leaves the cache) or the key fetched for it does. NoKeyringError without a
-    keyring; EventStoreError when it cannot be decrypted (never the ciphertext)."""
+    keyring; EventStoreError when it cannot be decrypted (never the ciphertext). Inside
+    `marking_sealed()`, SEALED instead of either error."""
     if flag is True:  # else False, or the forget generation of the row's read (see Flag)
         if keyring is not None:
             keyring.evict(subject, read=True)
         return None
     if keyring is None:
+        if _MARKING_SEALED.get():
+            return SEALED  # type: ignore[no-any-return]
         raise NoKeyringError(
             "its data is encrypted and this store runs without encryption (start it with "
             "encryption=Encryption(...))"
         )
-    return keyring.open(subject, sealed, flag)
+    if not _MARKING_SEALED.get():
+        return keyring.open(subject, sealed, flag)
+    try:
+        return keyring.open(subject, sealed, flag)
+    except StoreUnavailableError:
+        raise
+    except EventStoreError:  # a key that does not open it: shown as sealed
+        return SEALED  # type: ignore[no-any-return]
 
 
 def keyring_of(serializer: Any) -> Keyring | None:

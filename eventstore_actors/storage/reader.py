@@ -14,7 +14,7 @@ from psycopg import sql as pgsql
 
 from ..errors import EventStoreError
 from ..events import FORGOTTEN, RecordedEvent
-from ..lifecycle.encryption import Flag, keyring_of, open_stored
+from ..lifecycle.encryption import SEALED, Flag, keyring_of, open_stored
 from ..serialization import EventDecodeError, Serializer
 from ..serialization.jsonserializer import fast_json
 from ..sql import statement
@@ -497,7 +497,7 @@ def decode(rows: Iterable[Row], serializer: Serializer) -> list[RecordedEvent]:
     A cached key opens a row only when fetched at the row's generation or at one known to
     include it (Keyring says why that is safe).
     Ciphertext is never returned: a store without encryption, or whose key cannot decrypt
-    it, raises EventDecodeError.
+    it, raises EventDecodeError (inside `marking_sealed()`: the event with data=SEALED).
     """
     keyring = keyring_of(serializer)
     deserialize = serializer.deserialize
@@ -524,7 +524,7 @@ def decode(rows: Iterable[Row], serializer: Serializer) -> list[RecordedEvent]:
             subject,
             flag,  # rows of 11 columns: None (a subject's key would be fetched anew)
         ) = row if len(row) == 13 else (*row[:11], row[11] if len(row) > 11 else None, None)
-        forgotten = False
+        unread: Any = None  # FORGOTTEN, or SEALED (see marking_sealed): data not decoded
         try:  # free in 3.11 unless it raises
             if subject is not None:
                 if (
@@ -537,12 +537,16 @@ def decode(rows: Iterable[Row], serializer: Serializer) -> list[RecordedEvent]:
                     data = key.decrypt(data[1:13], data[13:], key.aad)
                 else:
                     plain = open_stored(keyring, subject, data, flag)
-                    forgotten = plain is None
-                    data = b"" if plain is None else plain
+                    if plain is None:
+                        unread = FORGOTTEN
+                    elif plain is SEALED:
+                        unread = SEALED
+                    else:
+                        data = plain
                     if keyring is not None:
                         generation, keys, older = keyring.state
-            if forgotten:
-                value: Any = FORGOTTEN
+            if unread is not None:
+                value: Any = unread
             elif scan is None:  # a serializer of the application's
                 value = deserialize(data, event_type)
             else:
@@ -587,7 +591,7 @@ def decode(rows: Iterable[Row], serializer: Serializer) -> list[RecordedEvent]:
                 "event_uuid": event_uuid,
                 "event_number": number,
                 "subject": subject,
-                "forgotten": forgotten,
+                "forgotten": unread is FORGOTTEN,
             },
         )
         events.append(event)

@@ -431,3 +431,102 @@ def test_forgetting_parked_events_needs_the_token_too(seeded: EventStore) -> Non
         headers={"Authorization": f"Bearer {TOKEN}"},
     )
     assert again.status_code == 200 and again.json()["forgotten"] == 0
+
+
+def _personal(sealed: EventStore) -> None:
+    """Through a store with encryption: event 1 of subject p1 (parked by `proj`), event 2
+    plain, event 3 of subject p2, then forgotten."""
+    from support import QueueSubscriber
+
+    sealed.append_to_stream("person-1", 0, [EventData({"name": "Ann"}, "P", subject="p1")])
+    sealed.append_to_stream("plain", 0, [EventData({"x": 1}, event_type="Plain")])
+    sealed.append_to_stream("person-2", 0, [EventData({"name": "Bob"}, "P", subject="p2")])
+    sealed.forget_subject("p2")
+    subscriber = QueueSubscriber()
+    sub = sealed.subscribe_to_all_streams("proj", subscriber)
+    subscriber.subscribed()
+    sub.nack(subscriber.batch()[0], "park", "no")
+    subscriber.collect(sub, 2)
+    wait_until(lambda: len(sealed.parked_events("proj")) == 1, what="one parked event")
+
+
+def test_a_console_without_the_master_key_marks_encrypted_events(
+    make_store: Callable[..., EventStore],
+) -> None:
+    from eventstore_actors import Encryption
+    from eventstore_actors.serialization import EventDecodeError
+
+    _personal(make_store(encryption=Encryption(master_key=b"k" * 32)))
+    plain = make_store()  # no encryption: its own reads of p1's event raise
+    with pytest.raises(EventDecodeError):
+        plain.read_stream_forward("person-1")
+    web = client(plain)
+    for path in ["/", "/streams/person-1", "/streams/%24all", "/tail", "/parked?subscription=proj"]:
+        answer = web.get(path)
+        assert answer.status_code == 200, (path, answer.text)
+        assert "Ann" not in answer.text and "Bob" not in answer.text
+    assert "encrypted" in web.get("/streams/person-1").text
+    assert web.get("/api/overview").json()["head"] == 3
+    by_id = {e["event_id"]: e for e in web.get("/api/tail?after=0").json()["events"]}
+    assert [by_id[i]["data"] for i in (1, 2, 3)] == [None, {"x": 1}, None]
+    assert [(by_id[i]["unreadable"], by_id[i]["forgotten"]) for i in (1, 2, 3)] == [
+        (True, False),
+        (False, False),
+        (False, True),
+    ]
+    assert by_id[1]["subject"] == "p1" and by_id[1]["event_type"] == "P"
+    assert web.get("/api/tail").json()["events"] == list(by_id.values())
+    for stream, event_id in [("person-1", 1), ("%24all", 1), ("person-2", 3)]:
+        found = {e["event_id"]: e for e in web.get(f"/api/streams/{stream}").json()["events"]}
+        shown = found[event_id]
+        del shown["event_number"]  # the stream's position, or the event_id in $all
+        assert shown == {k: v for k, v in by_id[event_id].items() if k != "event_number"}
+    parked = web.get("/api/parked?subscription=proj").json()["parked"]
+    assert [p["event"] for p in parked] == [by_id[1]]
+
+
+def test_the_console_command_reads_personal_data_with_the_master_key(
+    dsn: str, make_store: Callable[..., EventStore], schema: str
+) -> None:
+    import base64
+
+    from eventstore_actors import Encryption
+
+    key = os.urandom(32)
+    _personal(make_store(encryption=Encryption(master_key=key)))
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "EVENTSTORE_CONSOLE_TOKEN"}
+    env["EVENTSTORE_MASTER_KEY"] = base64.b64encode(key).decode()
+    command = [sys.executable, "-m", "eventstore_actors.cli", "console", "--dsn", dsn]
+    proc = subprocess.Popen(
+        [*command, "--schema", schema, "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+
+        def tail() -> Any:
+            try:
+                answer = httpx.get(f"http://127.0.0.1:{port}/api/tail?after=0", timeout=2)
+            except httpx.TransportError:
+                assert proc.poll() is None, proc.communicate()
+                return None
+            assert answer.status_code == 200, answer.text
+            return answer.json()
+
+        found = wait_until(tail, timeout=30, interval=0.1, what="the console")["events"]
+        assert [(e["data"], e["forgotten"], e["unreadable"]) for e in found] == [
+            ({"name": "Ann"}, False, False),
+            ({"x": 1}, False, False),
+            (None, True, False),
+        ]
+        for path in ["/api/overview", "/api/streams/person-1", "/", "/streams/person-1"]:
+            answer = httpx.get(f"http://127.0.0.1:{port}{path}", timeout=5)
+            assert answer.status_code == 200, (path, answer.text)
+        page = httpx.get(f"http://127.0.0.1:{port}/streams/person-1", timeout=5).text
+        assert "Ann" in page
+    finally:
+        proc.kill()
+        proc.communicate(timeout=30)

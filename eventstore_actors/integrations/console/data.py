@@ -9,13 +9,14 @@ read of `page_size` events.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from ... import (
     EventStore,
@@ -24,6 +25,7 @@ from ... import (
     SubscriptionInfo,
     SubscriptionNotFoundError,
 )
+from ...lifecycle.encryption import SEALED, marking_sealed
 from ...storage.migrations import SCHEMA_VERSION
 
 __all__ = [
@@ -54,10 +56,30 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str), parse_constant=str)
 
 
-def event_json(event: RecordedEvent) -> dict[str, Any]:
-    """One event as the console shows it. A forgotten event (its subject's key was deleted)
-    shows no data at all, only that it was forgotten."""
-    forgotten = bool(getattr(event, "forgotten", False))
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+def _sealed_marked(read: Callable[_P, _T]) -> Callable[_P, _T]:
+    """`read`'s store reads give an event whose encrypted data cannot be decrypted by this
+    store (it runs without encryption, or with a key that does not open it) as data=SEALED
+    instead of failing the whole page (see `marking_sealed`)."""
+
+    @functools.wraps(read)
+    def marked(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+        with marking_sealed():
+            return read(*args, **kwargs)
+
+    return marked
+
+
+def event_json(event: RecordedEvent, *, forgotten: bool = False) -> dict[str, Any]:
+    """One event as the console shows it. A forgotten event (its subject's key was deleted;
+    `forgotten`: known otherwise, see `_events_json`) shows no data at all, only that it was
+    forgotten; an event whose encrypted data this store cannot decrypt (it runs without the
+    master key) shows none either, only that it is unreadable here."""
+    forgotten = forgotten or bool(getattr(event, "forgotten", False))
+    unreadable = not forgotten and event.data is SEALED
     return {
         "event_id": event.event_id,
         "stream_uuid": event.stream_uuid,
@@ -70,9 +92,25 @@ def event_json(event: RecordedEvent) -> dict[str, Any]:
         "created_at": _time(event.created_at),
         "subject": getattr(event, "subject", None),
         "forgotten": forgotten,
-        "data": None if forgotten else _jsonable(event.data),
+        "unreadable": unreadable,
+        "data": None if forgotten or unreadable else _jsonable(event.data),
         "metadata": None if event.metadata is None else _jsonable(dict(event.metadata)),
     }
+
+
+def _events_json(store: EventStore, events: Iterable[RecordedEvent]) -> list[dict[str, Any]]:
+    """`events` as the console shows them. An event read as SEALED (no key here) does not say
+    whether its subject is forgotten: the store is asked, once per subject."""
+    asked: dict[str, bool] = {}
+    shown = []
+    for event in events:
+        gone = False
+        if event.data is SEALED and event.subject is not None:
+            if event.subject not in asked:
+                asked[event.subject] = store.is_forgotten(event.subject)
+            gone = asked[event.subject]
+        shown.append(event_json(event, forgotten=gone))
+    return shown
 
 
 def _events_per_second(store: EventStore, head: int, now: datetime) -> float:
@@ -149,6 +187,7 @@ def _instances(subs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+@_sealed_marked
 def overview(store: EventStore) -> dict[str, Any]:
     """The store at a glance: schema version, head, events per second over the last minute,
     stream and subscription counts, the store instances seen. The schema version is this
@@ -232,6 +271,7 @@ def streams_page(store: EventStore, prefix: str, page: int) -> dict[str, Any]:
     }
 
 
+@_sealed_marked
 def stream_page(store: EventStore, stream_uuid: str, before: int | None) -> dict[str, Any]:
     """A stream's info and up to PAGE_SIZE of its events, newest first, from `before`
     (inclusive; None: the last event) down; "$all" pages through every stream's events."""
@@ -254,11 +294,12 @@ def stream_page(store: EventStore, stream_uuid: str, before: int | None) -> dict
     return {
         "stream": info,
         "deleted": deleted,
-        "events": [event_json(e) for e in events],
+        "events": _events_json(store, events),
         "next_before": position - 1 if position is not None and position > 1 else None,
     }
 
 
+@_sealed_marked
 def tail(store: EventStore, after: int | None, count: int = PAGE_SIZE) -> dict[str, Any]:
     """$all's events after `after` (oldest first), or the last `count` when `after` is None."""
     if after is not None and after < 0:
@@ -272,7 +313,7 @@ def tail(store: EventStore, after: int | None, count: int = PAGE_SIZE) -> dict[s
     last = events[-1].event_id if events else after
     if last is None:
         last = store.stream_info("$all").stream_version
-    return {"events": [event_json(e) for e in events], "last_event_id": last}
+    return {"events": _events_json(store, events), "last_event_id": last}
 
 
 def _subscription_row(sub: SubscriptionInfo) -> dict[str, Any]:
@@ -298,12 +339,15 @@ def subscriptions(store: EventStore) -> dict[str, Any]:
     return {"subscriptions": [_subscription_row(s) for s in store.subscriptions()]}
 
 
+@_sealed_marked
 def parked(store: EventStore, name: str, stream_uuid: str) -> dict[str, Any]:
     """A subscription's parked events with their reasons; SubscriptionNotFoundError if the
     subscription is unknown."""
     rows = [r for r in store.subscriptions() if _matches(r, name, stream_uuid)]
     if not rows:
         raise SubscriptionNotFoundError(f"no subscription {name!r} on {stream_uuid!r}")
+    found = store.parked_events(name, stream_uuid)
+    shown = _events_json(store, [p.event for p in found])
     return {
         "subscription_name": name,
         "stream_uuid": stream_uuid,
@@ -312,9 +356,9 @@ def parked(store: EventStore, name: str, stream_uuid: str) -> dict[str, Any]:
                 "reason": p.reason,
                 "retries": p.retries,
                 "parked_at": _time(p.parked_at),
-                "event": event_json(p.event),
+                "event": event,
             }
-            for p in store.parked_events(name, stream_uuid)
+            for p, event in zip(found, shown, strict=True)
         ],
     }
 

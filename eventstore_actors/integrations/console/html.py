@@ -97,8 +97,9 @@ def json_block(value: Any) -> str:
 
 def event_card(base: str, event: dict[str, Any]) -> str:
     """One event: its positions, type and ids, then its data and metadata as indented JSON
-    (or a mark that it was forgotten)."""
-    classes = "event forgotten" if event["forgotten"] else "event"
+    (or a mark that it was forgotten, or that its encrypted data cannot be read here)."""
+    unreadable = event.get("unreadable", False)
+    classes = "event forgotten" if event["forgotten"] or unreadable else "event"
     head = (
         f"<div class=event-head><span class=pos>#{escape(event['event_id'])}</span> "
         f'<a href="{stream_href(base, event["stream_uuid"])}">{escape(event["stream_uuid"])}</a>'
@@ -116,6 +117,11 @@ def event_card(base: str, event: dict[str, Any]) -> str:
     )
     if event["forgotten"]:
         data = "<p class=mark>forgotten: this subject's data was erased</p>"
+    elif unreadable:
+        data = (
+            "<p class=mark>encrypted: this console runs without the master key "
+            "(EVENTSTORE_MASTER_KEY), so the data cannot be shown</p>"
+        )
     else:
         data = f"<h3>data</h3>{json_block(event['data'])}"
     meta = f"<h3>metadata</h3>{json_block(event['metadata'])}"

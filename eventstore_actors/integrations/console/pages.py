@@ -123,6 +123,8 @@ def stream(base: str, d: dict[str, Any], *, read_only: bool) -> str:
 def _compact(event: dict[str, Any]) -> str:
     if event["forgotten"]:
         return "<span class=mark>forgotten</span>"
+    if event.get("unreadable"):
+        return "<span class=mark>encrypted</span>"
     text = json.dumps(event["data"], ensure_ascii=False)
     if len(text) > 200:
         text = text[:199] + "…"

@@ -39,6 +39,9 @@
     if (event.forgotten) {
       data.textContent = "forgotten";
       data.className = "mark";
+    } else if (event.unreadable) {
+      data.textContent = "encrypted";
+      data.className = "mark";
     } else {
       const code = document.createElement("code");
       let text = JSON.stringify(event.data);
