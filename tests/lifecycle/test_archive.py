@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -281,6 +282,37 @@ def test_bad_input_is_refused_before_anything_changes(
     assert store.archive(before_event_id=3, target=str(tmp_path)).events == 0
     assert store.read_stream_forward("s") == store.read_stream_forward("s", 0, 10)
     assert [e.event_id for e in store.read_stream_forward("s")] == [1, 2, 3, 4, 5]
+
+
+def test_no_store_or_no_server_leaves_no_target_directory(dsn: str, tmp_path: Path) -> None:
+    """The schema and the connection are checked before the target, whose check creates it:
+    a wrong --schema or an unreachable server leaves nothing behind (as the command line and
+    `writer.archive` run it)."""
+    from support.cli import cli
+
+    from eventstore_actors.config import Settings
+
+    target = tmp_path / "new" / "deep" / "dir"
+    refused = cli(
+        "archive",
+        "--dsn",
+        dsn,
+        "--schema",
+        "no_store_here",
+        "--before",
+        "5",
+        "--target",
+        str(target),
+    )
+    assert refused.returncode == 1 and "no_store_here" in refused.stderr, refused.stderr
+    assert list(tmp_path.iterdir()) == []
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    closed = psycopg.conninfo.make_conninfo(dsn, host="127.0.0.1", port=port)
+    with pytest.raises(StoreUnavailableError):
+        writer.archive(Settings(dsn=closed), before_event_id=5, target=str(target))
+    assert list(tmp_path.iterdir()) == []
 
 
 # Crash safety ---------------------------------------------------------------------------------

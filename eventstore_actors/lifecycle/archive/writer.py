@@ -93,7 +93,6 @@ def archive(
     url = check_arguments(before_event_id, older_than, target, settings.archive)
     pyarrow_modules()
     destination = Target(url)
-    destination.check_writable()
     try:
         return _archive(settings, destination, before_event_id, older_than)
     except psycopg.Error as exc:
@@ -110,6 +109,9 @@ def _archive(
     with conn:
         with guard(conn, settings.io_timeout):
             _check_schema(conn, settings.schema)
+        # The target only once the store is known to be there: a wrong schema or DSN leaves
+        # no directory behind (checking creates it).
+        destination.check_writable()
         store.lock(conn)
         try:
             finish_deletes(conn, settings)
