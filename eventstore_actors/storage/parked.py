@@ -92,13 +92,14 @@ SELECT DISTINCT p.stream_uuid, p.subscription_name
 FROM unnest(%(streams)s::text[], %(names)s::text[]) AS w (stream_uuid, subscription_name)
 JOIN parked_events AS p
   ON p.stream_uuid = w.stream_uuid AND p.subscription_name = w.subscription_name
-WHERE p.replay
+WHERE p.replay AND EXISTS (SELECT 1 FROM events AS e WHERE e.event_id = p.event_id)
 """
 
 
 def marked(conn: Conn, subscriptions: list[tuple[str, str]]) -> set[tuple[str, str]]:
     """Which of `subscriptions` ((stream_uuid, name) pairs) have parked events marked for
-    replay: one statement for all of them (a shared lock connection's probe)."""
+    replay (still in the events table: `rows` finds them): one statement for all of them (a
+    shared lock connection's probe)."""
     if not subscriptions:
         return set()
     streams, names = [s for s, _ in subscriptions], [n for _, n in subscriptions]
@@ -107,10 +108,13 @@ def marked(conn: Conn, subscriptions: list[tuple[str, str]]) -> set[tuple[str, s
 
 
 def mark_replay(conn: Conn, stream_uuid: str, name: str) -> int:
-    """Mark every parked event of the subscription for replay; how many."""
+    """Mark every parked event of the subscription for replay; how many. Only those still in
+    the events table, as `rows` lists them: an archived parked event is not replayed (nor
+    counted, nor left marked for a replay that would never find it)."""
     cur = conn.execute(
-        "UPDATE parked_events SET replay = true"
-        " WHERE stream_uuid = %(stream_uuid)s AND subscription_name = %(name)s",
+        "UPDATE parked_events AS p SET replay = true"
+        " WHERE p.stream_uuid = %(stream_uuid)s AND p.subscription_name = %(name)s"
+        " AND EXISTS (SELECT 1 FROM events AS e WHERE e.event_id = p.event_id)",
         {"stream_uuid": stream_uuid, "name": name},
     )
     return cur.rowcount

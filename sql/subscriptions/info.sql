@@ -1,5 +1,7 @@
 -- Every durable subscription (or one, by name and stream), with the head of what it follows
--- and how many of its events are parked. Whether it is held now comes from pg_locks.
+-- and how many of its events are parked (those still in the events table, as parked_events
+-- returns them: an archived parked event is no longer listed). Whether it is held now comes
+-- from pg_locks.
 -- Health: the age of the oldest event after the stored checkpoint in the tables (its
 -- created_at, or for a linked one the link's; one index probe each), when the checkpoint last
 -- moved, and what its holder last wrote. Archived events are in the files, not here: the last
@@ -17,7 +19,8 @@ SELECT s.stream_uuid, s.subscription_name, s.last_seen, s.holder,
        END AS head,
        (SELECT count(*) FROM parked_events AS p
         WHERE p.stream_uuid = s.stream_uuid
-          AND p.subscription_name = s.subscription_name) AS parked,
+          AND p.subscription_name = s.subscription_name
+          AND EXISTS (SELECT 1 FROM events AS e WHERE e.event_id = p.event_id)) AS parked,
        extract(epoch FROM clock_timestamp() - CASE
            WHEN s.stream_uuid = '$all' THEN a.created_at
            ELSE least(o.created_at, k.created_at)

@@ -284,6 +284,39 @@ def test_bad_input_is_refused_before_anything_changes(
     assert [e.event_id for e in store.read_stream_forward("s")] == [1, 2, 3, 4, 5]
 
 
+def test_archived_parked_events_are_neither_counted_nor_replayed(
+    make_store: Callable[..., EventStore], dsn: str, schema: str, tmp_path: Path
+) -> None:
+    """`parked_events` no longer lists an archived parked event (its row is kept): the parked
+    counts (subscription info, `status`) and `replay_parked` agree with it."""
+    from eventstore_actors.status import report
+
+    store = make_store()
+    store.append_to_stream("s1", ANY_VERSION, events(2))  # event_ids 1, 2
+    store.append_to_stream("s2", ANY_VERSION, events(3, start=3))  # 3, 4, 5
+    for name, stream, parked_id, count in [("a", "s1", 1, 2), ("b", "s2", 3, 3)]:
+        subscriber = QueueSubscriber()
+        sub = store.subscribe_to_stream(stream, name, subscriber)
+        subscriber.subscribed()
+        first = subscriber.batch()[0]
+        assert first.event_id == parked_id
+        sub.nack(first, "park", "no")
+        subscriber.collect(sub, count - 1)
+        wait_until(lambda: store.subscription_info(name, stream).checkpoint == count)  # noqa: B023
+        store.unsubscribe_from_stream(stream, name)
+    assert [store.subscription_info(n, s).parked for n, s in [("a", "s1"), ("b", "s2")]] == [1, 1]
+
+    assert store.archive(before_event_id=3, target=str(tmp_path)).events == 2
+    assert store.parked_events("a", "s1") == []
+    assert [p.event.event_id for p in store.parked_events("b", "s2")] == [3]
+    assert store.subscription_info("a", "s1").parked == 0
+    assert store.subscription_info("b", "s2").parked == 1
+    shown = json.loads(report(dsn, schema, as_json=True)[0])["subscriptions"]
+    assert {(r["subscription_name"], r["parked"]) for r in shown} == {("a", 0), ("b", 1)}
+    assert store.replay_parked("a", "s1") == 0
+    assert store.replay_parked("b", "s2") == 1
+
+
 def test_no_store_or_no_server_leaves_no_target_directory(dsn: str, tmp_path: Path) -> None:
     """The schema and the connection are checked before the target, whose check creates it:
     a wrong --schema or an unreachable server leaves nothing behind (as the command line and
