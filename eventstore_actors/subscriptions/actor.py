@@ -374,8 +374,8 @@ class SubscriptionActor(LevelHooks, Ticking, SupervisedActor):
             self._nacks_seen += 1
         try:
             return self._on_message(message)
-        finally:
-            self._spec.health.update(self._state, answered)  # see health.py: no I/O
+        finally:  # see health.py: no I/O
+            self._spec.health.update(self._state, answered, isinstance(message, Nack))
 
     def _on_message(self, message: Any) -> Any:
         if not isinstance(message, Tick) and not self._direct.given:

@@ -116,6 +116,7 @@ class SubscriptionHealth:
         self.intake: Any = None  # the state machine of the current run (None: not held)
         self.run = 0  # counts runs (lock taken, restart, resync): each starts catching up
         self.since: float | None = None  # the stall clock: oldest unacked delivery, or ack
+        self._clocked_at = -1  # the checkpoint when the clock last started
         self.live = False  # caught up once in this run
         self.caught_up_at: int | None = None  # the cursor when its reads first reached the head
         self.reason: str | None = None  # set once it ended (with a reason)
@@ -127,9 +128,9 @@ class SubscriptionHealth:
         self.stop_until = 0.0  # how long the 'stopped' write is tried
 
     # Actor side -------------------------------------------------------------------------------
-    def update(self, intake: Any, answered: bool) -> None:
+    def update(self, intake: Any, answered: bool, nacked: bool = False) -> None:
         """After each message the actor handled: `intake` its state machine (None while it
-        does not hold the lock); `answered`: the message was an ack or a nack."""
+        does not hold the lock); `answered`: the message was an ack or a nack (`nacked`)."""
         if intake is not self.intake:
             self.intake = intake
             self.run += 1
@@ -140,8 +141,14 @@ class SubscriptionHealth:
             self.since = None
             return
         if in_flight(intake):
-            if self.since is None or answered:
-                self.since = time.monotonic()  # delivered now, or acked: the clock restarts
+            checkpoint = intake.checkpoint
+            if self.since is None or (answered and (nacked or checkpoint != self._clocked_at)):
+                # Delivered now, or the oldest unacked event was acked (the checkpoint moved)
+                # or nacked: the clock restarts. Not for an ack of a later event: with
+                # competing consumers (or partition_by) one subscriber acking kept a stalled
+                # sibling's event from ever counting as stalled.
+                self.since = time.monotonic()
+                self._clocked_at = checkpoint
         else:
             self.since = None
         if not self.live:

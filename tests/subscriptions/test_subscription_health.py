@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import math
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -235,6 +236,35 @@ def test_competing_consumers_and_group_partitions_stall_too(store: EventStore) -
     wait_until(
         lambda: all(r.state != "stalled" for r in store.subscriptions() if r.partition is not None)
     )
+
+
+def test_a_competing_consumer_that_never_acks_stalls_while_its_sibling_acks(
+    store: EventStore,
+) -> None:
+    """The stall clock counts from the delivery of the oldest unacked event: acks of later
+    events by another consumer of the same subscription do not restart it (an adversarial
+    probe found a subscription 'live', its checkpoint at 0 for 18 s, status --check 0)."""
+    first, second = QueueSubscriber(), QueueSubscriber()
+    store.subscribe_to_all_streams("c", first, concurrency_limit=2, stall_after=STALL)
+    store.subscribe_to_all_streams("c", second, concurrency_limit=2, stall_after=STALL)
+    first.subscribed(), second.subscribed()
+    store.append_to_stream("s-0", 0, events(1))  # never acked by whoever gets it
+    wait_until(lambda: not first.queue.empty() or not second.queue.empty(), what="a delivery")
+    stuck, acking = (first, second) if not first.queue.empty() else (second, first)
+    held = stuck.next()
+    assert isinstance(held, Events)
+    deadline = time.monotonic() + FOUND_WITHIN
+    n = 0
+    while info(store, "c").state != "stalled":
+        assert time.monotonic() < deadline, f"not stalled: {info(store, 'c')}"
+        n += 1
+        store.append_to_stream(f"s-{n}", 0, events(1))  # to the other one, which acks it
+        message = acking.next()
+        assert isinstance(message, Events)
+        message.subscription.ack(message.events)
+    assert info(store, "c").checkpoint == 0
+    held.subscription.ack(held.events)
+    state_becomes(store, "live", name="c", timeout=FOUND_WITHIN)
 
 
 def test_an_ack_in_the_callers_transaction_clears_a_stall_and_sets_last_ack_at(
