@@ -34,8 +34,10 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import psycopg
 
+from ..config import Settings
 from ..errors import EventStoreError
 from ..events import RecordedEvent
+from ..lifecycle.encryption import forgotten_since, keyring_of
 from ..subscriptions.messages import (
     Events,
     Subscription,
@@ -57,6 +59,9 @@ class _Owner(Protocol):
     async def _on_conn(self, conn: Any, work: Callable[[Any], R]) -> R: ...
 
     async def _unsubscribe(self, sub: AsyncSubscription[Any]) -> None: ...
+
+    @property
+    def settings(self) -> Settings: ...
 
 
 #: Wakes an iteration waiting for a message: the subscription was closed on our side.
@@ -153,6 +158,7 @@ class AsyncSubscription(Generic[T]):
         self._handle: Subscription | None = None
         self._closed = False  # our side ended it: iterations end quietly
         self._stopped: str | None = None  # the reason of a SubscriptionStopped
+        self._keyring = keyring_of(store.settings.serializer)  # see `__anext__`
 
     def _make_bridge(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[Any]) -> _Bridge:
         return _Bridge(loop, queue, self)
@@ -191,7 +197,11 @@ class AsyncSubscription(Generic[T]):
             if self._closed:
                 break
             if isinstance(message, Events):
+                # They may have waited in this queue: a subject forgotten since they were
+                # told is not handed out in clear (see encryption.forgotten_since).
                 events: list[T] = message.events
+                if self._keyring is not None and all(isinstance(e, RecordedEvent) for e in events):
+                    events = forgotten_since(events, self._keyring)  # type: ignore[arg-type,assignment]
                 return events
             if isinstance(message, SubscriptionStopped):
                 self._stopped = message.reason

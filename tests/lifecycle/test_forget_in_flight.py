@@ -155,3 +155,35 @@ def test_a_key_fetched_while_a_forget_evicted_it_is_not_cached(make_store: MakeS
     assert not keyring.cached("bob")
     keyring._keep("bob", key, keyring.generation, None, keyring.evictions)  # a later fetch
     assert keyring.cached("bob")
+
+
+def test_the_asyncio_api_hands_out_nothing_in_clear_after_a_forget(dsn: str, schema: str) -> None:
+    """A transient subscription of the asyncio API: batches told while nothing iterated wait
+    in its queue; those handed out after the forget come as FORGOTTEN (an adversarial probe
+    found all six in clear)."""
+    import asyncio
+
+    from eventstore_actors.aio import AsyncEventStore
+
+    async def main() -> list[Any]:
+        started = AsyncEventStore.start(dsn, schema=schema, encryption=Encryption(master_key=KEY))
+        async with await started as store:
+            sub = await store.subscribe("$all")
+            for n in range(4):
+                await store.append_to_stream(
+                    f"s-{n % 2}", ANY_VERSION, [EventData({"secret": n}, "T", subject="bob")]
+                )
+            deadline = asyncio.get_running_loop().time() + 10
+            while sub._queue.qsize() < 4:  # told, waiting for the iteration
+                assert asyncio.get_running_loop().time() < deadline, "never told"
+                await asyncio.sleep(0.01)
+            assert await store.forget_subject("bob") == 4
+            got: list[Any] = []
+            async for batch in sub:
+                got.extend(batch)
+                if len(got) == 4:
+                    break
+            return got
+
+    got = asyncio.run(main())
+    assert all(e.forgotten and e.data is FORGOTTEN for e in got), [e.data for e in got]
