@@ -424,6 +424,7 @@ def test_info_across_processes(
 
 
 def test_parked_events_are_counted(store: EventStore, dsn: str, schema: str) -> None:
+    store.append_to_stream("s", 0, events(3))  # parked entries count while their event is stored
     store.subscribe_to_all_streams("p", QueueSubscriber())
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(
