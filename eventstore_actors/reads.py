@@ -10,7 +10,8 @@ from typing import Any
 
 from .errors import StreamDeletedError, StreamNotFoundError
 from .events import RecordedEvent
-from .lifecycle.encryption import current, keyring_of
+from .lifecycle.encryption import keyring_of
+from .lifecycle.handout import current
 from .runtime import Runtime
 from .storage import checkpoints, reader
 from .storage import stream_info as stream_pages
@@ -172,7 +173,7 @@ class Reads:
         if stream_uuid == checkpoints.ALL_STREAMS:
             last = self._reads.run(reader.last_event_id)
             return StreamInfo(stream_uuid, last, None, None, "created")
-        state = self._reads.run(lambda c: reader.readable_state(c, stream_uuid))
+        state = self._reads.run(lambda c: stream_pages.readable_state(c, stream_uuid))
         if state is None or state[1] == 0:
             raise StreamNotFoundError(stream_uuid)
         return _stream_info(state)

@@ -37,7 +37,8 @@ import psycopg
 from ..config import Settings
 from ..errors import EventStoreError
 from ..events import RecordedEvent
-from ..lifecycle.encryption import forgotten_since, keyring_of
+from ..lifecycle.encryption import keyring_of
+from ..lifecycle.handout import forgotten_since
 from ..subscriptions.messages import (
     Events,
     Subscription,
@@ -198,7 +199,7 @@ class AsyncSubscription(Generic[T]):
                 break
             if isinstance(message, Events):
                 # They may have waited in this queue: a subject forgotten since they were
-                # told is not handed out in clear (see encryption.forgotten_since).
+                # told is not handed out in clear (see handout.forgotten_since).
                 events: list[T] = message.events
                 if self._keyring is not None and all(isinstance(e, RecordedEvent) for e in events):
                     events = forgotten_since(events, self._keyring)  # type: ignore[arg-type,assignment]

@@ -27,29 +27,23 @@ import os
 import threading
 import uuid
 import weakref
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ..errors import ConfigError, EventStoreError, StoreUnavailableError, SubjectForgottenError
-from ..events import FORGOTTEN, RecordedEvent
+from .sealed import SEALED, marking
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 __all__ = [
     "ENV_MASTER_KEY",
-    "SEALED",
     "Encryption",
     "KeyStore",
     "Keyring",
     "NoKeyringError",
     "SealedSerializer",
-    "current",
-    "forgotten_since",
     "keyring_of",
-    "marking_sealed",
     "open_stored",
     "rewrapper",
     "sealing",
@@ -515,85 +509,6 @@ class NoKeyringError(EventStoreError):
     eventsourcing module: an environment variable) says its own."""
 
 
-def forgotten_since(events: list[RecordedEvent], keyring: Keyring | None) -> list[RecordedEvent]:
-    """`events` decoded earlier (a subscription's buffer, a page being streamed), about to be
-    handed out: those whose subject was forgotten since, as FORGOTTEN (`forgotten=True`).
-
-    Why: a read decides with the forget generation of its own statement (see `Keyring`), but
-    events decoded before `forget_subject` returned can wait in memory (unacked batches
-    behind a slow subscriber, a prefetched page) and be handed out after it. A forget evicts
-    the subject's key here before the call returns (in other processes, once its notice
-    arrives), so a cached key still means "not forgotten"; an evicted one is fetched again.
-    The same list when nothing changed (the common case costs a test per event)."""
-    if keyring is None:
-        return events
-    changed: list[RecordedEvent] | None = None
-    for index, event in enumerate(events):
-        subject = event.subject
-        if subject is None or event.forgotten or keyring.still_open(subject):
-            continue
-        if changed is None:
-            changed = list(events)
-        changed[index] = _as_forgotten(event)
-    return events if changed is None else changed
-
-
-def current(event: RecordedEvent, keyring: Keyring) -> RecordedEvent:
-    """One event decoded earlier, as `forgotten_since` would hand it out (a stream being
-    iterated checks each event as it yields it)."""
-    subject = event.subject
-    if subject is None or event.forgotten or keyring.still_open(subject):
-        return event
-    return _as_forgotten(event)
-
-
-def _as_forgotten(event: RecordedEvent) -> RecordedEvent:
-    copy = object.__new__(RecordedEvent)
-    copy.__dict__.update(event.__dict__, data=FORGOTTEN, forgotten=True)
-    return copy
-
-
-class _Sealed:
-    """The data of an event read inside `marking_sealed()` that could not be decrypted here
-    (one instance)."""
-
-    _instance: _Sealed | None = None
-
-    def __new__(cls) -> _Sealed:
-        if cls._instance is None:
-            cls._instance = super().__new__(cls)
-        return cls._instance
-
-    def __repr__(self) -> str:
-        return "SEALED"
-
-    def __reduce__(self) -> str:
-        return "SEALED"
-
-
-#: What `RecordedEvent.data` holds, for reads inside `marking_sealed()`, when the event's
-#: data is encrypted and cannot be decrypted here (no keyring, or a key that does not open
-#: it). Never seen by reads outside that block: they raise instead.
-SEALED: Any = _Sealed()
-
-_MARKING_SEALED: ContextVar[bool] = ContextVar("eventstore_marking_sealed", default=False)
-
-
-@contextmanager
-def marking_sealed() -> Iterator[None]:
-    """Within this block (this thread or task), reads give an event whose encrypted data
-    cannot be decrypted here `data=SEALED` instead of raising NoKeyringError (or the
-    EventStoreError of a key that does not open it): for tools that show what is stored
-    (the console), which must not fail on a page because of one such event. The ciphertext
-    is never returned. A row that says its subject is forgotten still reads as FORGOTTEN;
-    without a keyring, others do not say it (ask `is_forgotten`)."""
-    token = _MARKING_SEALED.set(True)
-    try:
-        yield
-    finally:
-        _MARKING_SEALED.reset(token)
-
-
 def open_stored(
     keyring: Keyring | None, subject: str, sealed: bytes, flag: Flag | None = False
 ) -> bytes | None:
@@ -607,13 +522,13 @@ def open_stored(
             keyring.evict(subject, read=True)
         return None
     if keyring is None:
-        if _MARKING_SEALED.get():
+        if marking():
             return SEALED  # type: ignore[no-any-return]
         raise NoKeyringError(
             "its data is encrypted and this store runs without encryption (start it with "
             "encryption=Encryption(...))"
         )
-    if not _MARKING_SEALED.get():
+    if not marking():
         return keyring.open(subject, sealed, flag)
     try:
         return keyring.open(subject, sealed, flag)

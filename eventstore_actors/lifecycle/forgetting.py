@@ -30,7 +30,8 @@ from ..storage import keys
 from ..storage.archive import ArchivedFile
 from ..storage.pool import ReadPool
 from ..validation import check_name
-from .archive.reader import Archived, count_live, subject_events
+from .archive.groups import Archived, subject_events
+from .archive.reader import count_live
 from .encryption import Keyring, keyring_of
 
 __all__ = ["attach_keyring", "forget_subject", "forgotten_subjects", "is_forgotten", "on_notice"]

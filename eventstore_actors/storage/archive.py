@@ -79,6 +79,11 @@ class StreamState:
     deleted: bool
     min_own_version: int | None  # the lowest version of its own events still in events
 
+    @property
+    def archived_below(self) -> int:
+        """Its own events below this version are archived (rows go lowest first)."""
+        return self.version + 1 if self.min_own_version is None else self.min_own_version
+
 
 #: read(low, high, count) -> rows of PostgreSQL only (the plain reader's statement).
 AllRead = Callable[[int, int, int], list[Any]]

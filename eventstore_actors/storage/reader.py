@@ -14,7 +14,8 @@ from psycopg import sql as pgsql
 
 from ..errors import EventStoreError
 from ..events import FORGOTTEN, RecordedEvent
-from ..lifecycle.encryption import SEALED, Flag, keyring_of, open_stored
+from ..lifecycle.encryption import Flag, keyring_of, open_stored
+from ..lifecycle.sealed import SEALED
 from ..serialization import EventDecodeError, Serializer
 from ..serialization.jsonserializer import fast_json
 from ..sql import statement
@@ -33,7 +34,6 @@ __all__ = [
     "read_all_covered",
     "read_stream",
     "read_stream_covered",
-    "readable_state",
     "stream_query",
     "stream_state",
     "stream_version",
@@ -428,25 +428,6 @@ def stream_state(conn: Conn, stream_uuid: str) -> StreamRow | None:
     """The stream's row (see StreamRow), or None: no such stream."""
     row = conn.execute(_stream_state_query(), {"stream_uuid": stream_uuid}).fetchone()
     return None if row is None else stream_row(row)
-
-
-def readable_state(conn: Conn, stream_uuid: str) -> StreamRow | None:
-    """`stream_state` with the first readable position of a stream with a max_age counting
-    its own archived events (`archived_first`): what stream_info reports."""
-    row = stream_state(conn, stream_uuid)
-    return None if row is None else archived_first(conn, row)
-
-
-def archived_first(conn: Conn, row: StreamRow) -> StreamRow:
-    """`row` with its first readable position lowered to its first own archived event that
-    reads return, when the stream has a max_age (retention/first_version.sql looks for the
-    first event not older than it in the events table only: archived events are not
-    there). Nothing more to ask without a max_age, or without archives."""
-    hook = archive.overlay()
-    if hook is None or row[6] is None:
-        return row
-    first = hook.first_readable(conn, row[0], row[4])
-    return row if first == row[4] else (*row[:4], first, *row[5:])
 
 
 def stream_row(row: Sequence[Any]) -> StreamRow:

@@ -9,9 +9,10 @@ import psycopg
 
 from ..sql import statement
 from ..streams import SORT_FIELDS
-from .reader import StreamRow, archived_first, first_version_sql, like_escape, stream_row
+from . import archive
+from .reader import StreamRow, first_version_sql, like_escape, stream_row, stream_state
 
-__all__ = ["page"]
+__all__ = ["archived_first", "page", "readable_state"]
 
 Conn = psycopg.Connection[Any]
 
@@ -79,3 +80,22 @@ def page(
         entries = [(*e[:4], firsts.get(e[0], e[4]), *e[5:]) for e in entries]  # type: ignore[misc]
         entries = [archived_first(conn, e) if e[6] is not None else e for e in entries]
     return total, entries
+
+
+def readable_state(conn: Conn, stream_uuid: str) -> StreamRow | None:
+    """`stream_state` with the first readable position of a stream with a max_age counting
+    its own archived events (`archived_first`): what stream_info reports."""
+    row = stream_state(conn, stream_uuid)
+    return None if row is None else archived_first(conn, row)
+
+
+def archived_first(conn: Conn, row: StreamRow) -> StreamRow:
+    """`row` with its first readable position lowered to its first own archived event that
+    reads return, when the stream has a max_age (retention/first_version.sql looks for the
+    first event not older than it in the events table only: archived events are not
+    there). Nothing more to ask without a max_age, or without archives."""
+    hook = archive.overlay()
+    if hook is None or row[6] is None:
+        return row
+    first = hook.first_readable(conn, row[0], row[4])
+    return row if first == row[4] else (*row[:4], first, *row[5:])

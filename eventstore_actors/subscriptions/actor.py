@@ -13,14 +13,12 @@ resumes after the checkpoint. That is never counted as a crash.
 A subscription that ends for any reason but its subscriber's own unsubscribe or delete tells
 its subscribers `SubscriptionStopped`, then nothing more (see `Control`).
 
-Catch-up reads: `reading.py`. A batch is delivered in `_deliver`, an ack arrives in `_on_ack`
-(cumulative or per event), a nack in `_on_nack` (see `nacks.py`).
+Catch-up reads: `reading.py`; a batch is delivered in `_deliver`; acks and nacks: `acking.py`.
 """
 
 from __future__ import annotations
 
 import random
-import threading
 import time
 from typing import Any
 
@@ -33,7 +31,8 @@ from ..actors.ticker import Tick
 from ..config import Settings
 from ..errors import StoreUnavailableError, SubscriptionAlreadyExistsError
 from ..events import RecordedEvent
-from ..lifecycle.encryption import forgotten_since, keyring_of
+from ..lifecycle.encryption import keyring_of
+from ..lifecycle.handout import forgotten_since
 from ..notifications.messages import CatchUp, Published, StreamDeleted
 from ..storage import checkpoints
 from . import ticking
@@ -122,7 +121,7 @@ class SubscriptionActor(LevelHooks, Ticking, SupervisedActor):
         self._direct = Direct(self.actor_urn, self.handle, self._crash)
         self._inner_ack: int | None = None  # see LevelHooks._ack_direct
         self._nacks_seen = 0  # nacks of the handle's handled (see LevelHooks._settles)
-        self._keyring = keyring_of(settings.serializer)  # see encryption.forgotten_since
+        self._keyring = keyring_of(settings.serializer)  # see handout.forgotten_since
         self._direct_ok = self._all and spec.hub is not None and not self._delivery.shared
 
     # Lifecycle --------------------------------------------------------------------------------
@@ -458,10 +457,10 @@ class SubscriptionActor(LevelHooks, Ticking, SupervisedActor):
             member = self._members.of(message.subscription)
             if member is None:
                 return  # a handle from an earlier subscribe of the name, or a member gone
-            if isinstance(message, Ack):
-                self._on_ack(state, member, message)
-            else:
-                self._on_nack(state, member, message)
+            if isinstance(message, Ack):  # per event or cumulative, see acking.py
+                self._acking.ack(state, member, message)
+            else:  # see nacks.py
+                self._acking.nack(state, member, message)
         elif isinstance(message, ReplayParked):
             self._nacks.load_replay(state)
         elif isinstance(message, Resync):
@@ -483,15 +482,6 @@ class SubscriptionActor(LevelHooks, Ticking, SupervisedActor):
             super().handle(message)
             return
         self._pump(state)
-
-    # Acks and nacks ---------------------------------------------------------------------------
-    def _on_ack(self, state: _State, member: int, message: Ack) -> None:
-        """An ack arrives (from `member`): per event or cumulative, see acking.py."""
-        self._acking.ack(state, member, message)
-
-    def _on_nack(self, state: _State, member: int, message: Nack) -> None:
-        """A nack arrives (from `member`): see nacks.py."""
-        self._acking.nack(state, member, message)
 
     # Delivery ---------------------------------------------------------------------------------
     def _pump(self, state: _State) -> None:
@@ -529,15 +519,17 @@ class SubscriptionActor(LevelHooks, Ticking, SupervisedActor):
     ) -> list[tuple[int, list[RecordedEvent]]]:
         """The batches to send now, by member; a single subscriber's is recorded as sent
         first (see `Control.sent`: acks in transactions are checked against it)."""
+        keyring = self._keyring  # decoded before: see `handout.forgotten_since`
         if isinstance(action, Deliver):
-            return action.batches
+            return [(member, forgotten_since(events, keyring)) for member, events in action.batches]
         assert isinstance(state, SubscriptionState)
         replay = state.replaying
         first = position(action.events[0], self._all)
         self._control.sent(first, state.last_sent, None if replay is None else replay.event_id)
-        # The objects told (as `_deliver` will hand them out): an ack in a transaction that
+        # A subject forgotten since these were decoded (the batch waited for an ack) is not
+        # handed out in clear; the objects told are recorded: an ack in a transaction that
         # names them is checked against this batch's floor (see `Control.delivery_of`).
-        events = forgotten_since(action.events, self._keyring)
+        events = forgotten_since(action.events, keyring)
         if replay is None:
             self._control.delivering(events, first - 1, state.last_sent)
         return [(self._members.first(), events)]
@@ -551,9 +543,6 @@ class SubscriptionActor(LevelHooks, Ticking, SupervisedActor):
         if self._members.detached(member):
             self._remove(member)
             return
-        # Decoded before: a subject forgotten since (the batch waited for an ack) is not
-        # handed out in clear.
-        events = forgotten_since(events, self._keyring)
         batch, lock = self._direct.batch, self._lock
         # Nothing is sent once the lock connection is gone (a direct batch: as the hub's
         # one look for that batch found it, see direct.py).
@@ -571,17 +560,10 @@ class SubscriptionActor(LevelHooks, Ticking, SupervisedActor):
             self._registry.metrics.delivered(len(payload), self._since)
             self._since = None
             self._traces.delivered(events[: len(payload)])
-            direct = self._direct
-            teller, direct.teller = direct.teller, threading.get_ident()  # see _ack_direct
-            try:
-                found.subscriber.tell(Events(found.handle, payload))
-            except Exception as exc:
-                direct.teller = teller
-                self._take_inner_ack()
-                self._refused(member, found, exc)
+            refused = self._told(found.subscriber, Events(found.handle, payload))
+            if refused is not None:
+                self._refused(member, found, refused)
                 return
-            direct.teller = teller
-            self._take_inner_ack()
             if self._control.closed:  # unsubscribed from inside that tell()
                 self._end(None)
                 return

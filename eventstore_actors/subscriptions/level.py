@@ -4,6 +4,7 @@ the actor's own handler under its mutex; anything else goes as a message."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -78,6 +79,20 @@ class LevelHooks:
         if took:
             self._after_direct_ack()
         return took
+
+    def _told(self, subscriber: Any, message: Any) -> Exception | None:
+        """Tell `subscriber` a batch, an ack it makes inside that tell() kept and applied
+        as it returns (see `_ack_direct`); what its tell() raised, if anything."""
+        direct = self._direct
+        teller, direct.teller = direct.teller, threading.get_ident()
+        try:
+            subscriber.tell(message)
+        except Exception as exc:
+            return exc
+        finally:
+            direct.teller = teller
+            self._take_inner_ack()
+        return None
 
     def _take_inner_ack(self) -> None:
         """Apply the ack kept while telling (see `_ack_direct`), on the thread that told: the

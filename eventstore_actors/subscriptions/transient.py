@@ -31,7 +31,8 @@ from ..actors.ticker import Tick
 from ..config import Settings
 from ..errors import StoreUnavailableError
 from ..events import RecordedEvent
-from ..lifecycle.encryption import forgotten_since, keyring_of
+from ..lifecycle.encryption import keyring_of
+from ..lifecycle.handout import forgotten_since
 from ..notifications.messages import CatchUp, Published
 from ..storage import reader
 from ..storage.pool import ReadPool

@@ -359,17 +359,24 @@ def test_the_console_mounts_under_a_path(seeded: EventStore) -> None:
     assert web.get("/ops/static/console.css").status_code == 200
 
 
-def test_the_console_command_serves_until_sigterm(dsn: str, schema: str) -> None:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if k != "EVENTSTORE_CONSOLE_TOKEN"}
+def _console_command(
+    dsn: str, schema: str, port: int, *args: str, **env: str
+) -> subprocess.Popen[str]:
+    """`eventstore-actors console` on `port` with `args`, without a token, `env` added."""
+    base = {k: v for k, v in os.environ.items() if k != "EVENTSTORE_CONSOLE_TOKEN"}
     command = [sys.executable, "-m", "eventstore_actors.cli", "console", "--dsn", dsn]
-    proc = subprocess.Popen(
-        [*command, "--schema", schema, "--port", str(port)],
-        env=env,
+    return subprocess.Popen(
+        [*command, "--schema", schema, "--port", str(port), *args],
+        env={**base, **env},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def test_the_console_command_serves_until_sigterm(dsn: str, schema: str) -> None:
+    port = free_port()
+    proc = _console_command(dsn, schema, port)
     try:
 
         def overview() -> dict[str, Any] | None:
@@ -398,14 +405,9 @@ def test_the_console_command_serves_until_sigterm(dsn: str, schema: str) -> None
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
-    refused = subprocess.run(
-        [*command, "--schema", schema, "--port", str(port), "--allow-writes"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert refused.returncode == 1 and "EVENTSTORE_CONSOLE_TOKEN" in refused.stderr
+    refused = _console_command(dsn, schema, port, "--allow-writes")
+    _, stderr = refused.communicate(timeout=60)
+    assert refused.returncode == 1 and "EVENTSTORE_CONSOLE_TOKEN" in stderr
 
 
 def test_forgetting_parked_events_needs_the_token_too(seeded: EventStore) -> None:
@@ -495,16 +497,7 @@ def test_the_console_command_reads_personal_data_with_the_master_key(
     key = os.urandom(32)
     _personal(make_store(encryption=Encryption(master_key=key)))
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k != "EVENTSTORE_CONSOLE_TOKEN"}
-    env["EVENTSTORE_MASTER_KEY"] = base64.b64encode(key).decode()
-    command = [sys.executable, "-m", "eventstore_actors.cli", "console", "--dsn", dsn]
-    proc = subprocess.Popen(
-        [*command, "--schema", schema, "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = _console_command(dsn, schema, port, EVENTSTORE_MASTER_KEY=base64.b64encode(key).decode())
     try:
 
         def tail() -> Any:

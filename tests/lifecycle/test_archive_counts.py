@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 from support import events
+from support.keystore import MemoryKeyStore
 from support.storage_sql import sql
 
 from eventstore_actors import (
@@ -31,7 +32,7 @@ from eventstore_actors import (
 from eventstore_actors.lifecycle import forgetting
 
 if TYPE_CHECKING:
-    from eventstore_actors.lifecycle.archive.reader import Archived
+    from eventstore_actors.lifecycle.archive.groups import Archived
     from eventstore_actors.storage.archive import ArchivedFile
 
 pytest.importorskip("pyarrow.parquet")
@@ -40,24 +41,6 @@ MakeStore = Callable[..., EventStore]
 KEY = bytes(range(32))
 #: A subject that must appear in no message and no log line.
 SECRET = "subject-PII-dave@example.com"
-
-
-class MemoryKeyStore:
-    """A KeyStore as an application's KMS would be, in memory."""
-
-    def __init__(self) -> None:
-        self.keys: dict[str, bytes] = {}
-        self.deleted: list[str] = []
-
-    def get(self, subject: str) -> bytes | None:
-        return self.keys.get(subject)
-
-    def create(self, subject: str) -> bytes:
-        return self.keys.setdefault(subject, os.urandom(32))
-
-    def delete(self, subject: str) -> None:
-        self.deleted.append(subject)
-        self.keys.pop(subject, None)
 
 
 def named(subject: str, *numbers: int) -> list[EventData]:

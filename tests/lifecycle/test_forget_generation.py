@@ -14,6 +14,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from support.keystore import MemoryKeyStore
 
 from eventstore_actors import (
     ANY_VERSION,
@@ -27,24 +28,6 @@ from eventstore_actors import (
 from eventstore_actors.storage import reader
 
 KEY = bytes(range(32))
-
-
-class MemoryKeyStore:
-    """A KeyStore as an application's KMS would be, in memory (shared by two instances)."""
-
-    def __init__(self) -> None:
-        self.keys: dict[str, bytes] = {}
-
-    def get(self, subject: str) -> bytes | None:
-        return self.keys.get(subject)
-
-    def create(self, subject: str) -> bytes:
-        import os
-
-        return self.keys.setdefault(subject, os.urandom(32))
-
-    def delete(self, subject: str) -> None:
-        self.keys.pop(subject, None)
 
 
 def _generation(dsn: str, schema: str) -> int:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import os
 import queue
 import threading
 import time
@@ -19,6 +18,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from support.keystore import MemoryKeyStore
 
 from eventstore_actors import (
     ANY_VERSION,
@@ -61,24 +61,6 @@ def _poll(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
             return True
         time.sleep(0.02)
     return condition()
-
-
-class MemoryKeyStore:
-    """A KeyStore as an application's KMS would be, in memory."""
-
-    def __init__(self) -> None:
-        self.keys: dict[str, bytes] = {}
-        self.deleted: list[str] = []
-
-    def get(self, subject: str) -> bytes | None:
-        return self.keys.get(subject)
-
-    def create(self, subject: str) -> bytes:
-        return self.keys.setdefault(subject, os.urandom(32))
-
-    def delete(self, subject: str) -> None:
-        self.deleted.append(subject)
-        self.keys.pop(subject, None)
 
 
 # Encryption ---------------------------------------------------------------------------------

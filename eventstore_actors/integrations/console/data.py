@@ -25,7 +25,7 @@ from ... import (
     SubscriptionInfo,
     SubscriptionNotFoundError,
 )
-from ...lifecycle.encryption import SEALED, marking_sealed
+from ...lifecycle.sealed import SEALED, marking_sealed
 from ...storage.migrations import SCHEMA_VERSION
 
 __all__ = [

@@ -15,24 +15,31 @@ from __future__ import annotations
 
 import operator
 import threading
-import uuid
 import weakref
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from ...errors import StoreUnavailableError
 from ...storage import archive as store
 from ...storage import keys
 from ...storage.archive import ArchivedFile, Filters
-from .files import open_parquet
+from .groups import (
+    Archived,
+    Row,
+    archived,
+    between,
+    event_groups,
+    marked,
+    opened,
+    stream_groups,
+    to_rows,
+)
 
-__all__ = ["ArchiveReader", "Archived", "View", "count_live", "subject_events"]
+__all__ = ["ArchiveReader", "View", "count_live"]
 
 Conn = Any
-Row = tuple[Any, ...]
 _EVENT_ID, _STREAM, _VERSION, _TYPE, _CREATED, _NUMBER, _SUBJECT = 0, 1, 2, 3, 8, 10, 11
 
 
@@ -195,16 +202,16 @@ class ArchiveReader:
         state = store.stream_state(conn, stream_uuid)
         if view.upto == 0 or state is None:
             return 0
-        below = state.version + 1 if state.min_own_version is None else state.min_own_version
+        below = state.archived_below
         top = min(high - 1, below - 1)  # own events below `below` are archived
         if top < low:
             return 0
         found = store.stream_created(conn, [stream_uuid]).get(stream_uuid)
         oldest = None if found is None else found[2]  # its max_age hid those older already
         return sum(
-            _marked(mask)
-            for _, _, mask in self._own_groups(
-                view, stream_uuid, low, top, False, state.created_at, oldest
+            marked(mask)
+            for _, _, _, mask in stream_groups(
+                view.files, stream_uuid, low, top, False, state.created_at, oldest
             )
         )
 
@@ -227,15 +234,15 @@ class ArchiveReader:
         state = store.stream_state(conn, stream_uuid)
         if view.upto == 0 or state is None:
             return first
-        below = state.version + 1 if state.min_own_version is None else state.min_own_version
+        below = state.archived_below
         top = min(first, below) - 1  # own events below `below` are archived
         if top < lowest or (below - 1) - store.link_positions(conn, state.stream_id, below) <= 0:
             return first
         import pyarrow.compute as pc
 
-        groups = self._own_groups(view, stream_uuid, lowest, top, False, created, oldest)
+        groups = stream_groups(view.files, stream_uuid, lowest, top, False, created, oldest)
         with closing(groups):  # the first group found holds the lowest version: files and
-            for pf, group, mask in groups:  # row groups are in event_id order
+            for pf, group, _, mask in groups:  # row groups are in event_id order
                 kept = pf.read_row_group(group, columns=["stream_version"])["stream_version"]
                 return min(first, int(pc.min(kept.filter(mask)).as_py()))
         return first
@@ -260,13 +267,13 @@ class ArchiveReader:
         if found is None or state is None:
             return None
         created, lowest, oldest = found
-        below = state.version + 1 if state.min_own_version is None else state.min_own_version
+        below = state.archived_below
         low, top = max(after + 1, lowest), below - 1  # own events below `below` are archived
         if top < low or top - store.link_positions(conn, state.stream_id, below) <= 0:
             return None
         import pyarrow.compute as pc
 
-        groups = self._own_keys(view, stream_uuid, low, top, False, created, oldest)
+        groups = stream_groups(view.files, stream_uuid, low, top, False, created, oldest)
         with closing(groups):  # the first group found holds the lowest version (event_id
             for _, _, keys, mask in groups:  # order), computed from the keys already read
                 kept = keys.filter(mask)
@@ -284,20 +291,12 @@ class ArchiveReader:
         for f in view.files:
             if f.last_event_id <= after:
                 continue
-            with _opened(f.url) as pf:
-                for i in _groups(pf, after + 1, f.last_event_id):
+            with opened(f.url) as pf:
+                for i in event_groups(pf, after + 1, f.last_event_id):
                     keys = pf.read_row_group(
                         i, columns=["event_id", "stream_uuid", "stream_version", "created_at"]
                     )
-                    keys = keys.filter(pc.greater(keys["event_id"], after))
-                    rows = list(
-                        zip(
-                            keys["stream_uuid"].to_pylist(),
-                            keys["stream_version"].to_pylist(),
-                            keys["created_at"].to_pylist(),
-                            strict=True,
-                        )
-                    )
+                    rows = archived(keys.filter(pc.greater(keys["event_id"], after)))
                     for at in range(0, len(rows), step):
                         part = rows[at : at + step]
                         streams = store.stream_created(conn, sorted({r[0] for r in part}))
@@ -359,7 +358,7 @@ class ArchiveReader:
         found: dict[int, Any] = {}
         # Own events older than the lowest still in PostgreSQL are archived, at the positions
         # below it that are not links.
-        below = state.version + 1 if state.min_own_version is None else state.min_own_version
+        below = state.archived_below
         own_archived = (below - 1) - store.link_positions(conn, state.stream_id, below)
         if own_archived > 0 and low <= below - 1:
             # What `_live` keeps of them, decided row group by row group before the count: the
@@ -459,14 +458,14 @@ class ArchiveReader:
     def _scan(self, view: View, low: int, high: int, backward: bool) -> Iterator[Row]:
         files = [f for f in view.files if f.first_event_id <= high and f.last_event_id >= low]
         for f in reversed(files) if backward else files:
-            with _opened(f.url) as pf:
-                groups = _groups(pf, low, high)
+            with opened(f.url) as pf:
+                groups = event_groups(pf, low, high)
                 for i in reversed(groups) if backward else groups:
-                    table = _between(pf.read_row_group(i), low, high)
+                    table = between(pf.read_row_group(i), low, high)
                     step = 1000  # converted to Python a slice at a time: a read may stop early
                     starts = range(0, table.num_rows, step)
                     for at in reversed(starts) if backward else starts:
-                        rows = _rows(table.slice(at, step))
+                        rows = to_rows(table.slice(at, step))
                         yield from reversed(rows) if backward else rows
 
     def _stream_rows(
@@ -483,82 +482,20 @@ class ArchiveReader:
     ) -> list[Row]:
         """Up to `count` archived events of the stream itself with versions low..high (of
         `event_types`), of its life that began at `since` and not older than `oldest` (see
-        `_own_groups`), nearest to the start of the read first."""
+        `groups.stream_groups`), nearest to the start of the read first."""
         out: list[Row] = []
-        groups = self._own_groups(view, stream_uuid, low, high, backward, since, oldest)
+        groups = stream_groups(view.files, stream_uuid, low, high, backward, since, oldest)
         with closing(groups):  # an early return closes the file it is in
-            for pf, group, mask in groups:
+            for pf, group, _, mask in groups:
                 rows = [
                     (*r[:_NUMBER], r[_VERSION], *r[_NUMBER + 1 :])
-                    for r in _rows(pf.read_row_group(group).filter(mask))
+                    for r in to_rows(pf.read_row_group(group).filter(mask))
                     if event_types is None or r[_TYPE] in event_types
                 ]
                 out.extend(reversed(rows) if backward else rows)
                 if len(out) >= count:
                     return out[:count]
         return out
-
-    def _own_groups(
-        self,
-        view: View,
-        stream_uuid: str,
-        low: int,
-        high: int,
-        backward: bool,
-        since: datetime,
-        oldest: datetime | None,
-    ) -> Generator[tuple[Any, int, Any], None, None]:
-        """(file, row group, mask) of `_own_keys`."""
-        groups = self._own_keys(view, stream_uuid, low, high, backward, since, oldest)
-        with closing(groups):
-            for pf, i, _, mask in groups:
-                yield pf, i, mask
-
-    def _own_keys(
-        self,
-        view: View,
-        stream_uuid: str,
-        low: int,
-        high: int,
-        backward: bool,
-        since: datetime,
-        oldest: datetime | None,
-    ) -> Generator[tuple[Any, int, Any, Any], None, None]:
-        """(file, row group, its key columns, mask of its rows) of the row groups holding
-        archived events of the stream with versions low..high created at or after `since`
-        (the stream's created_at: an earlier stream of the same name, hard-deleted, left its
-        events at the same versions in the files) and, unless `oldest` is None, not before
-        `oldest` (its max_age), in the order of the read. Only the key columns of a row
-        group are read to find out, one row group at a time; the mask leaves out the other
-        rows before anyone counts them."""
-        import pyarrow as pa
-        import pyarrow.compute as pc
-
-        files = list(view.files)
-        for f in reversed(files) if backward else files:
-            with _opened(f.url) as pf:
-                groups = list(range(pf.metadata.num_row_groups))
-                for i in reversed(groups) if backward else groups:
-                    keys = pf.read_row_group(
-                        i, columns=["stream_uuid", "stream_version", "created_at"]
-                    )
-                    created = keys["created_at"]
-                    mask = pc.and_(
-                        pc.and_(
-                            pc.equal(keys["stream_uuid"], stream_uuid),
-                            pc.greater_equal(created, pa.scalar(since, type=created.type)),
-                        ),
-                        pc.and_(
-                            pc.greater_equal(keys["stream_version"], low),
-                            pc.less_equal(keys["stream_version"], high),
-                        ),
-                    )
-                    if oldest is not None:
-                        mask = pc.and_(
-                            mask, pc.greater_equal(created, pa.scalar(oldest, type=created.type))
-                        )
-                    if pc.any(mask).as_py():
-                        yield pf, i, keys, mask
 
     def _by_ids(self, view: View, ids: list[int]) -> dict[int, Row]:
         wanted = set(ids)
@@ -567,9 +504,9 @@ class ArchiveReader:
             mine = sorted(i for i in wanted if f.first_event_id <= i <= f.last_event_id)
             if not mine:
                 continue
-            with _opened(f.url) as pf:
-                for g in _groups(pf, mine[0], mine[-1]):
-                    for row in _rows(pf.read_row_group(g)):
+            with opened(f.url) as pf:
+                for g in event_groups(pf, mine[0], mine[-1]):
+                    for row in to_rows(pf.read_row_group(g)):
                         if row[0] in wanted:
                             found[row[0]] = row
         return found
@@ -598,41 +535,6 @@ def _kept(
     return created <= created_at and version >= lowest and (oldest is None or created_at >= oldest)
 
 
-#: (stream_uuid, stream_version, created_at) of an archived event.
-Archived = tuple[str, int, datetime]
-
-
-def subject_events(url: str, subject: str) -> list[Archived]:
-    """The data subject's events in the archive file at `url`, read a row group at a time
-    (the subject column, the others only where the subject occurs). StoreUnavailableError
-    when the file cannot be read (missing, unreachable, not Parquet), saying which: never an
-    OSError or an error of pyarrow, and never the subject."""
-    import pyarrow
-    import pyarrow.compute as pc
-
-    out: list[Archived] = []
-    try:
-        with _opened(url) as pf:
-            for i in range(pf.metadata.num_row_groups):
-                mask = pc.equal(pf.read_row_group(i, columns=["subject"])["subject"], subject)
-                if not pc.any(mask).as_py():
-                    continue
-                found = pf.read_row_group(
-                    i, columns=["stream_uuid", "stream_version", "created_at"]
-                ).filter(mask)
-                out.extend(
-                    zip(
-                        found["stream_uuid"].to_pylist(),
-                        found["stream_version"].to_pylist(),
-                        found["created_at"].to_pylist(),
-                        strict=True,
-                    )
-                )
-    except (OSError, pyarrow.ArrowException) as exc:
-        raise _unreadable(url, exc) from None
-    return out
-
-
 def count_live(conn: Conn, events: Sequence[Archived]) -> int:
     """How many of `events` (archived) are live now, by the rule reads apply to archived rows
     (`ArchiveReader._live`): their stream exists and is not younger (not hard-deleted, not
@@ -643,13 +545,6 @@ def count_live(conn: Conn, events: Sequence[Archived]) -> int:
     return sum(
         1 for stream, version, created in events if _kept(streams.get(stream), version, created)
     )
-
-
-def _marked(mask: Any) -> int:
-    """How many rows a mask of `ArchiveReader._own_groups` keeps."""
-    import pyarrow.compute as pc
-
-    return int(pc.sum(mask).as_py() or 0)
 
 
 def _flagged(conn: Conn, rows: list[Any]) -> list[Any]:
@@ -703,84 +598,3 @@ def _matcher(filters: Filters) -> Callable[[Row], bool]:
         return partition is None or partition_of(row[_STREAM], partition[1]) == partition[0]
 
     return keep
-
-
-class _opened:
-    """An archive file open for the block: a file that cannot be opened or read (missing,
-    unreachable, not Parquet, damaged in a row group) raises StoreUnavailableError naming
-    it, never an OSError or an error of pyarrow, whether at the open or later in the block."""
-
-    def __init__(self, url: str) -> None:
-        self._url = url
-
-    def __enter__(self) -> Any:
-        try:
-            self._pf = open_parquet(self._url)
-        except Exception as exc:
-            if _file_error(exc):
-                raise _unreadable(self._url, exc) from None
-            raise
-        return self._pf
-
-    def __exit__(self, kind: object, exc: BaseException | None, trace: object) -> None:
-        self._pf.close()
-        if exc is not None and _file_error(exc):
-            raise _unreadable(self._url, exc) from None
-
-
-def _file_error(exc: BaseException) -> bool:
-    """Whether `exc` says a file could not be read: an OSError or an error of pyarrow."""
-    if isinstance(exc, OSError):
-        return True
-    import pyarrow
-
-    return isinstance(exc, pyarrow.ArrowException)
-
-
-def _unreadable(url: str, exc: BaseException) -> StoreUnavailableError:
-    why = getattr(exc, "strerror", None) or exc
-    return StoreUnavailableError(f"archive file {url} cannot be read: {why}")
-
-
-def _between(table: Any, low: int, high: int) -> Any:
-    """The rows of `table` with low <= event_id <= high."""
-    import pyarrow.compute as pc
-
-    ids = table["event_id"]
-    return table.filter(pc.and_(pc.greater_equal(ids, low), pc.less_equal(ids, high)))
-
-
-def _groups(pf: Any, low: int, high: int) -> list[int]:
-    """The row groups of `pf` that may hold event_ids low..high (from their statistics)."""
-    meta = pf.metadata
-    out = []
-    for i in range(meta.num_row_groups):
-        stats = meta.row_group(i).column(0).statistics
-        if stats is None or not stats.has_min_max or (stats.min <= high and stats.max >= low):
-            out.append(i)
-    return out
-
-
-def _rows(table: Any) -> list[Row]:
-    """Rows in the layout of `storage.reader.Row` (event_number = event_id) from a table of
-    archive columns. Whether a subject is forgotten is not in the file: None (`decode` then
-    asks the keyring, which finds no key for a forgotten subject)."""
-    c = {name: table.column(name).to_pylist() for name in table.column_names}
-    columns = zip(
-        c["event_id"],
-        c["stream_uuid"],
-        c["stream_version"],
-        c["event_type"],
-        c["correlation_id"],
-        c["causation_id"],
-        c["data"],
-        c["metadata"],
-        c["created_at"],
-        c["event_uuid"],
-        c["subject"],
-        strict=True,
-    )
-    return [
-        (*head, uuid.UUID(text), head[0], subject, None if subject is not None else False)
-        for *head, text, subject in columns
-    ]

@@ -1,0 +1,192 @@
+"""Row groups of archive files: opened with every read error named, found by event_id (the
+row groups' statistics) or by a stream's key columns (a mask computed before any row is
+converted), and converted to rows in the layout of `storage.reader.Row`.
+
+Why apart from the reader: these are the file-level steps every archive read shares (reads,
+counts, forgetting, lag); the reader decides which events a read returns.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Generator, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+from ...errors import StoreUnavailableError
+from ...storage.archive import ArchivedFile
+from .files import open_parquet
+
+__all__ = [
+    "KEYS",
+    "Archived",
+    "Row",
+    "archived",
+    "between",
+    "event_groups",
+    "marked",
+    "opened",
+    "stream_groups",
+    "subject_events",
+    "to_rows",
+]
+
+Row = tuple[Any, ...]
+#: (stream_uuid, stream_version, created_at) of an archived event.
+Archived = tuple[str, int, datetime]
+
+
+@contextmanager
+def opened(url: str) -> Iterator[Any]:
+    """An archive file open for the block: a file that cannot be opened or read (missing,
+    unreachable, not Parquet, damaged in a row group) raises StoreUnavailableError naming
+    it, never an OSError or an error of pyarrow, whether at the open or later in the block."""
+    try:
+        pf = open_parquet(url)
+    except Exception as exc:
+        if _file_error(exc):
+            raise _unreadable(url, exc) from None
+        raise
+    try:
+        yield pf
+    except Exception as exc:
+        if _file_error(exc):
+            raise _unreadable(url, exc) from None
+        raise
+    finally:
+        pf.close()
+
+
+def _file_error(exc: BaseException) -> bool:
+    """Whether `exc` says a file could not be read: an OSError or an error of pyarrow."""
+    if isinstance(exc, OSError):
+        return True
+    import pyarrow
+
+    return isinstance(exc, pyarrow.ArrowException)
+
+
+def _unreadable(url: str, exc: BaseException) -> StoreUnavailableError:
+    why = getattr(exc, "strerror", None) or exc
+    return StoreUnavailableError(f"archive file {url} cannot be read: {why}")
+
+
+def event_groups(pf: Any, low: int, high: int) -> list[int]:
+    """The row groups of `pf` that may hold event_ids low..high (from their statistics)."""
+    meta = pf.metadata
+    out = []
+    for i in range(meta.num_row_groups):
+        stats = meta.row_group(i).column(0).statistics
+        if stats is None or not stats.has_min_max or (stats.min <= high and stats.max >= low):
+            out.append(i)
+    return out
+
+
+def between(table: Any, low: int, high: int) -> Any:
+    """The rows of `table` with low <= event_id <= high."""
+    import pyarrow.compute as pc
+
+    ids = table["event_id"]
+    return table.filter(pc.and_(pc.greater_equal(ids, low), pc.less_equal(ids, high)))
+
+
+def stream_groups(
+    files: Sequence[ArchivedFile],
+    stream_uuid: str,
+    low: int,
+    high: int,
+    backward: bool,
+    since: datetime,
+    oldest: datetime | None,
+) -> Generator[tuple[Any, int, Any, Any], None, None]:
+    """(file, row group, its key columns, mask of its rows) of the row groups holding
+    archived events of the stream with versions low..high created at or after `since`
+    (the stream's created_at: an earlier stream of the same name, hard-deleted, left its
+    events at the same versions in the files) and, unless `oldest` is None, not before
+    `oldest` (its max_age), in the order of the read. Only the key columns of a row
+    group are read to find out, one row group at a time; the mask leaves out the other
+    rows before anyone counts them. Close it (`contextlib.closing`) when leaving early."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    for f in reversed(files) if backward else files:
+        with opened(f.url) as pf:
+            groups = list(range(pf.metadata.num_row_groups))
+            for i in reversed(groups) if backward else groups:
+                keys = pf.read_row_group(i, columns=list(KEYS))
+                created = keys["created_at"]
+                mask = pc.and_(
+                    pc.and_(
+                        pc.equal(keys["stream_uuid"], stream_uuid),
+                        pc.greater_equal(created, pa.scalar(since, type=created.type)),
+                    ),
+                    pc.and_(
+                        pc.greater_equal(keys["stream_version"], low),
+                        pc.less_equal(keys["stream_version"], high),
+                    ),
+                )
+                if oldest is not None:
+                    mask = pc.and_(
+                        mask, pc.greater_equal(created, pa.scalar(oldest, type=created.type))
+                    )
+                if pc.any(mask).as_py():
+                    yield pf, i, keys, mask
+
+
+def marked(mask: Any) -> int:
+    """How many rows a mask of `stream_groups` keeps."""
+    import pyarrow.compute as pc
+
+    return int(pc.sum(mask).as_py() or 0)
+
+
+def subject_events(url: str, subject: str) -> list[Archived]:
+    """The data subject's events in the archive file at `url`, read a row group at a time
+    (the subject column, the others only where the subject occurs). StoreUnavailableError
+    when the file cannot be read (missing, unreachable, not Parquet), saying which: never an
+    OSError or an error of pyarrow, and never the subject."""
+    import pyarrow.compute as pc
+
+    out: list[Archived] = []
+    with opened(url) as pf:
+        for i in range(pf.metadata.num_row_groups):
+            mask = pc.equal(pf.read_row_group(i, columns=["subject"])["subject"], subject)
+            if not pc.any(mask).as_py():
+                continue
+            out.extend(archived(pf.read_row_group(i, columns=list(KEYS)).filter(mask)))
+    return out
+
+
+#: The key columns of an archived event, as `Archived` holds them.
+KEYS = ("stream_uuid", "stream_version", "created_at")
+
+
+def archived(table: Any) -> list[Archived]:
+    """The `Archived` keys of each row of `table` (which has the `KEYS` columns)."""
+    return list(zip(*(table[name].to_pylist() for name in KEYS), strict=True))
+
+
+def to_rows(table: Any) -> list[Row]:
+    """Rows in the layout of `storage.reader.Row` (event_number = event_id) from a table of
+    archive columns. Whether a subject is forgotten is not in the file: None (`decode` then
+    asks the keyring, which finds no key for a forgotten subject)."""
+    c = {name: table.column(name).to_pylist() for name in table.column_names}
+    columns = zip(
+        c["event_id"],
+        c["stream_uuid"],
+        c["stream_version"],
+        c["event_type"],
+        c["correlation_id"],
+        c["causation_id"],
+        c["data"],
+        c["metadata"],
+        c["created_at"],
+        c["event_uuid"],
+        c["subject"],
+        strict=True,
+    )
+    return [
+        (*head, uuid.UUID(text), head[0], subject, None if subject is not None else False)
+        for *head, text, subject in columns
+    ]
