@@ -503,7 +503,13 @@ def test_migrate_from_schema_3_keeps_checkpoints_and_adds_health(dsn: str, relea
             assert [e.event_id for e in batch] == [3]
             state_becomes(store, "stalled", timeout=FOUND_WITHIN)
             handle.ack(batch)
-            found = state_becomes(store, "live", timeout=5.0)
-            assert found.checkpoint == 3 and found.last_ack_at is not None
+            # The monitor writes 'live' as the ack arrives and the actor writes the checkpoint
+            # just after: a look in between sees 'live' at checkpoint 2, so wait for both.
+            found = wait_until(
+                lambda: (f := info(store)).state == "live" and f.checkpoint == 3 and f,
+                timeout=5.0,
+                what="p to be live at checkpoint 3",
+            )
+            assert found.last_ack_at is not None
     finally:
         admin.drop(dsn, name)
