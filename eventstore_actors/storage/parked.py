@@ -138,9 +138,10 @@ def forget(conn: Conn, stream_uuid: str, name: str, event_id: int) -> None:
 
 
 def discard(conn: Conn, stream_uuid: str, name: str, event_ids: list[int] | None) -> int:
-    """Take parked events off the list for good (all, or those of `event_ids`); how many."""
-    cur = conn.execute(
+    """Take parked events off the list for good (all, or those of `event_ids`); how many
+    of them `rows` listed (an archived one goes uncounted)."""
+    row = conn.execute(
         statement("subscriptions/discard_parked"),
         {"stream_uuid": stream_uuid, "name": name, "event_ids": event_ids},
-    )
-    return cur.rowcount
+    ).fetchone()
+    return int(row[0]) if row is not None else 0

@@ -288,7 +288,7 @@ def test_archived_parked_events_are_neither_counted_nor_replayed(
     make_store: Callable[..., EventStore], dsn: str, schema: str, tmp_path: Path
 ) -> None:
     """`parked_events` no longer lists an archived parked event (its row is kept): the parked
-    counts (subscription info, `status`) and `replay_parked` agree with it."""
+    counts (subscription info, `status`), `replay_parked` and `forget_parked` agree with it."""
     from eventstore_actors.status import report
 
     store = make_store()
@@ -315,6 +315,10 @@ def test_archived_parked_events_are_neither_counted_nor_replayed(
     assert {(r["subscription_name"], r["parked"]) for r in shown} == {("a", 0), ("b", 1)}
     assert store.replay_parked("a", "s1") == 0
     assert store.replay_parked("b", "s2") == 1
+    # forget_parked counts what parked_events listed: the archived entry goes, uncounted.
+    assert store.forget_parked("a", "s1") == 0
+    assert store.forget_parked("a", "s1", [1]) == 0
+    assert store.forget_parked("b", "s2") == 1
 
 
 def test_no_store_or_no_server_leaves_no_target_directory(dsn: str, tmp_path: Path) -> None:
