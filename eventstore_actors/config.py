@@ -342,6 +342,16 @@ class Settings:
         """The channel that wakes this schema's listeners for shutdown (at most 63 bytes)."""
         return _channel(self.schema, "events.control")
 
+    @property
+    def forgets_channel(self) -> str:
+        """Where the listeners answer a forget once they evicted their cached keys."""
+        return _channel(self.schema, "forgets")
+
+    def probe_channel(self, tag: str) -> str:
+        """A listener's own channel (`tag`: 8 hex digits of its instance): the notices it
+        sends itself to confirm its key cache is current (lifecycle/eviction.py)."""
+        return _channel(self.schema, f"probe.{tag}")
+
     def for_replica(self) -> Settings:
         """These settings with the replica as `dsn` (for its connections)."""
         assert self.replica_dsn is not None

@@ -172,6 +172,10 @@ class Runtime:
         )
         self.ticker.start()
         self.scavenger_ticker.start()
+        if keyring_of(settings.serializer) is not None:
+            # Its key cache is trusted for hand-outs once the listener listens (see
+            # lifecycle/eviction.py): waited for here, as a subscribe waits for it.
+            listening.want(settings.connect_timeout)
 
     def stop(self, owner: _Stoppable, leave: Callable[[], Callable[[], None]]) -> None:
         """Stop every actor and close every connection, once. `leave()` runs first (before

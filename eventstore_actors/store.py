@@ -485,12 +485,7 @@ class EventStore:
         self._writes.refuse_own_lock_wait()  # it takes the lock appends take
         runtime = self._runtime
         return forgetting.forget_subject(
-            runtime.pool,
-            runtime.settings.serializer,
-            runtime.settings.channel,
-            runtime.origin,
-            subject,
-            runtime.written,
+            runtime.pool, runtime.settings, runtime.origin, subject, runtime.written
         )
 
     def is_forgotten(self, subject: str) -> bool:

@@ -25,6 +25,7 @@ import hashlib
 import hmac
 import os
 import threading
+import time
 import uuid
 import weakref
 from collections.abc import Callable
@@ -294,6 +295,11 @@ class Keyring:
         #: used for its rows but not cached, so that a cached key always means "no forget
         #: evicted this subject since" (what `still_open` relies on).
         self.evictions = 0
+        #: Until when (time.monotonic) the cache is known current for hand-outs: every
+        #: forget committed before the listener's last confirmation was handled (see
+        #: lifecycle/eviction.py). 0.0: not known (no listener yet, or it lost its
+        #: connection): `still_open` asks the database.
+        self.lease_until = 0.0
         self._lock = threading.Lock()
         self._fetch: Fetch | None = None
         self._create: Create | None = None
@@ -455,11 +461,18 @@ class Keyring:
         self._keep(subject, entry, generation, read_at, evictions)
         return entry
 
+    def lease(self, until: float) -> None:
+        """The listener confirmed the cache current: trusted for hand-outs until `until`
+        (time.monotonic; 0.0: no longer)."""
+        self.lease_until = until
+
     def still_open(self, subject: str) -> bool:
         """Whether events of `subject` decoded earlier may still be handed out (see
-        `forgotten_since`): its key is cached (no forget evicted it since it was cached),
-        else the subject is not forgotten now (fetched: one statement, then cached)."""
-        entry = self.state[1].get(subject)
+        `forgotten_since`): its key is cached (no forget evicted it since it was cached) and
+        the cache is under a lease (every forget committed until shortly before was
+        handled: lifecycle/eviction.py), else the subject is not forgotten now (fetched: one
+        statement, then cached)."""
+        entry = self.state[1].get(subject) if time.monotonic() < self.lease_until else None
         if entry is None:
             entry = self._for_read(subject, None)
         return entry is not _FORGOTTEN

@@ -1,9 +1,12 @@
 """Forgetting a data subject (crypto-shredding): `store.forget_subject` and `is_forgotten`.
 
 One transaction, under the counter row lock every append takes first, deletes the subject's
-data key (from the schema, or from the application's KeyStore before the commit) and marks
-the subject forgotten, then notifies every store instance. The caller's own key cache drops
-the key before the call returns; other instances drop theirs when the notification arrives.
+data key from the schema and marks the subject forgotten, then notifies every store
+instance; after the commit the key leaves the application's KeyStore, if one is used. The
+caller's own key cache drops the key before the call returns, and the call waits until
+every other store instance with a key cache answered that it dropped its own, or could no
+longer trust it (lifecycle/eviction.py): events those instances decoded earlier and hand
+out later (an unacked subscription's next batches, a page being streamed) come FORGOTTEN.
 
 Why no reader can still decrypt once the call returned, whatever the notification's delay:
 marking the subject forgotten draws a new forget generation in the same transaction (schema
@@ -14,25 +17,27 @@ for any other (lifecycle/encryption.py, Keyring, gives the argument).
 Statements that are not on the hot path still carry, from the row's snapshot, whether its
 subject is forgotten (snapshots/read.sql, parked events, the archive's rows). The publisher
 reads the writer's batches that hold a subject back from the database for the same reason
-(notifications/publisher.py). So the guarantee does not wait for any other process: the
-notification (not a time-out) empties other caches early, so that keys of forgotten
-subjects do not stay in memory.
+(notifications/publisher.py).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
+from ..config import Settings
 from ..errors import EventStoreError, StoreUnavailableError
 from ..storage import archive as archive_storage
 from ..storage import keys
 from ..storage.archive import ArchivedFile
 from ..storage.pool import ReadPool
 from ..validation import check_name
+from . import eviction
 from .archive.groups import Archived, subject_events
 from .archive.reader import count_live
 from .encryption import Keyring, keyring_of
+from .eviction import Waiter
 
 __all__ = ["attach_keyring", "forget_subject", "forgotten_subjects", "is_forgotten", "on_notice"]
 
@@ -48,11 +53,10 @@ def attach_keyring(keyring: Keyring, pool: ReadPool) -> None:
 
 def forget_subject(
     pool: ReadPool,
-    serializer: Any,
-    channel: str,
+    settings: Settings,
     origin: str,
     subject: Any,
-    written: Callable[[Callable[[Any], int]], Callable[[Any], int]] = lambda work: work,
+    written: Callable[[Callable[[Any], Any]], Callable[[Any], Any]] = lambda work: work,
 ) -> int:
     """`EventStore.forget_subject`: when the subject is newly forgotten, the number of its
     events that reads returned until then, in PostgreSQL and in archive files (0 when it
@@ -63,39 +67,57 @@ def forget_subject(
 
     The archive files are read before the transaction (outside the counter row lock that
     holds up every append), and again inside it only for a file listed in between; a file
-    that cannot be read is a StoreUnavailableError and nothing is forgotten."""
+    that cannot be read is a StoreUnavailableError and nothing is forgotten. Once the
+    transaction committed, it waits for every store instance with a key cache to answer
+    that it evicted (lifecycle/eviction.py), then deletes the key from the application's
+    KeyStore, if any (after the commit: a forgotten subject's key is never asked for, and a
+    deletion that failed is done again by the next call)."""
     subject = check_name(subject, "subject")
-    keyring = keyring_of(serializer)
-    key_store = keyring.key_store if keyring is not None else None
+    keyring = keyring_of(settings.serializer)
     archived = _Archived(subject)
+    waiter = Waiter(settings)
 
-    def delete_from_key_store() -> None:
-        if key_store is None:
-            return
-        try:
-            key_store.delete(subject)
-        except Exception as exc:
-            raise EventStoreError(
-                f"the KeyStore failed to delete the data key ({type(exc).__name__}); "
-                "nothing was forgotten"
-            ) from None
-
-    def forget(conn: Any) -> int:
-        _, count = keys.forget(
-            conn, subject, channel, origin, delete_from_key_store, archived.count
-        )
-        return count
+    def forget(conn: Any) -> tuple[bool, int]:
+        return keys.forget(conn, subject, settings.channel, origin, archived.count, waiter.token)
 
     def archive_files(conn: Any) -> list[ArchivedFile]:
         """The manifest, unless the subject is forgotten already (for ever: nothing to count)."""
         return [] if keys.is_forgotten(conn, subject) else archive_storage.manifest(conn)
 
     try:
-        archived.read(pool.run(archive_files))
-        return pool.run(written(forget))
+        try:
+            archived.read(pool.run(archive_files))
+            newly, count = pool.run(written(forget))
+            committed_at = time.monotonic()
+        finally:
+            if keyring is not None:
+                keyring.evict(subject)
+        if newly:
+            try:
+                sessions: set[int] | None = pool.run(
+                    lambda c: eviction.listening(c, settings.schema)
+                )
+            except EventStoreError:  # not known: every lease is waited out
+                sessions = None
+            waiter.wait(committed_at, sessions)
     finally:
-        if keyring is not None:
-            keyring.evict(subject)
+        waiter.close()
+    if keyring is not None and keyring.key_store is not None:
+        _delete_from(keyring.key_store, subject)
+    return int(count)
+
+
+def _delete_from(key_store: Any, subject: str) -> None:
+    """The forgotten subject's key out of the application's KeyStore (named neither the
+    subject nor the KeyStore's message: either may hold personal data)."""
+    try:
+        key_store.delete(subject)
+    except Exception as exc:
+        raise EventStoreError(
+            f"the subject is forgotten (its events read as FORGOTTEN, in every process), but "
+            f"the KeyStore failed to delete its data key ({type(exc).__name__}): call "
+            "forget_subject again to delete it"
+        ) from None
 
 
 class _Archived:

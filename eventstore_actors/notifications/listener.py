@@ -8,15 +8,20 @@ middlebox) would leave it waiting for ever while other processes' events stop ar
 `health_interval` seconds without traffic it is probed with a round trip (re-issuing LISTEN
 on the control channel, a no-op that keeps the connection recognisable in pg_stat_activity);
 a probe unanswered within `health_timeout` ends the connection (a watchdog shuts its socket
-down, which wakes the blocked read) and the listener reconnects.
+down, which wakes the blocked read) and the listener reconnects. A store with encryption's
+listener also notifies itself every `eviction.RENEW` s (the lease of its key cache), and a
+notice of its own that does not come back within `health_timeout` ends the connection too.
 """
 
 from __future__ import annotations
 
+import functools
+import math
 import os
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable
 
 import psycopg
@@ -24,6 +29,8 @@ import psycopg
 from .. import logs
 from ..config import Settings
 from ..errors import StoreUnavailableError
+from ..lifecycle.eviction import LEASE, RENEW, Leasing
+from ..storage import keys
 from ..storage.connection import connect
 
 __all__ = ["Listener", "Listening"]
@@ -89,11 +96,13 @@ class Listening:
 
 class Listener:
     """Calls `on_notify(last_event_id)` per notification and `on_connect()` after each LISTEN;
-    `on_stream(kind, stream_uuid)` for a stream's links ("link") or deletion ("delete").
+    `on_stream(kind, stream_uuid)` for a stream's links ("link") or deletion ("delete"), and
+    `on_stream("forget", "")` for a forget (of any instance, this one's included).
 
     Notifications of commits made by the store instance `origin` itself are skipped: its writer
     hands those rows to the publisher directly, and it tells its own subscriptions of its
-    links and deletes.
+    links and deletes. With `leasing` (a store with encryption), it also keeps its key
+    cache's lease and answers forgets (lifecycle/eviction.py).
     """
 
     def __init__(
@@ -104,8 +113,10 @@ class Listener:
         on_connect: Callable[[], None],
         on_stream: Callable[[str, str], None] | None = None,
         on_unreachable: Callable[[], None] | None = None,
+        leasing: Leasing | None = None,
     ) -> None:
         self._settings = settings
+        self._leasing = leasing
         self._on_unreachable = on_unreachable
         self._origin = origin
         self._on_notify = on_notify
@@ -160,10 +171,17 @@ class Listener:
             try:
                 with conn:
                     self._attach(conn)
+                    leasing = self._leasing
+                    if leasing is not None:
+                        keys.take_listener_lock(conn, leasing.lock)
+                        keys.listen(conn, leasing.probe_channel)
+                    listening_from = time.monotonic()
                     conn.execute(f'LISTEN "{self._settings.channel}"')
                     conn.execute(f'LISTEN "{self._control}"')
                     delay = 0.05
-                    self._on_connect()
+                    self._on_connect()  # a store with encryption evicts its cached keys
+                    if leasing is not None:  # what is notified from now on comes here
+                        leasing.keyring.lease(listening_from + LEASE)
                     self._listen(conn)
             except (psycopg.Error, _Silent) as exc:
                 self._backoff("listener connection lost; reconnecting", exc, delay)
@@ -173,6 +191,8 @@ class Listener:
                 self._stop.wait(delay)
                 delay = min(delay * 2, 2.0)
             finally:
+                if self._leasing is not None:
+                    self._leasing.keyring.lease(0.0)  # forgets may be missed from now on
                 self._detach()
 
     def _backoff(self, message: str, exc: BaseException, delay: float) -> None:
@@ -183,22 +203,54 @@ class Listener:
     def _listen(self, conn: psycopg.Connection[tuple[object, ...]]) -> None:
         interval = self._settings.health_interval
         last_traffic = time.monotonic()
+        leasing = self._leasing
+        renew_at = time.monotonic() + RENEW if leasing is not None else math.inf
+        probe: tuple[str, float] | None = None  # a notice to itself in flight: (token, sent)
         while not self._stop.is_set():
-            idle = time.monotonic() - last_traffic
-            if idle >= interval:
-                self._probe(conn)
+            now = time.monotonic()
+            if probe is not None and now - probe[1] > self._settings.health_timeout:
+                raise _Silent(
+                    f"its own notice did not come back within {self._settings.health_timeout:g} s"
+                )
+            if leasing is not None and probe is None and now >= renew_at:
+                token = uuid.uuid4().hex[:16]
+                probe = (token, time.monotonic())
+                self._probe(functools.partial(keys.answer, conn, leasing.probe_channel, token))
                 last_traffic = time.monotonic()
                 continue
-            for note in conn.notifies(timeout=min(_POLL, interval - idle)):
+            idle = now - last_traffic
+            if idle >= interval:
+                self._probe(functools.partial(keys.listen, conn, self._control))
+                last_traffic = time.monotonic()
+                continue
+            wait = min(_POLL, interval - idle)
+            if leasing is not None:
+                # Up to the next renewal, or to the deadline of the one in flight.
+                due = renew_at if probe is None else probe[1] + self._settings.health_timeout
+                wait = min(wait, due - now)
+            answers: list[str] = []
+            for note in conn.notifies(timeout=max(wait, 0.0), stop_after=1):
                 last_traffic = time.monotonic()
                 if self._stop.is_set():
                     return
+                if leasing is not None and note.channel == leasing.probe_channel:
+                    if probe is not None and note.payload == probe[0]:
+                        # Every notice committed before it was sent came (and was handled)
+                        # before it: the cache is current as of the send.
+                        leasing.keyring.lease(probe[1] + LEASE)
+                        renew_at, probe = probe[1] + RENEW, None
+                    continue
                 if note.channel != self._settings.channel:
                     continue
                 kind, _, rest = note.payload.partition(",")
-                if kind in _STREAM_NOTICES:  # "link|delete|forget,origin,stream_uuid"
+                if kind in _STREAM_NOTICES:  # "link|delete|forget,origin,stream_uuid|token"
                     origin, _, stream_uuid = rest.partition(",")
-                    if origin != self._origin and self._on_stream is not None:
+                    if kind == "forget":  # any instance's, this one's too: then answered
+                        if self._on_stream is not None:
+                            self._on_stream(kind, "")
+                        if leasing is not None and stream_uuid:
+                            answers.append(stream_uuid)
+                    elif origin != self._origin and self._on_stream is not None:
                         self._on_stream(kind, stream_uuid)
                     continue
                 last, _, origin = rest.partition(",")
@@ -208,9 +260,13 @@ class Listener:
                     self._on_notify(int(last))
                 except ValueError:
                     self.log.warning("ignoring malformed notification")
+            for token in answers:  # evicted: the forget may go on
+                assert leasing is not None
+                self._probe(functools.partial(keys.answer, conn, leasing.forgets_channel, token))
 
-    def _probe(self, conn: psycopg.Connection[tuple[object, ...]]) -> None:
-        """One round trip within health_timeout, or the connection is given up (_Silent)."""
+    def _probe(self, trip: Callable[[], None]) -> None:
+        """One round trip (`trip`) within health_timeout, or the connection is given up
+        (_Silent)."""
         fired = threading.Event()
 
         def expire() -> None:
@@ -221,7 +277,7 @@ class Listener:
         watchdog.daemon = True
         watchdog.start()
         try:
-            conn.execute(f'LISTEN "{self._control}"')
+            trip()
         except psycopg.Error:
             if fired.is_set():
                 raise _Silent(

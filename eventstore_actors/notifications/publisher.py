@@ -33,6 +33,8 @@ from ..actors.supervised import SupervisedActor
 from ..config import Settings
 from ..errors import StoreUnavailableError
 from ..lifecycle import forgetting
+from ..lifecycle.encryption import keyring_of
+from ..lifecycle.eviction import Leasing
 from ..storage import reader
 from ..storage.connection import connect, is_alive
 from ..storage.deadline import guard
@@ -95,14 +97,16 @@ class PublisherActor(SupervisedActor):
 
         serializer = self._settings.serializer
 
+        keyring = keyring_of(serializer)
+
         def on_connect() -> None:
             listens[0] += 1
-            if listens[0] > 1:  # forgets may have been missed while disconnected
-                forgetting.on_notice(serializer)
+            if listens[0] > 1:
                 metrics.count("reconnects_total", connection="listener")
-            # Not on the first: what the keys cached since start missed is no risk, since
-            # every read and append checks the subject's flag in the database (the cache
-            # only saves unwrapping keys); emptying it then only raced the store's first use.
+            # Forgets may have been missed while not listening: the cached keys go before
+            # the cache's lease starts (lifecycle/eviction.py). Reads and appends never
+            # needed it (each checks the forget generation in the database).
+            forgetting.on_notice(serializer)
             _notify(ref, CatchUp())
             listening.answered()
 
@@ -117,6 +121,9 @@ class PublisherActor(SupervisedActor):
                 else _notify(ref, StreamNotice(kind, stream))
             ),
             on_unreachable=listening.answered,
+            leasing=(
+                None if keyring is None else Leasing.of(self._settings, keyring, self._origin)
+            ),
         )
         # Its first connect tells us CatchUp, which resyncs; it starts when wanted (Listening).
         self._listening.attach(self._listener.start)

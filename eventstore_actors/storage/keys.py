@@ -16,12 +16,16 @@ from ..sql import statement
 from .pooler import qualify
 
 __all__ = [
+    "answer",
     "create",
     "forget",
     "forgotten_count",
     "get",
     "is_forgotten",
+    "listen",
+    "listeners",
     "rewrap_all",
+    "take_listener_lock",
 ]
 
 Conn = psycopg.Connection[Any]
@@ -58,15 +62,15 @@ def forget(
     subject: str,
     channel: str,
     origin: str,
-    before_commit: Callable[[], None] | None = None,
     archived: Callable[[Conn, int], int] | None = None,
+    token: str = "",
 ) -> tuple[bool, int]:
     """Forget `subject` in one transaction: whether it is newly forgotten, and then the
     number of its readable events (0 when it already was). `archived(conn, upto)` counts
     those in the archive files (the ranges up to event_id `upto`; not called when nothing is
     archived); it runs inside the transaction, so a file that cannot be read forgets
-    nothing. `before_commit` runs inside the transaction after it (deleting the key from an
-    application's KeyStore: a failure there forgets nothing either)."""
+    nothing. The notice carries `token`, which the listeners answer once they evicted their
+    cached keys (lifecycle/eviction.py)."""
     with conn.transaction():
         conn.execute(statement("append/lock_counter"))
         row = conn.execute(statement("keys/forget"), {"subject": subject}).fetchone()
@@ -74,9 +78,9 @@ def forget(
         newly, count, upto = bool(row[0]), int(row[1]), int(row[2])
         if newly and upto > 0 and archived is not None:
             count += archived(conn, upto)
-        if before_commit is not None:
-            before_commit()
-        conn.execute(statement("keys/notify"), {"channel": channel, "origin": origin})
+        conn.execute(
+            statement("keys/notify"), {"channel": channel, "origin": origin, "token": token}
+        )
     return newly, count if newly else 0
 
 
@@ -108,3 +112,25 @@ def rewrap_all(conn: Conn, schema: str, rewrap: Callable[[bytes], bytes | None])
                 conn.execute(update, {"subject": subject, "wrapped_key": fresh})
                 count += 1
     return count
+
+
+# The listeners of stores with a key cache (lifecycle/eviction.py) -----------------------------
+def take_listener_lock(conn: Conn, key: str) -> None:
+    """The shared advisory lock that names this session a listener with a key cache (held
+    until the session ends)."""
+    conn.execute(statement("keys/listen_lock"), {"key": key})
+
+
+def listeners(conn: Conn, key: str) -> set[int]:
+    """The backend pids of the sessions holding the listeners' lock `key` now."""
+    return {int(r[0]) for r in conn.execute(statement("keys/listeners"), {"key": key})}
+
+
+def listen(conn: Conn, channel: str) -> None:
+    """LISTEN on `channel` (an autocommit session connection)."""
+    conn.execute(f'LISTEN "{channel}"')
+
+
+def answer(conn: Conn, channel: str, payload: str) -> None:
+    """NOTIFY `channel` with `payload`, now (autocommit)."""
+    conn.execute("SELECT pg_notify(%s, %s)", (channel, payload))
