@@ -407,6 +407,10 @@ def test_a_process_killed_between_steps_loses_and_duplicates_nothing(
     assert manifest(dsn, schema)[-1][1] == 65
     assert pg_event_ids(dsn, schema)[0] == 66
     assert_same(before, snapshot(store))
+    # Only the listed files stay: an unlisted one of the crashed run (another range than
+    # the next archive's) is removed, not left with data nothing lists.
+    listed = {f"events-{m[0]:020d}-{m[1]:020d}.parquet" for m in manifest(dsn, schema)}
+    assert {p.name for p in tmp_path.iterdir()} == listed
 
 
 _READER = textwrap.dedent(

@@ -5,6 +5,7 @@ URLs) are optional dependencies, imported only when an archive is written or rea
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
@@ -131,6 +132,31 @@ class Target:
             why = getattr(exc, "strerror", None) or type(exc).__name__
             raise ConfigError(f"archive target {self.url!r} is not writable: {why}") from None
 
+    def remove_unlisted(self, done: int) -> int:
+        """Remove what a crashed archive of this schema left here: files of ranges after
+        `done` (the end of the manifest's ranges: no listed file starts after it) and
+        temporary files. Run under the schema's archive lock (no other archive of it runs);
+        a target directory belongs to one schema. How many were removed."""
+        names = self._names()
+        gone = [
+            n
+            for n in names
+            if _TEMP.match(n) or ((m := _NAME.match(n)) is not None and int(m.group(1)) > done)
+        ]
+        for name in gone:
+            if self._path is not None:
+                (self._path / name).unlink(missing_ok=True)
+            else:
+                fs, root = _fs(self.url)
+                fs.rm(f"{root.rstrip('/')}/{name}")
+        return len(gone)
+
+    def _names(self) -> list[str]:
+        if self._path is not None:
+            return [p.name for p in self._path.iterdir()] if self._path.is_dir() else []
+        fs, root = _fs(self.url)
+        return [str(p).rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(root, detail=False)]
+
     def write(self, batches: Iterable[list[Any]], name: str) -> tuple[str, int]:
         """Write one Parquet file `name` from row batches (one row group each), durably:
         to a temporary name, fsynced, renamed, the directory fsynced. Its URL (an absolute
@@ -168,6 +194,12 @@ class Target:
             return "", 0
         fs.mv(remote_tmp, remote)
         return f"{self.url.rstrip('/')}/{name}", count
+
+
+#: An archive file's name (see writer.py): its first and last event_id.
+_NAME = re.compile(r"^events-(\d{20})-(\d{20})\.parquet$")
+#: A file being written (renamed to its name once complete).
+_TEMP = re.compile(r"^\.events-\d{20}-\d{20}\.parquet\.[0-9a-f]{32}\.tmp$")
 
 
 def _write(pa: Any, pq: Any, arrow_schema: Any, sink: Any, batches: Iterable[list[Any]]) -> int:

@@ -6,7 +6,7 @@ the directory; (2) list the file in the manifest (from this commit on reads take
 the file, and skip rows of it still in PostgreSQL); (3) delete the rows in bounded batches,
 lowest event_ids first (a reader whose view of the manifest predates step 2 sees a gap at the
 start of what it reads, and looks at the manifest again); (4) mark the range deleted. A crash
-after (1) leaves an unlisted file (ignored, rewritten under the same name next time); after (2)
+after (1) leaves an unlisted file (ignored, and removed by the next archive); after (2)
 or during (3), the next archive finishes the deletes before it moves anything new. Archived
 ranges are always a prefix of the log: each archive starts right after the last one.
 """
@@ -125,6 +125,9 @@ def _archive(
                     assert older_than is not None
                     newer = store.first_newer(conn, done, older_than)
                     last = counter if newer is None else min(newer - 1, counter)
+            removed = destination.remove_unlisted(done)
+            if removed:
+                log.info("removed files of an archive that did not finish", files=removed)
             first = done + 1
             written: list[str] = []
             moved = 0
