@@ -136,8 +136,9 @@ def rotate_master_key(
     each, ConfigError otherwise) in one transaction; events are not touched. Returns how many
     keys were re-wrapped. Keys already wrapped by `new` are left as they are, so running it
     again (after stores still on `old` created keys meanwhile) finishes the job; a key that
-    neither unwraps raises EventStoreError and nothing changes. Restart the stores with
-    `new` afterwards (see docs/personal-data.md)."""
+    neither unwraps (a wrong `old`) raises ConfigError and nothing changes. Restart the
+    stores with `new` afterwards: `EventStore.start` checks a master key against the data
+    keys (see docs/personal-data.md)."""
     from .lifecycle.encryption import rewrapper
 
     rewrap = rewrapper(old, new)

@@ -160,8 +160,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Serve the operator's console over HTTP (needs the 'console' extra: pip "
         "install 'eventstore-actors[console]'). Read-only unless --allow-writes, which also "
         "needs the token in $EVENTSTORE_CONSOLE_TOKEN, sent with every write. Personal data "
-        "is shown decrypted when $EVENTSTORE_MASTER_KEY holds the master key, else marked "
-        "encrypted.",
+        "is shown decrypted when $EVENTSTORE_MASTER_KEY holds the master key (one that does not "
+        "open the schema's data keys is refused at start), else marked encrypted.",
     )
     _connection_options(console)
     console.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
@@ -406,8 +406,9 @@ def _console(dsn: str, schema: str, args: argparse.Namespace) -> int:
     from .store import EventStore
 
     # Personal data is shown decrypted when the master key is in the environment, as every
-    # store takes it (Encryption() reads it: a bad key is a ConfigError now); without it,
-    # such events show as encrypted.
+    # store takes it (Encryption() reads it: a bad key, or one that does not open the
+    # schema's data keys, is a ConfigError at start); without it, such events show as
+    # encrypted.
     encryption = Encryption() if os.environ.get(ENV_MASTER_KEY) else None
     store = EventStore.start(dsn, schema=schema, encryption=encryption)
     try:

@@ -25,6 +25,7 @@ from .errors import ConfigError, StoreUnavailableError
 from .lifecycle import scavenger
 from .lifecycle.encryption import Encryption, SealedSerializer, keyring_of
 from .lifecycle.forgetting import attach_keyring
+from .lifecycle.masterkey import check_master_key
 from .metrics import Metrics, metric_key
 from .notifications.listener import Listening
 from .notifications.publisher import PublisherActor
@@ -64,8 +65,9 @@ def settings_from(dsn: str | None, options: StartOptions) -> Settings:
     if encryption is not None:
         if not isinstance(encryption, Encryption):
             raise ConfigError("encryption must be an Encryption or None")
-        # Checks the master key now (ConfigError); events and snapshots with a subject are
-        # sealed and opened by the store's keyring, carried by its serializer.
+        # Checks the master key's length now (ConfigError; `start` then checks that it opens
+        # the schema's data keys); events and snapshots with a subject are sealed and opened
+        # by the store's keyring, carried by its serializer.
         serializer = SealedSerializer(serializer, encryption.keyring())
     return Settings(
         dsn=resolve_dsn(dsn, **seed),
@@ -265,7 +267,8 @@ def stop_actor(ref: pykka.ActorRef[Any]) -> None:
 
 
 def _check_installed(settings: Settings) -> None:
-    """Fail fast: the database must answer and hold this release's schema."""
+    """Fail fast: the database must answer and hold this release's schema, and a master key
+    must open the schema's data keys (lifecycle/masterkey.py)."""
     try:
         conn = connect(settings)
     except StoreUnavailableError as exc:
@@ -276,9 +279,12 @@ def _check_installed(settings: Settings) -> None:
         version = schema_ops.installed_version(conn, settings.schema)
         if settings.pooled:
             check_session_dsn(settings, conn)
-    if version is None:
-        raise ConfigError(hints.not_initialised(settings.schema, settings.dsn))
-    if version < schema_ops.SCHEMA_VERSION:
-        raise ConfigError(schema_ops.outdated(settings.schema, version))
-    if version > schema_ops.SCHEMA_VERSION:
-        raise ConfigError(schema_ops.too_new(settings.schema, version))
+        if version is None:
+            raise ConfigError(hints.not_initialised(settings.schema, settings.dsn))
+        if version < schema_ops.SCHEMA_VERSION:
+            raise ConfigError(schema_ops.outdated(settings.schema, version))
+        if version > schema_ops.SCHEMA_VERSION:
+            raise ConfigError(schema_ops.too_new(settings.schema, version))
+        keyring = keyring_of(settings.serializer)
+        if keyring is not None:
+            check_master_key(conn, settings.schema, keyring)

@@ -102,7 +102,8 @@ class EventStore:
 
         Each option is a keyword (a misspelt or bad one: a type error, a ConfigError at run
         time); `username` .. `port` are merged over the DSN; the others are `config.Settings`'s
-        (docs/getting-started.md)."""
+        (docs/getting-started.md). An `encryption` master key that does not open the schema's
+        data keys is a ConfigError here, before anything is written (docs/personal-data.md)."""
         options = start_options(locals())  # every parameter but cls and dsn
         return start_runtime(dsn, options, cls)
 

@@ -104,11 +104,10 @@ def check_position(value: Any, name: str) -> int:
 
 
 def check_count(value: Any, name: str) -> int:
-    """An int >= 1."""
-    check_position(value, name)
-    if value < 1:
+    """An int >= 1 (bools are refused); a negative one is told the same rule, >= 1."""
+    if isinstance(value, int) and not isinstance(value, bool) and value < 1:
         raise ValueError(f"{name} must be >= 1, got {value}")
-    return int(value)
+    return check_position(value, name)
 
 
 def check_backward_start(value: Any, name: str) -> int:

@@ -117,7 +117,10 @@ class Encryption:
     `master_key`: 32 bytes, or a function returning them, or None to read the base64
     environment variable EVENTSTORE_MASTER_KEY; it wraps the data keys stored in the schema.
     `key_store`: keep data keys in the application's KeyStore instead (the master key is
-    then not used). Checked at `start` (ConfigError); never shown by repr.
+    then not used). Checked at `start` (ConfigError, before anything is written): a master
+    key must be 32 bytes and unwrap one of the schema's data keys it samples, the oldest and
+    newest few (any key when there is none yet; see lifecycle/masterkey.py). Never shown by
+    repr.
     """
 
     def __init__(
@@ -198,14 +201,21 @@ def unwrap_key(master: bytes, wrapped: bytes) -> bytes:
 
 def rewrapper(old: bytes, new: bytes) -> Callable[[bytes], bytes | None]:
     """For master key rotation: old wrapped key -> wrapped by `new` (None: it already is);
-    ConfigError for keys that are not 32 bytes, EventStoreError for a key neither unwraps."""
+    ConfigError for keys that are not 32 bytes, and for a stored key neither unwraps (a
+    wrong `old`: the message says so, never a key)."""
     old, new = resolve_master_key(old), resolve_master_key(new)
 
     def rewrap(wrapped: bytes) -> bytes | None:
         try:
             return wrap_key(new, unwrap_key(old, wrapped))
         except EventStoreError:
-            unwrap_key(new, wrapped)  # EventStoreError when `new` did not wrap it either
+            try:
+                unwrap_key(new, wrapped)
+            except EventStoreError:
+                raise ConfigError(
+                    "a data key is wrapped by neither the old nor the new master key: the old "
+                    "key must be the one that wrapped them (nothing was re-wrapped)"
+                ) from None
             return None
 
     return rewrap
@@ -480,6 +490,15 @@ class Keyring:
     def _unwrap(self, wrapped: bytes) -> bytes:
         assert self._master is not None
         return unwrap_key(self._master, wrapped)
+
+    def unwraps(self, wrapped: bytes) -> bool:
+        """Whether this keyring's master key unwraps `wrapped` (the check at start,
+        lifecycle/masterkey.py)."""
+        try:
+            self._unwrap(wrapped)
+        except EventStoreError:
+            return False
+        return True
 
     def _attached(self) -> tuple[Fetch, Create, IsForgotten]:
         if self._fetch is None or self._create is None or self._is_forgotten is None:

@@ -25,6 +25,7 @@ __all__ = [
     "listen",
     "listeners",
     "rewrap_all",
+    "sample_wrapped",
     "take_listener_lock",
 ]
 
@@ -94,6 +95,13 @@ def forgotten_count(conn: Conn) -> int:
     """How many subjects are forgotten."""
     row = conn.execute(statement("keys/forgotten_count")).fetchone()
     return int(row[0]) if row else 0
+
+
+def sample_wrapped(conn: Conn, schema: str, count: int) -> list[bytes]:
+    """The wrapped data keys of the first and the last `count` subjects (one statement,
+    schema-qualified; empty when no key is stored)."""
+    rows = conn.execute(qualify(schema, statement("keys/sample")), {"count": count}).fetchall()
+    return [bytes(row[0]) for row in rows]
 
 
 def rewrap_all(conn: Conn, schema: str, rewrap: Callable[[bytes], bytes | None]) -> int:

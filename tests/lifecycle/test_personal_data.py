@@ -147,10 +147,12 @@ def test_master_key_from_the_environment(
 def test_a_master_key_that_cannot_unwrap_raises_on_read(
     make_store: Callable[..., EventStore],
 ) -> None:
+    # Started while no data key was stored (a master key is checked at start against the
+    # keys there are: tests/lifecycle/test_master_key_check.py).
+    wrong = _encrypted(make_store, OTHER_KEY)
     _encrypted(make_store).append_to_stream(
         "s", ANY_VERSION, [EventData({"secret": "x-secret-x"}, "A", subject="erin")]
     )
-    wrong = _encrypted(make_store, OTHER_KEY)
     with pytest.raises(EventStoreError) as caught:
         wrong.read_stream_forward("s")
     assert "x-secret-x" not in str(caught.value) and "erin" not in str(caught.value)

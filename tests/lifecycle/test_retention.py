@@ -154,8 +154,11 @@ def test_limits_set_to_none_stop_hiding_and_bring_nothing_back(store: EventStore
 def test_bad_input_is_refused_before_anything_changes(store: EventStore) -> None:
     stream = stream_of(store, 3)
     for bad in (0, -1):
-        with pytest.raises(ValueError, match="max_count"):
+        # The rule is stated as it is, whatever the value (-1 said ">= 0").
+        with pytest.raises(ValueError, match=f"max_count must be >= 1, got {bad}"):
             store.set_stream_retention(stream, max_count=bad)
+        with pytest.raises(ValueError, match=f"before_version must be >= 1, got {bad}"):
+            store.truncate_stream(stream, bad)
     # Over 1,000 years: `now() - max_age` would leave PostgreSQL's dates (4713 BC) and fail
     # every read of the stream and of $all, with no way back through the API.
     for age in (timedelta(0), timedelta(seconds=-1), timedelta(days=3_650_000), timedelta.max):
