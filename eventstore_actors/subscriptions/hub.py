@@ -22,6 +22,23 @@ retries both, in that order, so the last acked checkpoint of a subscription that
 never dropped. A queued write whose lock was lost is dropped (those events are delivered
 again: at least once, as after any lost connection).
 
+A lock is reported held (`alive`, `vouch`) only under the connection's lease (`lock.LEASE`,
+3 s): while the last round trip on it that was answered (the probe, a checkpoint write, a lock
+or an unlock) started less than that ago. In between, only the socket is looked at, and on a
+frozen network path it never says that the backend was ended (by a DBA, or by the server's
+keepalives) and its locks taken elsewhere; the probe meant to find out meanwhile waits, for up
+to `io_timeout`, on that silent socket. So once the lease has run out, deliveries pause: a
+fan-out batch is not vouched for, and `alive` waits for the connection (at most `io_timeout`,
+as long as the call on it may take) and makes a round trip itself. An answer renews the lease
+and delivery resumes (a probe merely late on a loaded machine loses nothing, and re-delivers
+nothing); a connection that stays silent is lost when its call's deadline passes, with every
+lock of its generation, as above. A holder whose lock connection stopped answering thus
+delivers nothing once `LEASE` has passed since the start of its last answered round trip (the
+probe runs every second while idle), whereas another process may take the name as soon as the
+backend is gone. (The watchdog's deadline stays `io_timeout`: a shorter one would turn a slow
+statement into a lost connection, every subscription of the store re-reading from its
+checkpoint.)
+
 Advisory locks are re-entrant within one session: the hub keeps the set of names it holds, so a
 second subscription of the same name in this store is refused as another process's would be.
 """
@@ -40,12 +57,12 @@ from .. import logs
 from ..config import Settings
 from ..errors import EventStoreError, StoreUnavailableError
 from ..storage import checkpoints, locks, parked, reader
-from ..storage.connection import has_input, is_alive
+from ..storage.connection import has_input
 from ..storage.deadline import guard
 from ..storage.errors import is_connection_loss, is_gone, reason
 from ..storage.pool import ReadPool
 from ..storage.sessions import Session
-from .lock import Interrupted, LockLost, run_guarded
+from .lock import Interrupted, Lease, LockLost, run_guarded
 
 __all__ = ["LockHub", "SharedLockSession"]
 
@@ -69,6 +86,7 @@ class LockHub:
         self._session = Session(settings)  # ends the backend of a connection lost in use
         self._conn: psycopg.Connection[Any] | None = None  # the session's, while in use
         self.generation = 0  # bumped by every connection opened
+        self._lease = Lease()  # renewed by every answered round trip (see the module doc)
         self._held: set[str] = set()  # keys locked in the current generation
         # Keys let go of whose last checkpoint or unlock is still to be done (by the thread).
         self._releasing: set[str] = set()
@@ -99,6 +117,7 @@ class LockHub:
         if self._closed:
             raise LockLost("the store is stopping")
         conn = self._session.get()  # StoreUnavailableError if unreachable
+        started = time.monotonic()
         try:
             # Losing the last acks in a server crash only means re-delivery (at least once).
             with guard(conn, self._settings.io_timeout):
@@ -106,6 +125,7 @@ class LockHub:
         except BaseException:
             self._session.lost()
             raise
+        self._lease.renew(started)
         self._conn = conn
         self.generation += 1
         self._start_writer()
@@ -115,13 +135,37 @@ class LockHub:
         self._conn = None
         self._held.clear()
         self._releasing.clear()
+        self._lease.end()
         self._session.lost()  # its backend may live on (a frozen network), holding locks
 
     def _run(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:
         conn = self._conn
         if conn is None:
             raise LockLost("no lock connection")
-        return run_guarded(conn, self._settings.io_timeout, work, self._lose)
+        return run_guarded(conn, self._settings.io_timeout, work, self._lose, self._lease)
+
+    def _answers(self, renew: bool = True) -> bool:
+        """Whether the connection's backend is alive, holding this generation's locks: yes
+        while the lease holds and the socket has nothing to say, else as a round trip finds
+        (a lost connection: lost, with its locks); no round trip to renew a lease run out
+        unless `renew`. Called with the mutex held."""
+        conn = self._conn
+        if conn is None or is_gone(conn):
+            self._lose()
+            return False
+        if not self._lease.held() and not renew:
+            return False
+        if self._lease.held() and not has_input(conn):
+            return True
+        try:
+            head = self._run(reader.last_event_id)
+        except LockLost:
+            return False
+        except (Interrupted, EventStoreError):
+            pass  # answered with an error: the backend is there (if the server said it)
+        else:
+            self._head = (head, time.monotonic())
+        return self._lease.held()
 
     def _flush(self) -> bool:
         """Write every queued checkpoint whose lock is still held, in one statement (False:
@@ -207,6 +251,7 @@ class LockHub:
             return False
         conn = self._conn
         assert conn is not None
+        started = time.monotonic()
         try:
             with guard(conn, self._settings.io_timeout):
                 locks.unlock(conn, key)
@@ -214,10 +259,13 @@ class LockHub:
             if is_connection_loss(exc, conn):
                 self._lose()
                 return True
+            if exc.sqlstate is not None:  # the server's answer
+                self._lease.renew(started)
             log.warning("subscription unlock failed; retried", error=reason(exc))
             self._releasing.add(key)
             self._queued.set()
             return False
+        self._lease.renew(started)
         self._held.discard(key)
         self._releasing.discard(key)
         self._follows.pop(key, None)
@@ -262,30 +310,27 @@ class LockHub:
             return self._run(work)
 
     def alive(self, key: str, generation: int) -> bool:
-        """Whether the lock is still held; a round trip only if the socket has something to
-        say (see `is_alive`). Every delivery looks at the socket: a backend that was ended
-        wrote its farewell there before its locks went, so a lock another session may hold
-        now is never reported alive.
+        """Whether the lock is still held; while the lease holds, a round trip only if the
+        socket has something to say (see `_answers`). Every delivery looks at the socket: a
+        backend that was ended wrote its farewell there before its locks went, so a lock
+        another session may hold now is not reported alive, unless the farewell is held up
+        on the network path: what the lease bounds.
 
-        While another call holds the connection, its socket is looked at without reading
-        it: nothing to read means the backend is alive (and holds the lock); something to
-        read is that call's answer or the backend's farewell, so this waits for the call to
-        end (at most `io_timeout`, the call's own deadline) and checks then."""
+        While another call holds the connection and the lease holds, its socket is looked at
+        without reading it: nothing to read means the backend is alive (and holds the lock);
+        something to read is that call's answer or the backend's farewell, so this waits for
+        the call to end (at most `io_timeout`, the call's own deadline) and checks then. Once
+        the lease has run out, it always waits so, then makes a round trip unless that call
+        renewed it: the delivery asking pauses meanwhile."""
         if not self._current(key, generation):
             return False  # a lost generation: no need for the mutex
         if not self._mutex.acquire(blocking=False):
-            if not _readable(self._conn):
+            if self._lease.held() and not _readable(self._conn):
                 return self._current(key, generation)
             if not self._mutex.acquire(timeout=self._settings.io_timeout):
                 return False
         try:
-            if not self._current(key, generation):
-                return False
-            assert self._conn is not None
-            if is_alive(self._conn):
-                return True
-            self._lose()
-            return False
+            return self._current(key, generation) and self._answers()
         finally:
             self._mutex.release()
 
@@ -295,22 +340,20 @@ class LockHub:
         (see `subscriptions.direct`) relies on this one look at the socket, where `alive`
         looks once per delivery. While a call holds the connection and its answer is
         arriving, waits for it at most `_VOUCH_WAIT`; None (the connection is gone, or still
-        busy) sends the batch the actors' way, where `alive` decides."""
+        busy, or the lease has run out) sends the batch the actors' way, where `alive`
+        decides."""
         vouched = self._vouched
         if vouched[0] == batch:
             return vouched[1]
         generation, found = self.generation, None
-        conn = self._conn
+        conn = self._conn if self._lease.held() else None  # run out: never on this thread
         busy = conn is not None and not self._mutex.acquire(blocking=False)
         if busy and not _readable(conn):
             found = generation  # in use by a call, and nothing came back: alive
         elif conn is not None and (not busy or self._mutex.acquire(timeout=_VOUCH_WAIT)):
             try:
-                if self._conn is not None and generation == self.generation:
-                    if is_alive(self._conn):
-                        found = generation
-                    else:
-                        self._lose()
+                if generation == self.generation and self._answers(renew=False):
+                    found = generation
             finally:
                 self._mutex.release()
         if found is not None and generation != self.generation:
