@@ -17,10 +17,10 @@ __all__ = ["current", "forgotten_since"]
 def forgotten_since(events: list[RecordedEvent], keyring: Keyring | None) -> list[RecordedEvent]:
     """`events` decoded earlier (a subscription's buffer, a page being streamed), about to be
     handed out: those whose subject was forgotten since, as FORGOTTEN (`forgotten=True`).
-    A forget evicts
-    the subject's key here before the call returns (in other processes, once its notice
-    arrives), so a cached key still means "not forgotten"; an evicted one is fetched again.
-    The same list when nothing changed (the common case costs a test per event)."""
+    A forget returns once every store instance evicted the subject's key or stopped
+    trusting its cache (lifecycle/eviction.py), so a cached key under the cache's lease
+    still means "not forgotten"; an evicted one (or any, without a lease) is looked up
+    again. The same list when nothing changed (the common case costs a test per event)."""
     if keyring is None:
         return events
     changed: list[RecordedEvent] | None = None
