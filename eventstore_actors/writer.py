@@ -9,6 +9,10 @@ on its own expected version.
 Losing the database (a killed backend, a server restart, a network cut) is an environmental
 condition, not a crash: the affected callers get `StoreUnavailableError`, the connection is
 dropped and the next append reconnects, with a back-off while reconnecting keeps failing.
+A connection given up in use may leave its backend on the server holding the counter row
+lock (a frozen network path: the client gave up, the server still waits for it), which
+would block every appender of every process: it is ended at once from a connection of its
+own (`Orphan`), or else by the next connect, or when the writer stops.
 The writer never restarts for it, so it never counts towards the supervisor's restart limit;
 only a bug (an unexpected exception) makes it crash.
 
@@ -44,7 +48,7 @@ from .storage.appender import Appender, AppendRequest, Outcome, StoredRow, Writt
 from .storage.connection import connect, is_alive, reset_to_idle
 from .storage.deadline import guard
 from .storage.replica import LsnTracker
-from .storage.sessions import backend_pid, end_orphan
+from .storage.sessions import Orphan, backend_pid, end_orphan
 
 __all__ = ["Append", "Committed", "Leader", "WriterActor"]
 
@@ -145,7 +149,7 @@ class WriterActor(SupervisedActor):
         self._flush_queued = False
         self._failures = 0  # consecutive connection losses or failed connects
         self._retry_at = 0.0  # monotonic time before which no reconnect is tried
-        self._orphan: int | None = None  # backend of a connection given up while in use
+        self._orphan: Orphan | None = None  # backend of a connection given up while in use
         self._pid: int | None = None
 
     def setup(self) -> None:
@@ -169,6 +173,9 @@ class WriterActor(SupervisedActor):
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+        orphan, self._orphan = self._orphan, None
+        if orphan is not None and orphan.pending:
+            orphan.settle()  # nothing reconnects after this to end it
 
     def idle(self) -> bool:
         """Whether no append waits for this writer (asked by a caller holding the lock): none
@@ -181,7 +188,7 @@ class WriterActor(SupervisedActor):
         failure left inside a transaction it cannot roll back, is replaced."""
         if self._conn is not None and not (reset_to_idle(self._conn) and is_alive(self._conn)):
             self.log.warning("writer connection lost while idle; reconnecting")
-            self._drop_connection()
+            self._drop_connection(at_once=False)  # ended by the reconnect below
         if self._conn is None:
             wait = self._retry_at - time.monotonic()
             if wait > 0:
@@ -197,15 +204,20 @@ class WriterActor(SupervisedActor):
             if self._connected:
                 self._metrics.count("reconnects_total", connection="writer")
             self._connected = True
-            # The lost connection's backend may live on, holding the counter lock.
-            end_orphan(self._conn, self._orphan)
+            # The lost connection's backend may live on, holding the counter lock, if ending
+            # it at once failed (or is still under way).
+            if self._orphan is not None and self._orphan.pending:
+                end_orphan(self._conn, self._orphan.pid)
             self._orphan = None
             self._pid = backend_pid(self._conn)  # known now: a broken connection forgets it
         return self._conn
 
-    def _drop_connection(self) -> None:
+    def _drop_connection(self, *, at_once: bool = True) -> None:
+        """Give the connection up; its backend may live on holding the counter lock, so it is
+        ended `at_once` from a connection of its own (off the caller's path)."""
         if self._conn is not None:
-            self._orphan = self._pid
+            if self._pid is not None:
+                self._orphan = Orphan(self._settings, self._pid, session=False, at_once=at_once)
             try:
                 self._conn.close()
             except psycopg.Error:

@@ -1,0 +1,206 @@
+"""Orphaned backends: a connection given up client-side while its backend lives on.
+
+A store reaches PostgreSQL through `support.proxy.Proxy`, which freezes one of its connections
+(a silent, half-open path: the server keeps waiting for the client, as behind a lost network
+or a hung middlebox that still acknowledges, so TCP keepalives never end it). The client gives
+the connection up after io_timeout; what its backend holds must not outlive that: the counter
+row lock of a large append (taken before the COPY, held until its COMMIT), which blocks every
+appender of every process, or a subscription's advisory lock, which keeps another process
+from taking the subscription over.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+from support import events, wait_until
+from support.proxy import Proxy
+
+from eventstore_actors import ANY_VERSION, EventStore, StoreUnavailableError, StreamNotFoundError
+from eventstore_actors.config import Settings
+from eventstore_actors.storage import locks
+from eventstore_actors.storage.sessions import Session
+
+#: Small timeouts: a silent connection is given up within about two seconds.
+FAST = {"health_interval": 1.0, "health_timeout": 1.0, "connect_timeout": 2.0, "io_timeout": 2.0}
+#: How long after the give-up the orphan may take to go: a connect and a statement, well
+#: under io_timeout (an appender waiting for the lock meanwhile fails after io_timeout).
+PROMPT = 4.0
+
+
+@pytest.fixture
+def proxy(dsn: str) -> Iterator[Proxy]:
+    with Proxy.for_dsn(dsn) as proxy:
+        yield proxy
+
+
+@pytest.fixture
+def proxied(proxy: Proxy, dsn: str, schema: str) -> Iterator[Callable[..., EventStore]]:
+    """`proxied(**options)`: a store whose every connection goes through `proxy`."""
+    started: list[EventStore] = []
+
+    def make(**options: Any) -> EventStore:
+        store = EventStore.start(proxy.dsn(dsn), schema=schema, **{**FAST, **options})
+        started.append(store)
+        return store
+
+    yield make
+    proxy.blackhole(False)
+    proxy.thaw()
+    for store in reversed(started):
+        store.stop()
+
+
+def _client_port(dsn: str, pid: int) -> int:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute("SELECT client_port FROM pg_stat_activity WHERE pid = %s", (pid,))
+        found = row.fetchone()
+    assert found is not None, f"backend {pid} not found"
+    return int(found[0])
+
+
+def _exists(dsn: str, pid: int) -> bool:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (pid,))
+        found = row.fetchone()
+    return found is not None and found[0] == 1
+
+
+def _waiting_on_lock(dsn: str, app: str) -> list[int]:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = %s"
+            " AND wait_event_type = 'Lock'",
+            (app,),
+        ).fetchall()
+    return [int(r[0]) for r in rows]
+
+
+@contextmanager
+def _events_locked(dsn: str, schema: str) -> Iterator[None]:
+    """Keep the events table from being written until exit: a COPY into it waits, after its
+    first round trip took the counter row lock."""
+    with psycopg.connect(dsn) as conn:
+        conn.execute(sql.SQL("LOCK TABLE {}.events IN SHARE MODE").format(sql.Identifier(schema)))
+        try:
+            yield
+        finally:
+            conn.rollback()
+
+
+def _appended(store: EventStore, stream: str) -> Callable[[], bool]:
+    def attempt() -> bool:
+        try:
+            store.append_to_stream(stream, ANY_VERSION, events(1))
+        except StoreUnavailableError:
+            return False
+        return True
+
+    return attempt
+
+
+def _frozen_mid_copy(
+    store: EventStore, proxy: Proxy, dsn: str, schema: str, app: str, *, blackhole: bool = False
+) -> tuple[int, BaseException | None]:
+    """A large append (the COPY path) whose writer connection freezes while its backend
+    holds the counter row lock; returns that backend and what the append raised. With
+    `blackhole`, new connections through the proxy hang from the freeze on."""
+    outcome: list[BaseException | None] = []
+
+    def big() -> None:
+        try:
+            store.append_to_stream("big", 0, events(500))
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    caller = threading.Thread(target=big, daemon=True)
+    with _events_locked(dsn, schema):
+        caller.start()
+        (pid,) = wait_until(lambda: _waiting_on_lock(dsn, app), what="the COPY to wait")
+        assert proxy.freeze([_client_port(dsn, pid)]) == 1
+        proxy.blackhole(blackhole)
+    caller.join(FAST["io_timeout"] + 10.0)
+    assert outcome, "the frozen append did not return"
+    return pid, outcome[0]
+
+
+# The writer ----------------------------------------------------------------------------------
+def test_a_frozen_large_append_does_not_leave_the_counter_locked(
+    proxied: Callable[..., EventStore],
+    make_store: Callable[..., EventStore],
+    proxy: Proxy,
+    dsn: str,
+    schema: str,
+) -> None:
+    """The frozen append fails (nothing stored); its backend, still waiting for the client
+    with the counter row lock, is ended at once, so another store's appends succeed again
+    without the first store appending again (they used to time out until it did)."""
+    app = f"es-orphan-{uuid.uuid4().hex[:8]}"
+    frozen = proxied(application_name=app)
+    other = make_store(**FAST)
+    other.append_to_stream("warm", 0, events(1))
+
+    pid, outcome = _frozen_mid_copy(frozen, proxy, dsn, schema, app)
+    assert isinstance(outcome, StoreUnavailableError), repr(outcome)
+    assert not outcome.outcome_unknown  # COMMIT was never sent
+
+    wait_until(_appended(other, "other"), timeout=PROMPT, what="another store's append")
+    assert not _exists(dsn, pid)
+    with pytest.raises(StreamNotFoundError):
+        other.read_stream_forward("big")
+    frozen.append_to_stream("after", 0, events(1))  # and the frozen store carries on
+
+
+def test_an_orphan_the_writer_could_not_end_at_once_is_ended_when_the_store_stops(
+    proxied: Callable[..., EventStore],
+    make_store: Callable[..., EventStore],
+    proxy: Proxy,
+    dsn: str,
+    schema: str,
+) -> None:
+    """New connections hang too when the writer gives up (the at-once attempt fails): the
+    orphan keeps the counter locked until the store stops, which ends it (it never did)."""
+    app = f"es-orphan-{uuid.uuid4().hex[:8]}"
+    frozen = proxied(application_name=app)
+    other = make_store(**FAST)
+    other.append_to_stream("warm", 0, events(1))
+
+    pid, outcome = _frozen_mid_copy(frozen, proxy, dsn, schema, app, blackhole=True)
+    assert isinstance(outcome, StoreUnavailableError), repr(outcome)
+    assert _exists(dsn, pid), "the orphan went without the store's help"
+    proxy.blackhole(False)
+
+    frozen.stop()
+    wait_until(lambda: not _exists(dsn, pid), timeout=PROMPT, what="the orphan to be ended")
+    wait_until(_appended(other, "other"), timeout=PROMPT, what="another store's append")
+
+
+# Lock sessions -------------------------------------------------------------------------------
+def test_a_lost_lock_session_ends_its_backend_at_once(proxy: Proxy, dsn: str, schema: str) -> None:
+    """A lock connection given up on a frozen path: its backend, holding the advisory lock,
+    is ended at once, not only when the owner next connects (it may never), so another
+    process can take the lock over."""
+    session = Session(Settings(dsn=proxy.dsn(dsn), schema=schema, **FAST))
+    key = f"{schema}.orphan-test"
+    conn = session.get()
+    assert locks.try_lock(conn, key)
+    pid = session.pid
+    assert pid is not None
+    assert proxy.freeze([_client_port(dsn, pid)]) == 1
+
+    session.lost()
+    try:
+        wait_until(lambda: not _exists(dsn, pid), timeout=PROMPT, what="the orphan to be ended")
+        with psycopg.connect(dsn, autocommit=True) as other:
+            assert wait_until(lambda: locks.try_lock(other, key), timeout=PROMPT)
+    finally:
+        proxy.thaw()
+        session.close()
