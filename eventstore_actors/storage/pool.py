@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -20,6 +21,7 @@ from .connection import is_alive
 from .deadline import guard
 from .errors import database_error, is_connection_loss, reason, unavailable
 from .pooler import configure_pooled, pooled_kwargs
+from .sessions import Orphan, backend_pid
 
 __all__ = ["ReadPool"]
 
@@ -60,13 +62,18 @@ class ReadPool:
         self._settings = settings
         self.metrics = Metrics(enabled=False)  # the store's, once it has one
         self._checking = threading.Lock()  # one background pool check at a time
+        # Each connection's real backend (none through a pooler), to end if lost in use.
+        self._pids: weakref.WeakKeyDictionary[psycopg.Connection[Any], int] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._pids_lock = threading.Lock()
         self._pool = _Pool(
             settings.dsn,
             min_size=min(settings.pool_size, _MIN_HELD),
             max_size=settings.pool_size + settings.pool_overflow,
             max_idle=_MAX_IDLE,
             kwargs=pooled_kwargs(settings) if settings.pooled else _read_kwargs(settings),
-            configure=configure_pooled if settings.pooled else None,
+            configure=configure_pooled if settings.pooled else self._remember,
             open=False,
             name=f"eventstore-actors-{settings.schema}",
             timeout=settings.call_timeout,
@@ -136,6 +143,7 @@ class ReadPool:
                             return work(conn)
                     except psycopg.Error as exc:
                         if is_connection_loss(exc, conn):
+                            self._orphaned(conn)
                             raise _Lost(exc) from None
                         raise database_error(exc) from None
             except psycopg_pool.PoolClosed:
@@ -153,6 +161,22 @@ class ReadPool:
                 lost = exc
                 self._recover(attempt, exc, end)
         raise AssertionError("unreachable")
+
+    def _remember(self, conn: psycopg.Connection[Any]) -> None:
+        """A new connection's real backend (`backend_pid`), in case it is lost in use."""
+        pid = backend_pid(conn)
+        if pid is not None:
+            with self._pids_lock:
+                self._pids[conn] = pid
+
+    def _orphaned(self, conn: psycopg.Connection[Any]) -> None:
+        """`conn` was lost under a call: its backend may live on (a frozen network path)
+        holding what the call took (`forget_subject` holds the counter row lock across round
+        trips, which blocks every appender): ended at once from a connection of its own."""
+        with self._pids_lock:
+            pid = self._pids.pop(conn, None)
+        if pid is not None:
+            Orphan(self._settings, pid, session=False)
 
     @staticmethod
     def _late(io_timeout: float, lost: psycopg.Error | None) -> StoreUnavailableError:

@@ -84,11 +84,15 @@ def _waiting_on_lock(dsn: str, app: str) -> list[int]:
 
 
 @contextmanager
-def _events_locked(dsn: str, schema: str) -> Iterator[None]:
-    """Keep the events table from being written until exit: a COPY into it waits, after its
-    first round trip took the counter row lock."""
+def _table_locked(dsn: str, schema: str, table: str) -> Iterator[None]:
+    """Keep `table` from being written until exit: a COPY into events waits, after its first
+    round trip took the counter row lock; so does a forget (data_keys)."""
     with psycopg.connect(dsn) as conn:
-        conn.execute(sql.SQL("LOCK TABLE {}.events IN SHARE MODE").format(sql.Identifier(schema)))
+        conn.execute(
+            sql.SQL("LOCK TABLE {}.{} IN SHARE MODE").format(
+                sql.Identifier(schema), sql.Identifier(table)
+            )
+        )
         try:
             yield
         finally:
@@ -112,23 +116,46 @@ def _frozen_mid_copy(
     """A large append (the COPY path) whose writer connection freezes while its backend
     holds the counter row lock; returns that backend and what the append raised. With
     `blackhole`, new connections through the proxy hang from the freeze on."""
+    return _frozen_holding_the_counter(
+        lambda: store.append_to_stream("big", 0, events(500)),
+        "events",
+        proxy,
+        dsn,
+        schema,
+        app,
+        blackhole=blackhole,
+    )
+
+
+def _frozen_holding_the_counter(
+    call: Callable[[], object],
+    table: str,
+    proxy: Proxy,
+    dsn: str,
+    schema: str,
+    app: str,
+    *,
+    blackhole: bool = False,
+) -> tuple[int, BaseException | None]:
+    """`call` on a store named `app`, whose connection freezes while its backend holds the
+    counter row lock and waits to write `table`; that backend and what `call` raised."""
     outcome: list[BaseException | None] = []
 
-    def big() -> None:
+    def run() -> None:
         try:
-            store.append_to_stream("big", 0, events(500))
+            call()
             outcome.append(None)
         except BaseException as exc:
             outcome.append(exc)
 
-    caller = threading.Thread(target=big, daemon=True)
-    with _events_locked(dsn, schema):
+    caller = threading.Thread(target=run, daemon=True)
+    with _table_locked(dsn, schema, table):
         caller.start()
-        (pid,) = wait_until(lambda: _waiting_on_lock(dsn, app), what="the COPY to wait")
+        (pid,) = wait_until(lambda: _waiting_on_lock(dsn, app), what=f"a write to {table}")
         assert proxy.freeze([_client_port(dsn, pid)]) == 1
         proxy.blackhole(blackhole)
     caller.join(FAST["io_timeout"] + 10.0)
-    assert outcome, "the frozen append did not return"
+    assert outcome, "the frozen call did not return"
     return pid, outcome[0]
 
 
@@ -181,6 +208,31 @@ def test_an_orphan_the_writer_could_not_end_at_once_is_ended_when_the_store_stop
     frozen.stop()
     wait_until(lambda: not _exists(dsn, pid), timeout=PROMPT, what="the orphan to be ended")
     wait_until(_appended(other, "other"), timeout=PROMPT, what="another store's append")
+
+
+# The read pool ----------------------------------------------------------------------------
+def test_a_forget_whose_connection_froze_does_not_leave_the_counter_locked(
+    proxied: Callable[..., EventStore],
+    make_store: Callable[..., EventStore],
+    proxy: Proxy,
+    dsn: str,
+    schema: str,
+) -> None:
+    """`forget_subject` holds the counter row lock across round trips on a pooled connection:
+    given up frozen, its backend is ended at once like the writer's."""
+    app = f"es-orphan-{uuid.uuid4().hex[:8]}"
+    frozen = proxied(application_name=app)
+    other = make_store(**FAST)
+    other.append_to_stream("warm", 0, events(1))
+
+    pid, outcome = _frozen_holding_the_counter(
+        lambda: frozen.forget_subject("alice"), "data_keys", proxy, dsn, schema, app
+    )
+    assert isinstance(outcome, StoreUnavailableError), repr(outcome)
+
+    wait_until(_appended(other, "other"), timeout=PROMPT, what="another store's append")
+    assert not _exists(dsn, pid)
+    assert not other.is_forgotten("alice")
 
 
 # Lock sessions -------------------------------------------------------------------------------
