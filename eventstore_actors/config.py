@@ -365,26 +365,13 @@ class Settings:
         DSN default (the append and checkpoint logic relies on it, and a serializable default
         made concurrent stores fail); no idle-session timeout (it would silently end the
         listener and the subscription locks); a connect timeout and TCP keepalives, so a
-        vanished server or a half-open socket is noticed instead of hanging for ever. Values
-        the DSN sets itself win, except the options the store depends on.
+        vanished server or a half-open socket is noticed instead of hanging for ever; and the
+        same keepalives and user timeout on the server's side of the socket (startup options,
+        ignored on a Unix socket), so a vanished client's backend is ended, with the locks it
+        holds, within seconds rather than the server's default two hours. Values the DSN sets
+        itself win, except the options the store depends on.
         """
         given = psycopg.conninfo.conninfo_to_dict(self.dsn)
-        # Appended to any options the DSN sets itself (a keyword argument would replace them).
-        options = " ".join(
-            [
-                str(given.get("options") or ""),
-                f"-c search_path={self.schema},pg_temp",
-                "-c TimeZone=UTC",
-                r"-c default_transaction_isolation=read\ committed",
-                "-c idle_session_timeout=0",
-                "-c idle_in_transaction_session_timeout=0",
-            ]
-        ).strip()
-        kwargs: dict[str, Any] = {
-            "autocommit": True,
-            "options": options,
-            "application_name": self.application_name,
-        }
         defaults = {
             "connect_timeout": str(max(1, round(self.connect_timeout))),
             "keepalives": "1",
@@ -392,6 +379,34 @@ class Settings:
             "keepalives_interval": "3",
             "keepalives_count": "3",
             "tcp_user_timeout": str(int(self.health_timeout * 1000 * 2)),
+        }
+        # The client's values (the DSN's own or ours) on the server's side too: before the
+        # DSN's own options, so that a setting the DSN gives itself wins.
+        client = {**defaults, **{k: str(v).strip() for k, v in given.items() if k in defaults}}
+        mirrored = {"tcp_user_timeout": "tcp_user_timeout"}  # server setting: client key
+        if client["keepalives"] != "0":
+            for key in ("keepalives_idle", "keepalives_interval", "keepalives_count"):
+                mirrored[f"tcp_{key}"] = key
+        server = [
+            f"-c {setting}={client[key]}"
+            for setting, key in mirrored.items()
+            if client[key].isdigit()  # anything else is libpq's to refuse, not the server's
+        ]
+        # Appended to any options the DSN sets itself (a keyword argument would replace them).
+        parts = [
+            *server,
+            str(given.get("options") or "").strip(),
+            f"-c search_path={self.schema},pg_temp",
+            "-c TimeZone=UTC",
+            r"-c default_transaction_isolation=read\ committed",
+            "-c idle_session_timeout=0",
+            "-c idle_in_transaction_session_timeout=0",
+        ]
+        options = " ".join(part for part in parts if part)
+        kwargs: dict[str, Any] = {
+            "autocommit": True,
+            "options": options,
+            "application_name": self.application_name,
         }
         for key, value in defaults.items():
             if key not in given:
