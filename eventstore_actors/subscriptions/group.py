@@ -306,6 +306,7 @@ class Group:
             for index in sorted(self._handles):
                 self._stop(index)
         self._drop()
+        self._session.settle()  # no reconnect follows to end a lost connection's backend
         self._on_end(self)
 
     def leave(self) -> None:

@@ -406,7 +406,8 @@ class LockHub:
             return self._session.pid if self._conn is not None else None
 
     def close(self) -> None:
-        """Close the connection (every lock goes with it); no reconnect afterwards."""
+        """Close the connection (every lock goes with it); no reconnect afterwards, so the
+        backend of a connection lost before, if ending it at once failed, is ended now."""
         with self._holding():
             if self._conn is not None and self._pending:
                 self._flush()  # a last try for the checkpoints still queued
@@ -414,6 +415,7 @@ class LockHub:
             self._conn = None
             self._held.clear()
             self._session.close()
+            self._session.settle()
         self._queued.set()
         writer = self._writer
         if writer is not None and writer is not threading.current_thread():

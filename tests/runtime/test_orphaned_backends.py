@@ -27,6 +27,8 @@ from eventstore_actors import ANY_VERSION, EventStore, StoreUnavailableError, St
 from eventstore_actors.config import Settings
 from eventstore_actors.storage import locks
 from eventstore_actors.storage.sessions import Session
+from eventstore_actors.subscriptions.hub import LockHub
+from eventstore_actors.subscriptions.lock import LockLost
 
 #: Small timeouts: a silent connection is given up within about two seconds.
 FAST = {"health_interval": 1.0, "health_timeout": 1.0, "connect_timeout": 2.0, "io_timeout": 2.0}
@@ -256,3 +258,26 @@ def test_a_lost_lock_session_ends_its_backend_at_once(proxy: Proxy, dsn: str, sc
     finally:
         proxy.thaw()
         session.close()
+
+
+def test_the_shared_lock_connection_ends_an_orphan_it_could_not_end_at_once_as_it_closes(
+    proxy: Proxy, dsn: str, schema: str
+) -> None:
+    """New connections hang too when the shared lock connection is given up: its backend
+    keeps the subscriptions' locks until the store closes the hub, which ends it then."""
+    hub = LockHub(Settings(dsn=proxy.dsn(dsn), schema=schema, **FAST))
+    key = f"{schema}.orphan-test"
+    try:
+        generation = hub.try_lock(key)
+        assert generation is not None
+        pid = hub.backend()
+        assert pid is not None
+        assert proxy.freeze([_client_port(dsn, pid)]) == 1
+        proxy.blackhole(True)
+        with pytest.raises(LockLost):
+            hub.run(key, generation, lambda c: c.execute("SELECT 1"))
+        assert _exists(dsn, pid), "the orphan went without the hub's help"
+        proxy.blackhole(False)
+    finally:
+        hub.close()
+    wait_until(lambda: not _exists(dsn, pid), timeout=PROMPT, what="the orphan to be ended")
