@@ -32,6 +32,9 @@ __all__ = ["guard"]
 
 #: How late past its deadline a call may be ended.
 _RESOLUTION = 0.1
+#: Seconds with nothing guarded after which the thread ends (no store running: no thread
+#: waking ten times a second for nothing).
+_IDLE_EXIT = 2.0
 
 
 class _Watchdog:
@@ -64,6 +67,7 @@ class _Watchdog:
                 self._calls.pop(token, None)
 
     def _run(self) -> None:
+        idle_since = time.monotonic()
         while True:
             with self._lock:
                 now = time.monotonic()
@@ -71,6 +75,11 @@ class _Watchdog:
                 for token in expired:
                     _, conn, fd = self._calls.pop(token)
                     _shut_down(conn, fd)
+                if self._calls:
+                    idle_since = now
+                elif now - idle_since >= _IDLE_EXIT:  # nothing guarded for a while: the
+                    self._thread = None  # next guard starts a new thread
+                    return
             time.sleep(_RESOLUTION)  # polling: a guarded call never has to wake the thread
 
 

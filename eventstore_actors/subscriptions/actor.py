@@ -560,6 +560,9 @@ class SubscriptionActor(LevelHooks, Ticking, SupervisedActor):
             self._registry.metrics.delivered(len(payload), self._since)
             self._since = None
             self._traces.delivered(events[: len(payload)])
+            # The stall clock starts before the subscriber is told: a tell() that never
+            # returns (a projection that hangs) is a stall too.
+            self._spec.health.update(self._state, False)
             refused = self._told(found.subscriber, Events(found.handle, payload))
             if refused is not None:
                 self._refused(member, found, refused)

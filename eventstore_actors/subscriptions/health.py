@@ -3,8 +3,9 @@
 Why a module of its own: a subscription that silently stops acking is the most common
 complaint about event stores, and finding it must cost nothing where events flow. So:
 
-- The actor calls `SubscriptionHealth.update` after each message it handles (plain attribute
-  writes, no I/O) and `ended` when it stops with a reason. That is all it does (two hook
+- The actor calls `SubscriptionHealth.update` after each message it handles and before it
+  tells a subscriber a batch (plain attribute writes, no I/O: a tell() that never returns
+  is a stall too), and `ended` when it stops with a reason. That is all it does (two hook
   lines in `actor.py`; the competing consumers' actor inherits them).
 - One `HealthMonitor` thread per store looks at its trackers a few times a second. A held
   subscription with events in flight and no ack (or nack) for `stall_after` seconds, counted

@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import math
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -212,6 +213,37 @@ def test_a_subscriber_that_acks_in_time_never_stalls(store: EventStore) -> None:
         handle.ack(sub.batch())
     sub.nothing(4 * STALL)  # idle, nothing in flight: not a stall
     assert info(store).state == "live" and stall_count(store) == 0
+
+
+@pytest.mark.parametrize("when", ["live", "catching up"])
+def test_a_subscriber_whose_tell_blocks_stalls(store: EventStore, when: str) -> None:
+    """A subscriber whose tell() never returns (a synchronous projection that hangs) on its
+    first batch: stalled within the bound (an adversarial probe found it shown 'live' with
+    lag 3 for ever: the stall clock started only after tell() returned)."""
+    release = threading.Event()
+    told: list[Any] = []
+
+    class Hanging(QueueSubscriber):
+        def tell(self, message: Any) -> None:
+            super().tell(message)
+            if isinstance(message, Events) and not told:
+                told.append(message)
+                release.wait(FOUND_WITHIN + 10)
+
+    if when == "catching up":
+        store.append_to_stream("s", 0, events(3))
+    sub = Hanging()
+    handle = store.subscribe_to_all_streams("p", sub, stall_after=STALL)
+    sub.subscribed()
+    if when == "live":
+        store.append_to_stream("s", 0, events(3))
+    try:
+        found = state_becomes(store, "stalled", timeout=FOUND_WITHIN)
+        assert found.lag > 0
+    finally:
+        release.set()
+    handle.ack(sub.batch())
+    state_becomes(store, "live", timeout=5.0)
 
 
 def test_competing_consumers_and_group_partitions_stall_too(store: EventStore) -> None:
