@@ -22,6 +22,7 @@ __all__ = [
     "connect_for_command",
     "has_input",
     "is_alive",
+    "ping",
     "reset_to_idle",
 ]
 
@@ -114,6 +115,11 @@ def has_input(conn: psycopg.Connection[Any]) -> bool:
     return bool(readable)
 
 
+def ping(conn: psycopg.Connection[Any]) -> None:
+    """One round trip that does nothing (psycopg.Error if the connection cannot make it)."""
+    conn.execute("SELECT 1")
+
+
 def is_alive(conn: psycopg.Connection[Any]) -> bool:
     """Whether an idle connection is still usable, without a round trip in the usual case:
     only a socket with input waiting (`has_input`) is probed with a query."""
@@ -122,7 +128,7 @@ def is_alive(conn: psycopg.Connection[Any]) -> bool:
     if not has_input(conn):
         return True
     try:
-        conn.execute("SELECT 1")
+        ping(conn)
     except psycopg.Error:
         return False
     return True

@@ -31,7 +31,7 @@ import psycopg
 from ..config import Settings
 from ..errors import EventStoreError
 from ..storage import locks, reader
-from ..storage.connection import has_input
+from ..storage.connection import has_input, ping
 from ..storage.deadline import guard
 from ..storage.errors import is_connection_loss, is_gone, is_transient, reason, translate
 from ..storage.sessions import Session
@@ -159,7 +159,7 @@ class LockSession:
         if self._lease.held() and not has_input(conn):
             return True
         try:
-            self.run(lambda c: c.execute("SELECT 1"))
+            self.run(ping)
         except LockLost:
             return False
         except (Interrupted, EventStoreError):
