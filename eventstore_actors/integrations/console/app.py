@@ -53,6 +53,7 @@ CONTENT_SECURITY_POLICY = (
 _STATIC = Path(__file__).resolve().parent / "static"
 _POLL = 0.5  # seconds between reads of the tail while nothing is new
 _MAX_FORM = 64 * 1024
+_STATIC_PREFIX = "/static/"  # where `_STATIC` is mounted (see `routes`)
 
 
 class _SecurityHeaders:
@@ -66,7 +67,7 @@ class _SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        static = "/static/" in scope["path"]
+        static = _static(scope)
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -81,6 +82,17 @@ class _SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+def _static(scope: Scope) -> bool:
+    """Whether the request is for the static mount: its path, after the prefix the console
+    is mounted under (`root_path`), starts with /static/ (a stream named like
+    "customer/static/42" is a page like any other, with personal data: never cached)."""
+    path = str(scope.get("path", ""))
+    root = str(scope.get("root_path", "")).rstrip("/")
+    if root and path.startswith(root + "/"):
+        path = path[len(root) :]
+    return path.startswith(_STATIC_PREFIX)
 
 
 def _int(request: Request, name: str, default: int | None) -> int | None:
@@ -303,7 +315,7 @@ def app(store: EventStore, *, allow_writes: bool = False, token: str | None = No
         Route("/api/parked", parked[1]),
         Route("/api/parked/replay", parked_handler(api=True, forget=False), methods=["POST"]),
         Route("/api/parked/forget", parked_handler(api=True, forget=True), methods=["POST"]),
-        Mount("/static", StaticFiles(directory=_STATIC), name="static"),
+        Mount(_STATIC_PREFIX.rstrip("/"), StaticFiles(directory=_STATIC), name="static"),
     ]
     application = Starlette(routes=routes)
     application.add_middleware(_SecurityHeaders)
