@@ -7,7 +7,12 @@ Against the real PostgreSQL, through Starlette's TestClient (the app in process)
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
+from support.console import free_port, seed
 
 pytest.importorskip("starlette", reason="the console needs the 'console' extra")
 
@@ -20,7 +25,7 @@ with warnings.catch_warnings():  # newer Starlette would rather have httpx2: sam
     warnings.simplefilter("ignore")
     from starlette.testclient import TestClient
 
-from eventstore_actors import EventData, EventStore
+from eventstore_actors import ConfigError, EventData, EventStore
 from eventstore_actors.console import app
 
 TOKEN = "s3cret-token"
@@ -47,3 +52,62 @@ def test_only_the_static_mount_may_be_cached(store: EventStore) -> None:
         assert missing.headers.get("cache-control") == "no-store"
         css = web.get(base + "/static/console.css")
         assert css.status_code == 200 and "cache-control" not in css.headers
+
+
+def test_a_blank_token_is_refused_and_the_form_field_is_stripped(
+    store: EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A token of spaces was accepted, and a form field of the same spaces passed the check
+    (the header was stripped, the form field was not)."""
+    monkeypatch.delenv("EVENTSTORE_CONSOLE_TOKEN", raising=False)
+    for blank in ("   ", "\t\n", " "):
+        with pytest.raises(ConfigError, match="token"):
+            app(store, allow_writes=True, token=blank)
+    monkeypatch.setenv("EVENTSTORE_CONSOLE_TOKEN", "  ")
+    with pytest.raises(ConfigError, match="EVENTSTORE_CONSOLE_TOKEN"):
+        app(store, allow_writes=True)
+    monkeypatch.delenv("EVENTSTORE_CONSOLE_TOKEN")
+    seed(store)
+    web = TestClient(app(store, allow_writes=True, token=TOKEN))
+    blank = web.post("/api/parked/replay", data={"subscription": "proj", "token": "   "})
+    assert blank.status_code == 401  # no token given, not a wrong one
+    assert len(store.parked_events("proj")) == 1
+    padded = web.post("/api/parked/replay", data={"subscription": "proj", "token": f" {TOKEN}\n"})
+    assert padded.status_code == 200 and padded.json()["replayed"] == 1
+    # A configured token with whitespace around it is the token without it.
+    spaced = TestClient(app(store, allow_writes=True, token=f"  {TOKEN} "))
+    header = {"Authorization": f"Bearer {TOKEN}"}
+    assert (
+        spaced.post("/api/parked/replay", data={"subscription": "proj"}, headers=header).status_code
+        == 200
+    )
+
+
+def console_command(
+    dsn: str, schema: str, port: int, *args: str, **env: str
+) -> subprocess.Popen[str]:
+    """`eventstore-actors console` on `port` with `args`, without a token, `env` added."""
+    base = {k: v for k, v in os.environ.items() if k != "EVENTSTORE_CONSOLE_TOKEN"}
+    command = [sys.executable, "-m", "eventstore_actors.cli", "console", "--dsn", dsn]
+    return subprocess.Popen(
+        [*command, "--schema", schema, "--port", str(port), *args],
+        env={**base, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_the_command_refuses_a_blank_token_before_serving(dsn: str, schema: str) -> None:
+    refused = console_command(
+        dsn, schema, free_port(), "--allow-writes", EVENTSTORE_CONSOLE_TOKEN="   "
+    )
+    try:
+        _, err = refused.communicate(timeout=60)
+    finally:
+        if refused.poll() is None:  # it served: the bug
+            refused.kill()
+            refused.communicate()
+    assert refused.returncode == 1, err
+    assert "blank" in err and "EVENTSTORE_CONSOLE_TOKEN" in err
+    assert "http://" not in err and "Traceback" not in err  # never served

@@ -115,18 +115,21 @@ def app(store: EventStore, *, allow_writes: bool = False, token: str | None = No
 
     Read-only unless `allow_writes`; writes (replaying or forgetting parked events) then need
     `token` (default: the EVENTSTORE_CONSOLE_TOKEN environment variable), sent with each POST
-    as ``Authorization: Bearer <token>`` or a form field ``token``. `allow_writes` without a
-    token raises ConfigError.
+    as ``Authorization: Bearer <token>`` or a form field ``token``. Whitespace around the
+    token is ignored (here and in what a request sends); `allow_writes` without a token, or
+    with one that is only whitespace, raises ConfigError.
     """
     if token is None:
         token = os.environ.get(TOKEN_VARIABLE) or None
-    if allow_writes and not token:
-        raise ConfigError(
-            f"the console allows writes only with a token: pass token= or set {TOKEN_VARIABLE}"
-        )
     if token is not None and not isinstance(token, str):
         raise ConfigError("the console's token must be a string")
-    secret = (token or "").encode()
+    if allow_writes and not (token or "").strip():
+        blank = " (the one given is blank)" if token else ""
+        raise ConfigError(
+            f"the console allows writes only with a token{blank}: pass token= or set "
+            f"{TOKEN_VARIABLE}"
+        )
+    secret = (token or "").strip().encode()
     read_only = not allow_writes
 
     def base(request: Request) -> str:
@@ -243,8 +246,8 @@ def app(store: EventStore, *, allow_writes: bool = False, token: str | None = No
         scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() == "bearer" and credentials.strip():
             given = credentials.strip()
-        elif form.get("token"):
-            given = form["token"]
+        else:  # the form field like the header: whitespace around it is no part of it
+            given = form.get("token", "").strip()
         if not given:
             return JSONResponse(
                 {"error": "a write needs the console's token"},
