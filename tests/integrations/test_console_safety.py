@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 from support.console import free_port, seed
@@ -25,7 +26,7 @@ with warnings.catch_warnings():  # newer Starlette would rather have httpx2: sam
     warnings.simplefilter("ignore")
     from starlette.testclient import TestClient
 
-from eventstore_actors import ConfigError, EventData, EventStore
+from eventstore_actors import ConfigError, EventData, EventStore, EventStoreError
 from eventstore_actors.console import app
 
 TOKEN = "s3cret-token"
@@ -111,3 +112,53 @@ def test_the_command_refuses_a_blank_token_before_serving(dsn: str, schema: str)
     assert refused.returncode == 1, err
     assert "blank" in err and "EVENTSTORE_CONSOLE_TOKEN" in err
     assert "http://" not in err and "Traceback" not in err  # never served
+
+
+MAX_BIGINT = 2**63 - 1
+
+
+def test_a_tail_position_out_of_range_is_refused_before_the_stream_starts(
+    store: EventStore,
+) -> None:
+    """Last-Event-ID (or ?after=) 2**63 - 1 answered 200, then broke the stream with a
+    ValueError (and EventSource reconnected for ever with the same id); /api/tail said 400."""
+    store.append_to_stream("s", 0, [EventData({"n": 1})])
+    web = TestClient(app(store))
+    for too_large in (MAX_BIGINT, MAX_BIGINT + 1, 10**30):
+        for answer in (
+            web.get(
+                "/api/tail/events", params={"wait": 0.2}, headers={"Last-Event-ID": str(too_large)}
+            ),
+            web.get("/api/tail/events", params={"after": too_large, "wait": 0.2}),
+            web.get("/api/tail", params={"after": too_large}),
+        ):
+            assert answer.status_code == 400, (too_large, answer.text)
+            assert "at most" in answer.json()["error"]
+    last = web.get(
+        "/api/tail/events", params={"wait": 0.2}, headers={"Last-Event-ID": str(MAX_BIGINT - 1)}
+    )
+    assert last.status_code == 200 and "id: " not in last.text  # nothing after it, no error
+    assert web.get("/api/tail", params={"after": MAX_BIGINT - 1}).json()["events"] == []
+
+
+@pytest.mark.parametrize("error", [EventStoreError("the read failed"), ValueError("bad value")])
+def test_a_tail_that_fails_once_started_ends_cleanly(
+    store: EventStore, monkeypatch: pytest.MonkeyPatch, error: Exception
+) -> None:
+    from eventstore_actors.integrations.console import data
+
+    store.append_to_stream("s", 0, [EventData({"n": 1})])
+    read = data.tail
+    calls = []
+
+    def failing(*args: Any) -> Any:
+        calls.append(args)
+        if len(calls) > 1:
+            raise error
+        return read(*args)
+
+    monkeypatch.setattr(data, "tail", failing)
+    answer = TestClient(app(store)).get("/api/tail/events", params={"after": 0, "wait": 5})
+    assert answer.status_code == 200  # it had started; it ends at once, saying why
+    assert answer.text.rstrip().splitlines()[-1] == f": the tail failed: {error}"
+    assert "id: 1\n" in answer.text and len(calls) == 2

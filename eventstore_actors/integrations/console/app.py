@@ -206,8 +206,7 @@ def app(store: EventStore, *, allow_writes: bool = False, token: str | None = No
             last_id = request.headers.get("last-event-id", "")
             after = int(last_id) if last_id.strip() else _int(request, "after", None)
             wait = float(request.query_params.get("wait", "30"))
-            if after is not None and after < 0:
-                raise ValueError(f"after must be 0 or more, got {after}")
+            data.check_after(after)  # before the answer starts: 400, as /api/tail
         except ValueError as exc:
             return failure(request, exc, api=True)
         wait = min(max(wait, 0.1), 300.0)
@@ -229,6 +228,10 @@ def app(store: EventStore, *, allow_writes: bool = False, token: str | None = No
             except StoreUnavailableError:
                 # The browser reconnects (after `retry`) from the last id it got.
                 yield ": the store is unavailable; reconnecting later\n\n"
+            except (EventStoreError, ValueError) as exc:
+                # The answer has started (200): end it cleanly, saying why, rather than
+                # break it with a traceback in the server's log.
+                yield f": the tail failed: {' '.join(str(exc).split()) or type(exc).__name__}\n\n"
 
         return StreamingResponse(
             stream(after), media_type="text/event-stream", headers={"X-Accel-Buffering": "no"}

@@ -27,8 +27,10 @@ from ... import (
 )
 from ...lifecycle.sealed import SEALED, marking_sealed
 from ...storage.migrations import SCHEMA_VERSION
+from ...validation import MAX_BIGINT
 
 __all__ = [
+    "check_after",
     "event_json",
     "overview",
     "parked",
@@ -299,11 +301,20 @@ def stream_page(store: EventStore, stream_uuid: str, before: int | None) -> dict
     }
 
 
+def check_after(after: int | None) -> int | None:
+    """A tail's `after` (or Last-Event-ID): None, or an event_id after which one can be read
+    (ValueError otherwise, which the console answers 400)."""
+    if after is not None and after < 0:
+        raise ValueError(f"after must be 0 or more, got {after}")
+    if after is not None and after >= MAX_BIGINT:
+        raise ValueError(f"after must be at most {MAX_BIGINT - 1}, got {after}")
+    return after
+
+
 @_sealed_marked
 def tail(store: EventStore, after: int | None, count: int = PAGE_SIZE) -> dict[str, Any]:
     """$all's events after `after` (oldest first), or the last `count` when `after` is None."""
-    if after is not None and after < 0:
-        raise ValueError(f"after must be 0 or more, got {after}")
+    check_after(after)
     if after is None and count < 1:
         events = []
     elif after is None:
