@@ -416,11 +416,12 @@ def _console(dsn: str, schema: str, args: argparse.Namespace) -> int:
         if args.host in _LOOPBACK:
             # Only requests addressed to this machine: a web page elsewhere cannot reach the
             # console by pointing a host name of its own at 127.0.0.1 (DNS rebinding).
-            from starlette.middleware.trustedhost import TrustedHostMiddleware
+            from .integrations.console.hosts import LoopbackHosts
 
-            web = TrustedHostMiddleware(web, allowed_hosts=["127.0.0.1", "localhost", "::1"])
+            web = LoopbackHosts(web)
+        host = f"[{args.host}]" if ":" in args.host else args.host  # an IPv6 address
         _print(
-            f"eventstore-actors console: http://{args.host}:{args.port}/ (schema {schema}, "
+            f"eventstore-actors console: http://{host}:{args.port}/ (schema {schema}, "
             f"{'writes allowed with the token' if args.allow_writes else 'read-only'})",
             err=True,
         )

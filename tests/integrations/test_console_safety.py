@@ -8,11 +8,15 @@ Against the real PostgreSQL, through Starlette's TestClient (the app in process)
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import subprocess
 import sys
 from typing import Any
 
+import httpx
 import pytest
+from support import wait_until
 from support.console import free_port, seed
 
 pytest.importorskip("starlette", reason="the console needs the 'console' extra")
@@ -162,3 +166,55 @@ def test_a_tail_that_fails_once_started_ends_cleanly(
     assert answer.status_code == 200  # it had started; it ends at once, saying why
     assert answer.text.rstrip().splitlines()[-1] == f": the tail failed: {error}"
     assert "id: 1\n" in answer.text and len(calls) == 2
+
+
+def ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+def test_the_host_of_a_host_header() -> None:
+    from eventstore_actors.integrations.console.hosts import host_of
+
+    assert host_of("[::1]:8765") == "[::1]" and host_of("[::1]") == "[::1]"
+    assert host_of("LocalHost:80") == "localhost" and host_of("127.0.0.1") == "127.0.0.1"
+    for malformed in ("", "[::1", "[::1]x", "[::1]:80x", "::1", "a:b:c", ":80"):
+        assert host_of(malformed) is None, malformed
+
+
+@pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback here")
+def test_the_command_serves_on_the_ipv6_loopback(dsn: str, schema: str) -> None:
+    """`--host ::1` answered every request 400: the host check saw `[::1]`, allowed `::1`."""
+    port = free_port()
+    proc = console_command(dsn, schema, port, "--host", "::1")
+    base = f"http://[::1]:{port}"
+    try:
+
+        def overview() -> httpx.Response | None:
+            try:
+                return httpx.get(f"{base}/api/overview", timeout=2)
+            except httpx.TransportError:
+                assert proc.poll() is None, proc.communicate()
+                return None
+
+        answer = wait_until(overview, timeout=30, interval=0.1, what="the console on ::1")
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["schema"] == schema
+        for host in ("localhost", "127.0.0.1"):  # this machine, named otherwise: served
+            named = httpx.get(f"{base}/api/overview", headers={"Host": f"{host}:{port}"})
+            assert named.status_code == 200, host
+        for host in ("evil.example", f"evil.example:{port}", "[::2]", "[::1"):  # DNS rebinding
+            refused = httpx.get(f"{base}/api/overview", headers={"Host": host}, timeout=5)
+            assert refused.status_code == 400, host
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        assert f"eventstore-actors console: http://[::1]:{port}/ " in err
+        assert "Traceback" not in err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
