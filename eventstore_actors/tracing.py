@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping, Sequence
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from .subscriptions.naming import parse_row_name
+
 if TYPE_CHECKING:
     from .integrations.otel import AppendSpan
     from .integrations.otel import Deliveries as _OpenDeliveries
@@ -77,10 +79,15 @@ class Deliveries:
     `acked` and `nacked` on each ack and nack from its subscribers and `close` when it
     stops."""
 
-    __slots__ = ("_name", "_open", "_position")
+    __slots__ = ("_name", "_open", "_partition", "_position")
 
     def __init__(self, name: str, all_streams: bool) -> None:
-        self._name = name
+        # `name` is the subscription's row name: a consumer group's partition (its row named
+        # after the group with a suffix, see subscriptions/naming.py) is traced under the
+        # group's name, its partition number apart.
+        group = parse_row_name(name)
+        self._name = name if group is None else group[0]
+        self._partition = None if group is None else group[1]
         self._open: _OpenDeliveries | None = None
         # What an ack of an event says: its event_id in $all, else its event_number.
         self._position: Callable[[Any], int] = _event_id if all_streams else _event_number
@@ -91,7 +98,7 @@ class Deliveries:
         if otel is None:
             return
         if self._open is None:
-            self._open = otel.Deliveries(self._name)
+            self._open = otel.Deliveries(self._name, self._partition)
         self._open.delivered(events, self._position)
 
     def acked(self, position: int, each: Sequence[int] = ()) -> None:

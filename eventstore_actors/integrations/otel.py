@@ -8,8 +8,10 @@ public name (`extract`). Nothing here touches the store: it gets events and resu
 
 Attributes (all prefixed `eventstore.`): on `eventstore.append` (kind PRODUCER) `stream` (the
 name; a list of names for an `append_to_streams` of several streams), `event_count`,
-`first_event_id` and `last_event_id`; on `eventstore.deliver` (kind CONSUMER) `subscription`,
-`event_count` and, when it ends, `acked` (False: the subscription stopped first).
+`first_event_id` and `last_event_id`; on `eventstore.deliver` (kind CONSUMER) `subscription`
+(a consumer group's name for each of its partitions), `partition` (a consumer group's only:
+the partition's number, from 0, as `SubscriptionInfo.partition`), `event_count` and, when it
+ends, `acked` (False: the subscription stopped first).
 """
 
 from __future__ import annotations
@@ -137,8 +139,10 @@ class Deliveries:
     (or nacked: settled for this delivery), or unacked when the subscription stops
     (`close`)."""
 
-    def __init__(self, name: str) -> None:
-        self._name = name
+    def __init__(self, name: str, partition: int | None = None) -> None:
+        self._attributes: dict[str, str | int] = {"eventstore.subscription": name}
+        if partition is not None:
+            self._attributes["eventstore.partition"] = partition
         self._open: list[_Open] = []
 
     def delivered(self, events: Sequence[Any], position: Callable[[Any], int]) -> None:
@@ -153,10 +157,7 @@ class Deliveries:
             context=Context(),  # a root: its producers are links, as a batch has several
             kind=trace.SpanKind.CONSUMER,
             links=list(links.values()),
-            attributes={
-                "eventstore.subscription": self._name,
-                "eventstore.event_count": len(events),
-            },
+            attributes={**self._attributes, "eventstore.event_count": len(events)},
         )
         self._open.append(_Open(span, {position(e) for e in events}))
         while len(self._open) > MAX_OPEN_DELIVERIES:

@@ -420,6 +420,37 @@ def test_competing_consumers_end_their_batches_at_the_per_event_acks(
         assert [ids(link.context) for link in deliver.links] == [ids(append.context)]
 
 
+def test_a_consumer_groups_batches_are_spans_of_the_group_with_their_partition(
+    store: EventStore, spans: InMemorySpanExporter
+) -> None:
+    """`eventstore.subscription` was the partition's internal row name (the group's name, a
+    control character, "partition 1 of 2"): it is the group's, the partition apart."""
+    from eventstore_actors.storage.reader import partition_of
+
+    q = QueueSubscriber()
+    group = store.subscribe_to_all_streams("group", q, partitions=2)
+    q.subscribed()
+    names = ["a", "b", "c", "d", "e", "f"]
+    assert {partition_of(n, 2) for n in names} == {0, 1}  # both partitions deliver
+    for name in names:
+        store.append_to_stream(name, 0, events(1))
+    received: list[RecordedEvent] = []
+    while len(received) < len(names):
+        batch = q.batch()
+        group.ack(batch)
+        received += batch
+    per_partition: dict[object, int] = {}
+    for deliver in ended_for(spans, len(names)):
+        attributes = dict(deliver.attributes or {})
+        assert attributes["eventstore.subscription"] == "group"
+        assert attributes["eventstore.acked"] is True
+        partition = attributes["eventstore.partition"]
+        per_partition[partition] = per_partition.get(partition, 0) + _count(deliver)
+    # Each partition's events in spans of that partition (numbered as SubscriptionInfo does).
+    assert per_partition == {p: sum(partition_of(n, 2) == p for n in names) for p in (0, 1)}
+    assert {s.partition for s in store.subscriptions()} == {0, 1}
+
+
 def test_a_nacked_event_is_settled_for_its_batch(
     store: EventStore, spans: InMemorySpanExporter
 ) -> None:
