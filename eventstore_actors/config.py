@@ -183,7 +183,10 @@ def resolve_dsn(dsn: str | None = None, **seed_keys: Any) -> str:
     try:
         return psycopg.conninfo.make_conninfo(dsn, **given)
     except psycopg.ProgrammingError as exc:
-        raise ConfigError(f"invalid DSN: {scrub(str(exc), dsn)}") from None
+        why = scrub(str(exc), dsn)
+    # Raised outside the handler: libpq's error may quote the password ("invalid
+    # percent-encoded token"), and `from None` would still keep it as __context__.
+    raise ConfigError(f"invalid DSN: {why}")
 
 
 def _shown(name: str, value: Any) -> str:
@@ -309,12 +312,13 @@ class Settings:
                     f"replica_dsn must be a string, got {type(self.replica_dsn).__qualname__}"
                 )
             _check_scheme(self.replica_dsn)
+            why = None
             try:
                 psycopg.conninfo.conninfo_to_dict(self.replica_dsn)
             except psycopg.ProgrammingError as exc:
-                raise ConfigError(
-                    f"invalid replica_dsn: {scrub(str(exc), self.replica_dsn)}"
-                ) from None
+                why = scrub(str(exc), self.replica_dsn)
+            if why is not None:  # outside the handler: no __context__ quoting the password
+                raise ConfigError(f"invalid replica_dsn: {why}")
         lag = self.replica_max_lag
         if not isinstance(lag, (int, float)) or isinstance(lag, bool) or not 0 <= lag < 1e9:
             raise ConfigError(f"replica_max_lag must be a number of seconds >= 0, got {lag!r}")

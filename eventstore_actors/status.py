@@ -9,7 +9,7 @@ from typing import Any
 import psycopg
 
 from . import hints
-from .config import Settings
+from .config import Settings, resolve_dsn
 from .errors import ConfigError, StoreUnavailableError
 from .storage import archive, keys, retention
 from .storage import schema as schema_ops
@@ -50,6 +50,9 @@ def healthy(subscriptions: list[dict[str, Any]]) -> bool:
 def report(dsn: str, schema: str, *, as_json: bool = False) -> tuple[str, bool]:
     """The report `eventstore-actors status` prints (a table, or JSON), and whether every
     subscription is healthy (none stalled or stopped: what `status --check` exits 0 for)."""
+    # Checked and resolved as every store and command does: a DSN libpq cannot parse is a
+    # ConfigError with its password hidden, not psycopg's error quoting it.
+    dsn = resolve_dsn(dsn)
     settings = Settings(dsn=dsn, schema=schema)
     try:
         conn = connect_for_command(settings)  # also through PgBouncer

@@ -154,6 +154,26 @@ def test_start_and_admin_errors_hide_the_password(name: str) -> None:
         assert_clean(whole_text(exc))
 
 
+@pytest.mark.parametrize("name", [*bad_dsns(), "broken-percent", "broken-percent-query"])
+def test_status_report_errors_hide_the_password(name: str) -> None:
+    """`status.report` built its Settings from the DSN as given: one libpq cannot parse
+    raised psycopg's ProgrammingError quoting the password ("invalid percent-encoded
+    token")."""
+    from eventstore_actors import status
+
+    dsn = {
+        **bad_dsns(),
+        "broken-percent": f"postgresql://postgres:{SECRET}%zz@127.0.0.1/test",
+        "broken-percent-query": f"postgresql://postgres@127.0.0.1/test?password={SECRET}%zz",
+    }[name]
+    for call in (lambda: status.report(dsn, "x"), lambda: status.status(dsn, "x", as_json=True)):
+        exc = error_of(call)
+        assert isinstance(exc, (ConfigError, StoreUnavailableError)), repr(exc)
+        if name.startswith(("broken", "unparseable", "mysql", "bad-query")):
+            assert isinstance(exc, ConfigError), repr(exc)  # as EventStore.start says
+        assert_clean(whole_text(exc))
+
+
 def test_missing_database_and_uninitialised_schema_errors_hide_the_password(dsn: str) -> None:
     missing = with_password(dsn, dbname=f"nodb_{uuid.uuid4().hex[:8]}")
     not_a_store = f"t_{uuid.uuid4().hex[:12]}"
