@@ -15,7 +15,7 @@ from datetime import timedelta
 from typing import Any, NoReturn
 
 from . import __version__, admin
-from .config import redact, resolve_dsn, scrub, validate_schema
+from .config import redact, redact_url, resolve_dsn, scrub, validate_schema
 from .errors import ConfigError, EventStoreError
 
 __all__ = ["main"]
@@ -338,7 +338,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 _print(
                     f"eventstore-actors archive: moved {result.events} events (event_ids "
                     f"{result.first_event_id}..{result.last_event_id}) to "
-                    f"{', '.join(result.files)}"
+                    f"{', '.join(redact_url(f) for f in result.files)}"
                 )
             return 0
         if args.command in _DESTRUCTIVE:

@@ -18,7 +18,9 @@ __all__ = [
     "MAX_IDENTIFIER_BYTES",
     "SEED_KEYS",
     "Settings",
+    "check_url_credentials",
     "redact",
+    "redact_url",
     "resolve_dsn",
     "resolve_session_dsn",
     "scrub",
@@ -145,6 +147,59 @@ def scrub(text: str, *dsns: str | None) -> str:
     return _KEY_PASSWORD_RE.sub(_hide_value, text)
 
 
+#: A URL's query parameter (name=value), anywhere in a text (fsspec chains URLs with '::').
+_QUERY_PARAM_RE = re.compile(r"([?&;])([^=&;#\s]*)=([^&;#\s]*)")
+#: Query parameter names whose values are secrets: password=, token=, sig= (a signed URL's
+#: signature), X-Amz-Credential=, access_key=, secret= ...
+_SECRET_NAME_RE = re.compile(r"pass|pwd|secret|token|sig|cred|key|auth", re.I)
+
+
+def _url_secrets(url: str) -> set[str]:
+    """The secrets `url` carries: the password of each user:password@ in it (a chained URL
+    has several), the values of its query parameters named like secrets; each also decoded."""
+    found = {m.group(2) for m in _EMBEDDED_USERINFO_RE.finditer(url)}
+    if "://" in url:  # a local path has no query: '?' is part of a directory's name
+        found.update(
+            m.group(3) for m in _QUERY_PARAM_RE.finditer(url) if _SECRET_NAME_RE.search(m.group(2))
+        )
+    found.update([urllib.parse.unquote(s) for s in found])
+    return {s for s in found if s}
+
+
+def redact_url(text: str, url: str | None = None) -> str:
+    """`text` (a URL, or a message naming URLs) with the password of each user:password@ in it
+    and the values of query parameters named like secrets replaced by ``***``; with `url`,
+    also wherever that URL's secrets show up in other forms (a backend's own message)."""
+    text = _EMBEDDED_USERINFO_RE.sub(
+        lambda m: f"{m.group(1)}***@" if m.group(2) else m.group(0), text
+    )
+    text = _QUERY_PARAM_RE.sub(
+        lambda m: (
+            f"{m.group(1)}{m.group(2)}=***"
+            if m.group(3) and _SECRET_NAME_RE.search(m.group(2))
+            else m.group(0)
+        ),
+        text,
+    )
+    for secret in sorted(_url_secrets(url or ""), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
+def check_url_credentials(url: str, what: str) -> None:
+    """ConfigError when `url` carries a secret (see `_url_secrets`): an archive target's URL
+    is stored in the schema's manifest and shown wherever its files are named."""
+    if _url_secrets(url):
+        raise ConfigError(
+            f"{what} {redact_url(url)!r} carries a password (in user:password@ or its query): "
+            "it would be stored in the schema's manifest and shown wherever the archive's files "
+            "are named; leave it out of the URL and give it to fsspec through its own "
+            "configuration (the filesystem's usual credentials, such as AWS_* variables or "
+            "~/.aws for s3://; FSSPEC_<PROTOCOL>_<OPTION> environment variables such as "
+            "FSSPEC_SFTP_PASSWORD; or a file in fsspec's config directory)"
+        )
+
+
 def _check_scheme(dsn: str) -> None:
     """A URI for another database (mysql://, sqlite://) is a clear ConfigError, not libpq's
     'missing "=" after ...' (which would also quote the whole DSN, password included)."""
@@ -190,9 +245,11 @@ def resolve_dsn(dsn: str | None = None, **seed_keys: Any) -> str:
 
 
 def _shown(name: str, value: Any) -> str:
-    """A Settings field for repr: DSNs without their passwords."""
+    """A Settings field for repr: DSNs and the archive URL without their passwords."""
     if name in ("dsn", "session_dsn", "replica_dsn") and isinstance(value, str):
         return repr(redact(value))
+    if name == "archive" and isinstance(value, str):
+        return repr(redact_url(value))
     return repr(value)
 
 
@@ -275,6 +332,8 @@ class Settings:
         validate_schema(self.schema)
         if self.archive is not None and (not isinstance(self.archive, str) or not self.archive):
             raise ConfigError(f"archive must be a directory or URL (str), got {self.archive!r}")
+        if self.archive is not None:
+            check_url_credentials(self.archive, "archive")
         if not isinstance(self.shared_lock_session, bool):
             raise ConfigError(
                 f"shared_lock_session must be a bool, got {self.shared_lock_session!r}"

@@ -9,7 +9,7 @@ from typing import Any
 import psycopg
 
 from . import hints
-from .config import Settings, resolve_dsn
+from .config import Settings, redact_url, resolve_dsn
 from .errors import ConfigError, StoreUnavailableError
 from .storage import archive, keys, retention
 from .storage import schema as schema_ops
@@ -101,7 +101,7 @@ def report(dsn: str, schema: str, *, as_json: bool = False) -> tuple[str, bool]:
                 "first_event_id": f.first_event_id,
                 "last_event_id": f.last_event_id,
                 "events": f.events,
-                "url": f.url,
+                "url": redact_url(f.url),  # one recorded with a password: without it
                 "state": f.state,
                 "created_at": f.created_at.isoformat(),
             }
@@ -130,7 +130,7 @@ def report(dsn: str, schema: str, *, as_json: bool = False) -> tuple[str, bool]:
         pending = "" if f.state == "deleted" else " (rows still being deleted)"
         lines.append(
             f"archived event_ids {f.first_event_id}..{f.last_event_id}: {f.events} events "
-            f"in {f.url}{pending}"
+            f"in {redact_url(f.url)}{pending}"
         )
     lines.extend(_retention_lines(kept, limited))
     return "\n".join(lines), ok

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from ...config import redact_url
 from ...errors import ConfigError
 
 __all__ = ["COLUMNS", "Target", "open_parquet", "pyarrow_modules", "schema"]
@@ -79,7 +80,7 @@ def _fs(url: str) -> tuple[Any, str]:
         import fsspec
     except ImportError:
         raise ConfigError(
-            f"archive URL {url!r} needs fsspec: pip install fsspec (from a checkout: "
+            f"archive URL {redact_url(url)!r} needs fsspec: pip install fsspec (from a checkout: "
             "pip install '.[archive]')"
         ) from None
     fs, path = fsspec.core.url_to_fs(url)
@@ -130,7 +131,8 @@ class Target:
             raise
         except Exception as exc:  # OSError locally; any error of an fsspec backend
             why = getattr(exc, "strerror", None) or type(exc).__name__
-            raise ConfigError(f"archive target {self.url!r} is not writable: {why}") from None
+            shown = redact_url(f"{self.url!r} is not writable: {why}", self.url)
+            raise ConfigError(f"archive target {shown}") from None
 
     def remove_unlisted(self, done: int) -> int:
         """Remove what a crashed archive of this schema left here: files of ranges after

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
+from ...config import redact_url
 from ...errors import StoreUnavailableError
 from ...storage.archive import ArchivedFile
 from .files import open_parquet
@@ -69,7 +70,9 @@ def _file_error(exc: BaseException) -> bool:
 
 def _unreadable(url: str, exc: BaseException) -> StoreUnavailableError:
     why = getattr(exc, "strerror", None) or exc
-    return StoreUnavailableError(f"archive file {url} cannot be read: {why}")
+    # A URL recorded with a password (before they were refused) shows without it.
+    shown = redact_url(f"archive file {url} cannot be read: {why}", url)
+    return StoreUnavailableError(shown)
 
 
 def event_groups(pf: Any, low: int, high: int) -> list[int]:

@@ -20,7 +20,7 @@ from typing import Any
 import psycopg
 
 from ... import logs
-from ...config import Settings
+from ...config import Settings, check_url_credentials
 from ...errors import ConfigError
 from ...storage import archive as store
 from ...storage import schema as schema_ops
@@ -77,6 +77,7 @@ def check_arguments(
         raise ConfigError(
             "no archive target: pass target= or start the store with archive=<directory or URL>"
         )
+    check_url_credentials(chosen, "archive target")  # before anything is created or written
     return chosen
 
 
