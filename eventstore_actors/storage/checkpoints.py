@@ -128,11 +128,17 @@ def advance_unheld(conn: Conn, stream_uuid: str, name: str, position: int, key: 
     return True
 
 
-def claim(conn: Conn, stream_uuid: str, name: str, holder: str) -> None:
-    """Record which store instance holds the subscription now (see `subscriptions.info`)."""
+def claim(conn: Conn, stream_uuid: str, name: str, holder: str, stall_after: float) -> None:
+    """Record which store instance holds the subscription now (see `subscriptions.info`),
+    with its `stall_after` and a first vouch (see `subscriptions.health`)."""
     conn.execute(
         statement("subscriptions/claim"),
-        {"stream_uuid": stream_uuid, "subscription_name": name, "holder": holder},
+        {
+            "stream_uuid": stream_uuid,
+            "subscription_name": name,
+            "holder": holder,
+            "stall_after": stall_after,
+        },
     )
 
 

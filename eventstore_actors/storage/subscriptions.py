@@ -23,8 +23,9 @@ __all__ = [
 ]
 
 #: (stream_uuid, subscription_name, last_seen, holder, head, parked, lag_seconds, last_ack_at,
-#: health, health_reason, first_held, archived_upto, read_at): lag_seconds counts the tables
-#: only; the last three say whether the first unacked position may be archived (info.sql).
+#: health, health_reason, first_held, archived_upto, read_at, stall_after, unvouched_for):
+#: lag_seconds counts the tables only; first_held, archived_upto and read_at say whether the
+#: first unacked position may be archived; the last two are for readers' stall rule (info.sql).
 InfoRow = tuple[Any, ...]
 
 
@@ -69,11 +70,13 @@ def delete_with_prefix(conn: psycopg.Connection[Any], stream_uuid: str, prefix: 
 def write_health(
     conn: psycopg.Connection[Any],
     holder: str,
-    rows: Sequence[tuple[str, str, str | None, str | None]],
-) -> None:
+    rows: Sequence[tuple[str, str, str | None, str | None, float]],
+) -> set[tuple[str, str]]:
     """Subscription health as its holder sees it: `rows` of (stream_uuid, subscription_name,
-    health, reason), each written only while the row names `holder` (one statement)."""
-    conn.execute(
+    health, reason, vouched: the seconds from now it vouches that nothing stalls), each
+    written only while the row names `holder` and no other transaction holds it (one
+    statement). The (stream_uuid, subscription_name) of the rows written."""
+    written = conn.execute(
         statement("subscriptions/health"),
         {
             "holder": holder,
@@ -81,8 +84,10 @@ def write_health(
             "subscription_names": [r[1] for r in rows],
             "healths": [r[2] for r in rows],
             "reasons": [r[3] for r in rows],
+            "remaining": [r[4] for r in rows],
         },
-    )
+    ).fetchall()
+    return {(str(stream), str(name)) for stream, name in written}
 
 
 def write_stopped(

@@ -11,10 +11,19 @@ complaint about event stores, and finding it must cost nothing where events flow
   subscription with events in flight and no ack (or nack) for `stall_after` seconds, counted
   from the delivery of the oldest unacked event, is stalled: one WARNING naming it, the
   counter `subscription_stalls_total`, and the state written to its row; the first ack after
-  that clears it (the actor wakes the monitor). The monitor writes a row only when its state
-  changes ('live' once caught up, 'stalled', back) and once as each run starts (what an
-  earlier run wrote is over), in one statement per pass, and only while the row names this
-  store as its holder.
+  that clears it (the actor wakes the monitor). The monitor writes a row when its state
+  changes ('live' once caught up, 'stalled', back), once as each run starts (what an earlier
+  run wrote is over), and to renew its vouch (below), in one statement per pass, and only
+  while the row names this store as its holder.
+- The vouch: a holder that cannot run its monitor (the process is frozen by SIGSTOP, a C
+  extension holds the GIL, the host is swapped out) keeps its lock, and what it wrote last
+  ('live') would stand for ever. So the monitor also writes how long it vouches that nothing
+  stalls (`vouched_until`, the database's clock, `vouched_by` naming it): the delivery of the
+  oldest unacked event plus `stall_after` while events are in flight, now plus `stall_after`
+  otherwise (a delivery from now on cannot stall before then). Its claim of the name writes
+  the first vouch and `stall_after`; the monitor renews it once less than half of
+  `stall_after` is left of it: about one row write per `stall_after` / 2 seconds per held
+  subscription, none per event. A vouch that ran out is a holder that stopped looking.
 - A subscription that gave up on an error (its subscriber was told `SubscriptionStopped`) is
   written 'stopped' once nobody holds its lock; a new holder's claim (another store) or the
   first look at this store's next run clears it.
@@ -22,7 +31,11 @@ complaint about event stores, and finding it must cost nothing where events flow
 
 What a reader sees (`state_of`, used by `subscriptions()`, `subscription_info` and
 `eventstore-actors status` in any process): not held -> "stopped" if so written, else "idle";
-held -> "stalled" or "live" as written, else "live" at lag 0 and "catching_up" otherwise.
+held -> "stalled" as written, or when lag > 0 and the holder is `overdue` (its own vouch ran
+out `VOUCH_MARGIN` seconds ago and the oldest unacked event is `stall_after` old: the rule
+applied by the reader, which needs nothing of the holder); else "live" as written, else "live"
+at lag 0 and "catching_up" otherwise. A row whose vouch was written by another holder than the
+current one (a holder of release 5, which writes none) is judged only by what it wrote.
 """
 
 from __future__ import annotations
@@ -41,10 +54,12 @@ from ..storage.subscriptions import write_health, write_stopped
 
 __all__ = [
     "STATES",
+    "VOUCH_MARGIN",
     "HealthMonitor",
     "SubscriptionHealth",
     "check_stall_after",
     "in_flight",
+    "overdue",
     "state_of",
 ]
 
@@ -62,6 +77,14 @@ _STOP_WRITE_FOR = 15.0
 #: this store wrote, or nothing (another holder's claim cleared it). Never a state: the run's
 #: first look writes its state, None included.
 _UNKNOWN = "?"
+#: Seconds a holder's vouch must have run out before a reader finds it stalled: the
+#: monitor's renewal (a look, then a write) may come that late after a clock restarted just
+#: in time, and the database's clock reads it. A frozen holder is reported stalled at most
+#: this long after the in-process rule would have found it.
+VOUCH_MARGIN = 2.0
+#: Seconds before a row the monitor could not write (another transaction held it, or it no
+#: longer names this store) is tried again.
+_RETRY_AFTER = 1.0
 #: Reasons for `SubscriptionStopped` that are not an error of the subscription.
 _NOT_ERRORS = ("the event store stopped", "the subscription's checkpoint was deleted")
 
@@ -93,11 +116,26 @@ def in_flight(intake: Any) -> bool:
     return bool(intake.held > intake.queued)
 
 
-def state_of(active: bool, lag: int, written: str | None) -> str:
-    """A subscription's state from its row: held (`active`), its lag, what was written."""
+def overdue(
+    unvouched_for: float | None, stall_after: float | None, lag_seconds: float | None
+) -> bool:
+    """Whether a held subscription's holder is overdue, from its row (the stall rule as a
+    reader applies it): the vouch its holder wrote ran out `VOUCH_MARGIN` seconds ago or
+    more (`unvouched_for`; None: no vouch of the current holder) and the oldest unacked event
+    is `stall_after` old (`lag_seconds`; None: its age is not known, the vouch decides)."""
+    if unvouched_for is None or stall_after is None or unvouched_for < VOUCH_MARGIN:
+        return False
+    return lag_seconds is None or lag_seconds >= stall_after
+
+
+def state_of(active: bool, lag: int, written: str | None, late: bool = False) -> str:
+    """A subscription's state from its row: held (`active`), its lag, what was written, and
+    whether its holder is `overdue` (`late`)."""
     if not active:
         return "stopped" if written == "stopped" else "idle"
-    if written in ("stalled", "live"):
+    if written == "stalled" or (lag > 0 and late):
+        return "stalled"
+    if written == "live":
         return written
     return "live" if lag == 0 else "catching_up"
 
@@ -126,6 +164,8 @@ class SubscriptionHealth:
         self.stalled = False
         self.stalls = 0  # how many times it stalled
         self.written: tuple[int, str | None] | None = None  # (run, state) last written
+        self.vouched: tuple[int, float] | None = None  # (run, monotonic end) last written
+        self.retry_at = 0.0  # a write that did not land: not tried again before then
         self.stop_until = 0.0  # how long the 'stopped' write is tried
 
     # Actor side -------------------------------------------------------------------------------
@@ -182,6 +222,20 @@ class SubscriptionHealth:
         if self.stalled:
             return "stalled"
         return "live" if self.live else None
+
+    def vouch(self, now: float) -> float:
+        """Until when (monotonic) nothing of the current run can stall: the delivery of the
+        oldest unacked event plus stall_after, else now plus stall_after."""
+        since = self.since
+        return (now if since is None else since) + self.stall_after
+
+    def renew(self, run: int, until: float, now: float) -> bool:
+        """Whether the vouch written for `run` is to be renewed to `until`: none written for
+        this run yet, or less than half of stall_after left of it and `until` later."""
+        vouched = self.vouched
+        if vouched is None or vouched[0] != run:
+            return True
+        return until > vouched[1] and vouched[1] - now < self.stall_after / 2
 
 
 class HealthMonitor:
@@ -249,7 +303,7 @@ class HealthMonitor:
 
     def _look(self, watched: list[SubscriptionHealth]) -> None:
         now = time.monotonic()
-        writes: list[tuple[SubscriptionHealth, int, str | None]] = []
+        writes: list[tuple[SubscriptionHealth, int, str | None, float]] = []
         for health in watched:
             if health.finished:
                 self._stopped(health, now)
@@ -280,13 +334,25 @@ class HealthMonitor:
                 continue
             if health.written is None or health.written[0] != run:
                 health.written = (run, _UNKNOWN)  # a new run: write its state once
-            if health.written[1] != state:
-                writes.append((health, run, state))
+            until = health.vouch(now)
+            if (health.written[1] != state or health.renew(run, until, now)) and (
+                now >= health.retry_at or (health.stalled != was)
+            ):
+                writes.append((health, run, state, until))
         if writes:
-            rows = [(h.stream_uuid, h.name, state, None) for h, _, state in writes]
-            self._pool.run(lambda c: write_health(c, self._holder, rows))
-            for health, run, state in writes:
-                health.written = (run, state)
+
+            def write(conn: Any) -> set[tuple[str, str]]:
+                at = time.monotonic()  # the vouches count from the statement, not the look
+                rows = [(h.stream_uuid, h.name, st, None, until - at) for h, _, st, until in writes]
+                return write_health(conn, self._holder, rows)
+
+            done = self._pool.run(write)
+            for health, run, state, until in writes:
+                if (health.stream_uuid, health.name) in done:
+                    health.written = (run, state)
+                    health.vouched = (run, until)
+                else:  # held by a subscriber's transaction, or no longer this store's
+                    health.retry_at = now + _RETRY_AFTER
 
     def _stopped(self, health: SubscriptionHealth, now: float) -> None:
         """An ended subscription: marked 'stopped' (it gave up on an error) once nobody

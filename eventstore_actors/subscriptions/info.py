@@ -4,8 +4,10 @@ The checkpoint, the head of what it follows and the parked count come from the t
 it is held ("active") comes from pg_locks, so a holder that died (its session ended, its lock
 with it) shows as inactive at once, whatever the `holder` column still says. The holder text
 is written by the subscription when it takes the lock. Health (`lag_seconds`, `state`,
-`last_ack_at`) is read from the same rows (see `subscriptions.health`); when the first unacked
-position may be archived, its age comes from the archive file holding it (`_archived_age`).
+`last_ack_at`) is read from the same rows (see `subscriptions.health`): the state its holder
+wrote, unless the holder is overdue (its vouch ran out: a frozen holder is found stalled here,
+without it); when the first unacked position may be archived, its age comes from the archive
+file holding it (`_archived_age`).
 The statements are in `storage` (`storage.subscriptions`, `storage.locks`); `lock_key` and
 `summary` are theirs, named here too.
 """
@@ -23,7 +25,7 @@ import psycopg
 from ..storage.archive import overlay
 from ..storage.locks import held, lock_key
 from ..storage.subscriptions import info_rows, summary
-from .health import state_of
+from .health import overdue, state_of
 from .naming import parse_row_name
 
 __all__ = ["SubscriptionInfo", "holder_text", "load", "lock_key", "summary"]
@@ -83,6 +85,13 @@ def load(
         lag = max(0, int(head or 0) - int(last_seen))
         if lag > 0:
             age = _archived_age(conn, str(stream), int(last_seen), row[10:13], age)
+        lag_seconds = None if lag == 0 or age is None else max(0.0, float(age))
+        stall_after, unvouched_for = row[13], row[14]
+        late = active and overdue(
+            None if unvouched_for is None else float(unvouched_for),
+            None if stall_after is None else float(stall_after),
+            lag_seconds,
+        )
         found.append(
             SubscriptionInfo(
                 stream_uuid=str(stream),
@@ -94,8 +103,8 @@ def load(
                 holder=str(holder) if active and holder is not None else None,
                 parked=int(parked),
                 partition=None if parsed is None else parsed[1],
-                lag_seconds=None if lag == 0 or age is None else max(0.0, float(age)),
-                state=state_of(active, lag, None if written is None else str(written)),
+                lag_seconds=lag_seconds,
+                state=state_of(active, lag, None if written is None else str(written), late),
                 last_ack_at=last_ack_at,
             )
         )

@@ -54,9 +54,9 @@ class CheckpointSaver:
             self._lock.run(lambda c: checkpoints.advance(c, stream, name, unsaved))
             checkpoint = unsaved
         self.unsaved = None
-        holder = self._spec.holder
+        holder, stall_after = self._spec.holder, self._spec.health.stall_after
         if holder:
-            self._lock.run(lambda c: checkpoints.claim(c, stream, name, holder))
+            self._lock.run(lambda c: checkpoints.claim(c, stream, name, holder, stall_after))
         return checkpoint
 
     def restart(self, checkpoint: int) -> None:

@@ -11,7 +11,10 @@
 -- checkpoint otherwise; NULL: none), the highest archived event_id (NULL: nothing archived,
 -- one probe of the manifest's key), and the time the ages are counted to. Each subscription
 -- row probes its stream, events and links by key (the LATERAL subqueries, kept apart from the
--- join order by their LIMIT).
+-- join order by their LIMIT). Last, what a reader needs to find a stall without the holder
+-- (subscriptions/health.py, `overdue`): the holder's stall_after, and how long ago the vouch
+-- of the current holder ran out (negative: not yet; NULL: none by this holder, e.g. one of
+-- release 5).
 SELECT s.stream_uuid, s.subscription_name, s.last_seen, s.holder,
        CASE WHEN s.stream_uuid = '$all'
             THEN (SELECT c.last_event_id FROM event_counter AS c WHERE c.id = 1)
@@ -29,7 +32,11 @@ SELECT s.stream_uuid, s.subscription_name, s.last_seen, s.holder,
        CASE WHEN s.stream_uuid = '$all' THEN a.event_id ELSE o.stream_version END AS first_held,
        (SELECT f.last_event_id FROM archive_files AS f
         ORDER BY f.first_event_id DESC LIMIT 1) AS archived_upto,
-       clock_timestamp() AS read_at
+       clock_timestamp() AS read_at,
+       s.stall_after,
+       CASE WHEN s.vouched_by = s.holder
+            THEN extract(epoch FROM clock_timestamp() - s.vouched_until)::float8
+       END AS unvouched_for
 FROM subscriptions AS s
 LEFT JOIN LATERAL (SELECT st.stream_id, st.stream_version FROM streams AS st
                    WHERE s.stream_uuid <> '$all' AND st.stream_uuid = s.stream_uuid

@@ -8,7 +8,8 @@ reported as ``{"event": "subscribed"|"events", "key": KEY, ...}`` lines, where K
 Commands: ping; append {stream, expected, count, start}; write {streams, events, seed,
 max_batch, pause, seconds} (appends in a background thread, owning `streams`, until `events`
 were appended or `seconds` passed); write_join; subscribe
-{stream ("$all" for all streams), name, auto_ack, partitions}; ack {key, position};
+{stream ("$all" for all streams), name, auto_ack, partitions, options (more subscribe keyword
+arguments: stall_after, checkpoint_threshold, ...)}; ack {key, position};
 unsubscribe {stream, name}; stop.
 """
 
@@ -103,12 +104,19 @@ class Child:
             key = f"{stream}/{name}"
             reporter = Reporter(key, bool(command.get("auto_ack", True)))
             start_from = command.get("start_from", "origin")
+            options = dict(command.get("options", {}))
             if stream == "$all":
                 sub = self.store.subscribe_to_all_streams(
-                    name, reporter, start_from=start_from, partitions=command.get("partitions")
+                    name,
+                    reporter,
+                    start_from=start_from,
+                    partitions=command.get("partitions"),
+                    **options,
                 )
             else:
-                sub = self.store.subscribe_to_stream(stream, name, reporter, start_from=start_from)
+                sub = self.store.subscribe_to_stream(
+                    stream, name, reporter, start_from=start_from, **options
+                )
             self.subs[key] = sub
             return {"key": key}
         if cmd == "ack":
