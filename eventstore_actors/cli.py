@@ -89,7 +89,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Print the schema version, the head event_id, the number of streams and "
         "one row per durable subscription (checkpoint, head, lag, active, holder, parked, "
         "lag_seconds, state). With --check, exit with status 2 when any subscription is "
-        "stalled or stopped (0 otherwise), for monitoring scripts and cron.",
+        "stalled (a held one whose holding process stopped looking after it, frozen say, "
+        "counts too) or stopped (0 otherwise), for monitoring scripts and cron.",
     )
     _connection_options(status)
     status.add_argument("--json", action="store_true", help="print one JSON object instead")
