@@ -172,12 +172,14 @@ class Listener:
                 with conn:
                     self._attach(conn)
                     leasing = self._leasing
-                    if leasing is not None:
-                        keys.take_listener_lock(conn, leasing.lock)
-                        keys.listen(conn, leasing.probe_channel)
                     listening_from = time.monotonic()
                     conn.execute(f'LISTEN "{self._settings.channel}"')
                     conn.execute(f'LISTEN "{self._control}"')
+                    if leasing is not None:
+                        keys.listen(conn, leasing.probe_channel)
+                        # Named a listener only once it listens: a forget that finds this
+                        # session in pg_locks gets its answer (see lifecycle/eviction.py).
+                        keys.take_listener_lock(conn, leasing.lock)
                     delay = 0.05
                     self._on_connect()  # a store with encryption evicts its cached keys
                     if leasing is not None:  # what is notified from now on comes here
