@@ -174,12 +174,12 @@ class Listener:
                     leasing = self._leasing
                     listening_from = time.monotonic()
                     conn.execute(f'LISTEN "{self._settings.channel}"')
-                    conn.execute(f'LISTEN "{self._control}"')
                     if leasing is not None:
                         keys.listen(conn, leasing.probe_channel)
                         # Named a listener only once it listens: a forget that finds this
                         # session in pg_locks gets its answer (see lifecycle/eviction.py).
                         keys.take_listener_lock(conn, leasing.lock)
+                    conn.execute(f'LISTEN "{self._control}"')  # last: recognisable
                     delay = 0.05
                     self._on_connect()  # a store with encryption evicts its cached keys
                     if leasing is not None:  # what is notified from now on comes here
@@ -217,7 +217,11 @@ class Listener:
             if leasing is not None and probe is None and now >= renew_at:
                 token = uuid.uuid4().hex[:16]
                 probe = (token, time.monotonic())
-                self._probe(functools.partial(keys.answer, conn, leasing.probe_channel, token))
+                self._probe(
+                    functools.partial(
+                        keys.answer, conn, leasing.probe_channel, token, self._control
+                    )
+                )
                 last_traffic = time.monotonic()
                 continue
             idle = now - last_traffic
@@ -264,7 +268,11 @@ class Listener:
                     self.log.warning("ignoring malformed notification")
             for token in answers:  # evicted: the forget may go on
                 assert leasing is not None
-                self._probe(functools.partial(keys.answer, conn, leasing.forgets_channel, token))
+                self._probe(
+                    functools.partial(
+                        keys.answer, conn, leasing.forgets_channel, token, self._control
+                    )
+                )
 
     def _probe(self, trip: Callable[[], None]) -> None:
         """One round trip (`trip`) within health_timeout, or the connection is given up

@@ -66,8 +66,14 @@ def test_a_transient_subscription_starts_the_listener_too(
 def test_a_store_with_encryption_listens_from_the_start(
     make_store: MakeStore, dsn: str, schema: str
 ) -> None:
-    make_store(encryption=Encryption(master_key=os.urandom(32)))
+    store = make_store(encryption=Encryption(master_key=os.urandom(32)))
     wait_until(lambda: _listening(dsn, schema) == 1, what="the listener of a store with encryption")
+    # Still recognisable once it renewed its key cache's lease (a notice to itself, sent
+    # with a LISTEN: lifecycle/eviction.py).
+    keyring = store.settings.serializer.keyring  # type: ignore[attr-defined]
+    first = keyring.lease_until
+    wait_until(lambda: keyring.lease_until > first, what="a renewed lease")
+    assert _listening(dsn, schema) == 1
 
 
 def test_a_subscribe_while_the_database_is_unreachable_fails_at_once(
