@@ -48,7 +48,7 @@ from .storage.appender import Appender, AppendRequest, Outcome, StoredRow, Writt
 from .storage.connection import connect, is_alive, reset_to_idle
 from .storage.deadline import guard
 from .storage.replica import LsnTracker
-from .storage.sessions import Orphan, backend_pid, end_orphan
+from .storage.sessions import Orphan, backend_pid
 
 __all__ = ["Append", "Committed", "Leader", "WriterActor"]
 
@@ -174,7 +174,7 @@ class WriterActor(SupervisedActor):
                 self._conn.close()
                 self._conn = None
         orphan, self._orphan = self._orphan, None
-        if orphan is not None and orphan.pending:
+        if orphan is not None:
             orphan.settle()  # nothing reconnects after this to end it
 
     def idle(self) -> bool:
@@ -206,8 +206,8 @@ class WriterActor(SupervisedActor):
             self._connected = True
             # The lost connection's backend may live on, holding the counter lock, if ending
             # it at once failed (or is still under way).
-            if self._orphan is not None and self._orphan.pending:
-                end_orphan(self._conn, self._orphan.pid)
+            if self._orphan is not None:
+                self._orphan.end_on(self._conn)
             self._orphan = None
             self._pid = backend_pid(self._conn)  # known now: a broken connection forgets it
         return self._conn

@@ -110,6 +110,12 @@ class Orphan:
         """Whether it may still be there (not ended by an attempt of its own yet)."""
         return not self._ended.is_set()
 
+    def end_on(self, conn: psycopg.Connection[Any]) -> None:
+        """The owner's new connection `conn`: end the backend on it first, unless an attempt
+        of its own did already (the one at once failed, or is still under way)."""
+        if self.pending:
+            end_orphan(conn, self.pid)
+
     def _attempt(self) -> None:
         try:
             if _end_alone(self._settings, self.pid, self._session):
@@ -153,8 +159,8 @@ class Session:
             self._give_up(at_once=False)  # ended below, before anything else
         conn = connect(self._settings, session=True)
         try:
-            if self._orphan is not None and self._orphan.pending:
-                end_orphan(conn, self._orphan.pid)
+            if self._orphan is not None:
+                self._orphan.end_on(conn)
             pid = backend_pid(conn)  # known now: a broken connection forgets it
         except BaseException:
             conn.close()

@@ -59,7 +59,7 @@ from ..errors import EventStoreError, StoreUnavailableError
 from ..storage import checkpoints, locks, parked, reader
 from ..storage.connection import has_input
 from ..storage.deadline import guard
-from ..storage.errors import is_connection_loss, is_gone, reason
+from ..storage.errors import is_gone
 from ..storage.pool import ReadPool
 from ..storage.sessions import Session
 from .lock import Interrupted, Lease, LockLost, run_guarded
@@ -249,23 +249,15 @@ class LockHub:
         if key in self._pending:
             self._releasing.add(key)
             return False
-        conn = self._conn
-        assert conn is not None
-        started = time.monotonic()
         try:
-            with guard(conn, self._settings.io_timeout):
-                locks.unlock(conn, key)
-        except psycopg.Error as exc:
-            if is_connection_loss(exc, conn):
-                self._lose()
-                return True
-            if exc.sqlstate is not None:  # the server's answer
-                self._lease.renew(started)
-            log.warning("subscription unlock failed; retried", error=reason(exc))
+            self._run(lambda c: locks.unlock(c, key))
+        except LockLost:
+            return True  # lost with every lock of its generation
+        except (Interrupted, EventStoreError) as exc:
+            log.warning("subscription unlock failed; retried", error=str(exc))
             self._releasing.add(key)
             self._queued.set()
             return False
-        self._lease.renew(started)
         self._held.discard(key)
         self._releasing.discard(key)
         self._follows.pop(key, None)
