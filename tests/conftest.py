@@ -178,3 +178,35 @@ def child(dsn: str, schema: str) -> Iterator[Any]:
 def store(make_store: Callable[..., EventStore]) -> EventStore:
     """`EventStore.start(dsn, schema=schema)`, stopped after the test."""
     return make_store()
+
+
+@pytest.fixture
+def proxy(dsn: str) -> Iterator[Any]:
+    """A `support.proxy.Proxy` to the test server: freeze, cut or black-hole connections."""
+    from support.proxy import Proxy
+
+    with Proxy.for_dsn(dsn) as started:
+        yield started
+
+
+@pytest.fixture
+def proxied_store(proxy: Any, dsn: str, schema: str) -> Iterator[Callable[..., EventStore]]:
+    """`proxied_store(**options)`: a store whose every connection goes through `proxy`, with
+    `support.proxy.FAST` timeouts unless `options` say otherwise; all stopped after the test."""
+    from support.proxy import FAST
+
+    from eventstore_actors import EventStore
+
+    started: list[EventStore] = []
+
+    def make(**options: Any) -> EventStore:
+        store = EventStore.start(proxy.dsn(dsn), schema=schema, **{**FAST, **options})
+        started.append(store)
+        return store
+
+    yield make
+    # Let the stores say goodbye over working connections, so teardown is quick.
+    proxy.blackhole(False)
+    proxy.thaw()
+    for store in reversed(started):
+        store.stop()

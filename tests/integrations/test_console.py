@@ -10,8 +10,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
-import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
@@ -31,7 +29,7 @@ with warnings.catch_warnings():  # newer Starlette would rather have httpx2: sam
     warnings.simplefilter("ignore")
     from starlette.testclient import TestClient
 from support import wait_until
-from support.console import SCRIPT, free_port, seed
+from support.console import SCRIPT, console_command, free_port, seed
 
 from eventstore_actors import ConfigError, EventData, EventStore
 from eventstore_actors.console import app
@@ -359,24 +357,9 @@ def test_the_console_mounts_under_a_path(seeded: EventStore) -> None:
     assert web.get("/ops/static/console.css").status_code == 200
 
 
-def _console_command(
-    dsn: str, schema: str, port: int, *args: str, **env: str
-) -> subprocess.Popen[str]:
-    """`eventstore-actors console` on `port` with `args`, without a token, `env` added."""
-    base = {k: v for k, v in os.environ.items() if k != "EVENTSTORE_CONSOLE_TOKEN"}
-    command = [sys.executable, "-m", "eventstore_actors.cli", "console", "--dsn", dsn]
-    return subprocess.Popen(
-        [*command, "--schema", schema, "--port", str(port), *args],
-        env={**base, **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
 def test_the_console_command_serves_until_sigterm(dsn: str, schema: str) -> None:
     port = free_port()
-    proc = _console_command(dsn, schema, port)
+    proc = console_command(dsn, schema, port)
     try:
 
         def overview() -> dict[str, Any] | None:
@@ -405,7 +388,7 @@ def test_the_console_command_serves_until_sigterm(dsn: str, schema: str) -> None
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
-    refused = _console_command(dsn, schema, port, "--allow-writes")
+    refused = console_command(dsn, schema, port, "--allow-writes")
     _, stderr = refused.communicate(timeout=60)
     assert refused.returncode == 1 and "EVENTSTORE_CONSOLE_TOKEN" in stderr
 
@@ -497,7 +480,7 @@ def test_the_console_command_reads_personal_data_with_the_master_key(
     key = os.urandom(32)
     _personal(make_store(encryption=Encryption(master_key=key)))
     port = free_port()
-    proc = _console_command(dsn, schema, port, EVENTSTORE_MASTER_KEY=base64.b64encode(key).decode())
+    proc = console_command(dsn, schema, port, EVENTSTORE_MASTER_KEY=base64.b64encode(key).decode())
     try:
 
         def tail() -> Any:

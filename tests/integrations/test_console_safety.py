@@ -7,17 +7,14 @@ Against the real PostgreSQL, through Starlette's TestClient (the app in process)
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
-import subprocess
-import sys
 from typing import Any
 
 import httpx
 import pytest
 from support import wait_until
-from support.console import free_port, seed
+from support.console import console_command, free_port, seed
 
 pytest.importorskip("starlette", reason="the console needs the 'console' extra")
 
@@ -85,21 +82,6 @@ def test_a_blank_token_is_refused_and_the_form_field_is_stripped(
     assert (
         spaced.post("/api/parked/replay", data={"subscription": "proj"}, headers=header).status_code
         == 200
-    )
-
-
-def console_command(
-    dsn: str, schema: str, port: int, *args: str, **env: str
-) -> subprocess.Popen[str]:
-    """`eventstore-actors console` on `port` with `args`, without a token, `env` added."""
-    base = {k: v for k, v in os.environ.items() if k != "EVENTSTORE_CONSOLE_TOKEN"}
-    command = [sys.executable, "-m", "eventstore_actors.cli", "console", "--dsn", dsn]
-    return subprocess.Popen(
-        [*command, "--schema", schema, "--port", str(port), *args],
-        env={**base, **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
     )
 
 

@@ -10,12 +10,12 @@ forgotten, every read of its events failing)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
 import pytest
-from support import QueueSubscriber, wait_until
+from support import QueueSubscriber, client_ports, wait_until
 from support.keystore import MemoryKeyStore
 from support.proxy import Proxy
 
@@ -53,12 +53,6 @@ def _rest_after_ack(sub: Any, subscriber: QueueSubscriber, first: list[Any], n: 
     return subscriber.collect(sub, n)
 
 
-@pytest.fixture
-def proxy(dsn: str) -> Iterator[Proxy]:
-    with Proxy.for_dsn(dsn) as p:
-        yield p
-
-
 def _listener_port(dsn: str, schema: str, proxy: Proxy) -> int:
     """The proxied (upstream) port of the listener that holds the key-cache lock through
     `proxy`: the other instance's listener."""
@@ -66,13 +60,7 @@ def _listener_port(dsn: str, schema: str, proxy: Proxy) -> int:
     def found() -> int | None:
         with psycopg.connect(dsn, autocommit=True) as conn:
             pids = eviction.listening(conn, schema)
-            ports = [
-                int(r[0])
-                for r in conn.execute(
-                    "SELECT client_port FROM pg_stat_activity WHERE pid = ANY(%s)", (list(pids),)
-                ).fetchall()
-            ]
-        mine = [p for p in ports if p in proxy.upstream_ports()]
+        mine = [p for p in client_ports(dsn, pids) if p in proxy.upstream_ports()]
         return mine[0] if len(mine) == 1 else None
 
     return wait_until(found, what="the proxied listener")

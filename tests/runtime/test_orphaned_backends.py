@@ -15,13 +15,12 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
 
 import psycopg
 import pytest
 from psycopg import sql
-from support import events, wait_until
-from support.proxy import Proxy
+from support import client_ports, events, wait_until, waiting_on_lock
+from support.proxy import FAST, Proxy
 
 from eventstore_actors import ANY_VERSION, EventStore, StoreUnavailableError, StreamNotFoundError
 from eventstore_actors.config import Settings
@@ -30,42 +29,9 @@ from eventstore_actors.storage.sessions import Session
 from eventstore_actors.subscriptions.hub import LockHub
 from eventstore_actors.subscriptions.lock import LockLost
 
-#: Small timeouts: a silent connection is given up within about two seconds.
-FAST = {"health_interval": 1.0, "health_timeout": 1.0, "connect_timeout": 2.0, "io_timeout": 2.0}
 #: How long after the give-up the orphan may take to go: a connect and a statement, well
 #: under io_timeout (an appender waiting for the lock meanwhile fails after io_timeout).
 PROMPT = 4.0
-
-
-@pytest.fixture
-def proxy(dsn: str) -> Iterator[Proxy]:
-    with Proxy.for_dsn(dsn) as proxy:
-        yield proxy
-
-
-@pytest.fixture
-def proxied(proxy: Proxy, dsn: str, schema: str) -> Iterator[Callable[..., EventStore]]:
-    """`proxied(**options)`: a store whose every connection goes through `proxy`."""
-    started: list[EventStore] = []
-
-    def make(**options: Any) -> EventStore:
-        store = EventStore.start(proxy.dsn(dsn), schema=schema, **{**FAST, **options})
-        started.append(store)
-        return store
-
-    yield make
-    proxy.blackhole(False)
-    proxy.thaw()
-    for store in reversed(started):
-        store.stop()
-
-
-def _client_port(dsn: str, pid: int) -> int:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        row = conn.execute("SELECT client_port FROM pg_stat_activity WHERE pid = %s", (pid,))
-        found = row.fetchone()
-    assert found is not None, f"backend {pid} not found"
-    return int(found[0])
 
 
 def _exists(dsn: str, pid: int) -> bool:
@@ -73,16 +39,6 @@ def _exists(dsn: str, pid: int) -> bool:
         row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (pid,))
         found = row.fetchone()
     return found is not None and found[0] == 1
-
-
-def _waiting_on_lock(dsn: str, app: str) -> list[int]:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        rows = conn.execute(
-            "SELECT pid FROM pg_stat_activity WHERE application_name = %s"
-            " AND wait_event_type = 'Lock'",
-            (app,),
-        ).fetchall()
-    return [int(r[0]) for r in rows]
 
 
 @contextmanager
@@ -153,8 +109,8 @@ def _frozen_holding_the_counter(
     caller = threading.Thread(target=run, daemon=True)
     with _table_locked(dsn, schema, table):
         caller.start()
-        (pid,) = wait_until(lambda: _waiting_on_lock(dsn, app), what=f"a write to {table}")
-        assert proxy.freeze([_client_port(dsn, pid)]) == 1
+        (pid,) = wait_until(lambda: waiting_on_lock(dsn, app), what=f"a write to {table}")
+        assert proxy.freeze(client_ports(dsn, [pid])) == 1
         proxy.blackhole(blackhole)
     caller.join(FAST["io_timeout"] + 10.0)
     assert outcome, "the frozen call did not return"
@@ -163,7 +119,7 @@ def _frozen_holding_the_counter(
 
 # The writer ----------------------------------------------------------------------------------
 def test_a_frozen_large_append_does_not_leave_the_counter_locked(
-    proxied: Callable[..., EventStore],
+    proxied_store: Callable[..., EventStore],
     make_store: Callable[..., EventStore],
     proxy: Proxy,
     dsn: str,
@@ -173,7 +129,7 @@ def test_a_frozen_large_append_does_not_leave_the_counter_locked(
     with the counter row lock, is ended at once, so another store's appends succeed again
     without the first store appending again (they used to time out until it did)."""
     app = f"es-orphan-{uuid.uuid4().hex[:8]}"
-    frozen = proxied(application_name=app)
+    frozen = proxied_store(application_name=app)
     other = make_store(**FAST)
     other.append_to_stream("warm", 0, events(1))
 
@@ -189,7 +145,7 @@ def test_a_frozen_large_append_does_not_leave_the_counter_locked(
 
 
 def test_an_orphan_the_writer_could_not_end_at_once_is_ended_when_the_store_stops(
-    proxied: Callable[..., EventStore],
+    proxied_store: Callable[..., EventStore],
     make_store: Callable[..., EventStore],
     proxy: Proxy,
     dsn: str,
@@ -198,7 +154,7 @@ def test_an_orphan_the_writer_could_not_end_at_once_is_ended_when_the_store_stop
     """New connections hang too when the writer gives up (the at-once attempt fails): the
     orphan keeps the counter locked until the store stops, which ends it (it never did)."""
     app = f"es-orphan-{uuid.uuid4().hex[:8]}"
-    frozen = proxied(application_name=app)
+    frozen = proxied_store(application_name=app)
     other = make_store(**FAST)
     other.append_to_stream("warm", 0, events(1))
 
@@ -214,7 +170,7 @@ def test_an_orphan_the_writer_could_not_end_at_once_is_ended_when_the_store_stop
 
 # The read pool ----------------------------------------------------------------------------
 def test_a_forget_whose_connection_froze_does_not_leave_the_counter_locked(
-    proxied: Callable[..., EventStore],
+    proxied_store: Callable[..., EventStore],
     make_store: Callable[..., EventStore],
     proxy: Proxy,
     dsn: str,
@@ -223,7 +179,7 @@ def test_a_forget_whose_connection_froze_does_not_leave_the_counter_locked(
     """`forget_subject` holds the counter row lock across round trips on a pooled connection:
     given up frozen, its backend is ended at once like the writer's."""
     app = f"es-orphan-{uuid.uuid4().hex[:8]}"
-    frozen = proxied(application_name=app)
+    frozen = proxied_store(application_name=app)
     other = make_store(**FAST)
     other.append_to_stream("warm", 0, events(1))
 
@@ -248,7 +204,7 @@ def test_a_lost_lock_session_ends_its_backend_at_once(proxy: Proxy, dsn: str, sc
     assert locks.try_lock(conn, key)
     pid = session.pid
     assert pid is not None
-    assert proxy.freeze([_client_port(dsn, pid)]) == 1
+    assert proxy.freeze(client_ports(dsn, [pid])) == 1
 
     session.lost()
     try:
@@ -272,7 +228,7 @@ def test_the_shared_lock_connection_ends_an_orphan_it_could_not_end_at_once_as_i
         assert generation is not None
         pid = hub.backend()
         assert pid is not None
-        assert proxy.freeze([_client_port(dsn, pid)]) == 1
+        assert proxy.freeze(client_ports(dsn, [pid])) == 1
         proxy.blackhole(True)
         with pytest.raises(LockLost):
             hub.run(key, generation, lambda c: c.execute("SELECT 1"))

@@ -19,7 +19,7 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg import sql
-from support import QueueSubscriber, events, wait_until
+from support import QueueSubscriber, events, wait_until, waiting_on_lock
 
 from eventstore_actors import (
     EventData,
@@ -75,17 +75,6 @@ def _counter_locked(dsn: str, schema: str) -> Iterator[psycopg.Connection[Any]]:
             conn.rollback()
 
 
-def _waiting_on_lock(dsn: str, app: str) -> list[int]:
-    """Backends of the store named `app` blocked on a lock (its writer, in these tests)."""
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        rows = conn.execute(
-            "SELECT pid FROM pg_stat_activity WHERE application_name = %s"
-            " AND wait_event_type = 'Lock'",
-            (app,),
-        ).fetchall()
-    return [int(r[0]) for r in rows]
-
-
 def _signal(dsn: str, function: str, pid: int) -> None:
     """pg_cancel_backend / pg_terminate_backend; a terminated backend is waited out."""
     with psycopg.connect(dsn, autocommit=True) as conn:
@@ -129,7 +118,7 @@ def _append_blocked_then(
     backend, release the lock; returns what the append raised (None: it succeeded)."""
     with _counter_locked(dsn, schema):
         call = _Call(lambda: store.append_to_stream(stream, 0, events(size)))
-        (pid,) = wait_until(lambda: _waiting_on_lock(dsn, app), what="the writer to wait")
+        (pid,) = wait_until(lambda: waiting_on_lock(dsn, app), what="the writer to wait")
         _signal(dsn, signal, pid)
         outcome = call.result()
     return outcome
@@ -289,7 +278,7 @@ def _grouped(
     first append waits for the counter lock held elsewhere, the others queue up in order."""
     with _counter_locked(dsn, schema):
         first = _Call(lambda: store.append_to_stream("first", 0, events(1)))
-        wait_until(lambda: _waiting_on_lock(dsn, app), what="the writer to wait")
+        wait_until(lambda: waiting_on_lock(dsn, app), what="the writer to wait")
         writer = store._runtime.leader.writer  # the actor (its inbox, its pending appends)
         calls = {}
         for i, stream in enumerate(streams, start=1):
@@ -423,7 +412,7 @@ def test_a_cancelled_read_gives_a_contract_error_and_reads_carry_on(
             sql.SQL("LOCK TABLE {}.events IN ACCESS EXCLUSIVE MODE").format(sql.Identifier(schema))
         )
         call = _Call(lambda: store.read_stream_forward("s"))
-        (pid,) = wait_until(lambda: _waiting_on_lock(dsn, app), what="the read to wait")
+        (pid,) = wait_until(lambda: waiting_on_lock(dsn, app), what="the read to wait")
         _signal(dsn, "pg_cancel_backend", pid)
         outcome = call.result()
         locker.rollback()

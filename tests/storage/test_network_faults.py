@@ -7,53 +7,22 @@ A store reaches PostgreSQL through `support.proxy.Proxy`, which can black-hole n
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable
 
-import psycopg
 import pytest
-from support import QueueSubscriber, checkpoint, events, listener_backends, wait_until
-from support.proxy import Proxy
+from support import (
+    QueueSubscriber,
+    checkpoint,
+    client_ports,
+    events,
+    listener_backends,
+    wait_until,
+)
+from support.proxy import FAST, Proxy
 
 from eventstore_actors import ConfigError, EventStore, StoreUnavailableError
 from eventstore_actors.config import Settings
 from eventstore_actors.storage.pool import ReadPool
-
-#: Small health settings so a silent connection is given up within about two seconds.
-FAST = {"health_interval": 1.0, "health_timeout": 1.0, "connect_timeout": 2.0, "io_timeout": 2.0}
-
-
-@pytest.fixture
-def proxy(dsn: str) -> Iterator[Proxy]:
-    with Proxy.for_dsn(dsn) as proxy:
-        yield proxy
-
-
-@pytest.fixture
-def proxied_store(proxy: Proxy, dsn: str, schema: str) -> Iterator[Callable[..., EventStore]]:
-    """`proxied_store(**options)`: a store whose every connection goes through `proxy`."""
-    started: list[EventStore] = []
-
-    def make(**options: Any) -> EventStore:
-        store = EventStore.start(proxy.dsn(dsn), schema=schema, **{**FAST, **options})
-        started.append(store)
-        return store
-
-    yield make
-    # Let the store say goodbye over working connections, so teardown is quick.
-    proxy.blackhole(False)
-    proxy.thaw()
-    for store in reversed(started):
-        store.stop()
-
-
-def client_ports(dsn: str, pids: list[int]) -> list[int]:
-    """The client-side TCP ports of backends `pids` (the proxy's upstream local ports)."""
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        rows = conn.execute(
-            "SELECT client_port FROM pg_stat_activity WHERE pid = ANY(%s)", (pids,)
-        ).fetchall()
-    return [int(r[0]) for r in rows]
 
 
 def test_start_fails_fast_with_config_error_when_the_server_never_answers(

@@ -33,12 +33,6 @@ BOUND = IO_TIMEOUT + 1.0
 
 
 @pytest.fixture
-def proxy(dsn: str) -> Iterator[Proxy]:
-    with Proxy.for_dsn(dsn) as proxy:
-        yield proxy
-
-
-@pytest.fixture
 def frozen_store(proxy: Proxy, dsn: str, schema: str) -> Iterator[EventStore]:
     store = EventStore.start(proxy.dsn(dsn), schema=schema, **FAST)  # type: ignore[arg-type]
     try:

@@ -267,6 +267,27 @@ def process_backends(dsn: str, pid: int | None = None) -> dict[int, str]:
     }
 
 
+def client_ports(dsn: str, pids: Iterable[int]) -> list[int]:
+    """The client-side TCP ports of backends `pids` (through the test proxy: its upstream
+    local ports, which `Proxy.freeze` takes)."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT client_port FROM pg_stat_activity WHERE pid = ANY(%s)", (list(pids),)
+        ).fetchall()
+    return [int(r[0]) for r in rows]
+
+
+def waiting_on_lock(dsn: str, app: str) -> list[int]:
+    """Backends of the store named `app` (its application_name) blocked on a lock."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = %s"
+            " AND wait_event_type = 'Lock'",
+            (app,),
+        ).fetchall()
+    return [int(r[0]) for r in rows]
+
+
 def listener_backends(dsn: str, schema: str) -> list[int]:
     """Backends LISTENing on `schema`'s channels (their last query names the channel)."""
     with psycopg.connect(dsn, autocommit=True) as conn:

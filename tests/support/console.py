@@ -1,8 +1,12 @@
-"""Helpers of the console tests: a store with a parked event, and uvicorn in a thread."""
+"""Helpers of the console tests: a store with a parked event, uvicorn in a thread, and the
+console command in a process of its own."""
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -37,6 +41,21 @@ def seed(store: EventStore) -> None:
     assert [e.event_id for e in rest] == [2, 3]
     wait_until(lambda: store.subscription_info("proj").checkpoint == 3, what="checkpoint 3")
     wait_until(lambda: len(store.parked_events("proj")) == 1, what="one parked event")
+
+
+def console_command(
+    dsn: str, schema: str, port: int, *args: str, **env: str
+) -> subprocess.Popen[str]:
+    """`eventstore-actors console` on `port` with `args`, without a token, `env` added."""
+    base = {k: v for k, v in os.environ.items() if k != "EVENTSTORE_CONSOLE_TOKEN"}
+    command = [sys.executable, "-m", "eventstore_actors.cli", "console", "--dsn", dsn]
+    return subprocess.Popen(
+        [*command, "--schema", schema, "--port", str(port), *args],
+        env={**base, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def free_port() -> int:

@@ -27,7 +27,10 @@ from typing import Any
 
 import psycopg.conninfo
 
-__all__ = ["Proxy"]
+__all__ = ["FAST", "Proxy"]
+
+#: Store options under which a silent connection is given up within about two seconds.
+FAST = {"health_interval": 1.0, "health_timeout": 1.0, "connect_timeout": 2.0, "io_timeout": 2.0}
 
 _HOST = "127.0.0.1"
 _CHUNK = 65536
