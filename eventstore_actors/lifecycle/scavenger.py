@@ -54,6 +54,7 @@ from ..storage import retention as rows
 from ..storage.connection import connect
 from ..storage.deadline import guard
 from ..storage.errors import is_connection_loss
+from . import sweep
 
 __all__ = ["BATCH", "CHILD_ID", "INTERVAL", "SHARE", "ScavengerActor", "Wake", "pace", "wake"]
 
@@ -143,6 +144,9 @@ class ScavengerActor(SupervisedActor):
         self._lows: dict[int, int] = {}
         self._seen: dict[int, int] = {}  # the same, for the streams of this pass
         self._queue: list[tuple[int, int]] = []
+        self._sweep: int | None = None  # the sweep's event_id cursor while one runs
+        self._swept = -sweep.INTERVAL  # time.monotonic() when the last sweep started
+        self._hid = False  # woken since the last sweep: this process hid something
         self._size = BATCH  # positions of the next batch (pace())
         self._rest = threading.Event()  # never set: a bounded wait between batches
         #: Rows deleted since the actor started (read by tests and the metrics).
@@ -156,12 +160,16 @@ class ScavengerActor(SupervisedActor):
 
     def handle(self, message: Any) -> Any:
         if isinstance(message, (Tick, Wake)):
+            self._hid = self._hid or isinstance(message, Wake)
             if self._busy:
                 self._again = True
                 return None
             self._begin()
         elif isinstance(message, _Continue):
-            self._step()
+            if self._sweep is None:
+                self._step()
+            else:
+                self._sweep_step()
         else:
             return super().handle(message)
         return None
@@ -199,7 +207,7 @@ class ScavengerActor(SupervisedActor):
                     self._queue = rows.candidates(conn, self._after, _PAGE)
                     if not self._queue:
                         self._lows = self._seen  # every stream with retention was seen
-                        self._end()
+                        self._sweep_or_end()
                         return
                 stream_id, bound = self._queue[0]
                 low = self._seen.get(stream_id) or self._lows.get(stream_id, 1)
@@ -223,16 +231,61 @@ class ScavengerActor(SupervisedActor):
             self._after = stream_id
             self._queue.pop(0)
         if done:
-            took = time.monotonic() - started
-            self._size, rest = pace(size, took)
-            self._rest.wait(rest)
-            self.working += took
-            self.resting += time.monotonic() - started - took
+            self._pause(size, started)
+        self.actor_ref.tell(_CONTINUE)
+
+    def _pause(self, size: int, started: float) -> None:
+        """After a batch of `size` that started at `started`: rest (`pace`)."""
+        took = time.monotonic() - started
+        self._size, rest = pace(size, took)
+        self._rest.wait(rest)
+        self.working += took
+        self.resting += time.monotonic() - started - took
+
+    # The sweep of references to archived events (lifecycle/sweep.py) ---------------------------
+    def _sweep_or_end(self) -> None:
+        """At the end of a pass: start a sweep when this process hid something since the last
+        one, or when it is due; otherwise end the pass."""
+        now = time.monotonic()
+        if not self._hid and now - self._swept < sweep.INTERVAL:
+            self._end()
+            return
+        self._sweep, self._swept, self._hid = 0, now, False
+        self.actor_ref.tell(_CONTINUE)
+
+    def _sweep_step(self) -> None:
+        conn = self._connection()
+        if conn is None or self._sweep is None:
+            self._end()
+            return
+        started = time.monotonic()
+        size = min(self._size, BATCH)
+        try:
+            swept = sweep.sweep_batch(
+                conn, self._lock, self._sweep, size, self._settings.io_timeout
+            )
+        except psycopg.Error as exc:
+            self._failed(exc)
+            self._end()
+            return
+        except StoreUnavailableError as exc:  # a file that cannot be read: at the next sweep
+            self.log.warning("scavenger cannot read the archive; retrying later", error=str(exc))
+            self._end()
+            return
+        if not swept.free or not swept.checked:  # another process scavenges, or all seen
+            self._end()
+            return
+        if swept.deleted:
+            self.deleted += swept.deleted
+            self._metrics.count("scavenged_rows_total", swept.deleted)
+        self._sweep = swept.after
+        self._pause(size, started)
         self.actor_ref.tell(_CONTINUE)
 
     def _end(self) -> None:
         self._lows.update(self._seen)
         self._seen = {}
+        self._sweep = None
         self._busy = False
         if self._again:
             self._again = False

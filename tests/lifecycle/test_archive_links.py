@@ -207,13 +207,15 @@ def test_deletes_retention_and_the_scavenger_treat_links_to_archived_events_as_l
     def linked() -> list[tuple[int, int]]:
         return [(e.event_number, e.event_id) for e in store.read_stream_forward("l")]
 
-    # The source stream's retention hides the linked event, as it hides rows.
+    # The source stream's retention hides the linked event, as it hides rows; the scavenger
+    # then deletes the link row, as it deletes those naming the rows it deletes.
     store.set_stream_retention("c", max_count=1)
     assert linked() == [(1, 1), (2, 5), (4, 2), (5, 3)]
+    wait_until(lambda: [n for n, _ in link_rows(dsn, schema)] == [1, 2, 4, 5], GONE)
     # A hard delete of its stream removes it from the linking stream, for good: the link
     # row goes with it (position 2 is a gap from now on).
     store.delete_stream("b", ANY_VERSION, hard=True)
-    assert [n for n, _ in link_rows(dsn, schema)] == [1, 3, 4, 5]
+    assert [n for n, _ in link_rows(dsn, schema)] == [1, 4, 5]
     store.append_to_stream("b", 0, events(1))
     assert linked() == [(1, 1), (4, 2), (5, 3)]
     assert [e.event_id for e in store.read_stream_backward("l")] == [3, 2, 1]
@@ -225,7 +227,7 @@ def test_deletes_retention_and_the_scavenger_treat_links_to_archived_events_as_l
         assert store.truncate_stream("l", 4) == 1
         assert linked() == [(4, 2), (5, 3)]
         assert [e.event_id for e in store.read_stream_backward("l")] == [3, 2]
-        assert [n for n, _ in link_rows(dsn, schema)] == [1, 3, 4, 5]
+        assert [n for n, _ in link_rows(dsn, schema)] == [1, 4, 5]
     # The scavenger then deletes the hidden link rows; the others stay.
     wait_until(lambda: [n for n, _ in link_rows(dsn, schema)] == [4, 5], GONE, what="the scavenger")
     assert linked() == [(4, 2), (5, 3)]
@@ -326,3 +328,23 @@ def test_a_hard_delete_whose_files_cannot_be_read_deletes_nothing(
 
     assert store.stream_info("b").stream_version == 3
     assert link_rows(dsn, schema) == [(1, 1)]
+
+
+def test_the_scavenger_deletes_links_and_parked_entries_of_archived_events_retention_hides(
+    make_store: MakeStore, dsn: str, schema: str, tmp_path: Path
+) -> None:
+    """Issue (defect 3): the links and parked entries naming archived events that their
+    stream's retention hides go as the rows of such events would (the same rule as hard
+    deletes); those naming archived events still readable stay."""
+    store = make_store(archive=str(tmp_path))
+    store.append_to_stream("r", 0, events(10))  # 1-10
+    store.append_to_stream("k", 0, events(2))  # 11-12, kept
+    store.link_to_stream("l", 0, [1, 2, 3, 4, 5, 11])
+    park(dsn, schema, 2, 3, 9, 12)
+    store.archive(before_event_id=100)
+    assert store.truncate_stream("r", 8) == 7
+
+    wait_until(lambda: [i for _, i in link_rows(dsn, schema)] == [11], GONE, what="the scavenger")
+    wait_until(lambda: parked_ids(dsn, schema) == [9, 12], GONE, what="the scavenger")
+    assert [e.event_id for e in store.read_stream_forward("l")] == [11]
+    assert [e.event_id for e in store.read_stream_forward("r")] == [8, 9, 10]

@@ -9,6 +9,7 @@ counts, forgetting, lag); the reader decides which events a read returns.
 from __future__ import annotations
 
 import uuid
+from bisect import bisect_left, bisect_right
 from collections.abc import Generator, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -26,6 +27,7 @@ __all__ = [
     "archived",
     "between",
     "event_groups",
+    "keys_of",
     "marked",
     "opened",
     "stream_groups",
@@ -84,6 +86,32 @@ def event_groups(pf: Any, low: int, high: int) -> list[int]:
         if stats is None or not stats.has_min_max or (stats.min <= high and stats.max >= low):
             out.append(i)
     return out
+
+
+def keys_of(files: Sequence[ArchivedFile], ids: Sequence[int]) -> dict[int, Archived]:
+    """event_id -> `Archived` keys of the events among `ids` (sorted) that `files` hold: only
+    the key columns of the row groups whose statistics may hold one of them, a row group at a
+    time (never a whole file)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    found: dict[int, Archived] = {}
+    for f in files:
+        mine = ids[bisect_left(ids, f.first_event_id) : bisect_right(ids, f.last_event_id)]
+        if not mine:
+            continue
+        with opened(f.url) as pf:
+            for i in event_groups(pf, mine[0], mine[-1]):
+                stats = pf.metadata.row_group(i).column(0).statistics
+                if stats is not None and stats.has_min_max:
+                    at = bisect_left(mine, stats.min)
+                    if at == len(mine) or mine[at] > stats.max:
+                        continue  # none of them in this group's range
+                table = pf.read_row_group(i, columns=["event_id", *KEYS])
+                ids_column = table["event_id"]
+                table = table.filter(pc.is_in(ids_column, pa.array(mine, ids_column.type)))
+                found.update(zip(table["event_id"].to_pylist(), archived(table), strict=True))
+    return found
 
 
 def between(table: Any, low: int, high: int) -> Any:

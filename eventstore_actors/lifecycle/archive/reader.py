@@ -31,6 +31,7 @@ from .groups import (
     archived,
     between,
     event_groups,
+    keys_of,
     marked,
     opened,
     stream_groups,
@@ -319,6 +320,23 @@ class ArchiveReader:
         """event_id -> stream_uuid of the events among `event_ids` that the files hold, live
         or not: what a hard delete of a stream removes the links and parked entries of."""
         return {i: r[_STREAM] for i, r in self._archived(conn, event_ids).items()}
+
+    def hidden_archived(self, conn: Conn, event_ids: Sequence[int]) -> list[int]:
+        """The event_ids among `event_ids` that the files hold and reads no longer return
+        (`_live`: their stream's retention hides them, or it was hard-deleted), in order:
+        what the scavenger deletes the links and parked entries of. Only the key columns of
+        the row groups holding one of them are read."""
+        view = self.view(conn, refresh=True)
+        wanted = sorted({i for i in event_ids if i <= view.upto})
+        if not wanted:
+            return []
+        found = keys_of(view.files, wanted)
+        streams = store.stream_created(conn, sorted({k[0] for k in found.values()}))
+        return sorted(
+            i
+            for i, (s, version, created) in found.items()
+            if not _kept(streams.get(s), version, created)
+        )
 
     def _archived(self, conn: Conn, event_ids: Sequence[int]) -> dict[int, Row]:
         """The files' rows of the events among `event_ids` (the manifest read again)."""
