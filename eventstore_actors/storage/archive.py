@@ -8,7 +8,7 @@ call it through `overlay()`. Without it, reads see PostgreSQL only, as before.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
@@ -193,11 +193,12 @@ def first_newer(conn: Conn, after: int, age: timedelta) -> int | None:
 
 def rows_to_archive(
     conn: Conn, low: int, high: int, batch: int, timeout: float
-) -> Iterator[list[Any]]:
+) -> Generator[list[Any], None, None]:
     """The events low..high in event_id order, `batch` rows at a time (a server-side cursor in
     one transaction; each fetch within `timeout` seconds): event_id, stream_uuid,
     stream_version, event_uuid, event_type, correlation_id, causation_id, data, metadata,
-    subject, created_at."""
+    subject, created_at. Close it (`contextlib.closing`) when leaving before its end: that
+    ends the transaction and its cursor at once."""
     with conn.transaction():
         cur = conn.cursor(name="eventstore_actors_archive", binary=True)
         with guard(conn, timeout):

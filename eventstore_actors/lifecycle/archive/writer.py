@@ -14,14 +14,15 @@ ranges are always a prefix of the log: each archive starts right after the last 
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import closing
 from datetime import timedelta
 from typing import Any
 
 import psycopg
 
 from ... import logs
-from ...config import Settings, check_url_credentials
-from ...errors import ConfigError
+from ...config import Settings, check_url_credentials, redact_url
+from ...errors import ConfigError, StoreUnavailableError
 from ...storage import archive as store
 from ...storage import schema as schema_ops
 from ...storage.connection import connect
@@ -136,9 +137,7 @@ def _archive(
             while low <= last:
                 high = min(last, low + FILE_EVENTS - 1)
                 name = f"events-{low:020d}-{high:020d}.parquet"
-                file_url, count = destination.write(
-                    store.rows_to_archive(conn, low, high, ROW_GROUP, settings.io_timeout), name
-                )
+                file_url, count = _write_file(conn, settings, destination, name, low, high, moved)
                 if count:
                     _step("written")
                     with guard(conn, settings.io_timeout):
@@ -157,6 +156,29 @@ def _archive(
     if moved == 0:
         return ArchiveResult(0, 0, 0, [])
     return ArchiveResult(first, last, moved, written)
+
+
+def _write_file(
+    conn: Any, settings: Settings, destination: Target, name: str, low: int, high: int, moved: int
+) -> tuple[str, int]:
+    """Step (1) for the events low..high: the file's URL and its number of events. The rows'
+    transaction and cursor end with the write, whether it succeeds or fails; a target that
+    fails to be written (a full disk, a lost mount) is a StoreUnavailableError, chained to the
+    OSError, saying that nothing of this file was written or moved (and what earlier files of
+    this archive moved: those stay archived)."""
+    rows = store.rows_to_archive(conn, low, high, ROW_GROUP, settings.io_timeout)
+    try:
+        with closing(rows):
+            return destination.write(rows, name)
+    except OSError as exc:
+        why = exc.strerror or str(exc) or type(exc).__name__
+        earlier = f"; the {moved} events of its earlier files were moved" if moved else ""
+        message = (
+            f"archive target {destination.url} failed while writing {name}: {why}; nothing of "
+            f"event_ids {low}..{high} was archived or deleted from PostgreSQL, where they stay "
+            f"readable{earlier}"
+        )
+        raise StoreUnavailableError(redact_url(message, destination.url)) from exc
 
 
 def _check_schema(conn: Any, schema: str) -> None:
