@@ -125,6 +125,8 @@ class Subscriptions:
         request = Request(
             stream_uuid, subscription_name, subscriber, start_from, mapper, max_size, checked
         )
+        # A stopped store's listener never listens: refused now, not after connect_timeout.
+        self._runtime.refuse_stopped()
         self._runtime.listening.want(self._settings.connect_timeout)
         if count is not None:
             return self._subscribe_group(request, count)

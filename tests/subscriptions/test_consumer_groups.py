@@ -86,6 +86,10 @@ def test_options_are_checked_before_anything_is_written(store: EventStore) -> No
         store.subscribe_to_all_streams("g", sub, partitions=0)
     with pytest.raises(TypeError, match="partitions"):
         store.subscribe_to_all_streams("g", sub, partitions=True)  # type: ignore[arg-type]
+    # Each partition is an actor with a thread: 5,000 ran the pool dry, 2**20 never started.
+    for too_many in (257, 5_000, 2**20):
+        with pytest.raises(ValueError, match="at most 256"):
+            store.subscribe_to_all_streams("g", sub, partitions=too_many)
     with pytest.raises(ValueError, match="all-streams"):
         store.subscribe_to_stream("s", "g", sub, partitions=2)  # type: ignore[call-arg]
     with pytest.raises(ValueError, match="x1f"):

@@ -39,6 +39,7 @@ from eventstore_actors import (
     Events,
     EventStore,
     RecordedEvent,
+    StoreUnavailableError,
     Subscribed,
     SubscriptionAlreadyExistsError,
     SubscriptionInfo,
@@ -561,3 +562,23 @@ def test_bad_transient_arguments(store: EventStore) -> None:
         store.ack(handle, 1)
     store.append_to_stream("s", 0, events(1))
     assert isinstance(subscriber.next(), Events)
+
+
+def test_subscribing_on_a_stopped_store_is_refused_at_once(
+    make_store: Callable[..., EventStore],
+) -> None:
+    """A stopped store's listener never listens: subscribe refuses at once rather than
+    waiting connect_timeout for it (it waited 5 s by default, then raised)."""
+    store = make_store(connect_timeout=60)
+    store.stop()
+    sub = QueueSubscriber()
+    calls: list[Callable[[], object]] = [
+        lambda: store.subscribe_to_all_streams("a", sub),
+        lambda: store.subscribe_to_all_streams("g", sub, partitions=2),
+        lambda: store.subscribe_to_stream("s", "b", sub),
+    ]
+    for call in calls:
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailableError, match="stopped"):
+            call()
+        assert time.monotonic() - started < 30  # far below connect_timeout
