@@ -12,7 +12,7 @@ from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import psycopg
 
@@ -25,10 +25,12 @@ __all__ = [
     "CoveredRead",
     "Filters",
     "Overlay",
+    "StreamLife",
     "StreamRead",
     "StreamState",
     "delete_batch",
     "first_newer",
+    "identity",
     "last_event_id",
     "link_positions",
     "links_to_archived",
@@ -83,6 +85,27 @@ class StreamState:
     def archived_below(self) -> int:
         """Its own events below this version are archived (rows go lowest first)."""
         return self.version + 1 if self.min_own_version is None else self.min_own_version
+
+
+class StreamLife(NamedTuple):
+    """What decides whether an archived event of an existing stream is live (its current life,
+    kept by its retention): see sql/archive/streams.sql and `lifecycle.archive.reader`."""
+
+    created_at: datetime
+    lowest: int  # the lowest readable version
+    oldest: datetime | None  # the oldest readable created_at (None: no max_age)
+    after: int  # event_ids up to this are of an earlier life (hard-deleted)
+    legacy: int  # event_ids up to this need created_at <= the event's too (from version 6)
+
+    def keeps(self, event_id: int, version: int, created_at: datetime) -> bool:
+        """Whether an archived event of this stream (its event_id, version, created_at) is
+        live."""
+        return (
+            event_id > self.after
+            and (event_id > self.legacy or self.created_at <= created_at)
+            and version >= self.lowest
+            and (self.oldest is None or created_at >= self.oldest)
+        )
 
 
 #: read(low, high, count) -> rows of PostgreSQL only (the plain reader's statement).
@@ -157,6 +180,13 @@ def manifest(conn: Conn) -> list[ArchivedFile]:
     return [ArchivedFile(*row) for row in conn.execute(statement("archive/manifest")).fetchall()]
 
 
+def identity(conn: Conn) -> tuple[str, str]:
+    """(store_id, database name) of the store: whose archive targets are its own."""
+    row = conn.execute(statement("archive/identity")).fetchone()
+    assert row is not None, "store_identity holds its one row from schema version 7 on"
+    return str(row[0]), str(row[1])
+
+
 def record(conn: Conn, url: str, first: int, last: int, events: int) -> None:
     """List a written file in the manifest (its range is read from it from now on)."""
     conn.execute(
@@ -223,13 +253,10 @@ def delete_batch(conn: Conn, low: int, high: int, batch: int) -> int:
 
 
 # What reads need ----------------------------------------------------------------------------
-def stream_created(
-    conn: Conn, uuids: Sequence[str]
-) -> dict[str, tuple[datetime, int, datetime | None]]:
-    """stream_uuid -> (created_at, lowest readable version, oldest readable created_at or
-    None) of the streams among `uuids` that exist (the last two: their retention)."""
+def stream_created(conn: Conn, uuids: Sequence[str]) -> dict[str, StreamLife]:
+    """stream_uuid -> its `StreamLife`, of the streams among `uuids` that exist."""
     rows = conn.execute(statement("archive/streams"), {"uuids": list(uuids)}).fetchall()
-    return {str(r[0]): (r[1], int(r[2]), r[3]) for r in rows}
+    return {str(r[0]): StreamLife(r[1], int(r[2]), r[3], int(r[4]), int(r[5])) for r in rows}
 
 
 def stream_state(conn: Conn, stream_uuid: str) -> StreamState | None:

@@ -16,7 +16,7 @@ __all__ = ["BASE_VERSION", "SCHEMA_VERSION", "pending", "script"]
 #: The version ``schema/v1.sql`` creates.
 BASE_VERSION = 1
 #: The schema version this release writes and expects.
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 
 def pending(installed: int | None) -> list[int]:

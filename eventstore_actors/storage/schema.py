@@ -51,6 +51,9 @@ TABLES = (
     "archive_files",
     # schema version 5: crypto (forget generation)
     "forget_generation",
+    # schema version 7: the store's identity, tombstones of hard deletes
+    "store_identity",
+    "hard_deletes",
 )
 RELATIONS = (
     *TABLES,
@@ -90,6 +93,9 @@ RELATIONS = (
     "parked_events_event_id_idx",
     # schema version 5: crypto
     "forget_generation_pkey",
+    # schema version 7
+    "store_identity_pkey",
+    "hard_deletes_pkey",
 )
 FUNCTIONS = (
     "append_events",
@@ -109,6 +115,8 @@ FUNCTIONS = (
     "link_events_v5",
     # schema version 5: crypto
     "bump_forget_generation",
+    # schema version 7: lives of streams
+    "archived_event_live",
 )
 
 #: The columns that tell the store's own schema_version table from another tool's
@@ -235,6 +243,7 @@ def migrate(conn: Conn, schema: str) -> tuple[int | None, int]:
 _LOCK_ORDER = (
     "event_counter",
     "streams",
+    "hard_deletes",
     "events",
     "links",
     "parked_events",

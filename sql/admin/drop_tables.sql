@@ -2,7 +2,7 @@
 -- object that depends on one of them (a view on events, a trigger using the function) stops
 -- the drop instead of being removed with it. Sequences, indexes and the trigger go with
 -- their tables.
-DROP TABLE IF EXISTS archive_files;
+DROP TABLE IF EXISTS archive_files, store_identity, hard_deletes;
 DROP TABLE IF EXISTS forget_generation, data_keys, forgotten_subjects, eventsourcing_tracking, eventsourcing_snapshots, parked_events, links, events, streams, event_counter, subscriptions, snapshots, schema_version;
 DROP FUNCTION IF EXISTS refuse_event_change();
 DROP FUNCTION IF EXISTS refuse_stream_delete();
@@ -16,3 +16,4 @@ DROP FUNCTION IF EXISTS append_events_v4(text[], bigint[], integer[], integer[],
 DROP FUNCTION IF EXISTS refuse_forgotten_subject();
 DROP FUNCTION IF EXISTS refuse_forgotten_subjects(text[]);
 DROP FUNCTION IF EXISTS bump_forget_generation();
+DROP FUNCTION IF EXISTS archived_event_live(text, bigint, timestamptz);

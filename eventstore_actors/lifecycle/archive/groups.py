@@ -17,7 +17,7 @@ from typing import Any
 
 from ...config import redact_url
 from ...errors import StoreUnavailableError
-from ...storage.archive import ArchivedFile
+from ...storage.archive import ArchivedFile, StreamLife
 from .files import open_parquet
 
 __all__ = [
@@ -36,8 +36,8 @@ __all__ = [
 ]
 
 Row = tuple[Any, ...]
-#: (stream_uuid, stream_version, created_at) of an archived event.
-Archived = tuple[str, int, datetime]
+#: (event_id, stream_uuid, stream_version, created_at) of an archived event.
+Archived = tuple[int, str, int, datetime]
 
 
 @contextmanager
@@ -128,16 +128,15 @@ def stream_groups(
     low: int,
     high: int,
     backward: bool,
-    since: datetime,
-    oldest: datetime | None,
+    life: StreamLife,
 ) -> Generator[tuple[Any, int, Any, Any], None, None]:
     """(file, row group, its key columns, mask of its rows) of the row groups holding
-    archived events of the stream with versions low..high created at or after `since`
-    (the stream's created_at: an earlier stream of the same name, hard-deleted, left its
-    events at the same versions in the files) and, unless `oldest` is None, not before
-    `oldest` (its max_age), in the order of the read. Only the key columns of a row
-    group are read to find out, one row group at a time; the mask leaves out the other
-    rows before anyone counts them. Close it (`contextlib.closing`) when leaving early."""
+    archived events of the stream with versions low..high of its current `life` (an earlier
+    stream of the same name, hard-deleted, left its events at the same versions in the
+    files: `StreamLife.keeps`), not before its max_age (`life.oldest`; None: none), in the
+    order of the read. Only the key columns of a row group are read to find out, one row
+    group at a time; the mask leaves out the other rows before anyone counts them. Close it
+    (`contextlib.closing`) when leaving early."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -146,21 +145,26 @@ def stream_groups(
             groups = list(range(pf.metadata.num_row_groups))
             for i in reversed(groups) if backward else groups:
                 keys = pf.read_row_group(i, columns=list(KEYS))
-                created = keys["created_at"]
+                created, ids = keys["created_at"], keys["event_id"]
                 mask = pc.and_(
                     pc.and_(
                         pc.equal(keys["stream_uuid"], stream_uuid),
-                        pc.greater_equal(created, pa.scalar(since, type=created.type)),
+                        pc.greater(ids, life.after),
                     ),
                     pc.and_(
                         pc.greater_equal(keys["stream_version"], low),
                         pc.less_equal(keys["stream_version"], high),
                     ),
                 )
-                if oldest is not None:
+                if life.legacy > 0:  # from version 6: see StreamLife
+                    since = pa.scalar(life.created_at, type=created.type)
                     mask = pc.and_(
-                        mask, pc.greater_equal(created, pa.scalar(oldest, type=created.type))
+                        mask,
+                        pc.or_(pc.greater(ids, life.legacy), pc.greater_equal(created, since)),
                     )
+                if life.oldest is not None:
+                    oldest = pa.scalar(life.oldest, type=created.type)
+                    mask = pc.and_(mask, pc.greater_equal(created, oldest))
                 if pc.any(mask).as_py():
                     yield pf, i, keys, mask
 
@@ -190,7 +194,7 @@ def subject_events(url: str, subject: str) -> list[Archived]:
 
 
 #: The key columns of an archived event, as `Archived` holds them.
-KEYS = ("stream_uuid", "stream_version", "created_at")
+KEYS = ("event_id", "stream_uuid", "stream_version", "created_at")
 
 
 def archived(table: Any) -> list[Archived]:

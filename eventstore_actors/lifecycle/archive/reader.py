@@ -207,13 +207,12 @@ class ArchiveReader:
         top = min(high - 1, below - 1)  # own events below `below` are archived
         if top < low:
             return 0
-        found = store.stream_created(conn, [stream_uuid]).get(stream_uuid)
-        oldest = None if found is None else found[2]  # its max_age hid those older already
-        return sum(
+        life = store.stream_created(conn, [stream_uuid]).get(stream_uuid)
+        if life is None:
+            return 0
+        return sum(  # its max_age hid those older already
             marked(mask)
-            for _, _, _, mask in stream_groups(
-                view.files, stream_uuid, low, top, False, state.created_at, oldest
-            )
+            for _, _, _, mask in stream_groups(view.files, stream_uuid, low, top, False, life)
         )
 
     def first_readable(self, conn: Conn, stream_uuid: str, first: int) -> int:
@@ -225,11 +224,11 @@ class ArchiveReader:
         max_age (`_kept`). Links stay in PostgreSQL when their events are archived: the
         expression sees them. Reads the files only when the stream has a max_age and own
         events archived between its lowest readable version and `first`."""
-        found = store.stream_created(conn, [stream_uuid]).get(stream_uuid)
-        if found is None:
+        life = store.stream_created(conn, [stream_uuid]).get(stream_uuid)
+        if life is None:
             return first
-        created, lowest, oldest = found
-        if oldest is None or lowest >= first:
+        lowest = life.lowest
+        if life.oldest is None or lowest >= first:
             return first  # no age limit: the expression is exact
         view = self.view(conn, refresh=True)  # before the events: see the module's docstring
         state = store.stream_state(conn, stream_uuid)
@@ -241,7 +240,7 @@ class ArchiveReader:
             return first
         import pyarrow.compute as pc
 
-        groups = stream_groups(view.files, stream_uuid, lowest, top, False, created, oldest)
+        groups = stream_groups(view.files, stream_uuid, lowest, top, False, life)
         with closing(groups):  # the first group found holds the lowest version: files and
             for pf, group, _, mask in groups:  # row groups are in event_id order
                 kept = pf.read_row_group(group, columns=["stream_version"])["stream_version"]
@@ -250,31 +249,31 @@ class ArchiveReader:
 
     def first_unacked(self, conn: Conn, stream_uuid: str, after: int) -> datetime | None:
         """The created_at of the first archived event a subscription with checkpoint `after`
-        has not acked, among those a read returns (`_live`: its stream exists and is not
-        younger, its retention keeps it), or None when the files hold none (the tables then
-        hold the first). For `$all` the lowest such event_id above `after`: the row groups
-        from the one holding `after + 1` on (their statistics), only the key columns, usually
-        one group. For a stream its own archived event of the lowest version above `after`,
-        of this stream's life and within its retention (as `first_readable`): the files are
-        read only when the stream has own events archived above `after`. Links stay in
-        PostgreSQL (info.sql sees them). StoreUnavailableError when a file cannot be read."""
+        has not acked, among those a read returns (`_live`: its stream exists, it is of the
+        stream's current life, its retention keeps it), or None when the files hold none (the
+        tables then hold the first). For `$all` the lowest such event_id above `after`: the
+        row groups from the one holding `after + 1` on (their statistics), only the key
+        columns, usually one group. For a stream its own archived event of the lowest version
+        above `after`, of this stream's life and within its retention (as `first_readable`):
+        the files are read only when the stream has own events archived above `after`. Links
+        stay in PostgreSQL (info.sql sees them). StoreUnavailableError when a file cannot be
+        read."""
         view = self.view(conn, refresh=True)  # before the events: see the module's docstring
         if view.upto <= after:
             return None
         if stream_uuid == "$all":
             return self._first_live_after(conn, view, after)
-        found = store.stream_created(conn, [stream_uuid]).get(stream_uuid)
+        life = store.stream_created(conn, [stream_uuid]).get(stream_uuid)
         state = store.stream_state(conn, stream_uuid)
-        if found is None or state is None:
+        if life is None or state is None:
             return None
-        created, lowest, oldest = found
         below = state.archived_below
-        low, top = max(after + 1, lowest), below - 1  # own events below `below` are archived
+        low, top = max(after + 1, life.lowest), below - 1  # own events below `below` are archived
         if top < low or top - store.link_positions(conn, state.stream_id, below) <= 0:
             return None
         import pyarrow.compute as pc
 
-        groups = stream_groups(view.files, stream_uuid, low, top, False, created, oldest)
+        groups = stream_groups(view.files, stream_uuid, low, top, False, life)
         with closing(groups):  # the first group found holds the lowest version (event_id
             for _, _, keys, mask in groups:  # order), computed from the keys already read
                 kept = keys.filter(mask)
@@ -300,18 +299,19 @@ class ArchiveReader:
                     rows = archived(keys.filter(pc.greater(keys["event_id"], after)))
                     for at in range(0, len(rows), step):
                         part = rows[at : at + step]
-                        streams = store.stream_created(conn, sorted({r[0] for r in part}))
-                        for stream, version, created in part:
-                            if _kept(streams.get(stream), version, created):
-                                return created  # type: ignore[no-any-return]
+                        streams = store.stream_created(conn, sorted({r[1] for r in part}))
+                        for event_id, stream, version, created in part:
+                            if _kept(streams.get(stream), event_id, version, created):
+                                return created
         return None
 
     def archived_events(
         self, conn: Conn, event_ids: Sequence[int]
     ) -> dict[int, tuple[str, datetime]]:
         """event_id -> (stream_uuid, created_at) of the events among `event_ids` that are in
-        the files and live (what a read would return: their stream exists, is not younger, and
-        its retention keeps them); what link_to_stream accepts of those no longer in events."""
+        the files and live (what a read would return: their stream exists, they are of its
+        current life, and its retention keeps them); what link_to_stream accepts of those no
+        longer in events."""
         rows = self._archived(conn, event_ids)
         live = self._live(conn, list(rows.values()))
         return {i: (r[_STREAM], r[_CREATED]) for i, r in rows.items() if i in live}
@@ -382,21 +382,12 @@ class ArchiveReader:
             # What `_live` keeps of them, decided row group by row group before the count: the
             # files hold an earlier life's events at the same versions (a stream hard-deleted
             # and created again), and events its retention hides; neither takes a place.
-            live = store.stream_created(conn, [stream_uuid]).get(stream_uuid)
-            if live is not None:
-                created, lowest, oldest = live
-                first, last = max(low, lowest), min(high, below - 1)
+            life = store.stream_created(conn, [stream_uuid]).get(stream_uuid)
+            if life is not None:
+                first, last = max(low, life.lowest), min(high, below - 1)
                 if first <= last:
                     own = self._stream_rows(
-                        view,
-                        stream_uuid,
-                        first,
-                        last,
-                        count,
-                        backward,
-                        event_types,
-                        created,
-                        oldest,
+                        view, stream_uuid, first, last, count, backward, event_types, life
                     )
                     for row in _flagged(conn, own):
                         found[row[_NUMBER]] = row
@@ -495,14 +486,13 @@ class ArchiveReader:
         count: int,
         backward: bool,
         event_types: tuple[str, ...] | None,
-        since: datetime,
-        oldest: datetime | None,
+        life: store.StreamLife,
     ) -> list[Row]:
         """Up to `count` archived events of the stream itself with versions low..high (of
-        `event_types`), of its life that began at `since` and not older than `oldest` (see
+        `event_types`), of its current `life` and not older than its max_age (see
         `groups.stream_groups`), nearest to the start of the read first."""
         out: list[Row] = []
-        groups = stream_groups(view.files, stream_uuid, low, high, backward, since, oldest)
+        groups = stream_groups(view.files, stream_uuid, low, high, backward, life)
         with closing(groups):  # an early return closes the file it is in
             for pf, group, _, mask in groups:
                 rows = [
@@ -530,39 +520,36 @@ class ArchiveReader:
         return found
 
     def _live(self, conn: Conn, rows: list[Any]) -> set[int]:
-        """The event_ids among `rows` whose stream still exists and is not younger than the
-        event (a hard delete removes archived events from reads as it removes rows), and whose
-        stream's retention still keeps them (as it hides rows: below its lowest readable
-        version, or older than its max_age)."""
+        """The event_ids among `rows` whose stream still exists and that are of its current
+        life (a hard delete removes archived events from reads as it removes rows, also once
+        the stream is created again), and whose stream's retention still keeps them (as it
+        hides rows: below its lowest readable version, or older than its max_age)."""
         if not rows:
             return set()
         streams = store.stream_created(conn, sorted({r[_STREAM] for r in rows}))
         return {
-            r[_EVENT_ID] for r in rows if _kept(streams.get(r[_STREAM]), r[_VERSION], r[_CREATED])
+            r[_EVENT_ID]
+            for r in rows
+            if _kept(streams.get(r[_STREAM]), r[_EVENT_ID], r[_VERSION], r[_CREATED])
         }
 
 
-def _kept(
-    stream: tuple[datetime, int, datetime | None] | None, version: int, created_at: datetime
-) -> bool:
-    """Whether an archived event (its stream's `stream_created` entry, its version and
-    created_at) is live: the rule of `ArchiveReader._live`."""
-    if stream is None:
-        return False
-    created, lowest, oldest = stream
-    return created <= created_at and version >= lowest and (oldest is None or created_at >= oldest)
+def _kept(life: store.StreamLife | None, event_id: int, version: int, created_at: datetime) -> bool:
+    """Whether an archived event (its stream's `stream_created` entry, its event_id, version
+    and created_at) is live: the rule of `ArchiveReader._live` (`StreamLife.keeps`: of the
+    stream's current life by the tombstone of its last hard delete, not by timestamps)."""
+    return life is not None and life.keeps(event_id, version, created_at)
 
 
 def count_live(conn: Conn, events: Sequence[Archived]) -> int:
     """How many of `events` (archived) are live now, by the rule reads apply to archived rows
-    (`ArchiveReader._live`): their stream exists and is not younger (not hard-deleted, not
-    deleted and created again), and its retention keeps them."""
+    (`ArchiveReader._live`): their stream exists, they are of its current life (not
+    hard-deleted, not of a life before the stream was deleted and created again), and its
+    retention keeps them."""
     if not events:
         return 0
-    streams = store.stream_created(conn, sorted({stream for stream, _, _ in events}))
-    return sum(
-        1 for stream, version, created in events if _kept(streams.get(stream), version, created)
-    )
+    streams = store.stream_created(conn, sorted({stream for _, stream, _, _ in events}))
+    return sum(1 for i, stream, v, created in events if _kept(streams.get(stream), i, v, created))
 
 
 def _flagged(conn: Conn, rows: list[Any]) -> list[Any]:
