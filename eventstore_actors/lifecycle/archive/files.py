@@ -138,7 +138,8 @@ class Target:
         """Remove what a crashed archive of this schema left here: files of ranges after
         `done` (the end of the manifest's ranges: no listed file starts after it) and
         temporary files. Run under the schema's archive lock (no other archive of it runs);
-        a target directory belongs to one schema. How many were removed."""
+        a target directory belongs to one store (`owner.claim`, before this). How many were
+        removed."""
         names = self._names()
         gone = [
             n
@@ -157,7 +158,66 @@ class Target:
         if self._path is not None:
             return [p.name for p in self._path.iterdir()] if self._path.is_dir() else []
         fs, root = _fs(self.url)
+        if not fs.exists(root):
+            return []
         return [str(p).rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(root, detail=False)]
+
+    def archive_files(self) -> list[str]:
+        """The names of the archive files here (complete ones, listed in a manifest or not)."""
+        return sorted(n for n in self._names() if _NAME.match(n))
+
+    def url_of(self, name: str) -> str:
+        """The URL that `write` returns (and the manifest holds) for the file `name`."""
+        if self._path is not None:
+            return str(self._path / name)
+        return f"{self.url.rstrip('/')}/{name}"
+
+    def read_small(self, name: str) -> bytes | None:
+        """The bytes of the small file `name` here, or None when there is none."""
+        if self._path is not None:
+            try:
+                return (self._path / name).read_bytes()
+            except (FileNotFoundError, NotADirectoryError):  # no file, or no directory yet
+                return None
+        fs, root = _fs(self.url)
+        try:
+            return bytes(fs.cat_file(f"{root.rstrip('/')}/{name}"))
+        except FileNotFoundError:
+            return None
+
+    def create_once(self, name: str, data: bytes) -> bool:
+        """Create the small file `name` here holding `data`, durably, unless it exists: False
+        then (left as it is). Atomic for a local directory (written aside and hard-linked in
+        place); for an fsspec URL a file that appears meanwhile is replaced (the caller reads
+        it back)."""
+        if self._path is not None:
+            self._path.mkdir(parents=True, exist_ok=True)
+            temp = self._path / f".{name}.{uuid.uuid4().hex}.tmp"
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                try:
+                    os.write(fd, data)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                os.link(temp, self._path / name)
+            except FileExistsError:
+                return False
+            finally:
+                temp.unlink(missing_ok=True)
+            dir_fd = os.open(self._path, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+            return True
+        fs, root = _fs(self.url)
+        path = f"{root.rstrip('/')}/{name}"
+        if fs.exists(path):
+            return False
+        fs.makedirs(root, exist_ok=True)
+        fs.pipe_file(path, data)
+        return True
 
     def write(self, batches: Iterable[list[Any]], name: str) -> tuple[str, int]:
         """Write one Parquet file `name` from row batches (one row group each), durably:

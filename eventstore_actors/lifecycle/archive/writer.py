@@ -30,6 +30,7 @@ from ...storage.deadline import guard
 from ...storage.errors import translate
 from ...storage.migrations import SCHEMA_VERSION
 from .files import Target, pyarrow_modules
+from .owner import Owner, claim
 from .result import ArchiveResult
 
 __all__ = ["FAULT", "archive"]
@@ -111,9 +112,12 @@ def _archive(
     with conn:
         with guard(conn, settings.io_timeout):
             _check_schema(conn, settings.schema)
+            store_id, database = store.identity(conn)
+            listed = {f.url for f in store.manifest(conn)}
         # The target only once the store is known to be there: a wrong schema or DSN leaves
-        # no directory behind (checking creates it).
-        destination.check_writable()
+        # no directory behind (checking creates it). Another store's target is refused before
+        # anything is written to it.
+        claim(destination, Owner(store_id, database, settings.schema), listed)
         store.lock(conn)
         try:
             finish_deletes(conn, settings)

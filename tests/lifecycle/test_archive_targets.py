@@ -1,0 +1,100 @@
+"""An archive target belongs to one store (schema version 7's store_identity, a marker file in
+the target): a second schema, or another database's store, given the same directory or fsspec
+URL is refused with a ConfigError naming the owner before it writes anything, instead of
+replacing and removing the first one's files. A target of the store from before the marker
+(its files listed in its manifest) is adopted."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from support import events
+
+from eventstore_actors import ANY_VERSION, ConfigError, EventStore, admin
+from eventstore_actors.lifecycle.archive.owner import MARKER
+
+pytest.importorskip("pyarrow.parquet")
+fsspec = pytest.importorskip("fsspec")
+
+
+@pytest.fixture
+def other(dsn: str) -> Iterator[str]:
+    """A second store's schema in the same database."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin.init(dsn, name)
+    try:
+        yield name
+    finally:
+        admin.drop(dsn, name)
+
+
+def listing(url: str) -> list[str]:
+    fs, root = fsspec.core.url_to_fs(url)
+    return sorted(str(p).rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(root, detail=False))
+
+
+def reads(store: EventStore) -> list[tuple[int, str]]:
+    return [(e.event_id, e.event_type) for e in store.read_all_streams_forward()]
+
+
+@pytest.mark.parametrize("kind", ["directory", "fsspec"])
+def test_a_second_store_cannot_archive_into_a_target_of_another(
+    make_store: Callable[..., EventStore],
+    dsn: str,
+    schema: str,
+    other: str,
+    tmp_path: Path,
+    kind: str,
+) -> None:
+    url = str(tmp_path / "shared") if kind == "directory" else f"memory://targets/{schema}"
+    first = make_store(archive=url)
+    first.append_to_stream("alpha", ANY_VERSION, events(10))
+    assert first.archive(before_event_id=11).events == 10
+    before, read = listing(url), reads(first)
+    assert len(read) == 10
+    with EventStore.start(dsn, schema=other, archive=url) as second:
+        second.append_to_stream("beta", ANY_VERSION, events(10, start=100))
+        with pytest.raises(ConfigError, match=f"belongs to schema '{schema}'"):
+            second.archive(before_event_id=11)
+        # Nothing written, nothing removed: both stores read all they had.
+        assert listing(url) == before and reads(first) == read
+        assert len(reads(second)) == 10
+        first.append_to_stream("alpha", ANY_VERSION, events(10, start=10))
+        with pytest.raises(ConfigError, match="nothing was written"):
+            second.archive(before_event_id=5)  # would have removed the first's 11-20
+        assert first.archive(before_event_id=21).events == 10
+        assert len(reads(first)) == 20
+        assert second.archive(before_event_id=11, target=f"{url}-beta").events == 10
+        assert len(reads(second)) == 10 and len(reads(first)) == 20
+    # The marker names the first store.
+    marker = json.loads(first_marker(url))
+    assert (marker["schema"], marker["database"]) == (schema, dsn.rsplit("/", 1)[-1])
+
+
+def first_marker(url: str) -> bytes:
+    fs, root = fsspec.core.url_to_fs(url)
+    return bytes(fs.cat_file(f"{root.rstrip('/')}/{MARKER}"))
+
+
+def test_a_target_from_before_the_marker_is_adopted_by_its_own_store_only(
+    make_store: Callable[..., EventStore], dsn: str, other: str, tmp_path: Path
+) -> None:
+    """A target the store archived to before schema version 7 (its files listed in the
+    manifest, no marker) is the store's own; another store finds files it does not list
+    there and no marker: refused."""
+    target = tmp_path / "old"
+    store = make_store(archive=str(target))
+    store.append_to_stream("alpha", ANY_VERSION, events(4))
+    assert store.archive(before_event_id=3).events == 2
+    (target / MARKER).unlink(missing_ok=True)  # as a release-6 archive left it
+    with EventStore.start(dsn, schema=other, archive=str(target)) as second:
+        second.append_to_stream("beta", ANY_VERSION, events(4))
+        with pytest.raises(ConfigError, match="does not list"):
+            second.archive(before_event_id=3)
+        assert not (target / MARKER).exists()
+    assert store.archive(before_event_id=5).events == 2
+    assert (target / MARKER).exists() and len(reads(store)) == 4
