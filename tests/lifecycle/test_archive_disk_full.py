@@ -74,9 +74,10 @@ def test_a_target_that_fills_up_mid_archive_raises_a_store_error_and_loses_nothi
     assert "the 100 events of its earlier files were moved" in message
     assert "error ignored" not in proc.stderr and "rollback" not in proc.stderr, proc.stderr
     # The first file is archived, the second left nothing behind; every event reads as before.
-    assert sorted(p.name for p in tmp_path.iterdir()) == [
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".parquet") == [
         "events-00000000000000000001-00000000000000000100.parquet"
     ]
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp file
     after = [(e.event_id, e.stream_uuid, e.data) for e in store.read_all_streams_forward(0, 1000)]
     assert after == before
     # With room again, the next archive moves the rest.

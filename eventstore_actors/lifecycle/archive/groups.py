@@ -107,7 +107,7 @@ def keys_of(files: Sequence[ArchivedFile], ids: Sequence[int]) -> dict[int, Arch
                     at = bisect_left(mine, stats.min)
                     if at == len(mine) or mine[at] > stats.max:
                         continue  # none of them in this group's range
-                table = pf.read_row_group(i, columns=["event_id", *KEYS])
+                table = pf.read_row_group(i, columns=list(KEYS))  # event_id first
                 ids_column = table["event_id"]
                 table = table.filter(pc.is_in(ids_column, pa.array(mine, ids_column.type)))
                 found.update(zip(table["event_id"].to_pylist(), archived(table), strict=True))

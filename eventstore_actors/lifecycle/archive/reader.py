@@ -23,10 +23,8 @@ from datetime import datetime
 from typing import Any
 
 from ...storage import archive as store
-from ...storage import keys
 from ...storage.archive import ArchivedFile, Filters
 from .groups import (
-    Archived,
     Row,
     archived,
     between,
@@ -37,11 +35,12 @@ from .groups import (
     stream_groups,
     to_rows,
 )
+from .live import count_live, flagged, kept
 
-__all__ = ["ArchiveReader", "View", "count_live"]
+__all__ = ["ArchiveReader", "View", "count_live"]  # count_live: from .live
 
 Conn = Any
-_EVENT_ID, _STREAM, _VERSION, _TYPE, _CREATED, _NUMBER, _SUBJECT = 0, 1, 2, 3, 8, 10, 11
+_EVENT_ID, _STREAM, _VERSION, _TYPE, _CREATED, _NUMBER = 0, 1, 2, 3, 8, 10
 
 
 @dataclass(frozen=True)
@@ -276,10 +275,10 @@ class ArchiveReader:
         groups = stream_groups(view.files, stream_uuid, low, top, False, life)
         with closing(groups):  # the first group found holds the lowest version (event_id
             for _, _, keys, mask in groups:  # order), computed from the keys already read
-                kept = keys.filter(mask)
-                versions = kept["stream_version"]
+                live = keys.filter(mask)
+                versions = live["stream_version"]
                 at = pc.index(versions, pc.min(versions)).as_py()
-                return kept["created_at"][at].as_py()  # type: ignore[no-any-return]
+                return live["created_at"][at].as_py()  # type: ignore[no-any-return]
         return None
 
     def _first_live_after(self, conn: Conn, view: View, after: int) -> datetime | None:
@@ -301,7 +300,7 @@ class ArchiveReader:
                         part = rows[at : at + step]
                         streams = store.stream_created(conn, sorted({r[1] for r in part}))
                         for event_id, stream, version, created in part:
-                            if _kept(streams.get(stream), event_id, version, created):
+                            if kept(streams.get(stream), event_id, version, created):
                                 return created
         return None
 
@@ -331,11 +330,11 @@ class ArchiveReader:
         if not wanted:
             return []
         found = keys_of(view.files, wanted)
-        streams = store.stream_created(conn, sorted({k[0] for k in found.values()}))
+        streams = store.stream_created(conn, sorted({k[1] for k in found.values()}))
         return sorted(
             i
-            for i, (s, version, created) in found.items()
-            if not _kept(streams.get(s), version, created)
+            for i, (_, s, version, created) in found.items()
+            if not kept(streams.get(s), i, version, created)
         )
 
     def _archived(self, conn: Conn, event_ids: Sequence[int]) -> dict[int, Row]:
@@ -389,7 +388,7 @@ class ArchiveReader:
                     own = self._stream_rows(
                         view, stream_uuid, first, last, count, backward, event_types, life
                     )
-                    for row in _flagged(conn, own):
+                    for row in flagged(conn, own):
                         found[row[_NUMBER]] = row
         for number, row in self._links(
             conn, view, state.stream_id, low, high, count, backward, event_types
@@ -431,7 +430,7 @@ class ArchiveReader:
                 high = links[-1][0] - 1
             else:
                 low = links[-1][0] + 1
-        rows = _flagged(conn, [row for _, row in out[:count]])
+        rows = flagged(conn, [row for _, row in out[:count]])
         return [(number, row) for (number, _), row in zip(out[:count], rows, strict=True)]
 
     # The files ----------------------------------------------------------------------------------
@@ -458,11 +457,11 @@ class ArchiveReader:
                 out.extend(r for r in pending if r[_EVENT_ID] in live)
                 pending = []
                 if len(out) >= count:
-                    return _flagged(conn, out[:count])
+                    return flagged(conn, out[:count])
         if pending:
             live = self._live(conn, pending)
             out.extend(r for r in pending if r[_EVENT_ID] in live)
-        return _flagged(conn, out[:count])
+        return flagged(conn, out[:count])
 
     def _scan(self, view: View, low: int, high: int, backward: bool) -> Iterator[Row]:
         files = [f for f in view.files if f.first_event_id <= high and f.last_event_id >= low]
@@ -530,39 +529,8 @@ class ArchiveReader:
         return {
             r[_EVENT_ID]
             for r in rows
-            if _kept(streams.get(r[_STREAM]), r[_EVENT_ID], r[_VERSION], r[_CREATED])
+            if kept(streams.get(r[_STREAM]), r[_EVENT_ID], r[_VERSION], r[_CREATED])
         }
-
-
-def _kept(life: store.StreamLife | None, event_id: int, version: int, created_at: datetime) -> bool:
-    """Whether an archived event (its stream's `stream_created` entry, its event_id, version
-    and created_at) is live: the rule of `ArchiveReader._live` (`StreamLife.keeps`: of the
-    stream's current life by the tombstone of its last hard delete, not by timestamps)."""
-    return life is not None and life.keeps(event_id, version, created_at)
-
-
-def count_live(conn: Conn, events: Sequence[Archived]) -> int:
-    """How many of `events` (archived) are live now, by the rule reads apply to archived rows
-    (`ArchiveReader._live`): their stream exists, they are of its current life (not
-    hard-deleted, not of a life before the stream was deleted and created again), and its
-    retention keeps them."""
-    if not events:
-        return 0
-    streams = store.stream_created(conn, sorted({stream for _, stream, _, _ in events}))
-    return sum(1 for i, stream, v, created in events if _kept(streams.get(stream), i, v, created))
-
-
-def _flagged(conn: Conn, rows: list[Any]) -> list[Any]:
-    """Archived rows with their subject's forgotten flag read now (the files cannot hold it):
-    a forgotten subject's events are FORGOTTEN whatever a key cache still holds."""
-    subjects = sorted({r[_SUBJECT] for r in rows if r[_SUBJECT] is not None})
-    if not subjects:
-        return rows
-    gone = keys.forgotten_among(conn, subjects)
-    return [
-        r if r[_SUBJECT] is None else (*r[:_SUBJECT], r[_SUBJECT], r[_SUBJECT] in gone)
-        for r in rows
-    ]
 
 
 def _suspicious(rows: list[Any], stream_uuid: str, start: int, count: int, backward: bool) -> bool:
