@@ -94,7 +94,7 @@ class SubscriptionActor(LevelHooks, Ticking, SupervisedActor):
             else SharedLockSession(spec.hub, key, spec.pool, (spec.stream_uuid, spec.name))
         )
         self._reads = Reads(spec, settings, self._lock, self._delivery.partition_by)
-        self._saver = CheckpointSaver(spec, self._lock, self._control)
+        self._saver = CheckpointSaver(spec, self._lock, self._control, settings.schema)
         self._nacks = Nacks(spec, self._lock, self._control, self.log, self._reads.decode)
         self._acking = Acking(self._saver, self._nacks, self._control, self._reads.all)
         self._state: _State | None = None

@@ -55,6 +55,7 @@ __all__ = [
     "GroupSubscription",
     "assign",
     "check_partitions",
+    "create_plain",
     "parse_row_name",
     "partition_row_name",
 ]
@@ -145,11 +146,17 @@ def prepare(
     start: Callable[[psycopg.Connection[Any]], int],
 ) -> None:
     """Create the group's N checkpoint rows (all at one start position), or check that the
-    existing group has N partitions (ValueError otherwise). Serialized per name."""
+    existing group has N partitions (ValueError otherwise, and for a name that has a plain
+    all-streams subscription's row: see `create_plain`). Serialized per name."""
     with conn.transaction():
         locks.lock_for_transaction(conn, _group_key(schema, name))
-        rows = subscription_rows.names_with_prefix(conn, checkpoints.ALL_STREAMS, _prefix(name))
-        counts = {p[2] for raw in rows if (p := parse_row_name(raw)) is not None}
+        if checkpoints.read(conn, checkpoints.ALL_STREAMS, name) is not None:
+            raise ValueError(
+                f"subscription {name!r} is an all-streams subscription without partitions; "
+                f"it cannot be joined with partitions={count} (delete it first to make it "
+                "a consumer group)"
+            )
+        counts = _counts(conn, name)
         if counts and counts != {count}:
             raise ValueError(
                 f"subscription {name!r} is a consumer group of {sorted(counts)[0]} partitions; "
@@ -159,6 +166,29 @@ def prepare(
         for index in range(count):
             row = partition_row_name(name, index, count)
             checkpoints.create(conn, checkpoints.ALL_STREAMS, row, position)
+
+
+def create_plain(conn: psycopg.Connection[Any], schema: str, name: str, start_from: int) -> int:
+    """The checkpoint of the plain (no partitions) all-streams subscription `name`, its row
+    created at `start_from` if it has none; ValueError if `name` is a consumer group's.
+    Serialized with `prepare` (same lock): of a group and a plain subscription of one name
+    created at the same moment, in any processes, the second is refused."""
+    with conn.transaction():
+        locks.lock_for_transaction(conn, _group_key(schema, name))
+        counts = _counts(conn, name)
+        if counts:
+            count = sorted(counts)[0]
+            raise ValueError(
+                f"subscription {name!r} is a consumer group of {count} partitions; subscribe "
+                f"with partitions={count}, or delete it first to subscribe without partitions"
+            )
+        return checkpoints.load_or_create(conn, checkpoints.ALL_STREAMS, name, start_from)
+
+
+def _counts(conn: psycopg.Connection[Any], name: str) -> set[int]:
+    """The partition counts of the group `name`'s rows (empty: not a group)."""
+    rows = subscription_rows.names_with_prefix(conn, checkpoints.ALL_STREAMS, _prefix(name))
+    return {p[2] for raw in rows if (p := parse_row_name(raw)) is not None}
 
 
 def row_names(conn: psycopg.Connection[Any], name: str) -> list[str]:

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 
 from ..storage import checkpoints
+from . import group as groups
 from .checkpointing import CheckpointPolicy
 from .control import Control
 from .hub import SharedLockSession
@@ -22,9 +23,14 @@ class CheckpointSaver:
     """The unsaved checkpoint of one actor instance (kept across a lost lock)."""
 
     def __init__(
-        self, spec: SubscriptionSpec, lock: LockSession | SharedLockSession, control: Control
+        self,
+        spec: SubscriptionSpec,
+        lock: LockSession | SharedLockSession,
+        control: Control,
+        schema: str,
     ) -> None:
         self._spec = spec
+        self._schema = schema
         self._lock = lock
         self._control = control
         self.unsaved: int | None = None  # moved by the state, not stored yet
@@ -44,9 +50,13 @@ class CheckpointSaver:
         stream, name = self._spec.stream_uuid, self._spec.name
         if stored is None:
             first = start()
-            checkpoint = self._lock.run(
-                lambda c: checkpoints.load_or_create(c, stream, name, first)
-            )
+            if stream == checkpoints.ALL_STREAMS and self._spec.partition is None:
+                schema = self._schema  # not under a consumer group's name (ValueError)
+                checkpoint = self._lock.run(lambda c: groups.create_plain(c, schema, name, first))
+            else:
+                checkpoint = self._lock.run(
+                    lambda c: checkpoints.load_or_create(c, stream, name, first)
+                )
         else:
             checkpoint = stored
         unsaved = self.unsaved  # acked before the lock was lost
