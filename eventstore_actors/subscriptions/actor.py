@@ -525,7 +525,8 @@ class SubscriptionActor(LevelHooks, Ticking, SupervisedActor):
         assert isinstance(state, SubscriptionState)
         replay = state.replaying
         first = position(action.events[0], self._all)
-        self._control.sent(first, state.last_sent, None if replay is None else replay.event_id)
+        replay_of = None if replay is None else replay.event_id
+        self._control.sent(first, state.last_sent, replay_of, action.events)
         # A subject forgotten since these were decoded (the batch waited for an ack) is not
         # handed out in clear; the objects told are recorded: an ack in a transaction that
         # names them is checked against this batch's floor (see `Control.delivery_of`).

@@ -19,7 +19,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from enum import Enum
 from typing import Any
 
@@ -114,6 +114,10 @@ class Control:
         #: when it must go as a message.
         self.direct: Callable[[Any, int], bool | None] | None = None
         self.direct_ack: Callable[[int, Any], bool | None] | None = None
+        #: A consumer group's partition (set by the service): the event_ids of the batch
+        #: sent last are kept (`in_flight`), for the group's handle to route an int nack.
+        self.keeps_sent = False
+        self.in_flight: frozenset[int] = frozenset()
 
     # Inbox accounting ---------------------------------------------------------------------------
     def admit_events(self, count: int) -> Admit:
@@ -169,11 +173,16 @@ class Control:
     def queued_events(self) -> int:
         return self._events
 
-    def sent(self, first: int, last: int, replay_of: int | None = None) -> None:
+    def sent(
+        self, first: int, last: int, replay_of: int | None = None, events: Sequence[Any] = ()
+    ) -> None:
         """The actor is about to send a batch from position `first` to `last`; `replay_of`:
         it is the replay of the parked event of that event_id (at `first`, below the
-        checkpoint: it moves neither `delivered` nor `ack_floor`)."""
+        checkpoint: it moves neither `delivered` nor `ack_floor`). `events`: the batch, whose
+        event_ids are kept when `keeps_sent` (see `in_flight`)."""
         with self._lock:
+            if self.keeps_sent:
+                self.in_flight = frozenset(e.event_id for e in events)
             if replay_of is not None:
                 self.replaying = (first, replay_of)
                 return

@@ -205,26 +205,28 @@ def delete_rows(conn: psycopg.Connection[Any], name: str) -> None:
 @dataclass(frozen=True, eq=False)
 class GroupSubscription(Subscription):
     """The handle a consumer-group subscribe returns. Each batch comes with its partition's
-    own handle (`message.subscription`), which acks that partition; acks through this one are
-    routed: events by their stream's partition, an int position to the partition whose last
-    sent batch ends there (other int positions are ignored: ack events, or through
-    `message.subscription`)."""
+    own handle (`message.subscription`), which acks that partition; acks and nacks through
+    this one are checked as that one checks them, then routed: events by their stream's
+    partition, an int position to the partition whose batch sent last ends there (an ack)
+    or holds it (a nack). An int that names no such batch of this member: ValueError (ack
+    the events, or through `message.subscription`); one of a partition handed over from
+    here since, or an event of one: nothing to do (its new holder delivers it again)."""
 
     _group: Group | None = field(default=None, repr=False, compare=False)
 
     def ack(self, acked: Sequence[Any] | RecordedEvent | int, *, conn: Any = None) -> None:
+        self._position(acked)  # checked first (TypeError, ValueError)
         group = self._group
-        target = None if group is None else group.route(acked)
+        target = None if group is None else group.route(acked, nack=False)
         if target is not None:
             target.ack(acked, conn=conn)
-        else:
-            self._position(acked)  # still checked
 
     def nack(
         self, event_or_position: RecordedEvent | int, action: str = "retry", reason: Any = None
     ) -> None:
+        self._nack_position(event_or_position, action, reason)  # checked first
         group = self._group
-        target = None if group is None else group.route(event_or_position)
+        target = None if group is None else group.route(event_or_position, nack=True)
         if target is not None:
             target.nack(event_or_position, action, reason)
 
@@ -302,6 +304,7 @@ class Group:
         self.handle = GroupSubscription(checkpoints.ALL_STREAMS, name, _group=self)
         self.log = log.bind(schema=settings.schema, subscription=name, partitions=count)
         self._handles: dict[int, Subscription] = {}  # the partitions started here
+        self._left: dict[int, Control] = {}  # those stopped here since (see `route`)
         self._session = Session(settings)  # the member slot's connection
         self._slot: int | None = None
         self._wake = threading.Event()
@@ -406,6 +409,7 @@ class Group:
                 return
             try:
                 self._handles[index] = self._start_partition(index, self.relay)
+                self._left.pop(index, None)
             except Exception as exc:  # the previous holder here still ending: next poll
                 self.log.warning("could not start a partition", partition=index, error=str(exc))
 
@@ -438,22 +442,47 @@ class Group:
 
     def _stop(self, index: int) -> None:
         self._handles.pop(index, None)
+        control = self._control(index)
+        if isinstance(control, Control):  # acks of what it sent are not errors (`route`)
+            self._left[index] = control
         try:
             self._stop_partition(index)
         except Exception as exc:
             self.log.warning("could not stop a partition", partition=index, error=str(exc))
 
     # Acks through the group's handle --------------------------------------------------------
-    def route(self, acked: Any) -> Subscription | None:
-        """The partition handle an ack or nack through the group's handle is meant for."""
+    def route(self, acked: Any, *, nack: bool) -> Subscription | None:
+        """The partition handle an ack or nack through the group's handle is meant for (see
+        `GroupSubscription`); None: a partition not held here (handed over since)."""
         last = acked
         if isinstance(acked, Sequence) and not isinstance(acked, (str, bytes)) and acked:
             last = acked[-1]
         if isinstance(last, RecordedEvent):
             return self._handles.get(reader.partition_of(last.stream_uuid, self.count))
-        if isinstance(last, int) and not isinstance(last, bool):
-            for index, handle in list(self._handles.items()):
-                control = self._control(index)
-                if isinstance(control, Control) and control.delivered == last:
-                    return handle
-        return None
+        position = int(last)
+        for index, handle in list(self._handles.items()):
+            if _sent(self._control(index), position, nack):
+                return handle
+        if any(_sent(control, position, nack) for control in list(self._left.values())):
+            return None  # its partition was handed over from here since
+        if nack:
+            raise ValueError(
+                f"nack position {position} is not an event of the batch in flight of a "
+                "partition delivered to this subscriber (nack the event, or through "
+                "message.subscription)"
+            )
+        raise ValueError(
+            f"ack position {position} is not the last event of a batch delivered to this "
+            "subscriber (ack the events, or an int through message.subscription)"
+        )
+
+
+def _sent(control: Any, position: int, nack: bool) -> bool:
+    """Whether the partition of `control` sent `position` last: its replayed parked event;
+    else for a nack, an event of its batch sent last; for an ack, that batch's end."""
+    if not isinstance(control, Control):
+        return False
+    replaying = control.replaying
+    if replaying is not None and replaying[0] == position:
+        return True
+    return position in control.in_flight if nack else control.delivered == position

@@ -103,13 +103,7 @@ class Subscription:
         "retry" delivers it again after `retry_delay` (up to `max_retries` times, then it is
         parked), "skip" counts it as acked, "park" stores it in the parked list (see
         `store.parked_events`) and counts it as acked. Later events wait, so order holds."""
-        if action not in NACK_ACTIONS:
-            raise ValueError(f"action must be one of {', '.join(NACK_ACTIONS)}, got {action!r}")
-        if reason is not None and not isinstance(reason, str):
-            raise TypeError(f"reason must be a str or None, got {type(reason).__qualname__}")
-        if isinstance(event_or_position, (list, tuple)):
-            raise TypeError("nack takes one event or an int position, not a list")
-        position = self._position(event_or_position)
+        position = self._nack_position(event_or_position, action, reason)
         if self._port is None:
             raise TypeError("this subscription takes no nacks")
         self._port.nack(position, action, reason)
@@ -121,6 +115,16 @@ class Subscription:
         if self._port is None:
             raise TypeError("this subscription handle cannot unsubscribe itself")
         self._port.detach()
+
+    def _nack_position(self, event_or_position: Any, action: Any, reason: Any) -> int:
+        """A nack's arguments checked (ValueError, TypeError): the position it names."""
+        if action not in NACK_ACTIONS:
+            raise ValueError(f"action must be one of {', '.join(NACK_ACTIONS)}, got {action!r}")
+        if reason is not None and not isinstance(reason, str):
+            raise TypeError(f"reason must be a str or None, got {type(reason).__qualname__}")
+        if isinstance(event_or_position, (list, tuple)):
+            raise TypeError("nack takes one event or an int position, not a list")
+        return self._position(event_or_position)
 
     def _positions(self, acked: Any) -> list[int]:
         if isinstance(acked, Sequence) and not isinstance(acked, (str, bytes)):

@@ -145,6 +145,7 @@ class Subscriptions:
             if attached is not None:
                 return attached
         control = Control(size, subscriber)
+        control.keeps_sent = options.partition is not None  # see GroupSubscription.nack
         acks = SingleAcks(
             self, self._registry, child_id, stream_uuid, name, control, options.partition
         )
