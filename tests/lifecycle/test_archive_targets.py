@@ -11,7 +11,9 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
+from psycopg import sql
 from support import events
 
 from eventstore_actors import ANY_VERSION, ConfigError, EventStore, admin
@@ -98,3 +100,65 @@ def test_a_target_from_before_the_marker_is_adopted_by_its_own_store_only(
         assert not (target / MARKER).exists()
     assert store.archive(before_event_id=5).events == 2
     assert (target / MARKER).exists() and len(reads(store)) == 4
+
+
+def test_a_copy_of_a_store_sharing_its_identity_cannot_take_its_target(
+    make_store: Callable[..., EventStore], dsn: str, schema: str, other: str, tmp_path: Path
+) -> None:
+    """A restored dump or a copied database keeps the store_id: the marker's database and
+    schema tell the copy apart (the copy removed the original's file as a crashed run's)."""
+    url = str(tmp_path / "shared")
+    first = make_store(archive=url)
+    first.append_to_stream("alpha", ANY_VERSION, events(10))
+    assert first.archive(before_event_id=11).events == 10
+    read = reads(first)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL(
+                "UPDATE {}.store_identity SET store_id = (SELECT store_id FROM {}.store_identity)"
+            ).format(sql.Identifier(other), sql.Identifier(schema))
+        )
+    with EventStore.start(dsn, schema=other, archive=url) as copy:
+        copy.append_to_stream("beta", ANY_VERSION, events(5, start=100))
+        with pytest.raises(ConfigError, match="is a copy of that store") as refused:
+            copy.archive(before_event_id=3)
+        assert "nothing was written" in str(refused.value)
+    assert reads(first) == read and len(listing(url)) == 2  # its file and its marker
+
+
+@pytest.mark.parametrize(
+    "marker",
+    [
+        b"[" * 200_000,  # too deep for the JSON decoder
+        b'{"eventstore_actors": "archive target", "store_id": 5, "database": 1, "schema": 2}',
+        b'{"eventstore_actors": "archive target", "store_id": null, "database": "d", '
+        b'"schema": "s"}',
+        b'{"store_id": "x", "database": "d", "schema": "s"}',
+    ],
+)
+def test_a_marker_that_is_not_one_is_refused_as_such(
+    make_store: Callable[..., EventStore], tmp_path: Path, marker: bytes
+) -> None:
+    target = tmp_path / "target"
+    target.mkdir()
+    (target / MARKER).write_bytes(marker)
+    store = make_store(archive=str(target))
+    store.append_to_stream("alpha", ANY_VERSION, events(3))
+    with pytest.raises(ConfigError, match="not an eventstore-actors marker"):
+        store.archive(before_event_id=4)
+    assert sorted(p.name for p in target.iterdir()) == [MARKER] and len(reads(store)) == 3
+
+
+def test_a_target_of_a_dropped_store_of_the_same_name_says_so(
+    dsn: str, other: str, tmp_path: Path
+) -> None:
+    url = str(tmp_path / "target")
+    with EventStore.start(dsn, schema=other, archive=url) as old:
+        old.append_to_stream("alpha", ANY_VERSION, events(3))
+        assert old.archive(before_event_id=4).events == 3
+    admin.drop(dsn, other)
+    admin.init(dsn, other)
+    with EventStore.start(dsn, schema=other, archive=url) as new:
+        new.append_to_stream("alpha", ANY_VERSION, events(3))
+        with pytest.raises(ConfigError, match="an earlier store of schema"):
+            new.archive(before_event_id=4)

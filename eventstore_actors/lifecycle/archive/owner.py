@@ -4,8 +4,11 @@ Archive files are named after their event_id ranges, and an archive removes the 
 does not list past its last range (what a crashed archive left): two schemas, or two
 databases, archiving to one target would replace and remove each other's files. So the
 first archive into a target writes a marker file there naming the store (its store_id from
-schema version 7, with its database and schema for the messages), and an archive into a
-target whose marker names another store is refused (ConfigError) before anything is written.
+schema version 7, its database and its schema), and an archive into a target whose marker
+names another store is refused (ConfigError) before anything is written. All three must
+match: a copy of a store (a restored dump, a copied database) shares its store_id, and is
+told apart by its names (a copy under the very same names on another server is not: it must
+not be given its original's target).
 
 A target without a marker is taken when it holds no archive file that this schema's manifest
 does not list: a new target, or this store's own from before version 7 (adopted). One that
@@ -49,12 +52,17 @@ class Owner:
 
     @staticmethod
     def from_bytes(data: bytes) -> Owner | None:
-        """The owner a marker names, or None when it is not a marker."""
+        """The owner a marker names, or None when it is not a marker (not JSON, too deep,
+        not an object, a field missing or not a string)."""
         try:
             found = json.loads(data)
-            return Owner(str(found["store_id"]), str(found["database"]), str(found["schema"]))
-        except (ValueError, TypeError, KeyError):
+        except (ValueError, RecursionError):
             return None
+        if not isinstance(found, dict) or found.get("eventstore_actors") != "archive target":
+            return None
+        fields = [found.get(key) for key in ("store_id", "database", "schema")]
+        strings = [value for value in fields if isinstance(value, str) and value]
+        return Owner(*strings) if len(strings) == 3 else None
 
 
 def claim(target: Target, owner: Owner, listed: set[str]) -> None:
@@ -62,7 +70,7 @@ def claim(target: Target, owner: Owner, listed: set[str]) -> None:
     marker is read), writing its marker on first use, or raise ConfigError naming the store
     it belongs to; `listed`: the URLs in this schema's manifest."""
     found = _marker(target)
-    if found is not None and found.store_id != owner.store_id:
+    if found is not None and found != owner:
         raise ConfigError(_foreign(target, owner, found))
     if found is None:
         others = [n for n in _listing(target) if target.url_of(n) not in listed]
@@ -79,7 +87,7 @@ def claim(target: Target, owner: Owner, listed: set[str]) -> None:
     if found is None:
         target.create_once(MARKER, owner.to_bytes())
         found = _marker(target)  # read back: ours, or the marker of an archive that came first
-        if found is None or found.store_id != owner.store_id:
+        if found != owner:
             raise ConfigError(_foreign(target, owner, found))
 
 
@@ -111,15 +119,32 @@ def _marker(target: Target) -> Owner | None:
 
 
 def _foreign(target: Target, owner: Owner, found: Owner | None) -> str:
-    whose = (
-        "another store"
-        if found is None
-        else f"schema {found.schema!r} of database {found.database!r} (store {found.store_id})"
-    )
+    """Why `target`, whose marker names `found`, is not `owner`'s."""
+    shown, mine = _shown(target), f"schema {owner.schema!r} of database {owner.database!r}"
+    if found is None:
+        return (
+            f"archive target {shown} belongs to another store; give {mine} its own target; "
+            "nothing was written"
+        )
+    theirs = f"schema {found.schema!r} of database {found.database!r}"
+    if found.store_id == owner.store_id:  # the same identity under other names
+        return (
+            f"archive target {shown} belongs to {theirs}, whose identity this store shares "
+            f"(store {found.store_id}): {mine} is a copy of that store (a restored dump, a "
+            "copied database), which must archive to a target of its own, or that store "
+            f"renamed. If it was renamed, remove {MARKER} from the target: a target is taken "
+            "again when every archive file in it is listed by this schema; nothing was written"
+        )
+    if (found.database, found.schema) == (owner.database, owner.schema):
+        return (
+            f"archive target {shown} belongs to an earlier store of {theirs} (store "
+            f"{found.store_id}; this one is {owner.store_id}): the schema was created anew "
+            "since, and its manifest lists none of those files; give it a new target; "
+            "nothing was written"
+        )
     return (
-        f"archive target {_shown(target)} belongs to {whose}: a target holds the archive of "
-        f"one store, give schema {owner.schema!r} of database {owner.database!r} its own; "
-        "nothing was written"
+        f"archive target {shown} belongs to {theirs} (store {found.store_id}): a target holds "
+        f"the archive of one store, give {mine} its own; nothing was written"
     )
 
 
