@@ -34,6 +34,9 @@ class CheckpointSaver:
         self._lock = lock
         self._control = control
         self.unsaved: int | None = None  # moved by the state, not stored yet
+        #: The last checkpoint handed to the shared lock connection's batched write, which
+        #: may die with that connection: the lock is taken again after it (see `start`).
+        self.handed: int | None = None
         self.policy = CheckpointPolicy(0, spec.checkpoint_threshold, spec.checkpoint_after)
         self.acks_in_transaction = False  # acks come with conn=: see `flush`
         self.fence = 0  # with them: the highest position they acked (see `flush`)
@@ -59,11 +62,13 @@ class CheckpointSaver:
                 )
         else:
             checkpoint = stored
-        unsaved = self.unsaved  # acked before the lock was lost
+        # Acked before the lock was lost: not stored yet, or handed to a batched write that
+        # may have died with the connection (the subscriber must not get them again).
+        unsaved = max((p for p in (self.unsaved, self.handed) if p is not None), default=None)
         if unsaved is not None and unsaved > checkpoint and not self.in_transactions():
             self._lock.run(lambda c: checkpoints.advance(c, stream, name, unsaved))
             checkpoint = unsaved
-        self.unsaved = None
+        self.unsaved = self.handed = None
         holder, stall_after = self._spec.holder, self._spec.health.stall_after
         if holder:
             self._lock.run(lambda c: checkpoints.claim(c, stream, name, holder, stall_after))
@@ -149,6 +154,7 @@ class CheckpointSaver:
             return
         if isinstance(self._lock, SharedLockSession):
             self._lock.advance(stream, name, position)  # batched with the others' writes
+            self.handed = position
         else:
             self._lock.run(lambda c: checkpoints.advance(c, stream, name, position))
         self.unsaved = None

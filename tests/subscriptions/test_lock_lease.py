@@ -154,3 +154,42 @@ def test_a_lease_run_out_on_a_live_connection_pauses_and_loses_nothing(
         assert hub.vouch(2) == generation
     finally:
         hub.close()
+
+
+def test_acks_whose_batched_write_was_lost_with_the_lock_are_not_delivered_again(
+    make_store: MakeStore, dsn: str, schema: str
+) -> None:
+    """Found by a probe restarting the server: a subscription re-sent up to 8 events its
+    subscriber had acked, within one running subscription, without a new Subscribed. On the
+    shared lock connection an ack's checkpoint is written by the hub, batched with the
+    others', and was forgotten by the subscription as soon as it was handed over: when that
+    write died with the connection, the lock was taken again after the older stored
+    checkpoint. Here the lock connection freezes (so the hub's write waits), the subscriber
+    acks events delivered within the lease, then the connection is cut: the acked events
+    must not come again, and the stored checkpoint reaches them."""
+    with Proxy.for_dsn(dsn) as proxy:
+        a = make_store(session_dsn=proxy.dsn(dsn), health_timeout=1.0, io_timeout=2.0)
+        writer = make_store()
+        got = Recorder()
+        a.subscribe_to_all_streams("s", got)
+        wait_until(lambda: got.subscribed, what="subscribed")
+        writer.append_to_stream("x", ANY_VERSION, events(1))
+        wait_until(lambda: got.seen() == [1], what="the first event")
+        wait_until(lambda: checkpoint(dsn, schema, "$all", "s") == 1, what="its ack stored")
+
+        (pid,) = lock_backends(dsn, lock_key(schema, "$all", "s"))
+        assert proxy.freeze([client_port(dsn, pid)]) == 1
+        writer.append_to_stream("x", ANY_VERSION, events(3, start=1))
+        wait_until(lambda: got.seen() == [1, 2, 3, 4], what="events 2-4 within the lease")
+        assert checkpoint(dsn, schema, "$all", "s") == 1  # their write waits on the frozen link
+        assert proxy.cut() >= 1
+        proxy.thaw()
+        wait_until(
+            lambda: checkpoint(dsn, schema, "$all", "s") == 4,
+            timeout=15.0,
+            what="the acked checkpoint stored after the lock is taken again",
+        )
+        writer.append_to_stream("x", ANY_VERSION, events(1, start=4))
+        wait_until(lambda: 5 in got.seen(), timeout=15.0, what="the next event")
+        assert got.seen() == [1, 2, 3, 4, 5], "acked events were delivered again"
+        assert got.subscribed == 1
