@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import uuid
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -72,14 +71,10 @@ def dsn() -> Iterator[str]:
 @pytest.fixture
 def schema(dsn: str) -> Iterator[str]:
     """A fresh schema initialised with `admin.init`, dropped after the test."""
-    from eventstore_actors import admin
+    from support import fresh_schema
 
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    admin.init(dsn, name)
-    try:
+    with fresh_schema(dsn) as name:
         yield name
-    finally:
-        admin.drop(dsn, name)
 
 
 def pgbouncer_mode() -> bool:

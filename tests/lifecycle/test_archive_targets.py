@@ -7,14 +7,13 @@ replacing and removing the first one's files. A target of the store from before 
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 from psycopg import sql
-from support import events
+from support import events, fresh_schema
 
 from eventstore_actors import ANY_VERSION, ConfigError, EventStore, admin
 from eventstore_actors.lifecycle.archive.owner import MARKER
@@ -26,12 +25,8 @@ fsspec = pytest.importorskip("fsspec")
 @pytest.fixture
 def other(dsn: str) -> Iterator[str]:
     """A second store's schema in the same database."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    admin.init(dsn, name)
-    try:
+    with fresh_schema(dsn) as name:
         yield name
-    finally:
-        admin.drop(dsn, name)
 
 
 def listing(url: str) -> list[str]:

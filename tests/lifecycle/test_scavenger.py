@@ -4,12 +4,11 @@ bounded batches, by a supervised actor that survives crashes and lost connection
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 import psycopg
 import pytest
 from psycopg import sql as pgsql
-from support import kill_backends, process_backends, wait_until
+from support import kill_backends, process_backends, query, wait_until
 from support.factory import make_events, new_stream, versions
 
 from eventstore_actors import ANY_VERSION, EventStore
@@ -20,13 +19,6 @@ from eventstore_actors.storage import retention
 
 #: Seconds within which hidden rows must be gone (the spec: within a minute).
 GONE = 30.0
-
-
-def query(dsn: str, schema: str, text: str, *args: Any) -> list[tuple[Any, ...]]:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(pgsql.SQL("SET search_path TO {}").format(pgsql.Identifier(schema)))
-        cur = conn.execute(text, args)
-        return cur.fetchall() if cur.description else []
 
 
 def stored_versions(dsn: str, schema: str, stream: str) -> list[int]:

@@ -15,10 +15,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
-from psycopg import sql
-from support import QueueSubscriber, events, wait_until
+from support import QueueSubscriber, events, query, wait_until
 from support.release1 import release_tree
 
 from eventstore_actors import EventStore, admin
@@ -94,12 +92,6 @@ with EventStore.start(dsn, schema=schema) as store:
 @pytest.fixture(scope="module")
 def release_5(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return release_tree(tmp_path_factory.mktemp("release-5"), RELEASE_5)
-
-
-def query(dsn: str, schema: str, text: str) -> list[tuple[Any, ...]]:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
-        return conn.execute(text).fetchall()
 
 
 def subscription_rows(dsn: str, schema: str) -> list[tuple[Any, ...]]:

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
-from typing import Any
 
 import psycopg
 import pytest
-from psycopg import sql
-from support import events, wait_until
+from support import events, query, wait_until
 from support.release1 import release_tree, run_release
 
 from eventstore_actors import ANY_VERSION, EventNotFoundError, EventStore, admin
@@ -45,12 +43,6 @@ print(SCHEMA_VERSION, flush=True)
 @pytest.fixture(scope="module")
 def release_6(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return release_tree(tmp_path_factory.mktemp("release-6"), RELEASE_6)
-
-
-def query(dsn: str, schema: str, text: str) -> list[tuple[Any, ...]]:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
-        return conn.execute(text).fetchall()
 
 
 def test_a_release_6_store_migrates_to_version_7(dsn: str, release_6: Path, tmp_path: Path) -> None:

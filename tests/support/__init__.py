@@ -13,7 +13,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -36,10 +38,12 @@ __all__ = [
     "checkpoint",
     "checkpoints",
     "events",
+    "fresh_schema",
     "kill_backends",
     "listener_backends",
     "lock_backends",
     "process_backends",
+    "query",
     "subscribe_retrying",
     "subscription_lock_key",
     "wait_until",
@@ -486,3 +490,24 @@ class Delivery:
         assert not self.errors, self.errors[:5]
         missing = set(range(self.start + 1, expected_last + 1)) - self.covered()
         assert not missing, f"never delivered: {sorted(missing)[:10]} ({len(missing)} in all)"
+
+
+@contextmanager
+def fresh_schema(dsn: str) -> Iterator[str]:
+    """A new schema initialised with `admin.init` (its name), dropped on exit."""
+    from eventstore_actors import admin
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin.init(dsn, name)
+    try:
+        yield name
+    finally:
+        admin.drop(dsn, name)
+
+
+def query(dsn: str, schema: str, text: str, *args: Any) -> list[tuple[Any, ...]]:
+    """The rows of `text` (with `args`) run in `schema` on a connection of its own."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+        cur = conn.execute(text, args or None)
+        return cur.fetchall() if cur.description else []
