@@ -40,6 +40,7 @@ from .acking import Acking
 from .concurrent import ConcurrentState, Deliver
 from .delivery import Delivery, mapped, subscriber_alive, tell_stopped
 from .direct import Direct
+from .health import is_error
 from .hub import SharedLockSession
 from .inbox import Ack, Attach, Detach, Nack, Pump, ReplayParked, Resync
 from .info import lock_key
@@ -295,7 +296,8 @@ class SubscriptionActor(LevelHooks, Ticking, SupervisedActor):
         self._control.close(reason)
         self._closing, self._state = self._state, None
         if reason is not None:
-            self.log.warning("subscription stopped", reason=reason)
+            say = self.log.warning if is_error(reason) else self.log.info  # see health
+            say("subscription stopped", reason=reason)
         self.actor_ref.stop(block=False)
 
     def _lost(self, why: str) -> None:

@@ -86,7 +86,14 @@ VOUCH_MARGIN = 2.0
 #: longer names this store) is tried again.
 _RETRY_AFTER = 1.0
 #: Reasons for `SubscriptionStopped` that are not an error of the subscription.
-_NOT_ERRORS = ("the event store stopped", "the subscription's checkpoint was deleted")
+_NOT_ERRORS = (
+    "the event store stopped",
+    "the subscription's checkpoint was deleted",
+    # Its subscriber is gone (a stopped actor, an asyncio subscription dropped or its loop
+    # closed): how an application shuts down (docs/subscriptions.md), and nobody is left to
+    # be told SubscriptionStopped. Not "the subscriber's tell() failed: ...", an error.
+    "the subscriber stopped",
+)
 
 
 def check_stall_after(value: Any) -> float:

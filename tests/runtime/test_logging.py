@@ -153,11 +153,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 #: A program using the store as a new user would; `sys.argv[3]` is "none" (no logging
 #: configuration at all) or "info" (logging.basicConfig(level=INFO) on stderr). Its consumer
-#: group's subscriber says it stopped after a first batch: every partition then warns, with
-#: the partition's name in the line.
+#: group's mapper fails: every partition given an event then stops and warns, with the
+#: partition's name in the line.
 PROGRAM = """
     import logging, sys, threading
-    from eventstore_actors import EventData, Events, EventStore, SubscriptionStopped
+    from eventstore_actors import EventData, EventStore, SubscriptionStopped
 
     if sys.argv[3] == "info":
         logging.basicConfig(
@@ -166,23 +166,21 @@ PROGRAM = """
 
     class Subscriber:
         def __init__(self) -> None:
-            self.got = threading.Event()
             self.stopped = threading.Event()
         def tell(self, message) -> None:
-            if isinstance(message, Events):
-                self.got.set()
-            elif isinstance(message, SubscriptionStopped):
+            if isinstance(message, SubscriptionStopped):
                 self.stopped.set()
-        def is_alive(self) -> bool:
-            return not self.got.is_set()
+
+    def failing(event):
+        raise RuntimeError("this mapper fails")
 
     def main(dsn: str, schema: str) -> None:
         with EventStore.start(dsn, schema=schema) as store:
             subscriber = Subscriber()
-            store.subscribe_to_all_streams("group", subscriber, partitions=2)
+            store.subscribe_to_all_streams("group", subscriber, mapper=failing, partitions=2)
             for n in range(4):
                 store.append_to_stream(f"s-{n}", 0, [EventData(data={"n": n})])
-            assert subscriber.got.wait(30) and subscriber.stopped.wait(30)
+            assert subscriber.stopped.wait(30)
             store.read_all_streams_forward()
 
     main(sys.argv[1], sys.argv[2])

@@ -23,7 +23,7 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg import sql
-from support import QueueSubscriber, events, wait_until
+from support import QueueSubscriber, actor_subscriber, events, wait_until
 from support.cli import cli
 from support.release1 import release_tree, run_release
 
@@ -366,6 +366,27 @@ def test_unsubscribe_is_idle_not_stopped(store: EventStore) -> None:
     state_becomes(store, "idle")
     sub.nothing()
     assert info(store).state == "idle"
+
+
+def test_a_subscriber_stopped_before_the_store_leaves_it_idle_not_stopped(
+    dsn: str, schema: str, store: EventStore
+) -> None:
+    """The documented shutdown (docs/subscriptions.md: stop your actors in a `finally`, then
+    the store) ends each subscription because its subscriber stopped: nothing failed, and
+    nobody could be told `SubscriptionStopped`, so it is "idle" like after `unsubscribe`.
+    It was "stopped", an error state that made `status --check` exit 2 until the next
+    subscribe (found by a probe cancelling the tasks of asyncio subscriptions)."""
+    ref, sub = actor_subscriber(auto_ack=True)
+    store.subscribe_to_all_streams("p", ref, stall_after=STALL)
+    sub.subscribed()
+    store.append_to_stream("s", 0, events(1))
+    sub.batch()
+    state_becomes(store, "live", timeout=5.0)
+    ref.stop()
+    wait_until(lambda: not info(store).active, what="the subscription to end")
+    assert info(store).state == "idle"
+    done = cli("status", "--dsn", dsn, "--schema", schema, "--check", timeout=60)
+    assert done.returncode == 0, done.stdout
 
 
 # Across processes -------------------------------------------------------------------------------
