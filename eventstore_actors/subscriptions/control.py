@@ -114,10 +114,11 @@ class Control:
         #: when it must go as a message.
         self.direct: Callable[[Any, int], bool | None] | None = None
         self.direct_ack: Callable[[int, Any], bool | None] | None = None
-        #: A consumer group's partition (set by the service): the event_ids of the batch
-        #: sent last are kept (`in_flight`), for the group's handle to route an int nack.
+        #: A consumer group's partition (set by the service): the batch sent last is kept
+        #: (`in_flight`, the list itself: nothing computed per batch), for the group's handle
+        #: to route an int nack.
         self.keeps_sent = False
-        self.in_flight: frozenset[int] = frozenset()
+        self.in_flight: Sequence[Any] = ()
 
     # Inbox accounting ---------------------------------------------------------------------------
     def admit_events(self, count: int) -> Admit:
@@ -178,11 +179,11 @@ class Control:
     ) -> None:
         """The actor is about to send a batch from position `first` to `last`; `replay_of`:
         it is the replay of the parked event of that event_id (at `first`, below the
-        checkpoint: it moves neither `delivered` nor `ack_floor`). `events`: the batch, whose
-        event_ids are kept when `keeps_sent` (see `in_flight`)."""
+        checkpoint: it moves neither `delivered` nor `ack_floor`). `events`: the batch, which
+        is kept when `keeps_sent` (see `in_flight`)."""
         with self._lock:
             if self.keeps_sent:
-                self.in_flight = frozenset(e.event_id for e in events)
+                self.in_flight = events
             if replay_of is not None:
                 self.replaying = (first, replay_of)
                 return

@@ -485,4 +485,6 @@ def _sent(control: Any, position: int, nack: bool) -> bool:
     replaying = control.replaying
     if replaying is not None and replaying[0] == position:
         return True
-    return position in control.in_flight if nack else control.delivered == position
+    if nack:
+        return any(event.event_id == position for event in control.in_flight)
+    return control.delivered == position

@@ -16,9 +16,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import psycopg
 import pytest
-from support import checkpoint, events, kill_backends, lock_backends, wait_until
+from support import checkpoint, client_ports, events, kill_backends, lock_backends, wait_until
 from support.proxy import Proxy
 
 from eventstore_actors import ANY_VERSION, Events, EventStore, Subscribed
@@ -55,16 +54,6 @@ class Recorder:
             return list(self.ids)
 
 
-def client_port(dsn: str, pid: int) -> int:
-    """The client-side TCP port of backend `pid` (the proxy's upstream local port)."""
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        row = conn.execute(
-            "SELECT client_port FROM pg_stat_activity WHERE pid = %s", (pid,)
-        ).fetchone()
-    assert row is not None
-    return int(row[0])
-
-
 def test_the_lease_is_what_these_tests_assume() -> None:
     from eventstore_actors.subscriptions import lock
 
@@ -98,7 +87,7 @@ def test_a_holder_whose_lock_connection_froze_stops_delivering_within_the_lease(
         wait_until(lambda: checkpoint(dsn, schema, "$all", "s") == 1, what="its ack stored")
 
         (pid,) = lock_backends(dsn, lock_key(schema, "$all", "s"))
-        assert proxy.freeze([client_port(dsn, pid)]) == 1
+        assert proxy.freeze(client_ports(dsn, [pid])) == 1
         frozen_at = time.monotonic()
         assert kill_backends(dsn, [pid]) == 1
         wait_until(lambda: got_b.subscribed, what="B to take the name over")
@@ -178,7 +167,7 @@ def test_acks_whose_batched_write_was_lost_with_the_lock_are_not_delivered_again
         wait_until(lambda: checkpoint(dsn, schema, "$all", "s") == 1, what="its ack stored")
 
         (pid,) = lock_backends(dsn, lock_key(schema, "$all", "s"))
-        assert proxy.freeze([client_port(dsn, pid)]) == 1
+        assert proxy.freeze(client_ports(dsn, [pid])) == 1
         writer.append_to_stream("x", ANY_VERSION, events(3, start=1))
         wait_until(lambda: got.seen() == [1, 2, 3, 4], what="events 2-4 within the lease")
         assert checkpoint(dsn, schema, "$all", "s") == 1  # their write waits on the frozen link

@@ -222,10 +222,15 @@ WHERE l.locktype = 'advisory' AND l.granted
 """
 
 
+def _ints(dsn: str, text: str, params: Any) -> list[int]:
+    """The first column of `text`'s rows, as ints, on a connection of its own."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return [int(r[0]) for r in conn.execute(text, params).fetchall()]
+
+
 def lock_backends(dsn: str, key: str | None = None) -> list[int]:
     """Pids of eventstore-actors backends holding an advisory lock (`key`: only that lock)."""
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        return [int(r[0]) for r in conn.execute(_LOCK_HOLDERS, {"key": key}).fetchall()]
+    return _ints(dsn, _LOCK_HOLDERS, {"key": key})
 
 
 def _client_ports(pid: int) -> set[int]:
@@ -274,33 +279,26 @@ def process_backends(dsn: str, pid: int | None = None) -> dict[int, str]:
 def client_ports(dsn: str, pids: Iterable[int]) -> list[int]:
     """The client-side TCP ports of backends `pids` (through the test proxy: its upstream
     local ports, which `Proxy.freeze` takes)."""
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        rows = conn.execute(
-            "SELECT client_port FROM pg_stat_activity WHERE pid = ANY(%s)", (list(pids),)
-        ).fetchall()
-    return [int(r[0]) for r in rows]
+    return _ints(dsn, "SELECT client_port FROM pg_stat_activity WHERE pid = ANY(%s)", [list(pids)])
 
 
 def waiting_on_lock(dsn: str, app: str) -> list[int]:
     """Backends of the store named `app` (its application_name) blocked on a lock."""
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        rows = conn.execute(
-            "SELECT pid FROM pg_stat_activity WHERE application_name = %s"
-            " AND wait_event_type = 'Lock'",
-            (app,),
-        ).fetchall()
-    return [int(r[0]) for r in rows]
+    return _ints(
+        dsn,
+        "SELECT pid FROM pg_stat_activity WHERE application_name = %s AND wait_event_type = 'Lock'",
+        [app],
+    )
 
 
 def listener_backends(dsn: str, schema: str) -> list[int]:
     """Backends LISTENing on `schema`'s channels (their last query names the channel)."""
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        rows = conn.execute(
-            "SELECT pid FROM pg_stat_activity WHERE application_name = 'eventstore-actors' "
-            "AND query LIKE %s",
-            (f'LISTEN "eventstore_actors.{schema}.%',),
-        ).fetchall()
-    return [int(r[0]) for r in rows]
+    return _ints(
+        dsn,
+        "SELECT pid FROM pg_stat_activity WHERE application_name = 'eventstore-actors' "
+        "AND query LIKE %s",
+        [f'LISTEN "eventstore_actors.{schema}.%'],
+    )
 
 
 def kill_backends(dsn: str, pids: Iterable[int]) -> int:

@@ -114,12 +114,7 @@ class Target:
         try:
             if self._path is not None:
                 self._path.mkdir(parents=True, exist_ok=True)
-                fd = os.open(self._path / probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                try:
-                    os.write(fd, b"probe")
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+                _write_new(self._path / probe, b"probe", 0o600)
                 os.unlink(self._path / probe)
             else:
                 fs, root = _fs(self.url)
@@ -193,23 +188,14 @@ class Target:
         if self._path is not None:
             self._path.mkdir(parents=True, exist_ok=True)
             temp = self._path / f".{name}.{uuid.uuid4().hex}.tmp"
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             try:
-                try:
-                    os.write(fd, data)
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+                _write_new(temp, data, 0o644)
                 os.link(temp, self._path / name)
             except FileExistsError:
                 return False
             finally:
                 temp.unlink(missing_ok=True)
-            dir_fd = os.open(self._path, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            _fsync_dir(self._path)
             return True
         fs, root = _fs(self.url)
         path = f"{root.rstrip('/')}/{name}"
@@ -241,11 +227,7 @@ class Target:
                 temp.unlink(missing_ok=True)
                 return "", 0
             os.replace(temp, final)
-            dir_fd = os.open(self._path, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            _fsync_dir(self._path)
             return str(final), count
         fs, root = _fs(self.url)
         remote_tmp, remote = f"{root.rstrip('/')}/{tmp}", f"{root.rstrip('/')}/{name}"
@@ -262,6 +244,25 @@ class Target:
 _NAME = re.compile(r"^events-(\d{20})-(\d{20})\.parquet$")
 #: A file being written (renamed to its name once complete).
 _TEMP = re.compile(r"^\.events-\d{20}-\d{20}\.parquet\.[0-9a-f]{32}\.tmp$")
+
+
+def _write_new(path: Path, data: bytes, mode: int) -> None:
+    """Create the file `path` (FileExistsError if it is there) holding `data`, fsynced."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make the entries just created or renamed in the directory `path` durable."""
+    dir_fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 def _write(pa: Any, pq: Any, arrow_schema: Any, sink: Any, batches: Iterable[list[Any]]) -> int:
